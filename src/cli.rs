@@ -1,0 +1,145 @@
+//! The command line: clap derive only. Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::simulate::Variant;
+
+/// Proposes circuit-breaker and rate-limit settings per host from a crawler fleet's
+/// HTTP telemetry. The nightly job exports the telemetry SQLite files to Parquet,
+/// computes per-host metrics, and turns them into a reviewed breakers.yaml change.
+///
+/// Logs go to stderr (-v for more, or RUST_LOG=breaker_advisor=debug); results to stdout.
+#[derive(Debug, Parser)]
+#[command(name = "breaker-advisor", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Export telemetry SQLite files to a hive-partitioned Parquet dataset.
+    ///
+    /// Incremental: DIR/_manifest.json remembers, per file, the last row exported, so a
+    /// nightly rerun appends only new rows and running twice adds no duplicates.
+    /// Crash-safe: a failed or killed run leaves the previous dataset readable.
+    ///
+    /// Example: breaker-advisor export --telemetry a.sqlite --telemetry b.sqlite --out data/
+    Export(ExportArgs),
+    /// Write synthetic telemetry (and its ground truth) for tests, demos and benchmarks.
+    ///
+    /// Deterministic: the same options and seed give the same rows.
+    ///
+    /// Example: breaker-advisor simulate --out sim/ --hours 24 --hosts 12 --rps 2 --seed 7
+    Simulate(SimulateArgs),
+    /// Show or change the cooldown store the crawler machines share.
+    ///
+    /// A cooldown tells every crawler "do not call this host until T". The store is the
+    /// first of: --store, $BREAKER_ADVISOR_COOLDOWN_STORE, `cooldown_store.url` in the
+    /// settings file (--settings, default ./breaker-advisor.yaml).
+    ///
+    /// Example: breaker-advisor cooldown --store sqlite:cooldowns.sqlite open api.example.org --seconds 600 --reason maintenance
+    Cooldown(CooldownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CooldownArgs {
+    /// The store: sqlite:PATH, redis://[user:pass@]host:port/db, or rediss://... for TLS.
+    #[arg(long, env = crate::cooldown::STORE_ENV, hide_env_values = true, value_name = "STORE")]
+    pub store: Option<String>,
+    /// Redis key prefix (default: the settings file's, else breaker:cooldown:).
+    #[arg(long, value_name = "PREFIX")]
+    pub key_prefix: Option<String>,
+    /// Settings file with a cooldown_store section (default: ./breaker-advisor.yaml if present).
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+    /// The current time, RFC 3339 or epoch seconds, instead of the system clock.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    #[command(subcommand)]
+    pub action: CooldownAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CooldownAction {
+    /// List live cooldowns: host, time remaining, deadline (UTC), reason; sorted by host.
+    Show {
+        /// Only this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop all crawlers calling HOST for the given time.
+    Open {
+        host: String,
+        #[arg(long)]
+        seconds: f64,
+        /// Why (kept to 128 characters).
+        #[arg(long, default_value = "cli-open")]
+        reason: String,
+    },
+    /// Let crawlers call HOST again.
+    Close { host: String },
+    /// Delete expired cooldowns.
+    Prune,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A crawler telemetry SQLite file (repeat for a fleet: one file per machine).
+    /// The path as given names the source in the dataset; give the same path each night.
+    #[arg(long = "telemetry", short = 't', value_name = "FILE", required = true)]
+    pub telemetry: Vec<PathBuf>,
+    /// Dataset folder to create or append to.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: PathBuf,
+    /// Rows per batch and per Parquet row group; bounds memory.
+    #[arg(long, default_value_t = 131_072, value_name = "ROWS")]
+    pub batch_rows: usize,
+    /// How long to wait for a crawler's write lock on a file, in milliseconds.
+    #[arg(long, default_value_t = 5_000, value_name = "MS")]
+    pub busy_timeout_ms: u64,
+    /// When a file was replaced since the last export (its first row or its last
+    /// exported row changed), drop its earlier rows from the dataset and export it again,
+    /// instead of failing on it.
+    #[arg(long)]
+    pub replace_changed: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Folder for telemetry.sqlite and ground_truth.json.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: PathBuf,
+    /// Simulated hours.
+    #[arg(long, default_value_t = 24.0)]
+    pub hours: f64,
+    /// Number of hosts; regimes cycle through healthy, rate-limited, outages,
+    /// flapping, timeouts and chronic errors.
+    #[arg(long, default_value_t = 12)]
+    pub hosts: usize,
+    /// Mean calls per second per host.
+    #[arg(long, default_value_t = 2.0)]
+    pub rps: f64,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Telemetry variant to write.
+    #[arg(long, value_enum, default_value_t = Variant::Schema)]
+    pub variant: Variant,
+    /// Start of the simulated period (RFC 3339, UTC).
+    #[arg(long, default_value = "2025-11-25T00:00:00Z")]
+    pub start: String,
+}

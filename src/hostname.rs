@@ -1,0 +1,77 @@
+//! Host name normalisation shared by every stage: the crawler keys breakers, rate limits
+//! and cooldowns by a normalised host, so telemetry, config keys and store keys must agree.
+
+use idna::AsciiDenyList;
+
+/// Why a host name could not be normalised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("host name is empty")]
+    Empty,
+    #[error("host name {0:?} is not a valid IDNA domain")]
+    Idna(String),
+}
+
+/// Normalises a host the way the crawler does: trim, drop one trailing dot, then
+/// UTS-46 mapping to lowercase ASCII with punycode labels (`München.Example.` becomes
+/// `xn--mnchen-3ya.example`).
+///
+/// ASCII punctuation is not rejected (the deny list is empty): host names come from the
+/// internet and a strange one must still be reported, escaped, rather than vanish.
+pub fn normalize_host(raw: &str) -> Result<String, HostError> {
+    let trimmed = raw.trim();
+    let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    if trimmed.is_empty() {
+        return Err(HostError::Empty);
+    }
+    // Fast path: the crawler already writes normalised hosts, so most names are
+    // lowercase ASCII without punycode labels and need no IDNA work.
+    if trimmed
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !trimmed.contains("xn--")
+        && !trimmed.contains("..")
+    {
+        return Ok(trimmed.to_owned());
+    }
+    idna::domain_to_ascii_cow(trimmed.as_bytes(), AsciiDenyList::EMPTY)
+        .map(|c| c.into_owned())
+        .map_err(|_| HostError::Idna(raw.to_owned()))
+        .and_then(|h| {
+            if h.is_empty() {
+                Err(HostError::Empty)
+            } else {
+                Ok(h)
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_like_the_crawler() {
+        assert_eq!(normalize_host("Example.COM").unwrap(), "example.com");
+        assert_eq!(
+            normalize_host(" api.crossref.org. ").unwrap(),
+            "api.crossref.org"
+        );
+        assert_eq!(
+            normalize_host("münchen.example").unwrap(),
+            "xn--mnchen-3ya.example"
+        );
+        assert_eq!(
+            normalize_host("xn--mnchen-3ya.example").unwrap(),
+            "xn--mnchen-3ya.example"
+        );
+        assert_eq!(normalize_host("").unwrap_err(), HostError::Empty);
+        assert_eq!(normalize_host(" . ").unwrap_err(), HostError::Empty);
+    }
+
+    #[test]
+    fn keeps_hostile_names_as_text() {
+        let h = normalize_host("</script><img src=x onerror=alert(1)>.example").unwrap();
+        assert!(h.contains("<img"), "{h}");
+    }
+}

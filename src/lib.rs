@@ -1,0 +1,19 @@
+//! breaker-advisor: reads a crawler fleet's HTTP telemetry and proposes circuit-breaker
+//! and rate-limit settings per host.
+//!
+//! Module map (one module per pipeline stage; see ARCHITECTURE.md):
+//! - [`telemetry`]: SQLite telemetry (every real variant) -> hive-partitioned Parquet
+//!   dataset, incremental and crash-safe. Takes file paths, gives a dataset + summary.
+//! - [`simulate`]: synthetic telemetry with ground truth, deterministic from a seed.
+//! - [`cooldown`]: the shared cooldown stores (SQLite, Redis) in the crawler's formats.
+//! - [`settings`]: the tool's own settings file.
+//! - [`hostname`]: host normalisation shared by every stage.
+//! - [`cli`]: the command line (clap derive); [`pipeline`] runs a parsed command.
+
+pub mod cli;
+pub mod cooldown;
+pub mod hostname;
+pub mod pipeline;
+pub mod settings;
+pub mod simulate;
+pub mod telemetry;

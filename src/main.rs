@@ -1,0 +1,22 @@
+//! The `breaker-advisor` binary: parse arguments, set up logging, run, map the outcome
+//! to an exit code (0 ok, 1 input or usage error, 2 internal error).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use breaker_advisor::cli::Cli;
+use breaker_advisor::pipeline;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    pipeline::init_logging(cli.verbose, cli.quiet);
+    match pipeline::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if pipeline::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(pipeline::exit_code(&e))
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Runs a parsed command: calls the stages in order, prints results to stdout and maps
+//! failures to exit codes. The one place that turns stage results into user output.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::cli::{Command, CooldownAction, CooldownArgs, ExportArgs, SimulateArgs};
+use crate::cooldown::{Cooldown, CooldownError, StoreSpec};
+use crate::simulate::{SimOptions, simulate};
+use crate::telemetry::{ExportOptions, ExportSummary, TelemetryError, export};
+
+/// An error caused by the input or the invocation, not by a bug: exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+pub fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "breaker_advisor=debug,info",
+        _ => "breaker_advisor=trace,debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// 1 for errors the user can fix (bad input, bad arguments), 2 for everything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    let input = e.chain().any(|c| {
+        c.is::<InputError>()
+            || c.is::<CooldownError>()
+            || c.is::<crate::settings::SettingsError>()
+            || c.downcast_ref::<TelemetryError>().is_some_and(|t| {
+                !matches!(t, TelemetryError::Io { .. } | TelemetryError::Polars { .. })
+            })
+    });
+    if input { 1 } else { 2 }
+}
+
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Export(args) => run_export(&args),
+        Command::Simulate(args) => run_simulate(&args),
+        Command::Cooldown(args) => run_cooldown(&args),
+    }
+}
+
+fn run_export(args: &ExportArgs) -> anyhow::Result<()> {
+    if args.batch_rows == 0 {
+        bail!(InputError("--batch-rows must be at least 1".into()));
+    }
+    let opts = ExportOptions {
+        out: args.out.clone(),
+        batch_rows: args.batch_rows,
+        busy_timeout: Duration::from_millis(args.busy_timeout_ms),
+        replace_changed: args.replace_changed,
+        progress: true,
+    };
+    let summary = export(&args.telemetry, &opts)?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &summary)?;
+        writeln!(stdout)?;
+    } else {
+        write_export_summary(&mut stdout, &summary)?;
+    }
+    stdout.flush()?;
+    let failed: Vec<_> = summary.failed().map(|s| s.source.as_str()).collect();
+    if !failed.is_empty() {
+        bail!(InputError(format!(
+            "{} of {} telemetry files could not be exported ({}); the others were",
+            failed.len(),
+            summary.sources.len(),
+            failed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The human-readable export summary.
+pub fn write_export_summary(w: &mut dyn Write, s: &ExportSummary) -> std::io::Result<()> {
+    let rate = if s.elapsed_s > 0.0 {
+        s.rows_read as f64 / s.elapsed_s
+    } else {
+        0.0
+    };
+    writeln!(
+        w,
+        "export run {} into {}: {} rows exported, {} rejected, {} part files, {:.1} s ({:.0} rows/s)",
+        s.run, s.dataset, s.rows_exported, s.rows_rejected, s.parts_written, s.elapsed_s, rate
+    )?;
+    for src in &s.sources {
+        match &src.error {
+            Some(err) => writeln!(w, "  {}: FAILED: {err}", src.source)?,
+            None => {
+                writeln!(w, "  {} ({})", src.source, src.outcome)?;
+                for (name, t) in &src.tables {
+                    writeln!(
+                        w,
+                        "    {name:<20} from {:<20} read {:>10}  exported {:>10}  rejected {:>6}",
+                        t.sqlite_table,
+                        t.rows_read,
+                        t.rows_exported,
+                        t.rejected.values().sum::<u64>()
+                    )?;
+                    for (reason, n) in &t.rejected {
+                        writeln!(w, "      rejected {reason}: {n}")?;
+                    }
+                    for (column, n) in &t.nulled {
+                        writeln!(w, "      {column}: {n} unreadable values exported as NULL")?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
+    if args.hosts == 0 {
+        bail!(InputError("--hosts must be at least 1".into()));
+    }
+    if !(args.rps > 0.0 && args.rps.is_finite() && args.hours > 0.0 && args.hours.is_finite()) {
+        bail!(InputError(
+            "--rps and --hours must be positive numbers".into()
+        ));
+    }
+    let start = chrono::DateTime::parse_from_rfc3339(&args.start)
+        .map_err(|e| InputError(format!("--start {:?}: {e}", args.start)))?;
+    let opts = SimOptions {
+        out: args.out.clone(),
+        hours: args.hours,
+        hosts: args.hosts,
+        rps: args.rps,
+        seed: args.seed,
+        variant: args.variant,
+        start_s: start.timestamp(),
+    };
+    let summary =
+        simulate(&opts).with_context(|| format!("simulating into {}", args.out.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "wrote {} rows and {} breaker transitions for {} hosts to {}; ground truth in {}",
+        summary.rows,
+        summary.transitions,
+        summary.hosts,
+        summary.telemetry.display(),
+        summary.ground_truth.display()
+    )?;
+    Ok(())
+}
+
+/// Parses `--now`: RFC 3339, or epoch seconds.
+pub fn parse_instant(text: &str) -> Result<f64, InputError> {
+    if let Ok(secs) = text.trim().parse::<f64>()
+        && secs.is_finite()
+    {
+        return Ok(secs);
+    }
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|d| d.timestamp_micros() as f64 / 1e6)
+        .map_err(|e| {
+            InputError(format!(
+                "--now {text:?}: expected RFC 3339 or epoch seconds ({e})"
+            ))
+        })
+}
+
+/// The wall clock, used only where no `--now` was given.
+fn wall_clock_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The store from --store / the environment (clap merges both), else the settings file.
+fn resolve_store(args: &CooldownArgs) -> anyhow::Result<StoreSpec> {
+    let settings = crate::settings::load(args.settings.as_deref())?;
+    let from_settings = settings.cooldown_store;
+    let prefix = args
+        .key_prefix
+        .clone()
+        .or_else(|| from_settings.as_ref().and_then(|s| s.key_prefix.clone()))
+        .unwrap_or_else(|| "breaker:cooldown:".to_owned());
+    let spec = match (&args.store, &from_settings) {
+        (Some(s), _) => s.clone(),
+        (None, Some(s)) => s.url.clone(),
+        (None, None) => bail!(InputError(format!(
+            "no cooldown store: pass --store, set {}, or add cooldown_store.url to the settings file",
+            crate::cooldown::STORE_ENV
+        ))),
+    };
+    Ok(StoreSpec::parse(&spec, &prefix)?)
+}
+
+fn format_remaining(secs: f64) -> String {
+    let s = secs.max(0.0).ceil() as u64;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec:02}s"),
+        (h, m, sec) => format!("{h}h{m:02}m{sec:02}s"),
+    }
+}
+
+fn format_utc(epoch: f64) -> String {
+    chrono::DateTime::from_timestamp_micros((epoch * 1e6).round() as i64)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| format!("{epoch}"))
+}
+
+fn run_cooldown(args: &CooldownArgs) -> anyhow::Result<()> {
+    let now = match &args.now {
+        Some(t) => parse_instant(t)?,
+        None => wall_clock_now(),
+    };
+    let spec = resolve_store(args)?;
+    let mut store = spec.open()?;
+    let mut stdout = std::io::stdout().lock();
+    match &args.action {
+        CooldownAction::Show { host, json } => {
+            let mut listing = match host {
+                Some(h) => {
+                    let mut l = crate::cooldown::Listing::default();
+                    l.cooldowns.extend(store.get(h, now)?);
+                    l
+                }
+                None => store.list(now)?,
+            };
+            listing.cooldowns.sort_by(|a, b| a.host.cmp(&b.host));
+            for bad in &listing.bad_records {
+                tracing::warn!(host = %bad.host, "skipping an unreadable cooldown record: {}", bad.problem);
+            }
+            if *json {
+                #[derive(serde::Serialize)]
+                struct Row<'a> {
+                    #[serde(flatten)]
+                    cooldown: &'a Cooldown,
+                    remaining_s: f64,
+                    until_utc: String,
+                }
+                let rows: Vec<Row<'_>> = listing
+                    .cooldowns
+                    .iter()
+                    .map(|c| Row {
+                        cooldown: c,
+                        remaining_s: c.until_wall - now,
+                        until_utc: format_utc(c.until_wall),
+                    })
+                    .collect();
+                let doc = serde_json::json!({
+                    "store": store.describe(),
+                    "now": now,
+                    "cooldowns": rows,
+                    "bad_records": listing.bad_records,
+                });
+                serde_json::to_writer_pretty(&mut stdout, &doc)?;
+                writeln!(stdout)?;
+            } else if listing.cooldowns.is_empty() {
+                writeln!(stdout, "no active cooldowns in {}", store.describe())?;
+            } else {
+                writeln!(
+                    stdout,
+                    "{:<40} {:>10}  {:<20}  reason",
+                    "host", "remaining", "until (UTC)"
+                )?;
+                for c in &listing.cooldowns {
+                    writeln!(
+                        stdout,
+                        "{:<40} {:>10}  {:<20}  {}",
+                        c.host,
+                        format_remaining(c.until_wall - now),
+                        format_utc(c.until_wall),
+                        c.reason.as_deref().unwrap_or("")
+                    )?;
+                }
+            }
+        }
+        CooldownAction::Open {
+            host,
+            seconds,
+            reason,
+        } => {
+            if !(seconds.is_finite() && *seconds > 0.0) {
+                bail!(InputError(format!(
+                    "--seconds must be positive, got {seconds}"
+                )));
+            }
+            let until = now + seconds;
+            store.set(host, until, reason, now)?;
+            let host = crate::cooldown::store_host(host)?;
+            writeln!(
+                stdout,
+                "{host}: cooldown until {} ({})",
+                format_utc(until),
+                format_remaining(*seconds)
+            )?;
+        }
+        CooldownAction::Close { host } => {
+            let removed = store.clear(host)?;
+            let host = crate::cooldown::store_host(host)?;
+            writeln!(
+                stdout,
+                "{host}: {}",
+                if removed {
+                    "cooldown cleared"
+                } else {
+                    "had no cooldown"
+                }
+            )?;
+        }
+        CooldownAction::Prune => {
+            let n = store.prune(now)?;
+            writeln!(
+                stdout,
+                "pruned {n} expired cooldowns from {}",
+                store.describe()
+            )?;
+        }
+    }
+    Ok(())
+}

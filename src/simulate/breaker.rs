@@ -1,0 +1,204 @@
+//! A pybreaker-like circuit breaker: the state machine the crawler runs per host, used by
+//! the simulator to decide which calls happen (an open breaker blocks calls, and blocked
+//! calls leave no telemetry row).
+
+/// The settings of one breaker.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BreakerPolicy {
+    pub fail_max: u32,
+    pub reset_timeout_s: f64,
+    pub success_threshold: u32,
+    pub trial_calls: u32,
+    pub retry_after_cap_s: f64,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            fail_max: 5,
+            reset_timeout_s: 60.0,
+            success_threshold: 1,
+            trial_calls: 1,
+            retry_after_cap_s: 900.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// A state change, as the crawler logs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transition {
+    pub at_s: f64,
+    pub from: State,
+    pub to: State,
+}
+
+/// Outcome of asking the breaker for permission to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Call allowed; the state the call runs in.
+    Allowed(State),
+    Blocked,
+}
+
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    pub policy: BreakerPolicy,
+    state: State,
+    consecutive_failures: u32,
+    half_open_successes: u32,
+    open_until_s: f64,
+    /// A Retry-After cooldown: calls are blocked until then without a state change.
+    cooldown_until_s: f64,
+}
+
+impl Breaker {
+    pub fn new(policy: BreakerPolicy) -> Self {
+        Breaker {
+            policy,
+            state: State::Closed,
+            consecutive_failures: 0,
+            half_open_successes: 0,
+            open_until_s: f64::NEG_INFINITY,
+            cooldown_until_s: f64::NEG_INFINITY,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Asks to call at `now_s`; an open breaker past its reset timeout turns half-open.
+    pub fn admit(&mut self, now_s: f64, transitions: &mut Vec<Transition>) -> Admission {
+        if now_s < self.cooldown_until_s {
+            return Admission::Blocked;
+        }
+        match self.state {
+            State::Open if now_s < self.open_until_s => Admission::Blocked,
+            State::Open => {
+                self.set(State::HalfOpen, now_s, transitions);
+                self.half_open_successes = 0;
+                Admission::Allowed(State::HalfOpen)
+            }
+            s => Admission::Allowed(s),
+        }
+    }
+
+    /// Records a call's outcome. `retry_after_s` is the server's Retry-After on a
+    /// 429/503 failure, honoured up to `retry_after_cap_s`.
+    pub fn record(
+        &mut self,
+        now_s: f64,
+        failure: bool,
+        retry_after_s: Option<f64>,
+        transitions: &mut Vec<Transition>,
+    ) {
+        if let Some(ra) = retry_after_s.filter(|_| failure) {
+            let until = now_s + ra.min(self.policy.retry_after_cap_s);
+            self.cooldown_until_s = self.cooldown_until_s.max(until);
+        }
+        match (self.state, failure) {
+            (State::Closed, true) => {
+                self.consecutive_failures += 1;
+                if self.consecutive_failures >= self.policy.fail_max {
+                    self.trip(now_s, transitions);
+                }
+            }
+            (State::Closed, false) => self.consecutive_failures = 0,
+            (State::HalfOpen, true) => self.trip(now_s, transitions),
+            (State::HalfOpen, false) => {
+                self.half_open_successes += 1;
+                if self.half_open_successes >= self.policy.success_threshold {
+                    self.consecutive_failures = 0;
+                    self.set(State::Closed, now_s, transitions);
+                }
+            }
+            // A call admitted before the breaker opened finished afterwards.
+            (State::Open, _) => {}
+        }
+    }
+
+    fn trip(&mut self, now_s: f64, transitions: &mut Vec<Transition>) {
+        self.open_until_s = now_s + self.policy.reset_timeout_s;
+        self.set(State::Open, now_s, transitions);
+    }
+
+    fn set(&mut self, to: State, now_s: f64, transitions: &mut Vec<Transition>) {
+        if self.state != to {
+            transitions.push(Transition {
+                at_s: now_s,
+                from: self.state,
+                to,
+            });
+            self.state = to;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_fail_max_and_closes_after_successes() {
+        let mut b = Breaker::new(BreakerPolicy {
+            fail_max: 3,
+            reset_timeout_s: 10.0,
+            success_threshold: 2,
+            ..BreakerPolicy::default()
+        });
+        let mut tr = Vec::new();
+        for t in 0..3 {
+            assert_eq!(
+                b.admit(t as f64, &mut tr),
+                Admission::Allowed(State::Closed)
+            );
+            b.record(t as f64, true, None, &mut tr);
+        }
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(b.admit(5.0, &mut tr), Admission::Blocked);
+        assert_eq!(b.admit(12.0, &mut tr), Admission::Allowed(State::HalfOpen));
+        b.record(12.0, false, None, &mut tr);
+        assert_eq!(b.state(), State::HalfOpen);
+        b.record(13.0, false, None, &mut tr);
+        assert_eq!(b.state(), State::Closed);
+        let kinds: Vec<_> = tr.iter().map(|t| (t.from, t.to)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (State::Closed, State::Open),
+                (State::Open, State::HalfOpen),
+                (State::HalfOpen, State::Closed)
+            ]
+        );
+    }
+
+    #[test]
+    fn retry_after_blocks_without_a_transition_and_is_capped() {
+        let mut b = Breaker::new(BreakerPolicy {
+            retry_after_cap_s: 30.0,
+            ..BreakerPolicy::default()
+        });
+        let mut tr = Vec::new();
+        b.record(0.0, true, Some(600.0), &mut tr);
+        assert_eq!(b.admit(29.0, &mut tr), Admission::Blocked);
+        assert_eq!(b.admit(30.0, &mut tr), Admission::Allowed(State::Closed));
+        assert!(tr.is_empty());
+    }
+}

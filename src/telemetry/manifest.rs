@@ -1,0 +1,209 @@
+//! The export manifest: per source file, what was exported (high-water marks, digests,
+//! part files, rejected rows), and the commit protocol that keeps the dataset and the
+//! manifest consistent when a run fails or is killed.
+//!
+//! Protocol: a run writes its part files under `_staging/`, then atomically replaces
+//! `_manifest.json` with one that lists them (the commit point), then moves them into
+//! place. On start, [`recover`] finishes a committed run's moves (roll forward), deletes
+//! part files that no manifest lists (roll back) and empties `_staging/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::TelemetryError;
+use super::parquet::is_part_file_name;
+use super::schema::{SCHEMA_VERSION, TABLES};
+
+pub const MANIFEST_FILE: &str = "_manifest.json";
+pub const STAGING_DIR: &str = "_staging";
+const FORMAT: &str = "breaker-advisor/telemetry-export";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub schema_version: u32,
+    /// Number of committed export runs; names the next run's part files.
+    pub runs: u64,
+    /// Per source label (the path as given on the command line).
+    pub sources: BTreeMap<String, SourceState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceState {
+    /// Digest of the first `http_events` row: recognises the file across runs.
+    pub fingerprint: Option<String>,
+    pub tables: BTreeMap<String, TableState>,
+    /// Part files holding this source's rows, relative to the dataset root.
+    pub parts: Vec<String>,
+    /// Rejected rows so far, per table and reason.
+    pub rejected: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Values exported as NULL because they could not be decoded, per table and column.
+    pub nulled: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The run that last exported rows from it.
+    pub last_run: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableState {
+    /// The SQLite table read (`breaker_events` for transitions from JSON payloads).
+    pub sqlite_table: String,
+    /// Highest id read; the next run reads ids above it.
+    pub high_water_id: i64,
+    /// Digest of the row at the high-water mark, to notice a replaced file.
+    pub high_water_digest: Option<String>,
+    pub rows_read: u64,
+    pub rows_exported: u64,
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Manifest {
+            format: FORMAT.into(),
+            schema_version: SCHEMA_VERSION,
+            runs: 0,
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+impl Manifest {
+    /// Loads `DIR/_manifest.json`, or an empty manifest when the dataset is new.
+    pub fn load(dir: &Path) -> Result<Manifest, TelemetryError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+            Err(e) => return Err(TelemetryError::io(&path, e)),
+        };
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| TelemetryError::Manifest {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        if manifest.format != FORMAT {
+            return Err(TelemetryError::Manifest {
+                path,
+                detail: format!("format is {:?}, expected {FORMAT:?}", manifest.format),
+            });
+        }
+        if manifest.schema_version != SCHEMA_VERSION {
+            return Err(TelemetryError::Manifest {
+                path,
+                detail: format!(
+                    "dataset has schema version {}, this tool writes {SCHEMA_VERSION}; export into a new directory",
+                    manifest.schema_version
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Atomically replaces `DIR/_manifest.json` (write, fsync, rename, fsync the folder).
+    pub fn save(&self, dir: &Path) -> Result<(), TelemetryError> {
+        let mut text = serde_json::to_string_pretty(self).expect("manifest serialises");
+        text.push('\n');
+        write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())
+    }
+
+    fn listed_parts(&self) -> BTreeSet<&str> {
+        self.sources
+            .values()
+            .flat_map(|s| s.parts.iter().map(String::as_str))
+            .collect()
+    }
+}
+
+/// Writes a file through a temporary sibling and a rename, so readers see the old or the
+/// new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TelemetryError> {
+    let tmp = tmp_sibling(path);
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            // Persist the rename itself; not every platform can open a folder.
+            if let Ok(d) = fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        TelemetryError::io(path, e)
+    })
+}
+
+fn tmp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Brings a dataset folder back to the state its manifest describes; see the module doc.
+/// Returns the number of part files moved forward and deleted.
+pub fn recover(dir: &Path, manifest: &Manifest) -> Result<(usize, usize), TelemetryError> {
+    let staging = dir.join(STAGING_DIR);
+    let listed = manifest.listed_parts();
+    let mut moved = 0;
+    for rel in &listed {
+        let target = dir.join(rel);
+        let staged = staging.join(rel);
+        if !target.exists() && staged.exists() {
+            publish(&staged, &target)?;
+            moved += 1;
+        }
+    }
+    let mut deleted = 0;
+    for spec in TABLES {
+        let table_dir = dir.join(spec.name);
+        let Ok(partitions) = fs::read_dir(&table_dir) else {
+            continue;
+        };
+        for partition in partitions.flatten() {
+            let Ok(files) = fs::read_dir(partition.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if !is_part_file_name(&name) {
+                    continue;
+                }
+                let rel = format!(
+                    "{}/{}/{name}",
+                    spec.name,
+                    partition.file_name().to_string_lossy()
+                );
+                if !listed.contains(rel.as_str()) {
+                    tracing::warn!(part = %rel, "deleting a part file no manifest lists (left by an interrupted run)");
+                    fs::remove_file(file.path())
+                        .map_err(|e| TelemetryError::io(&file.path(), e))?;
+                    deleted += 1;
+                }
+            }
+        }
+    }
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| TelemetryError::io(&staging, e))?;
+    }
+    Ok((moved, deleted))
+}
+
+/// Moves a staged part file into the dataset.
+pub fn publish(staged: &Path, target: &Path) -> Result<(), TelemetryError> {
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(|e| TelemetryError::io(parent, e))?;
+    }
+    fs::rename(staged, target).map_err(|e| TelemetryError::io(target, e))
+}

@@ -1,0 +1,113 @@
+//! Writing one part file of the hive-partitioned Parquet dataset: fixed declared schema
+//! (a column that is all NULL is still typed), zstd, column statistics and key-value
+//! metadata naming the schema version, the tool version and the source.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use polars::io::parquet::write::{BatchedWriter, KeyValueMetadata};
+use polars::prelude::*;
+
+use super::schema::{Kind, SCHEMA_VERSION, TableSpec};
+
+/// The declared Polars schema of an exported table.
+pub fn table_schema(spec: &TableSpec) -> Schema {
+    let mut schema = Schema::with_capacity(4 + spec.columns.len());
+    schema.insert("source".into(), DataType::String);
+    schema.insert("id".into(), DataType::Int64);
+    schema.insert(
+        "ts".into(),
+        DataType::Datetime(TimeUnit::Microseconds, None),
+    );
+    schema.insert("host".into(), DataType::String);
+    for c in spec.columns {
+        let dtype = match c.kind {
+            Kind::Int => DataType::Int64,
+            Kind::Bool => DataType::Boolean,
+            Kind::Text | Kind::State | Kind::Recorded => DataType::String,
+        };
+        schema.insert(c.name.into(), dtype);
+    }
+    schema
+}
+
+/// `2025-11-26` for a day number counted from the Unix epoch.
+pub fn date_string(days: i32) -> String {
+    chrono::DateTime::from_timestamp(i64::from(days) * 86_400, 0)
+        .map(|d| d.date_naive().to_string())
+        .unwrap_or_else(|| format!("day{days}"))
+}
+
+/// Path of a part file relative to the dataset root. The run number and the source id
+/// make it unique; the `part-r` prefix marks it as ours (see manifest recovery).
+pub fn part_rel_path(table: &str, days: i32, run: u64, source_id: &str) -> String {
+    format!(
+        "{table}/date={}/part-r{run:06}-{source_id}.parquet",
+        date_string(days)
+    )
+}
+
+/// Whether a file name is one of our part files.
+pub fn is_part_file_name(name: &str) -> bool {
+    name.starts_with("part-r") && name.ends_with(".parquet")
+}
+
+/// An open part file being written in the staging area.
+pub struct PartWriter {
+    pub rel: String,
+    pub rows: u64,
+    path: PathBuf,
+    writer: BatchedWriter<BufWriter<File>>,
+}
+
+impl PartWriter {
+    pub fn create(
+        path: &Path,
+        rel: String,
+        spec: &TableSpec,
+        metadata: Vec<(String, String)>,
+    ) -> Result<Self, PolarsError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = File::create(path)?;
+        let mut kv = vec![
+            (
+                "breaker_advisor.schema_version".to_owned(),
+                SCHEMA_VERSION.to_string(),
+            ),
+            (
+                "breaker_advisor.tool_version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            ),
+            ("breaker_advisor.table".to_owned(), spec.name.to_owned()),
+        ];
+        kv.extend(metadata);
+        let writer = ParquetWriter::new(BufWriter::with_capacity(1 << 20, file))
+            .with_compression(ParquetCompression::Zstd(None))
+            .with_statistics(StatisticsOptions::default())
+            .with_key_value_metadata(Some(KeyValueMetadata::from_static(kv)))
+            .batched(&table_schema(spec))?;
+        Ok(PartWriter {
+            rel,
+            rows: 0,
+            path: path.to_owned(),
+            writer,
+        })
+    }
+
+    pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        self.rows += df.height() as u64;
+        self.writer.write_batch(df)
+    }
+
+    /// Writes the footer and syncs the file to disk, so a later rename publishes a
+    /// complete file.
+    pub fn finish(self) -> PolarsResult<(String, u64)> {
+        self.writer.finish()?;
+        drop(self.writer);
+        File::open(&self.path)?.sync_all()?;
+        Ok((self.rel, self.rows))
+    }
+}

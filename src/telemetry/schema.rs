@@ -1,0 +1,339 @@
+//! The canonical tables we export and the detection of which real telemetry variant a
+//! SQLite file holds (`PRAGMA table_info`), mapped onto those tables.
+
+use std::collections::BTreeSet;
+
+use rusqlite::Connection;
+
+use super::TelemetryError;
+
+/// Version of the exported Parquet schema, written into every file's key-value metadata
+/// and into the manifest. Bump it when a column is added, removed or retyped.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How a canonical column is decoded from SQLite's dynamically typed values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Free text, kept as is.
+    Text,
+    /// Integer; integral reals and numeric text are accepted.
+    Int,
+    /// 0/1 (or true/false text).
+    Bool,
+    /// Breaker state, normalised to `closed|open|half_open`.
+    State,
+    /// What the breaker recorded: `success|failure|none`.
+    Recorded,
+}
+
+/// One canonical column of an exported table and the SQLite names it may have.
+#[derive(Debug)]
+pub struct ColumnSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Source column names, first match wins.
+    pub aliases: &'static [&'static str],
+}
+
+/// An exported table. Every table also has the fixed leading columns
+/// `source, id, ts, host` (see [`FIXED_COLUMNS`]).
+#[derive(Debug)]
+pub struct TableSpec {
+    /// Name of the dataset folder and of the SQLite table read.
+    pub name: &'static str,
+    /// Columns that must exist in the SQLite table (besides host and time).
+    pub required: &'static [&'static str],
+    pub columns: &'static [ColumnSpec],
+}
+
+/// Columns every exported table starts with.
+pub const FIXED_COLUMNS: [&str; 4] = ["source", "id", "ts", "host"];
+
+const fn col(name: &'static str, kind: Kind) -> ColumnSpec {
+    ColumnSpec {
+        name,
+        kind,
+        aliases: &[],
+    }
+}
+
+pub static HTTP_EVENTS: TableSpec = TableSpec {
+    name: "http_events",
+    required: &["status"],
+    columns: &[
+        col("run_id", Kind::Text),
+        col("role", Kind::Text),
+        col("method", Kind::Text),
+        col("status", Kind::Int),
+        col("url_hash", Kind::Text),
+        col("from_cache", Kind::Bool),
+        col("revalidated", Kind::Bool),
+        col("stale", Kind::Bool),
+        col("retry_count", Kind::Int),
+        col("retry_after_s", Kind::Int),
+        col("rate_delay_ms", Kind::Int),
+        ColumnSpec {
+            name: "breaker_state",
+            kind: Kind::State,
+            aliases: &["breaker_state", "breaker_host_state"],
+        },
+        col("breaker_recorded", Kind::Recorded),
+        col("elapsed_ms", Kind::Int),
+        col("error", Kind::Text),
+    ],
+};
+
+pub static BREAKER_TRANSITIONS: TableSpec = TableSpec {
+    name: "breaker_transitions",
+    required: &["old_state", "new_state"],
+    columns: &[
+        col("run_id", Kind::Text),
+        col("scope", Kind::Text),
+        col("old_state", Kind::State),
+        col("new_state", Kind::State),
+        col("reset_timeout_s", Kind::Int),
+    ],
+};
+
+pub static RATE_EVENTS: TableSpec = TableSpec {
+    name: "rate_events",
+    required: &["action"],
+    columns: &[
+        col("run_id", Kind::Text),
+        col("role", Kind::Text),
+        col("action", Kind::Text),
+        col("delay_ms", Kind::Int),
+        col("max_delay_ms", Kind::Int),
+    ],
+};
+
+/// All exported tables, in export order.
+pub static TABLES: [&TableSpec; 3] = [&HTTP_EVENTS, &BREAKER_TRANSITIONS, &RATE_EVENTS];
+
+impl ColumnSpec {
+    fn candidates(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let own: &[&'static str] = if self.aliases.is_empty() {
+            std::slice::from_ref(&self.name)
+        } else {
+            self.aliases
+        };
+        own.iter().copied()
+    }
+}
+
+/// Where the event time lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimeColumn {
+    /// `ts REAL`, epoch seconds.
+    EpochSeconds(String),
+    /// `timestamp TEXT`, ISO 8601 (UTC when no offset is given).
+    Iso8601(String),
+}
+
+impl TimeColumn {
+    pub fn name(&self) -> &str {
+        match self {
+            TimeColumn::EpochSeconds(n) | TimeColumn::Iso8601(n) => n,
+        }
+    }
+}
+
+/// How one canonical table is read from one SQLite file.
+#[derive(Debug, Clone)]
+pub struct TableLayout {
+    pub spec: &'static TableSpec,
+    /// The SQLite table read (differs from `spec.name` for `breaker_events`).
+    pub sqlite_table: String,
+    /// `id` when the table has it, else `rowid`.
+    pub id_column: String,
+    pub time: TimeColumn,
+    pub host_column: String,
+    /// Per canonical column, the SQLite column it comes from (None: exported as NULL).
+    pub sources: Vec<Option<String>>,
+    /// True when rows come from `breaker_events` JSON payloads.
+    pub from_breaker_events: bool,
+}
+
+/// Everything detected about one telemetry file.
+#[derive(Debug, Clone)]
+pub struct FileLayout {
+    pub tables: Vec<TableLayout>,
+}
+
+/// Lists a table's columns, or None when the table does not exist.
+fn table_columns(
+    conn: &Connection,
+    path: &str,
+    table: &str,
+) -> Result<Option<BTreeSet<String>>, TelemetryError> {
+    let sql = format!("PRAGMA table_info(\"{table}\")");
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(|e| TelemetryError::sqlite(path, e))?;
+    let names = stmt
+        .query_map([], |row| row.get::<_, String>(1))
+        .and_then(|rows| rows.collect::<Result<BTreeSet<_>, _>>())
+        .map_err(|e| TelemetryError::sqlite(path, e))?;
+    Ok(if names.is_empty() { None } else { Some(names) })
+}
+
+fn find_time(cols: &BTreeSet<String>) -> Option<TimeColumn> {
+    if cols.contains("ts") {
+        Some(TimeColumn::EpochSeconds("ts".into()))
+    } else if cols.contains("timestamp") {
+        Some(TimeColumn::Iso8601("timestamp".into()))
+    } else {
+        None
+    }
+}
+
+fn layout_for(
+    spec: &'static TableSpec,
+    path: &str,
+    cols: &BTreeSet<String>,
+) -> Result<TableLayout, TelemetryError> {
+    let mut missing: Vec<String> = Vec::new();
+    if !cols.contains("host") {
+        missing.push("host".into());
+    }
+    let time = find_time(cols);
+    if time.is_none() {
+        missing.push("ts|timestamp".into());
+    }
+    for req in spec.required {
+        let spec_col = spec.columns.iter().find(|c| c.name == *req);
+        let found = spec_col.is_some_and(|c| c.candidates().any(|n| cols.contains(n)));
+        if !found {
+            missing.push((*req).into());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(TelemetryError::MissingColumns {
+            path: path.into(),
+            table: spec.name.into(),
+            columns: missing.join(", "),
+        });
+    }
+    let sources = spec
+        .columns
+        .iter()
+        .map(|c| {
+            c.candidates()
+                .find(|n| cols.contains(*n))
+                .map(str::to_owned)
+        })
+        .collect();
+    Ok(TableLayout {
+        spec,
+        sqlite_table: spec.name.into(),
+        id_column: if cols.contains("id") { "id" } else { "rowid" }.into(),
+        time: time.expect("checked above"),
+        host_column: "host".into(),
+        sources,
+        from_breaker_events: false,
+    })
+}
+
+/// Detects the variant of a telemetry file. `http_events` is required; transitions come
+/// from `breaker_transitions` when that table exists, else from `breaker_events`;
+/// `rate_events` is exported when present.
+pub fn detect(conn: &Connection, path: &str) -> Result<FileLayout, TelemetryError> {
+    let http_cols =
+        table_columns(conn, path, "http_events")?.ok_or_else(|| TelemetryError::MissingTable {
+            path: path.into(),
+            table: "http_events".into(),
+        })?;
+    let mut tables = vec![layout_for(&HTTP_EVENTS, path, &http_cols)?];
+
+    if let Some(cols) = table_columns(conn, path, "breaker_transitions")? {
+        tables.push(layout_for(&BREAKER_TRANSITIONS, path, &cols)?);
+    } else if let Some(cols) = table_columns(conn, path, "breaker_events")? {
+        let mut missing = Vec::new();
+        for need in ["event_type", "payload"] {
+            if !cols.contains(need) {
+                missing.push(need);
+            }
+        }
+        let time = find_time(&cols);
+        if time.is_none() {
+            missing.push("timestamp");
+        }
+        if !missing.is_empty() {
+            return Err(TelemetryError::MissingColumns {
+                path: path.into(),
+                table: "breaker_events".into(),
+                columns: missing.join(", "),
+            });
+        }
+        // Canonical columns are filled from the payload, except run_id and scope.
+        let sources = BREAKER_TRANSITIONS
+            .columns
+            .iter()
+            .map(|c| match c.name {
+                "run_id" | "scope" if cols.contains(c.name) => Some(c.name.to_owned()),
+                _ => None,
+            })
+            .collect();
+        tables.push(TableLayout {
+            spec: &BREAKER_TRANSITIONS,
+            sqlite_table: "breaker_events".into(),
+            id_column: if cols.contains("id") { "id" } else { "rowid" }.into(),
+            time: time.expect("checked above"),
+            host_column: if cols.contains("host") {
+                "host"
+            } else {
+                "resolver"
+            }
+            .into(),
+            sources,
+            from_breaker_events: true,
+        });
+    }
+
+    if let Some(cols) = table_columns(conn, path, "rate_events")? {
+        tables.push(layout_for(&RATE_EVENTS, path, &cols)?);
+    }
+    Ok(FileLayout { tables })
+}
+
+impl TableLayout {
+    /// The SELECT that reads rows after a high-water mark, in id order. Column order:
+    /// id, time, host, then one per canonical column (NULL when absent); for
+    /// `breaker_events` also the resolver and the JSON payload.
+    pub fn select_sql(&self, condition: &str) -> String {
+        let mut cols = vec![
+            quote(&self.id_column),
+            quote(self.time.name()),
+            quote(&self.host_column),
+        ];
+        for src in &self.sources {
+            cols.push(src.as_deref().map_or_else(|| "NULL".to_owned(), quote));
+        }
+        let mut filter = format!("{} {condition}", quote(&self.id_column));
+        if self.from_breaker_events {
+            cols.push("payload".into());
+            filter.push_str(" AND event_type = 'breaker_state_change'");
+        }
+        format!(
+            "SELECT {} FROM {} WHERE {filter} ORDER BY {}",
+            cols.join(", "),
+            quote(&self.sqlite_table),
+            quote(&self.id_column)
+        )
+    }
+
+    /// Columns that exist in the canonical table but not in this file: exported as NULL.
+    pub fn absent_columns(&self) -> Vec<&'static str> {
+        self.spec
+            .columns
+            .iter()
+            .zip(&self.sources)
+            .filter(|(_, s)| s.is_none())
+            .map(|(c, _)| c.name)
+            .collect()
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

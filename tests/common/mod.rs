@@ -1,0 +1,120 @@
+//! Helpers shared by the integration tests: simulated telemetry, SQLite fixtures from
+//! SQL text, and reading the exported dataset back with Polars.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use breaker_advisor::simulate::{DEFAULT_START_S, SimOptions, Variant, simulate};
+use polars::prelude::*;
+
+/// Simulates `hours` of telemetry into `dir` and returns the SQLite path.
+pub fn sim(dir: &Path, variant: Variant, hours: f64, hosts: usize, rps: f64, seed: u64) -> PathBuf {
+    let summary = simulate(&SimOptions {
+        out: dir.to_owned(),
+        hours,
+        hosts,
+        rps,
+        seed,
+        variant,
+        start_s: DEFAULT_START_S,
+    })
+    .expect("simulate");
+    summary.telemetry
+}
+
+/// Creates a SQLite file from SQL text.
+pub fn sqlite_from_sql(path: &Path, sql: &str) -> PathBuf {
+    let conn = rusqlite::Connection::open(path).expect("create sqlite");
+    conn.execute_batch(sql).expect("fixture SQL");
+    path.to_owned()
+}
+
+/// Reads one exported table (all partitions, with the hive `date` column), sorted by
+/// source and id.
+pub fn read_dataset(dataset: &Path, table: &str) -> DataFrame {
+    let dir = dataset.join(table);
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions {
+            enabled: Some(true),
+            hive_start_idx: 0,
+            schema: None,
+            try_parse_dates: true,
+        },
+        ..Default::default()
+    };
+    LazyFrame::scan_parquet(PlRefPath::new(format!("{}/", dir.display())), args)
+        .expect("scan dataset")
+        .sort(["source", "id"], SortMultipleOptions::default())
+        .collect()
+        .expect("collect dataset")
+}
+
+/// Every file under `dir` with its bytes, skipping the lock and staging area.
+pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let p = entry.path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if rel == "_lock" || rel.starts_with("_staging") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((rel, std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).expect(sql)
+}
+
+pub fn col_i64(df: &DataFrame, name: &str) -> Vec<Option<i64>> {
+    df.column(name)
+        .expect(name)
+        .as_materialized_series()
+        .cast(&DataType::Int64)
+        .expect("cast")
+        .i64()
+        .expect("i64")
+        .iter()
+        .collect()
+}
+
+pub fn col_str(df: &DataFrame, name: &str) -> Vec<Option<String>> {
+    df.column(name)
+        .expect(name)
+        .str()
+        .expect("str")
+        .iter()
+        .map(|v| v.map(str::to_owned))
+        .collect()
+}
+
+pub fn col_bool(df: &DataFrame, name: &str) -> Vec<Option<bool>> {
+    df.column(name)
+        .expect(name)
+        .bool()
+        .expect("bool")
+        .iter()
+        .collect()
+}
+
+/// Microseconds since the epoch of the `ts` column.
+pub fn col_ts_us(df: &DataFrame, name: &str) -> Vec<Option<i64>> {
+    df.column(name)
+        .expect(name)
+        .as_materialized_series()
+        .to_physical_repr()
+        .i64()
+        .expect("datetime physical")
+        .iter()
+        .collect()
+}

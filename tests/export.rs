@@ -1,0 +1,749 @@
+//! Export stage: every real telemetry variant to Parquet, row for row; bad files; locks;
+//! idempotence; replaced sources; crash safety.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use breaker_advisor::simulate::Variant;
+use breaker_advisor::telemetry::{ExportOptions, export};
+use common::*;
+use polars::prelude::*;
+use rusqlite::Connection;
+
+fn opts(out: &Path) -> ExportOptions {
+    let mut o = ExportOptions::new(out);
+    o.progress = false;
+    // Small batches exercise batch boundaries and several row groups per part.
+    o.batch_rows = 1_000;
+    o
+}
+
+fn bin() -> Command {
+    Command::cargo_bin("breaker-advisor").expect("binary")
+}
+
+#[test]
+fn schema_variant_round_trips_row_for_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 3.0, 6, 0.5, 11);
+    let out = tmp.path().join("ds");
+    let summary = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    assert_eq!(summary.rows_rejected, 0, "{summary:?}");
+
+    let conn = Connection::open(&db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, ts, host, role, method, status, url_hash, from_cache, revalidated, stale,
+                    retry_count, retry_after_s, rate_delay_ms, breaker_state, breaker_recorded,
+                    elapsed_ms, error, run_id
+             FROM http_events ORDER BY id",
+        )
+        .unwrap();
+    type Row = (
+        i64,
+        f64,
+        String,
+        String,
+        String,
+        Option<i64>,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        i64,
+        Option<String>,
+        String,
+        i64,
+        Option<String>,
+        String,
+    );
+    let want: Vec<Row> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+                r.get(11)?,
+                r.get(12)?,
+                r.get(13)?,
+                r.get(14)?,
+                r.get(15)?,
+                r.get(16)?,
+                r.get(17)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(want.len() > 10_000, "simulation too small: {}", want.len());
+
+    let df = read_dataset(&out, "http_events");
+    assert_eq!(df.height(), want.len());
+    let ids = col_i64(&df, "id");
+    let ts = col_ts_us(&df, "ts");
+    let host = col_str(&df, "host");
+    let role = col_str(&df, "role");
+    let method = col_str(&df, "method");
+    let status = col_i64(&df, "status");
+    let url_hash = col_str(&df, "url_hash");
+    let from_cache = col_bool(&df, "from_cache");
+    let revalidated = col_bool(&df, "revalidated");
+    let stale = col_bool(&df, "stale");
+    let retry_count = col_i64(&df, "retry_count");
+    let retry_after = col_i64(&df, "retry_after_s");
+    let rate_delay = col_i64(&df, "rate_delay_ms");
+    let state = col_str(&df, "breaker_state");
+    let recorded = col_str(&df, "breaker_recorded");
+    let elapsed = col_i64(&df, "elapsed_ms");
+    let error = col_str(&df, "error");
+    let run_id = col_str(&df, "run_id");
+    let source = col_str(&df, "source");
+    let date = df
+        .column("date")
+        .unwrap()
+        .cast(&DataType::String)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap().to_owned())
+        .collect::<Vec<_>>();
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(ids[i], Some(w.0), "row {i}");
+        assert_eq!(ts[i], Some((w.1 * 1e6).round() as i64), "row {i}");
+        assert_eq!(host[i].as_deref(), Some(w.2.as_str()));
+        assert_eq!(role[i].as_deref(), Some(w.3.as_str()));
+        assert_eq!(method[i].as_deref(), Some(w.4.as_str()));
+        assert_eq!(status[i], w.5);
+        assert_eq!(url_hash[i].as_deref(), Some(w.6.as_str()));
+        assert_eq!(from_cache[i], Some(w.7 == 1));
+        assert_eq!(revalidated[i], Some(w.8 == 1));
+        assert_eq!(stale[i], Some(w.9 == 1));
+        assert_eq!(retry_count[i], Some(w.10));
+        assert_eq!(retry_after[i], w.11);
+        assert_eq!(rate_delay[i], Some(w.12));
+        assert_eq!(state[i], w.13);
+        assert_eq!(recorded[i].as_deref(), Some(w.14.as_str()));
+        assert_eq!(elapsed[i], Some(w.15));
+        assert_eq!(error[i], w.16);
+        assert_eq!(run_id[i].as_deref(), Some(w.17.as_str()));
+        assert_eq!(source[i].as_deref(), Some(db.to_str().unwrap()));
+        let day = chrono::DateTime::from_timestamp_micros(ts[i].unwrap())
+            .unwrap()
+            .date_naive()
+            .to_string();
+        assert_eq!(date[i], day, "row {i} is in the wrong date partition");
+    }
+
+    // Transitions, row for row.
+    let tr = read_dataset(&out, "breaker_transitions");
+    let mut stmt = conn
+        .prepare("SELECT id, ts, host, old_state, new_state, reset_timeout_s FROM breaker_transitions ORDER BY id")
+        .unwrap();
+    let want: Vec<(i64, f64, String, String, String, i64)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(tr.height(), want.len());
+    let (ids, ts, host, old, new, reset) = (
+        col_i64(&tr, "id"),
+        col_ts_us(&tr, "ts"),
+        col_str(&tr, "host"),
+        col_str(&tr, "old_state"),
+        col_str(&tr, "new_state"),
+        col_i64(&tr, "reset_timeout_s"),
+    );
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(
+            (
+                ids[i],
+                ts[i],
+                host[i].clone(),
+                old[i].clone(),
+                new[i].clone(),
+                reset[i]
+            ),
+            (
+                Some(w.0),
+                Some((w.1 * 1e6).round() as i64),
+                Some(w.2.clone()),
+                Some(w.3.clone()),
+                Some(w.4.clone()),
+                Some(w.5)
+            )
+        );
+    }
+}
+
+#[test]
+fn sink_variant_is_normalised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Sink, 3.0, 12, 0.3, 5);
+    let out = tmp.path().join("ds");
+    let summary = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    assert_eq!(summary.rows_rejected, 0, "{summary:?}");
+    let conn = Connection::open(&db).unwrap();
+    let df = read_dataset(&out, "http_events");
+    assert_eq!(
+        df.height() as i64,
+        count(&conn, "SELECT count(*) FROM http_events")
+    );
+
+    // Hosts: the sink wrote a Unicode IDN host and an upper-case host with a dot.
+    let hosts: std::collections::BTreeSet<String> =
+        col_str(&df, "host").into_iter().flatten().collect();
+    assert!(hosts.contains("xn--mnchen-3ya.example"), "{hosts:?}");
+    assert!(hosts.contains("api.crossref.org"));
+    assert_eq!(hosts.len(), 12, "{hosts:?}");
+    assert!(
+        count(
+            &conn,
+            "SELECT count(*) FROM http_events WHERE host = 'API.CROSSREF.ORG.'"
+        ) > 0
+    );
+
+    // States were upper case; now canonical. Columns absent in the sink are typed NULLs.
+    let states: std::collections::BTreeSet<Option<String>> =
+        col_str(&df, "breaker_state").into_iter().collect();
+    assert!(
+        states
+            .iter()
+            .flatten()
+            .all(|s| ["closed", "open", "half_open"].contains(&s.as_str()))
+    );
+    assert!(states.contains(&Some("half_open".into())), "{states:?}");
+    for (name, dtype) in [
+        ("stale", DataType::Boolean),
+        ("revalidated", DataType::Boolean),
+        ("rate_delay_ms", DataType::Int64),
+    ] {
+        let c = df.column(name).unwrap();
+        assert_eq!(c.dtype(), &dtype, "{name}");
+        assert_eq!(c.null_count(), df.height(), "{name}");
+    }
+    let run_nulls = df.column("run_id").unwrap().null_count() as i64;
+    assert_eq!(
+        run_nulls,
+        count(
+            &conn,
+            "SELECT count(*) FROM http_events WHERE run_id IS NULL"
+        )
+    );
+
+    // Transitions come from breaker_events JSON payloads with pybreaker reprs.
+    let tr = read_dataset(&out, "breaker_transitions");
+    assert_eq!(
+        tr.height() as i64,
+        count(
+            &conn,
+            "SELECT count(*) FROM breaker_events WHERE event_type = 'breaker_state_change'"
+        )
+    );
+    assert!(
+        count(
+            &conn,
+            "SELECT count(*) FROM breaker_events WHERE payload LIKE '%pybreaker.Circuit%'"
+        ) > 0
+    );
+    let pairs: std::collections::BTreeSet<(String, String)> = col_str(&tr, "old_state")
+        .into_iter()
+        .zip(col_str(&tr, "new_state"))
+        .map(|(a, b)| (a.unwrap(), b.unwrap()))
+        .collect();
+    let want: std::collections::BTreeSet<(String, String)> = [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+        ("half_open", "open"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(pairs, want);
+}
+
+const HANDWRITTEN: &str = r#"
+CREATE TABLE http_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, timestamp TEXT NOT NULL,
+  host TEXT, role TEXT, status INTEGER, from_cache INTEGER, retry_after_s INTEGER,
+  breaker_host_state TEXT, breaker_recorded TEXT, error TEXT);
+INSERT INTO http_events (run_id, timestamp, host, role, status, from_cache, retry_after_s, breaker_host_state, breaker_recorded, error) VALUES
+  ('r1', '2025-11-26T10:15:30.123456Z', 'Example.COM.', 'metadata', 200, 0, NULL, 'CLOSED', 'success', NULL),
+  (NULL, '2025-11-26T23:59:59.999999+00:00', 'münchen.example', 'landing', 429, 0, 30, 'HalfOpen', 'failure', NULL),
+  ('r1', '2025-11-27 00:00:00', 'example.com', 'artifact', NULL, 0, NULL, '<pybreaker.CircuitOpenState object at 0x7f3a2c1d0e50>', 'failure', 'ReadTimeout'),
+  ('r1', '2025-11-26T10:16:00Z', NULL, 'metadata', 200, 0, NULL, 'closed', 'success', NULL),
+  ('r1', '2025-11-26T10:16:01Z', '  ', 'metadata', 200, 0, NULL, 'closed', 'success', NULL),
+  ('r1', 'not a time', 'example.com', 'metadata', 200, 0, NULL, 'closed', 'success', NULL),
+  ('r1', '', 'example.com', 'metadata', 200, 0, NULL, 'closed', 'success', NULL),
+  ('r1', '2025-11-26T10:17:00Z', 'example.com', 'metadata', 'abc', 0, NULL, 'closed', 'success', NULL),
+  ('r1', '2025-11-26T10:18:00Z', 'example.com', 'metadata', 42, 0, NULL, 'closed', 'success', NULL),
+  ('r1', '2025-11-26T10:19:00Z', 'example.com', 'metadata', 404, 'yes', 'soon', 'tripped', 'maybe', NULL);
+CREATE TABLE breaker_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL, run_id TEXT, event_type TEXT NOT NULL,
+  host TEXT, scope TEXT, resolver TEXT, payload TEXT);
+INSERT INTO breaker_events (timestamp, run_id, event_type, host, scope, resolver, payload) VALUES
+  ('2025-11-26T10:20:00Z', 'r1', 'breaker_failure', 'example.com', 'host', NULL, '{}'),
+  ('2025-11-26T10:20:00Z', 'r1', 'breaker_state_change', 'example.com', 'host', NULL,
+   '{"old": "<pybreaker.CircuitClosedState object at 0x7f00>", "new": "<pybreaker.CircuitOpenState object at 0x7f01>", "reset_timeout_s": 60, "ts": 1764152400.5}'),
+  ('2025-11-26T10:21:00Z', 'r1', 'breaker_state_change', 'EXAMPLE.com', 'host', NULL,
+   '{"old": "OPEN", "new": "half_open", "reset_timeout_s": 60}'),
+  ('2025-11-26T10:22:00Z', 'r1', 'breaker_state_change', 'example.com', 'host', NULL, 'not json'),
+  ('2025-11-26T10:23:00Z', 'r1', 'breaker_state_change', 'example.com', 'host', NULL,
+   '{"old": "open", "new": "exploded"}'),
+  ('2025-11-26T10:24:00Z', 'r1', 'breaker_before_call', 'example.com', 'host', NULL, '{}');
+"#;
+
+#[test]
+fn handwritten_variant_counts_rejected_rows_by_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sqlite_from_sql(&tmp.path().join("sink.sqlite"), HANDWRITTEN);
+    let out = tmp.path().join("ds");
+    let summary = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    let src = &summary.sources[0];
+    let http = &src.tables["http_events"];
+    let want: BTreeMap<String, u64> = [
+        ("null_host", 2),
+        ("unparsable_time", 1),
+        ("null_time", 1),
+        ("invalid_status", 2),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), *v))
+    .collect();
+    assert_eq!(http.rejected, want);
+    assert_eq!(http.rows_read, 10);
+    assert_eq!(http.rows_exported, 4);
+    let nulled: BTreeMap<String, u64> = [
+        ("from_cache", 1),
+        ("retry_after_s", 1),
+        ("breaker_state", 1),
+        ("breaker_recorded", 1),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), *v))
+    .collect();
+    assert_eq!(http.nulled, nulled);
+
+    let df = read_dataset(&out, "http_events");
+    assert_eq!(
+        col_str(&df, "host"),
+        [
+            "example.com",
+            "xn--mnchen-3ya.example",
+            "example.com",
+            "example.com"
+        ]
+        .map(|s| Some(s.to_string()))
+    );
+    assert_eq!(
+        col_str(&df, "breaker_state"),
+        [Some("closed"), Some("half_open"), Some("open"), None].map(|s| s.map(str::to_string))
+    );
+    assert_eq!(
+        col_i64(&df, "status"),
+        [Some(200), Some(429), None, Some(404)]
+    );
+    assert_eq!(col_ts_us(&df, "ts")[0], Some(1_764_152_130_123_456));
+    // 23:59:59.999999 stays on the 26th, midnight goes to the 27th.
+    let parts: Vec<String> = snapshot(&out.join("http_events"))
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert!(parts[0].starts_with("date=2025-11-26/") && parts[1].starts_with("date=2025-11-27/"));
+
+    let tr_report = &src.tables["breaker_transitions"];
+    assert_eq!(tr_report.sqlite_table, "breaker_events");
+    assert_eq!(
+        tr_report.rows_read, 4,
+        "only breaker_state_change rows are read"
+    );
+    assert_eq!(tr_report.rows_exported, 2);
+    let want: BTreeMap<String, u64> = [("invalid_payload", 1), ("unknown_state", 1)]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    assert_eq!(tr_report.rejected, want);
+    let tr = read_dataset(&out, "breaker_transitions");
+    assert_eq!(
+        col_str(&tr, "old_state"),
+        [Some("closed".into()), Some("open".into())]
+    );
+    assert_eq!(
+        col_str(&tr, "new_state"),
+        [Some("open".into()), Some("half_open".into())]
+    );
+    // The payload's ts wins over the row's timestamp; without it the row's is used.
+    assert_eq!(
+        col_ts_us(&tr, "ts"),
+        [Some(1_764_152_400_500_000), Some(1_764_152_460_000_000)]
+    );
+    assert_eq!(col_i64(&tr, "reset_timeout_s"), [Some(60), Some(60)]);
+}
+
+#[test]
+fn unusable_files_fail_with_named_errors_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = sim(&tmp.path().join("good"), Variant::Schema, 1.0, 2, 0.2, 3);
+    let garbage = tmp.path().join("garbage.sqlite");
+    std::fs::write(
+        &garbage,
+        b"this is not a database, just some bytes that go on and on...".repeat(100),
+    )
+    .unwrap();
+    let no_table = sqlite_from_sql(
+        &tmp.path().join("no_table.sqlite"),
+        "CREATE TABLE other (x);",
+    );
+    let no_status = sqlite_from_sql(
+        &tmp.path().join("no_status.sqlite"),
+        "CREATE TABLE http_events (id INTEGER PRIMARY KEY, ts REAL, host TEXT);
+         INSERT INTO http_events (ts, host) VALUES (1764152130.0, 'a.example');",
+    );
+    let no_host_time = sqlite_from_sql(
+        &tmp.path().join("no_host_time.sqlite"),
+        "CREATE TABLE http_events (id INTEGER PRIMARY KEY, status INTEGER);",
+    );
+    let missing = tmp.path().join("missing.sqlite");
+    let out = tmp.path().join("ds");
+
+    let cases = [
+        (&garbage, vec!["garbage.sqlite", "not a SQLite database"]),
+        (&no_table, vec!["no_table.sqlite", "no table http_events"]),
+        (
+            &no_status,
+            vec!["no_status.sqlite", "table http_events has no column status"],
+        ),
+        (
+            &no_host_time,
+            vec!["no_host_time.sqlite", "http_events", "host, ts|timestamp"],
+        ),
+        (&missing, vec!["missing.sqlite", "no such file"]),
+    ];
+    let mut cmd = bin();
+    cmd.arg("export")
+        .arg("--out")
+        .arg(&out)
+        .arg("--telemetry")
+        .arg(&good);
+    for (p, _) in &cases {
+        cmd.arg("--telemetry").arg(p);
+    }
+    let output = cmd.output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for (_, needles) in &cases {
+        for n in needles {
+            assert!(stderr.contains(n), "stderr lacks {n:?}:\n{stderr}");
+            assert!(stdout.contains(n), "summary lacks {n:?}:\n{stdout}");
+        }
+    }
+    assert!(
+        stderr.contains("5 of 6 telemetry files could not be exported"),
+        "{stderr}"
+    );
+
+    // The good file is exported; nothing of the bad ones is.
+    let df = read_dataset(&out, "http_events");
+    let sources: std::collections::BTreeSet<String> =
+        col_str(&df, "source").into_iter().flatten().collect();
+    assert_eq!(sources, [good.to_string_lossy().into_owned()].into());
+    let conn = Connection::open(&good).unwrap();
+    assert_eq!(
+        df.height() as i64,
+        count(&conn, "SELECT count(*) FROM http_events")
+    );
+    // The garbage file was not touched.
+    assert!(
+        std::fs::read(&garbage)
+            .unwrap()
+            .starts_with(b"this is not a database")
+    );
+}
+
+const SMALL: &str = "
+CREATE TABLE http_events (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, ts REAL NOT NULL,
+  host TEXT NOT NULL, role TEXT NOT NULL, status INTEGER);
+INSERT INTO http_events (run_id, ts, host, role, status) VALUES
+  ('r', 1764152130.0, 'a.example', 'metadata', 200),
+  ('r', 1764152131.0, 'a.example', 'metadata', 503);
+";
+
+#[test]
+fn a_locked_file_fails_clearly_and_a_wal_writer_does_not_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Rollback journal: a writer holding an exclusive lock blocks readers.
+    let locked = sqlite_from_sql(&tmp.path().join("locked.sqlite"), SMALL);
+    let writer = Connection::open(&locked).unwrap();
+    writer
+        .execute_batch("BEGIN EXCLUSIVE; INSERT INTO http_events (run_id, ts, host, role, status) VALUES ('r', 1764152132.0, 'a.example', 'metadata', 200);")
+        .unwrap();
+    let out = tmp.path().join("ds");
+    let mut o = opts(&out);
+    o.busy_timeout = Duration::from_millis(200);
+    let summary = export(std::slice::from_ref(&locked), &o).unwrap();
+    let err = summary.sources[0].error.as_deref().unwrap();
+    assert!(
+        err.contains("locked.sqlite")
+            && err.contains("locked by another process")
+            && err.contains("200 ms"),
+        "{err}"
+    );
+    assert!(!out.join("http_events").exists());
+    writer.execute_batch("ROLLBACK").unwrap();
+
+    // WAL: a crawler in the middle of a write transaction; the export reads the last
+    // committed snapshot and does not modify the file.
+    let wal = sqlite_from_sql(&tmp.path().join("wal.sqlite"), "PRAGMA journal_mode=WAL;");
+    let setup = Connection::open(&wal).unwrap();
+    setup.execute_batch(SMALL).unwrap();
+    setup
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let writer = Connection::open(&wal).unwrap();
+    writer
+        .execute_batch("BEGIN IMMEDIATE; INSERT INTO http_events (run_id, ts, host, role, status) VALUES ('r', 1764152133.0, 'a.example', 'metadata', 200);")
+        .unwrap();
+    let before = std::fs::read(&wal).unwrap();
+    let out2 = tmp.path().join("ds2");
+    let mut o = opts(&out2);
+    o.busy_timeout = Duration::from_millis(200);
+    let summary = export(std::slice::from_ref(&wal), &o).unwrap();
+    assert!(summary.sources[0].error.is_none(), "{summary:?}");
+    assert_eq!(summary.rows_exported, 2);
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        before,
+        "the export modified the telemetry file"
+    );
+    writer.execute_batch("COMMIT").unwrap();
+    let summary = export(std::slice::from_ref(&wal), &o).unwrap();
+    assert_eq!(
+        summary.rows_exported, 1,
+        "the committed row comes next time"
+    );
+    assert_eq!(read_dataset(&out2, "http_events").height(), 3);
+    drop(setup);
+}
+
+#[test]
+fn export_is_idempotent_and_incremental() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 1.0, 3, 0.5, 21);
+    let out = tmp.path().join("ds");
+    let first = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    assert!(first.rows_exported > 1_000);
+    let snap = snapshot(&out);
+
+    let again = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    assert_eq!(again.rows_exported, 0);
+    assert_eq!(again.parts_written, 0);
+    assert_eq!(
+        snapshot(&out),
+        snap,
+        "a rerun on the same data changed the dataset"
+    );
+
+    // The crawler appends rows; the next run exports only those.
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "INSERT INTO http_events (run_id, ts, host, role, method, status, url_hash)
+         SELECT run_id, ts + 86400, host, role, method, status, url_hash FROM http_events WHERE id <= 500;",
+    )
+    .unwrap();
+    let third = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    assert_eq!(third.rows_exported, 500);
+    let df = read_dataset(&out, "http_events");
+    assert_eq!(
+        df.height() as i64,
+        count(&conn, "SELECT count(*) FROM http_events")
+    );
+    let ids = df
+        .column("id")
+        .unwrap()
+        .as_materialized_series()
+        .n_unique()
+        .unwrap();
+    assert_eq!(ids, df.height(), "duplicate ids in the dataset");
+    // Each run's parts carry their run number.
+    let parts: Vec<String> = snapshot(&out)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.ends_with(".parquet"))
+        .collect();
+    assert!(
+        parts.iter().any(|p| p.contains("part-r000001-"))
+            && parts.iter().any(|p| p.contains("part-r000002-")),
+        "{parts:?}"
+    );
+}
+
+#[test]
+fn a_replaced_source_is_detected_not_mixed_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 1.0, 2, 0.3, 1);
+    let out = tmp.path().join("ds");
+    export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    let snap = snapshot(&out);
+
+    // The crawler machine was reset: same path, different file.
+    sim(&tmp.path().join("sim"), Variant::Schema, 0.5, 2, 0.3, 2);
+    let output = bin()
+        .args(["export", "--out"])
+        .arg(&out)
+        .arg("--telemetry")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("was replaced since the last export")
+            && stderr.contains("--replace-changed"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&out), snap);
+
+    let mut o = opts(&out);
+    o.replace_changed = true;
+    let summary = export(std::slice::from_ref(&db), &o).unwrap();
+    assert_eq!(summary.sources[0].outcome, "replaced");
+    let conn = Connection::open(&db).unwrap();
+    assert_eq!(
+        read_dataset(&out, "http_events").height() as i64,
+        count(&conn, "SELECT count(*) FROM http_events")
+    );
+}
+
+fn export_with_failpoint(out: &Path, db: &Path, failpoint: &str) -> std::process::Output {
+    bin()
+        .env("BREAKER_ADVISOR_FAILPOINT", failpoint)
+        .args(["export", "--batch-rows", "500", "--out"])
+        .arg(out)
+        .arg("--telemetry")
+        .arg(db)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_run_killed_before_its_commit_leaves_the_dataset_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 1.0, 3, 0.5, 4);
+    let out = tmp.path().join("ds");
+    export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    let snap = snapshot(&out);
+    let rows = read_dataset(&out, "http_events").height();
+
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "INSERT INTO http_events (run_id, ts, host, role, method, status, url_hash)
+         SELECT run_id, ts + 3600, host, role, method, status, url_hash FROM http_events;",
+    )
+    .unwrap();
+    let output = export_with_failpoint(&out, &db, "export:staged");
+    assert!(!output.status.success(), "the failpoint did not fire");
+    assert!(
+        out.join("_staging").exists(),
+        "the killed run had staged its parts"
+    );
+    assert_eq!(snapshot(&out), snap, "a killed run changed the dataset");
+    assert_eq!(read_dataset(&out, "http_events").height(), rows);
+
+    // The next run cleans up and exports the new rows exactly once.
+    export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    assert!(!out.join("_staging").exists());
+    let df = read_dataset(&out, "http_events");
+    assert_eq!(
+        df.height() as i64,
+        count(&conn, "SELECT count(*) FROM http_events")
+    );
+}
+
+#[test]
+fn a_run_killed_after_its_commit_is_rolled_forward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 1.0, 3, 0.5, 8);
+    let out = tmp.path().join("ds");
+    let output = export_with_failpoint(&out, &db, "export:committed");
+    assert!(!output.status.success(), "the failpoint did not fire");
+    // Committed but not yet published: readers still see the previous (empty) dataset.
+    assert!(!out.join("http_events").exists());
+    let summary = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    assert_eq!(
+        summary.rows_exported, 0,
+        "rows of the committed run were exported twice"
+    );
+    let conn = Connection::open(&db).unwrap();
+    let df = read_dataset(&out, "http_events");
+    assert_eq!(
+        df.height() as i64,
+        count(&conn, "SELECT count(*) FROM http_events")
+    );
+}
+
+#[test]
+fn parquet_parts_carry_metadata_zstd_and_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 1.0, 2, 0.3, 9);
+    let out = tmp.path().join("ds");
+    export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    let (rel, _) = snapshot(&out.join("http_events"))
+        .into_iter()
+        .next()
+        .unwrap();
+    let file = std::fs::File::open(out.join("http_events").join(rel)).unwrap();
+    let mut reader = ParquetReader::new(file);
+    let md = reader.get_metadata().unwrap().clone();
+    let kv: BTreeMap<String, String> = md
+        .key_value_metadata()
+        .clone()
+        .unwrap()
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(kv["breaker_advisor.schema_version"], "1");
+    assert_eq!(
+        kv["breaker_advisor.tool_version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(kv["breaker_advisor.source"], db.to_string_lossy());
+    assert_eq!(kv["breaker_advisor.source_fingerprint"].len(), 32);
+    assert!(
+        md.row_groups.len() > 1,
+        "batches of 1000 rows make several row groups"
+    );
+    for rg in &md.row_groups {
+        for col in rg.parquet_columns() {
+            assert_eq!(format!("{:?}", col.compression()), "Zstd");
+            let stats = col.statistics(&md.footer_buf);
+            assert!(matches!(stats, Some(Ok(_))), "no statistics");
+        }
+    }
+}
