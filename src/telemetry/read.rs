@@ -3,6 +3,7 @@
 //! reason; unusable optional values become NULL and are counted by column.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use polars::prelude::*;
 use rusqlite::Connection;
@@ -104,19 +105,50 @@ impl Batch {
 /// Caches host normalisation by raw bytes: the same few hosts repeat millions of times.
 #[derive(Default)]
 pub struct HostCache {
-    map: HashMap<Box<[u8]>, Result<Box<str>, HostError>>,
+    map: HashMap<Box<[u8]>, Result<Box<str>, HostError>, BuildHasherDefault<Fnv1a>>,
+    /// Holds the last result once the map is full.
+    overflow: Option<Result<Box<str>, HostError>>,
 }
 
 impl HostCache {
-    fn normalize(&mut self, raw: &[u8]) -> Result<Box<str>, HostError> {
-        if let Some(hit) = self.map.get(raw) {
-            return hit.clone();
+    fn normalize(&mut self, raw: &[u8]) -> Result<&str, HostError> {
+        let slot = if self.map.contains_key(raw) {
+            &self.map[raw]
+        } else {
+            let result = normalize_host(&String::from_utf8_lossy(raw)).map(String::into_boxed_str);
+            if self.map.len() < HOST_CACHE_LIMIT {
+                self.map.entry(raw.into()).or_insert(result)
+            } else {
+                self.overflow.insert(result)
+            }
+        };
+        match slot {
+            Ok(h) => Ok(h),
+            Err(e) => Err(e.clone()),
         }
-        let result = normalize_host(&String::from_utf8_lossy(raw)).map(String::into_boxed_str);
-        if self.map.len() < HOST_CACHE_LIMIT {
-            self.map.insert(raw.into(), result.clone());
+    }
+}
+
+/// FNV-1a: host names are short, and SipHash's DoS resistance buys nothing for a cache
+/// that stops growing at [`HOST_CACHE_LIMIT`] entries.
+#[derive(Default)]
+pub struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
-        result
+        self.0 = h;
     }
 }
 
@@ -157,8 +189,77 @@ fn parse_payload(raw: ValueRef<'_>) -> Option<Payload> {
     })
 }
 
+/// Rows per hand-over from the SQLite thread to the decoding thread.
+const RAW_BATCH_ROWS: usize = 4_096;
+
+/// One SQLite value copied out of its row, text and blobs into the batch's arena.
+#[derive(Debug, Clone, Copy)]
+enum Raw {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(usize, usize),
+    Blob(usize, usize),
+}
+
+/// A run of rows as SQLite gave them, so that decoding runs on another thread while
+/// SQLite steps on: reading the file and decoding it are about equal halves of the work.
+struct RawBatch {
+    width: usize,
+    values: Vec<Raw>,
+    arena: Vec<u8>,
+}
+
+impl RawBatch {
+    fn new(width: usize) -> Self {
+        RawBatch {
+            width,
+            values: Vec::with_capacity(width * RAW_BATCH_ROWS),
+            arena: Vec::with_capacity(64 * RAW_BATCH_ROWS),
+        }
+    }
+
+    fn push_row(&mut self, row: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
+        for i in 0..self.width {
+            let raw = match row.get_ref(i)? {
+                ValueRef::Null => Raw::Null,
+                ValueRef::Integer(v) => Raw::Int(v),
+                ValueRef::Real(v) => Raw::Real(v),
+                ValueRef::Text(b) => {
+                    self.arena.extend_from_slice(b);
+                    Raw::Text(self.arena.len() - b.len(), b.len())
+                }
+                ValueRef::Blob(b) => {
+                    self.arena.extend_from_slice(b);
+                    Raw::Blob(self.arena.len() - b.len(), b.len())
+                }
+            };
+            self.values.push(raw);
+        }
+        Ok(())
+    }
+
+    fn rows(&self) -> usize {
+        self.values.len() / self.width
+    }
+
+    fn get(&self, row: usize, col: usize) -> ValueRef<'_> {
+        match self.values[row * self.width + col] {
+            Raw::Null => ValueRef::Null,
+            Raw::Int(v) => ValueRef::Integer(v),
+            Raw::Real(v) => ValueRef::Real(v),
+            Raw::Text(s, n) => ValueRef::Text(&self.arena[s..s + n]),
+            Raw::Blob(s, n) => ValueRef::Blob(&self.arena[s..s + n]),
+        }
+    }
+}
+
+/// Where decoded per-date batches go.
+pub type BatchSink<'a> = dyn FnMut(i32, DataFrame) -> Result<(), TelemetryError> + Send + 'a;
+
 /// Reads the rows of `layout` with id above `after_id` and hands each full per-date
-/// batch (date as days since the Unix epoch) to `sink`.
+/// batch (date as days since the Unix epoch) to `sink`. This thread steps SQLite; a
+/// second one decodes.
 #[allow(clippy::too_many_arguments)]
 pub fn read_table(
     conn: &Connection,
@@ -167,56 +268,153 @@ pub fn read_table(
     after_id: i64,
     batch_rows: usize,
     hosts: &mut HostCache,
-    sink: &mut dyn FnMut(i32, DataFrame) -> Result<(), TelemetryError>,
+    sink: &mut BatchSink<'_>,
     progress: &dyn Fn(u64),
 ) -> Result<TableCounts, TelemetryError> {
-    let spec = layout.spec;
     let sql = layout.select_sql("> ?1");
-    let path = source;
-    let sqlite_err = |e| TelemetryError::sqlite(path, e);
+    let sqlite_err = |e| TelemetryError::sqlite(source, e);
     let mut stmt = conn.prepare(&sql).map_err(sqlite_err)?;
+    let width = stmt.column_count();
     let mut rows = stmt.query([after_id]).map_err(sqlite_err)?;
-    let mut counts = TableCounts::default();
-    let mut batches: BTreeMap<i32, Batch> = BTreeMap::new();
-    let n_cols = spec.columns.len();
-    let payload_idx = 3 + n_cols;
-    let flush = |date: i32,
-                 batch: Batch,
-                 sink: &mut dyn FnMut(i32, DataFrame) -> Result<(), TelemetryError>|
-     -> Result<(), TelemetryError> {
-        let df = batch
-            .finish(source)
-            .map_err(|e| TelemetryError::polars(path, spec.name, e))?;
-        sink(date, df)
-    };
-
-    while let Some(row) = rows.next().map_err(sqlite_err)? {
-        counts.rows_read += 1;
-        if counts.rows_read % 65_536 == 0 {
-            progress(65_536);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<RawBatch>(4);
+    std::thread::scope(|scope| {
+        let decoder = scope.spawn(move || {
+            let mut decoder = Decoder::new(source, layout, batch_rows);
+            for raw in rx {
+                for r in 0..raw.rows() {
+                    decoder.row(|c| raw.get(r, c), hosts, sink)?;
+                }
+            }
+            decoder.finish(sink)
+        });
+        let mut pumped: Result<(), TelemetryError> = Ok(());
+        let mut raw = RawBatch::new(width);
+        loop {
+            match rows.next() {
+                Ok(Some(row)) => {
+                    if let Err(e) = raw.push_row(row) {
+                        pumped = Err(sqlite_err(e));
+                        break;
+                    }
+                    if raw.rows() == RAW_BATCH_ROWS {
+                        progress(RAW_BATCH_ROWS as u64);
+                        let full = std::mem::replace(&mut raw, RawBatch::new(width));
+                        // A send fails only when the decoder stopped; join() says why.
+                        if tx.send(full).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    progress(raw.rows() as u64);
+                    let _ = tx.send(raw);
+                    break;
+                }
+                Err(e) => {
+                    pumped = Err(sqlite_err(e));
+                    break;
+                }
+            }
         }
-        let id = match row.get_ref(0).map_err(sqlite_err)? {
+        drop(tx);
+        let decoded = decoder.join().expect("telemetry decoder thread panicked");
+        pumped?;
+        decoded
+    })
+}
+
+/// Turns rows of SQLite values into typed per-date column batches.
+struct Decoder<'a> {
+    source: &'a str,
+    layout: &'a TableLayout,
+    batch_rows: usize,
+    counts: TableCounts,
+    batches: BTreeMap<i32, Batch>,
+    /// Where each canonical value comes from, and which ones can reject a row: worked
+    /// out once, not per row.
+    sources: Vec<ValueSource>,
+    checks: Vec<(usize, RowCheck)>,
+}
+
+impl<'a> Decoder<'a> {
+    fn new(source: &'a str, layout: &'a TableLayout, batch_rows: usize) -> Self {
+        let spec = layout.spec;
+        let sources = spec
+            .columns
+            .iter()
+            .map(|c| match (layout.from_breaker_events, c.name) {
+                (true, "old_state") => ValueSource::PayloadOld,
+                (true, "new_state") => ValueSource::PayloadNew,
+                (true, "reset_timeout_s") => ValueSource::PayloadResetTimeout,
+                _ => ValueSource::Column,
+            })
+            .collect();
+        let checks = spec
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match (c.name, c.kind) {
+                ("status", _) => Some((i, RowCheck::HttpStatus)),
+                ("old_state" | "new_state", Kind::State) => Some((i, RowCheck::KnownState)),
+                _ => None,
+            })
+            .collect();
+        Decoder {
+            source,
+            layout,
+            batch_rows,
+            counts: TableCounts::default(),
+            batches: BTreeMap::new(),
+            sources,
+            checks,
+        }
+    }
+
+    fn flush(
+        &self,
+        date: i32,
+        batch: Batch,
+        sink: &mut BatchSink<'_>,
+    ) -> Result<(), TelemetryError> {
+        let df = batch
+            .finish(self.source)
+            .map_err(|e| TelemetryError::polars(self.source, self.layout.spec.name, e))?;
+        sink(date, df)
+    }
+
+    /// Decodes one row. Column order: id, time, host, the canonical columns, and for
+    /// `breaker_events` the JSON payload.
+    fn row<'v>(
+        &mut self,
+        get: impl Fn(usize) -> ValueRef<'v>,
+        hosts: &mut HostCache,
+        sink: &mut BatchSink<'_>,
+    ) -> Result<(), TelemetryError> {
+        let spec = self.layout.spec;
+        let counts = &mut self.counts;
+        counts.rows_read += 1;
+        let id = match get(0) {
             ValueRef::Integer(i) => i,
             _ => {
                 counts.reject("invalid_id");
-                continue;
+                return Ok(());
             }
         };
         counts.max_id = Some(counts.max_id.map_or(id, |m| m.max(id)));
 
-        let payload = if layout.from_breaker_events {
-            match parse_payload(row.get_ref(payload_idx).map_err(sqlite_err)?) {
+        let payload = if self.layout.from_breaker_events {
+            match parse_payload(get(3 + spec.columns.len())) {
                 Some(p) => Some(p),
                 None => {
                     counts.reject("invalid_payload");
-                    continue;
+                    return Ok(());
                 }
             }
         } else {
             None
         };
 
-        let host = match row.get_ref(2).map_err(sqlite_err)? {
+        let host = match get(2) {
             ValueRef::Null => Err("null_host"),
             ValueRef::Text(b) | ValueRef::Blob(b) => hosts.normalize(b).map_err(|e| match e {
                 HostError::Empty => "null_host",
@@ -224,11 +422,11 @@ pub fn read_table(
             }),
             _ => Err("invalid_host"),
         };
-        let host = match host {
+        let host: &str = match host {
             Ok(h) => h,
             Err(reason) => {
                 counts.reject(reason);
-                continue;
+                return Ok(());
             }
         };
 
@@ -236,84 +434,98 @@ pub fn read_table(
             .as_ref()
             .and_then(|p| p.ts.as_ref())
             .and_then(|v| decode_time(ValueRef::from(v)).ok());
-        let ts_us = match payload_ts {
-            Some(t) => Ok(t),
-            None => decode_time(row.get_ref(1).map_err(sqlite_err)?),
-        };
-        let ts_us = match ts_us {
+        let ts_us = match payload_ts.map_or_else(|| decode_time(get(1)), Ok) {
             Ok(t) => t,
             Err(TimeError::Null) => {
                 counts.reject("null_time");
-                continue;
+                return Ok(());
             }
             Err(TimeError::Unparsable) => {
                 counts.reject("unparsable_time");
-                continue;
+                return Ok(());
             }
         };
 
-        // Gather the canonical values first: a row may still be rejected on them.
-        let mut values: Vec<ValueRef<'_>> = Vec::with_capacity(n_cols);
-        for (i, c) in spec.columns.iter().enumerate() {
-            let v = match (&payload, c.name) {
-                (Some(p), "old_state") => ValueRef::from(&p.old),
-                (Some(p), "new_state") => ValueRef::from(&p.new),
-                (Some(p), "reset_timeout_s") => ValueRef::from(&p.reset_timeout_s),
-                _ => row.get_ref(3 + i).map_err(sqlite_err)?,
-            };
-            values.push(v);
-        }
-        if let Some(reason) = row_rejection(spec, &values) {
+        // Check the values that can reject the row before appending anything.
+        let sources = &self.sources;
+        let value = |i: usize| -> ValueRef<'_> {
+            match (&payload, sources[i]) {
+                (Some(p), ValueSource::PayloadOld) => ValueRef::from(&p.old),
+                (Some(p), ValueSource::PayloadNew) => ValueRef::from(&p.new),
+                (Some(p), ValueSource::PayloadResetTimeout) => ValueRef::from(&p.reset_timeout_s),
+                _ => get(3 + i),
+            }
+        };
+        if let Some(reason) = self
+            .checks
+            .iter()
+            .find_map(|&(i, check)| check.reject(value(i)))
+        {
             counts.reject(reason);
-            continue;
+            return Ok(());
         }
 
         let date = ts_us.div_euclid(US_PER_DAY) as i32;
-        let batch = batches
+        let batch_rows = self.batch_rows;
+        let batch = self
+            .batches
             .entry(date)
             .or_insert_with(|| Batch::new(spec, batch_rows));
         batch.len += 1;
         batch.id.append_value(id);
         batch.ts.append_value(ts_us);
-        batch.host.append_value(&*host);
-        for ((c, b), v) in spec.columns.iter().zip(batch.cols.iter_mut()).zip(values) {
-            if !append_value(c.kind, b, v) {
+        batch.host.append_value(host);
+        for (i, (c, b)) in spec.columns.iter().zip(batch.cols.iter_mut()).enumerate() {
+            if !append_value(c.kind, b, value(i)) {
                 *counts.nulled.entry(c.name.to_owned()).or_default() += 1;
             }
         }
         counts.rows_exported += 1;
         if batch.len >= batch_rows {
-            let full = batches.remove(&date).expect("just used");
-            flush(date, full, sink)?;
+            let full = self.batches.remove(&date).expect("just used");
+            self.flush(date, full, sink)?;
         }
+        Ok(())
     }
-    progress(counts.rows_read % 65_536);
-    for (date, batch) in batches {
-        flush(date, batch, sink)?;
+
+    fn finish(mut self, sink: &mut BatchSink<'_>) -> Result<TableCounts, TelemetryError> {
+        for (date, batch) in std::mem::take(&mut self.batches) {
+            self.flush(date, batch, sink)?;
+        }
+        Ok(self.counts)
     }
-    Ok(counts)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValueSource {
+    Column,
+    PayloadOld,
+    PayloadNew,
+    PayloadResetTimeout,
 }
 
 /// Values that make the whole row unusable: a status that is not an HTTP status, and
 /// transitions between states we cannot name.
-fn row_rejection(spec: &TableSpec, values: &[ValueRef<'_>]) -> Option<&'static str> {
-    for (c, v) in spec.columns.iter().zip(values) {
-        match (c.name, c.kind) {
-            ("status", _) => match decode_int(*v) {
-                Decoded::Value(s) if !(100..=999).contains(&s) => return Some("invalid_status"),
-                Decoded::Invalid => return Some("invalid_status"),
-                _ => {}
+#[derive(Debug, Clone, Copy)]
+enum RowCheck {
+    HttpStatus,
+    KnownState,
+}
+
+impl RowCheck {
+    fn reject(self, v: ValueRef<'_>) -> Option<&'static str> {
+        match self {
+            RowCheck::HttpStatus => match decode_int(v) {
+                Decoded::Value(s) if !(100..=999).contains(&s) => Some("invalid_status"),
+                Decoded::Invalid => Some("invalid_status"),
+                _ => None,
             },
-            ("old_state" | "new_state", Kind::State) => {
-                let ok = matches!(decode_text(*v), Decoded::Value(s) if parse_state(&s).is_some());
-                if !ok {
-                    return Some("unknown_state");
-                }
+            RowCheck::KnownState => {
+                let ok = matches!(decode_text(v), Decoded::Value(s) if parse_state(&s).is_some());
+                (!ok).then_some("unknown_state")
             }
-            _ => {}
         }
     }
-    None
 }
 
 /// Appends one decoded value; false when it was unusable and NULL was appended instead.

@@ -37,6 +37,13 @@ impl BreakerState {
 /// Normalises `closed`, `OPEN`, `half-open`, `HalfOpen` and pybreaker reprs such as
 /// `<pybreaker.CircuitHalfOpenState object at 0x7f...>`.
 pub fn parse_state(raw: &str) -> Option<BreakerState> {
+    // Fast path for the canonical spellings the crawler's schema writes on every row.
+    match raw {
+        "closed" => return Some(BreakerState::Closed),
+        "open" => return Some(BreakerState::Open),
+        "half_open" => return Some(BreakerState::HalfOpen),
+        _ => {}
+    }
     let s: String = raw
         .chars()
         .filter(|c| c.is_ascii_alphabetic())
@@ -59,6 +66,12 @@ pub fn parse_state(raw: &str) -> Option<BreakerState> {
 
 /// Normalises `breaker_recorded` to `success|failure|none`.
 pub fn parse_recorded(raw: &str) -> Option<&'static str> {
+    match raw {
+        "success" => return Some("success"),
+        "failure" => return Some("failure"),
+        "none" => return Some("none"),
+        _ => {}
+    }
     match raw.trim().to_ascii_lowercase().as_str() {
         "success" => Some("success"),
         "failure" => Some("failure"),
