@@ -34,6 +34,14 @@ pub enum Command {
     ///
     /// Example: breaker-advisor export --telemetry a.sqlite --telemetry b.sqlite --out data/
     Export(ExportArgs),
+    /// Compute per-host metrics over a time window of an exported dataset.
+    ///
+    /// Writes host_summary, host_role_summary, bursts and host_timeseries as Parquet
+    /// into --out. The window ends at --now (default: the latest event, so reruns on the
+    /// same data agree) and spans --window.
+    ///
+    /// Example: breaker-advisor analyze --data data/ --config breakers.yaml --window 24h
+    Analyze(AnalyzeArgs),
     /// Write synthetic telemetry (and its ground truth) for tests, demos and benchmarks.
     ///
     /// Deterministic: the same options and seed give the same rows.
@@ -117,6 +125,58 @@ pub struct ExportArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Dataset folder written by `export`.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Output folder for the metrics tables (default: DATA/metrics).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The crawler's breakers.yaml: status classification, Retry-After caps, reset
+    /// timeouts. Without it the crawler's code defaults apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Window length: 24h, 90m, 7d, 3600s.
+    #[arg(long, default_value = "24h", value_parser = parse_duration_s)]
+    pub window: i64,
+    /// End of the window, RFC 3339 or epoch seconds (default: the latest event).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Time-series bucket: 1m, 5m, 1h.
+    #[arg(long, default_value = "1m", value_parser = parse_duration_s)]
+    pub bucket: i64,
+    /// EWMA half-life in buckets.
+    #[arg(long, default_value_t = 10.0)]
+    pub half_life: f64,
+}
+
+/// Parses `90`, `90s`, `15m`, `24h`, `7d` into seconds.
+pub fn parse_duration_s(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    let (num, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((t, "s"), |i| t.split_at(i));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a duration like 90s, 15m, 24h or 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    if n <= 0 {
+        return Err(format!("{text:?}: must be positive"));
+    }
+    Ok(n * mult)
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,8 @@
 //! Module map (one module per pipeline stage; see ARCHITECTURE.md):
 //! - [`telemetry`]: SQLite telemetry (every real variant) -> hive-partitioned Parquet
 //!   dataset, incremental and crash-safe. Takes file paths, gives a dataset + summary.
+//! - [`metrics`]: Polars over the dataset -> per-host summaries, bursts, time series.
+//! - [`config`]: the crawler's breakers.yaml as a model (defaults, roles, hosts).
 //! - [`simulate`]: synthetic telemetry with ground truth, deterministic from a seed.
 //! - [`cooldown`]: the shared cooldown stores (SQLite, Redis) in the crawler's formats.
 //! - [`settings`]: the tool's own settings file.
@@ -11,8 +13,10 @@
 //! - [`cli`]: the command line (clap derive); [`pipeline`] runs a parsed command.
 
 pub mod cli;
+pub mod config;
 pub mod cooldown;
 pub mod hostname;
+pub mod metrics;
 pub mod pipeline;
 pub mod settings;
 pub mod simulate;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{Command, CooldownAction, CooldownArgs, ExportArgs, SimulateArgs};
+use crate::cli::{AnalyzeArgs, Command, CooldownAction, CooldownArgs, ExportArgs, SimulateArgs};
 use crate::cooldown::{Cooldown, CooldownError, StoreSpec};
 use crate::simulate::{SimOptions, simulate};
 use crate::telemetry::{ExportOptions, ExportSummary, TelemetryError, export};
@@ -46,6 +46,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         c.is::<InputError>()
             || c.is::<CooldownError>()
             || c.is::<crate::settings::SettingsError>()
+            || c.is::<crate::config::ConfigError>()
             || c.downcast_ref::<TelemetryError>().is_some_and(|t| {
                 !matches!(t, TelemetryError::Io { .. } | TelemetryError::Polars { .. })
             })
@@ -56,6 +57,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Export(args) => run_export(&args),
+        Command::Analyze(args) => run_analyze(&args),
         Command::Simulate(args) => run_simulate(&args),
         Command::Cooldown(args) => run_cooldown(&args),
     }
@@ -335,5 +337,167 @@ fn run_cooldown(args: &CooldownArgs) -> anyhow::Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// Scans one exported table lazily (hive partitions by date); a table the export never
+/// wrote reads as empty with its declared schema.
+pub fn scan_table(
+    data: &std::path::Path,
+    spec: &crate::telemetry::schema::TableSpec,
+) -> anyhow::Result<polars::prelude::LazyFrame> {
+    use polars::prelude::*;
+    let dir = data.join(spec.name);
+    let has_parts = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+    if !has_parts {
+        let mut schema = crate::telemetry::parquet::table_schema(spec);
+        schema.insert("date".into(), DataType::Date);
+        return Ok(DataFrame::empty_with_schema(&schema).lazy());
+    }
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions {
+            enabled: Some(true),
+            hive_start_idx: 0,
+            schema: None,
+            try_parse_dates: true,
+        },
+        ..Default::default()
+    };
+    let scan = LazyFrame::scan_parquet(PlRefPath::new(format!("{}/", dir.display())), args);
+    anyhow::Context::with_context(scan, || format!("reading the dataset {}", dir.display()))
+}
+
+/// Writes a DataFrame as Parquet through a temporary file and a rename, with key-value
+/// metadata, so a failed run never leaves a half-written table.
+pub fn write_parquet_atomic(
+    df: &mut polars::prelude::DataFrame,
+    path: &std::path::Path,
+    metadata: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    use polars::io::parquet::write::KeyValueMetadata;
+    use polars::prelude::*;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = (|| -> anyhow::Result<()> {
+        let file = std::fs::File::create(&tmp)?;
+        ParquetWriter::new(std::io::BufWriter::new(file))
+            .with_compression(ParquetCompression::Zstd(None))
+            .with_statistics(StatisticsOptions::default())
+            .with_key_value_metadata(Some(KeyValueMetadata::from_static(metadata)))
+            .finish(df)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
+    use crate::config::BreakerConfig;
+    use crate::metrics::{AnalyzeOptions, analyze};
+    use crate::telemetry::schema::{BREAKER_TRANSITIONS, HTTP_EVENTS};
+    use sha2::Digest;
+
+    if !args
+        .data
+        .join(crate::telemetry::manifest::MANIFEST_FILE)
+        .is_file()
+    {
+        bail!(InputError(format!(
+            "{}: not a dataset written by `export` (no {})",
+            args.data.display(),
+            crate::telemetry::manifest::MANIFEST_FILE
+        )));
+    }
+    let (config, config_hash) = match &args.config {
+        Some(p) => {
+            let cfg = BreakerConfig::load(p)?;
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            (
+                cfg,
+                crate::telemetry::read::hex(&sha2::Sha256::digest(&bytes)[..16]),
+            )
+        }
+        None => (BreakerConfig::default(), "code-defaults".to_owned()),
+    };
+    if !(args.half_life > 0.0 && args.half_life.is_finite()) {
+        bail!(InputError(
+            "--half-life must be a positive number of buckets".into()
+        ));
+    }
+    let opts = AnalyzeOptions {
+        window_s: args.window,
+        now_us: args
+            .now
+            .as_deref()
+            .map(parse_instant)
+            .transpose()?
+            .map(|s| (s * 1e6).round() as i64),
+        bucket_s: args.bucket,
+        half_life_buckets: args.half_life,
+        ..AnalyzeOptions::default()
+    };
+    let events = scan_table(&args.data, &HTTP_EVENTS)?;
+    let transitions = scan_table(&args.data, &BREAKER_TRANSITIONS)?;
+    let mut m = analyze(events, transitions, &config, &opts).context("computing metrics")?;
+
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.data.join("metrics"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let meta = vec![
+        (
+            "breaker_advisor.tool_version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        ),
+        (
+            "breaker_advisor.metrics_schema_version".to_owned(),
+            "1".to_owned(),
+        ),
+        (
+            "breaker_advisor.window_start".to_owned(),
+            format_utc(m.window.start_us as f64 / 1e6),
+        ),
+        (
+            "breaker_advisor.window_end".to_owned(),
+            format_utc(m.window.end_us as f64 / 1e6),
+        ),
+        ("breaker_advisor.config_sha256".to_owned(), config_hash),
+        (
+            "breaker_advisor.bucket_s".to_owned(),
+            opts.bucket_s.to_string(),
+        ),
+        (
+            "breaker_advisor.half_life_buckets".to_owned(),
+            opts.half_life_buckets.to_string(),
+        ),
+    ];
+    for (name, df) in [
+        ("host_summary", &mut m.host_summary),
+        ("host_role_summary", &mut m.host_role_summary),
+        ("bursts", &mut m.bursts),
+        ("host_timeseries", &mut m.host_timeseries),
+    ] {
+        write_parquet_atomic(df, &out.join(format!("{name}.parquet")), meta.clone())?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "window {} .. {}: {} hosts, {} bursts; wrote host_summary, host_role_summary, bursts, host_timeseries to {}",
+        format_utc(m.window.start_us as f64 / 1e6),
+        format_utc(m.window.end_us as f64 / 1e6),
+        m.host_summary.height(),
+        m.bursts.height(),
+        out.display()
+    )?;
     Ok(())
 }

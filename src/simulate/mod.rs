@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp};
 use serde::Serialize;
 
+use crate::metrics::stats::BurstStats;
 use breaker::{Admission, Breaker, BreakerPolicy, State, Transition};
 
 /// Which real telemetry variant to write.
@@ -109,38 +110,6 @@ const KNOWN_HOSTS: [&str; 12] = [
     "www.ncbi.nlm.nih.gov",
     "api.unpaywall.org",
 ];
-
-/// Exact failure-burst statistics (nearest-rank quantiles over burst lengths).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct BurstStats {
-    pub bursts: u64,
-    pub q50: u64,
-    pub q95: u64,
-    pub q99: u64,
-    pub max: u64,
-}
-
-/// Nearest-rank quantile of sorted values: the value at rank `ceil(q * n)`.
-pub fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-impl BurstStats {
-    pub fn from_lengths(mut lengths: Vec<u64>) -> Self {
-        lengths.sort_unstable();
-        BurstStats {
-            bursts: lengths.len() as u64,
-            q50: nearest_rank(&lengths, 0.50),
-            q95: nearest_rank(&lengths, 0.95),
-            q99: nearest_rank(&lengths, 0.99),
-            max: lengths.last().copied().unwrap_or(0),
-        }
-    }
-}
 
 /// Ground truth for one host.
 #[derive(Debug, Clone, Serialize)]
@@ -524,7 +493,9 @@ impl HostSim {
         if self.truth.current_run > 0 {
             self.truth.burst_lengths.push(self.truth.current_run);
         }
-        self.truth.bursts = BurstStats::from_lengths(std::mem::take(&mut self.truth.burst_lengths));
+        let mut lengths = std::mem::take(&mut self.truth.burst_lengths);
+        lengths.sort_unstable();
+        self.truth.bursts = BurstStats::from_sorted(&lengths);
         self.truth
     }
 }

@@ -103,11 +103,13 @@ impl Batch {
 }
 
 /// Caches host normalisation by raw bytes: the same few hosts repeat millions of times.
+type Normalized = Result<Box<str>, HostError>;
+
 #[derive(Default)]
 pub struct HostCache {
-    map: HashMap<Box<[u8]>, Result<Box<str>, HostError>, BuildHasherDefault<Fnv1a>>,
+    map: HashMap<Box<[u8]>, Normalized, BuildHasherDefault<Fnv1a>>,
     /// Holds the last result once the map is full.
-    overflow: Option<Result<Box<str>, HostError>>,
+    overflow: Option<Normalized>,
 }
 
 impl HostCache {

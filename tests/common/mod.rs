@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use breaker_advisor::pipeline::scan_table;
 use breaker_advisor::simulate::{DEFAULT_START_S, SimOptions, Variant, simulate};
+use breaker_advisor::telemetry::schema::TABLES;
 use polars::prelude::*;
 
 /// Simulates `hours` of telemetry into `dir` and returns the SQLite path.
@@ -29,20 +31,14 @@ pub fn sqlite_from_sql(path: &Path, sql: &str) -> PathBuf {
     path.to_owned()
 }
 
-/// Reads one exported table (all partitions, with the hive `date` column), sorted by
-/// source and id.
+/// Reads one exported table (all partitions, with the hive `date` column) the way
+/// `analyze` does, sorted by source and id.
 pub fn read_dataset(dataset: &Path, table: &str) -> DataFrame {
-    let dir = dataset.join(table);
-    let args = ScanArgsParquet {
-        hive_options: HiveOptions {
-            enabled: Some(true),
-            hive_start_idx: 0,
-            schema: None,
-            try_parse_dates: true,
-        },
-        ..Default::default()
-    };
-    LazyFrame::scan_parquet(PlRefPath::new(format!("{}/", dir.display())), args)
+    let spec = TABLES
+        .iter()
+        .find(|t| t.name == table)
+        .expect("an exported table");
+    scan_table(dataset, spec)
         .expect("scan dataset")
         .sort(["source", "id"], SortMultipleOptions::default())
         .collect()

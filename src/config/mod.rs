@@ -1,0 +1,390 @@
+//! The crawler's `breakers.yaml`, read leniently into a model: defaults, role and host
+//! overrides, status classification. Host keys are normalised as the crawler does.
+//! (Editing the file without losing comments is the patcher's job, not this model's.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use yaml_serde::Value;
+
+use crate::hostname::normalize_host;
+
+/// The crawler's code defaults, used where breakers.yaml says nothing.
+pub const DEFAULT_FAILURE_STATUSES: [i64; 6] = [429, 500, 502, 503, 504, 408];
+pub const DEFAULT_NEUTRAL_STATUSES: [i64; 5] = [401, 403, 404, 410, 451];
+pub const ROLES: [&str; 3] = ["metadata", "landing", "artifact"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not valid YAML: {detail}", path.display())]
+    Yaml { path: PathBuf, detail: String },
+    #[error("{}: {key}: {detail}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        detail: String,
+    },
+}
+
+/// Breaker settings at one level; `None` inherits from the level above.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyOverride {
+    pub fail_max: Option<i64>,
+    pub reset_timeout_s: Option<f64>,
+    pub retry_after_cap_s: Option<f64>,
+    pub success_threshold: Option<i64>,
+    pub trial_calls: Option<i64>,
+}
+
+/// Fully resolved breaker settings for one host (and role).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub fail_max: i64,
+    pub reset_timeout_s: f64,
+    pub retry_after_cap_s: f64,
+    pub success_threshold: i64,
+    pub trial_calls: i64,
+}
+
+impl Default for Policy {
+    /// pybreaker's and the crawler's code defaults.
+    fn default() -> Self {
+        Policy {
+            fail_max: 5,
+            reset_timeout_s: 60.0,
+            retry_after_cap_s: 900.0,
+            success_threshold: 1,
+            trial_calls: 1,
+        }
+    }
+}
+
+impl PolicyOverride {
+    fn apply(&self, p: &mut Policy) {
+        if let Some(v) = self.fail_max {
+            p.fail_max = v;
+        }
+        if let Some(v) = self.reset_timeout_s {
+            p.reset_timeout_s = v;
+        }
+        if let Some(v) = self.retry_after_cap_s {
+            p.retry_after_cap_s = v;
+        }
+        if let Some(v) = self.success_threshold {
+            p.success_threshold = v;
+        }
+        if let Some(v) = self.trial_calls {
+            p.trial_calls = v;
+        }
+    }
+}
+
+/// Which statuses count as breaker failures and which as neutral (success).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classify {
+    pub failure_statuses: BTreeSet<i64>,
+    pub neutral_statuses: BTreeSet<i64>,
+}
+
+impl Default for Classify {
+    fn default() -> Self {
+        Classify {
+            failure_statuses: DEFAULT_FAILURE_STATUSES.into_iter().collect(),
+            neutral_statuses: DEFAULT_NEUTRAL_STATUSES.into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostConfig {
+    pub policy: PolicyOverride,
+    pub roles: BTreeMap<String, PolicyOverride>,
+    pub classify: Option<Classify>,
+}
+
+/// breakers.yaml as the crawler reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BreakerConfig {
+    pub defaults: PolicyOverride,
+    pub default_roles: BTreeMap<String, PolicyOverride>,
+    pub classify: Classify,
+    /// Keyed by normalised host.
+    pub hosts: BTreeMap<String, HostConfig>,
+}
+
+impl BreakerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses the text of a breakers.yaml; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let doc: Value = yaml_serde::from_str(text).map_err(|e| ConfigError::Yaml {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let invalid = |key: &str, detail: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            detail,
+        };
+        let mut cfg = BreakerConfig::default();
+        if doc.is_null() {
+            return Ok(cfg);
+        }
+        if let Some(defaults) = doc.get("defaults") {
+            cfg.defaults = policy_override(defaults, "defaults", &invalid)?;
+            cfg.default_roles = roles(defaults.get("roles"), "defaults.roles", &invalid)?;
+            if let Some(c) = defaults.get("classify") {
+                cfg.classify = classify(c, "defaults.classify", &cfg.classify, &invalid)?;
+            }
+        }
+        if let Some(hosts) = doc.get("hosts").and_then(Value::as_mapping) {
+            for (key, value) in hosts {
+                let raw = key
+                    .as_str()
+                    .ok_or_else(|| invalid("hosts", format!("host key {key:?} is not a string")))?;
+                let host = normalize_host(raw)
+                    .map_err(|e| invalid(&format!("hosts.{raw}"), e.to_string()))?;
+                let at = format!("hosts.{raw}");
+                let mut hc = HostConfig {
+                    policy: policy_override(value, &at, &invalid)?,
+                    roles: roles(value.get("roles"), &format!("{at}.roles"), &invalid)?,
+                    classify: None,
+                };
+                if let Some(c) = value.get("classify") {
+                    hc.classify = Some(classify(
+                        c,
+                        &format!("{at}.classify"),
+                        &cfg.classify,
+                        &invalid,
+                    )?);
+                }
+                cfg.hosts.insert(host, hc);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Effective settings: code defaults < `defaults` < `defaults.roles[role]` <
+    /// `hosts[host]` < `hosts[host].roles[role]`.
+    pub fn policy(&self, host: &str, role: Option<&str>) -> Policy {
+        let mut p = Policy::default();
+        self.defaults.apply(&mut p);
+        if let Some(r) = role.and_then(|r| self.default_roles.get(r)) {
+            r.apply(&mut p);
+        }
+        if let Some(h) = self.hosts.get(host) {
+            h.policy.apply(&mut p);
+            if let Some(r) = role.and_then(|r| h.roles.get(r)) {
+                r.apply(&mut p);
+            }
+        }
+        p
+    }
+
+    /// The classification that applies to a host.
+    pub fn classify_for(&self, host: &str) -> &Classify {
+        self.hosts
+            .get(host)
+            .and_then(|h| h.classify.as_ref())
+            .unwrap_or(&self.classify)
+    }
+}
+
+type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+fn number(v: &Value) -> Option<f64> {
+    v.as_f64().or_else(|| v.as_i64().map(|i| i as f64))
+}
+
+fn policy_override(
+    v: &Value,
+    at: &str,
+    invalid: &Invalid<'_>,
+) -> Result<PolicyOverride, ConfigError> {
+    let get = |keys: &[&'static str]| keys.iter().find_map(|k| v.get(*k).map(|x| (*k, x)));
+    let int = |keys: &[&'static str], min: i64| -> Result<Option<i64>, ConfigError> {
+        match get(keys) {
+            None => Ok(None),
+            Some((k, x)) => match x.as_i64() {
+                Some(i) if i >= min => Ok(Some(i)),
+                _ => Err(invalid(
+                    &format!("{at}.{k}"),
+                    format!("must be an integer >= {min}, got {x:?}"),
+                )),
+            },
+        }
+    };
+    let secs = |keys: &[&'static str]| -> Result<Option<f64>, ConfigError> {
+        match get(keys) {
+            None => Ok(None),
+            Some((k, x)) => match number(x) {
+                Some(f) if f > 0.0 => Ok(Some(f)),
+                _ => Err(invalid(
+                    &format!("{at}.{k}"),
+                    format!("must be a number > 0, got {x:?}"),
+                )),
+            },
+        }
+    };
+    Ok(PolicyOverride {
+        fail_max: int(&["fail_max"], 1)?,
+        reset_timeout_s: secs(&["reset_timeout_s", "reset"])?,
+        retry_after_cap_s: secs(&["retry_after_cap_s", "retry_after_cap"])?,
+        success_threshold: int(&["success_threshold"], 1)?,
+        trial_calls: int(&["trial_calls"], 1)?,
+    })
+}
+
+fn roles(
+    v: Option<&Value>,
+    at: &str,
+    invalid: &Invalid<'_>,
+) -> Result<BTreeMap<String, PolicyOverride>, ConfigError> {
+    let mut out = BTreeMap::new();
+    if let Some(map) = v.and_then(Value::as_mapping) {
+        for (k, rv) in map {
+            let role = k
+                .as_str()
+                .ok_or_else(|| invalid(at, format!("role key {k:?} is not a string")))?;
+            out.insert(
+                role.to_owned(),
+                policy_override(rv, &format!("{at}.{role}"), invalid)?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn statuses(v: &Value, at: &str, invalid: &Invalid<'_>) -> Result<BTreeSet<i64>, ConfigError> {
+    let seq = v
+        .as_sequence()
+        .ok_or_else(|| invalid(at, "must be a list of HTTP statuses".into()))?;
+    seq.iter()
+        .map(|s| match s.as_i64() {
+            Some(i) if (100..=999).contains(&i) => Ok(i),
+            _ => Err(invalid(at, format!("{s:?} is not an HTTP status"))),
+        })
+        .collect()
+}
+
+fn classify(
+    v: &Value,
+    at: &str,
+    base: &Classify,
+    invalid: &Invalid<'_>,
+) -> Result<Classify, ConfigError> {
+    let mut c = base.clone();
+    if let Some(f) = v.get("failure_statuses") {
+        c.failure_statuses = statuses(f, &format!("{at}.failure_statuses"), invalid)?;
+    }
+    if let Some(n) = v.get("neutral_statuses") {
+        c.neutral_statuses = statuses(n, &format!("{at}.neutral_statuses"), invalid)?;
+    }
+    if let Some(both) = c.failure_statuses.intersection(&c.neutral_statuses).next() {
+        return Err(invalid(
+            at,
+            format!("status {both} is both a failure and neutral"),
+        ));
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REAL_SHAPE: &str = r#"
+defaults:
+  fail_max: 5
+  reset: 60            # alias of reset_timeout_s
+  retry_after_cap: 900
+  classify:
+    failure_statuses: [500, 502, 503, 504]
+    neutral_statuses:
+      [
+        400,
+        404,
+      ]
+  roles:
+    metadata: {fail_max: 3, reset_timeout_s: 45, success_threshold: 2, trial_calls: 1}
+hosts:
+  API.Crossref.org.:
+    fail_max: 6
+    reset_timeout_s: 90
+    retry_after_cap_s: 600
+    roles: {metadata: {success_threshold: 2, trial_calls: 1}}
+  münchen.example:
+    classify: {failure_statuses: [429, 503]}
+resolvers:
+"#;
+
+    #[test]
+    fn resolves_levels_and_aliases() {
+        let c = BreakerConfig::parse(REAL_SHAPE, Path::new("breakers.yaml")).unwrap();
+        let d = c.policy("unknown.example", None);
+        assert_eq!(
+            (d.fail_max, d.reset_timeout_s, d.retry_after_cap_s),
+            (5, 60.0, 900.0)
+        );
+        let m = c.policy("unknown.example", Some("metadata"));
+        assert_eq!(
+            (m.fail_max, m.reset_timeout_s, m.success_threshold),
+            (3, 45.0, 2)
+        );
+        let cr = c.policy("api.crossref.org", Some("metadata"));
+        assert_eq!(
+            (cr.fail_max, cr.reset_timeout_s, cr.retry_after_cap_s),
+            (6, 90.0, 600.0)
+        );
+        assert_eq!(cr.success_threshold, 2);
+        assert!(
+            !c.classify.failure_statuses.contains(&429),
+            "the file's list replaces the code default"
+        );
+        assert!(
+            c.classify_for("xn--mnchen-3ya.example")
+                .failure_statuses
+                .contains(&429)
+        );
+        assert_eq!(
+            c.classify_for("xn--mnchen-3ya.example").neutral_statuses,
+            [400, 404].into()
+        );
+    }
+
+    #[test]
+    fn rejects_what_the_crawler_rejects_naming_the_key() {
+        for (text, key) in [
+            ("defaults: {fail_max: 0}", "defaults.fail_max"),
+            (
+                "hosts: {a.example: {reset_timeout_s: 0}}",
+                "hosts.a.example.reset_timeout_s",
+            ),
+            (
+                "hosts: {a.example: {retry_after_cap_s: -1}}",
+                "hosts.a.example.retry_after_cap_s",
+            ),
+            (
+                "defaults: {classify: {failure_statuses: [404], neutral_statuses: [404]}}",
+                "defaults.classify",
+            ),
+        ] {
+            let err = BreakerConfig::parse(text, Path::new("b.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("b.yaml: ") && err.contains(key), "{err}");
+        }
+    }
+}

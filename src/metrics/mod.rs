@@ -1,0 +1,622 @@
+//! Stage 2, analyze: per-host metrics over a time window of the exported dataset, with
+//! Polars. Takes lazy frames of `http_events` and `breaker_transitions` and the
+//! breakers.yaml model; gives the tables the later stages read. Does no file I/O
+//! beyond what the lazy scans it is given do (the pipeline writes the outputs).
+//!
+//! Definitions (documented in ARCHITECTURE.md, "Metrics tables"):
+//! - network call: a row with `from_cache` not true; cached rows count in
+//!   `calls_total` and `cache_hits` only.
+//! - breaker failure: a network call whose status is in the host's failure statuses, or
+//!   with no status and an `error` (a timeout or connection error, counted in `timeouts`).
+//!   Neutral statuses, and every other status, are successes for the breaker.
+//! - burst: a maximal run of consecutive breaker failures among a host's network calls
+//!   in (ts, source, id) order; quantiles of burst lengths are nearest-rank (the value
+//!   at rank ceil(q * n) of the sorted lengths: exact, no interpolation).
+
+pub mod stats;
+
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+
+use crate::config::BreakerConfig;
+
+pub const US_PER_S: i64 = 1_000_000;
+
+/// Settings of one analysis.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    /// Length of the window, ending at `now`.
+    pub window_s: i64,
+    /// End of the window (epoch µs); default: the latest event in the data.
+    pub now_us: Option<i64>,
+    /// Time-series bucket.
+    pub bucket_s: i64,
+    /// EWMA half-life, in buckets.
+    pub half_life_buckets: f64,
+    /// How far apart (s) an open -> half_open -> open cycle still counts as one flap.
+    pub flap_horizon_s: f64,
+    /// Open -> closed -> open within this many reset timeouts counts as ping-pong.
+    pub pingpong_reset_timeouts: f64,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        AnalyzeOptions {
+            window_s: 24 * 3600,
+            now_us: None,
+            bucket_s: 60,
+            half_life_buckets: 10.0,
+            flap_horizon_s: 300.0,
+            pingpong_reset_timeouts: 3.0,
+        }
+    }
+}
+
+/// The analysed window, `[start_us, end_us)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start_us: i64,
+    pub end_us: i64,
+}
+
+impl Window {
+    pub fn hours(&self) -> f64 {
+        (self.end_us - self.start_us) as f64 / 3.6e9
+    }
+}
+
+/// Everything `analyze` computes.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub window: Window,
+    pub host_summary: DataFrame,
+    pub host_role_summary: DataFrame,
+    pub bursts: DataFrame,
+    pub host_timeseries: DataFrame,
+}
+
+fn ts_lit(us: i64) -> Expr {
+    lit(us).cast(DataType::Datetime(TimeUnit::Microseconds, None))
+}
+
+fn list_lit(values: impl IntoIterator<Item = i64>) -> Expr {
+    let s = Series::new("v".into(), values.into_iter().collect::<Vec<i64>>());
+    lit(s).implode(false)
+}
+
+/// `status in <the host's list>`, honouring per-host classification overrides.
+fn status_in(
+    config: &BreakerConfig,
+    pick: fn(&crate::config::Classify) -> &std::collections::BTreeSet<i64>,
+) -> Expr {
+    let status = col("status");
+    let mut expr = status
+        .clone()
+        .is_in(list_lit(pick(&config.classify).iter().copied()), false);
+    for (host, hc) in &config.hosts {
+        if let Some(c) = &hc.classify {
+            expr = when(col("host").eq(lit(host.as_str())))
+                .then(
+                    status
+                        .clone()
+                        .is_in(list_lit(pick(c).iter().copied()), false),
+                )
+                .otherwise(expr);
+        }
+    }
+    expr.fill_null(false)
+}
+
+/// Adds the per-row classification columns.
+pub fn classify(events: LazyFrame, config: &BreakerConfig) -> LazyFrame {
+    let net = col("from_cache").fill_null(false).not();
+    let timeout = col("status").is_null().and(col("error").is_not_null());
+    events.with_columns([
+        net.clone().alias("is_net"),
+        net.clone().and(timeout.clone()).alias("is_timeout"),
+        net.clone()
+            .and(timeout.or(status_in(config, |c| &c.failure_statuses)))
+            .alias("is_failure"),
+        net.and(status_in(config, |c| &c.neutral_statuses))
+            .alias("is_neutral"),
+    ])
+}
+
+/// The latest event time in the data, the default end of the window.
+pub fn latest_event_us(events: LazyFrame) -> PolarsResult<Option<i64>> {
+    let df = events
+        .select([col("ts").max().cast(DataType::Int64).alias("max")])
+        .collect()?;
+    Ok(df.column("max")?.i64()?.get(0))
+}
+
+fn count_where(cond: Expr, name: &str) -> Expr {
+    cond.cast(DataType::UInt32)
+        .sum()
+        .cast(DataType::Int64)
+        .alias(name)
+}
+
+/// The set-based counts, in SQL files that also run unchanged in DuckDB (queries/).
+pub const HOST_COUNTS_SQL: &str = include_str!("../../queries/host_counts.sql");
+pub const HOST_ROLE_COUNTS_SQL: &str = include_str!("../../queries/host_role_counts.sql");
+
+/// Runs one of the queries/ files over the classified window as the table `events`.
+pub fn run_sql(events: LazyFrame, sql: &str) -> PolarsResult<LazyFrame> {
+    let mut ctx = polars::sql::SQLContext::new();
+    ctx.register("events", events);
+    ctx.execute(sql)
+}
+
+/// Wilson score interval (95%) for `k` of `n`, as expressions: ratio, low, high.
+fn wilson(k: &str, n: &str, name: &str) -> Vec<Expr> {
+    let z2 = lit(stats::Z95 * stats::Z95);
+    let n_f = col(n).cast(DataType::Float64);
+    let p = col(k).cast(DataType::Float64) / n_f.clone();
+    let denom = lit(1.0) + z2.clone() / n_f.clone();
+    let center = (p.clone() + z2.clone() / (lit(2.0) * n_f.clone())) / denom.clone();
+    let half = lit(stats::Z95)
+        * (p.clone() * (lit(1.0) - p.clone()) / n_f.clone()
+            + z2 / (lit(4.0) * n_f.clone() * n_f.clone()))
+        .sqrt()
+        / denom;
+    let valid = col(n).gt(lit(0));
+    vec![
+        when(valid.clone())
+            .then(p)
+            .otherwise(lit(NULL))
+            .alias(format!("{name}_ratio")),
+        when(valid.clone())
+            .then(center.clone() - half.clone())
+            .otherwise(lit(NULL))
+            .alias(format!("{name}_lo")),
+        when(valid)
+            .then(center + half)
+            .otherwise(lit(NULL))
+            .alias(format!("{name}_hi")),
+    ]
+}
+
+fn ratio_columns() -> Vec<Expr> {
+    let mut v = Vec::new();
+    for k in ["e429", "e5xx", "e503", "timeouts", "neutral", "failures"] {
+        v.extend(wilson(k, "calls_net", k));
+    }
+    v
+}
+
+/// Per-host breaker settings as a frame to join on.
+fn policy_frame(config: &BreakerConfig, hosts: &[String]) -> PolarsResult<DataFrame> {
+    let policies: Vec<_> = hosts.iter().map(|h| config.policy(h, None)).collect();
+    df!(
+        "host" => hosts,
+        "fail_max" => policies.iter().map(|p| p.fail_max).collect::<Vec<_>>(),
+        "reset_timeout_s" => policies.iter().map(|p| p.reset_timeout_s).collect::<Vec<_>>(),
+        "retry_after_cap_s" => policies.iter().map(|p| p.retry_after_cap_s).collect::<Vec<_>>(),
+    )
+}
+
+fn string_values(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
+    Ok(df
+        .column(name)?
+        .str()?
+        .iter()
+        .map(|v| v.unwrap_or_default().to_owned())
+        .collect())
+}
+
+/// Computes every metrics table for the window that ends at `opts.now_us` (or at the
+/// latest event) and spans `opts.window_s`.
+pub fn analyze(
+    events: LazyFrame,
+    transitions: LazyFrame,
+    config: &BreakerConfig,
+    opts: &AnalyzeOptions,
+) -> PolarsResult<Metrics> {
+    let end_us = match opts.now_us {
+        Some(n) => n,
+        // The window is half-open; the latest event must be inside it.
+        None => latest_event_us(events.clone())?.map_or(0, |t| t + 1),
+    };
+    let window = Window {
+        start_us: end_us - opts.window_s * US_PER_S,
+        end_us,
+    };
+    let in_window = col("ts")
+        .gt_eq(ts_lit(window.start_us))
+        .and(col("ts").lt(ts_lit(window.end_us)));
+    // Prune hive partitions by date before reading any file.
+    let first_day = window.start_us.div_euclid(86_400 * US_PER_S) as i32;
+    let last_day = (window.end_us - 1).div_euclid(86_400 * US_PER_S) as i32;
+    let in_days = col("date")
+        .gt_eq(lit(first_day).cast(DataType::Date))
+        .and(col("date").lt_eq(lit(last_day).cast(DataType::Date)));
+    let events = classify(
+        events.filter(in_days.clone()).filter(in_window.clone()),
+        config,
+    )
+    .cache();
+    let transitions = transitions.filter(in_days).filter(in_window).cache();
+
+    let hosts_df = events
+        .clone()
+        .select([col("host").unique().sort(SortOptions::default())])
+        .collect()?;
+    let hosts = string_values(&hosts_df, "host")?;
+    let policies = policy_frame(config, &hosts)?;
+
+    let bursts = bursts(events.clone(), opts)?;
+    let burst_stats = burst_stats(&bursts, &hosts)?;
+    let transition_stats = transition_stats(transitions, &policies, opts)?;
+
+    let has_retry_after = col("is_net")
+        .and(col("status").is_in(list_lit([429, 503]), false))
+        .and(col("retry_after_s").is_not_null());
+    let retry_after = col("retry_after_s").filter(has_retry_after.clone());
+    let retry_after_aggs = [
+        retry_after
+            .clone()
+            .count()
+            .cast(DataType::Int64)
+            .alias("retry_after_samples"),
+        retry_after
+            .clone()
+            .cast(DataType::Float64)
+            .median()
+            .alias("retry_after_median_s"),
+        retry_after
+            .clone()
+            .cast(DataType::Float64)
+            .quantile(lit(0.9), QuantileMethod::Nearest)
+            .alias("retry_after_p90_s"),
+        retry_after
+            .max()
+            .cast(DataType::Int64)
+            .alias("retry_after_max_s"),
+        count_where(
+            has_retry_after.and(
+                col("retry_after_s")
+                    .cast(DataType::Float64)
+                    .gt(col("retry_after_cap_s")),
+            ),
+            "retry_after_above_cap",
+        ),
+    ];
+    let hours = window.hours();
+    let left = || JoinArgs::new(JoinType::Left);
+    let retry_after_by_host = events
+        .clone()
+        .join(
+            policies.clone().lazy(),
+            [col("host")],
+            [col("host")],
+            left(),
+        )
+        .group_by([col("host")])
+        .agg(retry_after_aggs);
+    let host_summary = run_sql(events.clone(), HOST_COUNTS_SQL)?
+        .join(retry_after_by_host, [col("host")], [col("host")], left())
+        .join(
+            policies.clone().lazy(),
+            [col("host")],
+            [col("host")],
+            left(),
+        )
+        .join(burst_stats.lazy(), [col("host")], [col("host")], left())
+        .join(
+            transition_stats.lazy(),
+            [col("host")],
+            [col("host")],
+            left(),
+        )
+        .with_columns(ratio_columns())
+        .with_columns([
+            (col("retry_after_above_cap").cast(DataType::Float64)
+                / col("retry_after_samples").cast(DataType::Float64))
+            .alias("retry_after_above_cap_share"),
+            (col("opens").fill_null(lit(0i64)).cast(DataType::Float64) / lit(hours))
+                .alias("opens_per_hour"),
+        ])
+        .sort(["host"], SortMultipleOptions::default())
+        .collect()?;
+    let host_summary = fill_zero_counts(host_summary)?;
+
+    let host_role_summary = run_sql(events.clone(), HOST_ROLE_COUNTS_SQL)?
+        .with_columns(ratio_columns())
+        .sort(["host", "role"], SortMultipleOptions::default())
+        .collect()?;
+
+    let host_timeseries = timeseries(events, &hosts, window, opts)?;
+    Ok(Metrics {
+        window,
+        host_summary,
+        host_role_summary,
+        bursts,
+        host_timeseries,
+    })
+}
+
+/// Hosts without bursts or transitions have zero of them, not NULL.
+fn fill_zero_counts(df: DataFrame) -> PolarsResult<DataFrame> {
+    let zero_cols = [
+        "bursts",
+        "burst_max",
+        "opens",
+        "half_open_episodes",
+        "half_open_closed",
+        "reopen_from_half_open",
+        "pingpong_flaps",
+    ];
+    df.lazy()
+        .with_columns(
+            zero_cols
+                .iter()
+                .map(|c| col(*c).fill_null(lit(0i64)))
+                .collect::<Vec<_>>(),
+        )
+        .collect()
+}
+
+/// One row per burst: host, start, end, length, dominant status, role mix, and whether
+/// it touches the window's edges (so it may be longer than seen).
+pub fn bursts(events: LazyFrame, _opts: &AnalyzeOptions) -> PolarsResult<DataFrame> {
+    let net = events
+        .filter(col("is_net"))
+        .select([
+            col("host"),
+            col("ts"),
+            col("source"),
+            col("id"),
+            col("role"),
+            col("status"),
+            col("is_failure"),
+        ])
+        .sort(
+            ["host", "ts", "source", "id"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        );
+    let host_change = col("host").neq(col("host").shift(lit(1))).fill_null(true);
+    let last_of_host = col("host").neq(col("host").shift(lit(-1))).fill_null(true);
+    let boundary = host_change.clone().or(col("is_failure")
+        .neq(col("is_failure").shift(lit(1)))
+        .fill_null(true));
+    let status_label = when(col("status").is_null())
+        .then(lit("timeout"))
+        .otherwise(col("status").cast(DataType::String));
+    net.with_columns([
+        boundary.cast(DataType::UInt32).cum_sum(false).alias("run"),
+        host_change.alias("first_of_host"),
+        last_of_host.alias("last_of_host"),
+        status_label.alias("status_label"),
+    ])
+    .filter(col("is_failure"))
+    .group_by([col("host"), col("run")])
+    .agg([
+        col("ts").min().alias("start"),
+        col("ts").max().alias("end"),
+        len().cast(DataType::Int64).alias("length"),
+        col("status_label")
+            .mode(true)
+            .sort(SortOptions::default())
+            .first()
+            .alias("dominant_status"),
+        count_where(col("role").eq(lit("metadata")), "metadata_calls"),
+        count_where(col("role").eq(lit("landing")), "landing_calls"),
+        count_where(col("role").eq(lit("artifact")), "artifact_calls"),
+        col("first_of_host").any(true).alias("at_window_start"),
+        col("last_of_host").any(true).alias("at_window_end"),
+    ])
+    // `run` follows (ts, source, id) order, so it also orders bursts that start at the
+    // same instant.
+    .sort(["host", "run"], SortMultipleOptions::default())
+    .drop(cols(["run"]))
+    .collect()
+}
+
+/// Per host: number of bursts and nearest-rank q50, q95, q99 and max of their lengths.
+pub fn burst_stats(bursts: &DataFrame, hosts: &[String]) -> PolarsResult<DataFrame> {
+    let mut lengths: BTreeMap<&str, Vec<u64>> =
+        hosts.iter().map(|h| (h.as_str(), Vec::new())).collect();
+    let host_col = bursts.column("host")?.str()?;
+    let len_col = bursts.column("length")?.i64()?;
+    for (h, l) in host_col.iter().zip(len_col.iter()) {
+        if let (Some(h), Some(l)) = (h, l) {
+            lengths.entry(h).or_default().push(l as u64);
+        }
+    }
+    let mut out: BTreeMap<&str, Vec<Option<i64>>> = BTreeMap::new();
+    let names = ["bursts", "burst_q50", "burst_q95", "burst_q99", "burst_max"];
+    let mut host_names = Vec::new();
+    for (h, mut ls) in lengths {
+        ls.sort_unstable();
+        host_names.push(h.to_owned());
+        let s = stats::BurstStats::from_sorted(&ls);
+        let vals = [
+            Some(s.bursts as i64),
+            (s.bursts > 0).then_some(s.q50 as i64),
+            (s.bursts > 0).then_some(s.q95 as i64),
+            (s.bursts > 0).then_some(s.q99 as i64),
+            Some(s.max as i64),
+        ];
+        for (n, v) in names.iter().zip(vals) {
+            out.entry(n).or_default().push(v);
+        }
+    }
+    let mut columns = vec![Column::new("host".into(), host_names)];
+    for n in names {
+        columns.push(Column::new(n.into(), out.remove(n).unwrap_or_default()));
+    }
+    DataFrame::new_infer_height(columns)
+}
+
+/// Per host, from the breaker transitions: opens, open durations, half-open episodes
+/// and how they ended, flapping.
+pub fn transition_stats(
+    transitions: LazyFrame,
+    policies: &DataFrame,
+    opts: &AnalyzeOptions,
+) -> PolarsResult<DataFrame> {
+    let by_host = |e: Expr| e.over([col("host")]);
+    let ts_s = col("ts").cast(DataType::Int64).cast(DataType::Float64) / lit(1e6);
+    let new = col("new_state");
+    let prev = |n: i64| by_host(col("new_state").shift(lit(n)));
+    let prev_ts = |n: i64| by_host(ts_s.clone().shift(lit(n)));
+    let (prev1, prev2, prev_ts1, prev_ts2) = (prev(1)?, prev(2)?, prev_ts(1)?, prev_ts(2)?);
+    let next_ts = by_host(ts_s.clone().shift(lit(-1)))?;
+    let next_state = by_host(col("new_state").shift(lit(-1)))?;
+    transitions
+        .filter(col("scope").is_null().or(col("scope").eq(lit("host"))))
+        .sort(
+            ["host", "ts", "id"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .join(
+            policies
+                .clone()
+                .lazy()
+                .select([col("host"), col("reset_timeout_s")]),
+            [col("host")],
+            [col("host")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .with_columns([
+            // Time until the next transition of the same host: how long this state lasted.
+            (next_ts - ts_s.clone()).alias("lasted_s"),
+            // open -> half_open -> open, quickly: a failed trial.
+            new.clone()
+                .eq(lit("open"))
+                .and(prev1.clone().eq(lit("half_open")))
+                .and(prev2.eq(lit("open")))
+                .and((ts_s.clone() - prev_ts2).lt_eq(lit(opts.flap_horizon_s)))
+                .fill_null(false)
+                .alias("reopen_from_half_open"),
+            // open -> (half_open ->) closed -> open within a few reset timeouts: ping-pong.
+            new.clone()
+                .eq(lit("open"))
+                .and(prev1.eq(lit("closed")))
+                .and((ts_s.clone() - prev_ts1).lt_eq(
+                    lit(opts.pingpong_reset_timeouts) * col("reset_timeout_s").fill_null(lit(60.0)),
+                ))
+                .fill_null(false)
+                .alias("pingpong"),
+            // Whether a half-open episode ended closed.
+            new.clone()
+                .eq(lit("half_open"))
+                .and(next_state.eq(lit("closed")))
+                .fill_null(false)
+                .alias("half_open_then_closed"),
+        ])
+        .group_by([col("host")])
+        .agg([
+            count_where(new.clone().eq(lit("open")), "opens"),
+            col("lasted_s")
+                .filter(new.clone().eq(lit("open")))
+                .median()
+                .alias("open_duration_median_s"),
+            col("lasted_s")
+                .filter(new.clone().eq(lit("open")))
+                .quantile(lit(0.9), QuantileMethod::Nearest)
+                .alias("open_duration_p90_s"),
+            count_where(new.eq(lit("half_open")), "half_open_episodes"),
+            count_where(col("half_open_then_closed"), "half_open_closed"),
+            count_where(col("reopen_from_half_open"), "reopen_from_half_open"),
+            count_where(col("pingpong"), "pingpong_flaps"),
+        ])
+        .with_column(
+            (col("half_open_closed").cast(DataType::Float64)
+                / col("half_open_episodes").cast(DataType::Float64))
+            .alias("half_open_close_share"),
+        )
+        .collect()
+}
+
+/// Per host and bucket: counts, raw ratios, and EWMA ratios. Buckets with no calls are
+/// explicit rows with zero counts; their raw ratios are NULL, and the EWMA ratios are the
+/// ratio of the EWMAs of the counts, so an empty bucket weighs nothing instead of
+/// reading as healthy.
+pub fn timeseries(
+    events: LazyFrame,
+    hosts: &[String],
+    window: Window,
+    opts: &AnalyzeOptions,
+) -> PolarsResult<DataFrame> {
+    let bucket_us = opts.bucket_s * US_PER_S;
+    let n_buckets = ((window.end_us - window.start_us) + bucket_us - 1) / bucket_us;
+    let grid_hosts: Vec<&str> = hosts
+        .iter()
+        .flat_map(|h| std::iter::repeat_n(h.as_str(), n_buckets as usize))
+        .collect();
+    let grid_buckets: Vec<i64> = (0..hosts.len()).flat_map(|_| 0..n_buckets).collect();
+    let grid = df!("host" => grid_hosts, "bucket" => grid_buckets)?;
+    let counts = events
+        .filter(col("is_net"))
+        .with_column(
+            ((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us))
+                .alias("bucket"),
+        )
+        .group_by([col("host"), col("bucket")])
+        .agg([
+            len().cast(DataType::Int64).alias("calls_net"),
+            count_where(col("status").eq(lit(429)), "e429"),
+            count_where(
+                col("status")
+                    .gt_eq(lit(500))
+                    .and(col("status").lt(lit(600))),
+                "e5xx",
+            ),
+            count_where(col("is_timeout"), "timeouts"),
+            count_where(col("is_failure"), "failures"),
+        ]);
+    let alpha = 1.0 - 0.5f64.powf(1.0 / opts.half_life_buckets);
+    let ewm = |c: &str| {
+        col(c)
+            .cast(DataType::Float64)
+            .ewm_mean(EWMOptions {
+                alpha,
+                adjust: false,
+                bias: false,
+                min_periods: 1,
+                ignore_nulls: false,
+            })
+            .over([col("host")])
+    };
+    let count_cols = ["calls_net", "e429", "e5xx", "timeouts", "failures"];
+    let mut ratio_exprs = Vec::new();
+    let ewm_calls = ewm("calls_net")?;
+    for k in ["e429", "e5xx", "timeouts", "failures"] {
+        ratio_exprs.push(
+            when(col("calls_net").gt(lit(0)))
+                .then(col(k).cast(DataType::Float64) / col("calls_net").cast(DataType::Float64))
+                .otherwise(lit(NULL))
+                .alias(format!("{k}_ratio")),
+        );
+        ratio_exprs.push(
+            when(ewm_calls.clone().gt(lit(0.0)))
+                .then(ewm(k)? / ewm_calls.clone())
+                .otherwise(lit(NULL))
+                .alias(format!("{k}_ewma")),
+        );
+    }
+    grid.lazy()
+        .join(
+            counts,
+            [col("host"), col("bucket")],
+            [col("host"), col("bucket")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .with_columns(
+            count_cols
+                .iter()
+                .map(|c| col(*c).fill_null(lit(0i64)))
+                .collect::<Vec<_>>(),
+        )
+        .sort(["host", "bucket"], SortMultipleOptions::default())
+        .with_column(
+            (lit(window.start_us) + col("bucket") * lit(bucket_us))
+                .cast(DataType::Datetime(TimeUnit::Microseconds, None))
+                .alias("bucket_start"),
+        )
+        .with_columns(ratio_exprs)
+        .collect()
+}

@@ -1,0 +1,52 @@
+//! Small exact statistics shared by the stages: nearest-rank quantiles and the z value
+//! of the Wilson interval.
+
+/// z for a two-sided 95% interval.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+/// Nearest-rank quantile of sorted values: the value at rank `ceil(q * n)` (at least 1).
+pub fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Exact failure-burst statistics (nearest-rank quantiles over burst lengths).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BurstStats {
+    pub bursts: u64,
+    pub q50: u64,
+    pub q95: u64,
+    pub q99: u64,
+    pub max: u64,
+}
+
+impl BurstStats {
+    pub fn from_sorted(lengths: &[u64]) -> Self {
+        BurstStats {
+            bursts: lengths.len() as u64,
+            q50: nearest_rank(lengths, 0.50),
+            q95: nearest_rank(lengths, 0.95),
+            q99: nearest_rank(lengths, 0.99),
+            max: lengths.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_is_exact() {
+        let v = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        assert_eq!(nearest_rank(&v, 0.5), 5);
+        assert_eq!(nearest_rank(&v, 0.95), 10);
+        assert_eq!(nearest_rank(&v, 0.9), 9);
+        assert_eq!(nearest_rank(&v, 0.0), 1);
+        assert_eq!(nearest_rank(&[7], 0.99), 7);
+        assert_eq!(nearest_rank(&[], 0.5), 0);
+    }
+}

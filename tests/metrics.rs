@@ -1,0 +1,480 @@
+//! Metrics engine: golden cases from SQL text, the simulator's ground truth reproduced
+//! exactly, and burst run lengths checked against a naive loop (property test).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use breaker_advisor::config::BreakerConfig;
+use breaker_advisor::metrics::stats::{BurstStats, nearest_rank};
+use breaker_advisor::metrics::{AnalyzeOptions, Metrics, analyze, bursts, classify};
+use breaker_advisor::pipeline::scan_table;
+use breaker_advisor::simulate::Variant;
+use breaker_advisor::telemetry::schema::{BREAKER_TRANSITIONS, HTTP_EVENTS};
+use breaker_advisor::telemetry::{ExportOptions, export};
+use common::*;
+use polars::prelude::*;
+use proptest::prelude::*;
+
+/// 2025-11-26T10:00:00Z
+const T0: f64 = 1_764_151_200.0;
+
+fn export_and_analyze(
+    db: &std::path::Path,
+    dir: &std::path::Path,
+    opts: &AnalyzeOptions,
+) -> Metrics {
+    let out = dir.join("ds");
+    let mut eo = ExportOptions::new(&out);
+    eo.progress = false;
+    export(&[db.to_owned()], &eo).unwrap();
+    analyze(
+        scan_table(&out, &HTTP_EVENTS).unwrap(),
+        scan_table(&out, &BREAKER_TRANSITIONS).unwrap(),
+        &BreakerConfig::default(),
+        opts,
+    )
+    .unwrap()
+}
+
+/// A row as (seconds after T0, host, role, status, from_cache, error).
+type Row<'a> = (f64, &'a str, &'a str, Option<i64>, i64, Option<&'a str>);
+
+fn telemetry_sql(rows: &[Row<'_>]) -> String {
+    let mut sql = String::from(
+        "CREATE TABLE http_events (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, ts REAL NOT NULL,
+           host TEXT NOT NULL, role TEXT NOT NULL, method TEXT NOT NULL, status INTEGER, url_hash TEXT NOT NULL,
+           from_cache INTEGER, retry_after_s INTEGER, breaker_state TEXT, error TEXT);\n",
+    );
+    for (dt, host, role, status, cache, error) in rows {
+        sql.push_str(&format!(
+            "INSERT INTO http_events (run_id, ts, host, role, method, status, url_hash, from_cache, error) VALUES ('r', {}, '{host}', '{role}', 'GET', {}, '0000000000000000', {cache}, {});\n",
+            T0 + dt,
+            status.map_or("NULL".into(), |s| s.to_string()),
+            error.map_or("NULL".into(), |e| format!("'{e}'")),
+        ));
+    }
+    sql
+}
+
+/// A burst as (length, dominant status, metadata, landing, artifact calls, at start, at end).
+type BurstRow = (i64, String, i64, i64, i64, bool, bool);
+
+fn bursts_of(m: &Metrics, host: &str) -> Vec<BurstRow> {
+    let b = m
+        .bursts
+        .clone()
+        .lazy()
+        .filter(col("host").eq(lit(host)))
+        .collect()
+        .unwrap();
+    let len = col_i64(&b, "length");
+    let dom = col_str(&b, "dominant_status");
+    let (md, la, ar) = (
+        col_i64(&b, "metadata_calls"),
+        col_i64(&b, "landing_calls"),
+        col_i64(&b, "artifact_calls"),
+    );
+    let (s, e) = (
+        col_bool(&b, "at_window_start"),
+        col_bool(&b, "at_window_end"),
+    );
+    (0..b.height())
+        .map(|i| {
+            (
+                len[i].unwrap(),
+                dom[i].clone().unwrap(),
+                md[i].unwrap(),
+                la[i].unwrap(),
+                ar[i].unwrap(),
+                s[i].unwrap(),
+                e[i].unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn golden_bursts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |s: f64| s;
+    let rows = [
+        // calm.example: no failures at all.
+        (t(0.0), "calm.example", "metadata", Some(200), 0, None),
+        (t(10.0), "calm.example", "landing", Some(404), 0, None),
+        // outage.example: one long outage with interleaved roles; a cache hit inside
+        // does not break it, timeouts (NULL status) are part of it.
+        (t(0.0), "outage.example", "metadata", Some(200), 0, None),
+        (t(1.0), "outage.example", "metadata", Some(503), 0, None),
+        (t(2.0), "outage.example", "landing", Some(503), 0, None),
+        (t(3.0), "outage.example", "metadata", Some(200), 1, None),
+        (
+            t(4.0),
+            "outage.example",
+            "artifact",
+            None,
+            0,
+            Some("ReadTimeout"),
+        ),
+        (t(5.0), "outage.example", "metadata", Some(502), 0, None),
+        (t(6.0), "outage.example", "metadata", Some(503), 0, None),
+        (t(7.0), "outage.example", "landing", Some(200), 0, None),
+        // neutral.example: a neutral status breaks a burst; equal timestamps keep id order.
+        (t(0.0), "neutral.example", "metadata", Some(500), 0, None),
+        (t(0.0), "neutral.example", "metadata", Some(500), 0, None),
+        (t(0.0), "neutral.example", "metadata", Some(404), 0, None),
+        (t(0.0), "neutral.example", "metadata", Some(429), 0, None),
+        (t(1.0), "neutral.example", "metadata", Some(200), 0, None),
+        // edge.example: a burst cut by the window start (the first row is before it) and
+        // one still running at the window end.
+        (t(-10.0), "edge.example", "metadata", Some(503), 0, None),
+        (t(20.0), "edge.example", "metadata", Some(503), 0, None),
+        (t(21.0), "edge.example", "metadata", Some(503), 0, None),
+        (t(22.0), "edge.example", "metadata", Some(200), 0, None),
+        (t(30.0), "edge.example", "metadata", Some(504), 0, None),
+    ];
+    let db = sqlite_from_sql(&tmp.path().join("t.sqlite"), &telemetry_sql(&rows));
+    let opts = AnalyzeOptions {
+        window_s: 40,
+        now_us: Some(((T0 + 31.0) * 1e6) as i64),
+        ..AnalyzeOptions::default()
+    };
+    let m = export_and_analyze(&db, tmp.path(), &opts);
+    assert_eq!(m.window.start_us, ((T0 - 9.0) * 1e6) as i64);
+
+    assert!(bursts_of(&m, "calm.example").is_empty());
+    assert_eq!(
+        bursts_of(&m, "outage.example"),
+        [(5, "503".to_string(), 3, 1, 1, false, false)]
+    );
+    assert_eq!(
+        bursts_of(&m, "neutral.example"),
+        [
+            (2, "500".to_string(), 2, 0, 0, true, false),
+            (1, "429".to_string(), 1, 0, 0, false, false)
+        ]
+    );
+    assert_eq!(
+        bursts_of(&m, "edge.example"),
+        [
+            (2, "503".to_string(), 2, 0, 0, true, false),
+            (1, "504".to_string(), 1, 0, 0, false, true)
+        ]
+    );
+
+    // The summary: counts, ratios with Wilson intervals, burst quantiles, zero not NULL.
+    let s = m
+        .host_summary
+        .clone()
+        .lazy()
+        .filter(col("host").eq(lit("outage.example")))
+        .collect()
+        .unwrap();
+    let get = |c: &str| col_i64(&s, c)[0];
+    assert_eq!(get("calls_total"), Some(8));
+    assert_eq!(get("cache_hits"), Some(1));
+    assert_eq!(get("calls_net"), Some(7));
+    assert_eq!(get("e5xx"), Some(4));
+    assert_eq!(get("e503"), Some(3));
+    assert_eq!(get("timeouts"), Some(1));
+    assert_eq!(get("failures"), Some(5));
+    assert_eq!(get("bursts"), Some(1));
+    assert_eq!(get("burst_max"), Some(5));
+    assert_eq!(get("opens"), Some(0));
+    let ratio = s
+        .column("failures_ratio")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0)
+        .unwrap();
+    let lo = s
+        .column("failures_lo")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0)
+        .unwrap();
+    let hi = s
+        .column("failures_hi")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert!((ratio - 5.0 / 7.0).abs() < 1e-12);
+    // Wilson 95% for 5 of 7: [0.3589, 0.9178].
+    assert!(
+        (lo - 0.358_94).abs() < 1e-4 && (hi - 0.917_78).abs() < 1e-4,
+        "{lo} {hi}"
+    );
+
+    let roles = m
+        .host_role_summary
+        .clone()
+        .lazy()
+        .filter(col("host").eq(lit("outage.example")))
+        .collect()
+        .unwrap();
+    assert_eq!(
+        col_str(&roles, "role"),
+        ["artifact", "landing", "metadata"].map(|r| Some(r.to_string()))
+    );
+    assert_eq!(col_i64(&roles, "failures"), [Some(1), Some(1), Some(3)]);
+}
+
+#[test]
+fn timeseries_keeps_empty_buckets_without_reading_them_as_healthy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    // Minute 0: 10 calls, 5 failures. Minutes 1-3: nothing. Minute 4: 10 calls, 5 failures.
+    for minute in [0.0, 4.0] {
+        for i in 0..10 {
+            let status = if i % 2 == 0 { Some(503) } else { Some(200) };
+            rows.push((
+                minute * 60.0 + i as f64,
+                "a.example",
+                "metadata",
+                status,
+                0,
+                None,
+            ));
+        }
+    }
+    let db = sqlite_from_sql(&tmp.path().join("t.sqlite"), &telemetry_sql(&rows));
+    let opts = AnalyzeOptions {
+        window_s: 300,
+        now_us: Some(((T0 + 300.0) * 1e6) as i64),
+        bucket_s: 60,
+        half_life_buckets: 1.0,
+        ..AnalyzeOptions::default()
+    };
+    let m = export_and_analyze(&db, tmp.path(), &opts);
+    let ts = &m.host_timeseries;
+    assert_eq!(ts.height(), 5, "one row per bucket, empty ones included");
+    assert_eq!(
+        col_i64(ts, "calls_net"),
+        [Some(10), Some(0), Some(0), Some(0), Some(10)]
+    );
+    let raw: Vec<Option<f64>> = ts
+        .column("failures_ratio")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(raw, [Some(0.5), None, None, None, Some(0.5)]);
+    let ewma: Vec<Option<f64>> = ts
+        .column("failures_ewma")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .collect();
+    for v in ewma {
+        assert!(
+            (v.unwrap() - 0.5).abs() < 1e-12,
+            "an empty bucket moved the EWMA ratio: {v:?}"
+        );
+    }
+}
+
+#[test]
+fn simulator_ground_truth_is_reproduced_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    for variant in [Variant::Schema, Variant::Sink] {
+        let dir = tmp.path().join(format!("{variant:?}"));
+        let db = sim(&dir.join("sim"), variant, 24.0, 12, 0.2, 13);
+        let truth: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("sim/ground_truth.json")).unwrap())
+                .unwrap();
+        let end_s = truth["end_s"].as_i64().unwrap();
+        let opts = AnalyzeOptions {
+            window_s: 24 * 3600,
+            now_us: Some(end_s * 1_000_000),
+            ..AnalyzeOptions::default()
+        };
+        let m = export_and_analyze(&db, &dir, &opts);
+        let s = &m.host_summary;
+        let hosts = col_str(s, "host");
+        let by_host: BTreeMap<String, usize> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.clone().unwrap(), i))
+            .collect();
+        let (n, q50, q95, q99, max, opens, half_ok, half_ko) = (
+            col_i64(s, "bursts"),
+            col_i64(s, "burst_q50"),
+            col_i64(s, "burst_q95"),
+            col_i64(s, "burst_q99"),
+            col_i64(s, "burst_max"),
+            col_i64(s, "opens"),
+            col_i64(s, "half_open_trial_successes"),
+            col_i64(s, "half_open_trial_failures"),
+        );
+        for h in truth["hosts"].as_array().unwrap() {
+            let name = h["host"].as_str().unwrap();
+            let i = by_host[name];
+            let b = &h["bursts"];
+            let want = |k: &str| b[k].as_i64();
+            assert_eq!(n[i], want("bursts"), "{variant:?} {name} bursts");
+            assert_eq!(max[i], want("max"), "{variant:?} {name} max");
+            if want("bursts") > Some(0) {
+                assert_eq!(q50[i], want("q50"), "{variant:?} {name} q50");
+                assert_eq!(q95[i], want("q95"), "{variant:?} {name} q95");
+                assert_eq!(q99[i], want("q99"), "{variant:?} {name} q99");
+            }
+            assert_eq!(opens[i], h["opens"].as_i64(), "{variant:?} {name} opens");
+            assert_eq!(
+                half_ok[i],
+                h["half_open_successes"].as_i64(),
+                "{variant:?} {name}"
+            );
+            assert_eq!(
+                half_ko[i],
+                h["half_open_failures"].as_i64(),
+                "{variant:?} {name}"
+            );
+        }
+    }
+}
+
+/// A naive loop over the same rows: the reference for the Polars burst computation.
+fn naive_bursts(rows: &[(u8, i64, Option<i64>, bool)]) -> BTreeMap<String, Vec<u64>> {
+    let failure = [429, 500, 502, 503, 504, 408];
+    let mut sorted: Vec<_> = rows.iter().enumerate().collect();
+    sorted.sort_by_key(|(i, (h, t, _, _))| (*h, *t, *i));
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut run: BTreeMap<u8, u64> = BTreeMap::new();
+    for (_, (h, _, status, cached)) in sorted {
+        if *cached {
+            continue;
+        }
+        let fail = status.is_none_or(|s| failure.contains(&s));
+        let r = run.entry(*h).or_default();
+        if fail {
+            *r += 1;
+        } else if *r > 0 {
+            out.entry(format!("h{h}.example")).or_default().push(*r);
+            *r = 0;
+        }
+    }
+    for (h, r) in run {
+        if r > 0 {
+            out.entry(format!("h{h}.example")).or_default().push(r);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn bursts_equal_a_naive_loop(
+        rows in prop::collection::vec(
+            (0u8..3, 0i64..40, prop::option::weighted(0.9, prop::sample::select(vec![200i64, 404, 429, 500, 503, 304])), prop::bool::weighted(0.1)),
+            0..200,
+        )
+    ) {
+        let n = rows.len();
+        let df = df!(
+            "host" => rows.iter().map(|r| format!("h{}.example", r.0)).collect::<Vec<_>>(),
+            "ts" => rows.iter().map(|r| r.1 * 1_000_000).collect::<Vec<_>>(),
+            "source" => vec!["s"; n],
+            "id" => (0..n as i64).collect::<Vec<_>>(),
+            "role" => vec!["metadata"; n],
+            "status" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            "from_cache" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            "error" => rows.iter().map(|r| r.2.is_none().then_some("ReadTimeout")).collect::<Vec<_>>(),
+        ).unwrap();
+        let df = df.lazy().with_column(col("ts").cast(DataType::Datetime(TimeUnit::Microseconds, None)));
+        let got = bursts(classify(df, &BreakerConfig::default()), &AnalyzeOptions::default()).unwrap();
+        let mut got_by_host: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (h, l) in col_str(&got, "host").into_iter().zip(col_i64(&got, "length")) {
+            got_by_host.entry(h.unwrap()).or_default().push(l.unwrap() as u64);
+        }
+        let want = naive_bursts(&rows);
+        prop_assert_eq!(&got_by_host, &want);
+        for lengths in want.values() {
+            let mut sorted = lengths.clone();
+            sorted.sort_unstable();
+            let s = BurstStats::from_sorted(&sorted);
+            prop_assert_eq!(s.q95, nearest_rank(&sorted, 0.95));
+            prop_assert_eq!(s.max, *sorted.last().unwrap());
+        }
+    }
+}
+
+#[test]
+fn the_queries_give_the_same_numbers_in_duckdb() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 6.0, 6, 0.3, 21);
+    let opts = AnalyzeOptions {
+        window_s: 4 * 3600,
+        now_us: Some((breaker_advisor::simulate::DEFAULT_START_S + 5 * 3600) * 1_000_000),
+        ..AnalyzeOptions::default()
+    };
+    let m = export_and_analyze(&db, tmp.path(), &opts);
+    let fmt = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string()
+    };
+    let output = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/run_queries.py"
+        ))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/queries"))
+        .arg(tmp.path().join("ds"))
+        .arg(fmt(m.window.start_us))
+        .arg(fmt(m.window.end_us))
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let duck: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let columns = [
+        "calls_total",
+        "cache_hits",
+        "calls_net",
+        "e429",
+        "e5xx",
+        "e503",
+        "timeouts",
+        "neutral",
+        "failures",
+        "half_open_trials",
+        "half_open_trial_successes",
+        "half_open_trial_failures",
+    ];
+    for (query, df, keys) in [
+        ("host_counts", &m.host_summary, vec!["host"]),
+        (
+            "host_role_counts",
+            &m.host_role_summary,
+            vec!["host", "role"],
+        ),
+    ] {
+        let rows = duck[query].as_array().unwrap();
+        assert_eq!(rows.len(), df.height(), "{query}");
+        assert!(df.height() >= 6);
+        for (i, row) in rows.iter().enumerate() {
+            for k in &keys {
+                assert_eq!(
+                    row[*k].as_str(),
+                    col_str(df, k)[i].as_deref(),
+                    "{query} row {i}"
+                );
+            }
+            for c in columns {
+                assert_eq!(row[c].as_i64(), col_i64(df, c)[i], "{query} row {i} {c}");
+            }
+        }
+    }
+}
