@@ -23,6 +23,20 @@ use crate::config::BreakerConfig;
 
 pub const US_PER_S: i64 = 1_000_000;
 
+/// The `http_events` columns the metrics read.
+const EVENT_COLUMNS: [&str; 10] = [
+    "host",
+    "role",
+    "ts",
+    "source",
+    "id",
+    "status",
+    "from_cache",
+    "error",
+    "retry_after_s",
+    "breaker_state",
+];
+
 /// Settings of one analysis.
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
@@ -127,7 +141,7 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig) -> LazyFrame {
 pub fn latest_event_us(events: LazyFrame) -> PolarsResult<Option<i64>> {
     let df = events
         .select([col("ts").max().cast(DataType::Int64).alias("max")])
-        .collect()?;
+        .collect_streaming()?;
     Ok(df.column("max")?.i64()?.get(0))
 }
 
@@ -197,15 +211,6 @@ fn policy_frame(config: &BreakerConfig, hosts: &[String]) -> PolarsResult<DataFr
     )
 }
 
-fn string_values(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
-    Ok(df
-        .column(name)?
-        .str()?
-        .iter()
-        .map(|v| v.unwrap_or_default().to_owned())
-        .collect())
-}
-
 /// Computes every metrics table for the window that ends at `opts.now_us` (or at the
 /// latest event) and spans `opts.window_s`.
 pub fn analyze(
@@ -232,18 +237,22 @@ pub fn analyze(
     let in_days = col("date")
         .gt_eq(lit(first_day).cast(DataType::Date))
         .and(col("date").lt_eq(lit(last_day).cast(DataType::Date)));
+    // No cache(): each table re-scans only the columns it needs, which keeps peak memory
+    // at one table's working set instead of the whole classified window.
     let events = classify(
-        events.filter(in_days.clone()).filter(in_window.clone()),
+        events
+            .filter(in_days.clone())
+            .filter(in_window.clone())
+            .select(EVENT_COLUMNS.map(col)),
         config,
-    )
-    .cache();
-    let transitions = transitions.filter(in_days).filter(in_window).cache();
+    );
+    let transitions = transitions.filter(in_days).filter(in_window);
 
-    let hosts_df = events
-        .clone()
-        .select([col("host").unique().sort(SortOptions::default())])
-        .collect()?;
-    let hosts = string_values(&hosts_df, "host")?;
+    let hosts: Vec<String> = distinct_sorted(&events, "host")?
+        .str()?
+        .iter()
+        .map(|h| h.unwrap_or_default().to_owned())
+        .collect();
     let policies = policy_frame(config, &hosts)?;
 
     let bursts = bursts(events.clone(), opts)?;
@@ -319,13 +328,13 @@ pub fn analyze(
                 .alias("opens_per_hour"),
         ])
         .sort(["host"], SortMultipleOptions::default())
-        .collect()?;
+        .collect_streaming()?;
     let host_summary = fill_zero_counts(host_summary)?;
 
     let host_role_summary = run_sql(events.clone(), HOST_ROLE_COUNTS_SQL)?
         .with_columns(ratio_columns())
         .sort(["host", "role"], SortMultipleOptions::default())
-        .collect()?;
+        .collect_streaming()?;
 
     let host_timeseries = timeseries(events, &hosts, window, opts)?;
     Ok(Metrics {
@@ -355,63 +364,145 @@ fn fill_zero_counts(df: DataFrame) -> PolarsResult<DataFrame> {
                 .map(|c| col(*c).fill_null(lit(0i64)))
                 .collect::<Vec<_>>(),
         )
-        .collect()
+        .collect_streaming()
+}
+
+/// Runs a query on Polars' streaming engine: scans, filters and group-bys stream in
+/// bounded memory; operators it cannot stream fall back to the in-memory engine.
+pub fn collect(lf: LazyFrame) -> PolarsResult<DataFrame> {
+    Ok(lf.collect_with_engine(Engine::Streaming)?.unwrap_single())
+}
+
+trait CollectStreaming {
+    fn collect_streaming(self) -> PolarsResult<DataFrame>;
+}
+
+impl CollectStreaming for LazyFrame {
+    fn collect_streaming(self) -> PolarsResult<DataFrame> {
+        collect(self)
+    }
+}
+
+/// The sorted distinct values of a string column.
+fn distinct_sorted(lf: &LazyFrame, name: &str) -> PolarsResult<Series> {
+    let df = collect(
+        lf.clone()
+            .select([col(name).unique().sort(SortOptions::default())]),
+    )?;
+    Ok(df.column(name)?.as_materialized_series().clone())
+}
+
+/// Replaces a string column by its index in `values` (sorted), so a sort over ten
+/// million rows moves four-byte codes instead of strings.
+fn encode(name: &str, values: &Series) -> Expr {
+    let codes = Series::new(
+        "code".into(),
+        (0..values.len() as u32).collect::<Vec<u32>>(),
+    );
+    col(name).replace_strict(
+        lit(values.clone()),
+        lit(codes),
+        None::<Expr>,
+        Some(DataType::UInt32),
+    )
 }
 
 /// One row per burst: host, start, end, length, dominant status, role mix, and whether
 /// it touches the window's edges (so it may be longer than seen).
 pub fn bursts(events: LazyFrame, _opts: &AnalyzeOptions) -> PolarsResult<DataFrame> {
-    let net = events
-        .filter(col("is_net"))
+    let net = events.filter(col("is_net"));
+    let hosts = distinct_sorted(&net, "host")?;
+    let sources = distinct_sorted(&net, "source")?;
+    // Sources sort in their lexical order because their codes are indices into the
+    // sorted list: (ts, source, id) order is kept.
+    let sorted = net
         .select([
-            col("host"),
-            col("ts"),
-            col("source"),
+            encode("host", &hosts).alias("host_code"),
+            col("ts").cast(DataType::Int64).alias("ts_us"),
+            encode("source", &sources).alias("source_code"),
             col("id"),
-            col("role"),
-            col("status"),
+            col("status").fill_null(lit(0i64)).alias("status"),
             col("is_failure"),
+            col("role")
+                .eq(lit("metadata"))
+                .fill_null(false)
+                .alias("is_metadata"),
+            col("role")
+                .eq(lit("landing"))
+                .fill_null(false)
+                .alias("is_landing"),
+            col("role")
+                .eq(lit("artifact"))
+                .fill_null(false)
+                .alias("is_artifact"),
         ])
         .sort(
-            ["host", "ts", "source", "id"],
+            ["host_code", "ts_us", "source_code", "id"],
             SortMultipleOptions::default().with_maintain_order(true),
         );
-    let host_change = col("host").neq(col("host").shift(lit(1))).fill_null(true);
-    let last_of_host = col("host").neq(col("host").shift(lit(-1))).fill_null(true);
+    let host_change = col("host_code")
+        .neq(col("host_code").shift(lit(1)))
+        .fill_null(true);
+    let last_of_host = col("host_code")
+        .neq(col("host_code").shift(lit(-1)))
+        .fill_null(true);
     let boundary = host_change.clone().or(col("is_failure")
         .neq(col("is_failure").shift(lit(1)))
         .fill_null(true));
-    let status_label = when(col("status").is_null())
-        .then(lit("timeout"))
-        .otherwise(col("status").cast(DataType::String));
-    net.with_columns([
-        boundary.cast(DataType::UInt32).cum_sum(false).alias("run"),
-        host_change.alias("first_of_host"),
-        last_of_host.alias("last_of_host"),
-        status_label.alias("status_label"),
-    ])
-    .filter(col("is_failure"))
-    .group_by([col("host"), col("run")])
-    .agg([
-        col("ts").min().alias("start"),
-        col("ts").max().alias("end"),
-        len().cast(DataType::Int64).alias("length"),
-        col("status_label")
-            .mode(true)
-            .sort(SortOptions::default())
-            .first()
-            .alias("dominant_status"),
-        count_where(col("role").eq(lit("metadata")), "metadata_calls"),
-        count_where(col("role").eq(lit("landing")), "landing_calls"),
-        count_where(col("role").eq(lit("artifact")), "artifact_calls"),
-        col("first_of_host").any(true).alias("at_window_start"),
-        col("last_of_host").any(true).alias("at_window_end"),
-    ])
+    let runs = sorted
+        .with_columns([
+            boundary.cast(DataType::UInt32).cum_sum(false).alias("run"),
+            host_change.alias("first_of_host"),
+            last_of_host.alias("last_of_host"),
+        ])
+        .filter(col("is_failure"))
+        .group_by([col("host_code"), col("run")])
+        .agg([
+            col("ts_us").min().alias("start"),
+            col("ts_us").max().alias("end"),
+            len().cast(DataType::Int64).alias("length"),
+            col("status")
+                .mode(true)
+                .sort(SortOptions::default())
+                .first()
+                .alias("dominant_status"),
+            count_where(col("is_metadata"), "metadata_calls"),
+            count_where(col("is_landing"), "landing_calls"),
+            count_where(col("is_artifact"), "artifact_calls"),
+            col("first_of_host").any(true).alias("at_window_start"),
+            col("last_of_host").any(true).alias("at_window_end"),
+        ]);
+    let host_names = df!(
+        "host_code" => (0..hosts.len() as u32).collect::<Vec<u32>>(),
+        "host" => hosts.clone(),
+    )?;
+    let datetime = DataType::Datetime(TimeUnit::Microseconds, None);
     // `run` follows (ts, source, id) order, so it also orders bursts that start at the
     // same instant.
-    .sort(["host", "run"], SortMultipleOptions::default())
-    .drop(cols(["run"]))
-    .collect()
+    collect(
+        runs.join(
+            host_names.lazy(),
+            [col("host_code")],
+            [col("host_code")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .sort(["host_code", "run"], SortMultipleOptions::default())
+        .select([
+            col("host"),
+            col("start").cast(datetime.clone()),
+            col("end").cast(datetime),
+            col("length"),
+            when(col("dominant_status").eq(lit(0i64)))
+                .then(lit("timeout"))
+                .otherwise(col("dominant_status").cast(DataType::String))
+                .alias("dominant_status"),
+            col("metadata_calls"),
+            col("landing_calls"),
+            col("artifact_calls"),
+            col("at_window_start"),
+            col("at_window_end"),
+        ]),
+    )
 }
 
 /// Per host: number of bursts and nearest-rank q50, q95, q99 and max of their lengths.
@@ -528,7 +619,7 @@ pub fn transition_stats(
                 / col("half_open_episodes").cast(DataType::Float64))
             .alias("half_open_close_share"),
         )
-        .collect()
+        .collect_streaming()
 }
 
 /// Per host and bucket: counts, raw ratios, and EWMA ratios. Buckets with no calls are
@@ -618,5 +709,5 @@ pub fn timeseries(
                 .alias("bucket_start"),
         )
         .with_columns(ratio_exprs)
-        .collect()
+        .collect_streaming()
 }
