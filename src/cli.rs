@@ -151,6 +151,10 @@ pub struct AnalyzeArgs {
     /// EWMA half-life in buckets.
     #[arg(long, default_value_t = 10.0)]
     pub half_life: f64,
+    /// Trailing baseline before the window (baseline_* columns, "worse than usual");
+    /// the part the data covers is reported as baseline_hours.
+    #[arg(long, default_value = "7d", value_parser = parse_duration_s)]
+    pub baseline: i64,
 }
 
 /// Parses `90`, `90s`, `15m`, `24h`, `7d` into seconds.

@@ -443,6 +443,7 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
             .map(|s| (s * 1e6).round() as i64),
         bucket_s: args.bucket,
         half_life_buckets: args.half_life,
+        baseline_s: Some(args.baseline),
         ..AnalyzeOptions::default()
     };
     let events = scan_table(&args.data, &HTTP_EVENTS)?;

@@ -478,3 +478,54 @@ fn the_queries_give_the_same_numbers_in_duckdb() {
         }
     }
 }
+
+#[test]
+fn the_baseline_says_what_usual_looks_like() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    // Two hours before the window: 100 calls, 2 failures. The window: 100 calls, 20.
+    for i in 0..100 {
+        let status = if i < 2 { Some(503) } else { Some(200) };
+        rows.push((
+            -7200.0 + i as f64 * 60.0,
+            "a.example",
+            "metadata",
+            status,
+            0,
+            None,
+        ));
+        let status = if i < 20 { Some(503) } else { Some(200) };
+        rows.push((i as f64 * 30.0, "a.example", "metadata", status, 0, None));
+    }
+    let db = sqlite_from_sql(&tmp.path().join("t.sqlite"), &telemetry_sql(&rows));
+    let opts = AnalyzeOptions {
+        window_s: 3600,
+        now_us: Some(((T0 + 3600.0) * 1e6) as i64),
+        baseline_s: Some(7 * 86_400),
+        ..AnalyzeOptions::default()
+    };
+    let m = export_and_analyze(&db, tmp.path(), &opts);
+    let s = &m.host_summary;
+    let f = |c: &str| {
+        s.column(c)
+            .unwrap()
+            .cast(&DataType::Float64)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(f("failures_ratio"), Some(0.2));
+    assert_eq!(f("baseline_failures_ratio"), Some(0.02));
+    assert_eq!(f("baseline_calls_net"), Some(100.0));
+    // The data starts two hours before the window, not seven days.
+    assert!(
+        (f("baseline_hours").unwrap() - 2.0).abs() < 1e-9,
+        "{:?}",
+        f("baseline_hours")
+    );
+    assert!(
+        f("failures_lo").unwrap() > f("baseline_failures_hi").unwrap(),
+        "clearly worse than usual"
+    );
+}

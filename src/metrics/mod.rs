@@ -52,6 +52,8 @@ pub struct AnalyzeOptions {
     pub flap_horizon_s: f64,
     /// Open -> closed -> open within this many reset timeouts counts as ping-pong.
     pub pingpong_reset_timeouts: f64,
+    /// Length of the trailing baseline before the window, for "worse than usual".
+    pub baseline_s: Option<i64>,
 }
 
 impl Default for AnalyzeOptions {
@@ -63,6 +65,7 @@ impl Default for AnalyzeOptions {
             half_life_buckets: 10.0,
             flap_horizon_s: 300.0,
             pingpong_reset_timeouts: 3.0,
+            baseline_s: None,
         }
     }
 }
@@ -77,6 +80,20 @@ pub struct Window {
 impl Window {
     pub fn hours(&self) -> f64 {
         (self.end_us - self.start_us) as f64 / 3.6e9
+    }
+
+    /// The rows of a dataset table inside the window. The `date` predicate lets the
+    /// scan skip whole hive partitions before reading any file.
+    pub fn select(&self, lf: LazyFrame) -> LazyFrame {
+        let first_day = self.start_us.div_euclid(86_400 * US_PER_S) as i32;
+        let last_day = (self.end_us - 1).div_euclid(86_400 * US_PER_S) as i32;
+        let in_days = col("date")
+            .gt_eq(lit(first_day).cast(DataType::Date))
+            .and(col("date").lt_eq(lit(last_day).cast(DataType::Date)));
+        let in_window = col("ts")
+            .gt_eq(ts_lit(self.start_us))
+            .and(col("ts").lt(ts_lit(self.end_us)));
+        lf.filter(in_days).filter(in_window)
     }
 }
 
@@ -139,10 +156,19 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig) -> LazyFrame {
 
 /// The latest event time in the data, the default end of the window.
 pub fn latest_event_us(events: LazyFrame) -> PolarsResult<Option<i64>> {
+    latest_or_first(events, true)
+}
+
+fn latest_or_first(events: LazyFrame, latest: bool) -> PolarsResult<Option<i64>> {
+    let ts = if latest {
+        col("ts").max()
+    } else {
+        col("ts").min()
+    };
     let df = events
-        .select([col("ts").max().cast(DataType::Int64).alias("max")])
+        .select([ts.cast(DataType::Int64).alias("t")])
         .collect_streaming()?;
-    Ok(df.column("max")?.i64()?.get(0))
+    Ok(df.column("t")?.i64()?.get(0))
 }
 
 fn count_where(cond: Expr, name: &str) -> Expr {
@@ -228,25 +254,17 @@ pub fn analyze(
         start_us: end_us - opts.window_s * US_PER_S,
         end_us,
     };
-    let in_window = col("ts")
-        .gt_eq(ts_lit(window.start_us))
-        .and(col("ts").lt(ts_lit(window.end_us)));
-    // Prune hive partitions by date before reading any file.
-    let first_day = window.start_us.div_euclid(86_400 * US_PER_S) as i32;
-    let last_day = (window.end_us - 1).div_euclid(86_400 * US_PER_S) as i32;
-    let in_days = col("date")
-        .gt_eq(lit(first_day).cast(DataType::Date))
-        .and(col("date").lt_eq(lit(last_day).cast(DataType::Date)));
     // No cache(): each table re-scans only the columns it needs, which keeps peak memory
     // at one table's working set instead of the whole classified window.
+    let raw_events = events;
     let events = classify(
-        events
-            .filter(in_days.clone())
-            .filter(in_window.clone())
+        window
+            .select(raw_events.clone())
             .select(EVENT_COLUMNS.map(col)),
         config,
     );
-    let transitions = transitions.filter(in_days).filter(in_window);
+    let raw_transitions = transitions;
+    let transitions = window.select(raw_transitions.clone());
 
     let hosts: Vec<String> = distinct_sorted(&events, "host")?
         .str()?
@@ -304,6 +322,22 @@ pub fn analyze(
         )
         .group_by([col("host")])
         .agg(retry_after_aggs);
+    let baseline = match opts.baseline_s {
+        Some(b) => baseline(
+            raw_events,
+            raw_transitions,
+            config,
+            Window {
+                start_us: window.start_us - b * US_PER_S,
+                end_us: window.start_us,
+            },
+        )?,
+        None => DataFrame::empty_with_schema(&Schema::from_iter([Field::new(
+            "host".into(),
+            DataType::String,
+        )]))
+        .lazy(),
+    };
     let host_summary = run_sql(events.clone(), HOST_COUNTS_SQL)?
         .join(retry_after_by_host, [col("host")], [col("host")], left())
         .join(
@@ -319,6 +353,7 @@ pub fn analyze(
             [col("host")],
             left(),
         )
+        .join(baseline, [col("host")], [col("host")], left())
         .with_columns(ratio_columns())
         .with_columns([
             (col("retry_after_above_cap").cast(DataType::Float64)
@@ -344,6 +379,53 @@ pub fn analyze(
         bursts,
         host_timeseries,
     })
+}
+
+/// The same ratios over the trailing baseline before the window, as `baseline_*`
+/// columns: `baseline_hours` is the part of the baseline the data covers (from the first
+/// event in it), `baseline_calls_net` the calls it rests on, `baseline_<k>_ratio` and
+/// `baseline_<k>_hi` (95% Wilson upper bound) for 429, 5xx, timeouts and failures, and
+/// `baseline_opens_per_hour`. A host with no calls in the baseline has NULLs.
+fn baseline(
+    events: LazyFrame,
+    transitions: LazyFrame,
+    config: &BreakerConfig,
+    window: Window,
+) -> PolarsResult<LazyFrame> {
+    let events = classify(window.select(events).select(EVENT_COLUMNS.map(col)), config);
+    let first = latest_or_first(events.clone(), false)?;
+    let covered_h = first.map_or(0.0, |f| {
+        (window.end_us - f.max(window.start_us)) as f64 / 3.6e9
+    });
+    let opens = window
+        .select(transitions)
+        .filter(col("new_state").eq(lit("open")))
+        .group_by([col("host")])
+        .agg([len().cast(DataType::Int64).alias("baseline_opens")]);
+    let mut cols = vec![
+        col("host"),
+        col("calls_net").alias("baseline_calls_net"),
+        lit(covered_h).alias("baseline_hours"),
+        (col("baseline_opens")
+            .fill_null(lit(0i64))
+            .cast(DataType::Float64)
+            / lit(covered_h))
+        .alias("baseline_opens_per_hour"),
+    ];
+    for k in ["e429", "e5xx", "timeouts", "failures"] {
+        let [ratio, _lo, hi] =
+            <[Expr; 3]>::try_from(wilson(k, "calls_net", k)).expect("three bounds");
+        cols.push(ratio.alias(format!("baseline_{k}_ratio")));
+        cols.push(hi.alias(format!("baseline_{k}_hi")));
+    }
+    Ok(run_sql(events, HOST_COUNTS_SQL)?
+        .join(
+            opens,
+            [col("host")],
+            [col("host")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .select(cols))
 }
 
 /// Hosts without bursts or transitions have zero of them, not NULL.
