@@ -42,6 +42,13 @@ pub enum Command {
     ///
     /// Example: breaker-advisor analyze --data data/ --config breakers.yaml --window 24h
     Analyze(AnalyzeArgs),
+    /// Find incidents per host: change points in the 429, 5xx and timeout rates.
+    ///
+    /// Reads host_timeseries.parquet from `analyze`, writes incidents.parquet beside it and
+    /// adds the `unhealthy` bucket label to host_timeseries.parquet.
+    ///
+    /// Example: breaker-advisor detect --metrics data/metrics
+    Detect(DetectArgs),
     /// Write synthetic telemetry (and its ground truth) for tests, demos and benchmarks.
     ///
     /// Deterministic: the same options and seed give the same rows.
@@ -155,6 +162,25 @@ pub struct AnalyzeArgs {
     /// the part the data covers is reported as baseline_hours.
     #[arg(long, default_value = "7d", value_parser = parse_duration_s)]
     pub baseline: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// Folder written by `analyze` (holds host_timeseries.parquet).
+    #[arg(long, value_name = "DIR")]
+    pub metrics: PathBuf,
+    /// Change-point detector.
+    #[arg(long, value_enum, default_value_t = crate::detect::DetectorKind::PeltBinomial)]
+    pub detector: crate::detect::DetectorKind,
+    /// PELT penalty per change point, in multiples of ln(buckets).
+    #[arg(long, default_value_t = 4.0)]
+    pub penalty: f64,
+    /// Minimum excess of an incident's failure rate over the host's background.
+    #[arg(long, default_value_t = 0.02)]
+    pub min_excess: f64,
+    /// Minimum incident length in buckets (shorter spikes are not incidents).
+    #[arg(long, default_value_t = 2)]
+    pub min_incident_buckets: usize,
 }
 
 /// Parses `90`, `90s`, `15m`, `24h`, `7d` into seconds.

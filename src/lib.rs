@@ -5,6 +5,7 @@
 //! - [`telemetry`]: SQLite telemetry (every real variant) -> hive-partitioned Parquet
 //!   dataset, incremental and crash-safe. Takes file paths, gives a dataset + summary.
 //! - [`metrics`]: Polars over the dataset -> per-host summaries, bursts, time series.
+//! - [`detect`]: change points per host -> incident segments, bucket labels (no I/O).
 //! - [`config`]: the crawler's breakers.yaml as a model (defaults, roles, hosts).
 //! - [`simulate`]: synthetic telemetry with ground truth, deterministic from a seed.
 //! - [`cooldown`]: the shared cooldown stores (SQLite, Redis) in the crawler's formats.
@@ -15,6 +16,7 @@
 pub mod cli;
 pub mod config;
 pub mod cooldown;
+pub mod detect;
 pub mod hostname;
 pub mod metrics;
 pub mod pipeline;

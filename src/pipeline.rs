@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{AnalyzeArgs, Command, CooldownAction, CooldownArgs, ExportArgs, SimulateArgs};
+use crate::cli::{
+    AnalyzeArgs, Command, CooldownAction, CooldownArgs, DetectArgs, ExportArgs, SimulateArgs,
+};
 use crate::cooldown::{Cooldown, CooldownError, StoreSpec};
 use crate::simulate::{SimOptions, simulate};
 use crate::telemetry::{ExportOptions, ExportSummary, TelemetryError, export};
@@ -58,6 +60,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Export(args) => run_export(&args),
         Command::Analyze(args) => run_analyze(&args),
+        Command::Detect(args) => run_detect(&args),
         Command::Simulate(args) => run_simulate(&args),
         Command::Cooldown(args) => run_cooldown(&args),
     }
@@ -499,6 +502,81 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         m.host_summary.height(),
         m.bursts.height(),
         out.display()
+    )?;
+    Ok(())
+}
+
+/// Key-value metadata of a Parquet file written by an earlier stage.
+fn parquet_metadata(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    use polars::prelude::*;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = ParquetReader::new(file);
+    let md = reader.get_metadata()?;
+    Ok(md
+        .key_value_metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|kv| kv.key.starts_with("breaker_advisor."))
+        .map(|kv| (kv.key, kv.value.unwrap_or_default()))
+        .collect())
+}
+
+fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
+    use crate::detect::{DetectOptions, detect};
+    use polars::prelude::*;
+
+    let ts_path = args.metrics.join("host_timeseries.parquet");
+    if !ts_path.is_file() {
+        bail!(InputError(format!(
+            "{}: no host_timeseries.parquet; run `analyze` first",
+            args.metrics.display()
+        )));
+    }
+    if !(args.penalty > 0.0 && args.min_excess >= 0.0 && args.min_incident_buckets >= 1) {
+        bail!(InputError(
+            "--penalty must be positive, --min-excess >= 0, --min-incident-buckets >= 1".into()
+        ));
+    }
+    let opts = DetectOptions {
+        detector: args.detector,
+        penalty_ln_n: args.penalty,
+        min_excess: args.min_excess,
+        min_incident_buckets: args.min_incident_buckets,
+        ..DetectOptions::default()
+    };
+    let file =
+        std::fs::File::open(&ts_path).with_context(|| format!("opening {}", ts_path.display()))?;
+    let timeseries = anyhow::Context::with_context(ParquetReader::new(file).finish(), || {
+        format!("reading {}", ts_path.display())
+    })?;
+    let timeseries = match timeseries.get_column_index("unhealthy") {
+        Some(_) => timeseries.drop("unhealthy")?,
+        None => timeseries,
+    };
+    let mut meta = parquet_metadata(&ts_path)?;
+    meta.push((
+        "breaker_advisor.detector".to_owned(),
+        format!(
+            "{:?} penalty={} min_excess={} min_incident_buckets={}",
+            opts.detector, opts.penalty_ln_n, opts.min_excess, opts.min_incident_buckets
+        ),
+    ));
+    let mut d = anyhow::Context::context(detect(&timeseries, &opts), "detecting incidents")?;
+    write_parquet_atomic(
+        &mut d.incidents,
+        &args.metrics.join("incidents.parquet"),
+        meta.clone(),
+    )?;
+    write_parquet_atomic(&mut d.host_timeseries, &ts_path, meta)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "{} incidents ({} ongoing) on {} hosts; wrote {}",
+        d.incidents.height(),
+        d.incidents.column("ongoing")?.bool()?.sum().unwrap_or(0),
+        d.incidents.column("host")?.n_unique()?,
+        args.metrics.join("incidents.parquet").display()
     )?;
     Ok(())
 }

@@ -1,0 +1,125 @@
+//! Change points and incidents end to end: simulate -> export -> analyze -> detect, scored
+//! against the simulator's ground truth.
+
+mod common;
+
+use assert_cmd::Command;
+use breaker_advisor::simulate::Variant;
+use common::*;
+use polars::prelude::*;
+
+fn bin() -> Command {
+    Command::cargo_bin("breaker-advisor").expect("binary")
+}
+
+#[test]
+fn incidents_match_the_ground_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 24.0, 12, 1.0, 31);
+    let data = tmp.path().join("ds");
+    let end_s = breaker_advisor::simulate::DEFAULT_START_S + 24 * 3600;
+    for args in [
+        vec![
+            "export".to_string(),
+            "--out".into(),
+            data.display().to_string(),
+            "--telemetry".into(),
+            db.display().to_string(),
+        ],
+        vec![
+            "analyze".into(),
+            "--data".into(),
+            data.display().to_string(),
+            "--now".into(),
+            end_s.to_string(),
+        ],
+        vec![
+            "detect".into(),
+            "--metrics".into(),
+            data.join("metrics").display().to_string(),
+        ],
+    ] {
+        let out = bin().args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let incidents =
+        ParquetReader::new(std::fs::File::open(data.join("metrics/incidents.parquet")).unwrap())
+            .finish()
+            .unwrap();
+    let hosts = col_str(&incidents, "host");
+    let kinds = col_str(&incidents, "kind");
+    let starts = col_ts_us(&incidents, "start");
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("sim/ground_truth.json")).unwrap())
+            .unwrap();
+
+    let mut matched = 0;
+    let mut severe = 0;
+    for h in truth["hosts"].as_array().unwrap() {
+        let name = h["host"].as_str().unwrap();
+        let found: Vec<(String, i64)> = (0..incidents.height())
+            .filter(|&i| hosts[i].as_deref() == Some(name))
+            .map(|i| (kinds[i].clone().unwrap(), starts[i].unwrap() / 1_000_000))
+            .collect();
+        match h["regime"].as_str().unwrap() {
+            "healthy" => assert!(
+                found.is_empty(),
+                "false incidents on healthy {name}: {found:?}"
+            ),
+            "chronic" => assert!(
+                found.len() <= 1,
+                "chronic noise on {name} split into incidents: {found:?}"
+            ),
+            "flapping" => assert!(!found.is_empty(), "the flapping storm on {name} was missed"),
+            _ => {}
+        }
+        for inc in h["incidents"].as_array().unwrap() {
+            if inc["level"] != "severe" || inc["kind"] == "flapping" {
+                continue;
+            }
+            severe += 1;
+            let kind = match inc["kind"].as_str().unwrap() {
+                "rate_limit" => "429",
+                "outage" => "5xx",
+                _ => "timeout",
+            };
+            let onset = inc["start_s"].as_f64().unwrap() as i64;
+            // Onset within 5 one-minute buckets.
+            if found
+                .iter()
+                .any(|(k, s)| k == kind && (s - onset).abs() <= 5 * 60)
+            {
+                matched += 1;
+            } else {
+                eprintln!("missed {name} {kind} at {onset}: found {found:?}");
+            }
+        }
+    }
+    assert!(
+        severe >= 6,
+        "too few severe incidents in the sample: {severe}"
+    );
+    assert_eq!(
+        matched, severe,
+        "every severe incident is found within 5 buckets"
+    );
+
+    // Every bucket is labelled, and unhealthy buckets are exactly those inside incidents.
+    let ts = ParquetReader::new(
+        std::fs::File::open(data.join("metrics/host_timeseries.parquet")).unwrap(),
+    )
+    .finish()
+    .unwrap();
+    let unhealthy = ts.column("unhealthy").unwrap().bool().unwrap();
+    assert_eq!(unhealthy.null_count(), 0);
+    let labelled = unhealthy.sum().unwrap() as i64;
+    let in_incidents: i64 = col_i64(&incidents, "buckets").into_iter().flatten().sum();
+    assert!(
+        labelled > 0 && labelled <= in_incidents,
+        "{labelled} vs {in_incidents}"
+    );
+}
