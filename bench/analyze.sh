@@ -4,12 +4,7 @@
 # 2x dataset. Wall time and peak RSS (/usr/bin/time).
 #
 # Usage: bench/analyze.sh [WORKDIR]   (run bench/export.sh WORKDIR first; needs duckdb, polars)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-work="${1:-/tmp/breaker-advisor-bench}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/breaker-advisor/target}"
-cargo build --release --quiet
-bin="$CARGO_TARGET_DIR/release/breaker-advisor"
+source "$(dirname "$0")/common.sh"
 
 measure() { # label command...
   local label=$1; shift

@@ -4,13 +4,7 @@
 # peak RSS from /usr/bin/time. Then the same at twice the input, to see memory stay flat.
 #
 # Usage: bench/export.sh [WORKDIR]   (needs: sqlite3 CLI, GNU time, pyarrow)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-work="${1:-/tmp/breaker-advisor-bench}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/breaker-advisor/target}"
-cargo build --release --quiet
-bin="$CARGO_TARGET_DIR/release/breaker-advisor"
-mkdir -p "$work"
+source "$(dirname "$0")/common.sh"
 
 measure() { # label rows command...
   local label=$1 rows=$2; shift 2

@@ -379,13 +379,7 @@ pub fn write_parquet_atomic(
 ) -> anyhow::Result<()> {
     use polars::io::parquet::write::KeyValueMetadata;
     use polars::prelude::*;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+    let tmp = crate::telemetry::manifest::tmp_sibling(path);
     let result = (|| -> anyhow::Result<()> {
         let file = std::fs::File::create(&tmp)?;
         ParquetWriter::new(std::io::BufWriter::new(file))

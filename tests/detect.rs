@@ -3,14 +3,9 @@
 
 mod common;
 
-use assert_cmd::Command;
 use breaker_advisor::simulate::Variant;
 use common::*;
 use polars::prelude::*;
-
-fn bin() -> Command {
-    Command::cargo_bin("breaker-advisor").expect("binary")
-}
 
 #[test]
 fn incidents_match_the_ground_truth() {

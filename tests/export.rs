@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use assert_cmd::Command;
 use breaker_advisor::simulate::Variant;
 use breaker_advisor::telemetry::{ExportOptions, export};
 use common::*;
@@ -20,10 +19,6 @@ fn opts(out: &Path) -> ExportOptions {
     // Small batches exercise batch boundaries and several row groups per part.
     o.batch_rows = 1_000;
     o
-}
-
-fn bin() -> Command {
-    Command::cargo_bin("breaker-advisor").expect("binary")
 }
 
 #[test]

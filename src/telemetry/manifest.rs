@@ -143,7 +143,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TelemetryError> {
     })
 }
 
-fn tmp_sibling(path: &Path) -> PathBuf {
+/// A hidden temporary name beside `path`, unique to this process.
+pub fn tmp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -9,6 +9,11 @@ use breaker_advisor::simulate::{DEFAULT_START_S, SimOptions, Variant, simulate};
 use breaker_advisor::telemetry::schema::TABLES;
 use polars::prelude::*;
 
+/// The breaker-advisor binary built for these tests.
+pub fn bin() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("breaker-advisor").expect("binary")
+}
+
 /// Simulates `hours` of telemetry into `dir` and returns the SQLite path.
 pub fn sim(dir: &Path, variant: Variant, hours: f64, hosts: usize, rps: f64, seed: u64) -> PathBuf {
     let summary = simulate(&SimOptions {
