@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests use beside the Rust toolchain,
+# then runs them. Works on a fresh machine (as root, with Debian's apt and PyPI).
+#   - redis-server: the cooldown tests start their own instances on loopback ports;
+#   - duckdb, pyarrow (tests/python/requirements.txt): the interop and query tests read
+#     our Parquet with the analysts' tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/breaker-advisor/target}"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+log="$(mktemp)"
+cargo test --release --locked 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
