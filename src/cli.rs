@@ -169,6 +169,10 @@ pub struct DetectArgs {
     /// Folder written by `analyze` (holds host_timeseries.parquet).
     #[arg(long, value_name = "DIR")]
     pub metrics: PathBuf,
+    /// The dataset, for the median Retry-After inside each incident (default: the
+    /// metrics folder's parent, when it is a dataset).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
     /// Change-point detector.
     #[arg(long, value_enum, default_value_t = crate::detect::DetectorKind::PeltBinomial)]
     pub detector: crate::detect::DetectorKind,

@@ -557,6 +557,33 @@ fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
         ),
     ));
     let mut d = anyhow::Context::context(detect(&timeseries, &opts), "detecting incidents")?;
+    let is_dataset =
+        |p: &std::path::Path| p.join(crate::telemetry::manifest::MANIFEST_FILE).is_file();
+    let data = match &args.data {
+        Some(p) if !is_dataset(p) => bail!(InputError(format!(
+            "{}: not a dataset written by `export`",
+            p.display()
+        ))),
+        Some(p) => Some(p.clone()),
+        None => args
+            .metrics
+            .parent()
+            .filter(|p| is_dataset(p))
+            .map(|p| p.to_owned()),
+    };
+    match data {
+        Some(data) => {
+            let events = scan_table(&data, &crate::telemetry::schema::HTTP_EVENTS)?;
+            d.incidents = anyhow::Context::context(
+                crate::detect::with_retry_after(d.incidents, events),
+                "reading Retry-After inside incidents",
+            )?;
+        }
+        None => tracing::warn!(
+            "no dataset beside {} (pass --data): incidents get no retry_after_median_s",
+            args.metrics.display()
+        ),
+    }
     write_parquet_atomic(
         &mut d.incidents,
         &args.metrics.join("incidents.parquet"),

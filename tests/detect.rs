@@ -48,6 +48,13 @@ fn incidents_match_the_ground_truth() {
     let hosts = col_str(&incidents, "host");
     let kinds = col_str(&incidents, "kind");
     let starts = col_ts_us(&incidents, "start");
+    let retry_after: Vec<Option<f64>> = incidents
+        .column("retry_after_median_s")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .collect();
     let truth: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("sim/ground_truth.json")).unwrap())
             .unwrap();
@@ -56,9 +63,12 @@ fn incidents_match_the_ground_truth() {
     let mut severe = 0;
     for h in truth["hosts"].as_array().unwrap() {
         let name = h["host"].as_str().unwrap();
-        let found: Vec<(String, i64)> = (0..incidents.height())
+        let found: Vec<(String, i64, Option<f64>)> = (0..incidents.height())
             .filter(|&i| hosts[i].as_deref() == Some(name))
-            .map(|i| (kinds[i].clone().unwrap(), starts[i].unwrap() / 1_000_000))
+            .map(|i| {
+                let start_s = starts[i].unwrap() / 1_000_000;
+                (kinds[i].clone().unwrap(), start_s, retry_after[i])
+            })
             .collect();
         match h["regime"].as_str().unwrap() {
             "healthy" => assert!(
@@ -84,11 +94,19 @@ fn incidents_match_the_ground_truth() {
             };
             let onset = inc["start_s"].as_f64().unwrap() as i64;
             // Onset within 5 one-minute buckets.
-            if found
+            let hit = found
                 .iter()
-                .any(|(k, s)| k == kind && (s - onset).abs() <= 5 * 60)
-            {
+                .find(|(k, s, _)| k == kind && (s - onset).abs() <= 5 * 60);
+            if let Some((_, _, retry_after)) = hit {
                 matched += 1;
+                // The simulated server sends one Retry-After per rate-limit incident.
+                if kind == "429" {
+                    assert_eq!(
+                        *retry_after,
+                        inc["retry_after_s"].as_f64(),
+                        "{name} Retry-After"
+                    );
+                }
             } else {
                 eprintln!("missed {name} {kind} at {onset}: found {found:?}");
             }

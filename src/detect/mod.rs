@@ -304,6 +304,55 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
     })
 }
 
+/// Adds `retry_after_median_s` to the incidents: the median Retry-After of the 429/503
+/// responses (network calls) inside each incident's span, NULL when none carried one.
+/// `events` is the dataset's `http_events` (only host, ts, status, from_cache and
+/// retry_after_s are read).
+pub fn with_retry_after(incidents: DataFrame, events: LazyFrame) -> PolarsResult<DataFrame> {
+    let numbered = incidents
+        .clone()
+        .lazy()
+        .with_row_index("incident", None)
+        .select([col("incident"), col("host"), col("start"), col("end")]);
+    let samples = events
+        .filter(
+            col("from_cache")
+                .fill_null(false)
+                .not()
+                .and(col("status").is_in(
+                    lit(Series::new("s".into(), [429i64, 503])).implode(false),
+                    false,
+                ))
+                .and(col("retry_after_s").is_not_null()),
+        )
+        .select([col("host"), col("ts"), col("retry_after_s")]);
+    let medians = numbered
+        .join(
+            samples,
+            [col("host")],
+            [col("host")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .filter(col("ts").gt_eq(col("start")).and(col("ts").lt(col("end"))))
+        .group_by([col("incident")])
+        .agg([col("retry_after_s")
+            .cast(DataType::Float64)
+            .median()
+            .alias("retry_after_median_s")]);
+    incidents
+        .lazy()
+        .with_row_index("incident", None)
+        .join(
+            medians,
+            [col("incident")],
+            [col("incident")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .sort(["incident"], SortMultipleOptions::default())
+        .drop(cols(["incident"]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,5 +415,42 @@ mod tests {
         // A host with 5 calls a bucket and a real outage.
         let (k, n) = series(&[(300, 0.0), (30, 0.8), (300, 0.0)], 5.0);
         assert_eq!(spans(&k, &n, &o), [(300, 330, false)]);
+    }
+
+    #[test]
+    fn retry_after_median_inside_each_incident() {
+        let dt = DataType::Datetime(TimeUnit::Microseconds, None);
+        let incidents = df!(
+            "host" => ["a.example", "a.example", "b.example"],
+            "start" => [0i64, 100, 0],
+            "end" => [50i64, 200, 50],
+        )
+        .unwrap()
+        .lazy()
+        .with_columns([col("start").cast(dt.clone()), col("end").cast(dt.clone())])
+        .collect()
+        .unwrap();
+        let events = df!(
+            "host" => ["a.example", "a.example", "a.example", "a.example", "a.example", "b.example"],
+            "ts" => [10i64, 20, 30, 60, 150, 10],
+            "status" => [Some(429i64), Some(503), Some(429), Some(429), Some(200), Some(429)],
+            "from_cache" => [Some(false), Some(false), Some(true), Some(false), Some(false), None],
+            "retry_after_s" => [Some(30i64), Some(60), Some(999), Some(5), Some(7), None],
+        )
+        .unwrap()
+        .lazy()
+        .with_column(col("ts").cast(dt));
+        let out = with_retry_after(incidents, events).unwrap();
+        let medians: Vec<Option<f64>> = out
+            .column("retry_after_median_s")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect();
+        // a: 30 and 60 inside (the cached one and the one after the end are not); the
+        // second incident has only a 200; b's 429 carried no Retry-After.
+        assert_eq!(medians, [Some(45.0), None, None]);
+        assert_eq!(out.height(), 3);
     }
 }
