@@ -6,7 +6,7 @@ Scores per incident level (severe, mild): precision, recall and F1 of onsets and
 within 5 buckets (one-to-one matching), Jaccard overlap of unhealthy time; false
 incidents per healthy host-day; incidents on chronic-noise hosts.
 
-Usage: [RUPTURES_SEEDS=1] python3 bench/detect_accuracy.py BINARY WORKDIR SEED [SEED ...]
+Usage: [RUPTURES_SEEDS=1] [PENALTY=4] python3 bench/detect_accuracy.py BINARY WORKDIR SEED [SEED ...]
 """
 import json
 import math
@@ -21,6 +21,8 @@ import ruptures as rpt
 
 BIN, WORK, SEEDS = sys.argv[1], Path(sys.argv[2]), [int(s) for s in sys.argv[3:]]
 # ruptures' pure-Python PELT takes minutes per seed: the peer runs on the first seeds only.
+# PENALTY overrides our PELT's penalty (multiples of ln n), for choosing it on held-out seeds.
+PENALTY = __import__("os").environ.get("PENALTY")
 RUPTURES_SEEDS = int(__import__("os").environ.get("RUPTURES_SEEDS", "1"))
 KIND_OF = {"rate_limit": "429", "outage": "5xx", "flapping": "5xx", "timeouts": "timeout"}
 COLUMN_OF = {"429": "e429", "5xx": "e5xx", "timeout": "timeouts"}
@@ -92,7 +94,7 @@ class BinomialCost(rpt.base.BaseCost):
 
 
 def ruptures_cps(k, n, model):
-    pen = 4 * math.log(len(k))
+    pen = float(PENALTY or 2) * math.log(len(k))
     if model == "binomial":
         algo = rpt.Pelt(custom_cost=BinomialCost(), min_size=1, jump=1).fit(np.column_stack([k, n]))
         return algo.predict(pen=pen)[:-1]
@@ -136,7 +138,8 @@ for seed in SEEDS:
     detections = {}
     for det in ("pelt-binomial", "bocpd"):
         t0 = time.perf_counter()
-        run("detect", "--metrics", d / "ds/metrics", "--detector", det)
+        extra = ["--penalty", PENALTY] if PENALTY and det == "pelt-binomial" else []
+        run("detect", "--metrics", d / "ds/metrics", "--detector", det, *extra)
         timing[det] = timing.get(det, 0) + time.perf_counter() - t0
         inc = pl.read_parquet(d / "ds/metrics/incidents.parquet")
         detections[det] = [

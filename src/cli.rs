@@ -177,7 +177,7 @@ pub struct DetectArgs {
     #[arg(long, value_enum, default_value_t = crate::detect::DetectorKind::PeltBinomial)]
     pub detector: crate::detect::DetectorKind,
     /// PELT penalty per change point, in multiples of ln(buckets).
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 2.0)]
     pub penalty: f64,
     /// Minimum excess of an incident's failure rate over the host's background.
     #[arg(long, default_value_t = 0.02)]
