@@ -6,7 +6,7 @@ Scores per incident level (severe, mild): precision, recall and F1 of onsets and
 within 5 buckets (one-to-one matching), Jaccard overlap of unhealthy time; false
 incidents per healthy host-day; incidents on chronic-noise hosts.
 
-Usage: [RUPTURES_SEEDS=1] [PENALTY=4] python3 bench/detect_accuracy.py BINARY WORKDIR SEED [SEED ...]
+Usage: [RUPTURES_SEEDS=1] [PENALTY=2] [BOCPD=hazard,scale] python3 bench/detect_accuracy.py BINARY WORKDIR SEED [SEED ...]
 """
 import json
 import math
@@ -23,6 +23,8 @@ BIN, WORK, SEEDS = sys.argv[1], Path(sys.argv[2]), [int(s) for s in sys.argv[3:]
 # ruptures' pure-Python PELT takes minutes per seed: the peer runs on the first seeds only.
 # PENALTY overrides our PELT's penalty (multiples of ln n), for choosing it on held-out seeds.
 PENALTY = __import__("os").environ.get("PENALTY")
+# BOCPD="hazard,scale" overrides the BOCPD settings, for calibrating them on held-out seeds.
+BOCPD = __import__("os").environ.get("BOCPD")
 RUPTURES_SEEDS = int(__import__("os").environ.get("RUPTURES_SEEDS", "1"))
 KIND_OF = {"rate_limit": "429", "outage": "5xx", "flapping": "5xx", "timeouts": "timeout"}
 COLUMN_OF = {"429": "e429", "5xx": "e5xx", "timeout": "timeouts"}
@@ -139,6 +141,9 @@ for seed in SEEDS:
     for det in ("pelt-binomial", "bocpd"):
         t0 = time.perf_counter()
         extra = ["--penalty", PENALTY] if PENALTY and det == "pelt-binomial" else []
+        if BOCPD and det == "bocpd":
+            hazard, scale = BOCPD.split(",")
+            extra = ["--bocpd-hazard", hazard, "--bocpd-prior-scale", scale]
         run("detect", "--metrics", d / "ds/metrics", "--detector", det, *extra)
         timing[det] = timing.get(det, 0) + time.perf_counter() - t0
         inc = pl.read_parquet(d / "ds/metrics/incidents.parquet")

@@ -37,7 +37,7 @@ fn main() {
         ..DetectOptions::default()
     };
     let started = Instant::now();
-    let cps = change_points(&k, &n, &opts);
+    let cps = change_points(&k, &n, &opts).expect("change points");
     let took = started.elapsed();
     println!(
         "{detector:?} {len} buckets: {:.3} ms, {} change points",

@@ -185,6 +185,12 @@ pub struct DetectArgs {
     /// Minimum incident length in buckets (shorter spikes are not incidents).
     #[arg(long, default_value_t = 2)]
     pub min_incident_buckets: usize,
+    /// BOCPD: expected buckets between changes (inverse hazard).
+    #[arg(long, default_value_t = 250.0)]
+    pub bocpd_hazard: f64,
+    /// BOCPD: Normal-Gamma prior scale (smaller finds milder changes).
+    #[arg(long, default_value_t = 0.01)]
+    pub bocpd_prior_scale: f64,
 }
 
 /// Parses `90`, `90s`, `15m`, `24h`, `7d` into seconds.

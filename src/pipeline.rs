@@ -527,9 +527,14 @@ fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
             args.metrics.display()
         )));
     }
-    if !(args.penalty > 0.0 && args.min_excess >= 0.0 && args.min_incident_buckets >= 1) {
+    if !(args.penalty > 0.0
+        && args.min_excess >= 0.0
+        && args.min_incident_buckets >= 1
+        && args.bocpd_hazard > 1.0
+        && args.bocpd_prior_scale > 0.0)
+    {
         bail!(InputError(
-            "--penalty must be positive, --min-excess >= 0, --min-incident-buckets >= 1".into()
+            "--penalty and --bocpd-prior-scale must be positive, --bocpd-hazard above 1, --min-excess >= 0, --min-incident-buckets >= 1".into()
         ));
     }
     let opts = DetectOptions {
@@ -537,6 +542,8 @@ fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
         penalty_ln_n: args.penalty,
         min_excess: args.min_excess,
         min_incident_buckets: args.min_incident_buckets,
+        bocpd_hazard_buckets: args.bocpd_hazard,
+        bocpd_prior_scale: args.bocpd_prior_scale,
         ..DetectOptions::default()
     };
     let file =
@@ -556,7 +563,9 @@ fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
             opts.detector, opts.penalty_ln_n, opts.min_excess, opts.min_incident_buckets
         ),
     ));
-    let mut d = anyhow::Context::context(detect(&timeseries, &opts), "detecting incidents")?;
+    // detect does no I/O: what fails there is the settings on this data.
+    let mut d = detect(&timeseries, &opts)
+        .map_err(|e| InputError(format!("{}: detecting incidents: {e}", ts_path.display())))?;
     let is_dataset =
         |p: &std::path::Path| p.join(crate::telemetry::manifest::MANIFEST_FILE).is_file();
     let data = match &args.data {

@@ -136,3 +136,54 @@ fn incidents_match_the_ground_truth() {
         "{labelled} vs {in_incidents}"
     );
 }
+
+#[test]
+fn settings_that_break_bocpd_are_an_error_not_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 6.0, 6, 1.0, 5);
+    let data = tmp.path().join("ds");
+    let metrics = data.join("metrics");
+    bin()
+        .arg("export")
+        .arg("--out")
+        .arg(&data)
+        .arg("--telemetry")
+        .arg(&db)
+        .assert()
+        .success();
+    bin()
+        .arg("analyze")
+        .arg("--data")
+        .arg(&data)
+        .assert()
+        .success();
+    let out = bin()
+        .args([
+            "detect",
+            "--detector",
+            "bocpd",
+            "--bocpd-prior-scale",
+            "0.001",
+            "--metrics",
+        ])
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("BOCPD failed numerically") && stderr.contains("--bocpd-prior-scale"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !metrics.join("incidents.parquet").exists(),
+        "nothing is written on failure"
+    );
+    // The same data with the defaults works.
+    bin()
+        .args(["detect", "--detector", "bocpd", "--metrics"])
+        .arg(&metrics)
+        .assert()
+        .success();
+}

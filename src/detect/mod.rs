@@ -60,11 +60,13 @@ impl Default for DetectOptions {
 pub const KINDS: [(&str, &str); 3] = [("429", "e429"), ("5xx", "e5xx"), ("timeout", "timeouts")];
 
 /// Change points (segment starts, never 0) of one series of failures `k` in calls `n`.
-pub fn change_points(k: &[f64], n: &[f64], opts: &DetectOptions) -> Vec<usize> {
+/// Fails only for BOCPD, whose Normal-Gamma update can break down numerically (for
+/// example with a very small prior scale).
+pub fn change_points(k: &[f64], n: &[f64], opts: &DetectOptions) -> Result<Vec<usize>, String> {
     match opts.detector {
         DetectorKind::PeltBinomial => {
             let penalty = opts.penalty_ln_n * (k.len().max(2) as f64).ln();
-            pelt::pelt_binomial(k, n, penalty, opts.min_segment)
+            Ok(pelt::pelt_binomial(k, n, penalty, opts.min_segment))
         }
         DetectorKind::Bocpd => bocpd(k, n, opts),
     }
@@ -72,27 +74,41 @@ pub fn change_points(k: &[f64], n: &[f64], opts: &DetectOptions) -> Vec<usize> {
 
 /// BOCPD over the non-empty buckets (an empty bucket is no observation), mapped back to
 /// bucket indices.
-fn bocpd(k: &[f64], n: &[f64], opts: &DetectOptions) -> Vec<usize> {
+fn bocpd(k: &[f64], n: &[f64], opts: &DetectOptions) -> Result<Vec<usize>, String> {
     let observed: Vec<usize> = (0..k.len()).filter(|&i| n[i] > 0.0).collect();
     if observed.len() < 2 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let y: Vec<f64> = observed
         .iter()
         .map(|&i| (k[i] / n[i]).clamp(0.0, 1.0).sqrt().asin())
         .collect();
     let prior = NormalGamma::new_unchecked(0.0, 1.0, 1.0, opts.bocpd_prior_scale);
-    let mut detector = NormalGammaDetector::normal_gamma(opts.bocpd_hazard_buckets, prior);
+    // The rv crate under augurs panics when an update leaves the Normal-Gamma's domain;
+    // that is bad settings for this series, reported as an error rather than a crash.
+    // Silence the default hook meanwhile, so the user sees our error, not a backtrace.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let raw = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        NormalGammaDetector::normal_gamma(opts.bocpd_hazard_buckets, prior).detect_changepoints(&y)
+    }));
+    std::panic::set_hook(hook);
+    let raw = raw
+    .map_err(|_| {
+        format!(
+            "BOCPD failed numerically (hazard {}, prior scale {}); try a larger --bocpd-prior-scale",
+            opts.bocpd_hazard_buckets, opts.bocpd_prior_scale
+        )
+    })?;
     // augurs returns 0 first, then the last index of each finished segment.
-    let mut cps: Vec<usize> = detector
-        .detect_changepoints(&y)
+    let mut cps: Vec<usize> = raw
         .into_iter()
         .filter(|&i| i > 0 && i + 1 < observed.len())
         .map(|i| observed[i + 1])
         .collect();
     cps.sort_unstable();
     cps.dedup();
-    cps
+    Ok(cps)
 }
 
 /// A run of buckets `[start, end)` with its pooled counts.
@@ -179,8 +195,8 @@ pub struct IncidentSpan {
 /// Incidents of one series: segments whose rate is at least `min_excess` above the
 /// background, significantly so (Wilson lower bound above the background), lasting
 /// `min_incident_buckets`; adjacent ones merge.
-pub fn incidents(k: &[f64], n: &[f64], opts: &DetectOptions) -> Vec<IncidentSpan> {
-    let cps = change_points(k, n, opts);
+pub fn incidents(k: &[f64], n: &[f64], opts: &DetectOptions) -> Result<Vec<IncidentSpan>, String> {
+    let cps = change_points(k, n, opts)?;
     let segs = segments(k, n, &cps);
     let background = background_rate(&segs);
     let elevated = |s: &Segment| {
@@ -217,7 +233,7 @@ pub fn incidents(k: &[f64], n: &[f64], opts: &DetectOptions) -> Vec<IncidentSpan
         }
         i += 1;
     }
-    out
+    Ok(out)
 }
 
 /// What `detect` gives: the incidents table and `host_timeseries` with `unhealthy`.
@@ -268,7 +284,9 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
         let k_all: Vec<f64> = k_col.f64()?.iter().map(|v| v.unwrap_or(0.0)).collect();
         for &(a, b) in &runs {
             let host = hosts.get(a).unwrap_or_default().to_owned();
-            for span in incidents(&k_all[a..b], &n_all[a..b], opts) {
+            let spans = incidents(&k_all[a..b], &n_all[a..b], opts)
+                .map_err(|e| polars_err!(ComputeError: "host {host}, {kind} failures: {e}"))?;
+            for span in spans {
                 for flag in &mut unhealthy[a + span.start..a + span.end] {
                     *flag = true;
                 }
@@ -370,6 +388,7 @@ mod tests {
 
     fn spans(k: &[f64], n: &[f64], opts: &DetectOptions) -> Vec<(usize, usize, bool)> {
         incidents(k, n, opts)
+            .expect("PELT and BOCPD with default settings")
             .into_iter()
             .map(|s| (s.start, s.end, s.ongoing))
             .collect()
