@@ -173,24 +173,29 @@ pub struct DetectArgs {
     /// metrics folder's parent, when it is a dataset).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Change-point detector.
-    #[arg(long, value_enum, default_value_t = crate::detect::DetectorKind::PeltBinomial)]
-    pub detector: crate::detect::DetectorKind,
-    /// PELT penalty per change point, in multiples of ln(buckets).
-    #[arg(long, default_value_t = 2.0)]
-    pub penalty: f64,
-    /// Minimum excess of an incident's failure rate over the host's background.
-    #[arg(long, default_value_t = 0.02)]
-    pub min_excess: f64,
-    /// Minimum incident length in buckets (shorter spikes are not incidents).
-    #[arg(long, default_value_t = 2)]
-    pub min_incident_buckets: usize,
-    /// BOCPD: expected buckets between changes (inverse hazard).
-    #[arg(long, default_value_t = 250.0)]
-    pub bocpd_hazard: f64,
-    /// BOCPD: Normal-Gamma prior scale (smaller finds milder changes).
-    #[arg(long, default_value_t = 0.01)]
-    pub bocpd_prior_scale: f64,
+    /// Settings file whose `detect:` section gives defaults for the flags below
+    /// (default: ./breaker-advisor.yaml if present).
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+    /// Change-point detector [default: pelt-binomial].
+    #[arg(long, value_enum)]
+    pub detector: Option<crate::detect::DetectorKind>,
+    /// PELT penalty per change point, in multiples of ln(buckets) [default: 2].
+    #[arg(long)]
+    pub penalty: Option<f64>,
+    /// Minimum excess of an incident's failure rate over the host's background
+    /// [default: 0.02].
+    #[arg(long)]
+    pub min_excess: Option<f64>,
+    /// Minimum incident length in buckets; shorter spikes are not incidents [default: 2].
+    #[arg(long)]
+    pub min_incident_buckets: Option<usize>,
+    /// BOCPD: expected buckets between changes (inverse hazard) [default: 250].
+    #[arg(long)]
+    pub bocpd_hazard: Option<f64>,
+    /// BOCPD: Normal-Gamma prior scale; smaller finds milder changes [default: 0.01].
+    #[arg(long)]
+    pub bocpd_prior_scale: Option<f64>,
 }
 
 /// Parses `90`, `90s`, `15m`, `24h`, `7d` into seconds.

@@ -527,25 +527,46 @@ fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
             args.metrics.display()
         )));
     }
-    if !(args.penalty > 0.0
-        && args.min_excess >= 0.0
-        && args.min_incident_buckets >= 1
-        && args.bocpd_hazard > 1.0
-        && args.bocpd_prior_scale > 0.0)
+    // Flags, then the settings file's `detect:` section, then the built-in defaults.
+    let file_settings = crate::settings::load(args.settings.as_deref())?.detect;
+    let defaults = DetectOptions::default();
+    let opts = DetectOptions {
+        detector: args
+            .detector
+            .or(file_settings.detector)
+            .unwrap_or(defaults.detector),
+        penalty_ln_n: args
+            .penalty
+            .or(file_settings.penalty)
+            .unwrap_or(defaults.penalty_ln_n),
+        min_excess: args
+            .min_excess
+            .or(file_settings.min_excess)
+            .unwrap_or(defaults.min_excess),
+        min_incident_buckets: args
+            .min_incident_buckets
+            .or(file_settings.min_incident_buckets)
+            .unwrap_or(defaults.min_incident_buckets),
+        bocpd_hazard_buckets: args
+            .bocpd_hazard
+            .or(file_settings.bocpd_hazard)
+            .unwrap_or(defaults.bocpd_hazard_buckets),
+        bocpd_prior_scale: args
+            .bocpd_prior_scale
+            .or(file_settings.bocpd_prior_scale)
+            .unwrap_or(defaults.bocpd_prior_scale),
+        ..defaults
+    };
+    if !(opts.penalty_ln_n > 0.0
+        && opts.min_excess >= 0.0
+        && opts.min_incident_buckets >= 1
+        && opts.bocpd_hazard_buckets > 1.0
+        && opts.bocpd_prior_scale > 0.0)
     {
         bail!(InputError(
-            "--penalty and --bocpd-prior-scale must be positive, --bocpd-hazard above 1, --min-excess >= 0, --min-incident-buckets >= 1".into()
+            "detect settings: penalty and bocpd prior scale must be positive, bocpd hazard above 1, min excess >= 0, min incident buckets >= 1".into()
         ));
     }
-    let opts = DetectOptions {
-        detector: args.detector,
-        penalty_ln_n: args.penalty,
-        min_excess: args.min_excess,
-        min_incident_buckets: args.min_incident_buckets,
-        bocpd_hazard_buckets: args.bocpd_hazard,
-        bocpd_prior_scale: args.bocpd_prior_scale,
-        ..DetectOptions::default()
-    };
     let file =
         std::fs::File::open(&ts_path).with_context(|| format!("opening {}", ts_path.display()))?;
     let timeseries = anyhow::Context::with_context(ParquetReader::new(file).finish(), || {

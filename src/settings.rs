@@ -8,11 +8,27 @@ use serde::Deserialize;
 /// Looked for in the working directory when `--settings` is not given.
 pub const DEFAULT_SETTINGS_FILE: &str = "breaker-advisor.yaml";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
     pub cooldown_store: Option<CooldownStoreSettings>,
+    /// Defaults for `detect`; its command-line flags override them.
+    #[serde(default)]
+    pub detect: DetectSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectSettings {
+    /// `pelt-binomial` or `bocpd`.
+    pub detector: Option<crate::detect::DetectorKind>,
+    /// PELT penalty in multiples of ln(buckets).
+    pub penalty: Option<f64>,
+    pub min_excess: Option<f64>,
+    pub min_incident_buckets: Option<usize>,
+    pub bocpd_hazard: Option<f64>,
+    pub bocpd_prior_scale: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -74,5 +90,9 @@ mod tests {
         assert_eq!(s.cooldown_store.unwrap().url, "sqlite:/tmp/cd.sqlite");
         let bad: Result<Settings, _> = yaml_serde::from_str("cooldown_stor:\n  url: x\n");
         assert!(bad.unwrap_err().to_string().contains("cooldown_stor"));
+        let d: Settings =
+            yaml_serde::from_str("detect:\n  detector: bocpd\n  penalty: 3\n").unwrap();
+        assert_eq!(d.detect.detector, Some(crate::detect::DetectorKind::Bocpd));
+        assert_eq!(d.detect.penalty, Some(3.0));
     }
 }

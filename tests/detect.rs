@@ -186,4 +186,28 @@ fn settings_that_break_bocpd_are_an_error_not_a_crash() {
         .arg(&metrics)
         .assert()
         .success();
+
+    // The settings file's detect section applies; a flag overrides it.
+    let settings = tmp.path().join("breaker-advisor.yaml");
+    std::fs::write(
+        &settings,
+        "detect:\n  detector: bocpd\n  bocpd_prior_scale: 0.001\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["detect", "--metrics"])
+        .arg(&metrics)
+        .arg("--settings")
+        .arg(&settings)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prior scale 0.001"));
+    bin()
+        .args(["detect", "--detector", "pelt-binomial", "--metrics"])
+        .arg(&metrics)
+        .arg("--settings")
+        .arg(&settings)
+        .assert()
+        .success();
 }

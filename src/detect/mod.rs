@@ -14,7 +14,8 @@ use polars::prelude::*;
 use crate::metrics::stats::Z95;
 
 /// Which change-point detector to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DetectorKind {
     /// Exact PELT with a binomial segment cost over (failures, calls) per bucket.
     PeltBinomial,
