@@ -2,6 +2,8 @@
 //! overrides, status classification. Host keys are normalised as the crawler does.
 //! (Editing the file without losing comments is the patcher's job, not this model's.)
 
+pub mod patch;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,257 @@
+//! Comment-preserving edits of breakers.yaml: set a breaker setting at the defaults, a
+//! host, or a host's role, with the smallest textual change (yaml-edit keeps every
+//! comment, blank line and flow list; a scalar keeps its inline comment). Every patch is
+//! re-parsed and compared with the original: only the edited keys may differ.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::str::FromStr;
+
+use yaml_edit::{Document, Mapping};
+use yaml_serde::Value;
+
+use super::{BreakerConfig, ConfigError};
+use crate::hostname::normalize_host;
+
+/// A breaker setting the advisor may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BreakerKey {
+    FailMax,
+    ResetTimeoutS,
+    RetryAfterCapS,
+    SuccessThreshold,
+    TrialCalls,
+}
+
+impl BreakerKey {
+    pub fn name(self) -> &'static str {
+        match self {
+            BreakerKey::FailMax => "fail_max",
+            BreakerKey::ResetTimeoutS => "reset_timeout_s",
+            BreakerKey::RetryAfterCapS => "retry_after_cap_s",
+            BreakerKey::SuccessThreshold => "success_threshold",
+            BreakerKey::TrialCalls => "trial_calls",
+        }
+    }
+
+    /// Spellings the crawler also reads; an existing alias is edited in place.
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            BreakerKey::ResetTimeoutS => &["reset"],
+            BreakerKey::RetryAfterCapS => &["retry_after_cap"],
+            _ => &[],
+        }
+    }
+}
+
+/// One change: `host` None means `defaults`; `role` targets `roles.<role>` below it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerEdit {
+    pub host: Option<String>,
+    pub role: Option<String>,
+    pub key: BreakerKey,
+    pub value: i64,
+}
+
+impl BreakerEdit {
+    /// The key path of the edited value in the parsed document.
+    fn path(&self, host_key: Option<&str>) -> Vec<String> {
+        let mut p = match (&self.host, host_key) {
+            (None, _) => vec!["defaults".to_owned()],
+            (Some(h), k) => vec!["hosts".to_owned(), k.unwrap_or(h).to_owned()],
+        };
+        if let Some(r) = &self.role {
+            p.push("roles".into());
+            p.push(r.clone());
+        }
+        p
+    }
+}
+
+fn child_mapping(parent: &Mapping, key: &str) -> Mapping {
+    if let Some(m) = parent.get_mapping(key) {
+        return m;
+    }
+    parent.set(key, Mapping::new());
+    parent
+        .get_mapping(key)
+        .expect("a mapping that was just set")
+}
+
+/// The existing key of `hosts` that normalises to `host`, if any.
+fn existing_host_key(hosts: &Mapping, host: &str) -> Option<String> {
+    hosts.keys().find_map(|k| {
+        let text = k.to_string();
+        let text = text.trim().trim_matches('"').trim_matches('\'');
+        (normalize_host(text).ok().as_deref() == Some(host)).then(|| text.to_owned())
+    })
+}
+
+/// Applies `edits` to the text of a breakers.yaml and returns the new text. `path`
+/// names the file in errors.
+pub fn patch_breakers(
+    text: &str,
+    path: &Path,
+    edits: &[BreakerEdit],
+) -> Result<String, ConfigError> {
+    let invalid = |key: &str, detail: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        detail,
+    };
+    let doc = Document::from_str(text).map_err(|e| ConfigError::Yaml {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let root = doc
+        .as_mapping()
+        .ok_or_else(|| invalid("(document)", "the top level is not a mapping".into()))?;
+    let mut edited: BTreeSet<Vec<String>> = BTreeSet::new();
+    for edit in edits {
+        let (mut target, host_key) = match &edit.host {
+            None => (child_mapping(&root, "defaults"), None),
+            Some(h) => {
+                let host =
+                    normalize_host(h).map_err(|e| invalid(&format!("hosts.{h}"), e.to_string()))?;
+                let hosts = child_mapping(&root, "hosts");
+                let key = existing_host_key(&hosts, &host).unwrap_or(host);
+                (child_mapping(&hosts, &key), Some(key))
+            }
+        };
+        if let Some(role) = &edit.role {
+            target = child_mapping(&child_mapping(&target, "roles"), role);
+        }
+        let key = edit
+            .key
+            .aliases()
+            .iter()
+            .find(|a| target.contains_key(**a))
+            .copied()
+            .unwrap_or(edit.key.name());
+        target.set(key, edit.value);
+        let mut p = edit.path(host_key.as_deref());
+        p.push(key.to_owned());
+        edited.insert(p);
+    }
+    let out = doc.to_string();
+    verify(text, &out, &edited, path)?;
+    Ok(out)
+}
+
+/// Re-parses both texts: the patch must be valid for the crawler, and every path whose
+/// value differs must be an edited one (or lead to one that was created).
+fn verify(
+    before: &str,
+    after: &str,
+    edited: &BTreeSet<Vec<String>>,
+    path: &Path,
+) -> Result<(), ConfigError> {
+    BreakerConfig::parse(after, path)?;
+    let parse = |t: &str| -> Result<Value, ConfigError> {
+        yaml_serde::from_str(t).map_err(|e| ConfigError::Yaml {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })
+    };
+    let (a, b) = (parse(before)?, parse(after)?);
+    let mut changed = Vec::new();
+    diff(&a, &b, &mut Vec::new(), &mut changed);
+    for p in changed {
+        let allowed = edited.iter().any(|e| e.starts_with(&p) || p.starts_with(e));
+        if !allowed {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: p.join("."),
+                detail: "the patch changed a value it was not asked to change; nothing was written"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn diff(a: &Value, b: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match (a.as_mapping(), b.as_mapping()) {
+        (Some(ma), Some(mb)) => {
+            let keys: BTreeSet<String> = ma
+                .keys()
+                .chain(mb.keys())
+                .map(|k| k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned))
+                .collect();
+            for k in keys {
+                at.push(k.clone());
+                match (ma.get(k.as_str()), mb.get(k.as_str())) {
+                    (Some(x), Some(y)) => diff(x, y, at, out),
+                    _ => out.push(at.clone()),
+                }
+                at.pop();
+            }
+        }
+        _ if a != b => out.push(at.clone()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# banner
+defaults:
+  fail_max: 5 # trips after five
+  reset: 60
+hosts:
+  API.Crossref.org.:
+    fail_max: 6
+    roles: {metadata: {success_threshold: 2}}
+# trailing notes
+";
+
+    fn edit(host: Option<&str>, role: Option<&str>, key: BreakerKey, value: i64) -> BreakerEdit {
+        BreakerEdit {
+            host: host.map(str::to_owned),
+            role: role.map(str::to_owned),
+            key,
+            value,
+        }
+    }
+
+    #[test]
+    fn minimal_edits_keep_comments_and_aliases() {
+        let out = patch_breakers(
+            TEXT,
+            Path::new("b.yaml"),
+            &[
+                edit(None, None, BreakerKey::FailMax, 4),
+                edit(None, None, BreakerKey::ResetTimeoutS, 90),
+                edit(Some("api.crossref.org"), None, BreakerKey::FailMax, 7),
+                edit(
+                    Some("api.crossref.org"),
+                    Some("metadata"),
+                    BreakerKey::TrialCalls,
+                    1,
+                ),
+                edit(Some("new.example"), None, BreakerKey::ResetTimeoutS, 120),
+            ],
+        )
+        .unwrap();
+        assert!(out.contains("fail_max: 4 # trips after five"), "{out}");
+        assert!(
+            out.contains("reset: 90") && !out.contains("reset_timeout_s: 90"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  API.Crossref.org.:\n    fail_max: 7"),
+            "{out}"
+        );
+        assert!(
+            out.starts_with("# banner\n") && out.contains("# trailing notes"),
+            "{out}"
+        );
+        let cfg = BreakerConfig::parse(&out, Path::new("b.yaml")).unwrap();
+        let m = cfg.policy("api.crossref.org", Some("metadata"));
+        assert_eq!((m.fail_max, m.success_threshold, m.trial_calls), (7, 2, 1));
+        assert_eq!(cfg.policy("new.example", None).reset_timeout_s, 120.0);
+        assert_eq!(cfg.policy("other.example", None).fail_max, 4);
+    }
+}

@@ -1,0 +1,120 @@
+//! The breakers.yaml patcher on the crawler's real, heavily commented file (read from
+//! ../shared/fixtures, never copied into the project): the diff is the edited lines only.
+
+use std::path::Path;
+
+use breaker_advisor::config::BreakerConfig;
+use breaker_advisor::config::patch::{BreakerEdit, BreakerKey, patch_breakers};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/fixtures/docstokg/breakers.yaml"
+);
+
+fn edit(host: Option<&str>, role: Option<&str>, key: BreakerKey, value: i64) -> BreakerEdit {
+    BreakerEdit {
+        host: host.map(str::to_owned),
+        role: role.map(str::to_owned),
+        key,
+        value,
+    }
+}
+
+/// Whether `small` is a subsequence of `big` (every original line kept, in order).
+fn is_subsequence(small: &[&str], big: &[&str]) -> bool {
+    let mut it = big.iter();
+    small.iter().all(|line| it.any(|b| b == line))
+}
+
+#[test]
+fn replacing_values_changes_only_those_lines() {
+    let text = std::fs::read_to_string(FIXTURE).expect("../shared/fixtures beside the clone");
+    let out = patch_breakers(
+        &text,
+        Path::new(FIXTURE),
+        &[
+            edit(Some("api.crossref.org"), None, BreakerKey::FailMax, 4),
+            edit(
+                Some("api.crossref.org"),
+                None,
+                BreakerKey::RetryAfterCapS,
+                300,
+            ),
+            edit(
+                Some("export.arxiv.org"),
+                None,
+                BreakerKey::ResetTimeoutS,
+                180,
+            ),
+            edit(None, Some("metadata"), BreakerKey::SuccessThreshold, 3),
+        ],
+    )
+    .unwrap();
+    let (a, b): (Vec<&str>, Vec<&str>) = (text.lines().collect(), out.lines().collect());
+    assert_eq!(a.len(), b.len(), "replacing values adds or removes no line");
+    let changed: Vec<(&str, &str)> = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x != y)
+        .map(|(x, y)| (*x, *y))
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            ("      success_threshold: 2", "      success_threshold: 3"),
+            ("    fail_max: 6", "    fail_max: 4"),
+            (
+                "    retry_after_cap_s: 600 # Cap at 10 minutes for Crossref",
+                "    retry_after_cap_s: 300 # Cap at 10 minutes for Crossref"
+            ),
+            ("    reset_timeout_s: 120", "    reset_timeout_s: 180"),
+        ]
+    );
+    let cfg = BreakerConfig::parse(&out, Path::new(FIXTURE)).unwrap();
+    assert_eq!(cfg.policy("api.crossref.org", None).fail_max, 4);
+    assert_eq!(cfg.policy("export.arxiv.org", None).reset_timeout_s, 180.0);
+}
+
+#[test]
+fn new_keys_and_hosts_only_add_lines() {
+    let text = std::fs::read_to_string(FIXTURE).expect("../shared/fixtures beside the clone");
+    let out = patch_breakers(
+        &text,
+        Path::new(FIXTURE),
+        &[
+            edit(
+                Some("api.openalex.org"),
+                None,
+                BreakerKey::SuccessThreshold,
+                2,
+            ),
+            edit(
+                Some("api.crossref.org"),
+                Some("metadata"),
+                BreakerKey::TrialCalls,
+                1,
+            ),
+            edit(Some("München.example"), None, BreakerKey::FailMax, 3),
+        ],
+    )
+    .unwrap();
+    let (a, b): (Vec<&str>, Vec<&str>) = (text.lines().collect(), out.lines().collect());
+    assert!(
+        is_subsequence(&a, &b),
+        "an original line was changed or lost"
+    );
+    let added = b.len() - a.len();
+    // success_threshold (1); roles, metadata, trial_calls (3); the host and fail_max (2).
+    assert_eq!(added, 6, "{out}");
+    let cfg = BreakerConfig::parse(&out, Path::new(FIXTURE)).unwrap();
+    assert_eq!(cfg.policy("api.openalex.org", None).success_threshold, 2);
+    assert_eq!(
+        cfg.policy("api.crossref.org", Some("metadata")).trial_calls,
+        1
+    );
+    assert_eq!(cfg.policy("xn--mnchen-3ya.example", None).fail_max, 3);
+    assert!(
+        out.contains("  xn--mnchen-3ya.example:\n    fail_max: 3"),
+        "{out}"
+    );
+}
