@@ -3,6 +3,7 @@
 //! (Editing the file without losing comments is the patcher's job, not this model's.)
 
 pub mod patch;
+pub mod rates;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
