@@ -68,7 +68,8 @@ impl BreakerEdit {
     }
 }
 
-fn child_mapping(parent: &Mapping, key: &str) -> Mapping {
+/// The mapping under `key`, created empty when missing.
+pub(super) fn child_mapping(parent: &Mapping, key: &str) -> Mapping {
     if let Some(m) = parent.get_mapping(key) {
         return m;
     }
@@ -76,6 +77,20 @@ fn child_mapping(parent: &Mapping, key: &str) -> Mapping {
     parent
         .get_mapping(key)
         .expect("a mapping that was just set")
+}
+
+/// Parses a YAML file's text for editing and returns it with its top-level mapping.
+pub(super) fn parse_for_edit(text: &str, path: &Path) -> Result<(Document, Mapping), ConfigError> {
+    let doc = Document::from_str(text).map_err(|e| ConfigError::Yaml {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let root = doc.as_mapping().ok_or_else(|| ConfigError::Invalid {
+        path: path.to_owned(),
+        key: "(document)".into(),
+        detail: "the top level is not a mapping".into(),
+    })?;
+    Ok((doc, root))
 }
 
 /// The existing key of `hosts` that normalises to `host`, if any.
@@ -99,13 +114,7 @@ pub fn patch_breakers(
         key: key.to_owned(),
         detail,
     };
-    let doc = Document::from_str(text).map_err(|e| ConfigError::Yaml {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })?;
-    let root = doc
-        .as_mapping()
-        .ok_or_else(|| invalid("(document)", "the top level is not a mapping".into()))?;
+    let (doc, root) = parse_for_edit(text, path)?;
     let mut edited: BTreeSet<Vec<String>> = BTreeSet::new();
     for edit in edits {
         let (mut target, host_key) = match &edit.host {

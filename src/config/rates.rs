@@ -3,11 +3,11 @@
 //! by an AIMD multiplier.
 
 use std::path::Path;
-use std::str::FromStr;
 
-use yaml_edit::{Document, Mapping, Sequence};
+use yaml_edit::Sequence;
 
 use super::ConfigError;
+use super::patch::{child_mapping, parse_for_edit};
 use crate::hostname::normalize_host;
 
 /// The rate units the crawler knows, with their length in seconds, finest first.
@@ -110,24 +110,9 @@ pub fn patch_rates(
     };
     let host =
         normalize_host(host).map_err(|e| invalid(&format!("hosts.{host}"), e.to_string()))?;
-    let doc = Document::from_str(text).map_err(|e| ConfigError::Yaml {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })?;
-    let root = doc
-        .as_mapping()
-        .ok_or_else(|| invalid("(document)", "the top level is not a mapping".into()))?;
-    let child = |parent: &Mapping, key: &str| -> Mapping {
-        if let Some(m) = parent.get_mapping(key) {
-            return m;
-        }
-        parent.set(key, Mapping::new());
-        parent
-            .get_mapping(key)
-            .expect("a mapping that was just set")
-    };
-    let hosts = child(&root, "hosts");
-    let role_map = child(&child(&hosts, &host), role);
+    let (doc, root) = parse_for_edit(text, path)?;
+    let hosts = child_mapping(&root, "hosts");
+    let role_map = child_mapping(&child_mapping(&hosts, &host), role);
     let scaled: Vec<String> = base
         .iter()
         .map(|r| r.scaled(multiplier).to_string())
