@@ -11,15 +11,6 @@ const FIXTURE: &str = concat!(
     "/../shared/fixtures/docstokg/breakers.yaml"
 );
 
-fn edit(host: Option<&str>, role: Option<&str>, key: BreakerKey, value: i64) -> BreakerEdit {
-    BreakerEdit {
-        host: host.map(str::to_owned),
-        role: role.map(str::to_owned),
-        key,
-        value,
-    }
-}
-
 /// Whether `small` is a subsequence of `big` (every original line kept, in order).
 fn is_subsequence(small: &[&str], big: &[&str]) -> bool {
     let mut it = big.iter();
@@ -33,20 +24,20 @@ fn replacing_values_changes_only_those_lines() {
         &text,
         Path::new(FIXTURE),
         &[
-            edit(Some("api.crossref.org"), None, BreakerKey::FailMax, 4),
-            edit(
+            BreakerEdit::new(Some("api.crossref.org"), None, BreakerKey::FailMax, 4),
+            BreakerEdit::new(
                 Some("api.crossref.org"),
                 None,
                 BreakerKey::RetryAfterCapS,
                 300,
             ),
-            edit(
+            BreakerEdit::new(
                 Some("export.arxiv.org"),
                 None,
                 BreakerKey::ResetTimeoutS,
                 180,
             ),
-            edit(None, Some("metadata"), BreakerKey::SuccessThreshold, 3),
+            BreakerEdit::new(None, Some("metadata"), BreakerKey::SuccessThreshold, 3),
         ],
     )
     .unwrap();
@@ -82,19 +73,19 @@ fn new_keys_and_hosts_only_add_lines() {
         &text,
         Path::new(FIXTURE),
         &[
-            edit(
+            BreakerEdit::new(
                 Some("api.openalex.org"),
                 None,
                 BreakerKey::SuccessThreshold,
                 2,
             ),
-            edit(
+            BreakerEdit::new(
                 Some("api.crossref.org"),
                 Some("metadata"),
                 BreakerKey::TrialCalls,
                 1,
             ),
-            edit(Some("München.example"), None, BreakerKey::FailMax, 3),
+            BreakerEdit::new(Some("München.example"), None, BreakerKey::FailMax, 3),
         ],
     )
     .unwrap();

@@ -54,6 +54,15 @@ pub struct BreakerEdit {
 }
 
 impl BreakerEdit {
+    pub fn new(host: Option<&str>, role: Option<&str>, key: BreakerKey, value: i64) -> Self {
+        BreakerEdit {
+            host: host.map(str::to_owned),
+            role: role.map(str::to_owned),
+            key,
+            value,
+        }
+    }
+
     /// The key path of the edited value in the parsed document.
     fn path(&self, host_key: Option<&str>) -> Vec<String> {
         let mut p = match (&self.host, host_key) {
@@ -216,31 +225,22 @@ hosts:
 # trailing notes
 ";
 
-    fn edit(host: Option<&str>, role: Option<&str>, key: BreakerKey, value: i64) -> BreakerEdit {
-        BreakerEdit {
-            host: host.map(str::to_owned),
-            role: role.map(str::to_owned),
-            key,
-            value,
-        }
-    }
-
     #[test]
     fn minimal_edits_keep_comments_and_aliases() {
         let out = patch_breakers(
             TEXT,
             Path::new("b.yaml"),
             &[
-                edit(None, None, BreakerKey::FailMax, 4),
-                edit(None, None, BreakerKey::ResetTimeoutS, 90),
-                edit(Some("api.crossref.org"), None, BreakerKey::FailMax, 7),
-                edit(
+                BreakerEdit::new(None, None, BreakerKey::FailMax, 4),
+                BreakerEdit::new(None, None, BreakerKey::ResetTimeoutS, 90),
+                BreakerEdit::new(Some("api.crossref.org"), None, BreakerKey::FailMax, 7),
+                BreakerEdit::new(
                     Some("api.crossref.org"),
                     Some("metadata"),
                     BreakerKey::TrialCalls,
                     1,
                 ),
-                edit(Some("new.example"), None, BreakerKey::ResetTimeoutS, 120),
+                BreakerEdit::new(Some("new.example"), None, BreakerKey::ResetTimeoutS, 120),
             ],
         )
         .unwrap();

@@ -11,7 +11,7 @@ use augurs_changepoint::NormalGammaDetector;
 use augurs_changepoint::dist::NormalGamma;
 use polars::prelude::*;
 
-use crate::metrics::stats::Z95;
+use crate::metrics::stats::wilson_lower;
 
 /// Which change-point detector to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -164,18 +164,6 @@ pub fn background_rate(segs: &[Segment]) -> f64 {
         }
     }
     if n > 0.0 { k / n } else { 0.0 }
-}
-
-/// Lower bound of the 95% Wilson score interval.
-pub fn wilson_lower(k: f64, n: f64) -> f64 {
-    if n <= 0.0 {
-        return 0.0;
-    }
-    let z2 = Z95 * Z95;
-    let p = k / n;
-    let center = p + z2 / (2.0 * n);
-    let half = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    (center - half) / (1.0 + z2 / n)
 }
 
 /// One incident of one host and kind, in bucket indices.

@@ -4,6 +4,18 @@
 /// z for a two-sided 95% interval.
 pub const Z95: f64 = 1.959_963_984_540_054;
 
+/// Lower bound of the 95% Wilson score interval.
+pub fn wilson_lower(k: f64, n: f64) -> f64 {
+    if n <= 0.0 {
+        return 0.0;
+    }
+    let z2 = Z95 * Z95;
+    let p = k / n;
+    let center = p + z2 / (2.0 * n);
+    let half = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    (center - half) / (1.0 + z2 / n)
+}
+
 /// Nearest-rank quantile of sorted values: the value at rank `ceil(q * n)` (at least 1).
 pub fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {

@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp};
 use serde::Serialize;
 
+use crate::config::DEFAULT_FAILURE_STATUSES;
 use crate::metrics::stats::BurstStats;
 use breaker::{Admission, Breaker, BreakerPolicy, State, Transition};
 
@@ -43,9 +44,6 @@ pub struct SimOptions {
     /// Start of the simulated period, epoch seconds (UTC).
     pub start_s: i64,
 }
-
-/// Statuses the crawler counts as breaker failures by default.
-pub const FAILURE_STATUSES: [i64; 6] = [429, 500, 502, 503, 504, 408];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -561,7 +559,7 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         start_s: opts.start_s,
         end_s: end.round() as i64,
         rps_per_host: opts.rps,
-        failure_statuses: FAILURE_STATUSES,
+        failure_statuses: DEFAULT_FAILURE_STATUSES,
         quantile_method: "nearest-rank: the value at rank ceil(q * n) of the sorted burst lengths",
         hosts: sims.into_iter().map(HostSim::finish).collect(),
     };
