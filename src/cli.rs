@@ -49,6 +49,30 @@ pub enum Command {
     ///
     /// Example: breaker-advisor detect --metrics data/metrics
     Detect(DetectArgs),
+    /// Propose breakers.yaml / ratelimits.yaml changes from the metrics and incidents.
+    ///
+    /// Prints the plan (host, change, reason) or, with --json, the patch file; writes the
+    /// patch file with --patch-out. Exit 0 whether or not changes are proposed.
+    ///
+    /// Example: breaker-advisor advise --metrics data/metrics --config breakers.yaml --ratelimits ratelimits.yaml
+    Advise(AdviseArgs),
+    /// Apply a patch file to breakers.yaml (and ratelimits.yaml) in place.
+    ///
+    /// Only the changed values' lines differ; comments, blank lines, key order, quoting
+    /// and flow lists stay. A patch made for another version of a file is refused
+    /// (stale); applying the same patch twice changes nothing.
+    ///
+    /// Example: breaker-advisor apply --patch out/breakers.patch.yaml --config breakers.yaml --ratelimits ratelimits.yaml
+    Apply(ApplyArgs),
+    /// The nightly job: export -> analyze -> detect -> advise -> patch.
+    ///
+    /// Without --telemetry it runs on data-samples/ (its telemetry, breakers.yaml and
+    /// ratelimits.yaml). Writes into --out: dataset/, metrics/, breakers.patch.yaml,
+    /// proposed/ (the patched config files) and changes.diff. Exit codes: 0 done, 1 bad
+    /// input, 2 internal error, 3 changes proposed (only with --check).
+    ///
+    /// Example: breaker-advisor run --telemetry a.sqlite --config breakers.yaml --ratelimits ratelimits.yaml --out out/ --write
+    Run(RunArgs),
     /// Write synthetic telemetry (and its ground truth) for tests, demos and benchmarks.
     ///
     /// Deterministic: the same options and seed give the same rows.
@@ -63,6 +87,84 @@ pub enum Command {
     ///
     /// Example: breaker-advisor cooldown --store sqlite:cooldowns.sqlite open api.example.org --seconds 600 --reason maintenance
     Cooldown(CooldownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// Folder written by `analyze` and `detect`.
+    #[arg(long, value_name = "DIR")]
+    pub metrics: PathBuf,
+    /// The crawler's breakers.yaml the advice is for.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The crawler's ratelimits.yaml (rate advice only when given).
+    #[arg(long, value_name = "FILE")]
+    pub ratelimits: Option<PathBuf>,
+    /// Settings file with an `advise:` section (default: ./breaker-advisor.yaml if present).
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+    /// The previous run's patch file: its version and rate baselines carry over
+    /// (default: --patch-out when that file exists).
+    #[arg(long, value_name = "FILE")]
+    pub previous: Option<PathBuf>,
+    /// Write the patch file here.
+    #[arg(long, value_name = "FILE")]
+    pub patch_out: Option<PathBuf>,
+    /// Print the patch file as JSON instead of the plan for humans.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The patch file written by `advise` or `run`.
+    #[arg(long, value_name = "FILE")]
+    pub patch: PathBuf,
+    /// The breakers.yaml to edit in place.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The ratelimits.yaml to edit in place (required when the patch changes rates).
+    #[arg(long, value_name = "FILE")]
+    pub ratelimits: Option<PathBuf>,
+    /// Print the diff and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Crawler telemetry SQLite files (repeat for a fleet). Default: data-samples/telemetry.sqlite.
+    #[arg(long = "telemetry", short = 't', value_name = "FILE")]
+    pub telemetry: Vec<PathBuf>,
+    /// The crawler's breakers.yaml (default with no --telemetry: data-samples/breakers.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The crawler's ratelimits.yaml (default with no --telemetry: data-samples/ratelimits.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub ratelimits: Option<PathBuf>,
+    /// Output folder; the dataset inside it grows night after night.
+    #[arg(long, short = 'o', default_value = "out", value_name = "DIR")]
+    pub out: PathBuf,
+    /// The patch file: the previous one is read from here (version, rate baselines) and
+    /// the new one written here. Keep it with the config files so it persists between
+    /// nights [default: OUT/breakers.patch.yaml].
+    #[arg(long, value_name = "FILE")]
+    pub patch_file: Option<PathBuf>,
+    /// Apply the patch to --config and --ratelimits in place.
+    #[arg(long)]
+    pub write: bool,
+    /// Exit with code 3 when changes are proposed (for CI).
+    #[arg(long)]
+    pub check: bool,
+    /// Settings file (`advise:` and `detect:` sections; default: ./breaker-advisor.yaml if present).
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+    /// Window length: 24h, 90m, 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration_s)]
+    pub window: i64,
+    /// End of the window, RFC 3339 or epoch seconds (default: the latest event).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, Args)]

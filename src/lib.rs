@@ -6,19 +6,23 @@
 //!   dataset, incremental and crash-safe. Takes file paths, gives a dataset + summary.
 //! - [`metrics`]: Polars over the dataset -> per-host summaries, bursts, time series.
 //! - [`detect`]: change points per host -> incident segments, bucket labels (no I/O).
-//! - [`config`]: the crawler's breakers.yaml as a model (defaults, roles, hosts).
+//! - [`advise`]: evidence per host + current config -> bounded, explained changes (no I/O).
+//! - [`patch`]: the versioned patch file and its comment-preserving application.
+//! - [`config`]: the crawler's breakers.yaml / ratelimits.yaml: models and text edits.
 //! - [`simulate`]: synthetic telemetry with ground truth, deterministic from a seed.
 //! - [`cooldown`]: the shared cooldown stores (SQLite, Redis) in the crawler's formats.
 //! - [`settings`]: the tool's own settings file.
 //! - [`hostname`]: host normalisation shared by every stage.
 //! - [`cli`]: the command line (clap derive); [`pipeline`] runs a parsed command.
 
+pub mod advise;
 pub mod cli;
 pub mod config;
 pub mod cooldown;
 pub mod detect;
 pub mod hostname;
 pub mod metrics;
+pub mod patch;
 pub mod pipeline;
 pub mod settings;
 pub mod simulate;

@@ -16,6 +16,9 @@ pub struct Settings {
     /// Defaults for `detect`; its command-line flags override them.
     #[serde(default)]
     pub detect: DetectSettings,
+    /// The advisor's limits, sample gates, hysteresis bands and steps.
+    #[serde(default)]
+    pub advise: crate::advise::AdviseSettings,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

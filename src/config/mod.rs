@@ -2,7 +2,7 @@
 //! overrides, status classification. Host keys are normalised as the crawler does.
 //! (Editing the file without losing comments is the patcher's job, not this model's.)
 
-pub mod patch;
+pub mod edit;
 pub mod rates;
 
 use std::collections::{BTreeMap, BTreeSet};

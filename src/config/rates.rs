@@ -2,12 +2,14 @@
 //! read correctly though the crawler misreads it) and their comment-preserving scaling
 //! by an AIMD multiplier.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use yaml_edit::Sequence;
+use yaml_serde::Value;
 
 use super::ConfigError;
-use super::patch::{child_mapping, parse_for_edit};
+use super::edit::{check_only_edited, child_mapping, existing_host_key, parse_for_edit};
 use crate::hostname::normalize_host;
 
 /// The rate units the crawler knows, with their length in seconds, finest first.
@@ -92,46 +94,211 @@ impl std::fmt::Display for Rate {
     }
 }
 
-/// Sets `hosts.<host>.<role>.rates` to `base` scaled by `multiplier`, creating the host
-/// and role entries when missing (the rates then start from `base`, which the caller
-/// takes from the file's defaults for that role). Returns the new text.
-pub fn patch_rates(
-    text: &str,
-    path: &Path,
-    host: &str,
-    role: &str,
-    base: &[Rate],
-    multiplier: f64,
-) -> Result<String, ConfigError> {
+/// The `aimd:` section: how the advisor moves a host's rate multiplier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aimd {
+    /// A 429 ratio above this lowers the rates.
+    pub high_429_ratio: f64,
+    pub increase_step_pct: f64,
+    pub decrease_step_pct: f64,
+    /// Bounds of the multiplier, relative to the rates first recorded for the host.
+    pub min_multiplier: f64,
+    pub max_multiplier: f64,
+}
+
+impl Default for Aimd {
+    /// The crawler's documented defaults.
+    fn default() -> Self {
+        Aimd {
+            high_429_ratio: 0.05,
+            increase_step_pct: 5.0,
+            decrease_step_pct: 20.0,
+            min_multiplier: 0.3,
+            max_multiplier: 1.0,
+        }
+    }
+}
+
+/// ratelimits.yaml as far as the advisor needs it: the rate strings per role, at the
+/// defaults and per (normalised) host, and the AIMD parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateLimits {
+    pub defaults: BTreeMap<String, Vec<String>>,
+    pub hosts: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    pub aimd: Aimd,
+}
+
+impl RateLimits {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses a ratelimits.yaml; every rate string must parse (errors name the key).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, detail: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            detail,
+        };
+        let doc: Value = yaml_serde::from_str(text).map_err(|e| ConfigError::Yaml {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let mut out = RateLimits::default();
+        let roles = |v: &Value, at: &str| -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+            let mut m = BTreeMap::new();
+            for (k, rv) in v.as_mapping().into_iter().flatten() {
+                let Some(role) = k.as_str() else { continue };
+                let Some(rates) = rv.get("rates") else {
+                    continue;
+                };
+                let at = format!("{at}.{role}.rates");
+                let seq = rates
+                    .as_sequence()
+                    .ok_or_else(|| invalid(&at, "must be a list of rate strings".into()))?;
+                let mut list = Vec::new();
+                for r in seq {
+                    let text = r.as_str().unwrap_or_default();
+                    if Rate::parse(text).is_none() {
+                        return Err(invalid(&at, format!("{r:?} is not a rate like 10/SECOND")));
+                    }
+                    list.push(text.to_owned());
+                }
+                m.insert(role.to_owned(), list);
+            }
+            Ok(m)
+        };
+        if let Some(d) = doc.get("defaults") {
+            out.defaults = roles(d, "defaults")?;
+        }
+        for (k, hv) in doc
+            .get("hosts")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+        {
+            let raw = k
+                .as_str()
+                .ok_or_else(|| invalid("hosts", format!("host key {k:?} is not a string")))?;
+            let host =
+                normalize_host(raw).map_err(|e| invalid(&format!("hosts.{raw}"), e.to_string()))?;
+            out.hosts.insert(host, roles(hv, &format!("hosts.{raw}"))?);
+        }
+        if let Some(a) = doc.get("aimd") {
+            let num = |key: &str, default: f64| -> Result<f64, ConfigError> {
+                match a.get(key) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .as_f64()
+                        .or_else(|| v.as_i64().map(|i| i as f64))
+                        .filter(|f| f.is_finite() && *f >= 0.0)
+                        .ok_or_else(|| {
+                            invalid(
+                                &format!("aimd.{key}"),
+                                format!("must be a number >= 0, got {v:?}"),
+                            )
+                        }),
+                }
+            };
+            let d = Aimd::default();
+            out.aimd = Aimd {
+                high_429_ratio: num("high_429_ratio", d.high_429_ratio)?,
+                increase_step_pct: num("increase_step_pct", d.increase_step_pct)?,
+                decrease_step_pct: num("decrease_step_pct", d.decrease_step_pct)?,
+                min_multiplier: num("min_multiplier", d.min_multiplier)?,
+                max_multiplier: num("max_multiplier", d.max_multiplier)?,
+            };
+            if out.aimd.min_multiplier > out.aimd.max_multiplier || out.aimd.max_multiplier <= 0.0 {
+                return Err(invalid(
+                    "aimd",
+                    "min_multiplier must be at most max_multiplier, and max_multiplier above 0"
+                        .into(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rates in force for a host and role: the host's own, else the role's defaults.
+    pub fn rates_for(&self, host: &str, role: &str) -> Option<&Vec<String>> {
+        self.hosts
+            .get(host)
+            .and_then(|h| h.get(role))
+            .or_else(|| self.defaults.get(role))
+    }
+}
+
+/// One rates edit: `hosts.<host>.<role>.rates` becomes `rates` (created when missing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RatesEdit {
+    pub host: String,
+    pub role: String,
+    pub rates: Vec<String>,
+}
+
+/// Applies rates edits to the text of a ratelimits.yaml, keeping comments and the list
+/// style (a flow list stays a flow list); a host is matched by its normalised name. The
+/// result is re-parsed: it must load, hold exactly the new rates, and differ from the
+/// original only there.
+pub fn patch_rates(text: &str, path: &Path, edits: &[RatesEdit]) -> Result<String, ConfigError> {
     let invalid = |key: &str, detail: String| ConfigError::Invalid {
         path: path.to_owned(),
         key: key.to_owned(),
         detail,
     };
-    let host =
-        normalize_host(host).map_err(|e| invalid(&format!("hosts.{host}"), e.to_string()))?;
     let (doc, root) = parse_for_edit(text, path)?;
-    let hosts = child_mapping(&root, "hosts");
-    let role_map = child_mapping(&child_mapping(&hosts, &host), role);
-    let scaled: Vec<String> = base
-        .iter()
-        .map(|r| r.scaled(multiplier).to_string())
-        .collect();
-    match role_map.get_sequence("rates") {
-        Some(seq) if seq.len() == scaled.len() => {
-            for (i, r) in scaled.iter().enumerate() {
-                seq.set(i, r.as_str());
+    let mut edited = BTreeSet::new();
+    for e in edits {
+        let host = normalize_host(&e.host)
+            .map_err(|err| invalid(&format!("hosts.{}", e.host), err.to_string()))?;
+        if let Some(bad) = e.rates.iter().find(|r| Rate::parse(r).is_none()) {
+            return Err(invalid(
+                &format!("hosts.{host}.{}.rates", e.role),
+                format!("{bad:?} is not a rate"),
+            ));
+        }
+        let hosts = child_mapping(&root, "hosts");
+        let key = existing_host_key(&hosts, &host).unwrap_or_else(|| host.clone());
+        let role_map = child_mapping(&child_mapping(&hosts, &key), &e.role);
+        match role_map.get_sequence("rates") {
+            Some(seq) if seq.len() == e.rates.len() => {
+                for (i, r) in e.rates.iter().enumerate() {
+                    seq.set(i, r.as_str());
+                }
+            }
+            _ => {
+                let seq = Sequence::new_flow();
+                for r in &e.rates {
+                    seq.push(r.as_str());
+                }
+                role_map.set("rates", seq);
             }
         }
-        _ => {
-            let seq = Sequence::new_flow();
-            for r in &scaled {
-                seq.push(r.as_str());
-            }
-            role_map.set("rates", seq);
+        edited.insert(vec![
+            "hosts".to_owned(),
+            key,
+            e.role.clone(),
+            "rates".to_owned(),
+        ]);
+    }
+    let out = super::edit::match_indent(text, &doc.to_string());
+    let parsed = RateLimits::parse(&out, path)?;
+    for e in edits {
+        let host = normalize_host(&e.host).unwrap_or_default();
+        if parsed.hosts.get(&host).and_then(|h| h.get(&e.role)) != Some(&e.rates) {
+            return Err(invalid(
+                &format!("hosts.{host}.{}.rates", e.role),
+                "the edited file does not read back as the intended rates; nothing was written"
+                    .into(),
+            ));
         }
     }
-    Ok(doc.to_string())
+    check_only_edited(text, &out, &edited, path)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -169,13 +336,15 @@ mod tests {
             Rate::parse("50/SECOND").unwrap(),
             Rate::parse("10000/HOUR").unwrap(),
         ];
+        let edit = |host: &str, role: &str, base: &[Rate], m: f64| RatesEdit {
+            host: host.into(),
+            role: role.into(),
+            rates: base.iter().map(|r| r.scaled(m).to_string()).collect(),
+        };
         let out = patch_rates(
             text,
             Path::new("r.yaml"),
-            "api.crossref.org",
-            "metadata",
-            &base,
-            0.8,
+            &[edit("API.Crossref.org", "metadata", &base, 0.8)],
         )
         .unwrap();
         assert!(
@@ -190,10 +359,7 @@ mod tests {
         let out = patch_rates(
             text,
             Path::new("r.yaml"),
-            "New.Example",
-            "landing",
-            &base,
-            0.5,
+            &[edit("New.Example", "landing", &base, 0.5)],
         )
         .unwrap();
         let v: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();

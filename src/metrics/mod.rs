@@ -207,13 +207,18 @@ fn wilson(k: &str, n: &str, name: &str) -> Vec<Expr> {
             .then(p)
             .otherwise(lit(NULL))
             .alias(format!("{name}_ratio")),
-        when(valid.clone())
-            .then(center.clone() - half.clone())
-            .otherwise(lit(NULL))
+        // Exactly 0 / 1 at the edges, where the formula leaves float noise (1e-19).
+        when(valid.clone().not())
+            .then(lit(NULL))
+            .when(col(k).eq(lit(0)))
+            .then(lit(0.0))
+            .otherwise(center.clone() - half.clone())
             .alias(format!("{name}_lo")),
-        when(valid)
-            .then(center + half)
-            .otherwise(lit(NULL))
+        when(valid.not())
+            .then(lit(NULL))
+            .when(col(k).eq(col(n)))
+            .then(lit(1.0))
+            .otherwise(center + half)
             .alias(format!("{name}_hi")),
     ]
 }

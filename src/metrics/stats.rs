@@ -4,16 +4,34 @@
 /// z for a two-sided 95% interval.
 pub const Z95: f64 = 1.959_963_984_540_054;
 
-/// Lower bound of the 95% Wilson score interval.
-pub fn wilson_lower(k: f64, n: f64) -> f64 {
+/// The 95% Wilson score interval of `k` successes in `n`: (low, high). Exactly 0 for
+/// no successes and 1 for all (no float noise at the edges); (0, 1) when `n` is 0.
+pub fn wilson(k: f64, n: f64) -> (f64, f64) {
     if n <= 0.0 {
-        return 0.0;
+        return (0.0, 1.0);
     }
     let z2 = Z95 * Z95;
     let p = k / n;
     let center = p + z2 / (2.0 * n);
     let half = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    (center - half) / (1.0 + z2 / n)
+    let denom = 1.0 + z2 / n;
+    let lo = if k <= 0.0 {
+        0.0
+    } else {
+        (center - half) / denom
+    };
+    let hi = if k >= n { 1.0 } else { (center + half) / denom };
+    (lo, hi)
+}
+
+/// Lower bound of the 95% Wilson score interval (0 when `n` is 0).
+pub fn wilson_lower(k: f64, n: f64) -> f64 {
+    wilson(k, n).0
+}
+
+/// Upper bound of the 95% Wilson score interval (1 when `n` is 0).
+pub fn wilson_upper(k: f64, n: f64) -> f64 {
+    wilson(k, n).1
 }
 
 /// Nearest-rank quantile of sorted values: the value at rank `ceil(q * n)` (at least 1).
@@ -50,6 +68,17 @@ impl BurstStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wilson_is_exact_at_the_edges_and_brackets_the_ratio() {
+        assert_eq!(wilson(0.0, 3000.0).0, 0.0);
+        assert_eq!(wilson(50.0, 50.0).1, 1.0);
+        let (lo, hi) = wilson(30.0, 1000.0);
+        assert!(
+            lo < 0.03 && 0.03 < hi && lo > 0.02 && hi < 0.043,
+            "{lo} {hi}"
+        );
+    }
 
     #[test]
     fn nearest_rank_is_exact() {

@@ -13,8 +13,11 @@ use yaml_serde::Value;
 use super::{BreakerConfig, ConfigError};
 use crate::hostname::normalize_host;
 
-/// A breaker setting the advisor may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A breaker setting the advisor may change (serialised as its breakers.yaml name).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum BreakerKey {
     FailMax,
     ResetTimeoutS,
@@ -103,7 +106,7 @@ pub(super) fn parse_for_edit(text: &str, path: &Path) -> Result<(Document, Mappi
 }
 
 /// The existing key of `hosts` that normalises to `host`, if any.
-fn existing_host_key(hosts: &Mapping, host: &str) -> Option<String> {
+pub(super) fn existing_host_key(hosts: &Mapping, host: &str) -> Option<String> {
     hosts.keys().find_map(|k| {
         let text = k.to_string();
         let text = text.trim().trim_matches('"').trim_matches('\'');
@@ -151,29 +154,75 @@ pub fn patch_breakers(
         p.push(key.to_owned());
         edited.insert(p);
     }
-    let out = doc.to_string();
-    verify(text, &out, &edited, path)?;
+    let out = match_indent(text, &doc.to_string());
+    BreakerConfig::parse(&out, path)?;
+    check_only_edited(text, &out, &edited, path)?;
     Ok(out)
 }
 
-/// Re-parses both texts: the patch must be valid for the crawler, and every path whose
-/// value differs must be an edited one (or lead to one that was created).
-fn verify(
+/// The file's indentation step: the smallest indentation of a content line.
+fn indent_unit(text: &str) -> usize {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|l| l.len() - l.trim_start_matches(' ').len())
+        .filter(|&n| n > 0)
+        .min()
+        .unwrap_or(2)
+}
+
+/// yaml-edit indents the inside of a block it creates by two spaces; in a file indented
+/// by another step, the inserted lines are re-indented to the file's own step (relative
+/// to the first line of each inserted run, which yaml-edit aligns with its siblings).
+/// Lines the edit kept or replaced in place are untouched; the result is re-parsed by
+/// the caller like any patch.
+pub(crate) fn match_indent(before: &str, after: &str) -> String {
+    let unit = indent_unit(before);
+    if unit == 2 {
+        return after.to_owned();
+    }
+    let mut out = String::with_capacity(after.len());
+    let mut base: Option<usize> = None;
+    for change in similar::TextDiff::from_lines(before, after).iter_all_changes() {
+        let line = change.value();
+        match change.tag() {
+            similar::ChangeTag::Insert => {
+                let ind = line.len() - line.trim_start_matches(' ').len();
+                // A line at or left of the run's base starts a new block, which
+                // yaml-edit aligned with its siblings: it becomes the base.
+                let b = match base {
+                    Some(b) if ind > b => b,
+                    _ => {
+                        base = Some(ind);
+                        ind
+                    }
+                };
+                if ind > b && !line.trim().is_empty() {
+                    let (depth, rest) = ((ind - b) / 2, (ind - b) % 2);
+                    out.push_str(&" ".repeat(b + depth * unit + rest));
+                    out.push_str(&line[ind..]);
+                } else {
+                    out.push_str(line);
+                }
+            }
+            similar::ChangeTag::Equal => {
+                base = None;
+                out.push_str(line);
+            }
+            similar::ChangeTag::Delete => base = None,
+        }
+    }
+    out
+}
+
+/// Re-parses both texts: every path whose value differs must be an edited one (or lead
+/// to one that was created).
+pub(super) fn check_only_edited(
     before: &str,
     after: &str,
     edited: &BTreeSet<Vec<String>>,
     path: &Path,
 ) -> Result<(), ConfigError> {
-    BreakerConfig::parse(after, path)?;
-    let parse = |t: &str| -> Result<Value, ConfigError> {
-        yaml_serde::from_str(t).map_err(|e| ConfigError::Yaml {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })
-    };
-    let (a, b) = (parse(before)?, parse(after)?);
-    let mut changed = Vec::new();
-    diff(&a, &b, &mut Vec::new(), &mut changed);
+    let changed = changed_paths(before, after, path)?;
     for p in changed {
         let allowed = edited.iter().any(|e| e.starts_with(&p) || p.starts_with(e));
         if !allowed {
@@ -186,6 +235,25 @@ fn verify(
         }
     }
     Ok(())
+}
+
+/// The key paths whose values differ between two YAML texts (a path that exists on one
+/// side only is reported at the missing key).
+pub(super) fn changed_paths(
+    before: &str,
+    after: &str,
+    path: &Path,
+) -> Result<Vec<Vec<String>>, ConfigError> {
+    let parse = |t: &str| -> Result<Value, ConfigError> {
+        yaml_serde::from_str(t).map_err(|e| ConfigError::Yaml {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })
+    };
+    let (a, b) = (parse(before)?, parse(after)?);
+    let mut changed = Vec::new();
+    diff(&a, &b, &mut Vec::new(), &mut changed);
+    Ok(changed)
 }
 
 fn diff(a: &Value, b: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {

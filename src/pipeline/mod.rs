@@ -1,6 +1,8 @@
 //! Runs a parsed command: calls the stages in order, prints results to stdout and maps
 //! failures to exit codes. The one place that turns stage results into user output.
 
+pub mod nightly;
+
 use std::io::Write;
 use std::time::Duration;
 
@@ -49,6 +51,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || c.is::<CooldownError>()
             || c.is::<crate::settings::SettingsError>()
             || c.is::<crate::config::ConfigError>()
+            || c.is::<crate::patch::PatchError>()
             || c.downcast_ref::<TelemetryError>().is_some_and(|t| {
                 !matches!(t, TelemetryError::Io { .. } | TelemetryError::Polars { .. })
             })
@@ -56,13 +59,18 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     if input { 1 } else { 2 }
 }
 
-pub fn run(command: Command) -> anyhow::Result<()> {
+/// Runs a command; `Ok` carries the exit code (0, or 3 for `run --check` with changes).
+pub fn run(command: Command) -> anyhow::Result<u8> {
+    let done = |r: anyhow::Result<()>| r.map(|()| 0);
     match command {
-        Command::Export(args) => run_export(&args),
-        Command::Analyze(args) => run_analyze(&args),
-        Command::Detect(args) => run_detect(&args),
-        Command::Simulate(args) => run_simulate(&args),
-        Command::Cooldown(args) => run_cooldown(&args),
+        Command::Export(args) => done(run_export(&args)),
+        Command::Analyze(args) => done(run_analyze(&args)),
+        Command::Detect(args) => done(run_detect(&args)),
+        Command::Advise(args) => nightly::run_advise(&args),
+        Command::Apply(args) => nightly::run_apply(&args),
+        Command::Run(args) => nightly::run_job(&args),
+        Command::Simulate(args) => done(run_simulate(&args)),
+        Command::Cooldown(args) => done(run_cooldown(&args)),
     }
 }
 
@@ -189,7 +197,7 @@ pub fn parse_instant(text: &str) -> Result<f64, InputError> {
 }
 
 /// The wall clock, used only where no `--now` was given.
-fn wall_clock_now() -> f64 {
+pub fn wall_clock_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -225,7 +233,7 @@ fn format_remaining(secs: f64) -> String {
     }
 }
 
-fn format_utc(epoch: f64) -> String {
+pub fn format_utc(epoch: f64) -> String {
     chrono::DateTime::from_timestamp_micros((epoch * 1e6).round() as i64)
         .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_else(|| format!("{epoch}"))
@@ -398,60 +406,85 @@ pub fn write_parquet_atomic(
 }
 
 fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
-    use crate::config::BreakerConfig;
-    use crate::metrics::{AnalyzeOptions, analyze};
-    use crate::telemetry::schema::{BREAKER_TRANSITIONS, HTTP_EVENTS};
-    use sha2::Digest;
-
-    if !args
-        .data
-        .join(crate::telemetry::manifest::MANIFEST_FILE)
-        .is_file()
-    {
-        bail!(InputError(format!(
-            "{}: not a dataset written by `export` (no {})",
-            args.data.display(),
-            crate::telemetry::manifest::MANIFEST_FILE
-        )));
-    }
-    let (config, config_hash) = match &args.config {
-        Some(p) => {
-            let cfg = BreakerConfig::load(p)?;
-            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            (
-                cfg,
-                crate::telemetry::read::hex(&sha2::Sha256::digest(&bytes)[..16]),
-            )
-        }
-        None => (BreakerConfig::default(), "code-defaults".to_owned()),
-    };
     if !(args.half_life > 0.0 && args.half_life.is_finite()) {
         bail!(InputError(
             "--half-life must be a positive number of buckets".into()
         ));
     }
-    let opts = AnalyzeOptions {
+    let opts = crate::metrics::AnalyzeOptions {
         window_s: args.window,
-        now_us: args
-            .now
-            .as_deref()
-            .map(parse_instant)
-            .transpose()?
-            .map(|s| (s * 1e6).round() as i64),
+        now_us: parse_now_us(args.now.as_deref())?,
         bucket_s: args.bucket,
         half_life_buckets: args.half_life,
         baseline_s: Some(args.baseline),
-        ..AnalyzeOptions::default()
+        ..crate::metrics::AnalyzeOptions::default()
     };
-    let events = scan_table(&args.data, &HTTP_EVENTS)?;
-    let transitions = scan_table(&args.data, &BREAKER_TRANSITIONS)?;
-    let mut m = analyze(events, transitions, &config, &opts).context("computing metrics")?;
-
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| args.data.join("metrics"));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let done = analyze_into(&args.data, &out, args.config.as_deref(), &opts)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "window {} .. {}: {} hosts, {} bursts; wrote host_summary, host_role_summary, bursts, host_timeseries to {}",
+        format_utc(done.window.start_us as f64 / 1e6),
+        format_utc(done.window.end_us as f64 / 1e6),
+        done.hosts,
+        done.bursts,
+        out.display()
+    )?;
+    Ok(())
+}
+
+/// `--now` as epoch microseconds.
+pub fn parse_now_us(now: Option<&str>) -> Result<Option<i64>, InputError> {
+    Ok(now
+        .map(parse_instant)
+        .transpose()?
+        .map(|s| (s * 1e6).round() as i64))
+}
+
+/// What `analyze_into` wrote.
+pub struct Analyzed {
+    pub window: crate::metrics::Window,
+    pub hosts: usize,
+    pub bursts: usize,
+}
+
+/// Stage 2: computes the metrics of the dataset `data` and writes them into `out`.
+pub fn analyze_into(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    config_path: Option<&std::path::Path>,
+    opts: &crate::metrics::AnalyzeOptions,
+) -> anyhow::Result<Analyzed> {
+    use crate::config::BreakerConfig;
+    use crate::metrics::analyze;
+    use crate::telemetry::schema::{BREAKER_TRANSITIONS, HTTP_EVENTS};
+
+    if !data
+        .join(crate::telemetry::manifest::MANIFEST_FILE)
+        .is_file()
+    {
+        bail!(InputError(format!(
+            "{}: not a dataset written by `export` (no {})",
+            data.display(),
+            crate::telemetry::manifest::MANIFEST_FILE
+        )));
+    }
+    let (config, config_hash) = match config_path {
+        Some(p) => {
+            let cfg = BreakerConfig::load(p)?;
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            (cfg, crate::patch::sha256_hex(&bytes))
+        }
+        None => (BreakerConfig::default(), "code-defaults".to_owned()),
+    };
+    let events = scan_table(data, &HTTP_EVENTS)?;
+    let transitions = scan_table(data, &BREAKER_TRANSITIONS)?;
+    let mut m = analyze(events, transitions, &config, opts).context("computing metrics")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let meta = vec![
         (
             "breaker_advisor.tool_version".to_owned(),
@@ -487,21 +520,15 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     ] {
         write_parquet_atomic(df, &out.join(format!("{name}.parquet")), meta.clone())?;
     }
-    let mut stdout = std::io::stdout().lock();
-    writeln!(
-        stdout,
-        "window {} .. {}: {} hosts, {} bursts; wrote host_summary, host_role_summary, bursts, host_timeseries to {}",
-        format_utc(m.window.start_us as f64 / 1e6),
-        format_utc(m.window.end_us as f64 / 1e6),
-        m.host_summary.height(),
-        m.bursts.height(),
-        out.display()
-    )?;
-    Ok(())
+    Ok(Analyzed {
+        window: m.window,
+        hosts: m.host_summary.height(),
+        bursts: m.bursts.height(),
+    })
 }
 
 /// Key-value metadata of a Parquet file written by an earlier stage.
-fn parquet_metadata(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+pub fn parquet_metadata(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
     use polars::prelude::*;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = ParquetReader::new(file);
@@ -517,16 +544,7 @@ fn parquet_metadata(path: &std::path::Path) -> anyhow::Result<Vec<(String, Strin
 }
 
 fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
-    use crate::detect::{DetectOptions, detect};
-    use polars::prelude::*;
-
-    let ts_path = args.metrics.join("host_timeseries.parquet");
-    if !ts_path.is_file() {
-        bail!(InputError(format!(
-            "{}: no host_timeseries.parquet; run `analyze` first",
-            args.metrics.display()
-        )));
-    }
+    use crate::detect::DetectOptions;
     // Flags, then the settings file's `detect:` section, then the built-in defaults.
     let file_settings = crate::settings::load(args.settings.as_deref())?.detect;
     let defaults = DetectOptions::default();
@@ -557,36 +575,6 @@ fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
             .unwrap_or(defaults.bocpd_prior_scale),
         ..defaults
     };
-    if !(opts.penalty_ln_n > 0.0
-        && opts.min_excess >= 0.0
-        && opts.min_incident_buckets >= 1
-        && opts.bocpd_hazard_buckets > 1.0
-        && opts.bocpd_prior_scale > 0.0)
-    {
-        bail!(InputError(
-            "detect settings: penalty and bocpd prior scale must be positive, bocpd hazard above 1, min excess >= 0, min incident buckets >= 1".into()
-        ));
-    }
-    let file =
-        std::fs::File::open(&ts_path).with_context(|| format!("opening {}", ts_path.display()))?;
-    let timeseries = anyhow::Context::with_context(ParquetReader::new(file).finish(), || {
-        format!("reading {}", ts_path.display())
-    })?;
-    let timeseries = match timeseries.get_column_index("unhealthy") {
-        Some(_) => timeseries.drop("unhealthy")?,
-        None => timeseries,
-    };
-    let mut meta = parquet_metadata(&ts_path)?;
-    meta.push((
-        "breaker_advisor.detector".to_owned(),
-        format!(
-            "{:?} penalty={} min_excess={} min_incident_buckets={}",
-            opts.detector, opts.penalty_ln_n, opts.min_excess, opts.min_incident_buckets
-        ),
-    ));
-    // detect does no I/O: what fails there is the settings on this data.
-    let mut d = detect(&timeseries, &opts)
-        .map_err(|e| InputError(format!("{}: detecting incidents: {e}", ts_path.display())))?;
     let is_dataset =
         |p: &std::path::Path| p.join(crate::telemetry::manifest::MANIFEST_FILE).is_file();
     let data = match &args.data {
@@ -601,33 +589,100 @@ fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
             .filter(|p| is_dataset(p))
             .map(|p| p.to_owned()),
     };
-    match data {
-        Some(data) => {
-            let events = scan_table(&data, &crate::telemetry::schema::HTTP_EVENTS)?;
-            d.incidents = anyhow::Context::context(
-                crate::detect::with_retry_after(d.incidents, events),
-                "reading Retry-After inside incidents",
-            )?;
-        }
-        None => tracing::warn!(
+    if data.is_none() {
+        tracing::warn!(
             "no dataset beside {} (pass --data): incidents get no retry_after_median_s",
             args.metrics.display()
-        ),
+        );
     }
-    write_parquet_atomic(
-        &mut d.incidents,
-        &args.metrics.join("incidents.parquet"),
-        meta.clone(),
-    )?;
-    write_parquet_atomic(&mut d.host_timeseries, &ts_path, meta)?;
+    let done = detect_into(&args.metrics, data.as_deref(), &opts)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
         "{} incidents ({} ongoing) on {} hosts; wrote {}",
-        d.incidents.height(),
-        d.incidents.column("ongoing")?.bool()?.sum().unwrap_or(0),
-        d.incidents.column("host")?.n_unique()?,
+        done.incidents,
+        done.ongoing,
+        done.hosts,
         args.metrics.join("incidents.parquet").display()
     )?;
     Ok(())
+}
+
+/// What `detect_into` wrote.
+pub struct Detected {
+    pub incidents: usize,
+    pub ongoing: usize,
+    pub hosts: usize,
+}
+
+/// Stage 3: finds incidents in `metrics/host_timeseries.parquet`, writes
+/// `incidents.parquet` and labels the time series; Retry-After inside incidents comes
+/// from the dataset `data` when given.
+pub fn detect_into(
+    metrics: &std::path::Path,
+    data: Option<&std::path::Path>,
+    opts: &crate::detect::DetectOptions,
+) -> anyhow::Result<Detected> {
+    use crate::detect::detect;
+
+    let ts_path = metrics.join("host_timeseries.parquet");
+    if !ts_path.is_file() {
+        bail!(InputError(format!(
+            "{}: no host_timeseries.parquet; run `analyze` first",
+            metrics.display()
+        )));
+    }
+    if !(opts.penalty_ln_n > 0.0
+        && opts.min_excess >= 0.0
+        && opts.min_incident_buckets >= 1
+        && opts.bocpd_hazard_buckets > 1.0
+        && opts.bocpd_prior_scale > 0.0)
+    {
+        bail!(InputError(
+            "detect settings: penalty and bocpd prior scale must be positive, bocpd hazard above 1, min excess >= 0, min incident buckets >= 1".into()
+        ));
+    }
+    let timeseries = read_parquet(&ts_path)?;
+    let timeseries = match timeseries.get_column_index("unhealthy") {
+        Some(_) => timeseries.drop("unhealthy")?,
+        None => timeseries,
+    };
+    let mut meta = parquet_metadata(&ts_path)?;
+    meta.push((
+        "breaker_advisor.detector".to_owned(),
+        format!(
+            "{:?} penalty={} min_excess={} min_incident_buckets={}",
+            opts.detector, opts.penalty_ln_n, opts.min_excess, opts.min_incident_buckets
+        ),
+    ));
+    // detect does no I/O: what fails there is the settings on this data.
+    let mut d = detect(&timeseries, opts)
+        .map_err(|e| InputError(format!("{}: detecting incidents: {e}", ts_path.display())))?;
+    if let Some(data) = data {
+        let events = scan_table(data, &crate::telemetry::schema::HTTP_EVENTS)?;
+        d.incidents = anyhow::Context::context(
+            crate::detect::with_retry_after(d.incidents, events),
+            "reading Retry-After inside incidents",
+        )?;
+    }
+    write_parquet_atomic(
+        &mut d.incidents,
+        &metrics.join("incidents.parquet"),
+        meta.clone(),
+    )?;
+    write_parquet_atomic(&mut d.host_timeseries, &ts_path, meta)?;
+    Ok(Detected {
+        incidents: d.incidents.height(),
+        ongoing: d.incidents.column("ongoing")?.bool()?.sum().unwrap_or(0) as usize,
+        hosts: d.incidents.column("host")?.n_unique()?,
+    })
+}
+
+/// Reads a whole Parquet file written by an earlier stage.
+pub fn read_parquet(path: &std::path::Path) -> anyhow::Result<polars::prelude::DataFrame> {
+    use polars::prelude::*;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    anyhow::Context::with_context(ParquetReader::new(file).finish(), || {
+        format!("reading {}", path.display())
+    })
 }

@@ -1,0 +1,199 @@
+//! The advisor's input per host, gathered from the metrics tables and the incidents:
+//! plain numbers and sorted burst lengths, so the rules stay testable without Polars.
+
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+
+/// Call counts of one request role of a host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleEvidence {
+    pub role: String,
+    pub calls_net: i64,
+    pub e429: i64,
+}
+
+/// One incident of a host, as the advisor uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentEvidence {
+    pub kind: String,
+    pub start_us: i64,
+    pub end_us: i64,
+    pub duration_s: f64,
+    pub ongoing: bool,
+    pub retry_after_median_s: Option<f64>,
+}
+
+/// Everything the rules read about one host over the window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostEvidence {
+    pub host: String,
+    pub window_hours: f64,
+    pub calls_net: i64,
+    /// By role name.
+    pub roles: Vec<RoleEvidence>,
+    pub retry_after_samples: i64,
+    pub retry_after_median_s: Option<f64>,
+    pub half_open_trials: i64,
+    pub half_open_trial_failures: i64,
+    pub opens: i64,
+    pub pingpong_flaps: i64,
+    /// Sorted lengths of the failure bursts outside every incident of the host.
+    pub background_bursts: Vec<u64>,
+    /// Sorted lengths of the bursts that overlap an incident.
+    pub incident_bursts: Vec<u64>,
+    pub incidents: Vec<IncidentEvidence>,
+}
+
+impl HostEvidence {
+    /// The role with the most network calls (ties: the first by name).
+    pub fn dominant_role(&self) -> Option<&str> {
+        self.roles
+            .iter()
+            .filter(|r| r.calls_net > 0)
+            .fold(None::<&RoleEvidence>, |best, r| match best {
+                Some(b) if b.calls_net >= r.calls_net => Some(b),
+                _ => Some(r),
+            })
+            .map(|r| r.role.as_str())
+    }
+}
+
+fn ints(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<i64>>> {
+    let s = df
+        .column(name)?
+        .as_materialized_series()
+        .cast(&DataType::Int64)?;
+    Ok(s.i64()?.iter().collect())
+}
+
+fn floats(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<f64>>> {
+    let s = df
+        .column(name)?
+        .as_materialized_series()
+        .cast(&DataType::Float64)?;
+    Ok(s.f64()?.iter().collect())
+}
+
+fn strings(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
+    Ok(df
+        .column(name)?
+        .str()?
+        .iter()
+        .map(|v| v.unwrap_or_default().to_owned())
+        .collect())
+}
+
+/// Timestamps as epoch microseconds.
+fn micros(df: &DataFrame, name: &str) -> PolarsResult<Vec<i64>> {
+    let s = df
+        .column(name)?
+        .as_materialized_series()
+        .cast(&DataType::Datetime(TimeUnit::Microseconds, None))?
+        .cast(&DataType::Int64)?;
+    Ok(s.i64()?.iter().map(Option::unwrap_or_default).collect())
+}
+
+/// Builds the evidence of every host in `host_summary`, in its (host) order.
+pub fn gather(
+    host_summary: &DataFrame,
+    host_role_summary: &DataFrame,
+    bursts: &DataFrame,
+    incidents: &DataFrame,
+    window_hours: f64,
+) -> PolarsResult<Vec<HostEvidence>> {
+    let mut by_host: BTreeMap<String, HostEvidence> = BTreeMap::new();
+    let hosts = strings(host_summary, "host")?;
+    let calls = ints(host_summary, "calls_net")?;
+    let ra_n = ints(host_summary, "retry_after_samples")?;
+    let ra_med = floats(host_summary, "retry_after_median_s")?;
+    let ho_n = ints(host_summary, "half_open_trials")?;
+    let ho_fail = ints(host_summary, "half_open_trial_failures")?;
+    let opens = ints(host_summary, "opens")?;
+    let flaps = ints(host_summary, "pingpong_flaps")?;
+    for i in 0..hosts.len() {
+        by_host.insert(
+            hosts[i].clone(),
+            HostEvidence {
+                host: hosts[i].clone(),
+                window_hours,
+                calls_net: calls[i].unwrap_or(0),
+                retry_after_samples: ra_n[i].unwrap_or(0),
+                retry_after_median_s: ra_med[i],
+                half_open_trials: ho_n[i].unwrap_or(0),
+                half_open_trial_failures: ho_fail[i].unwrap_or(0),
+                opens: opens[i].unwrap_or(0),
+                pingpong_flaps: flaps[i].unwrap_or(0),
+                ..HostEvidence::default()
+            },
+        );
+    }
+
+    let (rh, rr) = (
+        strings(host_role_summary, "host")?,
+        strings(host_role_summary, "role")?,
+    );
+    let (rc, r429) = (
+        ints(host_role_summary, "calls_net")?,
+        ints(host_role_summary, "e429")?,
+    );
+    for i in 0..rh.len() {
+        if let Some(h) = by_host.get_mut(&rh[i]) {
+            h.roles.push(RoleEvidence {
+                role: rr[i].clone(),
+                calls_net: rc[i].unwrap_or(0),
+                e429: r429[i].unwrap_or(0),
+            });
+        }
+    }
+
+    let ih = strings(incidents, "host")?;
+    let ik = strings(incidents, "kind")?;
+    let (is, ie) = (micros(incidents, "start")?, micros(incidents, "end")?);
+    let ion: Vec<bool> = incidents
+        .column("ongoing")?
+        .bool()?
+        .iter()
+        .map(|b| b.unwrap_or(false))
+        .collect();
+    let ira = floats(incidents, "retry_after_median_s")?;
+    for i in 0..ih.len() {
+        if let Some(h) = by_host.get_mut(&ih[i]) {
+            h.incidents.push(IncidentEvidence {
+                kind: ik[i].clone(),
+                start_us: is[i],
+                end_us: ie[i],
+                duration_s: (ie[i] - is[i]) as f64 / 1e6,
+                ongoing: ion[i],
+                retry_after_median_s: ira[i],
+            });
+        }
+    }
+
+    let bh = strings(bursts, "host")?;
+    let (bs, be) = (micros(bursts, "start")?, micros(bursts, "end")?);
+    let bl = ints(bursts, "length")?;
+    for i in 0..bh.len() {
+        let Some(h) = by_host.get_mut(&bh[i]) else {
+            continue;
+        };
+        let len = bl[i].unwrap_or(0).max(0) as u64;
+        let inside = h
+            .incidents
+            .iter()
+            .any(|inc| bs[i] < inc.end_us && be[i] >= inc.start_us);
+        if inside {
+            h.incident_bursts.push(len);
+        } else {
+            h.background_bursts.push(len);
+        }
+    }
+    let mut out: Vec<HostEvidence> = by_host.into_values().collect();
+    for h in &mut out {
+        h.background_bursts.sort_unstable();
+        h.incident_bursts.sort_unstable();
+        h.roles.sort_by(|a, b| a.role.cmp(&b.role));
+        h.incidents.sort_by_key(|i| (i.start_us, i.kind.clone()));
+    }
+    Ok(out)
+}

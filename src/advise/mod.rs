@@ -1,0 +1,736 @@
+//! Stage 4, advise: from per-host evidence (metrics, incidents) and the current
+//! breakers.yaml / ratelimits.yaml, propose bounded, explained changes. No I/O.
+//!
+//! Every rule has a sample gate, a target computed from the evidence, a hysteresis band
+//! (no change while the current value is inside the band the evidence supports) and a
+//! bounded step per run; every value is clamped to the safety limits. Each change keeps
+//! the numbers it came from, with their sample sizes.
+
+pub mod evidence;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::edit::BreakerKey;
+use crate::config::rates::{Rate, RateLimits};
+use crate::config::{BreakerConfig, Policy};
+use crate::metrics::stats::{nearest_rank, wilson_lower, wilson_upper};
+
+pub use evidence::{HostEvidence, IncidentEvidence, RoleEvidence};
+
+/// The advisor's limits, gates and bands (the `advise:` section of the settings file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdviseSettings {
+    /// No advice at all for a host with fewer network calls in the window.
+    pub min_calls: i64,
+    /// No rate advice for a host's role with fewer network calls.
+    pub min_role_calls: i64,
+    /// fail_max needs this many bursts outside incidents...
+    pub min_background_bursts: usize,
+    /// ...and uses the incidents' bursts only when there are this many.
+    pub min_incident_bursts: usize,
+    /// Background bursts allowed to reach fail_max (false trips) per 24 hours.
+    pub max_false_trips_per_day: f64,
+    /// reset_timeout_s from Retry-After needs this many headers.
+    pub min_retry_after_samples: i64,
+    /// reset_timeout_s from incident durations needs this many ended incidents.
+    pub min_incidents: usize,
+    /// Half-open rule: trial calls needed to tighten, and to relax back to 1.
+    pub min_half_open_trials: i64,
+    pub min_half_open_trials_relax: i64,
+    /// Tighten when the Wilson lower bound of the trial failure share is above this.
+    pub half_open_failure_share: f64,
+    /// Relax when the Wilson lower bound of the trial success share is above this.
+    pub half_open_success_share: f64,
+    /// Ping-pong flaps (closed -> open soon after closing) that count as flapping.
+    pub min_flaps: i64,
+    /// Flapping raises reset_timeout_s by this factor.
+    pub flap_reset_factor: f64,
+    pub fail_max: [i64; 2],
+    pub reset_timeout_s: [f64; 2],
+    pub success_threshold: [i64; 2],
+    pub trial_calls: [i64; 2],
+    /// Largest fail_max move per run.
+    pub max_fail_max_step: i64,
+    /// Largest reset_timeout_s move per run, as a factor (2: at most doubled or halved).
+    pub max_reset_factor: f64,
+    /// No reset_timeout_s change smaller than this share of the current value.
+    pub reset_band: f64,
+    /// Largest rate multiplier move per run (0.25: within +-25%).
+    pub max_rate_step: f64,
+    /// No rate change smaller than this share of the current multiplier.
+    pub rate_band: f64,
+}
+
+impl Default for AdviseSettings {
+    fn default() -> Self {
+        AdviseSettings {
+            min_calls: 1000,
+            min_role_calls: 500,
+            min_background_bursts: 20,
+            min_incident_bursts: 3,
+            max_false_trips_per_day: 1.0,
+            min_retry_after_samples: 20,
+            min_incidents: 3,
+            min_half_open_trials: 10,
+            min_half_open_trials_relax: 30,
+            half_open_failure_share: 0.5,
+            half_open_success_share: 0.9,
+            min_flaps: 3,
+            flap_reset_factor: 1.5,
+            fail_max: [2, 10],
+            reset_timeout_s: [15.0, 600.0],
+            success_threshold: [1, 3],
+            trial_calls: [1, 3],
+            max_fail_max_step: 2,
+            max_reset_factor: 2.0,
+            reset_band: 0.2,
+            max_rate_step: 0.25,
+            rate_band: 0.01,
+        }
+    }
+}
+
+impl AdviseSettings {
+    /// Rejects settings that would let the advisor write what the crawler refuses.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = self.fail_max[0] >= 1
+            && self.fail_max[0] <= self.fail_max[1]
+            && self.reset_timeout_s[0] > 0.0
+            && self.reset_timeout_s[0] <= self.reset_timeout_s[1]
+            && self.success_threshold[0] >= 1
+            && self.success_threshold[0] <= self.success_threshold[1]
+            && self.trial_calls[0] >= 1
+            && self.trial_calls[0] <= self.trial_calls[1]
+            && self.max_fail_max_step >= 1
+            && self.max_reset_factor > 1.0
+            && (0.0..1.0).contains(&self.max_rate_step)
+            && self.reset_band >= 0.0
+            && self.rate_band >= 0.0
+            && self.flap_reset_factor > 1.0
+            && self.max_false_trips_per_day >= 0.0;
+        if ok {
+            Ok(())
+        } else {
+            Err(
+                "advise settings: limits must be [low, high] with low >= 1 (reset > 0), \
+                 steps and factors above 1, max_rate_step in [0, 1), bands >= 0"
+                    .into(),
+            )
+        }
+    }
+}
+
+/// An evidence value: an integer count or a (rounded) measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    /// A measurement rounded to 4 significant digits (stable text, no float noise);
+    /// integral values become integers.
+    pub fn real(x: f64) -> Num {
+        if !x.is_finite() {
+            return Num::Float(x);
+        }
+        if x == x.trunc() && x.abs() < 1e15 {
+            return Num::Int(x as i64);
+        }
+        let digits = 4 - 1 - x.abs().log10().floor() as i32;
+        let scale = 10f64.powi(digits.max(0));
+        Num::Float((x * scale).round() / scale)
+    }
+
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Num::Int(i) => write!(f, "{i}"),
+            Num::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+/// The numbers a change came from, by name.
+pub type Evidence = BTreeMap<String, Num>;
+
+/// A proposed breakers.yaml change: `role` None is the host level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerChange {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub key: BreakerKey,
+    pub from: Num,
+    pub to: i64,
+    pub reason: String,
+    pub evidence: Evidence,
+}
+
+/// A proposed ratelimits.yaml change of one host's role rates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateChange {
+    pub host: String,
+    pub role: String,
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    /// Multipliers relative to `base`, the rates first recorded for this host and role.
+    pub multiplier_from: Num,
+    pub multiplier_to: Num,
+    pub base: Vec<String>,
+    pub reason: String,
+    pub evidence: Evidence,
+}
+
+/// A host the advisor looked at and left alone, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Held {
+    pub host: String,
+    pub reason: String,
+}
+
+/// Rates first recorded per host and role (the reference of the multipliers).
+pub type RateBaselines = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+/// The advice for one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub breakers: Vec<BreakerChange>,
+    pub rates: Vec<RateChange>,
+    pub held: Vec<Held>,
+    /// The baselines to carry into the next run (earlier ones plus any recorded now).
+    pub baselines: RateBaselines,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.breakers.is_empty() && self.rates.is_empty()
+    }
+}
+
+/// What the advisor reads besides the evidence.
+pub struct Current<'a> {
+    pub breakers: &'a BreakerConfig,
+    pub ratelimits: Option<&'a RateLimits>,
+    /// Baselines from the previous patch file.
+    pub baselines: &'a RateBaselines,
+}
+
+/// Proposes changes for every host with evidence, in host order.
+pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings) -> Plan {
+    let mut plan = Plan {
+        baselines: current.baselines.clone(),
+        ..Plan::default()
+    };
+    for h in hosts {
+        if h.calls_net < s.min_calls {
+            plan.held.push(Held {
+                host: h.host.clone(),
+                reason: format!(
+                    "too little data: {} network calls in {:.0} h (minimum {})",
+                    h.calls_net, h.window_hours, s.min_calls
+                ),
+            });
+            continue;
+        }
+        advise_breaker(h, current.breakers, s, &mut plan);
+        if let Some(rl) = current.ratelimits {
+            advise_rates(h, rl, s, &mut plan);
+        }
+    }
+    plan
+}
+
+fn ev(pairs: &[(&str, Num)]) -> Evidence {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+/// A proposal for one key of a host (or of one of its roles).
+struct Proposal {
+    key: BreakerKey,
+    role: Option<String>,
+    from: f64,
+    to: i64,
+    reason: String,
+    evidence: Evidence,
+}
+
+fn advise_breaker(h: &HostEvidence, cfg: &BreakerConfig, s: &AdviseSettings, plan: &mut Plan) {
+    let role = h.dominant_role();
+    let cur = cfg.policy(&h.host, role);
+    let mut proposals = Vec::new();
+    let fail_max = fail_max_rule(h, &cur, s, &mut plan.held);
+    proposals.extend(fail_max);
+    let flapping = h.pingpong_flaps >= s.min_flaps;
+    let reset = reset_rule(h, &cur, flapping, s);
+    let reset_at_cap = flapping && cur.reset_timeout_s >= s.reset_timeout_s[1];
+    proposals.extend(reset);
+    proposals.extend(half_open_rule(h, cfg, reset_at_cap, s));
+
+    for mut p in proposals {
+        // The host-level value applies to every role except where the host's own role
+        // entry sets the key: those were set by hand for that role, and the evidence is
+        // per host, so they are left alone (and named in the reason).
+        if p.role.is_none()
+            && let Some(hc) = cfg.hosts.get(&h.host)
+        {
+            for (r, o) in &hc.roles {
+                if let Some(v) = override_value(o, p.key) {
+                    p.reason.push_str(&format!(
+                        "; roles.{r} keeps its own {} ({})",
+                        p.key.name(),
+                        Num::real(v)
+                    ));
+                }
+            }
+        }
+        plan.breakers.push(BreakerChange {
+            host: h.host.clone(),
+            role: p.role,
+            key: p.key,
+            from: Num::real(p.from),
+            to: p.to,
+            reason: p.reason,
+            evidence: p.evidence,
+        });
+    }
+}
+
+fn override_value(o: &crate::config::PolicyOverride, key: BreakerKey) -> Option<f64> {
+    match key {
+        BreakerKey::FailMax => o.fail_max.map(|v| v as f64),
+        BreakerKey::ResetTimeoutS => o.reset_timeout_s,
+        BreakerKey::RetryAfterCapS => o.retry_after_cap_s,
+        BreakerKey::SuccessThreshold => o.success_threshold.map(|v| v as f64),
+        BreakerKey::TrialCalls => o.trial_calls.map(|v| v as f64),
+    }
+}
+
+/// Rule 2: `fail_max` above the background bursts (bursts outside incidents, so noise
+/// does not trip the breaker) and at most the typical burst inside incidents (so an
+/// outage trips it). No incidents: only ever raised, when noise trips it.
+fn fail_max_rule(
+    h: &HostEvidence,
+    cur: &Policy,
+    s: &AdviseSettings,
+    held: &mut Vec<Held>,
+) -> Option<Proposal> {
+    let bg = &h.background_bursts;
+    if bg.len() < s.min_background_bursts {
+        return None;
+    }
+    let q95 = nearest_rank(bg, 0.95) as i64;
+    let days = (h.window_hours / 24.0).max(1.0 / 24.0);
+    let reaching = |f: i64| bg.iter().filter(|&&l| l as i64 >= f).count();
+    // Lowest value above q95 that background bursts reach at most the allowed times a day.
+    let mut low = q95 + 1;
+    while low < s.fail_max[1] && reaching(low) as f64 / days > s.max_false_trips_per_day {
+        low += 1;
+    }
+    let incident = (h.incident_bursts.len() >= s.min_incident_bursts)
+        .then(|| failure_weighted_median(&h.incident_bursts) as i64);
+    let current = cur.fail_max;
+    let mut evidence = ev(&[
+        ("background_bursts", Num::Int(bg.len() as i64)),
+        ("background_q95", Num::Int(q95)),
+        ("background_reaching_proposed", Num::Int(0)),
+        (
+            "background_reaching_current",
+            Num::Int(reaching(current) as i64),
+        ),
+        ("window_hours", Num::real(h.window_hours)),
+    ]);
+    if let Some(u) = incident {
+        evidence.insert(
+            "incident_bursts".into(),
+            Num::Int(h.incident_bursts.len() as i64),
+        );
+        evidence.insert("incident_failures_burst_median".into(), Num::Int(u));
+    }
+    let (target, reason) = match incident {
+        Some(u) if low > u => {
+            held.push(Held {
+                host: h.host.clone(),
+                reason: format!(
+                    "fail_max left at {current}: background bursts (q95 {q95} of {}) are as long as the bursts that hold half the failures inside incidents ({u}); no value separates noise from outages",
+                    bg.len()
+                ),
+            });
+            return None;
+        }
+        _ if current < low => (
+            low,
+            format!(
+                "background failure bursts trip the breaker: {} of {} bursts outside incidents reach {current} (q95 {q95})",
+                reaching(current),
+                bg.len()
+            ),
+        ),
+        Some(u) if current > u => (
+            u.max(low),
+            format!(
+                "outages trip it late: half the failures inside incidents come in bursts of {u} or more, below fail_max {current}; background q95 is {q95}"
+            ),
+        ),
+        _ => return None,
+    };
+    let step = s.max_fail_max_step;
+    let to = target
+        .clamp(current - step, current + step)
+        .clamp(s.fail_max[0], s.fail_max[1]);
+    if to == current {
+        return None;
+    }
+    let reason = with_limit_note(reason, target as f64, to as f64, "fail_max");
+    evidence.insert(
+        "background_reaching_proposed".into(),
+        Num::Int(reaching(to) as i64),
+    );
+    Some(Proposal {
+        key: BreakerKey::FailMax,
+        role: None,
+        from: current as f64,
+        to,
+        reason,
+        evidence,
+    })
+}
+
+/// Rules 1 and 5: `reset_timeout_s` from the median Retry-After (capped by the host's
+/// `retry_after_cap_s`), else from the median length of ended incidents; flapping raises
+/// it by `flap_reset_factor`. Only for hosts whose breaker opened or that had incidents.
+fn reset_rule(
+    h: &HostEvidence,
+    cur: &Policy,
+    flapping: bool,
+    s: &AdviseSettings,
+) -> Option<Proposal> {
+    if h.opens == 0 && h.incidents.is_empty() {
+        return None;
+    }
+    let current = cur.reset_timeout_s;
+    let mut evidence = Evidence::new();
+    let mut reasons = Vec::new();
+    let mut target: Option<f64> = None;
+    if h.retry_after_samples >= s.min_retry_after_samples
+        && let Some(median) = h.retry_after_median_s
+    {
+        let t = median.min(cur.retry_after_cap_s);
+        evidence.insert("retry_after_median_s".into(), Num::real(median));
+        evidence.insert(
+            "retry_after_samples".into(),
+            Num::Int(h.retry_after_samples),
+        );
+        evidence.insert("retry_after_cap_s".into(), Num::real(cur.retry_after_cap_s));
+        reasons.push(if median > cur.retry_after_cap_s {
+            format!(
+                "the host asks for {median:.0} s (median Retry-After), capped at {:.0} s",
+                cur.retry_after_cap_s
+            )
+        } else {
+            format!("the host asks for {median:.0} s (median Retry-After)")
+        });
+        target = Some(t);
+    } else {
+        let mut ended: Vec<f64> = h
+            .incidents
+            .iter()
+            .filter(|i| !i.ongoing)
+            .map(|i| i.duration_s)
+            .collect();
+        if ended.len() >= s.min_incidents {
+            ended.sort_by(f64::total_cmp);
+            let median = ended[ended.len().div_ceil(2) - 1];
+            evidence.insert("incident_duration_median_s".into(), Num::real(median));
+            evidence.insert("incidents".into(), Num::Int(ended.len() as i64));
+            reasons.push(format!(
+                "incidents last {median:.0} s (median of {})",
+                ended.len()
+            ));
+            target = Some(median);
+        }
+    }
+    if flapping {
+        let t = current * s.flap_reset_factor;
+        evidence.insert("pingpong_flaps".into(), Num::Int(h.pingpong_flaps));
+        evidence.insert("opens".into(), Num::Int(h.opens));
+        reasons.push(format!(
+            "the breaker flaps: {} times it reopened soon after closing",
+            h.pingpong_flaps
+        ));
+        target = Some(target.map_or(t, |x| x.max(t)));
+    }
+    let target = target?;
+    let to = target
+        .clamp(current / s.max_reset_factor, current * s.max_reset_factor)
+        .clamp(s.reset_timeout_s[0], s.reset_timeout_s[1])
+        .round();
+    if (to - current).abs() <= s.reset_band * current {
+        return None;
+    }
+    Some(Proposal {
+        key: BreakerKey::ResetTimeoutS,
+        role: None,
+        from: current,
+        to: to as i64,
+        reason: with_limit_note(reasons.join("; "), target.round(), to, "reset_timeout_s"),
+        evidence,
+    })
+}
+
+/// Rule 3 (and rule 5 at the reset cap): many failed half-open trials -> two successes
+/// to close and one probe at a time; long runs of successful trials -> back to one
+/// success. Written at the host's metadata role when it has metadata traffic.
+fn half_open_rule(
+    h: &HostEvidence,
+    cfg: &BreakerConfig,
+    flapping_at_reset_cap: bool,
+    s: &AdviseSettings,
+) -> Vec<Proposal> {
+    let role = h
+        .roles
+        .iter()
+        .any(|r| r.role == "metadata" && r.calls_net > 0)
+        .then(|| "metadata".to_owned());
+    let cur = cfg.policy(&h.host, role.as_deref());
+    let (n, k_fail) = (h.half_open_trials, h.half_open_trial_failures);
+    let fail_lo = wilson_lower(k_fail as f64, n as f64);
+    let ok_lo = wilson_lower((n - k_fail) as f64, n as f64);
+    let evidence = ev(&[
+        ("half_open_trials", Num::Int(n)),
+        ("half_open_trial_failures", Num::Int(k_fail)),
+        ("failure_share_lo95", Num::real(fail_lo)),
+    ]);
+    let mut out = Vec::new();
+    let tighten = n >= s.min_half_open_trials && fail_lo > s.half_open_failure_share;
+    if tighten || flapping_at_reset_cap {
+        let reason = if tighten {
+            format!(
+                "{k_fail} of {n} half-open trials failed (lower bound {:.0}%): require two successes, one probe at a time",
+                fail_lo * 100.0
+            )
+        } else {
+            "the breaker flaps with reset_timeout_s at its limit: require one more success to close"
+                .into()
+        };
+        let want = if tighten {
+            2
+        } else {
+            cur.success_threshold + 1
+        };
+        let to = want.clamp(s.success_threshold[0], s.success_threshold[1]);
+        if to > cur.success_threshold {
+            out.push(Proposal {
+                key: BreakerKey::SuccessThreshold,
+                role: role.clone(),
+                from: cur.success_threshold as f64,
+                to,
+                reason: reason.clone(),
+                evidence: evidence.clone(),
+            });
+        }
+        let trial = 1.clamp(s.trial_calls[0], s.trial_calls[1]);
+        if tighten && cur.trial_calls != trial {
+            out.push(Proposal {
+                key: BreakerKey::TrialCalls,
+                role: role.clone(),
+                from: cur.trial_calls as f64,
+                to: trial,
+                reason,
+                evidence: evidence.clone(),
+            });
+        }
+    } else if cur.success_threshold > s.success_threshold[0]
+        && n >= s.min_half_open_trials_relax
+        && ok_lo > s.half_open_success_share
+    {
+        let mut evidence = evidence;
+        evidence.insert("success_share_lo95".into(), Num::real(ok_lo));
+        out.push(Proposal {
+            key: BreakerKey::SuccessThreshold,
+            role,
+            from: cur.success_threshold as f64,
+            to: (cur.success_threshold - 1).max(s.success_threshold[0]),
+            reason: format!(
+                "{} of {n} half-open trials succeeded (lower bound {:.0}%): one success closes the breaker again",
+                n - k_fail,
+                ok_lo * 100.0
+            ),
+            evidence,
+        });
+    }
+    out
+}
+
+/// Rule 4: per role with enough calls, a 429 ratio whose Wilson lower bound is above
+/// `aimd.high_429_ratio` lowers the rates by `decrease_step_pct` (floor `min_multiplier`);
+/// an upper bound below it raises them by `increase_step_pct` (cap `max_multiplier`).
+/// Multipliers are relative to the rates first recorded for the host and role.
+fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mut Plan) {
+    let a = &rl.aimd;
+    for r in &h.roles {
+        if r.calls_net < s.min_role_calls {
+            continue;
+        }
+        let Some(current) = rl.rates_for(&h.host, &r.role) else {
+            continue;
+        };
+        let recorded = plan
+            .baselines
+            .get(&h.host)
+            .and_then(|m| m.get(&r.role))
+            .filter(|b| b.len() == current.len() && b.iter().all(|x| Rate::parse(x).is_some()));
+        let base: Vec<String> = recorded.cloned().unwrap_or_else(|| current.clone());
+        let (Some(b0), Some(c0)) = (
+            base.first().and_then(|x| Rate::parse(x)),
+            current.first().and_then(|x| Rate::parse(x)),
+        ) else {
+            continue;
+        };
+        let m_cur = round3(c0.per_second() / b0.per_second());
+        let lo = wilson_lower(r.e429 as f64, r.calls_net as f64);
+        let hi = wilson_upper(r.e429 as f64, r.calls_net as f64);
+        let (wanted, reason) = if lo > a.high_429_ratio {
+            (
+                (m_cur * (1.0 - a.decrease_step_pct / 100.0)).max(a.min_multiplier),
+                format!(
+                    "{} of {} {} calls got 429 ({:.1}%, lower bound {:.1}% > {:.1}%): slow down",
+                    r.e429,
+                    r.calls_net,
+                    r.role,
+                    100.0 * r.e429 as f64 / r.calls_net as f64,
+                    lo * 100.0,
+                    a.high_429_ratio * 100.0
+                ),
+            )
+        } else if hi < a.high_429_ratio && m_cur < a.max_multiplier {
+            (
+                (m_cur * (1.0 + a.increase_step_pct / 100.0)).min(a.max_multiplier),
+                format!(
+                    "429s stayed below {:.1}% (upper bound {:.1}% over {} {} calls): speed back up",
+                    a.high_429_ratio * 100.0,
+                    hi * 100.0,
+                    r.calls_net,
+                    r.role
+                ),
+            )
+        } else {
+            continue;
+        };
+        let m_new = round3(wanted.clamp(
+            m_cur * (1.0 - s.max_rate_step),
+            m_cur * (1.0 + s.max_rate_step),
+        ));
+        if (m_new - m_cur).abs() <= s.rate_band * m_cur {
+            continue;
+        }
+        let to: Vec<String> = base
+            .iter()
+            .filter_map(|x| Rate::parse(x))
+            .map(|x| x.scaled(m_new).to_string())
+            .collect();
+        if &to == current {
+            continue;
+        }
+        plan.baselines
+            .entry(h.host.clone())
+            .or_default()
+            .entry(r.role.clone())
+            .or_insert_with(|| base.clone());
+        plan.rates.push(RateChange {
+            host: h.host.clone(),
+            role: r.role.clone(),
+            from: current.clone(),
+            to,
+            multiplier_from: Num::real(m_cur),
+            multiplier_to: Num::real(m_new),
+            base,
+            reason,
+            evidence: ev(&[
+                ("calls", Num::Int(r.calls_net)),
+                ("e429", Num::Int(r.e429)),
+                ("e429_lo95", Num::real(lo)),
+                ("e429_hi95", Num::real(hi)),
+                ("high_429_ratio", Num::real(a.high_429_ratio)),
+            ]),
+        });
+    }
+}
+
+/// Says so in the reason when the step bound or a clamp stopped short of the target.
+fn with_limit_note(reason: String, target: f64, to: f64, key: &str) -> String {
+    if target == to {
+        reason
+    } else {
+        format!("{reason}; {key} moves towards {target} within this run's step and limits")
+    }
+}
+
+/// The burst length at which half of all the failures in `sorted` bursts are reached
+/// (the median over failures of the length of the burst each belongs to): "half the
+/// failures come in bursts at least this long". Unlike the median burst, many short
+/// bursts in a partial outage do not hide the long ones that hold most failures.
+pub fn failure_weighted_median(sorted: &[u64]) -> u64 {
+    let total: u64 = sorted.iter().sum();
+    let mut seen = 0;
+    for &l in sorted {
+        seen += l;
+        if 2 * seen >= total {
+            return l;
+        }
+    }
+    0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_weighted_median_follows_the_failures() {
+        // 18 single failures, then long bursts holding most failures.
+        let mut v = vec![1; 18];
+        v.extend([2, 2, 2, 2, 3, 3, 5, 5, 9, 9, 21, 24]);
+        assert_eq!(nearest_rank(&v, 0.5), 1);
+        assert_eq!(failure_weighted_median(&v), 9);
+        assert_eq!(failure_weighted_median(&[4]), 4);
+        assert_eq!(failure_weighted_median(&[]), 0);
+    }
+
+    #[test]
+    fn num_rounds_to_four_significant_digits() {
+        assert_eq!(Num::real(120.0), Num::Int(120));
+        assert_eq!(Num::real(0.012345678), Num::Float(0.01235));
+        assert_eq!(Num::real(1234.5678), Num::Float(1235.0));
+        assert_eq!(Num::real(0.5).to_string(), "0.5");
+    }
+
+    #[test]
+    fn default_settings_are_valid_and_bad_ones_are_refused() {
+        assert!(AdviseSettings::default().validate().is_ok());
+        let bad = AdviseSettings {
+            fail_max: [0, 10],
+            ..AdviseSettings::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,485 @@
+//! The advice end of the pipeline: `advise`, `apply` and the nightly `run` job.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use super::{InputError, analyze_into, detect_into, format_utc, read_parquet};
+use crate::advise::{AdviseSettings, Current, Plan, advise, evidence};
+use crate::cli::{AdviseArgs, ApplyArgs, RunArgs};
+use crate::config::BreakerConfig;
+use crate::config::rates::RateLimits;
+use crate::patch::{
+    Applied, ConfigText, PatchFile, PatchWindow, apply_breakers, apply_ratelimits, sha256_hex,
+    unified_diff, write_atomic,
+};
+
+/// Exit code of `run --check` when changes are proposed.
+pub const EXIT_CHANGES_PROPOSED: u8 = 3;
+
+/// The sample inputs `run` uses when given no telemetry.
+pub const SAMPLE_TELEMETRY: &str = "data-samples/telemetry.sqlite";
+pub const SAMPLE_CONFIG: &str = "data-samples/breakers.yaml";
+pub const SAMPLE_RATELIMITS: &str = "data-samples/ratelimits.yaml";
+
+/// The metrics tables the advisor reads, in fingerprint order.
+const ADVICE_INPUTS: [&str; 4] = ["host_summary", "host_role_summary", "bursts", "incidents"];
+
+/// A run's advice with the texts it was made for.
+pub struct Advice {
+    pub plan: Plan,
+    pub patch: PatchFile,
+    pub breakers_text: String,
+    pub ratelimits_text: Option<String>,
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| InputError(format!("{}: {e}", path.display())).into())
+}
+
+/// Stage 4: reads the metrics and incidents in `metrics`, the current config files and
+/// the previous patch, and returns the plan and its patch file.
+pub fn advise_from(
+    metrics: &Path,
+    config: &Path,
+    ratelimits: Option<&Path>,
+    settings: &AdviseSettings,
+    previous: Option<&PatchFile>,
+) -> anyhow::Result<Advice> {
+    settings.validate().map_err(InputError)?;
+    let mut tables = Vec::new();
+    let mut fingerprint = Vec::new();
+    for name in ADVICE_INPUTS {
+        let path = metrics.join(format!("{name}.parquet"));
+        if !path.is_file() {
+            bail!(InputError(format!(
+                "{}: no {name}.parquet; run `analyze` and `detect` first",
+                metrics.display()
+            )));
+        }
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        fingerprint.extend_from_slice(name.as_bytes());
+        fingerprint.extend_from_slice(sha256_hex(&bytes).as_bytes());
+        tables.push(read_parquet(&path)?);
+    }
+    let meta: std::collections::BTreeMap<String, String> =
+        super::parquet_metadata(&metrics.join("host_summary.parquet"))?
+            .into_iter()
+            .collect();
+    let window = PatchWindow {
+        start: meta
+            .get("breaker_advisor.window_start")
+            .cloned()
+            .unwrap_or_default(),
+        end: meta
+            .get("breaker_advisor.window_end")
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let hours = match (
+        chrono::DateTime::parse_from_rfc3339(&window.start),
+        chrono::DateTime::parse_from_rfc3339(&window.end),
+    ) {
+        (Ok(a), Ok(b)) => (b - a).num_seconds() as f64 / 3600.0,
+        _ => bail!(InputError(format!(
+            "{}: no analysis window in its metadata; was it written by `analyze`?",
+            metrics.join("host_summary.parquet").display()
+        ))),
+    };
+    let evidence = evidence::gather(&tables[0], &tables[1], &tables[2], &tables[3], hours)
+        .with_context(|| format!("reading the metrics in {}", metrics.display()))?;
+
+    let breakers_text = read_text(config)?;
+    let cfg = BreakerConfig::parse(&breakers_text, config)?;
+    let (ratelimits_text, rl) = match ratelimits {
+        Some(p) => {
+            let t = read_text(p)?;
+            let rl = RateLimits::parse(&t, p)?;
+            (Some(t), Some(rl))
+        }
+        None => (None, None),
+    };
+    let baselines = previous
+        .and_then(|p| p.ratelimits.as_ref())
+        .map(|r| r.baselines.clone())
+        .unwrap_or_default();
+    let plan = advise(
+        &evidence,
+        &Current {
+            breakers: &cfg,
+            ratelimits: rl.as_ref(),
+            baselines: &baselines,
+        },
+        settings,
+    );
+    let patch = PatchFile::new(
+        &plan,
+        window,
+        sha256_hex(&fingerprint),
+        ConfigText {
+            path: config,
+            text: &breakers_text,
+        },
+        ratelimits
+            .zip(ratelimits_text.as_deref())
+            .map(|(path, text)| ConfigText { path, text }),
+        previous,
+    );
+    Ok(Advice {
+        plan,
+        patch,
+        breakers_text,
+        ratelimits_text,
+    })
+}
+
+/// The plan for humans: one line per change, then the hosts left alone.
+pub fn write_plan(w: &mut dyn Write, patch: &PatchFile) -> std::io::Result<()> {
+    let b = &patch.breakers;
+    writeln!(
+        w,
+        "{} (patch v{}, window {} .. {}): {} change(s)",
+        b.file,
+        patch.patch_version,
+        patch.window.start,
+        patch.window.end,
+        b.changes.len()
+    )?;
+    for c in &b.changes {
+        let at = match &c.role {
+            Some(r) => format!("{} [{r}]", c.host),
+            None => c.host.clone(),
+        };
+        writeln!(
+            w,
+            "  {at:<32} {:<18} {:>6} -> {:<6} {}",
+            c.key.name(),
+            c.from.to_string(),
+            c.to,
+            c.reason
+        )?;
+    }
+    if let Some(r) = &patch.ratelimits {
+        writeln!(w, "{}: {} change(s)", r.file, r.changes.len())?;
+        for c in &r.changes {
+            writeln!(
+                w,
+                "  {:<32} {:<18} {} -> {} (x{} -> x{}) {}",
+                c.host,
+                format!("{} rates", c.role),
+                c.from.join(", "),
+                c.to.join(", "),
+                c.multiplier_from,
+                c.multiplier_to,
+                c.reason
+            )?;
+        }
+    }
+    if !patch.held.is_empty() {
+        writeln!(w, "left alone: {} host(s)", patch.held.len())?;
+        for h in &patch.held {
+            writeln!(w, "  {:<32} {}", h.host, h.reason)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn run_advise(args: &AdviseArgs) -> anyhow::Result<u8> {
+    let settings = crate::settings::load(args.settings.as_deref())?;
+    let previous_path = args
+        .previous
+        .clone()
+        .or_else(|| args.patch_out.clone().filter(|p| p.is_file()));
+    let previous = previous_path.as_deref().map(PatchFile::load).transpose()?;
+    let advice = advise_from(
+        &args.metrics,
+        &args.config,
+        args.ratelimits.as_deref(),
+        &settings.advise,
+        previous.as_ref(),
+    )?;
+    if let Some(out) = &args.patch_out {
+        write_atomic(out, &advice.patch.to_yaml())?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &advice.patch)?;
+        writeln!(stdout)?;
+    } else {
+        write_plan(&mut stdout, &advice.patch)?;
+    }
+    Ok(0)
+}
+
+/// The new texts of both config files under a patch, computed before anything is
+/// written so a refused section leaves both files untouched.
+struct Edits {
+    breakers: Applied,
+    ratelimits: Applied,
+}
+
+fn compute_edits(
+    patch: &PatchFile,
+    patch_path: &Path,
+    config: &Path,
+    breakers_text: &str,
+    ratelimits: Option<(&Path, &str)>,
+) -> anyhow::Result<Edits> {
+    let breakers = apply_breakers(&patch.breakers, config, breakers_text)?;
+    let ratelimits = match (&patch.ratelimits, ratelimits) {
+        (Some(section), Some((path, text))) => apply_ratelimits(section, path, text)?,
+        (Some(section), None) if !section.changes.is_empty() => bail!(InputError(format!(
+            "{}: the patch changes {} ({} changes); pass it with --ratelimits",
+            patch_path.display(),
+            section.file,
+            section.changes.len()
+        ))),
+        _ => Applied::Nothing,
+    };
+    Ok(Edits {
+        breakers,
+        ratelimits,
+    })
+}
+
+fn describe(a: &Applied) -> &'static str {
+    match a {
+        Applied::Changed(_) => "patched",
+        Applied::AlreadyApplied => "already up to date",
+        Applied::Nothing => "no changes",
+    }
+}
+
+pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<u8> {
+    let patch = PatchFile::load(&args.patch)?;
+    let breakers_text = read_text(&args.config)?;
+    let rl_text = args.ratelimits.as_deref().map(read_text).transpose()?;
+    let edits = compute_edits(
+        &patch,
+        &args.patch,
+        &args.config,
+        &breakers_text,
+        args.ratelimits.as_deref().zip(rl_text.as_deref()),
+    )?;
+    let mut stdout = std::io::stdout().lock();
+    for (applied, path, before) in [
+        (
+            &edits.breakers,
+            Some(args.config.as_path()),
+            Some(breakers_text.as_str()),
+        ),
+        (
+            &edits.ratelimits,
+            args.ratelimits.as_deref(),
+            rl_text.as_deref(),
+        ),
+    ] {
+        let (Some(path), Some(before)) = (path, before) else {
+            continue;
+        };
+        if let Applied::Changed(after) = applied {
+            if args.dry_run {
+                write!(
+                    stdout,
+                    "{}",
+                    unified_diff(&path.display().to_string(), before, after)
+                )?;
+                continue;
+            }
+            write_atomic(path, after)?;
+        }
+        writeln!(stdout, "{}: {}", path.display(), describe(applied))?;
+    }
+    Ok(0)
+}
+
+fn detect_options(s: &crate::settings::DetectSettings) -> crate::detect::DetectOptions {
+    let d = crate::detect::DetectOptions::default();
+    crate::detect::DetectOptions {
+        detector: s.detector.unwrap_or(d.detector),
+        penalty_ln_n: s.penalty.unwrap_or(d.penalty_ln_n),
+        min_excess: s.min_excess.unwrap_or(d.min_excess),
+        min_incident_buckets: s.min_incident_buckets.unwrap_or(d.min_incident_buckets),
+        bocpd_hazard_buckets: s.bocpd_hazard.unwrap_or(d.bocpd_hazard_buckets),
+        bocpd_prior_scale: s.bocpd_prior_scale.unwrap_or(d.bocpd_prior_scale),
+        ..d
+    }
+}
+
+/// The inputs of a run: the samples when no telemetry is given.
+fn run_inputs(args: &RunArgs) -> anyhow::Result<(Vec<PathBuf>, PathBuf, Option<PathBuf>)> {
+    if args.telemetry.is_empty() {
+        let sample = PathBuf::from(SAMPLE_TELEMETRY);
+        if !sample.is_file() {
+            bail!(InputError(format!(
+                "no --telemetry given and no {SAMPLE_TELEMETRY} here: run from the repository root or pass --telemetry and --config"
+            )));
+        }
+        let rl = args
+            .ratelimits
+            .clone()
+            .or_else(|| Some(PathBuf::from(SAMPLE_RATELIMITS)));
+        let cfg = args
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SAMPLE_CONFIG));
+        return Ok((vec![sample], cfg, rl));
+    }
+    let Some(cfg) = args.config.clone() else {
+        bail!(InputError(
+            "--config is required with --telemetry: the advice is a change of that breakers.yaml"
+                .into()
+        ));
+    };
+    Ok((args.telemetry.clone(), cfg, args.ratelimits.clone()))
+}
+
+pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
+    let (telemetry, config, ratelimits) = run_inputs(args)?;
+    let settings = crate::settings::load(args.settings.as_deref())?;
+    settings.advise.validate().map_err(InputError)?;
+    let out = &args.out;
+    let dataset = out.join("dataset");
+    let metrics = out.join("metrics");
+    let patch_path = args
+        .patch_file
+        .clone()
+        .unwrap_or_else(|| out.join("breakers.patch.yaml"));
+    let mut stdout = std::io::stdout().lock();
+
+    // 1. export
+    let export = crate::telemetry::export(
+        &telemetry,
+        &crate::telemetry::ExportOptions {
+            out: dataset.clone(),
+            batch_rows: 131_072,
+            busy_timeout: std::time::Duration::from_millis(5_000),
+            replace_changed: false,
+            progress: false,
+        },
+    )?;
+    let failed: Vec<_> = export.failed().map(|s| s.source.as_str()).collect();
+    if !failed.is_empty() {
+        super::write_export_summary(&mut stdout, &export)?;
+        bail!(InputError(format!(
+            "{} of {} telemetry files could not be exported ({}); no advice from a partial fleet",
+            failed.len(),
+            export.sources.len(),
+            failed.join(", ")
+        )));
+    }
+    writeln!(
+        stdout,
+        "export: {} new rows ({} rejected) into {}",
+        export.rows_exported,
+        export.rows_rejected,
+        dataset.display()
+    )?;
+
+    // 2. analyze, 3. detect
+    let opts = crate::metrics::AnalyzeOptions {
+        window_s: args.window,
+        now_us: super::parse_now_us(args.now.as_deref())?,
+        baseline_s: Some(7 * 86_400),
+        ..crate::metrics::AnalyzeOptions::default()
+    };
+    let analyzed = analyze_into(&dataset, &metrics, Some(&config), &opts)?;
+    writeln!(
+        stdout,
+        "analyze: window {} .. {}, {} hosts, {} failure bursts",
+        format_utc(analyzed.window.start_us as f64 / 1e6),
+        format_utc(analyzed.window.end_us as f64 / 1e6),
+        analyzed.hosts,
+        analyzed.bursts
+    )?;
+    let detected = detect_into(&metrics, Some(&dataset), &detect_options(&settings.detect))?;
+    writeln!(
+        stdout,
+        "detect: {} incidents ({} ongoing) on {} hosts",
+        detected.incidents, detected.ongoing, detected.hosts
+    )?;
+
+    // 4. advise, 5. patch
+    let previous = if patch_path.is_file() {
+        Some(PatchFile::load(&patch_path)?)
+    } else {
+        None
+    };
+    let advice = advise_from(
+        &metrics,
+        &config,
+        ratelimits.as_deref(),
+        &settings.advise,
+        previous.as_ref(),
+    )?;
+    let edits = compute_edits(
+        &advice.patch,
+        &patch_path,
+        &config,
+        &advice.breakers_text,
+        ratelimits.as_deref().zip(advice.ratelimits_text.as_deref()),
+    )?;
+    let proposed = out.join("proposed");
+    std::fs::create_dir_all(&proposed)
+        .with_context(|| format!("creating {}", proposed.display()))?;
+    let mut diff = String::new();
+    for (applied, path, before) in [
+        (
+            &edits.breakers,
+            Some(config.as_path()),
+            Some(advice.breakers_text.as_str()),
+        ),
+        (
+            &edits.ratelimits,
+            ratelimits.as_deref(),
+            advice.ratelimits_text.as_deref(),
+        ),
+    ] {
+        let (Some(path), Some(before)) = (path, before) else {
+            continue;
+        };
+        let after = match applied {
+            Applied::Changed(t) => t.as_str(),
+            _ => before,
+        };
+        let name = path.file_name().map_or_else(
+            || "config.yaml".into(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        write_atomic(&proposed.join(&name), after)?;
+        diff.push_str(&unified_diff(&name, before, after));
+    }
+    write_atomic(&out.join("changes.diff"), &diff)?;
+    write_atomic(&patch_path, &advice.patch.to_yaml())?;
+    write_plan(&mut stdout, &advice.patch)?;
+    writeln!(
+        stdout,
+        "patch: {} (v{}), proposed files in {}, diff in {}",
+        patch_path.display(),
+        advice.patch.patch_version,
+        proposed.display(),
+        out.join("changes.diff").display()
+    )?;
+
+    if args.write {
+        for (applied, path) in [
+            (&edits.breakers, Some(config.as_path())),
+            (&edits.ratelimits, ratelimits.as_deref()),
+        ] {
+            if let (Applied::Changed(t), Some(path)) = (applied, path) {
+                write_atomic(path, t)?;
+                writeln!(stdout, "wrote {}", path.display())?;
+            }
+        }
+    }
+    let n = advice.patch.change_count();
+    if args.check && n > 0 {
+        writeln!(
+            stdout,
+            "check: {n} change(s) proposed (exit {EXIT_CHANGES_PROPOSED})"
+        )?;
+        return Ok(EXIT_CHANGES_PROPOSED);
+    }
+    Ok(0)
+}

@@ -1,0 +1,426 @@
+//! The advisor's rules, one golden case each: host evidence in, changes out; and the
+//! gates, bands, steps and clamps that keep the advice safe.
+
+use std::path::Path;
+
+use breaker_advisor::advise::{
+    AdviseSettings, Current, HostEvidence, IncidentEvidence, Num, Plan, RateBaselines,
+    RoleEvidence, advise,
+};
+use breaker_advisor::config::BreakerConfig;
+use breaker_advisor::config::edit::BreakerKey;
+use breaker_advisor::config::rates::RateLimits;
+
+const BREAKERS: &str = "
+defaults:
+  fail_max: 5
+  reset_timeout_s: 60
+  retry_after_cap_s: 900
+  roles:
+    metadata: {success_threshold: 1, trial_calls: 1}
+hosts:
+  a.example:
+    fail_max: 3
+    reset_timeout_s: 60
+    retry_after_cap_s: 300
+    roles: {landing: {fail_max: 4}}
+";
+
+const RATES: &str = "
+defaults:
+  metadata: {rates: [\"10/SECOND\", \"5000/HOUR\"]}
+hosts:
+  a.example:
+    metadata: {rates: [\"50/SECOND\", \"10000/HOUR\"]}
+aimd:
+  high_429_ratio: 0.05
+  increase_step_pct: 5
+  decrease_step_pct: 20
+  min_multiplier: 0.3
+  max_multiplier: 1.0
+";
+
+/// A busy, healthy host: enough calls for every gate, nothing to change.
+fn host(name: &str) -> HostEvidence {
+    HostEvidence {
+        host: name.into(),
+        window_hours: 24.0,
+        calls_net: 50_000,
+        roles: vec![RoleEvidence {
+            role: "metadata".into(),
+            calls_net: 50_000,
+            e429: 0,
+        }],
+        background_bursts: vec![1; 200],
+        ..HostEvidence::default()
+    }
+}
+
+fn incident(start_s: i64, minutes: i64, ra: Option<f64>) -> IncidentEvidence {
+    IncidentEvidence {
+        kind: "5xx".into(),
+        start_us: start_s * 1_000_000,
+        end_us: (start_s + minutes * 60) * 1_000_000,
+        duration_s: (minutes * 60) as f64,
+        ongoing: false,
+        retry_after_median_s: ra,
+    }
+}
+
+fn plan_for(hosts: &[HostEvidence], s: &AdviseSettings) -> Plan {
+    plan_with(hosts, s, &RateBaselines::new(), RATES)
+}
+
+fn plan_with(
+    hosts: &[HostEvidence],
+    s: &AdviseSettings,
+    baselines: &RateBaselines,
+    rates: &str,
+) -> Plan {
+    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
+    let rl = RateLimits::parse(rates, Path::new("ratelimits.yaml")).unwrap();
+    advise(
+        hosts,
+        &Current {
+            breakers: &cfg,
+            ratelimits: Some(&rl),
+            baselines,
+        },
+        s,
+    )
+}
+
+fn change(plan: &Plan, host: &str, role: Option<&str>, key: BreakerKey) -> Option<(f64, i64)> {
+    plan.breakers
+        .iter()
+        .find(|c| c.host == host && c.role.as_deref() == role && c.key == key)
+        .map(|c| (c.from.as_f64(), c.to))
+}
+
+#[test]
+fn a_healthy_busy_host_gets_no_advice() {
+    let plan = plan_for(&[host("a.example")], &AdviseSettings::default());
+    assert!(plan.is_empty(), "{plan:#?}");
+    assert!(plan.held.is_empty());
+}
+
+#[test]
+fn low_volume_hosts_are_held_with_the_reason() {
+    let mut h = host("a.example");
+    h.calls_net = 30;
+    h.retry_after_samples = 30;
+    h.retry_after_median_s = Some(200.0);
+    h.opens = 5;
+    let plan = plan_for(&[h], &AdviseSettings::default());
+    assert!(plan.is_empty());
+    assert_eq!(plan.held.len(), 1);
+    assert!(
+        plan.held[0].reason.contains("30 network calls"),
+        "{:?}",
+        plan.held
+    );
+}
+
+#[test]
+fn retry_after_sets_reset_timeout_capped_and_stepped() {
+    let s = AdviseSettings::default();
+    let mut h = host("a.example");
+    h.opens = 4;
+    h.retry_after_samples = 120;
+    h.retry_after_median_s = Some(90.0);
+    let plan = plan_for(&[h.clone()], &s);
+    assert_eq!(
+        change(&plan, "a.example", None, BreakerKey::ResetTimeoutS),
+        Some((60.0, 90))
+    );
+    let c = &plan.breakers[0];
+    assert_eq!(c.evidence["retry_after_samples"], Num::Int(120));
+    assert!(c.reason.contains("Retry-After"), "{}", c.reason);
+
+    // Above the host's cap (300): capped; and at most doubled in one run.
+    h.retry_after_median_s = Some(1_000.0);
+    let plan = plan_for(&[h.clone()], &s);
+    let (from, to) = change(&plan, "a.example", None, BreakerKey::ResetTimeoutS).unwrap();
+    assert_eq!((from, to), (60.0, 120));
+    assert!(plan.breakers[0].reason.contains("capped at 300"));
+    assert!(plan.breakers[0].reason.contains("towards 300"));
+
+    // Too few headers: no Retry-After rule.
+    h.retry_after_samples = 5;
+    assert!(plan_for(&[h], &s).is_empty());
+}
+
+#[test]
+fn reset_timeout_has_a_hysteresis_band() {
+    let mut h = host("a.example");
+    h.opens = 4;
+    h.retry_after_samples = 120;
+    h.retry_after_median_s = Some(66.0); // within 20% of 60
+    assert!(plan_for(&[h], &AdviseSettings::default()).is_empty());
+}
+
+#[test]
+fn incident_durations_set_reset_timeout_without_retry_after() {
+    let mut h = host("a.example");
+    h.incidents = vec![
+        incident(0, 2, None),
+        incident(10_000, 2, None),
+        incident(20_000, 3, None),
+    ];
+    let plan = plan_for(&[h], &AdviseSettings::default());
+    assert_eq!(
+        change(&plan, "a.example", None, BreakerKey::ResetTimeoutS),
+        Some((60.0, 120))
+    );
+    assert_eq!(
+        plan.breakers[0].evidence["incident_duration_median_s"],
+        Num::Int(120)
+    );
+}
+
+#[test]
+fn fail_max_rises_above_background_noise() {
+    let s = AdviseSettings::default();
+    let mut h = host("a.example");
+    // 200 background bursts: q95 is 3; bursts of 4+ happen 0 times a day.
+    h.background_bursts = [vec![1; 150], vec![2; 38], vec![3; 12]].concat();
+    let plan = plan_for(&[h.clone()], &s);
+    assert_eq!(
+        change(&plan, "a.example", None, BreakerKey::FailMax),
+        Some((3.0, 4))
+    );
+    // The host's landing role sets its own fail_max: left alone, and said so.
+    assert_eq!(plan.breakers.len(), 1, "{:#?}", plan.breakers);
+    assert!(
+        plan.breakers[0]
+            .reason
+            .contains("roles.landing keeps its own fail_max (4)"),
+        "{}",
+        plan.breakers[0].reason
+    );
+    let e = &plan.breakers[0].evidence;
+    assert_eq!(e["background_q95"], Num::Int(3));
+    assert_eq!(e["background_bursts"], Num::Int(200));
+    assert_eq!(e["background_reaching_current"], Num::Int(12));
+    assert_eq!(e["background_reaching_proposed"], Num::Int(0));
+
+    // Too few background bursts: no fail_max advice.
+    h.background_bursts.truncate(10);
+    assert!(plan_for(&[h], &s).is_empty());
+}
+
+#[test]
+fn fail_max_falls_to_where_outages_trip_it_bounded_by_the_step() {
+    let mut h = host("b.example"); // defaults: fail_max 5
+    h.background_bursts = vec![1; 300];
+    h.incidents = vec![incident(1_000_000, 60, None)];
+    h.incident_bursts = vec![2, 2, 2, 2, 2, 2, 3];
+    let s = AdviseSettings::default();
+    let plan = plan_for(&[h.clone()], &s);
+    assert_eq!(
+        change(&plan, "b.example", None, BreakerKey::FailMax),
+        Some((5.0, 3))
+    );
+    // Outages whose failures come one at a time cannot be told from background noise.
+    h.incident_bursts = vec![1, 1, 1];
+    let plan = plan_for(&[h], &s);
+    assert!(
+        change(&plan, "b.example", None, BreakerKey::FailMax).is_none(),
+        "no separation between noise (q95 1 -> at least 2) and outages (1): held"
+    );
+    assert!(
+        plan.held
+            .iter()
+            .any(|x| x.reason.contains("no value separates"))
+    );
+}
+
+#[test]
+fn fail_max_is_never_lowered_without_incidents() {
+    let mut h = host("b.example");
+    h.background_bursts = vec![1; 300];
+    assert!(plan_for(&[h], &AdviseSettings::default()).is_empty());
+}
+
+#[test]
+fn clamps_hold_whatever_the_evidence() {
+    let s = AdviseSettings::default();
+    let mut h = host("a.example");
+    h.background_bursts = [vec![1; 100], vec![30; 100]].concat();
+    let mut cfg_text = BREAKERS.replace("fail_max: 3", "fail_max: 9");
+    cfg_text.push('\n');
+    let cfg = BreakerConfig::parse(&cfg_text, Path::new("b.yaml")).unwrap();
+    let plan = advise(
+        &[h],
+        &Current {
+            breakers: &cfg,
+            ratelimits: None,
+            baselines: &RateBaselines::new(),
+        },
+        &s,
+    );
+    assert_eq!(
+        change(&plan, "a.example", None, BreakerKey::FailMax),
+        Some((9.0, 10)),
+        "{plan:#?}"
+    );
+    let mut h = host("a.example");
+    h.opens = 3;
+    h.retry_after_samples = 100;
+    h.retry_after_median_s = Some(3.0);
+    let plan = plan_for(&[h], &s);
+    assert_eq!(
+        change(&plan, "a.example", None, BreakerKey::ResetTimeoutS),
+        Some((60.0, 30)),
+        "halved at most"
+    );
+}
+
+#[test]
+fn failing_half_open_trials_tighten_the_metadata_role() {
+    let mut h = host("a.example");
+    h.half_open_trials = 40;
+    h.half_open_trial_failures = 30;
+    let plan = plan_for(&[h.clone()], &AdviseSettings::default());
+    assert_eq!(
+        change(
+            &plan,
+            "a.example",
+            Some("metadata"),
+            BreakerKey::SuccessThreshold
+        ),
+        Some((1.0, 2))
+    );
+    // trial_calls is already 1: no change for it.
+    assert!(change(&plan, "a.example", Some("metadata"), BreakerKey::TrialCalls).is_none());
+    // 5 of 8 failed: too few trials.
+    h.half_open_trials = 8;
+    h.half_open_trial_failures = 5;
+    assert!(plan_for(&[h], &AdviseSettings::default()).is_empty());
+}
+
+#[test]
+fn consistently_successful_trials_relax_back_to_one() {
+    let text = BREAKERS.replace(
+        "metadata: {success_threshold: 1, trial_calls: 1}",
+        "metadata: {success_threshold: 2, trial_calls: 1}",
+    );
+    let cfg = BreakerConfig::parse(&text, Path::new("b.yaml")).unwrap();
+    let mut h = host("a.example");
+    h.half_open_trials = 200;
+    h.half_open_trial_failures = 2;
+    let plan = advise(
+        &[h],
+        &Current {
+            breakers: &cfg,
+            ratelimits: None,
+            baselines: &RateBaselines::new(),
+        },
+        &AdviseSettings::default(),
+    );
+    assert_eq!(
+        change(
+            &plan,
+            "a.example",
+            Some("metadata"),
+            BreakerKey::SuccessThreshold
+        ),
+        Some((2.0, 1))
+    );
+}
+
+#[test]
+fn flapping_raises_reset_timeout_by_half() {
+    let mut h = host("a.example");
+    h.opens = 20;
+    h.pingpong_flaps = 6;
+    let plan = plan_for(&[h], &AdviseSettings::default());
+    assert_eq!(
+        change(&plan, "a.example", None, BreakerKey::ResetTimeoutS),
+        Some((60.0, 90))
+    );
+    assert!(plan.breakers[0].reason.contains("flaps"));
+}
+
+#[test]
+fn many_429s_lower_the_rates_and_a_quiet_host_climbs_back() {
+    let s = AdviseSettings::default();
+    let mut h = host("a.example");
+    h.roles[0].e429 = 5_000; // 10%, lower bound far above 5%
+    let plan = plan_for(&[h.clone()], &s);
+    assert_eq!(plan.rates.len(), 1, "{plan:#?}");
+    let r = &plan.rates[0];
+    assert_eq!(r.from, ["50/SECOND", "10000/HOUR"]);
+    assert_eq!(r.to, ["40/SECOND", "8000/HOUR"]);
+    assert_eq!(
+        (r.multiplier_from, r.multiplier_to),
+        (Num::Int(1), Num::Float(0.8))
+    );
+    assert_eq!(
+        plan.baselines["a.example"]["metadata"],
+        ["50/SECOND", "10000/HOUR"]
+    );
+
+    // Next night, with the decreased rates in the file and the baseline recorded: a
+    // quiet host climbs back by 5%, relative to the first recorded rates.
+    let lowered = RATES.replace(
+        "[\"50/SECOND\", \"10000/HOUR\"]",
+        "[\"40/SECOND\", \"8000/HOUR\"]",
+    );
+    h.roles[0].e429 = 0;
+    let plan = plan_with(&[h.clone()], &s, &plan.baselines, &lowered);
+    let r = &plan.rates[0];
+    assert_eq!(
+        (r.multiplier_from, r.multiplier_to),
+        (Num::Float(0.8), Num::Float(0.84))
+    );
+    assert_eq!(r.to, ["42/SECOND", "8400/HOUR"]);
+
+    // At the cap (1.0, the first recorded rates) a quiet host stays.
+    assert!(plan_for(&[h.clone()], &s).rates.is_empty());
+
+    // A ratio near the threshold (Wilson interval straddles 5%): no change either way.
+    h.roles[0].e429 = 2_500;
+    assert!(plan_for(&[h], &s).rates.is_empty());
+}
+
+#[test]
+fn a_host_without_rates_gets_them_from_the_defaults() {
+    let mut h = host("new.example");
+    h.roles[0].e429 = 10_000;
+    let plan = plan_for(&[h], &AdviseSettings::default());
+    let r = &plan.rates[0];
+    assert_eq!(r.from, ["10/SECOND", "5000/HOUR"]);
+    assert_eq!(r.to, ["8/SECOND", "4000/HOUR"]);
+}
+
+#[test]
+fn rate_gate_and_floor() {
+    let s = AdviseSettings::default();
+    let mut h = host("a.example");
+    h.roles[0] = RoleEvidence {
+        role: "metadata".into(),
+        calls_net: 100,
+        e429: 50,
+    };
+    assert!(
+        plan_for(&[h.clone()], &s).rates.is_empty(),
+        "too few role calls"
+    );
+    // At the floor (0.3 of the baseline) nothing lower is proposed.
+    h.roles[0] = RoleEvidence {
+        role: "metadata".into(),
+        calls_net: 10_000,
+        e429: 5_000,
+    };
+    let floor = RATES.replace(
+        "[\"50/SECOND\", \"10000/HOUR\"]",
+        "[\"15/SECOND\", \"3000/HOUR\"]",
+    );
+    let mut base = RateBaselines::new();
+    base.entry("a.example".into()).or_default().insert(
+        "metadata".into(),
+        vec!["50/SECOND".into(), "10000/HOUR".into()],
+    );
+    assert!(plan_with(&[h], &s, &base, &floor).rates.is_empty());
+}
