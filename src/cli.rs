@@ -162,9 +162,24 @@ pub struct RunArgs {
     /// Window length: 24h, 90m, 7d.
     #[arg(long, default_value = "24h", value_parser = parse_duration_s)]
     pub window: i64,
-    /// End of the window, RFC 3339 or epoch seconds (default: the latest event).
+    /// End of the window, RFC 3339 or epoch seconds (default: the latest event). Also
+    /// the "now" of --push-cooldowns (default there: the system clock).
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
+    /// For each host whose latest incident is still going on at the end of the window,
+    /// set a cooldown until its expected recovery (reason advisor:incident). Prints what
+    /// it would set unless --yes; never shortens a longer deadline already stored.
+    #[arg(long)]
+    pub push_cooldowns: bool,
+    /// Really write the cooldowns of --push-cooldowns.
+    #[arg(long, requires = "push_cooldowns")]
+    pub yes: bool,
+    /// Cooldown store for --push-cooldowns: sqlite:PATH, redis://..., rediss://...
+    #[arg(long, env = crate::cooldown::STORE_ENV, hide_env_values = true, value_name = "STORE")]
+    pub store: Option<String>,
+    /// Redis key prefix (default: the settings file's, else breaker:cooldown:).
+    #[arg(long, value_name = "PREFIX")]
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Args)]

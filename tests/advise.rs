@@ -424,3 +424,31 @@ fn rate_gate_and_floor() {
     );
     assert!(plan_with(&[h], &s, &base, &floor).rates.is_empty());
 }
+
+#[test]
+fn ongoing_incidents_give_cooldowns_until_expected_recovery() {
+    use breaker_advisor::advise::cooldowns::incident_cooldowns;
+    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
+    let end = 100_000.0;
+    let ongoing = |start_s: i64, ra: Option<f64>| IncidentEvidence {
+        ongoing: true,
+        ..incident(start_s, ((end as i64) - start_s) / 60, ra)
+    };
+    // Retry-After inside the incident, capped by a.example's retry_after_cap_s (300).
+    let mut a = host("a.example");
+    a.incidents = vec![incident(10_000, 10, None), ongoing(99_000, Some(1_000.0))];
+    // No Retry-After: typical length of its ended incidents (20 min), minus the
+    // elapsed 1000 s.
+    let mut b = host("b.example");
+    b.incidents = vec![incident(0, 20, None), ongoing(99_000, None)];
+    // An ended latest incident: nothing.
+    let mut c = host("c.example");
+    c.incidents = vec![incident(0, 60, None)];
+    let got = incident_cooldowns(&[a, b, c], &cfg, end);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0].host, "a.example");
+    assert_eq!(got[0].until_wall, end + 300.0);
+    assert!(got[0].basis.contains("capped at 300"), "{}", got[0].basis);
+    assert_eq!(got[1].until_wall, end + 1200.0 - 1000.0);
+    assert!(got[1].basis.contains("last 1200 s"), "{}", got[1].basis);
+}

@@ -351,3 +351,69 @@ fn rates_patch_keeps_form_and_matches_hosts_by_normalised_name() {
         Applied::AlreadyApplied
     );
 }
+
+#[test]
+fn the_real_ratelimits_file_changes_only_the_edited_rates() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/docstokg/ratelimits.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("../shared/fixtures beside the clone");
+    let rl = RateLimits::parse(&text, Path::new(path)).unwrap();
+    // arXiv's "1/3SECOND" scaled by 0.8 is written in a form the crawler reads right.
+    let arxiv: Vec<String> = rl.hosts["export.arxiv.org"]["metadata"]
+        .iter()
+        .map(|r| {
+            breaker_advisor::config::rates::Rate::parse(r)
+                .unwrap()
+                .scaled(0.8)
+                .to_string()
+        })
+        .collect();
+    assert_eq!(arxiv, ["16/MINUTE", "800/DAY"]);
+    let rc = |host: &str, role: &str, to: Vec<String>| RateChange {
+        host: host.into(),
+        role: role.into(),
+        from: vec![],
+        to,
+        multiplier_from: Num::Int(1),
+        multiplier_to: Num::Float(0.8),
+        base: vec![],
+        reason: "test".into(),
+        evidence: Default::default(),
+    };
+    let sec = RatelimitsSection {
+        file: "ratelimits.yaml".into(),
+        base_sha256: sha256_hex(text.as_bytes()),
+        baselines: Default::default(),
+        changes: vec![
+            rc("export.arxiv.org", "metadata", arxiv),
+            rc(
+                "new.example",
+                "landing",
+                vec!["4/SECOND".into(), "1600/HOUR".into()],
+            ),
+        ],
+    };
+    let Applied::Changed(out) = apply_ratelimits(&sec, Path::new(path), &text).unwrap() else {
+        panic!("changed");
+    };
+    let (a, b): (Vec<&str>, Vec<&str>) = (text.lines().collect(), out.lines().collect());
+    assert!(is_subsequence(
+        &a.iter()
+            .copied()
+            .filter(|l| !l.contains("\"1/3SECOND\", \"1000/DAY\""))
+            .collect::<Vec<_>>(),
+        &b
+    ));
+    let added = added_lines(&text, &out);
+    assert_eq!(
+        added.len(),
+        4,
+        "one replaced rates line, three for the new host: {added:?}"
+    );
+    assert!(
+        out.contains("rates: [\"16/MINUTE\", \"800/DAY\"]"),
+        "{added:?}"
+    );
+}

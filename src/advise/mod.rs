@@ -6,6 +6,7 @@
 //! bounded step per run; every value is clamped to the safety limits. Each change keeps
 //! the numbers it came from, with their sample sizes.
 
+pub mod cooldowns;
 pub mod evidence;
 
 use std::collections::BTreeMap;

@@ -205,16 +205,18 @@ pub fn wall_clock_now() -> f64 {
 }
 
 /// The store from --store / the environment (clap merges both), else the settings file.
-fn resolve_store(args: &CooldownArgs) -> anyhow::Result<StoreSpec> {
-    let settings = crate::settings::load(args.settings.as_deref())?;
-    let from_settings = settings.cooldown_store;
-    let prefix = args
-        .key_prefix
-        .clone()
+pub fn resolve_store(
+    store: Option<&str>,
+    key_prefix: Option<&str>,
+    settings: Option<&std::path::Path>,
+) -> anyhow::Result<StoreSpec> {
+    let from_settings = crate::settings::load(settings)?.cooldown_store;
+    let prefix = key_prefix
+        .map(str::to_owned)
         .or_else(|| from_settings.as_ref().and_then(|s| s.key_prefix.clone()))
         .unwrap_or_else(|| "breaker:cooldown:".to_owned());
-    let spec = match (&args.store, &from_settings) {
-        (Some(s), _) => s.clone(),
+    let spec = match (store, &from_settings) {
+        (Some(s), _) => s.to_owned(),
         (None, Some(s)) => s.url.clone(),
         (None, None) => bail!(InputError(format!(
             "no cooldown store: pass --store, set {}, or add cooldown_store.url to the settings file",
@@ -244,7 +246,11 @@ fn run_cooldown(args: &CooldownArgs) -> anyhow::Result<()> {
         Some(t) => parse_instant(t)?,
         None => wall_clock_now(),
     };
-    let spec = resolve_store(args)?;
+    let spec = resolve_store(
+        args.store.as_deref(),
+        args.key_prefix.as_deref(),
+        args.settings.as_deref(),
+    )?;
     let mut store = spec.open()?;
     let mut stdout = std::io::stdout().lock();
     match &args.action {

@@ -28,6 +28,8 @@ const ADVICE_INPUTS: [&str; 4] = ["host_summary", "host_role_summary", "bursts",
 
 /// A run's advice with the texts it was made for.
 pub struct Advice {
+    pub evidence: Vec<crate::advise::HostEvidence>,
+    pub config: BreakerConfig,
     pub plan: Plan,
     pub patch: PatchFile,
     pub breakers_text: String,
@@ -127,6 +129,8 @@ pub fn advise_from(
         previous,
     );
     Ok(Advice {
+        evidence,
+        config: cfg,
         plan,
         patch,
         breakers_text,
@@ -473,6 +477,14 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    if args.push_cooldowns {
+        push_cooldowns(
+            args,
+            &advice,
+            analyzed.window.end_us as f64 / 1e6,
+            &mut stdout,
+        )?;
+    }
     let n = advice.patch.change_count();
     if args.check && n > 0 {
         writeln!(
@@ -482,4 +494,67 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_CHANGES_PROPOSED);
     }
     Ok(0)
+}
+
+/// `run --push-cooldowns`: a cooldown per host whose latest incident is still going on,
+/// printed, and written (never shortening a longer one) only with `--yes`.
+fn push_cooldowns(
+    args: &RunArgs,
+    advice: &Advice,
+    window_end_s: f64,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use crate::advise::cooldowns::{INCIDENT_REASON, incident_cooldowns};
+    use crate::cooldown::SetOutcome;
+
+    let now = match &args.now {
+        Some(t) => super::parse_instant(t)?,
+        None => super::wall_clock_now(),
+    };
+    let proposals = incident_cooldowns(&advice.evidence, &advice.config, window_end_s);
+    let spec = super::resolve_store(
+        args.store.as_deref(),
+        args.key_prefix.as_deref(),
+        args.settings.as_deref(),
+    )?;
+    if proposals.is_empty() {
+        writeln!(
+            out,
+            "cooldowns: no incident is going on at the end of the window"
+        )?;
+        return Ok(());
+    }
+    let mut store = if args.yes { Some(spec.open()?) } else { None };
+    let target = spec.redacted();
+    for p in &proposals {
+        let until = format_utc(p.until_wall);
+        if p.until_wall <= now {
+            writeln!(
+                out,
+                "cooldowns: {}: expected recovery {until} has passed; nothing to set ({})",
+                p.host, p.basis
+            )?;
+            continue;
+        }
+        match store.as_mut() {
+            None => writeln!(
+                out,
+                "cooldowns: would set {} until {until} in {target} ({}); pass --yes to write",
+                p.host, p.basis
+            )?,
+            Some(store) => match store.extend(&p.host, p.until_wall, INCIDENT_REASON, now)? {
+                SetOutcome::Set => writeln!(
+                    out,
+                    "cooldowns: set {} until {until} in {target} ({})",
+                    p.host, p.basis
+                )?,
+                SetOutcome::KeptLonger => writeln!(
+                    out,
+                    "cooldowns: {} already has a later deadline in {target}; kept it",
+                    p.host
+                )?,
+            },
+        }
+    }
+    Ok(())
 }
