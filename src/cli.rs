@@ -64,15 +64,23 @@ pub enum Command {
     ///
     /// Example: breaker-advisor apply --patch out/breakers.patch.yaml --config breakers.yaml --ratelimits ratelimits.yaml
     Apply(ApplyArgs),
-    /// The nightly job: export -> analyze -> detect -> advise -> patch.
+    /// The nightly job: export -> analyze -> detect -> advise -> patch -> report.
     ///
     /// Without --telemetry it runs on data-samples/ (its telemetry, breakers.yaml and
     /// ratelimits.yaml). Writes into --out: dataset/, metrics/, breakers.patch.yaml,
-    /// proposed/ (the patched config files) and changes.diff. Exit codes: 0 done, 1 bad
+    /// proposed/ (the patched config files), changes.diff, report.md and report.html. Exit codes: 0 done, 1 bad
     /// input, 2 internal error, 3 changes proposed (only with --check).
     ///
     /// Example: breaker-advisor run --telemetry a.sqlite --config breakers.yaml --ratelimits ratelimits.yaml --out out/ --write
     Run(RunArgs),
+    /// Write report.md (the pull-request body) and report.html (charts) for a run.
+    ///
+    /// Reads the run's output folder (dataset/, metrics/, breakers.patch.yaml). `run`
+    /// does this itself; this command redoes it. With $GITHUB_STEP_SUMMARY set, the
+    /// Markdown is also appended to the job summary.
+    ///
+    /// Example: breaker-advisor report --out out/ --config breakers.yaml
+    Report(ReportArgs),
     /// Write synthetic telemetry (and its ground truth) for tests, demos and benchmarks.
     ///
     /// Deterministic: the same options and seed give the same rows.
@@ -180,6 +188,19 @@ pub struct RunArgs {
     /// Redis key prefix (default: the settings file's, else breaker:cooldown:).
     #[arg(long, value_name = "PREFIX")]
     pub key_prefix: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The output folder of `run`; report.md and report.html are written into it.
+    #[arg(long, short = 'o', default_value = "out", value_name = "DIR")]
+    pub out: PathBuf,
+    /// The breakers.yaml the run advised on (its current values are charted).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The run's patch file [default: OUT/breakers.patch.yaml].
+    #[arg(long, value_name = "FILE")]
+    pub patch_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

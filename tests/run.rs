@@ -62,8 +62,12 @@ fn run_is_deterministic_and_writes_a_reviewable_patch() {
     assert_eq!(outputs(&one), outputs(&two), "same inputs, same bytes");
     // A rerun into the same folder: nothing new to export, the same patch and version.
     let first = outputs(&one);
+    let report =
+        |d: &Path| ["report.md", "report.html"].map(|f| std::fs::read(d.join(f)).expect(f));
+    let first_report = report(&one);
     run_job(&one, &b, &r, &[]).success();
     assert_eq!(outputs(&one), first);
+    assert_eq!(report(&one), first_report);
     assert_eq!(std::fs::read(&b).unwrap(), before, "no --write, no edit");
 
     let patch = PatchFile::load(&one.join("breakers.patch.yaml")).unwrap();

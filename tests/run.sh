@@ -2,16 +2,20 @@
 # The test command (README): installs what the tests use beside the Rust toolchain,
 # then runs them. Works on a fresh machine (as root, with Debian's apt and PyPI).
 #   - redis-server: the cooldown tests start their own instances on loopback ports;
+#   - chromium: the report test loads report.html in a real headless browser;
 #   - duckdb, pyarrow (tests/python/requirements.txt): the interop and query tests read
 #     our Parquet with the analysts' tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/breaker-advisor/target}"
 
-if ! command -v redis-server >/dev/null 2>&1; then
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 

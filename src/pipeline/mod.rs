@@ -2,6 +2,7 @@
 //! failures to exit codes. The one place that turns stage results into user output.
 
 pub mod nightly;
+pub mod reporting;
 
 use std::io::Write;
 use std::time::Duration;
@@ -69,6 +70,7 @@ pub fn run(command: Command) -> anyhow::Result<u8> {
         Command::Advise(args) => nightly::run_advise(&args),
         Command::Apply(args) => nightly::run_apply(&args),
         Command::Run(args) => nightly::run_job(&args),
+        Command::Report(args) => reporting::run_report(&args),
         Command::Simulate(args) => done(run_simulate(&args)),
         Command::Cooldown(args) => done(run_cooldown(&args)),
     }

@@ -466,6 +466,22 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
         out.join("changes.diff").display()
     )?;
 
+    // 6. report
+    super::reporting::report_into(
+        out,
+        &dataset,
+        &metrics,
+        &advice.patch,
+        &advice.config,
+        &patch_path,
+    )?;
+    writeln!(
+        stdout,
+        "report: {} and {}",
+        out.join("report.md").display(),
+        out.join("report.html").display()
+    )?;
+
     if args.write {
         for (applied, path) in [
             (&edits.breakers, Some(config.as_path())),

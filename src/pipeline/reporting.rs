@@ -1,0 +1,318 @@
+//! The report stage's I/O: gathers the report's inputs from a run's folders and writes
+//! report.md and report.html (rendering itself is `crate::report`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use polars::prelude::*;
+
+use super::{InputError, read_parquet, scan_table};
+use crate::advise::evidence;
+use crate::cli::ReportArgs;
+use crate::config::BreakerConfig;
+use crate::patch::{PatchFile, write_atomic};
+use crate::report::{HostLine, IncidentLine, Report, ReportInput, html, markdown};
+
+/// Environment variable of GitHub Actions' job summary; the Markdown is appended to it.
+pub const STEP_SUMMARY_ENV: &str = "GITHUB_STEP_SUMMARY";
+
+fn col_i64(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<i64>>> {
+    let s = df
+        .column(name)?
+        .as_materialized_series()
+        .cast(&DataType::Int64)?;
+    Ok(s.i64()?.iter().collect())
+}
+
+fn col_f64(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<f64>>> {
+    let s = df
+        .column(name)?
+        .as_materialized_series()
+        .cast(&DataType::Float64)?;
+    Ok(s.f64()?.iter().collect())
+}
+
+fn col_str(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
+    Ok(df
+        .column(name)?
+        .str()?
+        .iter()
+        .map(|v| v.unwrap_or_default().to_owned())
+        .collect())
+}
+
+fn col_us(df: &DataFrame, name: &str) -> PolarsResult<Vec<i64>> {
+    let s = df
+        .column(name)?
+        .as_materialized_series()
+        .cast(&DataType::Datetime(TimeUnit::Microseconds, None))?
+        .cast(&DataType::Int64)?;
+    Ok(s.i64()?.iter().map(Option::unwrap_or_default).collect())
+}
+
+fn window_of(metrics: &Path) -> anyhow::Result<(i64, i64)> {
+    let meta: BTreeMap<String, String> =
+        super::parquet_metadata(&metrics.join("host_summary.parquet"))?
+            .into_iter()
+            .collect();
+    let get = |k: &str| {
+        meta.get(k)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|d| d.timestamp_micros())
+    };
+    match (
+        get("breaker_advisor.window_start"),
+        get("breaker_advisor.window_end"),
+    ) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => bail!(InputError(format!(
+            "{}: no analysis window in its metadata",
+            metrics.join("host_summary.parquet").display()
+        ))),
+    }
+}
+
+/// Writes `report.md` and `report.html` into `out` for the run whose dataset and metrics
+/// are given; returns the Markdown.
+pub fn report_into(
+    out: &Path,
+    dataset: &Path,
+    metrics: &Path,
+    patch: &PatchFile,
+    config: &BreakerConfig,
+    patch_path: &Path,
+) -> anyhow::Result<String> {
+    let window = window_of(metrics)?;
+    let hours = (window.1 - window.0) as f64 / 3.6e9;
+    let hs = read_parquet(&metrics.join("host_summary.parquet"))?;
+    let incidents_df = read_parquet(&metrics.join("incidents.parquet"))?;
+    let evidence = evidence::gather(
+        &hs,
+        &read_parquet(&metrics.join("host_role_summary.parquet"))?,
+        &read_parquet(&metrics.join("bursts.parquet"))?,
+        &incidents_df,
+        hours,
+    )?;
+
+    let names = col_str(&hs, "host")?;
+    let [calls, fails, e429, e5xx, tmo, opens] =
+        ["calls_net", "failures", "e429", "e5xx", "timeouts", "opens"]
+            .map(|c| col_i64(&hs, c).unwrap_or_default());
+    let at = |v: &[Option<i64>], i: usize| v.get(i).copied().flatten().unwrap_or(0);
+    let hosts: Vec<HostLine> = (0..names.len())
+        .map(|i| HostLine {
+            host: names[i].clone(),
+            calls_net: at(&calls, i),
+            failures: at(&fails, i),
+            e429: at(&e429, i),
+            e5xx: at(&e5xx, i),
+            timeouts: at(&tmo, i),
+            opens: at(&opens, i),
+        })
+        .collect();
+
+    let ih = col_str(&incidents_df, "host")?;
+    let ik = col_str(&incidents_df, "kind")?;
+    let (is, ie) = (
+        col_us(&incidents_df, "start")?,
+        col_us(&incidents_df, "end")?,
+    );
+    let ion: Vec<bool> = incidents_df
+        .column("ongoing")?
+        .bool()?
+        .iter()
+        .map(|b| b.unwrap_or(false))
+        .collect();
+    let [lb, ld, la] = ["level_before", "level_during", "level_after"]
+        .map(|c| col_f64(&incidents_df, c).unwrap_or_default());
+    let incidents: Vec<IncidentLine> = (0..ih.len())
+        .map(|i| IncidentLine {
+            host: ih[i].clone(),
+            kind: ik[i].clone(),
+            start_us: is[i],
+            end_us: ie[i],
+            ongoing: ion[i],
+            level_before: lb.get(i).copied().flatten(),
+            level_during: ld.get(i).copied().flatten(),
+            level_after: la.get(i).copied().flatten(),
+        })
+        .collect();
+
+    // Hosts with a section: a change or an incident.
+    let mut featured: BTreeSet<String> = incidents.iter().map(|i| i.host.clone()).collect();
+    featured.extend(patch.breakers.changes.iter().map(|c| c.host.clone()));
+    if let Some(r) = &patch.ratelimits {
+        featured.extend(r.changes.iter().map(|c| c.host.clone()));
+    }
+    let featured_list: Vec<String> = featured.iter().cloned().collect();
+    let host_filter = || {
+        col("host").is_in(
+            lit(Series::new("h".into(), featured_list.clone())).implode(false),
+            false,
+        )
+    };
+
+    let ts = read_parquet(&metrics.join("host_timeseries.parquet"))?;
+    let ts = ts.lazy().filter(host_filter()).collect()?;
+    let mut series: BTreeMap<String, crate::report::Series> = BTreeMap::new();
+    let th = col_str(&ts, "host")?;
+    let tb = col_us(&ts, "bucket_start")?;
+    let [s429, s5xx, stmo] =
+        ["e429_ewma", "e5xx_ewma", "timeouts_ewma"].map(|c| col_f64(&ts, c).unwrap_or_default());
+    let [c429, c5xx, ctmo] =
+        ["e429_ratio", "e5xx_ratio", "timeouts_ratio"].map(|c| col_f64(&ts, c).unwrap_or_default());
+    for i in 0..th.len() {
+        let s = series.entry(th[i].clone()).or_default();
+        s.bucket_start_us.push(tb[i]);
+        // EWMA where the bucket had calls; a gap where it had none.
+        let pick = |ewma: &[Option<f64>], ratio: &[Option<f64>]| {
+            ratio
+                .get(i)
+                .copied()
+                .flatten()
+                .and(ewma.get(i).copied().flatten())
+        };
+        s.e429.push(pick(&s429, &c429));
+        s.e5xx.push(pick(&s5xx, &c5xx));
+        s.timeouts.push(pick(&stmo, &ctmo));
+    }
+
+    let ts_lit = |us: i64| lit(us).cast(DataType::Datetime(TimeUnit::Microseconds, None));
+    let in_window = || {
+        col("ts")
+            .gt_eq(ts_lit(window.0))
+            .and(col("ts").lt(ts_lit(window.1)))
+    };
+    let ra = scan_table(dataset, &crate::telemetry::schema::HTTP_EVENTS)?
+        .filter(in_window().and(host_filter()))
+        .filter(col("status").is_in(
+            lit(Series::new("s".into(), [429i64, 503])).implode(false),
+            false,
+        ))
+        .filter(col("from_cache").fill_null(lit(false)).not())
+        .filter(col("retry_after_s").is_not_null())
+        .select([col("host"), col("retry_after_s").cast(DataType::Float64)])
+        .sort(["host", "retry_after_s"], Default::default())
+        .collect();
+    let ra = anyhow::Context::context(ra, "reading Retry-After values")?;
+    let mut retry_after: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (h, v) in col_str(&ra, "host")?
+        .into_iter()
+        .zip(col_f64(&ra, "retry_after_s")?)
+    {
+        retry_after.entry(h).or_default().extend(v);
+    }
+
+    let tr = scan_table(dataset, &crate::telemetry::schema::BREAKER_TRANSITIONS)?
+        .filter(in_window().and(host_filter()))
+        .filter(col("scope").eq(lit("host")).or(col("scope").is_null()))
+        .select([col("host"), col("ts"), col("new_state")])
+        .sort(["host", "ts"], Default::default())
+        .collect();
+    let tr = anyhow::Context::context(tr, "reading breaker transitions")?;
+    let (trh, trt, trs) = (
+        col_str(&tr, "host")?,
+        col_us(&tr, "ts")?,
+        col_str(&tr, "new_state")?,
+    );
+    let mut open_spans: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for i in 0..trh.len() {
+        if trs[i] == "open" {
+            let end = if i + 1 < trh.len() && trh[i + 1] == trh[i] {
+                trt[i + 1]
+            } else {
+                window.1
+            };
+            open_spans
+                .entry(trh[i].clone())
+                .or_default()
+                .push((trt[i], end));
+        }
+    }
+
+    let current = featured
+        .iter()
+        .map(|h| {
+            let role = evidence
+                .iter()
+                .find(|e| &e.host == h)
+                .and_then(|e| e.dominant_role());
+            let p = config.policy(h, role);
+            (h.clone(), (p.fail_max, p.reset_timeout_s))
+        })
+        .collect();
+    let manifest = crate::telemetry::manifest::Manifest::load(dataset)?;
+    let mut rejected = Vec::new();
+    for (source, st) in &manifest.sources {
+        for (table, reasons) in &st.rejected {
+            for (reason, n) in reasons {
+                rejected.push((source.clone(), format!("{table}: {reason}"), *n));
+            }
+        }
+    }
+    let shown = |p: &Path| p.display().to_string();
+    let outputs = vec![
+        ("Parquet dataset".to_owned(), shown(dataset)),
+        ("metrics and incidents (Parquet)".to_owned(), shown(metrics)),
+        ("patch file".to_owned(), shown(patch_path)),
+        (
+            "report with charts".to_owned(),
+            shown(&out.join("report.html")),
+        ),
+    ];
+    let report = Report::build(&ReportInput {
+        patch,
+        window,
+        hosts,
+        evidence: &evidence,
+        incidents,
+        series,
+        retry_after,
+        opens: open_spans,
+        current,
+        sources: manifest.sources.len(),
+        rejected,
+        outputs,
+    });
+    let md = markdown(&report);
+    let page = html(&report).context("rendering report.html")?;
+    write_atomic(&out.join("report.md"), &md)?;
+    write_atomic(&out.join("report.html"), &page)?;
+    if let Some(path) = std::env::var_os(STEP_SUMMARY_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("appending to ${STEP_SUMMARY_ENV} {}", path.display()))?;
+        f.write_all(md.as_bytes())?;
+    }
+    Ok(md)
+}
+
+/// `breaker-advisor report`: the report of an earlier `run`'s output folder.
+pub fn run_report(args: &ReportArgs) -> anyhow::Result<u8> {
+    let patch_path = args
+        .patch_file
+        .clone()
+        .unwrap_or_else(|| args.out.join("breakers.patch.yaml"));
+    let patch = PatchFile::load(&patch_path)?;
+    let config = BreakerConfig::load(&args.config)?;
+    report_into(
+        &args.out,
+        &args.out.join("dataset"),
+        &args.out.join("metrics"),
+        &patch,
+        &config,
+        &patch_path,
+    )?;
+    writeln!(
+        std::io::stdout().lock(),
+        "wrote {} and {}",
+        args.out.join("report.md").display(),
+        args.out.join("report.html").display()
+    )?;
+    Ok(0)
+}
