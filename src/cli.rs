@@ -81,6 +81,15 @@ pub enum Command {
     ///
     /// Example: breaker-advisor report --out out/ --config breakers.yaml
     Report(ReportArgs),
+    /// Replay recorded traffic under a breaker policy: what would it have done?
+    ///
+    /// Per host: opens, half-open trials, calls blocked while the host was healthy
+    /// (false trips), failed calls let through during incidents, time from incident onset
+    /// to the first open, flaps; beside the recorded breaker's opens. Calls the recorded
+    /// breaker blocked (no rows) are filled in deterministically from the incidents.
+    ///
+    /// Example: breaker-advisor replay --data out/dataset --config breakers.yaml --policy fail_max=3,reset_timeout_s=90
+    Replay(ReplayArgs),
     /// Write synthetic telemetry (and its ground truth) for tests, demos and benchmarks.
     ///
     /// Deterministic: the same options and seed give the same rows.
@@ -102,6 +111,10 @@ pub struct AdviseArgs {
     /// Folder written by `analyze` and `detect`.
     #[arg(long, value_name = "DIR")]
     pub metrics: PathBuf,
+    /// The dataset, for the replay check of breaker proposals (default: the metrics
+    /// folder's parent when it is a dataset; without one, no replay check).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
     /// The crawler's breakers.yaml the advice is for.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
@@ -188,6 +201,39 @@ pub struct RunArgs {
     /// Redis key prefix (default: the settings file's, else breaker:cooldown:).
     #[arg(long, value_name = "PREFIX")]
     pub key_prefix: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Crawler telemetry SQLite files (exported to a scratch dataset first).
+    #[arg(
+        long = "telemetry",
+        short = 't',
+        value_name = "FILE",
+        conflicts_with = "data"
+    )]
+    pub telemetry: Vec<PathBuf>,
+    /// A dataset written by `export` (its metrics/ folder is used when present).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// The crawler's breakers.yaml: each host's policy and the status classification.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Only this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Override the policy for every host: fail_max=3,reset_timeout_s=90,...
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub policy: Option<String>,
+    /// Window length: 24h, 90m, 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration_s)]
+    pub window: i64,
+    /// End of the window, RFC 3339 or epoch seconds (default: the latest event).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// One JSON object per host instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 //! - [`detect`]: change points per host -> incident segments, bucket labels (no I/O).
 //! - [`advise`]: evidence per host + current config -> bounded, explained changes (no I/O).
 //! - [`patch`]: the versioned patch file and its comment-preserving application.
+//! - [`replay`]: a faithful breaker state machine replayed over recorded traffic.
 //! - [`report`]: the Markdown PR body and the self-contained HTML report (rendering only).
 //! - [`config`]: the crawler's breakers.yaml / ratelimits.yaml: models and text edits.
 //! - [`simulate`]: synthetic telemetry with ground truth, deterministic from a seed.
@@ -25,6 +26,7 @@ pub mod hostname;
 pub mod metrics;
 pub mod patch;
 pub mod pipeline;
+pub mod replay;
 pub mod report;
 pub mod settings;
 pub mod simulate;

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use breaker_advisor::advise::{
     AdviseSettings, Current, HostEvidence, IncidentEvidence, Num, Plan, RateBaselines,
-    RoleEvidence, advise,
+    ReplayCheck, RoleEvidence, advise,
 };
+use breaker_advisor::replay::{Figures, ReplayPolicy};
 use breaker_advisor::config::BreakerConfig;
 use breaker_advisor::config::edit::BreakerKey;
 use breaker_advisor::config::rates::RateLimits;
@@ -85,6 +86,7 @@ fn plan_with(
             breakers: &cfg,
             ratelimits: Some(&rl),
             baselines,
+            replay: None,
         },
         s,
     )
@@ -256,6 +258,7 @@ fn clamps_hold_whatever_the_evidence() {
             breakers: &cfg,
             ratelimits: None,
             baselines: &RateBaselines::new(),
+            replay: None,
         },
         &s,
     );
@@ -315,6 +318,7 @@ fn consistently_successful_trials_relax_back_to_one() {
             breakers: &cfg,
             ratelimits: None,
             baselines: &RateBaselines::new(),
+            replay: None,
         },
         &AdviseSettings::default(),
     );
@@ -451,4 +455,60 @@ fn ongoing_incidents_give_cooldowns_until_expected_recovery() {
     assert!(got[0].basis.contains("capped at 300"), "{}", got[0].basis);
     assert_eq!(got[1].until_wall, end + 1200.0 - 1000.0);
     assert!(got[1].basis.contains("last 1200 s"), "{}", got[1].basis);
+}
+
+/// A replay whose cost is a fixed function of the policy.
+struct FakeReplay(fn(&ReplayPolicy) -> u64);
+
+impl ReplayCheck for FakeReplay {
+    fn current(&self, _host: &str) -> Option<ReplayPolicy> {
+        Some(ReplayPolicy {
+            fail_max: 3,
+            reset_timeout_s: 60.0,
+            success_threshold: 1,
+            trial_calls: 1,
+            retry_after_cap_s: 300.0,
+            rolling: None,
+        })
+    }
+    fn figures(&self, _host: &str, p: &ReplayPolicy) -> Figures {
+        Figures {
+            false_trips: (self.0)(p),
+            ..Figures::default()
+        }
+    }
+}
+
+fn plan_with_replay(h: &HostEvidence, r: &dyn ReplayCheck) -> Plan {
+    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
+    advise(
+        std::slice::from_ref(h),
+        &Current {
+            breakers: &cfg,
+            ratelimits: None,
+            baselines: &RateBaselines::new(),
+            replay: Some(r),
+        },
+        &AdviseSettings::default(),
+    )
+}
+
+#[test]
+fn replay_keeps_a_proposal_only_if_it_beats_the_current_settings() {
+    let mut h = host("a.example");
+    h.opens = 4;
+    h.retry_after_samples = 120;
+    h.retry_after_median_s = Some(100.0); // heuristic: 60 -> 100
+
+    // Longer is better in this replay: the grid's 125 (100 x 1.25) wins.
+    let plan = plan_with_replay(&h, &FakeReplay(|p| (1000.0 - p.reset_timeout_s) as u64));
+    let c = &plan.breakers[0];
+    assert_eq!((c.from.as_f64(), c.to), (60.0, 120), "x1.25 is 125, beyond the x2 step");
+    assert_eq!(c.evidence["replay_cost_current"], Num::Int(940));
+    assert_eq!(c.evidence["replay_cost_proposed"], Num::Int(880));
+
+    // Nothing beats the current settings: no breaker change, held with both costs.
+    let plan = plan_with_replay(&h, &FakeReplay(|_| 7));
+    assert!(plan.breakers.is_empty(), "{:?}", plan.breakers);
+    assert!(plan.held[0].reason.contains("do not beat"), "{:?}", plan.held);
 }

@@ -206,6 +206,8 @@ fn advise_prints_the_plan_or_json_and_bad_input_is_named() {
     let a = bin()
         .args(["advise", "--metrics"])
         .arg(out.join("metrics"))
+        .arg("--data")
+        .arg(out.join("dataset"))
         .arg("--config")
         .arg(&b)
         .arg("--ratelimits")

@@ -17,6 +17,7 @@ use crate::config::edit::BreakerKey;
 use crate::config::rates::{Rate, RateLimits};
 use crate::config::{BreakerConfig, Policy};
 use crate::metrics::stats::{nearest_rank, wilson_lower, wilson_upper};
+use crate::replay::{Figures, ReplayPolicy};
 
 pub use evidence::{HostEvidence, IncidentEvidence, RoleEvidence};
 
@@ -224,12 +225,22 @@ impl Plan {
     }
 }
 
+/// Replays a host's traffic under a policy (the pipeline implements it over the
+/// dataset; tests over made-up calls).
+pub trait ReplayCheck {
+    /// The host's current policy as the replay runs it; None: no traffic to replay.
+    fn current(&self, host: &str) -> Option<ReplayPolicy>;
+    fn figures(&self, host: &str, policy: &ReplayPolicy) -> Figures;
+}
+
 /// What the advisor reads besides the evidence.
 pub struct Current<'a> {
     pub breakers: &'a BreakerConfig,
     pub ratelimits: Option<&'a RateLimits>,
     /// Baselines from the previous patch file.
     pub baselines: &'a RateBaselines,
+    /// When given, breaker proposals must beat the current settings in a replay.
+    pub replay: Option<&'a dyn ReplayCheck>,
 }
 
 /// Proposes changes for every host with evidence, in host order.
@@ -249,7 +260,7 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
             });
             continue;
         }
-        advise_breaker(h, current.breakers, s, &mut plan);
+        advise_breaker(h, current, s, &mut plan);
         if let Some(rl) = current.ratelimits {
             advise_rates(h, rl, s, &mut plan);
         }
@@ -271,7 +282,8 @@ struct Proposal {
     evidence: Evidence,
 }
 
-fn advise_breaker(h: &HostEvidence, cfg: &BreakerConfig, s: &AdviseSettings, plan: &mut Plan) {
+fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, plan: &mut Plan) {
+    let cfg = current.breakers;
     let role = h.dominant_role();
     let cur = cfg.policy(&h.host, role);
     let mut proposals = Vec::new();
@@ -282,6 +294,9 @@ fn advise_breaker(h: &HostEvidence, cfg: &BreakerConfig, s: &AdviseSettings, pla
     let reset_at_cap = flapping && cur.reset_timeout_s >= s.reset_timeout_s[1];
     proposals.extend(reset);
     proposals.extend(half_open_rule(h, cfg, reset_at_cap, s));
+    if let Some(r) = current.replay {
+        proposals = replay_gate(h, proposals, r, s, &mut plan.held);
+    }
 
     for mut p in proposals {
         // The host-level value applies to every role except where the host's own role
@@ -310,6 +325,138 @@ fn advise_breaker(h: &HostEvidence, cfg: &BreakerConfig, s: &AdviseSettings, pla
             evidence: p.evidence,
         });
     }
+}
+
+/// The replay check: the heuristic proposal and a small grid around it (fail_max +-1,
+/// reset_timeout_s x0.8 / x1.25, success_threshold current or proposed), all brought
+/// within the clamps and one step of the current value, are replayed on the window's traffic. The
+/// objective is `Figures::cost`: calls blocked while the host was healthy plus failed
+/// calls let through during incidents. The best grid point (ties: the heuristic
+/// proposal) replaces the proposal if it costs less than the current settings; else the
+/// breaker proposals are dropped and the host is held with both costs.
+fn replay_gate(
+    h: &HostEvidence,
+    proposals: Vec<Proposal>,
+    r: &dyn ReplayCheck,
+    s: &AdviseSettings,
+    held: &mut Vec<Held>,
+) -> Vec<Proposal> {
+    let gridded = |k: BreakerKey| {
+        matches!(
+            k,
+            BreakerKey::FailMax | BreakerKey::ResetTimeoutS | BreakerKey::SuccessThreshold
+        )
+    };
+    let Some(base) = r.current(&h.host) else {
+        return proposals;
+    };
+    if !proposals.iter().any(|p| gridded(p.key)) {
+        return proposals;
+    }
+    let find = |k: BreakerKey| proposals.iter().find(|p| p.key == k).map(|p| p.to);
+    let step_ok_f = |v: i64| (v - base.fail_max as i64).abs() <= s.max_fail_max_step;
+    let fail_opts: Vec<u32> = match find(BreakerKey::FailMax) {
+        Some(p) => [p, p - 1, p + 1]
+            .into_iter()
+            .filter(|v| (s.fail_max[0]..=s.fail_max[1]).contains(v) && step_ok_f(*v))
+            .map(|v| v as u32)
+            .collect(),
+        None => vec![base.fail_max],
+    };
+    let cur_reset = base.reset_timeout_s;
+    let reset_opts: Vec<f64> = match find(BreakerKey::ResetTimeoutS) {
+        Some(p) => {
+            let p = p as f64;
+            let lo = s.reset_timeout_s[0].max(cur_reset / s.max_reset_factor);
+            let hi = s.reset_timeout_s[1].min(cur_reset * s.max_reset_factor);
+            let mut v: Vec<f64> = [p, (p * 0.8).round(), (p * 1.25).round()]
+                .into_iter()
+                .map(|x| x.clamp(lo, hi).round())
+                .collect();
+            v.dedup();
+            v
+        }
+        None => vec![cur_reset],
+    };
+    let st_opts: Vec<u32> = match find(BreakerKey::SuccessThreshold) {
+        Some(p) => vec![p as u32, base.success_threshold],
+        None => vec![base.success_threshold],
+    };
+    let now = r.figures(&h.host, &base);
+    let mut best: Option<(ReplayPolicy, Figures)> = None;
+    for &f in &fail_opts {
+        for &rt in &reset_opts {
+            for &st in &st_opts {
+                let p = ReplayPolicy {
+                    fail_max: f,
+                    reset_timeout_s: rt,
+                    success_threshold: st,
+                    ..base
+                };
+                let fig = r.figures(&h.host, &p);
+                if best.as_ref().is_none_or(|(_, b)| fig.cost() < b.cost()) {
+                    best = Some((p, fig));
+                }
+            }
+        }
+    }
+    let Some((bp, bf)) = best else {
+        return proposals;
+    };
+    let summary = |f: &Figures| {
+        format!(
+            "{} (false trips {}, failures let through {}, opens {})",
+            f.cost(),
+            f.false_trips,
+            f.failures_let_through,
+            f.opens
+        )
+    };
+    if bf.cost() >= now.cost() {
+        held.push(Held {
+            host: h.host.clone(),
+            reason: format!(
+                "replay: the proposed breaker settings do not beat the current ones (cost {} now, {} at best)",
+                summary(&now),
+                summary(&bf)
+            ),
+        });
+        return proposals.into_iter().filter(|p| !gridded(p.key)).collect();
+    }
+    let mut out = Vec::new();
+    for mut p in proposals {
+        if gridded(p.key) {
+            let v = match p.key {
+                BreakerKey::FailMax => bp.fail_max as i64,
+                BreakerKey::ResetTimeoutS => bp.reset_timeout_s as i64,
+                _ => bp.success_threshold as i64,
+            };
+            if v as f64 == p.from {
+                continue;
+            }
+            if v != p.to {
+                p.reason
+                    .push_str(&format!("; the replay grid prefers {v} to {}", p.to));
+                p.to = v;
+            }
+            p.reason
+                .push_str(&format!("; replay cost {} -> {}", now.cost(), bf.cost()));
+            for (k, v) in [
+                ("replay_cost_current", now.cost()),
+                ("replay_cost_proposed", bf.cost()),
+                ("replay_false_trips_current", now.false_trips),
+                ("replay_false_trips_proposed", bf.false_trips),
+                ("replay_let_through_current", now.failures_let_through),
+                ("replay_let_through_proposed", bf.failures_let_through),
+                ("replay_opens_current", now.opens),
+                ("replay_opens_proposed", bf.opens),
+            ] {
+                p.evidence.insert(k.into(), Num::Int(v as i64));
+            }
+        }
+        out.push(p);
+    }
+    out
 }
 
 fn override_value(o: &crate::config::PolicyOverride, key: BreakerKey) -> Option<f64> {

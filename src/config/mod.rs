@@ -119,6 +119,8 @@ pub struct BreakerConfig {
     pub classify: Classify,
     /// Keyed by normalised host.
     pub hosts: BTreeMap<String, HostConfig>,
+    /// `advanced.rolling` when enabled.
+    pub rolling: Option<crate::replay::Rolling>,
 }
 
 impl BreakerConfig {
@@ -151,6 +153,26 @@ impl BreakerConfig {
             if let Some(c) = defaults.get("classify") {
                 cfg.classify = classify(c, "defaults.classify", &cfg.classify, &invalid)?;
             }
+        }
+        if let Some(r) = doc.get("advanced").and_then(|a| a.get("rolling"))
+            && r.get("enabled").and_then(Value::as_bool).unwrap_or(false)
+        {
+            let num = |k: &str| -> Result<f64, ConfigError> {
+                r.get(k)
+                    .and_then(number)
+                    .filter(|x| *x > 0.0)
+                    .ok_or_else(|| {
+                        invalid(
+                            &format!("advanced.rolling.{k}"),
+                            "must be a number > 0".into(),
+                        )
+                    })
+            };
+            cfg.rolling = Some(crate::replay::Rolling {
+                threshold_failures: num("threshold_failures")?.max(1.0) as u32,
+                window_s: num("window_s")?,
+                cooldown_s: num("cooldown_s")?,
+            });
         }
         if let Some(hosts) = doc.get("hosts").and_then(Value::as_mapping) {
             for (key, value) in hosts {

@@ -2,6 +2,7 @@
 //! failures to exit codes. The one place that turns stage results into user output.
 
 pub mod nightly;
+pub mod replaying;
 pub mod reporting;
 
 use std::io::Write;
@@ -71,6 +72,7 @@ pub fn run(command: Command) -> anyhow::Result<u8> {
         Command::Apply(args) => nightly::run_apply(&args),
         Command::Run(args) => nightly::run_job(&args),
         Command::Report(args) => reporting::run_report(&args),
+        Command::Replay(args) => replaying::run_replay(&args),
         Command::Simulate(args) => done(run_simulate(&args)),
         Command::Cooldown(args) => done(run_cooldown(&args)),
     }

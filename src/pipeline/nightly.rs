@@ -44,6 +44,7 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
 /// the previous patch, and returns the plan and its patch file.
 pub fn advise_from(
     metrics: &Path,
+    dataset: Option<&Path>,
     config: &Path,
     ratelimits: Option<&Path>,
     settings: &AdviseSettings,
@@ -106,12 +107,20 @@ pub fn advise_from(
         .and_then(|p| p.ratelimits.as_ref())
         .map(|r| r.baselines.clone())
         .unwrap_or_default();
+    // With the dataset at hand, breaker proposals must win a replay of the window.
+    let traffic = dataset
+        .map(|d| super::replaying::load_traffic(d, metrics, &cfg, None))
+        .transpose()
+        .context("loading the traffic for the replay check")?;
     let plan = advise(
         &evidence,
         &Current {
             breakers: &cfg,
             ratelimits: rl.as_ref(),
             baselines: &baselines,
+            replay: traffic
+                .as_ref()
+                .map(|t| t as &dyn crate::advise::ReplayCheck),
         },
         settings,
     );
@@ -196,8 +205,22 @@ pub fn run_advise(args: &AdviseArgs) -> anyhow::Result<u8> {
         .clone()
         .or_else(|| args.patch_out.clone().filter(|p| p.is_file()));
     let previous = previous_path.as_deref().map(PatchFile::load).transpose()?;
+    let is_dataset = |p: &Path| p.join(crate::telemetry::manifest::MANIFEST_FILE).is_file();
+    let dataset = match &args.data {
+        Some(d) if !is_dataset(d) => bail!(InputError(format!(
+            "{}: not a dataset written by `export`",
+            d.display()
+        ))),
+        Some(d) => Some(d.clone()),
+        None => args
+            .metrics
+            .parent()
+            .filter(|p| is_dataset(p))
+            .map(Path::to_path_buf),
+    };
     let advice = advise_from(
         &args.metrics,
+        dataset.as_deref(),
         &args.config,
         args.ratelimits.as_deref(),
         &settings.advise,
@@ -412,6 +435,7 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
     };
     let advice = advise_from(
         &metrics,
+        Some(&dataset),
         &config,
         ratelimits.as_deref(),
         &settings.advise,

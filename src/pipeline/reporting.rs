@@ -52,7 +52,7 @@ fn col_us(df: &DataFrame, name: &str) -> PolarsResult<Vec<i64>> {
     Ok(s.i64()?.iter().map(Option::unwrap_or_default).collect())
 }
 
-fn window_of(metrics: &Path) -> anyhow::Result<(i64, i64)> {
+pub fn window_of(metrics: &Path) -> anyhow::Result<(i64, i64)> {
     let meta: BTreeMap<String, String> =
         super::parquet_metadata(&metrics.join("host_summary.parquet"))?
             .into_iter()
