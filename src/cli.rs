@@ -213,9 +213,13 @@ pub struct ReplayArgs {
         conflicts_with = "data"
     )]
     pub telemetry: Vec<PathBuf>,
-    /// A dataset written by `export` (its metrics/ folder is used when present).
+    /// A dataset written by `export`.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Its metrics and incidents (analyze + detect) [default: DATA/metrics; computed in
+    /// a scratch folder when missing].
+    #[arg(long, value_name = "DIR", requires = "data")]
+    pub metrics: Option<PathBuf>,
     /// The crawler's breakers.yaml: each host's policy and the status classification.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,

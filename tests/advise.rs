@@ -4,13 +4,13 @@
 use std::path::Path;
 
 use breaker_advisor::advise::{
-    AdviseSettings, Current, HostEvidence, IncidentEvidence, Num, Plan, RateBaselines,
-    ReplayCheck, RoleEvidence, advise,
+    AdviseSettings, Current, HostEvidence, IncidentEvidence, Num, Plan, RateBaselines, ReplayCheck,
+    RoleEvidence, advise,
 };
-use breaker_advisor::replay::{Figures, ReplayPolicy};
 use breaker_advisor::config::BreakerConfig;
 use breaker_advisor::config::edit::BreakerKey;
 use breaker_advisor::config::rates::RateLimits;
+use breaker_advisor::replay::{Figures, ReplayPolicy};
 
 const BREAKERS: &str = "
 defaults:
@@ -503,12 +503,20 @@ fn replay_keeps_a_proposal_only_if_it_beats_the_current_settings() {
     // Longer is better in this replay: the grid's 125 (100 x 1.25) wins.
     let plan = plan_with_replay(&h, &FakeReplay(|p| (1000.0 - p.reset_timeout_s) as u64));
     let c = &plan.breakers[0];
-    assert_eq!((c.from.as_f64(), c.to), (60.0, 120), "x1.25 is 125, beyond the x2 step");
+    assert_eq!(
+        (c.from.as_f64(), c.to),
+        (60.0, 120),
+        "x1.25 is 125, beyond the x2 step"
+    );
     assert_eq!(c.evidence["replay_cost_current"], Num::Int(940));
     assert_eq!(c.evidence["replay_cost_proposed"], Num::Int(880));
 
     // Nothing beats the current settings: no breaker change, held with both costs.
     let plan = plan_with_replay(&h, &FakeReplay(|_| 7));
     assert!(plan.breakers.is_empty(), "{:?}", plan.breakers);
-    assert!(plan.held[0].reason.contains("do not beat"), "{:?}", plan.held);
+    assert!(
+        plan.held[0].reason.contains("do not beat"),
+        "{:?}",
+        plan.held
+    );
 }

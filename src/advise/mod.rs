@@ -515,8 +515,9 @@ fn fail_max_rule(
             held.push(Held {
                 host: h.host.clone(),
                 reason: format!(
-                    "fail_max left at {current}: background bursts (q95 {q95} of {}) are as long as the bursts that hold half the failures inside incidents ({u}); no value separates noise from outages",
-                    bg.len()
+                    "fail_max left at {current}: sparing background noise needs at least {low} (q95 {q95} of {} bursts outside incidents, at most {} a day reaching it), above {u}, the burst length that half the failures inside incidents reach; no value separates noise from outages",
+                    bg.len(),
+                    s.max_false_trips_per_day
                 ),
             });
             return None;

@@ -107,6 +107,15 @@ pub struct Metrics {
     pub host_timeseries: DataFrame,
 }
 
+/// A left join that keeps the left rows in their order: the window expressions after
+/// it (`shift` over a host's transitions) depend on that order, and Polars does not
+/// keep it by default.
+fn left_join() -> JoinArgs {
+    let mut args = JoinArgs::new(JoinType::Left);
+    args.maintain_order = MaintainOrderJoin::Left;
+    args
+}
+
 fn ts_lit(us: i64) -> Expr {
     lit(us).cast(DataType::Datetime(TimeUnit::Microseconds, None))
 }
@@ -316,7 +325,7 @@ pub fn analyze(
         ),
     ];
     let hours = window.hours();
-    let left = || JoinArgs::new(JoinType::Left);
+    let left = left_join;
     let retry_after_by_host = events
         .clone()
         .join(
@@ -424,12 +433,7 @@ fn baseline(
         cols.push(hi.alias(format!("baseline_{k}_hi")));
     }
     Ok(run_sql(events, HOST_COUNTS_SQL)?
-        .join(
-            opens,
-            [col("host")],
-            [col("host")],
-            JoinArgs::new(JoinType::Left),
-        )
+        .join(opens, [col("host")], [col("host")], left_join())
         .select(cols))
 }
 
@@ -571,7 +575,7 @@ pub fn bursts(events: LazyFrame, _opts: &AnalyzeOptions) -> PolarsResult<DataFra
             host_names.lazy(),
             [col("host_code")],
             [col("host_code")],
-            JoinArgs::new(JoinType::Left),
+            left_join(),
         )
         .sort(["host_code", "run"], SortMultipleOptions::default())
         .select([
@@ -656,7 +660,7 @@ pub fn transition_stats(
                 .select([col("host"), col("reset_timeout_s")]),
             [col("host")],
             [col("host")],
-            JoinArgs::new(JoinType::Left),
+            left_join(),
         )
         .with_columns([
             // Time until the next transition of the same host: how long this state lasted.
@@ -781,7 +785,7 @@ pub fn timeseries(
             counts,
             [col("host"), col("bucket")],
             [col("host"), col("bucket")],
-            JoinArgs::new(JoinType::Left),
+            left_join(),
         )
         .with_columns(
             count_cols

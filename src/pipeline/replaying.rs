@@ -68,24 +68,68 @@ pub fn load_traffic(
         in_window = in_window.and(col("host").eq(lit(h.to_owned())));
     }
 
-    let events = crate::metrics::classify(
+    let net_events = crate::metrics::classify(
         scan_table(dataset, &crate::telemetry::schema::HTTP_EVENTS)?.filter(in_window.clone()),
         config,
     )
-    .filter(col("is_net"))
-    .select([
-        col("host"),
-        col("ts").cast(DataType::Int64).alias("t"),
-        col("is_failure"),
-        when(col("status").eq(lit(429)).or(col("status").eq(lit(503))))
-            .then(col("retry_after_s").cast(DataType::Float64))
-            .otherwise(lit(NULL).cast(DataType::Float64))
-            .alias("ra"),
-        col("elapsed_ms").cast(DataType::Float64).alias("elapsed"),
-        col("role"),
-    ])
-    .sort(["host", "t"], Default::default())
-    .collect();
+    .filter(col("is_net"));
+    // Each host's busiest role (ties: the first by name), as the advisor uses.
+    let role_counts = net_events
+        .clone()
+        .group_by([col("host"), col("role")])
+        .agg([len().alias("n")])
+        .sort_by_exprs(
+            [col("host"), col("n"), col("role")],
+            SortMultipleOptions::default().with_order_descending_multi([false, true, false]),
+        )
+        .collect();
+    let role_counts = anyhow::Context::context(role_counts, "counting calls per role")?;
+    let mut busiest: BTreeMap<String, String> = BTreeMap::new();
+    {
+        let h = role_counts.column("host")?.str()?;
+        let r = role_counts.column("role")?.str()?;
+        for i in 0..role_counts.height() {
+            if let (Some(h), Some(r)) = (h.get(i), r.get(i)) {
+                busiest.entry(h.to_owned()).or_insert_with(|| r.to_owned());
+            }
+        }
+    }
+    // Sources ranked by name: the tie-break of calls at the same instant.
+    let sources = net_events
+        .clone()
+        .select([col("source").unique().sort(Default::default())])
+        .collect();
+    let sources = anyhow::Context::context(sources, "listing sources")?;
+    let names: Vec<String> = sources
+        .column("source")?
+        .str()?
+        .iter()
+        .map(|s| s.unwrap_or_default().to_owned())
+        .collect();
+    let ranks: Vec<u32> = (0..names.len() as u32).collect();
+    let events = net_events
+        .select([
+            col("host"),
+            col("ts").cast(DataType::Int64).alias("t"),
+            col("is_failure"),
+            when(col("status").eq(lit(429)).or(col("status").eq(lit(503))))
+                .then(col("retry_after_s").cast(DataType::Float64))
+                .otherwise(lit(NULL).cast(DataType::Float64))
+                .alias("ra"),
+            col("elapsed_ms").cast(DataType::Float64).alias("elapsed"),
+            col("source")
+                .replace_strict(
+                    lit(Series::new("s".into(), names)),
+                    lit(Series::new("r".into(), ranks)),
+                    None::<Expr>,
+                    Some(DataType::UInt32),
+                )
+                .alias("src"),
+            col("id").cast(DataType::Int64),
+        ])
+        // Sorted per host below, in Rust: a sort here would copy all the rows once more.
+        .collect_with_engine(Engine::Streaming)
+        .map(|r| r.unwrap_single());
     let events = anyhow::Context::context(events, "reading the window's calls")?;
     let transitions = scan_table(dataset, &crate::telemetry::schema::BREAKER_TRANSITIONS)?
         .filter(in_window)
@@ -96,29 +140,26 @@ pub fn load_traffic(
             col("old_state"),
             col("new_state"),
             col("reset_timeout_s").cast(DataType::Float64),
+            col("source"),
+            col("id"),
         ])
-        .sort(["host", "t"], Default::default())
+        .sort(["host", "t", "source", "id"], Default::default())
         .collect();
     let transitions = anyhow::Context::context(transitions, "reading breaker transitions")?;
     let incidents_df = read_parquet(&metrics.join("incidents.parquet"))?;
 
+    // Calls at the same instant keep their recorded order (source, then row id), so a
+    // replay never depends on how the rows were read.
     let mut calls: BTreeMap<String, Vec<Call>> = BTreeMap::new();
-    let mut roles: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     {
-        let role = events.column("role")?.str()?;
         let h = events.column("host")?.str()?;
         let t = events.column("t")?.i64()?;
         let f = events.column("is_failure")?.bool()?;
         let ra = events.column("ra")?.f64()?;
         let el = events.column("elapsed")?.f64()?;
+        let src = events.column("src")?.u32()?;
+        let id = events.column("id")?.i64()?;
         for i in 0..events.height() {
-            if let Some(r) = role.get(i) {
-                *roles
-                    .entry(h.get(i).unwrap_or_default().to_owned())
-                    .or_default()
-                    .entry(r.to_owned())
-                    .or_default() += 1;
-            }
             calls
                 .entry(h.get(i).unwrap_or_default().to_owned())
                 .or_default()
@@ -128,8 +169,14 @@ pub fn load_traffic(
                     retry_after_s: ra.get(i),
                     elapsed_s: el.get(i).unwrap_or(0.0).max(0.0) / 1000.0,
                     synthetic: false,
+                    seq: (u64::from(src.get(i).unwrap_or(0)) << 40)
+                        | (id.get(i).unwrap_or(0) as u64 & ((1 << 40) - 1)),
                 });
         }
+    }
+    drop(events);
+    for v in calls.values_mut() {
+        v.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
     }
     let mut recorded: BTreeMap<String, Recorded> = BTreeMap::new();
     let mut open_spans: BTreeMap<String, Vec<Span>> = BTreeMap::new();
@@ -206,15 +253,7 @@ pub fn load_traffic(
     for (host, recorded_calls) in calls {
         let mut incs = incidents.remove(&host).unwrap_or_default();
         incs.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
-        // The busiest role's policy, as the advisor uses (ties: the first by name).
-        let role = roles.get(&host).and_then(|m| {
-            m.iter()
-                .fold(None::<(&String, u64)>, |best, (r, n)| match best {
-                    Some((_, b)) if b >= *n => best,
-                    _ => Some((r, *n)),
-                })
-                .map(|(r, _)| r.as_str())
-        });
+        let role = busiest.get(&host).map(String::as_str);
         let policy = ReplayPolicy::from_config(&config.policy(&host, role), config.rolling);
         // The recorded breaker's gaps: its open spans, and the Retry-After cooldowns it
         // honoured (capped by the configured cap).
@@ -234,7 +273,7 @@ pub fn load_traffic(
         let (k_in, n_in) = inside.get(&host).copied().unwrap_or((0, 0));
         let background =
             (failures - k_in).max(0) as f64 / (recorded_calls.len() as i64 - n_in).max(1) as f64;
-        let calls = fill_gaps(&recorded_calls, &gaps, &incs, background, rate);
+        let calls = fill_gaps(recorded_calls, &gaps, &incs, background, rate);
         hosts.push(HostTraffic {
             recorded: recorded.remove(&host).unwrap_or_default(),
             host,
@@ -281,7 +320,7 @@ fn prepare(args: &ReplayArgs) -> anyhow::Result<(PathBuf, PathBuf, Option<PathBu
     };
     match (&args.data, args.telemetry.is_empty()) {
         (Some(data), true) => {
-            let metrics = data.join("metrics");
+            let metrics = args.metrics.clone().unwrap_or_else(|| data.join("metrics"));
             if metrics.join("incidents.parquet").is_file() && args.now.is_none() {
                 return Ok((data.clone(), metrics, None));
             }

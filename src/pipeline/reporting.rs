@@ -208,8 +208,14 @@ pub fn report_into(
     let tr = scan_table(dataset, &crate::telemetry::schema::BREAKER_TRANSITIONS)?
         .filter(in_window().and(host_filter()))
         .filter(col("scope").eq(lit("host")).or(col("scope").is_null()))
-        .select([col("host"), col("ts"), col("new_state")])
-        .sort(["host", "ts"], Default::default())
+        .select([
+            col("host"),
+            col("ts"),
+            col("new_state"),
+            col("source"),
+            col("id"),
+        ])
+        .sort(["host", "ts", "source", "id"], Default::default())
         .collect();
     let tr = anyhow::Context::context(tr, "reading breaker transitions")?;
     let (trh, trt, trs) = (

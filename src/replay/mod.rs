@@ -89,6 +89,9 @@ pub struct Call {
     pub elapsed_s: f64,
     /// Made up to fill a gap the recorded breaker left (see the module docs).
     pub synthetic: bool,
+    /// Recorded order among calls at the same instant (source rank, then row id), so a
+    /// replay never depends on the order rows were read in.
+    pub seq: u64,
 }
 
 /// A time span, epoch seconds `[start, end)`.
@@ -313,13 +316,13 @@ pub fn replay(
 /// sum, starting at one half, emits a failure each time it passes a whole number).
 /// Returns all calls sorted by time. Deterministic.
 pub fn fill_gaps(
-    recorded: &[Call],
+    recorded: Vec<Call>,
     gaps: &[Span],
     incidents: &[Incident],
     background: f64,
     rate_per_s: f64,
 ) -> Vec<Call> {
-    let mut out: Vec<Call> = recorded.to_vec();
+    let mut out = recorded;
     if rate_per_s > 0.0 {
         let step = 1.0 / rate_per_s;
         let mut acc = 0.5;
@@ -341,12 +344,13 @@ pub fn fill_gaps(
                     retry_after_s: None,
                     elapsed_s: 0.0,
                     synthetic: true,
+                    seq: u64::MAX,
                 });
                 t += step;
             }
         }
     }
-    out.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+    out.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
     out
 }
 
@@ -374,6 +378,7 @@ mod tests {
             retry_after_s: None,
             elapsed_s: 0.0,
             synthetic: false,
+            seq: 0,
         }
     }
 
@@ -451,7 +456,7 @@ mod tests {
             start_s: 10.0,
             end_s: 30.0,
         }];
-        let all = fill_gaps(&[call(5.0, true)], &gaps, &incidents, 0.0, 0.5);
+        let all = fill_gaps(vec![call(5.0, true)], &gaps, &incidents, 0.0, 0.5);
         let synth: Vec<&Call> = all.iter().filter(|c| c.synthetic).collect();
         assert_eq!(synth.len(), 10, "one call every 2 s over 20 s");
         assert_eq!(synth[0].t_s, 11.0);
