@@ -520,3 +520,43 @@ fn replay_keeps_a_proposal_only_if_it_beats_the_current_settings() {
         plan.held
     );
 }
+
+#[test]
+fn replay_grid_points_inside_the_hysteresis_band_are_not_proposed() {
+    let mut h = host("a.example");
+    h.opens = 4;
+    h.retry_after_samples = 120;
+    h.retry_after_median_s = Some(80.0); // heuristic 60 -> 80; grid 64 (x0.8) is within 20%
+    // Anything beats the current 60 and shorter is better, but 64 is no change worth
+    // making: 80 is proposed.
+    let plan = plan_with_replay(
+        &h,
+        &FakeReplay(|p| {
+            if p.reset_timeout_s == 60.0 {
+                1000
+            } else {
+                p.reset_timeout_s as u64
+            }
+        }),
+    );
+    let c = &plan.breakers[0];
+    assert_eq!((c.from.as_f64(), c.to), (60.0, 80), "{c:?}");
+}
+
+#[test]
+fn no_slow_down_below_the_floor() {
+    let mut h = host("a.example");
+    h.roles[0].e429 = 10_000;
+    // 10/SECOND of a first-recorded 40/SECOND: 0.25, below the floor of 0.3.
+    let below = RATES.replace(
+        "[\"50/SECOND\", \"10000/HOUR\"]",
+        "[\"10/SECOND\", \"2000/HOUR\"]",
+    );
+    let mut base = RateBaselines::new();
+    base.entry("a.example".into()).or_default().insert(
+        "metadata".into(),
+        vec!["40/SECOND".into(), "8000/HOUR".into()],
+    );
+    let plan = plan_with(&[h], &AdviseSettings::default(), &base, &below);
+    assert!(plan.rates.is_empty(), "{:?}", plan.rates);
+}

@@ -327,7 +327,6 @@ fn rates_patch_keeps_form_and_matches_hosts_by_normalised_name() {
     let sec = RatelimitsSection {
         file: "ratelimits.yaml".into(),
         base_sha256: sha256_hex(text.as_bytes()),
-        baselines: Default::default(),
         changes: vec![
             rc("api.crossref.org", ["40/SECOND", "8000/HOUR"]),
             rc("new.example", ["8/SECOND", "4000/HOUR"]),
@@ -385,7 +384,6 @@ fn the_real_ratelimits_file_changes_only_the_edited_rates() {
     let sec = RatelimitsSection {
         file: "ratelimits.yaml".into(),
         base_sha256: sha256_hex(text.as_bytes()),
-        baselines: Default::default(),
         changes: vec![
             rc("export.arxiv.org", "metadata", arxiv),
             rc(

@@ -253,6 +253,7 @@ fn push_cooldowns_dry_runs_then_sets_and_never_shortens() {
     let store = tmp.path().join("cooldowns.sqlite");
     let spec = format!("sqlite:{}", store.display());
     // The window ends inside europepmc.org's 429 incident (13:57-14:55 UTC): ongoing.
+    // Its median Retry-After is 80 s, below its reset timeout (90 s): 90 s it is.
     let now = "2025-11-25T14:30:00Z";
     let a = run_job(
         &out,
@@ -263,7 +264,7 @@ fn push_cooldowns_dry_runs_then_sets_and_never_shortens() {
     .success();
     let stdout = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
     assert!(
-        stdout.contains("would set europepmc.org until 2025-11-25T14:31:20Z"),
+        stdout.contains("would set europepmc.org until 2025-11-25T14:31:30Z"),
         "{stdout}"
     );
     assert!(!store.exists(), "no --yes, no store written");

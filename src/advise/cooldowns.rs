@@ -30,8 +30,8 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// The expected recovery of every host whose latest incident is ongoing at
 /// `window_end_s`: the median Retry-After inside the incident when the host sent one;
 /// else the incident's start plus the typical length of the host's ended incidents (of
-/// the fleet's ended incidents of that kind when the host has none), but at least one
-/// reset timeout from the window end; else one reset timeout. Always capped by the
+/// the fleet's ended incidents of that kind when the host has none); else one reset
+/// timeout. Always at least one reset timeout from the window end, and capped by the
 /// host's `retry_after_cap_s`.
 pub fn incident_cooldowns(
     hosts: &[HostEvidence],
@@ -87,7 +87,11 @@ pub fn incident_cooldowns(
                 "no typical incident length yet: one reset timeout".to_owned(),
             )
         };
-        let capped = secs.min(policy.retry_after_cap_s);
+        // At least one reset timeout (the breaker would block that long anyway), and
+        // never past the host's Retry-After cap.
+        let capped = secs
+            .max(policy.reset_timeout_s)
+            .min(policy.retry_after_cap_s);
         let basis = if capped < secs {
             format!("{basis}; capped at {:.0} s", policy.retry_after_cap_s)
         } else {

@@ -332,8 +332,8 @@ fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, p
 /// within the clamps and one step of the current value, are replayed on the window's traffic. The
 /// objective is `Figures::cost`: calls blocked while the host was healthy plus failed
 /// calls let through during incidents. The best grid point (ties: the heuristic
-/// proposal) replaces the proposal if it costs less than the current settings; else the
-/// breaker proposals are dropped and the host is held with both costs.
+/// proposal) replaces the proposal if it costs less than the current settings; else all
+/// the host's breaker proposals are dropped and the host is held with both costs.
 fn replay_gate(
     h: &HostEvidence,
     proposals: Vec<Proposal>,
@@ -372,8 +372,13 @@ fn replay_gate(
             let mut v: Vec<f64> = [p, (p * 0.8).round(), (p * 1.25).round()]
                 .into_iter()
                 .map(|x| x.clamp(lo, hi).round())
+                // Points inside the hysteresis band are not changes.
+                .filter(|x| (x - cur_reset).abs() > s.reset_band * cur_reset)
                 .collect();
             v.dedup();
+            if v.is_empty() {
+                v.push(cur_reset);
+            }
             v
         }
         None => vec![cur_reset],
@@ -421,7 +426,8 @@ fn replay_gate(
                 summary(&bf)
             ),
         });
-        return proposals.into_iter().filter(|p| !gridded(p.key)).collect();
+        // Every breaker change of the host goes: they were proposed together.
+        return Vec::new();
     }
     let mut out = Vec::new();
     for mut p in proposals {
@@ -754,7 +760,10 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
         let m_cur = round3(c0.per_second() / b0.per_second());
         let lo = wilson_lower(r.e429 as f64, r.calls_net as f64);
         let hi = wilson_upper(r.e429 as f64, r.calls_net as f64);
-        let (wanted, reason) = if lo > a.high_429_ratio {
+        let (wanted, reason) = if lo > a.high_429_ratio && m_cur <= a.min_multiplier {
+            // Already at the floor: nothing lower to propose.
+            continue;
+        } else if lo > a.high_429_ratio {
             (
                 (m_cur * (1.0 - a.decrease_step_pct / 100.0)).max(a.min_multiplier),
                 format!(

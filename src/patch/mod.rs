@@ -64,10 +64,6 @@ pub struct BreakersSection {
 pub struct RatelimitsSection {
     pub file: String,
     pub base_sha256: String,
-    /// Rates first recorded per host and role: the reference of every multiplier,
-    /// carried from patch to patch.
-    #[serde(default)]
-    pub baselines: RateBaselines,
     pub changes: Vec<RateChange>,
 }
 
@@ -85,6 +81,10 @@ pub struct PatchFile {
     pub breakers: BreakersSection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratelimits: Option<RatelimitsSection>,
+    /// Rates first recorded per host and role: the reference of every multiplier,
+    /// carried from patch to patch (also by runs without ratelimits.yaml).
+    #[serde(default)]
+    pub baselines: RateBaselines,
     /// Hosts left alone, and why.
     #[serde(default)]
     pub held: Vec<Held>,
@@ -133,9 +133,9 @@ impl PatchFile {
             ratelimits: ratelimits.map(|r| RatelimitsSection {
                 file: file_name(r.path),
                 base_sha256: sha256_hex(r.text.as_bytes()),
-                baselines: plan.baselines.clone(),
                 changes: plan.rates.clone(),
             }),
+            baselines: plan.baselines.clone(),
             held: plan.held.clone(),
         };
         if let Some(prev) = previous {
@@ -340,6 +340,43 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), PatchError> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io)
+}
+
+/// Writes several files through temporary siblings: every temporary file is written
+/// and synced before the first rename, so a failure while writing leaves all the
+/// targets as they were.
+pub fn write_all_atomic(files: &[(&Path, &str)]) -> Result<(), PatchError> {
+    let mut staged: Vec<(PathBuf, &Path)> = Vec::new();
+    let result = (|| {
+        for (path, text) in files {
+            let tmp = crate::telemetry::manifest::tmp_sibling(path);
+            staged.push((tmp.clone(), path));
+            let io = |source| PatchError::Io {
+                path: path.to_path_buf(),
+                source,
+            };
+            std::fs::write(&tmp, text).map_err(io)?;
+            if let Ok(meta) = std::fs::metadata(path) {
+                std::fs::set_permissions(&tmp, meta.permissions()).map_err(io)?;
+            }
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+        }
+        for (tmp, path) in &staged {
+            std::fs::rename(tmp, path).map_err(|source| PatchError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for (tmp, _) in &staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+    result
 }
 
 /// A unified diff of two texts, labelled with the file name (empty when equal).

@@ -12,7 +12,7 @@ use crate::config::BreakerConfig;
 use crate::config::rates::RateLimits;
 use crate::patch::{
     Applied, ConfigText, PatchFile, PatchWindow, apply_breakers, apply_ratelimits, sha256_hex,
-    unified_diff, write_atomic,
+    unified_diff, write_all_atomic, write_atomic,
 };
 
 /// Exit code of `run --check` when changes are proposed.
@@ -103,10 +103,7 @@ pub fn advise_from(
         }
         None => (None, None),
     };
-    let baselines = previous
-        .and_then(|p| p.ratelimits.as_ref())
-        .map(|r| r.baselines.clone())
-        .unwrap_or_default();
+    let baselines = previous.map(|p| p.baselines.clone()).unwrap_or_default();
     // With the dataset at hand, breaker proposals must win a replay of the window.
     let traffic = dataset
         .map(|d| super::replaying::load_traffic(d, metrics, &cfg, None))
@@ -290,6 +287,7 @@ pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<u8> {
         args.ratelimits.as_deref().zip(rl_text.as_deref()),
     )?;
     let mut stdout = std::io::stdout().lock();
+    let mut writes: Vec<(&Path, &str)> = Vec::new();
     for (applied, path, before) in [
         (
             &edits.breakers,
@@ -314,9 +312,20 @@ pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<u8> {
                 )?;
                 continue;
             }
-            write_atomic(path, after)?;
+            writes.push((path, after));
         }
-        writeln!(stdout, "{}: {}", path.display(), describe(applied))?;
+    }
+    // Both files or neither.
+    write_all_atomic(&writes)?;
+    if !args.dry_run {
+        for (applied, path) in [
+            (&edits.breakers, Some(args.config.as_path())),
+            (&edits.ratelimits, args.ratelimits.as_deref()),
+        ] {
+            if let Some(path) = path {
+                writeln!(stdout, "{}: {}", path.display(), describe(applied))?;
+            }
+        }
     }
     Ok(0)
 }
@@ -452,13 +461,17 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
     std::fs::create_dir_all(&proposed)
         .with_context(|| format!("creating {}", proposed.display()))?;
     let mut diff = String::new();
-    for (applied, path, before) in [
+    // Fixed names in proposed/, whatever the inputs are called; the diff names the
+    // real paths.
+    for (name, applied, path, before) in [
         (
+            "breakers.yaml",
             &edits.breakers,
             Some(config.as_path()),
             Some(advice.breakers_text.as_str()),
         ),
         (
+            "ratelimits.yaml",
             &edits.ratelimits,
             ratelimits.as_deref(),
             advice.ratelimits_text.as_deref(),
@@ -471,24 +484,11 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
             Applied::Changed(t) => t.as_str(),
             _ => before,
         };
-        let name = path.file_name().map_or_else(
-            || "config.yaml".into(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        write_atomic(&proposed.join(&name), after)?;
-        diff.push_str(&unified_diff(&name, before, after));
+        write_atomic(&proposed.join(name), after)?;
+        diff.push_str(&unified_diff(&path.display().to_string(), before, after));
     }
     write_atomic(&out.join("changes.diff"), &diff)?;
-    write_atomic(&patch_path, &advice.patch.to_yaml())?;
     write_plan(&mut stdout, &advice.patch)?;
-    writeln!(
-        stdout,
-        "patch: {} (v{}), proposed files in {}, diff in {}",
-        patch_path.display(),
-        advice.patch.patch_version,
-        proposed.display(),
-        out.join("changes.diff").display()
-    )?;
 
     // 6. report
     super::reporting::report_into(
@@ -505,16 +505,32 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
         out.join("report.md").display(),
         out.join("report.html").display()
     )?;
+    // The patch file last: it carries the version and baselines the next run builds on,
+    // so it is only replaced once everything else of this run is written.
+    write_atomic(&patch_path, &advice.patch.to_yaml())?;
+    writeln!(
+        stdout,
+        "patch: {} (v{}), proposed files in {}, diff in {}",
+        patch_path.display(),
+        advice.patch.patch_version,
+        proposed.display(),
+        out.join("changes.diff").display()
+    )?;
 
     if args.write {
+        let mut writes: Vec<(&Path, &str)> = Vec::new();
         for (applied, path) in [
             (&edits.breakers, Some(config.as_path())),
             (&edits.ratelimits, ratelimits.as_deref()),
         ] {
             if let (Applied::Changed(t), Some(path)) = (applied, path) {
-                write_atomic(path, t)?;
-                writeln!(stdout, "wrote {}", path.display())?;
+                writes.push((path, t.as_str()));
             }
+        }
+        // Both files or neither.
+        write_all_atomic(&writes)?;
+        for (path, _) in &writes {
+            writeln!(stdout, "wrote {}", path.display())?;
         }
     }
     if args.push_cooldowns {
@@ -552,11 +568,6 @@ fn push_cooldowns(
         None => super::wall_clock_now(),
     };
     let proposals = incident_cooldowns(&advice.evidence, &advice.config, window_end_s);
-    let spec = super::resolve_store(
-        args.store.as_deref(),
-        args.key_prefix.as_deref(),
-        args.settings.as_deref(),
-    )?;
     if proposals.is_empty() {
         writeln!(
             out,
@@ -564,8 +575,19 @@ fn push_cooldowns(
         )?;
         return Ok(());
     }
-    let mut store = if args.yes { Some(spec.open()?) } else { None };
-    let target = spec.redacted();
+    // The store is needed (and must be reachable) only to write; a dry run names it
+    // when one is configured.
+    let spec = super::resolve_store(
+        args.store.as_deref(),
+        args.key_prefix.as_deref(),
+        args.settings.as_deref(),
+    );
+    let (mut store, target) = match (spec, args.yes) {
+        (Ok(spec), true) => (Some(spec.open()?), spec.redacted()),
+        (Err(e), true) => return Err(e),
+        (Ok(spec), false) => (None, spec.redacted()),
+        (Err(_), false) => (None, "the cooldown store".to_owned()),
+    };
     for p in &proposals {
         let until = format_utc(p.until_wall);
         if p.until_wall <= now {

@@ -186,6 +186,7 @@ pub fn load_traffic(
         let old = transitions.column("old_state")?.str()?;
         let new = transitions.column("new_state")?.str()?;
         let reset = transitions.column("reset_timeout_s")?.f64()?;
+        let src = transitions.column("source")?.str()?;
         for i in 0..transitions.height() {
             let host = h.get(i).unwrap_or_default().to_owned();
             let r = recorded.entry(host.clone()).or_default();
@@ -201,11 +202,11 @@ pub fn load_traffic(
                 let reset_s = reset
                     .get(i)
                     .unwrap_or_else(|| config.policy(&host, None).reset_timeout_s);
-                let next = if i + 1 < transitions.height() && h.get(i + 1) == h.get(i) {
-                    us_to_s(t.get(i + 1))
-                } else {
-                    we
-                };
+                // The next transition of the same breaker: same host, same machine.
+                let next = (i + 1..transitions.height())
+                    .take_while(|&j| h.get(j) == h.get(i))
+                    .find(|&j| src.get(j) == src.get(i))
+                    .map_or(we, |j| us_to_s(t.get(j)));
                 let end = next.min(start + reset_s);
                 open_spans.entry(host.clone()).or_default().push(Span {
                     start_s: start,
@@ -221,7 +222,6 @@ pub fn load_traffic(
         }
     }
     let mut incidents: BTreeMap<String, Vec<Incident>> = BTreeMap::new();
-    let mut inside: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     {
         let h = incidents_df.column("host")?.str()?;
         let start = incidents_df
@@ -233,26 +233,65 @@ pub fn load_traffic(
             .as_materialized_series()
             .cast(&DataType::Int64)?;
         let (start, end) = (start.i64()?, end.i64()?);
-        let rate = incidents_df.column("level_during")?.f64()?;
-        let k = incidents_df.column("failures")?.i64()?;
-        let n = incidents_df.column("calls")?.i64()?;
         for i in 0..incidents_df.height() {
-            let host = h.get(i).unwrap_or_default().to_owned();
-            incidents.entry(host.clone()).or_default().push(Incident {
-                start_s: us_to_s(start.get(i)),
-                end_s: us_to_s(end.get(i)),
-                rate: rate.get(i).unwrap_or(0.0),
-            });
-            let e = inside.entry(host).or_default();
-            e.0 += k.get(i).unwrap_or(0);
-            e.1 += n.get(i).unwrap_or(0);
+            incidents
+                .entry(h.get(i).unwrap_or_default().to_owned())
+                .or_default()
+                .push(Incident {
+                    start_s: us_to_s(start.get(i)),
+                    end_s: us_to_s(end.get(i)),
+                    rate: 0.0,
+                });
         }
     }
 
     let mut hosts = Vec::new();
     for (host, recorded_calls) in calls {
-        let mut incs = incidents.remove(&host).unwrap_or_default();
-        incs.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
+        // Incidents of different kinds may overlap: health is their union, and each
+        // merged span's failure rate is measured on the recorded calls inside it (all
+        // breaker failures, not one kind's); the background rate on the calls outside.
+        let spans = merge_spans(
+            incidents
+                .remove(&host)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| Span {
+                    start_s: i.start_s,
+                    end_s: i.end_s,
+                })
+                .collect(),
+        );
+        let mut inside = vec![(0u64, 0u64); spans.len()];
+        let (mut out_k, mut out_n) = (0u64, 0u64);
+        for c in &recorded_calls {
+            match spans
+                .iter()
+                .position(|sp| sp.start_s <= c.t_s && c.t_s < sp.end_s)
+            {
+                Some(j) => {
+                    inside[j].0 += u64::from(c.failure);
+                    inside[j].1 += 1;
+                }
+                None => {
+                    out_k += u64::from(c.failure);
+                    out_n += 1;
+                }
+            }
+        }
+        let background = out_k as f64 / out_n.max(1) as f64;
+        let incs: Vec<Incident> = spans
+            .iter()
+            .zip(&inside)
+            .map(|(sp, (k, n))| Incident {
+                start_s: sp.start_s,
+                end_s: sp.end_s,
+                rate: if *n > 0 {
+                    *k as f64 / *n as f64
+                } else {
+                    background
+                },
+            })
+            .collect();
         let role = busiest.get(&host).map(String::as_str);
         let policy = ReplayPolicy::from_config(&config.policy(&host, role), config.rolling);
         // The recorded breaker's gaps: its open spans, and the Retry-After cooldowns it
@@ -268,11 +307,11 @@ pub fn load_traffic(
         }
         let gaps = merge_spans(gaps);
         let gap_s: f64 = gaps.iter().map(|g| g.end_s - g.start_s).sum();
-        let rate = recorded_calls.len() as f64 / ((we - ws) - gap_s).max(1.0);
-        let failures = recorded_calls.iter().filter(|c| c.failure).count() as i64;
-        let (k_in, n_in) = inside.get(&host).copied().unwrap_or((0, 0));
-        let background =
-            (failures - k_in).max(0) as f64 / (recorded_calls.len() as i64 - n_in).max(1) as f64;
+        // The host's call rate while it was not blocked, measured over at least a tenth
+        // of the window: a host blocked nearly all day would otherwise get an absurd
+        // rate (its few probes over a few seconds) and millions of synthetic calls.
+        let open_time = ((we - ws) - gap_s).max(0.1 * (we - ws)).max(1.0);
+        let rate = recorded_calls.len() as f64 / open_time;
         let calls = fill_gaps(recorded_calls, &gaps, &incs, background, rate);
         hosts.push(HostTraffic {
             recorded: recorded.remove(&host).unwrap_or_default(),

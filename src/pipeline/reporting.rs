@@ -246,7 +246,24 @@ pub fn report_into(
                 .find(|e| &e.host == h)
                 .and_then(|e| e.dominant_role());
             let p = config.policy(h, role);
-            (h.clone(), (p.fail_max, p.reset_timeout_s))
+            // The values the patch was made against (its `from`), else the config's:
+            // after `run --write` the config already holds the proposed values.
+            let from = |key: crate::config::edit::BreakerKey| {
+                patch
+                    .breakers
+                    .changes
+                    .iter()
+                    .find(|c| &c.host == h && c.role.is_none() && c.key == key)
+                    .map(|c| c.from.as_f64())
+            };
+            (
+                h.clone(),
+                (
+                    from(crate::config::edit::BreakerKey::FailMax).map_or(p.fail_max, |v| v as i64),
+                    from(crate::config::edit::BreakerKey::ResetTimeoutS)
+                        .unwrap_or(p.reset_timeout_s),
+                ),
+            )
         })
         .collect();
     let manifest = crate::telemetry::manifest::Manifest::load(dataset)?;
