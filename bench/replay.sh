@@ -15,17 +15,7 @@ if [ ! -f "$sim/telemetry.sqlite" ]; then
   "$bin" -q simulate --out "$sim" --hosts 40 --rps 3 --hours 24 --seed 7 > /dev/null
 fi
 # breakers.yaml with the policy each simulated host ran with.
-python3 - "$sim/ground_truth.json" "$work/breakers.yaml" <<'PY'
-import json, sys
-gt = json.load(open(sys.argv[1]))
-lines = ["defaults:", "  fail_max: 5", "  reset_timeout_s: 60", "hosts:"]
-for h in gt["hosts"]:
-    p = h["policy"]
-    lines.append(f"  {h['host']}:")
-    for k in ("fail_max", "reset_timeout_s", "success_threshold", "trial_calls", "retry_after_cap_s"):
-        lines.append(f"    {k}: {p[k]}")
-open(sys.argv[2], "w").write("\n".join(lines) + "\n")
-PY
+python3 bench/config_from_ground_truth.py "$sim/ground_truth.json" "$work/breakers.yaml"
 
 measure() { # label command...
   local label=$1; shift

@@ -13,17 +13,7 @@ for k in 1 2 4; do
   if [ ! -f "$sim/telemetry.sqlite" ]; then
     "$bin" -q simulate --out "$sim" --hosts 40 --rps $((3 * k)) --hours 24 --seed 7 > /dev/null
   fi
-  python3 - "$sim/ground_truth.json" "$sim/breakers.yaml" <<'PY'
-import json, sys
-gt = json.load(open(sys.argv[1]))
-lines = ["defaults:", "  fail_max: 5", "  reset_timeout_s: 60", "hosts:"]
-for h in gt["hosts"]:
-    p = h["policy"]
-    lines.append(f"  {h['host']}:")
-    for key in ("fail_max", "reset_timeout_s", "success_threshold", "trial_calls", "retry_after_cap_s"):
-        lines.append(f"    {key}: {p[key]}")
-open(sys.argv[2], "w").write("\n".join(lines) + "\n")
-PY
+  python3 bench/config_from_ground_truth.py "$sim/ground_truth.json" "$sim/breakers.yaml"
   rows=$(sqlite3 "$sim/telemetry.sqlite" 'SELECT count(*) FROM http_events')
   rm -rf "$sim/out"
   t0=$(date +%s.%N)

@@ -131,6 +131,21 @@ fn change(host: &str, role: Option<&str>, key: BreakerKey, from: i64, to: i64) -
     }
 }
 
+/// A rates change to `to` (the other fields do not matter to `apply`).
+fn rate_change(host: &str, role: &str, to: Vec<String>) -> RateChange {
+    RateChange {
+        host: host.into(),
+        role: role.into(),
+        from: vec![],
+        to,
+        multiplier_from: Num::Int(1),
+        multiplier_to: Num::Float(0.8),
+        base: vec![],
+        reason: "test".into(),
+        evidence: Default::default(),
+    }
+}
+
 fn section(text: &str, changes: Vec<BreakerChange>) -> BreakersSection {
     BreakersSection {
         file: "breakers.yaml".into(),
@@ -313,17 +328,8 @@ fn a_stale_patch_is_refused_and_a_second_apply_changes_nothing() {
 #[test]
 fn rates_patch_keeps_form_and_matches_hosts_by_normalised_name() {
     let text = "defaults:\n  metadata:\n    rates:\n      - \"10/SECOND\"\n      - \"5000/HOUR\"\nhosts:\n  # Crossref\n  API.Crossref.org:\n    metadata:\n      rates: [\"50/SECOND\", \"10000/HOUR\"] # agreed with them\n";
-    let rc = |host: &str, to: [&str; 2]| RateChange {
-        host: host.into(),
-        role: "metadata".into(),
-        from: vec![],
-        to: to.iter().map(|s| s.to_string()).collect(),
-        multiplier_from: Num::Int(1),
-        multiplier_to: Num::Float(0.8),
-        base: vec![],
-        reason: "test".into(),
-        evidence: Default::default(),
-    };
+    let rc =
+        |host: &str, to: [&str; 2]| rate_change(host, "metadata", to.map(String::from).to_vec());
     let sec = RatelimitsSection {
         file: "ratelimits.yaml".into(),
         base_sha256: sha256_hex(text.as_bytes()),
@@ -370,17 +376,7 @@ fn the_real_ratelimits_file_changes_only_the_edited_rates() {
         })
         .collect();
     assert_eq!(arxiv, ["16/MINUTE", "800/DAY"]);
-    let rc = |host: &str, role: &str, to: Vec<String>| RateChange {
-        host: host.into(),
-        role: role.into(),
-        from: vec![],
-        to,
-        multiplier_from: Num::Int(1),
-        multiplier_to: Num::Float(0.8),
-        base: vec![],
-        reason: "test".into(),
-        evidence: Default::default(),
-    };
+    let rc = rate_change;
     let sec = RatelimitsSection {
         file: "ratelimits.yaml".into(),
         base_sha256: sha256_hex(text.as_bytes()),

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use polars::prelude::*;
 
+use crate::metrics::columns::{floats, ints, micros, strings};
+
 /// Call counts of one request role of a host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoleEvidence {
@@ -57,41 +59,6 @@ impl HostEvidence {
             })
             .map(|r| r.role.as_str())
     }
-}
-
-fn ints(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<i64>>> {
-    let s = df
-        .column(name)?
-        .as_materialized_series()
-        .cast(&DataType::Int64)?;
-    Ok(s.i64()?.iter().collect())
-}
-
-fn floats(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<f64>>> {
-    let s = df
-        .column(name)?
-        .as_materialized_series()
-        .cast(&DataType::Float64)?;
-    Ok(s.f64()?.iter().collect())
-}
-
-fn strings(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
-    Ok(df
-        .column(name)?
-        .str()?
-        .iter()
-        .map(|v| v.unwrap_or_default().to_owned())
-        .collect())
-}
-
-/// Timestamps as epoch microseconds.
-fn micros(df: &DataFrame, name: &str) -> PolarsResult<Vec<i64>> {
-    let s = df
-        .column(name)?
-        .as_materialized_series()
-        .cast(&DataType::Datetime(TimeUnit::Microseconds, None))?
-        .cast(&DataType::Int64)?;
-    Ok(s.i64()?.iter().map(Option::unwrap_or_default).collect())
 }
 
 /// Builds the evidence of every host in `host_summary`, in its (host) order.

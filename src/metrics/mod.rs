@@ -13,6 +13,7 @@
 //!   in (ts, source, id) order; quantiles of burst lengths are nearest-rank (the value
 //!   at rank ceil(q * n) of the sorted lengths: exact, no interpolation).
 
+pub mod columns;
 pub mod stats;
 
 use std::collections::BTreeMap;

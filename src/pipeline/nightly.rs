@@ -388,11 +388,8 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
     let export = crate::telemetry::export(
         &telemetry,
         &crate::telemetry::ExportOptions {
-            out: dataset.clone(),
-            batch_rows: 131_072,
-            busy_timeout: std::time::Duration::from_millis(5_000),
-            replace_changed: false,
             progress: false,
+            ..crate::telemetry::ExportOptions::new(&dataset)
         },
     )?;
     let failed: Vec<_> = export.failed().map(|s| s.source.as_str()).collect();

@@ -372,11 +372,8 @@ fn prepare(args: &ReplayArgs) -> anyhow::Result<(PathBuf, PathBuf, Option<PathBu
             let summary = crate::telemetry::export(
                 &args.telemetry,
                 &crate::telemetry::ExportOptions {
-                    out: dataset.clone(),
-                    batch_rows: 131_072,
-                    busy_timeout: std::time::Duration::from_millis(5_000),
-                    replace_changed: false,
                     progress: false,
+                    ..crate::telemetry::ExportOptions::new(&dataset)
                 },
             )?;
             if let Some(f) = summary.failed().next() {

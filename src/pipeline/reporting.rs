@@ -12,45 +12,14 @@ use super::{InputError, read_parquet, scan_table};
 use crate::advise::evidence;
 use crate::cli::ReportArgs;
 use crate::config::BreakerConfig;
+use crate::metrics::columns::{
+    floats as col_f64, ints as col_i64, micros as col_us, strings as col_str,
+};
 use crate::patch::{PatchFile, write_atomic};
 use crate::report::{HostLine, IncidentLine, Report, ReportInput, html, markdown};
 
 /// Environment variable of GitHub Actions' job summary; the Markdown is appended to it.
 pub const STEP_SUMMARY_ENV: &str = "GITHUB_STEP_SUMMARY";
-
-fn col_i64(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<i64>>> {
-    let s = df
-        .column(name)?
-        .as_materialized_series()
-        .cast(&DataType::Int64)?;
-    Ok(s.i64()?.iter().collect())
-}
-
-fn col_f64(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<f64>>> {
-    let s = df
-        .column(name)?
-        .as_materialized_series()
-        .cast(&DataType::Float64)?;
-    Ok(s.f64()?.iter().collect())
-}
-
-fn col_str(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
-    Ok(df
-        .column(name)?
-        .str()?
-        .iter()
-        .map(|v| v.unwrap_or_default().to_owned())
-        .collect())
-}
-
-fn col_us(df: &DataFrame, name: &str) -> PolarsResult<Vec<i64>> {
-    let s = df
-        .column(name)?
-        .as_materialized_series()
-        .cast(&DataType::Datetime(TimeUnit::Microseconds, None))?
-        .cast(&DataType::Int64)?;
-    Ok(s.i64()?.iter().map(Option::unwrap_or_default).collect())
-}
 
 pub fn window_of(metrics: &Path) -> anyhow::Result<(i64, i64)> {
     let meta: BTreeMap<String, String> =
