@@ -574,7 +574,7 @@ fn push_cooldowns(
     }
     // The store is needed (and must be reachable) only to write; a dry run names it
     // when one is configured.
-    let spec = super::resolve_store(
+    let spec = super::cooldowns::resolve_store(
         args.store.as_deref(),
         args.key_prefix.as_deref(),
         args.settings.as_deref(),
