@@ -306,7 +306,7 @@ fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, p
             && let Some(hc) = cfg.hosts.get(&h.host)
         {
             for (r, o) in &hc.roles {
-                if let Some(v) = override_value(o, p.key) {
+                if let Some(v) = o.get(p.key) {
                     p.reason.push_str(&format!(
                         "; roles.{r} keeps its own {} ({})",
                         p.key.name(),
@@ -463,16 +463,6 @@ fn replay_gate(
         out.push(p);
     }
     out
-}
-
-fn override_value(o: &crate::config::PolicyOverride, key: BreakerKey) -> Option<f64> {
-    match key {
-        BreakerKey::FailMax => o.fail_max.map(|v| v as f64),
-        BreakerKey::ResetTimeoutS => o.reset_timeout_s,
-        BreakerKey::RetryAfterCapS => o.retry_after_cap_s,
-        BreakerKey::SuccessThreshold => o.success_threshold.map(|v| v as f64),
-        BreakerKey::TrialCalls => o.trial_calls.map(|v| v as f64),
-    }
 }
 
 /// Rule 2: `fail_max` above the background bursts (bursts outside incidents, so noise

@@ -244,13 +244,10 @@ pub(super) fn changed_paths(
     after: &str,
     path: &Path,
 ) -> Result<Vec<Vec<String>>, ConfigError> {
-    let parse = |t: &str| -> Result<Value, ConfigError> {
-        yaml_serde::from_str(t).map_err(|e| ConfigError::Yaml {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })
-    };
-    let (a, b) = (parse(before)?, parse(after)?);
+    let (a, b) = (
+        super::parse_yaml(before, path)?,
+        super::parse_yaml(after, path)?,
+    );
     let mut changed = Vec::new();
     diff(&a, &b, &mut Vec::new(), &mut changed);
     Ok(changed)

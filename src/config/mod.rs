@@ -69,6 +69,18 @@ impl Default for Policy {
 }
 
 impl PolicyOverride {
+    /// The value this level sets for `key`, if any.
+    pub fn get(&self, key: edit::BreakerKey) -> Option<f64> {
+        use edit::BreakerKey::*;
+        match key {
+            FailMax => self.fail_max.map(|v| v as f64),
+            ResetTimeoutS => self.reset_timeout_s,
+            RetryAfterCapS => self.retry_after_cap_s,
+            SuccessThreshold => self.success_threshold.map(|v| v as f64),
+            TrialCalls => self.trial_calls.map(|v| v as f64),
+        }
+    }
+
     fn apply(&self, p: &mut Policy) {
         if let Some(v) = self.fail_max {
             p.fail_max = v;
@@ -123,21 +135,30 @@ pub struct BreakerConfig {
     pub rolling: Option<crate::replay::Rolling>,
 }
 
+/// Reads a config file's text; errors name the file.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Parses YAML text into a value; errors name the file.
+pub(crate) fn parse_yaml(text: &str, path: &Path) -> Result<Value, ConfigError> {
+    yaml_serde::from_str(text).map_err(|e| ConfigError::Yaml {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
 impl BreakerConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_file(path)?, path)
     }
 
     /// Parses the text of a breakers.yaml; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let doc: Value = yaml_serde::from_str(text).map_err(|e| ConfigError::Yaml {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
+        let doc = parse_yaml(text, path)?;
         let invalid = |key: &str, detail: String| ConfigError::Invalid {
             path: path.to_owned(),
             key: key.to_owned(),

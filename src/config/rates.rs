@@ -130,11 +130,7 @@ pub struct RateLimits {
 
 impl RateLimits {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&super::read_file(path)?, path)
     }
 
     /// Parses a ratelimits.yaml; every rate string must parse (errors name the key).
@@ -144,10 +140,7 @@ impl RateLimits {
             key: key.to_owned(),
             detail,
         };
-        let doc: Value = yaml_serde::from_str(text).map_err(|e| ConfigError::Yaml {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
+        let doc = super::parse_yaml(text, path)?;
         let mut out = RateLimits::default();
         let roles = |v: &Value, at: &str| -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
             let mut m = BTreeMap::new();

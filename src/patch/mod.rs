@@ -236,17 +236,7 @@ fn holds(cfg: &BreakerConfig, c: &BreakerChange) -> bool {
         None => Some(&hc.policy),
         Some(r) => hc.roles.get(r),
     };
-    o.is_some_and(|o| {
-        use crate::config::edit::BreakerKey::*;
-        let v = match c.key {
-            FailMax => o.fail_max.map(|v| v as f64),
-            ResetTimeoutS => o.reset_timeout_s,
-            RetryAfterCapS => o.retry_after_cap_s,
-            SuccessThreshold => o.success_threshold.map(|v| v as f64),
-            TrialCalls => o.trial_calls.map(|v| v as f64),
-        };
-        v == Some(c.to as f64)
-    })
+    o.is_some_and(|o| o.get(c.key) == Some(c.to as f64))
 }
 
 /// Applies the breakers section to the text of `path`. The edited text is re-read: it

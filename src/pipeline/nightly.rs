@@ -36,10 +36,6 @@ pub struct Advice {
     pub ratelimits_text: Option<String>,
 }
 
-fn read_text(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| InputError(format!("{}: {e}", path.display())).into())
-}
-
 /// Stage 4: reads the metrics and incidents in `metrics`, the current config files and
 /// the previous patch, and returns the plan and its patch file.
 pub fn advise_from(
@@ -93,11 +89,11 @@ pub fn advise_from(
     let evidence = evidence::gather(&tables[0], &tables[1], &tables[2], &tables[3], hours)
         .with_context(|| format!("reading the metrics in {}", metrics.display()))?;
 
-    let breakers_text = read_text(config)?;
+    let breakers_text = crate::config::read_file(config)?;
     let cfg = BreakerConfig::parse(&breakers_text, config)?;
     let (ratelimits_text, rl) = match ratelimits {
         Some(p) => {
-            let t = read_text(p)?;
+            let t = crate::config::read_file(p)?;
             let rl = RateLimits::parse(&t, p)?;
             (Some(t), Some(rl))
         }
@@ -277,8 +273,12 @@ fn describe(a: &Applied) -> &'static str {
 
 pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<u8> {
     let patch = PatchFile::load(&args.patch)?;
-    let breakers_text = read_text(&args.config)?;
-    let rl_text = args.ratelimits.as_deref().map(read_text).transpose()?;
+    let breakers_text = crate::config::read_file(&args.config)?;
+    let rl_text = args
+        .ratelimits
+        .as_deref()
+        .map(crate::config::read_file)
+        .transpose()?;
     let edits = compute_edits(
         &patch,
         &args.patch,
