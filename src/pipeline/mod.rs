@@ -325,10 +325,7 @@ pub fn analyze_into(
     use crate::metrics::analyze;
     use crate::telemetry::schema::{BREAKER_TRANSITIONS, HTTP_EVENTS};
 
-    if !data
-        .join(crate::telemetry::manifest::MANIFEST_FILE)
-        .is_file()
-    {
+    if !is_dataset(data) {
         bail!(InputError(format!(
             "{}: not a dataset written by `export` (no {})",
             data.display(),
@@ -409,36 +406,18 @@ fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
     use crate::detect::DetectOptions;
     // Flags, then the settings file's `detect:` section, then the built-in defaults.
     let file_settings = crate::settings::load(args.settings.as_deref())?.detect;
-    let defaults = DetectOptions::default();
+    let base = detect_options(&file_settings);
     let opts = DetectOptions {
-        detector: args
-            .detector
-            .or(file_settings.detector)
-            .unwrap_or(defaults.detector),
-        penalty_ln_n: args
-            .penalty
-            .or(file_settings.penalty)
-            .unwrap_or(defaults.penalty_ln_n),
-        min_excess: args
-            .min_excess
-            .or(file_settings.min_excess)
-            .unwrap_or(defaults.min_excess),
+        detector: args.detector.unwrap_or(base.detector),
+        penalty_ln_n: args.penalty.unwrap_or(base.penalty_ln_n),
+        min_excess: args.min_excess.unwrap_or(base.min_excess),
         min_incident_buckets: args
             .min_incident_buckets
-            .or(file_settings.min_incident_buckets)
-            .unwrap_or(defaults.min_incident_buckets),
-        bocpd_hazard_buckets: args
-            .bocpd_hazard
-            .or(file_settings.bocpd_hazard)
-            .unwrap_or(defaults.bocpd_hazard_buckets),
-        bocpd_prior_scale: args
-            .bocpd_prior_scale
-            .or(file_settings.bocpd_prior_scale)
-            .unwrap_or(defaults.bocpd_prior_scale),
-        ..defaults
+            .unwrap_or(base.min_incident_buckets),
+        bocpd_hazard_buckets: args.bocpd_hazard.unwrap_or(base.bocpd_hazard_buckets),
+        bocpd_prior_scale: args.bocpd_prior_scale.unwrap_or(base.bocpd_prior_scale),
+        ..base
     };
-    let is_dataset =
-        |p: &std::path::Path| p.join(crate::telemetry::manifest::MANIFEST_FILE).is_file();
     let data = match &args.data {
         Some(p) if !is_dataset(p) => bail!(InputError(format!(
             "{}: not a dataset written by `export`",
@@ -468,6 +447,25 @@ fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
         args.metrics.join("incidents.parquet").display()
     )?;
     Ok(())
+}
+
+/// The detection settings of the settings file's `detect:` section over the defaults.
+pub fn detect_options(s: &crate::settings::DetectSettings) -> crate::detect::DetectOptions {
+    let d = crate::detect::DetectOptions::default();
+    crate::detect::DetectOptions {
+        detector: s.detector.unwrap_or(d.detector),
+        penalty_ln_n: s.penalty.unwrap_or(d.penalty_ln_n),
+        min_excess: s.min_excess.unwrap_or(d.min_excess),
+        min_incident_buckets: s.min_incident_buckets.unwrap_or(d.min_incident_buckets),
+        bocpd_hazard_buckets: s.bocpd_hazard.unwrap_or(d.bocpd_hazard_buckets),
+        bocpd_prior_scale: s.bocpd_prior_scale.unwrap_or(d.bocpd_prior_scale),
+        ..d
+    }
+}
+
+/// Whether `p` is a dataset folder written by `export` (it holds the manifest).
+pub fn is_dataset(p: &std::path::Path) -> bool {
+    p.join(crate::telemetry::manifest::MANIFEST_FILE).is_file()
 }
 
 /// What `detect_into` wrote.

@@ -62,30 +62,12 @@ pub fn advise_from(
         fingerprint.extend_from_slice(sha256_hex(&bytes).as_bytes());
         tables.push(read_parquet(&path)?);
     }
-    let meta: std::collections::BTreeMap<String, String> =
-        super::parquet_metadata(&metrics.join("host_summary.parquet"))?
-            .into_iter()
-            .collect();
+    let (w0, w1) = super::reporting::window_of(metrics)?;
     let window = PatchWindow {
-        start: meta
-            .get("breaker_advisor.window_start")
-            .cloned()
-            .unwrap_or_default(),
-        end: meta
-            .get("breaker_advisor.window_end")
-            .cloned()
-            .unwrap_or_default(),
+        start: format_utc(w0 as f64 / 1e6),
+        end: format_utc(w1 as f64 / 1e6),
     };
-    let hours = match (
-        chrono::DateTime::parse_from_rfc3339(&window.start),
-        chrono::DateTime::parse_from_rfc3339(&window.end),
-    ) {
-        (Ok(a), Ok(b)) => (b - a).num_seconds() as f64 / 3600.0,
-        _ => bail!(InputError(format!(
-            "{}: no analysis window in its metadata; was it written by `analyze`?",
-            metrics.join("host_summary.parquet").display()
-        ))),
-    };
+    let hours = (w1 - w0) as f64 / 3.6e9;
     let evidence = evidence::gather(&tables[0], &tables[1], &tables[2], &tables[3], hours)
         .with_context(|| format!("reading the metrics in {}", metrics.display()))?;
 
@@ -198,9 +180,8 @@ pub fn run_advise(args: &AdviseArgs) -> anyhow::Result<u8> {
         .clone()
         .or_else(|| args.patch_out.clone().filter(|p| p.is_file()));
     let previous = previous_path.as_deref().map(PatchFile::load).transpose()?;
-    let is_dataset = |p: &Path| p.join(crate::telemetry::manifest::MANIFEST_FILE).is_file();
     let dataset = match &args.data {
-        Some(d) if !is_dataset(d) => bail!(InputError(format!(
+        Some(d) if !super::is_dataset(d) => bail!(InputError(format!(
             "{}: not a dataset written by `export`",
             d.display()
         ))),
@@ -208,7 +189,7 @@ pub fn run_advise(args: &AdviseArgs) -> anyhow::Result<u8> {
         None => args
             .metrics
             .parent()
-            .filter(|p| is_dataset(p))
+            .filter(|p| super::is_dataset(p))
             .map(Path::to_path_buf),
     };
     let advice = advise_from(
@@ -330,19 +311,6 @@ pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn detect_options(s: &crate::settings::DetectSettings) -> crate::detect::DetectOptions {
-    let d = crate::detect::DetectOptions::default();
-    crate::detect::DetectOptions {
-        detector: s.detector.unwrap_or(d.detector),
-        penalty_ln_n: s.penalty.unwrap_or(d.penalty_ln_n),
-        min_excess: s.min_excess.unwrap_or(d.min_excess),
-        min_incident_buckets: s.min_incident_buckets.unwrap_or(d.min_incident_buckets),
-        bocpd_hazard_buckets: s.bocpd_hazard.unwrap_or(d.bocpd_hazard_buckets),
-        bocpd_prior_scale: s.bocpd_prior_scale.unwrap_or(d.bocpd_prior_scale),
-        ..d
-    }
-}
-
 /// The inputs of a run: the samples when no telemetry is given.
 fn run_inputs(args: &RunArgs) -> anyhow::Result<(Vec<PathBuf>, PathBuf, Option<PathBuf>)> {
     if args.telemetry.is_empty() {
@@ -426,7 +394,11 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
         analyzed.hosts,
         analyzed.bursts
     )?;
-    let detected = detect_into(&metrics, Some(&dataset), &detect_options(&settings.detect))?;
+    let detected = detect_into(
+        &metrics,
+        Some(&dataset),
+        &super::detect_options(&settings.detect),
+    )?;
     writeln!(
         stdout,
         "detect: {} incidents ({} ongoing) on {} hosts",

@@ -257,10 +257,15 @@ pub fn replay(
             (State::HalfOpen, true) => {
                 f.half_open_trials += 1;
                 f.half_open_reopened += 1;
-                state = State::Open;
-                open_until = c.t_s + policy.reset_timeout_s;
-                f.opens += 1;
-                opens_at.push(c.t_s);
+                // Reopening from half-open is not a flap (`open` counts only closed -> open).
+                open(
+                    c.t_s,
+                    &mut state,
+                    &mut open_until,
+                    &mut f,
+                    last_close,
+                    &mut opens_at,
+                );
             }
             (State::HalfOpen, false) => {
                 f.half_open_trials += 1;
