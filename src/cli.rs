@@ -238,6 +238,10 @@ pub struct ReplayArgs {
     /// One JSON object per host instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Settings file with a `crawler:` section, the crawler model the replay runs
+    /// (default: ./breaker-advisor.yaml if present, else the documented model).
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -350,6 +354,10 @@ pub struct AnalyzeArgs {
     /// the part the data covers is reported as baseline_hours.
     #[arg(long, default_value = "7d", value_parser = parse_duration_s)]
     pub baseline: i64,
+    /// Settings file with a `crawler:` section, the crawler model the metrics count by
+    /// (default: ./breaker-advisor.yaml if present, else the documented model).
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -435,4 +443,14 @@ pub struct SimulateArgs {
     /// Start of the simulated period (RFC 3339, UTC).
     #[arg(long, default_value = "2025-11-25T00:00:00Z")]
     pub start: String,
+    /// Crawler machines, each one process with its own breakers and telemetry file
+    /// (telemetry.sqlite for one, telemetry-1.sqlite ... for several).
+    #[arg(long, default_value_t = 1)]
+    pub machines: usize,
+    /// Retry-After cooldowns per machine (in-memory store) or shared by the fleet.
+    #[arg(long, value_enum, default_value_t = crate::crawler::Scope::Process)]
+    pub cooldowns: crate::crawler::Scope,
+    /// Retries per request (tenacity's max_retries).
+    #[arg(long, default_value_t = 3)]
+    pub max_retries: u32,
 }

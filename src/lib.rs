@@ -11,6 +11,8 @@
 //! - [`replay`]: a faithful breaker state machine replayed over recorded traffic.
 //! - [`report`]: the Markdown PR body and the self-contained HTML report (rendering only).
 //! - [`config`]: the crawler's breakers.yaml / ratelimits.yaml: models and text edits.
+//! - [`crawler`]: the crawler model: what its breakers count and which settings take
+//!   effect (read by the metrics, the replay and the advisor alike).
 //! - [`simulate`]: synthetic telemetry with ground truth, deterministic from a seed.
 //! - [`cooldown`]: the shared cooldown stores (SQLite, Redis) in the crawler's formats.
 //! - [`settings`]: the tool's own settings file.
@@ -21,6 +23,7 @@ pub mod advise;
 pub mod cli;
 pub mod config;
 pub mod cooldown;
+pub mod crawler;
 pub mod detect;
 pub mod hostname;
 pub mod metrics;

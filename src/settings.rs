@@ -19,6 +19,9 @@ pub struct Settings {
     /// The advisor's limits, sample gates, hysteresis bands and steps.
     #[serde(default)]
     pub advise: crate::advise::AdviseSettings,
+    /// The crawler model (`auto`, the default, or a mapping of its fields).
+    #[serde(default)]
+    pub crawler: crate::crawler::CrawlerSettings,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

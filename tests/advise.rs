@@ -10,7 +10,19 @@ use breaker_advisor::advise::{
 use breaker_advisor::config::BreakerConfig;
 use breaker_advisor::config::edit::BreakerKey;
 use breaker_advisor::config::rates::RateLimits;
+use breaker_advisor::crawler::CrawlerModel;
 use breaker_advisor::replay::{Figures, ReplayPolicy};
+
+/// A crawler that honours every setting of breakers.yaml as the file reads (the
+/// documented crawler ignores success_threshold and role-level fail_max).
+fn honouring() -> CrawlerModel {
+    CrawlerModel {
+        honours_success_threshold: true,
+        honours_role_breaker_settings: true,
+        host_inherits_default_roles: true,
+        ..CrawlerModel::default()
+    }
+}
 
 const BREAKERS: &str = "
 defaults:
@@ -84,6 +96,7 @@ fn plan_with(
         hosts,
         &Current {
             breakers: &cfg,
+            model: &CrawlerModel::default(),
             ratelimits: Some(&rl),
             baselines,
             replay: None,
@@ -191,14 +204,32 @@ fn fail_max_rises_above_background_noise() {
         change(&plan, "a.example", None, BreakerKey::FailMax),
         Some((3.0, 4))
     );
-    // The host's landing role sets its own fail_max: left alone, and said so.
+    // The host's landing role sets its own fail_max, which the crawler never reads:
+    // not mentioned. A crawler that honoured it would keep it, and the reason says so.
     assert_eq!(plan.breakers.len(), 1, "{:#?}", plan.breakers);
     assert!(
-        plan.breakers[0]
+        !plan.breakers[0].reason.contains("roles.landing"),
+        "{}",
+        plan.breakers[0].reason
+    );
+    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
+    let honoured = advise(
+        std::slice::from_ref(&h),
+        &Current {
+            breakers: &cfg,
+            model: &honouring(),
+            ratelimits: None,
+            baselines: &RateBaselines::new(),
+            replay: None,
+        },
+        &s,
+    );
+    assert!(
+        honoured.breakers[0]
             .reason
             .contains("roles.landing keeps its own fail_max (4)"),
         "{}",
-        plan.breakers[0].reason
+        honoured.breakers[0].reason
     );
     let e = &plan.breakers[0].evidence;
     assert_eq!(e["background_q95"], Num::Int(3));
@@ -256,6 +287,7 @@ fn clamps_hold_whatever_the_evidence() {
         &[h],
         &Current {
             breakers: &cfg,
+            model: &CrawlerModel::default(),
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: None,
@@ -285,9 +317,37 @@ fn failing_half_open_trials_tighten_the_metadata_role() {
     h.half_open_trials = 40;
     h.half_open_trial_failures = 30;
     let plan = plan_for(&[h.clone()], &AdviseSettings::default());
+    // The crawler always runs success_threshold 1: the proposal is reported as needing
+    // a crawler change and never reaches breakers.yaml.
+    assert!(
+        plan.breakers
+            .iter()
+            .all(|c| c.key != BreakerKey::SuccessThreshold),
+        "{:#?}",
+        plan.breakers
+    );
+    let needs = &plan.crawler_changes;
+    assert_eq!(needs.len(), 1, "{needs:#?}");
+    assert_eq!(
+        (needs[0].key, needs[0].to, needs[0].role.as_deref()),
+        (BreakerKey::SuccessThreshold, 2, Some("metadata"))
+    );
+    assert!(needs[0].ignored_by.contains("breakers.py"), "{needs:?}");
+    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
+    let honoured = advise(
+        std::slice::from_ref(&h),
+        &Current {
+            breakers: &cfg,
+            model: &honouring(),
+            ratelimits: None,
+            baselines: &RateBaselines::new(),
+            replay: None,
+        },
+        &AdviseSettings::default(),
+    );
     assert_eq!(
         change(
-            &plan,
+            &honoured,
             "a.example",
             Some("metadata"),
             BreakerKey::SuccessThreshold
@@ -312,10 +372,27 @@ fn consistently_successful_trials_relax_back_to_one() {
     let mut h = host("a.example");
     h.half_open_trials = 200;
     h.half_open_trial_failures = 2;
+    // The crawler already runs 1, whatever the file says: nothing to propose.
+    let ignored = advise(
+        std::slice::from_ref(&h),
+        &Current {
+            breakers: &cfg,
+            model: &CrawlerModel::default(),
+            ratelimits: None,
+            baselines: &RateBaselines::new(),
+            replay: None,
+        },
+        &AdviseSettings::default(),
+    );
+    assert!(
+        ignored.is_empty() && ignored.crawler_changes.is_empty(),
+        "{ignored:#?}"
+    );
     let plan = advise(
         &[h],
         &Current {
             breakers: &cfg,
+            model: &honouring(),
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: None,
@@ -448,7 +525,7 @@ fn ongoing_incidents_give_cooldowns_until_expected_recovery() {
     // An ended latest incident: nothing.
     let mut c = host("c.example");
     c.incidents = vec![incident(0, 60, None)];
-    let got = incident_cooldowns(&[a, b, c], &cfg, end);
+    let got = incident_cooldowns(&[a, b, c], &cfg, &CrawlerModel::default(), end);
     assert_eq!(got.len(), 2, "{got:#?}");
     assert_eq!(got[0].host, "a.example");
     assert_eq!(got[0].until_wall, end + 300.0);
@@ -485,6 +562,7 @@ fn plan_with_replay(h: &HostEvidence, r: &dyn ReplayCheck) -> Plan {
         std::slice::from_ref(h),
         &Current {
             breakers: &cfg,
+            model: &CrawlerModel::default(),
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: Some(r),

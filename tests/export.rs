@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use breaker_advisor::pipeline::scan_table;
 use breaker_advisor::simulate::Variant;
 use breaker_advisor::telemetry::{ExportOptions, export};
 use common::*;
@@ -372,7 +373,7 @@ fn handwritten_variant_counts_rejected_rows_by_reason() {
     assert_eq!(parts.len(), 2, "{parts:?}");
     assert!(parts[0].starts_with("date=2025-11-26/") && parts[1].starts_with("date=2025-11-27/"));
 
-    let tr_report = &src.tables["breaker_transitions"];
+    let tr_report = &src.tables["breaker_transitions@breaker_events"];
     assert_eq!(tr_report.sqlite_table, "breaker_events");
     assert_eq!(
         tr_report.rows_read, 4,
@@ -399,6 +400,135 @@ fn handwritten_variant_counts_rejected_rows_by_reason() {
         [Some(1_764_152_400_500_000), Some(1_764_152_460_000_000)]
     );
     assert_eq!(col_i64(&tr, "reset_timeout_s"), [Some(60), Some(60)]);
+}
+
+/// A crawler that writes both transition tables (one of them empty at first), the
+/// listener's failure / success events, and the `cache-hit` / `blocked` values.
+const BOTH_TABLES: &str = r#"
+CREATE TABLE http_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, ts REAL NOT NULL,
+  host TEXT NOT NULL, role TEXT NOT NULL, status INTEGER, from_cache INTEGER,
+  retry_count INTEGER, breaker_state TEXT, breaker_recorded TEXT, error TEXT);
+INSERT INTO http_events (run_id, ts, host, role, status, from_cache, retry_count, breaker_state, breaker_recorded, error) VALUES
+  ('r1', 1764152400.0, 'a.example', 'metadata', 200, 1, 0, 'closed', 'cache-hit', NULL),
+  ('r1', 1764152401.0, 'a.example', 'metadata', NULL, 0, 0, 'open', 'blocked', 'BreakerOpenError'),
+  ('r1', 1764152402.0, 'a.example', 'metadata', 503, 0, 3, 'closed', 'failure', NULL);
+CREATE TABLE breaker_transitions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, ts REAL NOT NULL,
+  host TEXT NOT NULL, scope TEXT NOT NULL, old_state TEXT NOT NULL, new_state TEXT NOT NULL,
+  reset_timeout_s INTEGER);
+CREATE TABLE breaker_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT, run_id TEXT, event_type TEXT,
+  host TEXT, scope TEXT, resolver TEXT, payload TEXT);
+INSERT INTO breaker_events (timestamp, run_id, event_type, host, scope, resolver, payload) VALUES
+  ('2025-11-26T10:00:02Z', 'r1', 'breaker_failure', 'a.example', 'host', NULL,
+   '{"event_type": "breaker_failure", "exc_type": "HTTPStatusError", "fail_counter": 5, "host": "a.example", "msg": "503", "resolver": null, "run_id": "r1", "scope": "host", "state": "closed", "ts": 1764152402.0}'),
+  ('2025-11-26T10:00:02Z', 'r1', 'breaker_state_change', 'a.example', 'host', NULL,
+   '{"event_type": "breaker_state_change", "host": "a.example", "new": "<pybreaker.CircuitOpenState object at 0x7fb8899c6610>", "old": "<pybreaker.CircuitClosedState object at 0x7fb8899c6310>", "reset_timeout_s": 60, "resolver": null, "run_id": "r1", "scope": "host", "ts": 1764152402.0}'),
+  ('2025-11-26T10:01:03Z', 'r1', 'breaker_success', 'a.example', 'host', NULL,
+   '{"event_type": "breaker_success", "fail_counter": 0, "host": "a.example", "resolver": null, "run_id": "r1", "scope": "host", "state": "half-open", "ts": 1764152463.0}'),
+  ('2025-11-26T10:01:03Z', 'r1', 'breaker_before_call', 'a.example', 'host', NULL, '{}');
+"#;
+
+#[test]
+fn both_transition_tables_and_the_breakers_own_events_are_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sqlite_from_sql(&tmp.path().join("both.sqlite"), BOTH_TABLES);
+    let out = tmp.path().join("ds");
+    // The first night: breaker_transitions is empty, breaker_events is not.
+    let summary = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    let src = &summary.sources[0];
+    assert_eq!(src.tables["breaker_transitions"].rows_exported, 0);
+    assert_eq!(
+        src.tables["breaker_transitions@breaker_events"].rows_exported,
+        1
+    );
+    assert_eq!(
+        src.tables["breaker_outcomes@breaker_events"].rows_exported,
+        2
+    );
+    let http = &src.tables["http_events"];
+    assert!(
+        http.nulled.is_empty(),
+        "cache-hit and blocked are values: {:?}",
+        http.nulled
+    );
+    let ev = read_dataset(&out, "http_events");
+    assert_eq!(
+        col_str(&ev, "breaker_recorded"),
+        [Some("cache-hit"), Some("blocked"), Some("failure")].map(|s| s.map(str::to_string))
+    );
+    let oc = read_dataset(&out, "breaker_outcomes");
+    assert_eq!(
+        col_str(&oc, "outcome"),
+        [Some("failure".to_string()), Some("success".to_string())]
+    );
+    assert_eq!(col_i64(&oc, "fail_counter"), [Some(5), Some(0)]);
+    assert_eq!(
+        col_str(&oc, "state"),
+        [Some("closed".to_string()), Some("half_open".to_string())]
+    );
+    assert_eq!(
+        col_str(&oc, "run_id"),
+        [Some("r1".to_string()), Some("r1".to_string())]
+    );
+
+    // The next night the crawler also wrote the transition into its own table: both
+    // are kept (each with its origin) and counted once by analyze.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "INSERT INTO breaker_transitions (run_id, ts, host, scope, old_state, new_state, reset_timeout_s)
+         VALUES ('r1', 1764152402.3, 'a.example', 'host', 'CLOSED', 'OPEN', 60);",
+    )
+    .unwrap();
+    drop(conn);
+    let again = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    assert_eq!(
+        again.sources[0].tables["breaker_transitions"].rows_exported,
+        1
+    );
+    assert_eq!(
+        again.sources[0].tables["breaker_transitions@breaker_events"].rows_exported, 0,
+        "nothing new in breaker_events"
+    );
+    let tr = read_dataset(&out, "breaker_transitions");
+    let mut origins: Vec<String> = col_str(&tr, "origin").into_iter().flatten().collect();
+    origins.sort();
+    assert_eq!(origins, ["breaker_events", "breaker_transitions"]);
+    let m = breaker_advisor::metrics::analyze(
+        scan_table(&out, &breaker_advisor::telemetry::schema::HTTP_EVENTS).unwrap(),
+        scan_table(
+            &out,
+            &breaker_advisor::telemetry::schema::BREAKER_TRANSITIONS,
+        )
+        .unwrap(),
+        scan_table(&out, &breaker_advisor::telemetry::schema::BREAKER_OUTCOMES).unwrap(),
+        &breaker_advisor::config::BreakerConfig::default(),
+        &breaker_advisor::metrics::AnalyzeOptions {
+            now_us: Some(1_764_155_000_000_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let hs = &m.host_summary;
+    assert_eq!(
+        col_i64(hs, "opens"),
+        [Some(1)],
+        "the same open, recorded twice"
+    );
+    assert_eq!(col_i64(hs, "transitions_from_events"), [Some(1)]);
+    assert_eq!(col_i64(hs, "transitions_from_table"), [Some(0)]);
+    // The blocked row is not a network call and not a failure; the 503 after three
+    // retries is 3 + 2 breaker failures.
+    assert_eq!(col_i64(hs, "calls_net"), [Some(1)]);
+    assert_eq!(col_i64(hs, "attempts"), [Some(4)]);
+    assert_eq!(col_i64(hs, "breaker_failures"), [Some(5)]);
+    // The logged events are the burst record: one failure before the success.
+    assert_eq!(col_i64(&m.bursts, "length"), [Some(1)]);
+    assert_eq!(
+        col_str(&m.bursts, "counted_from"),
+        [Some("events".to_string())]
+    );
 }
 
 #[test]
@@ -723,7 +853,10 @@ fn parquet_parts_carry_metadata_zstd_and_statistics() {
         .iter()
         .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
         .collect();
-    assert_eq!(kv["breaker_advisor.schema_version"], "1");
+    assert_eq!(
+        kv["breaker_advisor.schema_version"],
+        breaker_advisor::telemetry::schema::SCHEMA_VERSION.to_string()
+    );
     assert_eq!(
         kv["breaker_advisor.tool_version"],
         env!("CARGO_PKG_VERSION")

@@ -6,11 +6,12 @@ mod common;
 use std::collections::BTreeMap;
 
 use breaker_advisor::config::BreakerConfig;
+use breaker_advisor::crawler::CrawlerModel;
 use breaker_advisor::metrics::stats::{BurstStats, nearest_rank};
 use breaker_advisor::metrics::{AnalyzeOptions, Metrics, analyze, bursts, classify};
 use breaker_advisor::pipeline::scan_table;
 use breaker_advisor::simulate::Variant;
-use breaker_advisor::telemetry::schema::{BREAKER_TRANSITIONS, HTTP_EVENTS};
+use breaker_advisor::telemetry::schema::{BREAKER_OUTCOMES, BREAKER_TRANSITIONS, HTTP_EVENTS};
 use breaker_advisor::telemetry::{ExportOptions, export};
 use common::*;
 use polars::prelude::*;
@@ -24,13 +25,22 @@ fn export_and_analyze(
     dir: &std::path::Path,
     opts: &AnalyzeOptions,
 ) -> Metrics {
+    export_and_analyze_all(&[db.to_owned()], dir, opts)
+}
+
+fn export_and_analyze_all(
+    dbs: &[std::path::PathBuf],
+    dir: &std::path::Path,
+    opts: &AnalyzeOptions,
+) -> Metrics {
     let out = dir.join("ds");
     let mut eo = ExportOptions::new(&out);
     eo.progress = false;
-    export(&[db.to_owned()], &eo).unwrap();
+    export(dbs, &eo).unwrap();
     analyze(
         scan_table(&out, &HTTP_EVENTS).unwrap(),
         scan_table(&out, &BREAKER_TRANSITIONS).unwrap(),
+        scan_table(&out, &BREAKER_OUTCOMES).unwrap(),
         &BreakerConfig::default(),
         opts,
     )
@@ -102,8 +112,9 @@ fn golden_bursts() {
         // calm.example: no failures at all.
         (t(0.0), "calm.example", "metadata", Some(200), 0, None),
         (t(10.0), "calm.example", "landing", Some(404), 0, None),
-        // outage.example: one long outage with interleaved roles; a cache hit inside
-        // does not break it, timeouts (NULL status) are part of it.
+        // outage.example: an outage with interleaved roles, as the documented crawler
+        // counts it: each failed row is recorded twice, the cache hit inside is a success
+        // that ends a burst, the timeout (NULL status) is not counted at all.
         (t(0.0), "outage.example", "metadata", Some(200), 0, None),
         (t(1.0), "outage.example", "metadata", Some(503), 0, None),
         (t(2.0), "outage.example", "landing", Some(503), 0, None),
@@ -145,20 +156,23 @@ fn golden_bursts() {
     assert!(bursts_of(&m, "calm.example").is_empty());
     assert_eq!(
         bursts_of(&m, "outage.example"),
-        [(5, "503".to_string(), 3, 1, 1, false, false)]
+        [
+            (4, "503".to_string(), 1, 1, 0, false, false),
+            (4, "502".to_string(), 2, 0, 0, false, false)
+        ]
     );
     assert_eq!(
         bursts_of(&m, "neutral.example"),
         [
-            (2, "500".to_string(), 2, 0, 0, true, false),
-            (1, "429".to_string(), 1, 0, 0, false, false)
+            (4, "500".to_string(), 2, 0, 0, true, false),
+            (2, "429".to_string(), 1, 0, 0, false, false)
         ]
     );
     assert_eq!(
         bursts_of(&m, "edge.example"),
         [
-            (2, "503".to_string(), 2, 0, 0, true, false),
-            (1, "504".to_string(), 1, 0, 0, false, true)
+            (4, "503".to_string(), 2, 0, 0, true, false),
+            (2, "504".to_string(), 1, 0, 0, false, true)
         ]
     );
 
@@ -177,9 +191,19 @@ fn golden_bursts() {
     assert_eq!(get("e5xx"), Some(4));
     assert_eq!(get("e503"), Some(3));
     assert_eq!(get("timeouts"), Some(1));
-    assert_eq!(get("failures"), Some(5));
-    assert_eq!(get("bursts"), Some(1));
-    assert_eq!(get("burst_max"), Some(5));
+    assert_eq!(
+        get("failures"),
+        Some(4),
+        "a timeout is not a breaker failure"
+    );
+    assert_eq!(
+        get("breaker_failures"),
+        Some(8),
+        "each failed row counted twice"
+    );
+    assert_eq!(get("attempts"), Some(7));
+    assert_eq!(get("bursts"), Some(2));
+    assert_eq!(get("burst_max"), Some(4));
     assert_eq!(get("opens"), Some(0));
     let ratio = s
         .column("failures_ratio")
@@ -202,10 +226,10 @@ fn golden_bursts() {
         .unwrap()
         .get(0)
         .unwrap();
-    assert!((ratio - 5.0 / 7.0).abs() < 1e-12);
-    // Wilson 95% for 5 of 7: [0.3589, 0.9178].
+    assert!((ratio - 4.0 / 7.0).abs() < 1e-12);
+    // Wilson 95% for 4 of 7: [0.2505, 0.8418].
     assert!(
-        (lo - 0.358_94).abs() < 1e-4 && (hi - 0.917_78).abs() < 1e-4,
+        (lo - 0.250_46).abs() < 1e-4 && (hi - 0.841_78).abs() < 1e-4,
         "{lo} {hi}"
     );
 
@@ -220,7 +244,7 @@ fn golden_bursts() {
         col_str(&roles, "role"),
         ["artifact", "landing", "metadata"].map(|r| Some(r.to_string()))
     );
-    assert_eq!(col_i64(&roles, "failures"), [Some(1), Some(1), Some(3)]);
+    assert_eq!(col_i64(&roles, "failures"), [Some(0), Some(1), Some(3)]);
 }
 
 #[test]
@@ -284,7 +308,14 @@ fn simulator_ground_truth_is_reproduced_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     for variant in [Variant::Schema, Variant::Sink] {
         let dir = tmp.path().join(format!("{variant:?}"));
-        let db = sim(&dir.join("sim"), variant, 24.0, 12, 0.2, 13);
+        let dbs = sim_fleet(
+            &dir.join("sim"),
+            breaker_advisor::simulate::SimOptions {
+                variant,
+                machines: 2,
+                ..breaker_advisor::simulate::SimOptions::new(&dir, 24.0, 12, 0.2, 13)
+            },
+        );
         let truth: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("sim/ground_truth.json")).unwrap())
                 .unwrap();
@@ -294,7 +325,7 @@ fn simulator_ground_truth_is_reproduced_exactly() {
             now_us: Some(end_s * 1_000_000),
             ..AnalyzeOptions::default()
         };
-        let m = export_and_analyze(&db, &dir, &opts);
+        let m = export_and_analyze_all(&dbs, &dir, &opts);
         let s = &m.host_summary;
         let hosts = col_str(s, "host");
         let by_host: BTreeMap<String, usize> = hosts
@@ -302,67 +333,87 @@ fn simulator_ground_truth_is_reproduced_exactly() {
             .enumerate()
             .map(|(i, h)| (h.clone().unwrap(), i))
             .collect();
-        let (n, q50, q95, q99, max, opens, half_ok, half_ko) = (
-            col_i64(s, "bursts"),
-            col_i64(s, "burst_q50"),
-            col_i64(s, "burst_q95"),
-            col_i64(s, "burst_q99"),
-            col_i64(s, "burst_max"),
-            col_i64(s, "opens"),
-            col_i64(s, "half_open_trial_successes"),
-            col_i64(s, "half_open_trial_failures"),
+        let opens = col_i64(s, "opens");
+        let (bh, brun, blen, bfrom) = (
+            col_str(&m.bursts, "host"),
+            col_str(&m.bursts, "run_id"),
+            col_i64(&m.bursts, "length"),
+            col_str(&m.bursts, "counted_from"),
         );
         for h in truth["hosts"].as_array().unwrap() {
             let name = h["host"].as_str().unwrap();
             let i = by_host[name];
-            let b = &h["bursts"];
-            let want = |k: &str| b[k].as_i64();
-            assert_eq!(n[i], want("bursts"), "{variant:?} {name} bursts");
-            assert_eq!(max[i], want("max"), "{variant:?} {name} max");
-            if want("bursts") > Some(0) {
-                assert_eq!(q50[i], want("q50"), "{variant:?} {name} q50");
-                assert_eq!(q95[i], want("q95"), "{variant:?} {name} q95");
-                assert_eq!(q99[i], want("q99"), "{variant:?} {name} q99");
-            }
+            // Opens come from the recorded transitions: exact in both variants.
             assert_eq!(opens[i], h["opens"].as_i64(), "{variant:?} {name} opens");
-            assert_eq!(
-                half_ok[i],
-                h["half_open_successes"].as_i64(),
-                "{variant:?} {name}"
-            );
-            assert_eq!(
-                half_ko[i],
-                h["half_open_failures"].as_i64(),
-                "{variant:?} {name}"
-            );
+            if variant != Variant::Sink {
+                continue;
+            }
+            // With the listener's events, the bursts of each breaker are exact.
+            for inst in h["instances"].as_array().unwrap() {
+                let run_id = inst["run_id"].as_str().unwrap();
+                let mut got: Vec<u64> = (0..bh.len())
+                    .filter(|&k| {
+                        bh[k].as_deref() == Some(name) && brun[k].as_deref() == Some(run_id)
+                    })
+                    .map(|k| {
+                        assert_eq!(bfrom[k].as_deref(), Some("events"));
+                        blen[k].unwrap() as u64
+                    })
+                    .collect();
+                got.sort_unstable();
+                let stats = BurstStats::from_sorted(&got);
+                let b = &inst["bursts"];
+                assert_eq!(
+                    stats.bursts,
+                    b["bursts"].as_u64().unwrap(),
+                    "{name} {run_id}"
+                );
+                assert_eq!(stats.max, b["max"].as_u64().unwrap(), "{name} {run_id}");
+                if !got.is_empty() {
+                    assert_eq!(stats.q95, b["q95"].as_u64().unwrap(), "{name} {run_id}");
+                    assert_eq!(stats.q50, b["q50"].as_u64().unwrap(), "{name} {run_id}");
+                }
+            }
         }
     }
 }
 
 /// A naive loop over the same rows: the reference for the Polars burst computation.
-fn naive_bursts(rows: &[(u8, i64, Option<i64>, bool)]) -> BTreeMap<String, Vec<u64>> {
+/// A generated row: host, time (s), status (None: the request raised), served from
+/// the cache, retries before the final attempt, crawler process.
+type GenRow = (u8, i64, Option<i64>, bool, i64, u8);
+
+/// Bursts as the documented crawler's breakers count them, one breaker per host and
+/// process: a row's retries are failures (every retryable status is a failure status by
+/// default), its final failure is recorded twice, a request that raised is not counted,
+/// a cache hit is a success.
+fn naive_bursts(rows: &[GenRow]) -> BTreeMap<String, Vec<u64>> {
     let failure = [429, 500, 502, 503, 504, 408];
     let mut sorted: Vec<_> = rows.iter().enumerate().collect();
-    sorted.sort_by_key(|(i, (h, t, _, _))| (*h, *t, *i));
+    sorted.sort_by_key(|(i, (h, t, _, _, _, p))| (*h, *p, *t, *i));
     let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut run: BTreeMap<u8, u64> = BTreeMap::new();
-    for (_, (h, _, status, cached)) in sorted {
-        if *cached {
-            continue;
-        }
-        let fail = status.is_none_or(|s| failure.contains(&s));
-        let r = run.entry(*h).or_default();
-        if fail {
-            *r += 1;
-        } else if *r > 0 {
+    let mut run: BTreeMap<(u8, u8), u64> = BTreeMap::new();
+    let close = |out: &mut BTreeMap<String, Vec<u64>>, h: u8, r: &mut u64| {
+        if *r > 0 {
             out.entry(format!("h{h}.example")).or_default().push(*r);
             *r = 0;
         }
-    }
-    for (h, r) in run {
-        if r > 0 {
-            out.entry(format!("h{h}.example")).or_default().push(r);
+    };
+    for (_, (h, _, status, cached, retries, p)) in sorted {
+        let r = run.entry((*h, *p)).or_default();
+        if *cached {
+            close(&mut out, *h, r);
+            continue;
         }
+        *r += *retries as u64;
+        match status {
+            None => {}
+            Some(s) if failure.contains(s) => *r += 2,
+            Some(_) => close(&mut out, *h, r),
+        }
+    }
+    for ((h, _), mut r) in run {
+        close(&mut out, h, &mut r);
     }
     out
 }
@@ -372,7 +423,14 @@ proptest! {
     #[test]
     fn bursts_equal_a_naive_loop(
         rows in prop::collection::vec(
-            (0u8..3, 0i64..40, prop::option::weighted(0.9, prop::sample::select(vec![200i64, 404, 429, 500, 503, 304])), prop::bool::weighted(0.1)),
+            (
+                0u8..3,
+                0i64..40,
+                prop::option::weighted(0.9, prop::sample::select(vec![200i64, 404, 429, 500, 503, 304])),
+                prop::bool::weighted(0.1),
+                prop::sample::select(vec![0i64, 0, 0, 1, 3]),
+                0u8..2,
+            ),
             0..200,
         )
     ) {
@@ -381,26 +439,34 @@ proptest! {
             "host" => rows.iter().map(|r| format!("h{}.example", r.0)).collect::<Vec<_>>(),
             "ts" => rows.iter().map(|r| r.1 * 1_000_000).collect::<Vec<_>>(),
             "source" => vec!["s"; n],
+            "run_id" => rows.iter().map(|r| format!("p{}", r.5)).collect::<Vec<_>>(),
             "id" => (0..n as i64).collect::<Vec<_>>(),
             "role" => vec!["metadata"; n],
             "status" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
             "from_cache" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            "retry_count" => rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+            "breaker_recorded" => vec![None::<&str>; n],
             "error" => rows.iter().map(|r| r.2.is_none().then_some("ReadTimeout")).collect::<Vec<_>>(),
         ).unwrap();
         let df = df.lazy().with_column(col("ts").cast(DataType::Datetime(TimeUnit::Microseconds, None)));
-        let got = bursts(classify(df, &BreakerConfig::default()), &AnalyzeOptions::default()).unwrap();
+        let got = bursts(
+            classify(df, &BreakerConfig::default(), &CrawlerModel::default()),
+            &AnalyzeOptions::default(),
+        ).unwrap();
         let mut got_by_host: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for (h, l) in col_str(&got, "host").into_iter().zip(col_i64(&got, "length")) {
             got_by_host.entry(h.unwrap()).or_default().push(l.unwrap() as u64);
         }
-        let want = naive_bursts(&rows);
+        let mut want = naive_bursts(&rows);
+        // The table lists a host's bursts by instance, then time; compare as multisets.
+        for v in got_by_host.values_mut().chain(want.values_mut()) {
+            v.sort_unstable();
+        }
         prop_assert_eq!(&got_by_host, &want);
         for lengths in want.values() {
-            let mut sorted = lengths.clone();
-            sorted.sort_unstable();
-            let s = BurstStats::from_sorted(&sorted);
-            prop_assert_eq!(s.q95, nearest_rank(&sorted, 0.95));
-            prop_assert_eq!(s.max, *sorted.last().unwrap());
+            let s = BurstStats::from_sorted(lengths);
+            prop_assert_eq!(s.q95, nearest_rank(lengths, 0.95));
+            prop_assert_eq!(s.max, *lengths.last().unwrap());
         }
     }
 }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use breaker_advisor::patch::PatchFile;
-use common::{bin, sqlite_from_sql};
+use common::{bin, sample_telemetry, sqlite_from_sql};
+use polars::prelude::{ParquetReader, SerReader};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const HOSTILE: &str = "</script><img src=x onerror=alert(1)>.example";
@@ -20,9 +21,10 @@ fn run_in(dir: &Path, extra: &[PathBuf]) -> PathBuf {
         std::fs::copy(Path::new(ROOT).join("data-samples").join(f), dir.join(f)).unwrap();
     }
     let mut cmd = bin();
-    cmd.current_dir(dir)
-        .args(["run", "--telemetry"])
-        .arg(Path::new(ROOT).join("data-samples/telemetry.sqlite"));
+    cmd.current_dir(dir).arg("run");
+    for f in sample_telemetry() {
+        cmd.arg("--telemetry").arg(f);
+    }
     for e in extra {
         cmd.arg("--telemetry").arg(e);
     }
@@ -165,7 +167,24 @@ fn html_report_renders_in_chromium_offline_with_charts() {
         .split("<section class=\"host-section\"")
         .skip(1)
         .collect();
-    assert!(sections.len() >= 8, "{} sections", sections.len());
+    let incidents =
+        ParquetReader::new(std::fs::File::open(out.join("metrics/incidents.parquet")).unwrap())
+            .finish()
+            .unwrap();
+    let mut featured: std::collections::BTreeSet<String> = common::col_str(&incidents, "host")
+        .into_iter()
+        .flatten()
+        .collect();
+    featured.extend(patch.breakers.changes.iter().map(|c| c.host.clone()));
+    if let Some(r) = &patch.ratelimits {
+        featured.extend(r.changes.iter().map(|c| c.host.clone()));
+    }
+    assert!(featured.len() >= 4, "the sample has changes and incidents");
+    assert_eq!(
+        sections.len(),
+        featured.len(),
+        "one section per host with a change or an incident"
+    );
     for s in &sections {
         let s = s.split("</section>").next().unwrap();
         assert_eq!(s.matches("<svg").count(), 3, "{}", &s[..200.min(s.len())]);

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use breaker_advisor::patch::PatchFile;
-use common::bin;
+use common::{bin, sample_telemetry};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -20,14 +20,12 @@ fn sample_configs(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn run_job(out: &Path, config: &Path, rates: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
-    bin()
-        .current_dir(ROOT)
-        .args([
-            "run",
-            "--telemetry",
-            "data-samples/telemetry.sqlite",
-            "--config",
-        ])
+    let mut cmd = bin();
+    cmd.current_dir(ROOT).arg("run");
+    for f in sample_telemetry() {
+        cmd.arg("--telemetry").arg(f);
+    }
+    cmd.arg("--config")
         .arg(config)
         .arg("--ratelimits")
         .arg(rates)

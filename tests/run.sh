@@ -4,10 +4,12 @@
 #   - redis-server: the cooldown tests start their own instances on loopback ports;
 #   - chromium: the report test loads report.html in a real headless browser;
 #   - duckdb, pyarrow (tests/python/requirements.txt): the interop and query tests read
-#     our Parquet with the analysts' tools.
+#     our Parquet with the analysts' tools; pybreaker: the fleet harness drives the real
+#     circuit breaker the crawler uses.
+# It builds into the same target directory as `cargo run --release` (./target, or
+# $CARGO_TARGET_DIR when set), so the README's two commands share one build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/breaker-advisor/target}"
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use breaker_advisor::simulate::Variant;
+use breaker_advisor::simulate::{SimOptions, Variant};
 use common::*;
 use rusqlite::Connection;
 use serde_json::Value;
@@ -53,137 +53,161 @@ fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank - 1]
 }
 
+/// The `new` state of a `breaker_state_change` payload.
+fn new_state(payload: &str) -> String {
+    let v: Value = serde_json::from_str(payload).unwrap();
+    v["new"].as_str().unwrap_or_default().to_owned()
+}
+
 #[test]
-fn ground_truth_matches_the_rows() {
+fn ground_truth_matches_what_each_breaker_logged() {
     let tmp = tempfile::tempdir().unwrap();
-    let db = sim(tmp.path(), Variant::Schema, 24.0, 6, 0.3, 7);
+    let dbs = sim_fleet(
+        tmp.path(),
+        SimOptions {
+            variant: Variant::Sink,
+            machines: 2,
+            ..SimOptions::new(tmp.path(), 24.0, 6, 0.3, 7)
+        },
+    );
+    assert_eq!(dbs.len(), 2);
     let truth: Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("ground_truth.json")).unwrap())
             .unwrap();
-    let conn = Connection::open(&db).unwrap();
-    let failure = [429, 500, 502, 503, 504, 408];
-
-    // Bursts: per host, network rows in (ts, id) order, runs of consecutive failures.
-    let mut stmt = conn
-        .prepare("SELECT host, status, error FROM http_events WHERE from_cache = 0 ORDER BY host, ts, id")
-        .unwrap();
-    let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut current: BTreeMap<String, u64> = BTreeMap::new();
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
-        })
-        .unwrap();
-    for row in rows {
-        let (host, status, error) = row.unwrap();
-        let fail = match status {
-            Some(s) => failure.contains(&s),
-            None => error.is_some(),
-        };
-        let c = current.entry(host.clone()).or_default();
-        if fail {
-            *c += 1;
-        } else if *c > 0 {
-            runs.entry(host).or_default().push(*c);
-            *c = 0;
-        }
-    }
-    for (host, c) in current {
-        if c > 0 {
-            runs.entry(host).or_default().push(c);
-        }
-    }
-
     let hosts = truth["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 6);
-    let mut with_incidents = 0;
-    for h in hosts {
-        let name = h["host"].as_str().unwrap();
-        let mut lengths = runs.get(name).cloned().unwrap_or_default();
-        lengths.sort_unstable();
-        let b = &h["bursts"];
-        assert_eq!(
-            b["bursts"].as_u64().unwrap(),
-            lengths.len() as u64,
-            "{name}"
+
+    let mut total_rows = 0;
+    let mut retried_rows = 0;
+    let mut checked_open_spans = 0;
+    for (m, db) in dbs.iter().enumerate() {
+        let conn = Connection::open(db).unwrap();
+        total_rows += count(&conn, "SELECT count(*) FROM http_events");
+        retried_rows += count(
+            &conn,
+            "SELECT count(*) FROM http_events WHERE retry_count > 0",
         );
-        if !lengths.is_empty() {
+        // Bursts per breaker: the listener's failure / success events in log order.
+        let mut stmt = conn
+            .prepare("SELECT host, event_type, payload FROM breaker_events ORDER BY id")
+            .unwrap();
+        let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut current: BTreeMap<String, u64> = BTreeMap::new();
+        let mut opens: BTreeMap<String, i64> = BTreeMap::new();
+        let events = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .unwrap();
+        for e in events {
+            let (host, kind, payload) = e.unwrap();
+            let c = current.entry(host.clone()).or_default();
+            match kind.as_str() {
+                "breaker_failure" => *c += 1,
+                "breaker_success" if *c > 0 => {
+                    runs.entry(host).or_default().push(*c);
+                    *c = 0;
+                }
+                "breaker_state_change" if new_state(&payload).contains("CircuitOpenState") => {
+                    *opens.entry(host).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        for (host, c) in current {
+            if c > 0 {
+                runs.entry(host).or_default().push(c);
+            }
+        }
+        for h in hosts {
+            let name = h["host"].as_str().unwrap();
+            let inst = &h["instances"][m];
+            assert_eq!(inst["machine"].as_u64().unwrap(), m as u64);
+            let mut lengths = runs.get(name).cloned().unwrap_or_default();
+            lengths.sort_unstable();
+            let b = &inst["bursts"];
             assert_eq!(
-                b["q50"].as_u64().unwrap(),
-                quantile(&lengths, 0.5),
-                "{name}"
+                b["bursts"].as_u64().unwrap(),
+                lengths.len() as u64,
+                "{name} m{m}"
             );
+            if !lengths.is_empty() {
+                for (k, q) in [("q50", 0.5), ("q95", 0.95), ("q99", 0.99)] {
+                    assert_eq!(
+                        b[k].as_u64().unwrap(),
+                        quantile(&lengths, q),
+                        "{name} m{m} {k}"
+                    );
+                }
+                assert_eq!(b["max"].as_u64().unwrap(), *lengths.last().unwrap());
+            }
             assert_eq!(
-                b["q95"].as_u64().unwrap(),
-                quantile(&lengths, 0.95),
-                "{name}"
-            );
-            assert_eq!(
-                b["q99"].as_u64().unwrap(),
-                quantile(&lengths, 0.99),
-                "{name}"
-            );
-            assert_eq!(
-                b["max"].as_u64().unwrap(),
-                *lengths.last().unwrap(),
-                "{name}"
+                inst["opens"].as_i64().unwrap(),
+                opens.get(name).copied().unwrap_or(0),
+                "{name} m{m}"
             );
         }
-        let rows = count(
-            &conn,
-            &format!("SELECT count(*) FROM http_events WHERE host = '{name}'"),
-        );
-        assert_eq!(h["rows"].as_i64().unwrap(), rows, "{name}");
-        let opens = count(
-            &conn,
-            &format!(
-                "SELECT count(*) FROM breaker_transitions WHERE host = '{name}' AND new_state = 'open'"
-            ),
-        );
-        assert_eq!(h["opens"].as_i64().unwrap(), opens, "{name}");
+
+        // An open breaker denies its machine's calls: no network row of that machine
+        // between an open and the next half-open of the same breaker.
+        let mut stmt = conn
+            .prepare(
+                "SELECT host, json_extract(payload, '$.ts'), payload FROM breaker_events
+                 WHERE event_type = 'breaker_state_change' ORDER BY host, id",
+            )
+            .unwrap();
+        let transitions: Vec<(String, f64, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for w in transitions.windows(2) {
+            let opened = new_state(&w[0].2).contains("CircuitOpenState");
+            let half = new_state(&w[1].2).contains("CircuitHalfOpenState");
+            if w[0].0 == w[1].0 && opened && half {
+                let inside = conn
+                    .query_row(
+                        "SELECT count(*) FROM http_events WHERE lower(rtrim(host, '.')) = ?1
+                         AND from_cache = 0
+                         AND (julianday(timestamp) - 2440587.5) * 86400.0 > ?2 + 0.001
+                         AND (julianday(timestamp) - 2440587.5) * 86400.0 < ?3 - 0.001",
+                        rusqlite::params![w[0].0, w[0].1, w[1].1],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .unwrap();
+                assert_eq!(inside, 0, "network rows while {} was open on m{m}", w[0].0);
+                checked_open_spans += 1;
+            }
+        }
+    }
+    let truth_rows: i64 = hosts.iter().map(|h| h["rows"].as_i64().unwrap()).sum();
+    assert_eq!(total_rows, truth_rows);
+    assert!(
+        retried_rows > 0,
+        "retried requests end in rows with retry_count > 0"
+    );
+    assert!(
+        checked_open_spans > 10,
+        "too few open periods: {checked_open_spans}"
+    );
+    for h in hosts {
+        let per: i64 = h["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["opens"].as_i64().unwrap())
+            .sum();
+        assert_eq!(h["opens"].as_i64().unwrap(), per);
         let regime = h["regime"].as_str().unwrap();
         let incidents = h["incidents"].as_array().unwrap();
-        if regime == "healthy" || regime == "chronic" {
-            assert!(incidents.is_empty());
-        } else {
-            assert!(!incidents.is_empty(), "{name} ({regime}) has no incident");
-            with_incidents += 1;
-        }
-        for w in incidents.windows(2) {
-            assert!(
-                w[0]["end_s"].as_f64() <= w[1]["start_s"].as_f64(),
-                "overlapping incidents"
-            );
-        }
+        assert_eq!(
+            incidents.is_empty(),
+            regime == "healthy" || regime == "chronic",
+            "{regime}"
+        );
     }
-    assert_eq!(with_incidents, 4);
-
-    // An open breaker blocks calls: no network row between an open and the next half-open.
-    let mut stmt = conn
-        .prepare("SELECT host, ts, new_state FROM breaker_transitions ORDER BY host, ts, id")
-        .unwrap();
-    let transitions: Vec<(String, f64, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let mut checked = 0;
-    for w in transitions.windows(2) {
-        if w[0].0 == w[1].0 && w[0].2 == "open" && w[1].2 == "half_open" {
-            let inside = conn
-                .query_row(
-                    "SELECT count(*) FROM http_events WHERE host = ?1 AND from_cache = 0 AND ts > ?2 AND ts < ?3",
-                    rusqlite::params![w[0].0, w[0].1, w[1].1],
-                    |r| r.get::<_, i64>(0),
-                )
-                .unwrap();
-            assert_eq!(inside, 0, "network calls while {} was open", w[0].0);
-            checked += 1;
-        }
-    }
-    assert!(checked > 10, "too few open periods to check: {checked}");
 }

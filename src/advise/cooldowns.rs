@@ -36,6 +36,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 pub fn incident_cooldowns(
     hosts: &[HostEvidence],
     cfg: &BreakerConfig,
+    model: &crate::crawler::CrawlerModel,
     window_end_s: f64,
 ) -> Vec<CooldownProposal> {
     let mut out = Vec::new();
@@ -46,7 +47,7 @@ pub fn incident_cooldowns(
         if !latest.ongoing {
             continue;
         }
-        let policy = cfg.policy(&h.host, h.dominant_role());
+        let policy = model.policy(cfg, &h.host, h.dominant_role());
         let start_s = latest.start_us as f64 / 1e6;
         let elapsed = window_end_s - start_s;
         let ended = |pred: &dyn Fn(&HostEvidence) -> bool| {

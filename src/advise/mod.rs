@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::edit::BreakerKey;
 use crate::config::rates::{Rate, RateLimits};
 use crate::config::{BreakerConfig, Policy};
+use crate::crawler::CrawlerModel;
 use crate::metrics::stats::{nearest_rank, wilson_lower, wilson_upper};
 use crate::replay::{Figures, ReplayPolicy};
 
@@ -64,6 +65,10 @@ pub struct AdviseSettings {
     pub max_rate_step: f64,
     /// No rate change smaller than this share of the current multiplier.
     pub rate_band: f64,
+    /// No breaker change for a host whose replay of the recorded policy misses its
+    /// recorded opens by more than this share (and by more than one open): the crawler
+    /// model does not explain that host.
+    pub fidelity_tolerance: f64,
 }
 
 impl Default for AdviseSettings {
@@ -91,6 +96,7 @@ impl Default for AdviseSettings {
             reset_band: 0.2,
             max_rate_step: 0.25,
             rate_band: 0.01,
+            fidelity_tolerance: 0.10,
         }
     }
 }
@@ -112,7 +118,8 @@ impl AdviseSettings {
             && self.reset_band >= 0.0
             && self.rate_band >= 0.0
             && self.flap_reset_factor > 1.0
-            && self.max_false_trips_per_day >= 0.0;
+            && self.max_false_trips_per_day >= 0.0
+            && self.fidelity_tolerance >= 0.0;
         if ok {
             Ok(())
         } else {
@@ -198,6 +205,23 @@ pub struct RateChange {
     pub evidence: Evidence,
 }
 
+/// A change that would help but that the crawler ignores (under the crawler model): it
+/// goes to the report's "needs a crawler change" section, never into breakers.yaml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrawlerChange {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub key: BreakerKey,
+    pub from: Num,
+    pub to: i64,
+    pub reason: String,
+    /// The crawler code that ignores the setting.
+    pub ignored_by: String,
+    pub evidence: Evidence,
+}
+
 /// A host the advisor looked at and left alone, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,6 +237,8 @@ pub type RateBaselines = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub breakers: Vec<BreakerChange>,
+    /// Proposals for settings the crawler ignores.
+    pub crawler_changes: Vec<CrawlerChange>,
     pub rates: Vec<RateChange>,
     pub held: Vec<Held>,
     /// The baselines to carry into the next run (earlier ones plus any recorded now).
@@ -231,11 +257,18 @@ pub trait ReplayCheck {
     /// The host's current policy as the replay runs it; None: no traffic to replay.
     fn current(&self, host: &str) -> Option<ReplayPolicy>;
     fn figures(&self, host: &str, policy: &ReplayPolicy) -> Figures;
+    /// The opens the recorded breakers made, to check the replay against; None when
+    /// unknown.
+    fn recorded_opens(&self, _host: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// What the advisor reads besides the evidence.
 pub struct Current<'a> {
     pub breakers: &'a BreakerConfig,
+    /// What the crawler counts and honours: the current values are what it runs.
+    pub model: &'a CrawlerModel,
     pub ratelimits: Option<&'a RateLimits>,
     /// Baselines from the previous patch file.
     pub baselines: &'a RateBaselines,
@@ -284,8 +317,9 @@ struct Proposal {
 
 fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, plan: &mut Plan) {
     let cfg = current.breakers;
+    let model = current.model;
     let role = h.dominant_role();
-    let cur = cfg.policy(&h.host, role);
+    let cur = model.policy(cfg, &h.host, role);
     let mut proposals = Vec::new();
     let fail_max = fail_max_rule(h, &cur, s, &mut plan.held);
     proposals.extend(fail_max);
@@ -293,16 +327,57 @@ fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, p
     let reset = reset_rule(h, &cur, flapping, s);
     let reset_at_cap = flapping && cur.reset_timeout_s >= s.reset_timeout_s[1];
     proposals.extend(reset);
-    proposals.extend(half_open_rule(h, cfg, reset_at_cap, s));
+    proposals.extend(half_open_rule(h, cfg, model, reset_at_cap, s));
+    // Settings the crawler ignores are not written; their replayed benefit goes to the
+    // report instead.
+    let (ignored, mut proposals): (Vec<Proposal>, Vec<Proposal>) = proposals
+        .into_iter()
+        .partition(|p| model.ignores(p.key).is_some());
+    // Lowering an ignored success_threshold to 1, which the crawler already runs, is no
+    // change at all.
+    for mut p in ignored.into_iter().filter(|p| p.to > 1) {
+        if let Some(r) = current.replay
+            && let Some(base) = r.current(&h.host)
+        {
+            let mut with = base;
+            if p.key == BreakerKey::SuccessThreshold {
+                with.success_threshold = p.to.max(1) as u32;
+            }
+            let (now, then) = (r.figures(&h.host, &base), r.figures(&h.host, &with));
+            p.reason.push_str(&format!(
+                "; replayed as if honoured: cost {} -> {}",
+                now.cost(),
+                then.cost()
+            ));
+            p.evidence
+                .insert("replay_cost_current".into(), Num::Int(now.cost() as i64));
+            p.evidence.insert(
+                "replay_cost_if_honoured".into(),
+                Num::Int(then.cost() as i64),
+            );
+        }
+        plan.crawler_changes.push(CrawlerChange {
+            host: h.host.clone(),
+            role: p.role,
+            key: p.key,
+            from: Num::real(p.from),
+            to: p.to,
+            reason: p.reason,
+            ignored_by: model.ignores(p.key).unwrap_or_default().to_owned(),
+            evidence: p.evidence,
+        });
+    }
     if let Some(r) = current.replay {
         proposals = replay_gate(h, proposals, r, s, &mut plan.held);
     }
 
     for mut p in proposals {
         // The host-level value applies to every role except where the host's own role
-        // entry sets the key: those were set by hand for that role, and the evidence is
-        // per host, so they are left alone (and named in the reason).
+        // entry sets the key and the crawler honours it there: those were set by hand
+        // for that role, and the evidence is per host, so they are left alone (and named
+        // in the reason).
         if p.role.is_none()
+            && model.honours_role_breaker_settings
             && let Some(hc) = cfg.hosts.get(&h.host)
         {
             for (r, o) in &hc.roles {
@@ -388,6 +463,20 @@ fn replay_gate(
         None => vec![base.success_threshold],
     };
     let now = r.figures(&h.host, &base);
+    if let Some(recorded) = r.recorded_opens(&h.host) {
+        let miss = (now.opens as f64 - recorded as f64).abs();
+        if miss > (s.fidelity_tolerance * recorded as f64).max(1.0) {
+            held.push(Held {
+                host: h.host.clone(),
+                reason: format!(
+                    "the replay does not reproduce the recorded breakers: {recorded} opens recorded, {} replayed under the crawler model (more than {:.0}% apart); no breaker change until it does",
+                    now.opens,
+                    s.fidelity_tolerance * 100.0
+                ),
+            });
+            return Vec::new();
+        }
+    }
     let mut best: Option<(ReplayPolicy, Figures)> = None;
     for &f in &fail_opts {
         for &rt in &reset_opts {
@@ -644,6 +733,7 @@ fn reset_rule(
 fn half_open_rule(
     h: &HostEvidence,
     cfg: &BreakerConfig,
+    model: &CrawlerModel,
     flapping_at_reset_cap: bool,
     s: &AdviseSettings,
 ) -> Vec<Proposal> {
@@ -652,7 +742,10 @@ fn half_open_rule(
         .iter()
         .any(|r| r.role == "metadata" && r.calls_net > 0)
         .then(|| "metadata".to_owned());
-    let cur = cfg.policy(&h.host, role.as_deref());
+    // What the file says (the threshold the crawler would run if it honoured it), with
+    // the trial budget the crawler does run.
+    let mut cur = cfg.policy(&h.host, role.as_deref());
+    cur.trial_calls = model.policy(cfg, &h.host, role.as_deref()).trial_calls;
     let (n, k_fail) = (h.half_open_trials, h.half_open_trial_failures);
     let fail_lo = wilson_lower(k_fail as f64, n as f64);
     let ok_lo = wilson_lower((n - k_fail) as f64, n as f64);

@@ -132,7 +132,16 @@ pub struct BreakerConfig {
     /// Keyed by normalised host.
     pub hosts: BTreeMap<String, HostConfig>,
     /// `advanced.rolling` when enabled.
-    pub rolling: Option<crate::replay::Rolling>,
+    pub rolling: Option<Rolling>,
+}
+
+/// The crawler's rolling-window rule (`advanced.rolling`): `threshold_failures` failures
+/// within `window_s` put the host in a `cooldown_s` cooldown.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Rolling {
+    pub threshold_failures: u32,
+    pub window_s: f64,
+    pub cooldown_s: f64,
 }
 
 /// Reads a config file's text; errors name the file.
@@ -189,7 +198,7 @@ impl BreakerConfig {
                         )
                     })
             };
-            cfg.rolling = Some(crate::replay::Rolling {
+            cfg.rolling = Some(Rolling {
                 threshold_failures: num("threshold_failures")?.max(1.0) as u32,
                 window_s: num("window_s")?,
                 cooldown_s: num("cooldown_s")?,

@@ -60,6 +60,12 @@ impl Default for DetectOptions {
 /// The failure kinds detected separately, with the `host_timeseries` column of each.
 pub const KINDS: [(&str, &str); 3] = [("429", "e429"), ("5xx", "e5xx"), ("timeout", "timeouts")];
 
+/// The breakers' own evidence: a recorded open means the breaker had just counted
+/// `fail_max` consecutive failures, most of them in requests that raised and left no row.
+/// `open_failures` counts them, over `attempts + open_failures`; an incident of kind
+/// `breaker` is a period in which the host's breakers kept opening.
+pub const BREAKER_KIND: (&str, &str) = ("breaker", "open_failures");
+
 /// Change points (segment starts, never 0) of one series of failures `k` in calls `n`.
 /// Fails only for BOCPD, whose Normal-Gamma update can break down numerically (for
 /// example with a very small prior scale).
@@ -243,8 +249,14 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
         .to_physical_repr()
         .into_owned();
     let starts = starts.i64()?;
+    // Per attempt when the table has it (what the host answered, retries included).
+    let denominator = if host_timeseries.get_column_index("attempts").is_some() {
+        "attempts"
+    } else {
+        "calls_net"
+    };
     let calls = host_timeseries
-        .column("calls_net")?
+        .column(denominator)?
         .cast(&DataType::Float64)?;
     let calls = calls.f64()?;
     let bucket_us = match (starts.get(0), starts.get(1), buckets.get(0), buckets.get(1)) {
@@ -268,9 +280,20 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
     let mut unhealthy = vec![false; height];
     let mut rows: Vec<(String, &str, IncidentSpan, i64, i64)> = Vec::new();
     let n_all: Vec<f64> = calls.iter().map(|v| v.unwrap_or(0.0)).collect();
-    for (kind, column) in KINDS {
+    let has_opens = host_timeseries.get_column_index(BREAKER_KIND.1).is_some();
+    let kinds = KINDS
+        .iter()
+        .copied()
+        .chain(has_opens.then_some(BREAKER_KIND));
+    for (kind, column) in kinds {
         let k_col = host_timeseries.column(column)?.cast(&DataType::Float64)?;
         let k_all: Vec<f64> = k_col.f64()?.iter().map(|v| v.unwrap_or(0.0)).collect();
+        // The open evidence is on top of the attempts the rows show.
+        let n_all: Vec<f64> = if kind == BREAKER_KIND.0 {
+            n_all.iter().zip(&k_all).map(|(n, k)| n + k).collect()
+        } else {
+            n_all.clone()
+        };
         for &(a, b) in &runs {
             let host = hosts.get(a).unwrap_or_default().to_owned();
             let spans = incidents(&k_all[a..b], &n_all[a..b], opts)

@@ -21,21 +21,25 @@ use std::collections::BTreeMap;
 use polars::prelude::*;
 
 use crate::config::BreakerConfig;
+use crate::crawler::{CrawlerModel, Scope};
 
 pub const US_PER_S: i64 = 1_000_000;
 
 /// The `http_events` columns the metrics read.
-const EVENT_COLUMNS: [&str; 10] = [
+const EVENT_COLUMNS: [&str; 13] = [
     "host",
     "role",
     "ts",
     "source",
+    "run_id",
     "id",
     "status",
     "from_cache",
     "error",
     "retry_after_s",
+    "retry_count",
     "breaker_state",
+    "breaker_recorded",
 ];
 
 /// Settings of one analysis.
@@ -55,6 +59,8 @@ pub struct AnalyzeOptions {
     pub pingpong_reset_timeouts: f64,
     /// Length of the trailing baseline before the window, for "worse than usual".
     pub baseline_s: Option<i64>,
+    /// What the crawler's breakers count (breaker instances, retries, classification).
+    pub crawler: CrawlerModel,
 }
 
 impl Default for AnalyzeOptions {
@@ -67,6 +73,7 @@ impl Default for AnalyzeOptions {
             flap_horizon_s: 300.0,
             pingpong_reset_timeouts: 3.0,
             baseline_s: None,
+            crawler: CrawlerModel::default(),
         }
     }
 }
@@ -126,42 +133,177 @@ fn list_lit(values: impl IntoIterator<Item = i64>) -> Expr {
     lit(s).implode(false)
 }
 
-/// `status in <the host's list>`, honouring per-host classification overrides.
+/// `status in <the host's list>`, with per-host classification overrides when the
+/// crawler model honours them.
 fn status_in(
     config: &BreakerConfig,
+    model: &CrawlerModel,
     pick: fn(&crate::config::Classify) -> &std::collections::BTreeSet<i64>,
 ) -> Expr {
     let status = col("status");
     let mut expr = status
         .clone()
         .is_in(list_lit(pick(&config.classify).iter().copied()), false);
-    for (host, hc) in &config.hosts {
-        if let Some(c) = &hc.classify {
-            expr = when(col("host").eq(lit(host.as_str())))
-                .then(
-                    status
-                        .clone()
-                        .is_in(list_lit(pick(c).iter().copied()), false),
-                )
-                .otherwise(expr);
+    if model.per_host_classify {
+        for (host, hc) in &config.hosts {
+            if let Some(c) = &hc.classify {
+                expr = when(col("host").eq(lit(host.as_str())))
+                    .then(
+                        status
+                            .clone()
+                            .is_in(list_lit(pick(c).iter().copied()), false),
+                    )
+                    .otherwise(expr);
+            }
         }
     }
     expr.fill_null(false)
 }
 
-/// Adds the per-row classification columns.
-pub fn classify(events: LazyFrame, config: &BreakerConfig) -> LazyFrame {
-    let net = col("from_cache").fill_null(false).not();
-    let timeout = col("status").is_null().and(col("error").is_not_null());
-    events.with_columns([
-        net.clone().alias("is_net"),
-        net.clone().and(timeout.clone()).alias("is_timeout"),
-        net.clone()
-            .and(timeout.or(status_in(config, |c| &c.failure_statuses)))
-            .alias("is_failure"),
-        net.and(status_in(config, |c| &c.neutral_statuses))
-            .alias("is_neutral"),
-    ])
+/// Adds the per-row classification columns, as the crawler model counts:
+/// - `is_net`: the row touched the network (not from the HTTP cache, not `blocked`);
+/// - `is_timeout`: a network row with no status and an error (a request that raised);
+/// - `is_failure`: the final outcome is a breaker failure (a failure status; an
+///   exception only when the model counts exceptions);
+/// - `is_neutral`: a neutral status;
+/// - `outcome`: 1 failure, 0 success, NULL not counted (an exception the breaker does not
+///   count, a blocked row; a cache hit counts as one success when the model says so);
+/// - `attempts`: `retry_count + 1` for a network row, else 0;
+/// - `retried_failures`: the earlier attempts the breaker counted as failures: their
+///   status is the row's final status when that is retryable (the retries ran out), else
+///   the host's most frequent retryable final status in the same UTC hour, else in the
+///   whole data (the estimate of what was retried away), counted when it is a failure
+///   status;
+/// - `attempts_429`, `attempts_5xx`: attempts with that status, retried ones included;
+/// - `breaker_failures`: failures the breaker recorded for the row (the retried ones and
+///   the final one, counted `final_outcome_counted` times).
+pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel) -> LazyFrame {
+    let blocked = col("breaker_recorded").eq(lit("blocked")).fill_null(false);
+    let net = col("from_cache")
+        .fill_null(false)
+        .not()
+        .and(blocked.clone().not());
+    let exception = col("status").is_null().and(col("error").is_not_null());
+    let fail_status = status_in(config, model, |c| &c.failure_statuses);
+    let failure = if model.exceptions_are_failures {
+        fail_status.clone().or(exception.clone())
+    } else {
+        fail_status.clone()
+    };
+    let retryable = |e: Expr| {
+        e.is_in(list_lit(model.retry_statuses.iter().copied()), false)
+            .fill_null(false)
+    };
+    // The most frequent retryable final status (ties: the smallest) of the host in the
+    // same hour, else over the whole data.
+    let hour = (col("ts").cast(DataType::Int64) / lit(3_600 * US_PER_S)).alias("retry_hour");
+    let retried_finals = events
+        .clone()
+        .filter(net.clone().and(retryable(col("status"))))
+        .with_column(hour.clone());
+    let mode_of_status = |name: &str| {
+        col("status")
+            .mode(true)
+            .sort(SortOptions::default())
+            .first()
+            .alias(name)
+    };
+    let retry_status = retried_finals
+        .clone()
+        .group_by([col("host")])
+        .agg([mode_of_status("host_retry_status")]);
+    let retry_status_hour = retried_finals
+        .group_by([col("host"), col("retry_hour")])
+        .agg([mode_of_status("hour_retry_status")]);
+    let failure_list = list_lit(config.classify.failure_statuses.iter().copied());
+    let all_retry_fail = model
+        .retry_statuses
+        .iter()
+        .all(|s| config.classify.failure_statuses.contains(s));
+    let retried = when(net.clone())
+        .then(col("retry_count").fill_null(lit(0i64)).clip_min(lit(0i64)))
+        .otherwise(lit(0i64));
+    let retried_status = when(retryable(col("status")))
+        .then(col("status"))
+        .otherwise(col("hour_retry_status").fill_null(col("host_retry_status")));
+    let retried_fail = retried_status
+        .clone()
+        .is_in(failure_list, false)
+        .fill_null(lit(all_retry_fail));
+    let retried_failures = if model.count_retries {
+        when(retried_fail)
+            .then(retried.clone())
+            .otherwise(lit(0i64))
+    } else {
+        lit(0i64)
+    };
+    let final_failure = net.clone().and(failure.clone());
+    let outcome = when(blocked)
+        .then(lit(NULL).cast(DataType::Int32))
+        .when(net.clone().not())
+        .then(if model.cache_hit_is_success {
+            lit(0i32)
+        } else {
+            lit(NULL).cast(DataType::Int32)
+        })
+        .when(failure)
+        .then(lit(1i32))
+        .when(exception.clone().and(lit(!model.exceptions_are_failures)))
+        .then(lit(NULL).cast(DataType::Int32))
+        .otherwise(lit(0i32));
+    let with_status = |code: Expr, status: Expr| {
+        when(net.clone().and(code.clone()))
+            .then(lit(1i64))
+            .otherwise(lit(0i64))
+            + when(status).then(retried.clone()).otherwise(lit(0i64))
+    };
+    events
+        .with_column(hour)
+        .join(retry_status, [col("host")], [col("host")], left_join())
+        .join(
+            retry_status_hour,
+            [col("host"), col("retry_hour")],
+            [col("host"), col("retry_hour")],
+            left_join(),
+        )
+        .with_columns([
+            net.clone().alias("is_net"),
+            net.clone().and(exception).alias("is_timeout"),
+            final_failure.clone().alias("is_failure"),
+            net.clone()
+                .and(status_in(config, model, |c| &c.neutral_statuses))
+                .alias("is_neutral"),
+            outcome.alias("outcome"),
+            (retried.clone() + net.clone().cast(DataType::Int64)).alias("attempts"),
+            retried_failures.clone().alias("retried_failures"),
+            with_status(
+                col("status").eq(lit(429)).fill_null(false),
+                retried_status.clone().eq(lit(429)).fill_null(false),
+            )
+            .alias("attempts_429"),
+            with_status(
+                col("status")
+                    .gt_eq(lit(500))
+                    .and(col("status").lt(lit(600)))
+                    .fill_null(false),
+                retried_status
+                    .clone()
+                    .gt_eq(lit(500))
+                    .and(retried_status.lt(lit(600)))
+                    .fill_null(false),
+            )
+            .alias("attempts_5xx"),
+            (retried_failures
+                + when(final_failure)
+                    .then(lit(i64::from(model.final_outcome_counted)))
+                    .otherwise(lit(0i64)))
+            .alias("breaker_failures"),
+        ])
+        .drop(cols([
+            "host_retry_status",
+            "hour_retry_status",
+            "retry_hour",
+        ]))
 }
 
 /// The latest event time in the data, the default end of the window.
@@ -241,9 +383,46 @@ fn ratio_columns() -> Vec<Expr> {
     v
 }
 
-/// Per-host breaker settings as a frame to join on.
-fn policy_frame(config: &BreakerConfig, hosts: &[String]) -> PolarsResult<DataFrame> {
-    let policies: Vec<_> = hosts.iter().map(|h| config.policy(h, None)).collect();
+/// Counts per attempt (a retried 429 is still a 429 the host sent) and the failures the
+/// breakers recorded; see [`classify`].
+fn attempt_aggs() -> Vec<Expr> {
+    vec![
+        col("attempts")
+            .sum()
+            .cast(DataType::Int64)
+            .alias("attempts"),
+        col("attempts_429")
+            .sum()
+            .cast(DataType::Int64)
+            .alias("attempts_429"),
+        col("attempts_5xx")
+            .sum()
+            .cast(DataType::Int64)
+            .alias("attempts_5xx"),
+        col("breaker_failures")
+            .sum()
+            .cast(DataType::Int64)
+            .alias("breaker_failures"),
+    ]
+}
+
+/// `<k>_attempt_ratio` with Wilson bounds, over `attempts`.
+fn attempt_ratio_columns() -> Vec<Expr> {
+    let mut v = wilson("attempts_429", "attempts", "e429_attempt");
+    v.extend(wilson("attempts_5xx", "attempts", "e5xx_attempt"));
+    v
+}
+
+/// Per-host breaker settings, as the crawler model resolves them, as a frame to join on.
+fn policy_frame(
+    config: &BreakerConfig,
+    model: &CrawlerModel,
+    hosts: &[String],
+) -> PolarsResult<DataFrame> {
+    let policies: Vec<_> = hosts
+        .iter()
+        .map(|h| model.policy(config, h, None))
+        .collect();
     df!(
         "host" => hosts,
         "fail_max" => policies.iter().map(|p| p.fail_max).collect::<Vec<_>>(),
@@ -257,6 +436,7 @@ fn policy_frame(config: &BreakerConfig, hosts: &[String]) -> PolarsResult<DataFr
 pub fn analyze(
     events: LazyFrame,
     transitions: LazyFrame,
+    outcomes: LazyFrame,
     config: &BreakerConfig,
     opts: &AnalyzeOptions,
 ) -> PolarsResult<Metrics> {
@@ -272,23 +452,29 @@ pub fn analyze(
     // No cache(): each table re-scans only the columns it needs, which keeps peak memory
     // at one table's working set instead of the whole classified window.
     let raw_events = events;
+    let model = &opts.crawler;
     let events = classify(
         window
             .select(raw_events.clone())
             .select(EVENT_COLUMNS.map(col)),
         config,
+        model,
     );
     let raw_transitions = transitions;
     let transitions = window.select(raw_transitions.clone());
+    let transitions_in_window = transitions.clone();
 
     let hosts: Vec<String> = distinct_sorted(&events, "host")?
         .str()?
         .iter()
         .map(|h| h.unwrap_or_default().to_owned())
         .collect();
-    let policies = policy_frame(config, &hosts)?;
+    let policies = policy_frame(config, model, &hosts)?;
 
-    let bursts = bursts(events.clone(), opts)?;
+    let bursts = prefer_logged_bursts(
+        bursts(events.clone(), opts)?,
+        logged_bursts(window.select(outcomes), opts)?,
+    )?;
     let burst_stats = burst_stats(&bursts, &hosts)?;
     let transition_stats = transition_stats(transitions, &policies, opts)?;
 
@@ -342,6 +528,7 @@ pub fn analyze(
             raw_events,
             raw_transitions,
             config,
+            model,
             Window {
                 start_us: window.start_us - b * US_PER_S,
                 end_us: window.start_us,
@@ -353,8 +540,10 @@ pub fn analyze(
         )]))
         .lazy(),
     };
+    let attempts_by_host = events.clone().group_by([col("host")]).agg(attempt_aggs());
     let host_summary = run_sql(events.clone(), HOST_COUNTS_SQL)?
         .join(retry_after_by_host, [col("host")], [col("host")], left())
+        .join(attempts_by_host, [col("host")], [col("host")], left())
         .join(
             policies.clone().lazy(),
             [col("host")],
@@ -370,6 +559,7 @@ pub fn analyze(
         )
         .join(baseline, [col("host")], [col("host")], left())
         .with_columns(ratio_columns())
+        .with_columns(attempt_ratio_columns())
         .with_columns([
             (col("retry_after_above_cap").cast(DataType::Float64)
                 / col("retry_after_samples").cast(DataType::Float64))
@@ -381,12 +571,24 @@ pub fn analyze(
         .collect_streaming()?;
     let host_summary = fill_zero_counts(host_summary)?;
 
+    let attempts_by_role = events
+        .clone()
+        .group_by([col("host"), col("role")])
+        .agg(attempt_aggs());
     let host_role_summary = run_sql(events.clone(), HOST_ROLE_COUNTS_SQL)?
+        .join(
+            attempts_by_role,
+            [col("host"), col("role")],
+            [col("host"), col("role")],
+            left(),
+        )
         .with_columns(ratio_columns())
+        .with_columns(attempt_ratio_columns())
         .sort(["host", "role"], SortMultipleOptions::default())
         .collect_streaming()?;
 
-    let host_timeseries = timeseries(events, &hosts, window, opts)?;
+    let open_failures = open_evidence(transitions_in_window.clone(), &policies, window, opts);
+    let host_timeseries = timeseries(events, open_failures, &hosts, window, opts)?;
     Ok(Metrics {
         window,
         host_summary,
@@ -405,15 +607,19 @@ fn baseline(
     events: LazyFrame,
     transitions: LazyFrame,
     config: &BreakerConfig,
+    model: &CrawlerModel,
     window: Window,
 ) -> PolarsResult<LazyFrame> {
-    let events = classify(window.select(events).select(EVENT_COLUMNS.map(col)), config);
+    let events = classify(
+        window.select(events).select(EVENT_COLUMNS.map(col)),
+        config,
+        model,
+    );
     let first = latest_or_first(events.clone(), false)?;
     let covered_h = first.map_or(0.0, |f| {
         (window.end_us - f.max(window.start_us)) as f64 / 3.6e9
     });
-    let opens = window
-        .select(transitions)
+    let opens = dedupe_transitions(window.select(transitions))
         .filter(col("new_state").eq(lit("open")))
         .group_by([col("host")])
         .agg([len().cast(DataType::Int64).alias("baseline_opens")]);
@@ -441,6 +647,8 @@ fn baseline(
 /// Hosts without bursts or transitions have zero of them, not NULL.
 fn fill_zero_counts(df: DataFrame) -> PolarsResult<DataFrame> {
     let zero_cols = [
+        "transitions_from_table",
+        "transitions_from_events",
         "bursts",
         "burst_max",
         "opens",
@@ -499,22 +707,77 @@ fn encode(name: &str, values: &Series) -> Expr {
     )
 }
 
-/// One row per burst: host, start, end, length, dominant status, role mix, and whether
-/// it touches the window's edges (so it may be longer than seen).
-pub fn bursts(events: LazyFrame, _opts: &AnalyzeOptions) -> PolarsResult<DataFrame> {
-    let net = events.filter(col("is_net"));
-    let hosts = distinct_sorted(&net, "host")?;
-    let sources = distinct_sorted(&net, "source")?;
-    // Sources sort in their lexical order because their codes are indices into the
-    // sorted list: (ts, source, id) order is kept.
-    let sorted = net
+/// Adds `instance`, the breaker instance a row belongs to under `model`: its process
+/// (`source` and `run_id` joined by U+001F), or one (empty) for the fleet. A row without
+/// a run id belongs to its source's most frequent run (the crawler's sink leaves
+/// `run_id` NULL now and then).
+pub fn with_instance(lf: LazyFrame, model: &CrawlerModel) -> LazyFrame {
+    match model.breaker_scope {
+        Scope::Fleet => lf.with_column(lit("").alias("instance")),
+        Scope::Process => {
+            let runs = lf
+                .clone()
+                .filter(col("run_id").is_not_null())
+                .group_by([col("source")])
+                .agg([col("run_id")
+                    .mode(true)
+                    .sort(SortOptions::default())
+                    .first()
+                    .alias("source_run")]);
+            lf.join(runs, [col("source")], [col("source")], left_join())
+                .with_column(
+                    concat_str(
+                        [
+                            col("source"),
+                            col("run_id")
+                                .fill_null(col("source_run"))
+                                .fill_null(lit("")),
+                        ],
+                        "\u{1f}",
+                        false,
+                    )
+                    .alias("instance"),
+                )
+                .drop(cols(["source_run"]))
+        }
+    }
+}
+
+/// One row per burst: the consecutive failures one breaker instance counted. Rows are
+/// taken per instance in (ts, source, id) order and each stands for what the breaker
+/// recorded (see [`classify`]): its retried failures, then its final outcome
+/// `final_outcome_counted` times. A burst ends at the first success; its `length` is in
+/// breaker failures, not rows. Columns: host, source, run_id (the instance; empty under
+/// a fleet-wide breaker), start, end, length, dominant status, role mix (rows), and
+/// whether it touches the instance's first / last counted row in the window (so it may
+/// be longer than seen).
+pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFrame> {
+    let model = &opts.crawler;
+    let counted = with_instance(events, model).filter(
+        col("outcome")
+            .is_not_null()
+            .or(col("retried_failures").gt(lit(0i64))),
+    );
+    let hosts = distinct_sorted(&counted, "host")?;
+    let instances = distinct_sorted(&counted, "instance")?;
+    let sources = distinct_sorted(&counted, "source")?;
+    let weight = i64::from(model.final_outcome_counted);
+    // Instances sort in their lexical order because their codes are indices into the
+    // sorted list: (ts, source, id) order is kept within each.
+    let sorted = counted
         .select([
             encode("host", &hosts).alias("host_code"),
+            encode("instance", &instances).alias("instance_code"),
             col("ts").cast(DataType::Int64).alias("ts_us"),
             encode("source", &sources).alias("source_code"),
             col("id"),
             col("status").fill_null(lit(0i64)).alias("status"),
-            col("is_failure"),
+            (col("retried_failures")
+                + when(col("outcome").eq(lit(1i32)))
+                    .then(lit(weight))
+                    .otherwise(lit(0i64)))
+            .alias("fails"),
+            col("outcome").eq(lit(0i32)).fill_null(false).alias("ends"),
             col("role")
                 .eq(lit("metadata"))
                 .fill_null(false)
@@ -529,30 +792,35 @@ pub fn bursts(events: LazyFrame, _opts: &AnalyzeOptions) -> PolarsResult<DataFra
                 .alias("is_artifact"),
         ])
         .sort(
-            ["host_code", "ts_us", "source_code", "id"],
+            ["host_code", "instance_code", "ts_us", "source_code", "id"],
             SortMultipleOptions::default().with_maintain_order(true),
         );
-    let host_change = col("host_code")
+    let breaker_change = col("host_code")
         .neq(col("host_code").shift(lit(1)))
+        .or(col("instance_code").neq(col("instance_code").shift(lit(1))))
         .fill_null(true);
-    let last_of_host = col("host_code")
+    let last_of_breaker = col("host_code")
         .neq(col("host_code").shift(lit(-1)))
+        .or(col("instance_code").neq(col("instance_code").shift(lit(-1))))
         .fill_null(true);
-    let boundary = host_change.clone().or(col("is_failure")
-        .neq(col("is_failure").shift(lit(1)))
-        .fill_null(true));
+    // A burst starts after a success (or with a new breaker) and runs up to and
+    // including the next success, whose retried failures came before it.
+    let boundary = breaker_change
+        .clone()
+        .or(col("ends").shift(lit(1)).fill_null(true));
+    let contributes = col("fails").gt(lit(0i64));
     let runs = sorted
         .with_columns([
             boundary.cast(DataType::UInt32).cum_sum(false).alias("run"),
-            host_change.alias("first_of_host"),
-            last_of_host.alias("last_of_host"),
+            breaker_change.alias("first_of_breaker"),
+            last_of_breaker.alias("last_of_breaker"),
         ])
-        .filter(col("is_failure"))
-        .group_by([col("host_code"), col("run")])
+        .filter(contributes)
+        .group_by([col("host_code"), col("instance_code"), col("run")])
         .agg([
             col("ts_us").min().alias("start"),
             col("ts_us").max().alias("end"),
-            len().cast(DataType::Int64).alias("length"),
+            col("fails").sum().cast(DataType::Int64).alias("length"),
             col("status")
                 .mode(true)
                 .sort(SortOptions::default())
@@ -561,14 +829,26 @@ pub fn bursts(events: LazyFrame, _opts: &AnalyzeOptions) -> PolarsResult<DataFra
             count_where(col("is_metadata"), "metadata_calls"),
             count_where(col("is_landing"), "landing_calls"),
             count_where(col("is_artifact"), "artifact_calls"),
-            col("first_of_host").any(true).alias("at_window_start"),
-            col("last_of_host").any(true).alias("at_window_end"),
+            col("first_of_breaker").any(true).alias("at_window_start"),
+            col("last_of_breaker").any(true).alias("at_window_end"),
         ]);
     let host_names = df!(
         "host_code" => (0..hosts.len() as u32).collect::<Vec<u32>>(),
         "host" => hosts.clone(),
     )?;
+    let instance_names = df!(
+        "instance_code" => (0..instances.len() as u32).collect::<Vec<u32>>(),
+        "instance" => instances.clone(),
+    )?;
     let datetime = DataType::Datetime(TimeUnit::Microseconds, None);
+    let part = |i: i64| {
+        col("instance")
+            .str()
+            .split(lit("\u{1f}"))
+            .list()
+            .get(lit(i), true)
+            .fill_null(lit(""))
+    };
     // `run` follows (ts, source, id) order, so it also orders bursts that start at the
     // same instant.
     collect(
@@ -578,9 +858,20 @@ pub fn bursts(events: LazyFrame, _opts: &AnalyzeOptions) -> PolarsResult<DataFra
             [col("host_code")],
             left_join(),
         )
-        .sort(["host_code", "run"], SortMultipleOptions::default())
+        .join(
+            instance_names.lazy(),
+            [col("instance_code")],
+            [col("instance_code")],
+            left_join(),
+        )
+        .sort(
+            ["host_code", "instance_code", "run"],
+            SortMultipleOptions::default(),
+        )
         .select([
             col("host"),
+            part(0).alias("source"),
+            part(1).alias("run_id"),
             col("start").cast(datetime.clone()),
             col("end").cast(datetime),
             col("length"),
@@ -595,6 +886,128 @@ pub fn bursts(events: LazyFrame, _opts: &AnalyzeOptions) -> PolarsResult<DataFra
             col("at_window_end"),
         ]),
     )
+}
+
+/// Bursts from the breakers' own `breaker_failure` / `breaker_success` events (the
+/// `breaker_outcomes` table): the exact record of what each breaker counted, one event
+/// per counted outcome, in (ts, id) order per instance. Same columns as [`bursts`]
+/// (`dominant_status` is `logged`: the events carry no status; the role counts are 0);
+/// `logged` is the list of instances that logged any event.
+pub struct LoggedBursts {
+    pub bursts: DataFrame,
+    pub instances: DataFrame,
+}
+
+pub fn logged_bursts(outcomes: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<LoggedBursts> {
+    let rows = with_instance(
+        outcomes.filter(col("scope").is_null().or(col("scope").eq(lit("host")))),
+        &opts.crawler,
+    )
+    .filter(col("outcome").is_not_null());
+    let instances = collect(
+        rows.clone()
+            .select([col("host"), col("instance")])
+            .unique_stable(None, UniqueKeepStrategy::First)
+            .sort(["host", "instance"], SortMultipleOptions::default()),
+    )?;
+    let by = [col("host"), col("instance")];
+    let breaker_change = col("host")
+        .neq(col("host").shift(lit(1)))
+        .or(col("instance").neq(col("instance").shift(lit(1))))
+        .fill_null(true);
+    let last_of_breaker = col("host")
+        .neq(col("host").shift(lit(-1)))
+        .or(col("instance").neq(col("instance").shift(lit(-1))))
+        .fill_null(true);
+    let is_fail = col("outcome").eq(lit("failure"));
+    let boundary = breaker_change
+        .clone()
+        .or(col("is_fail").not().shift(lit(1)).fill_null(true));
+    let part = |i: i64| {
+        col("instance")
+            .str()
+            .split(lit("\u{1f}"))
+            .list()
+            .get(lit(i), true)
+            .fill_null(lit(""))
+    };
+    let datetime = DataType::Datetime(TimeUnit::Microseconds, None);
+    let bursts = collect(
+        rows.select([
+            col("host"),
+            col("instance"),
+            col("ts").cast(DataType::Int64).alias("ts_us"),
+            col("id"),
+            is_fail.clone().alias("is_fail"),
+        ])
+        .sort(
+            ["host", "instance", "ts_us", "id"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .with_columns([
+            boundary.cast(DataType::UInt32).cum_sum(false).alias("run"),
+            breaker_change.alias("first_of_breaker"),
+            last_of_breaker.alias("last_of_breaker"),
+        ])
+        .filter(col("is_fail"))
+        .group_by(
+            by.clone()
+                .into_iter()
+                .chain([col("run")])
+                .collect::<Vec<_>>(),
+        )
+        .agg([
+            col("ts_us").min().alias("start"),
+            col("ts_us").max().alias("end"),
+            len().cast(DataType::Int64).alias("length"),
+            col("first_of_breaker").any(true).alias("at_window_start"),
+            col("last_of_breaker").any(true).alias("at_window_end"),
+        ])
+        .sort(["host", "instance", "run"], SortMultipleOptions::default())
+        .select([
+            col("host"),
+            part(0).alias("source"),
+            part(1).alias("run_id"),
+            col("start").cast(datetime.clone()),
+            col("end").cast(datetime),
+            col("length"),
+            lit("logged").alias("dominant_status"),
+            lit(0i64).cast(DataType::Int64).alias("metadata_calls"),
+            lit(0i64).cast(DataType::Int64).alias("landing_calls"),
+            lit(0i64).cast(DataType::Int64).alias("artifact_calls"),
+            col("at_window_start"),
+            col("at_window_end"),
+        ]),
+    )?;
+    let instances = instances
+        .lazy()
+        .select([
+            col("host"),
+            part(0).alias("source"),
+            part(1).alias("run_id"),
+        ])
+        .collect()?;
+    Ok(LoggedBursts { bursts, instances })
+}
+
+/// The bursts of every instance: from its logged events when it logged any, else
+/// reconstructed from its rows. Adds `counted_from` (`events` or `rows`).
+pub fn prefer_logged_bursts(from_rows: DataFrame, logged: LoggedBursts) -> PolarsResult<DataFrame> {
+    let key = [col("host"), col("source"), col("run_id")];
+    let mut anti = JoinArgs::new(JoinType::Anti);
+    anti.maintain_order = MaintainOrderJoin::Left;
+    let rows = from_rows
+        .lazy()
+        .join(logged.instances.lazy(), key.clone(), key, anti)
+        .with_column(lit("rows").alias("counted_from"));
+    let events = logged
+        .bursts
+        .lazy()
+        .with_column(lit("events").alias("counted_from"));
+    collect(concat([rows, events], UnionArgs::default())?.sort(
+        ["host", "source", "run_id", "start"],
+        SortMultipleOptions::default().with_maintain_order(true),
+    ))
 }
 
 /// Per host: number of bursts and nearest-rank q50, q95, q99 and max of their lengths.
@@ -633,14 +1046,48 @@ pub fn burst_stats(bursts: &DataFrame, hosts: &[String]) -> PolarsResult<DataFra
     DataFrame::new_infer_height(columns)
 }
 
-/// Per host, from the breaker transitions: opens, open durations, half-open episodes
-/// and how they ended, flapping.
+/// Transitions recorded in both `breaker_transitions` and `breaker_events` (a crawler
+/// may write both), counted once: a transition of the same breaker instance (source,
+/// run, host), between the same states, from the other origin, within a second of the
+/// previous one is the same transition. (A breaker cannot make the same transition twice
+/// within a second: it has to leave the state in between.) Keeps the first.
+pub fn dedupe_transitions(transitions: LazyFrame) -> LazyFrame {
+    let key = ["host", "source", "run_id", "old_state", "new_state"];
+    let same = key
+        .iter()
+        .map(|k| {
+            col(*k)
+                .fill_null(lit(""))
+                .eq(col(*k).fill_null(lit("")).shift(lit(1)))
+        })
+        .reduce(|a, b| a.and(b))
+        .expect("a key");
+    let ts = col("ts").cast(DataType::Int64);
+    let close = (ts.clone() - ts.shift(lit(1))).lt_eq(lit(US_PER_S));
+    let other_origin = col("origin")
+        .fill_null(lit(""))
+        .neq(col("origin").fill_null(lit("")).shift(lit(1)));
+    transitions
+        .sort(
+            ["host", "source", "run_id", "ts", "origin", "id"],
+            SortMultipleOptions::default()
+                .with_maintain_order(true)
+                .with_nulls_last(true),
+        )
+        .filter(same.and(close).and(other_origin).fill_null(false).not())
+}
+
+/// Per host, from the breaker transitions (each counted once, see
+/// [`dedupe_transitions`]): opens, open durations, half-open episodes and how they
+/// ended, flapping, all per breaker instance; and how many transitions came from each
+/// table.
 pub fn transition_stats(
     transitions: LazyFrame,
     policies: &DataFrame,
     opts: &AnalyzeOptions,
 ) -> PolarsResult<DataFrame> {
-    let by_host = |e: Expr| e.over([col("host")]);
+    // Neighbouring transitions are those of the same breaker instance.
+    let by_host = |e: Expr| e.over([col("host"), col("instance")]);
     let ts_s = col("ts").cast(DataType::Int64).cast(DataType::Float64) / lit(1e6);
     let new = col("new_state");
     let prev = |n: i64| by_host(col("new_state").shift(lit(n)));
@@ -648,10 +1095,10 @@ pub fn transition_stats(
     let (prev1, prev2, prev_ts1, prev_ts2) = (prev(1)?, prev(2)?, prev_ts(1)?, prev_ts(2)?);
     let next_ts = by_host(ts_s.clone().shift(lit(-1)))?;
     let next_state = by_host(col("new_state").shift(lit(-1)))?;
-    transitions
+    with_instance(dedupe_transitions(transitions), &opts.crawler)
         .filter(col("scope").is_null().or(col("scope").eq(lit("host"))))
         .sort(
-            ["host", "ts", "id"],
+            ["host", "instance", "ts", "id"],
             SortMultipleOptions::default().with_maintain_order(true),
         )
         .join(
@@ -705,6 +1152,16 @@ pub fn transition_stats(
             count_where(col("half_open_then_closed"), "half_open_closed"),
             count_where(col("reopen_from_half_open"), "reopen_from_half_open"),
             count_where(col("pingpong"), "pingpong_flaps"),
+            count_where(
+                col("origin")
+                    .eq(lit("breaker_transitions"))
+                    .fill_null(false),
+                "transitions_from_table",
+            ),
+            count_where(
+                col("origin").eq(lit("breaker_events")).fill_null(false),
+                "transitions_from_events",
+            ),
         ])
         .with_column(
             (col("half_open_closed").cast(DataType::Float64)
@@ -714,12 +1171,53 @@ pub fn transition_stats(
         .collect_streaming()
 }
 
-/// Per host and bucket: counts, raw ratios, and EWMA ratios. Buckets with no calls are
-/// explicit rows with zero counts; their raw ratios are NULL, and the EWMA ratios are the
-/// ratio of the EWMAs of the counts, so an empty bucket weighs nothing instead of
-/// reading as healthy.
+/// Per host and bucket, from the transitions: `opens` (each counted once) and
+/// `open_failures`, the `fail_max` consecutive failures each open stands for (the
+/// detector's breaker evidence, see `crate::detect::BREAKER_KIND`).
+fn open_evidence(
+    transitions: LazyFrame,
+    policies: &DataFrame,
+    window: Window,
+    opts: &AnalyzeOptions,
+) -> LazyFrame {
+    let bucket_us = opts.bucket_s * US_PER_S;
+    dedupe_transitions(transitions)
+        .filter(col("scope").is_null().or(col("scope").eq(lit("host"))))
+        .filter(col("new_state").eq(lit("open")))
+        .join(
+            policies
+                .clone()
+                .lazy()
+                .select([col("host"), col("fail_max")]),
+            [col("host")],
+            [col("host")],
+            left_join(),
+        )
+        .with_column(
+            ((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us))
+                .alias("bucket"),
+        )
+        .group_by([col("host"), col("bucket")])
+        .agg([
+            len().cast(DataType::Int64).alias("opens"),
+            col("fail_max")
+                .fill_null(lit(5i64))
+                .sum()
+                .cast(DataType::Int64)
+                .alias("open_failures"),
+        ])
+}
+
+/// Per host and bucket: counts, raw ratios, and EWMA ratios. The counts are per attempt,
+/// what the host answered (a retried 429 is a 429 the host sent): `calls_net` rows,
+/// `attempts`, and `e429`, `e5xx`, `failures` (failed attempts: the retried ones and
+/// the final failure, once) and `timeouts` (rows) over `attempts`. Buckets with no calls
+/// are explicit rows with zero counts; their raw ratios are NULL, and the EWMA ratios
+/// are the ratio of the EWMAs of the counts, so an empty bucket weighs nothing instead
+/// of reading as healthy.
 pub fn timeseries(
     events: LazyFrame,
+    open_failures: LazyFrame,
     hosts: &[String],
     window: Window,
     opts: &AnalyzeOptions,
@@ -741,15 +1239,23 @@ pub fn timeseries(
         .group_by([col("host"), col("bucket")])
         .agg([
             len().cast(DataType::Int64).alias("calls_net"),
-            count_where(col("status").eq(lit(429)), "e429"),
-            count_where(
-                col("status")
-                    .gt_eq(lit(500))
-                    .and(col("status").lt(lit(600))),
-                "e5xx",
-            ),
+            col("attempts")
+                .sum()
+                .cast(DataType::Int64)
+                .alias("attempts"),
+            col("attempts_429")
+                .sum()
+                .cast(DataType::Int64)
+                .alias("e429"),
+            col("attempts_5xx")
+                .sum()
+                .cast(DataType::Int64)
+                .alias("e5xx"),
             count_where(col("is_timeout"), "timeouts"),
-            count_where(col("is_failure"), "failures"),
+            (col("retried_failures") + col("is_failure").cast(DataType::Int64))
+                .sum()
+                .cast(DataType::Int64)
+                .alias("failures"),
         ]);
     let alpha = 1.0 - 0.5f64.powf(1.0 / opts.half_life_buckets);
     let ewm = |c: &str| {
@@ -764,13 +1270,20 @@ pub fn timeseries(
             })
             .over([col("host")])
     };
-    let count_cols = ["calls_net", "e429", "e5xx", "timeouts", "failures"];
+    let count_cols = [
+        "calls_net",
+        "attempts",
+        "e429",
+        "e5xx",
+        "timeouts",
+        "failures",
+    ];
     let mut ratio_exprs = Vec::new();
-    let ewm_calls = ewm("calls_net")?;
+    let ewm_calls = ewm("attempts")?;
     for k in ["e429", "e5xx", "timeouts", "failures"] {
         ratio_exprs.push(
-            when(col("calls_net").gt(lit(0)))
-                .then(col(k).cast(DataType::Float64) / col("calls_net").cast(DataType::Float64))
+            when(col("attempts").gt(lit(0)))
+                .then(col(k).cast(DataType::Float64) / col("attempts").cast(DataType::Float64))
                 .otherwise(lit(NULL))
                 .alias(format!("{k}_ratio")),
         );
@@ -788,9 +1301,16 @@ pub fn timeseries(
             [col("host"), col("bucket")],
             left_join(),
         )
+        .join(
+            open_failures,
+            [col("host"), col("bucket")],
+            [col("host"), col("bucket")],
+            left_join(),
+        )
         .with_columns(
             count_cols
                 .iter()
+                .chain(&["opens", "open_failures"])
                 .map(|c| col(*c).fill_null(lit(0i64)))
                 .collect::<Vec<_>>(),
         )

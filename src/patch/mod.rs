@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::advise::{BreakerChange, Held, Plan, RateBaselines, RateChange};
+use crate::advise::{BreakerChange, CrawlerChange, Held, Plan, RateBaselines, RateChange};
 use crate::config::edit::{BreakerEdit, patch_breakers};
 use crate::config::rates::{RateLimits, RatesEdit, patch_rates};
 use crate::config::{BreakerConfig, ConfigError};
@@ -88,6 +88,9 @@ pub struct PatchFile {
     /// Hosts left alone, and why.
     #[serde(default)]
     pub held: Vec<Held>,
+    /// Proposals for settings the crawler ignores (never applied to the files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_crawler_change: Vec<CrawlerChange>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -137,6 +140,7 @@ impl PatchFile {
             }),
             baselines: plan.baselines.clone(),
             held: plan.held.clone(),
+            needs_crawler_change: plan.crawler_changes.clone(),
         };
         if let Some(prev) = previous {
             let same = PatchFile {

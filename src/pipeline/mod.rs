@@ -159,14 +159,16 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     }
     let start = chrono::DateTime::parse_from_rfc3339(&args.start)
         .map_err(|e| InputError(format!("--start {:?}: {e}", args.start)))?;
+    if args.machines == 0 {
+        bail!(InputError("--machines must be at least 1".into()));
+    }
     let opts = SimOptions {
-        out: args.out.clone(),
-        hours: args.hours,
-        hosts: args.hosts,
-        rps: args.rps,
-        seed: args.seed,
         variant: args.variant,
         start_s: start.timestamp(),
+        machines: args.machines,
+        cooldowns: args.cooldowns,
+        max_retries: args.max_retries,
+        ..SimOptions::new(&args.out, args.hours, args.hosts, args.rps, args.seed)
     };
     let summary =
         simulate(&opts).with_context(|| format!("simulating into {}", args.out.display()))?;
@@ -177,7 +179,12 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         summary.rows,
         summary.transitions,
         summary.hosts,
-        summary.telemetry.display(),
+        summary
+            .telemetry
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         summary.ground_truth.display()
     )?;
     Ok(())
@@ -227,6 +234,8 @@ pub fn scan_table(
         schema.insert("date".into(), DataType::Date);
         return Ok(DataFrame::empty_with_schema(&schema).lazy());
     }
+    // The declared schema, not the first file's: parts written by an older schema
+    // version lack the columns added since, which then read as NULL.
     let args = ScanArgsParquet {
         hive_options: HiveOptions {
             enabled: Some(true),
@@ -234,6 +243,10 @@ pub fn scan_table(
             schema: None,
             try_parse_dates: true,
         },
+        schema: Some(std::sync::Arc::new(
+            crate::telemetry::parquet::table_schema(spec),
+        )),
+        allow_missing_columns: true,
         ..Default::default()
     };
     let scan = LazyFrame::scan_parquet(PlRefPath::new(format!("{}/", dir.display())), args);
@@ -279,6 +292,9 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         bucket_s: args.bucket,
         half_life_buckets: args.half_life,
         baseline_s: Some(args.baseline),
+        crawler: crate::settings::load(args.settings.as_deref())?
+            .crawler
+            .model,
         ..crate::metrics::AnalyzeOptions::default()
     };
     let out = args
@@ -323,7 +339,7 @@ pub fn analyze_into(
 ) -> anyhow::Result<Analyzed> {
     use crate::config::BreakerConfig;
     use crate::metrics::analyze;
-    use crate::telemetry::schema::{BREAKER_TRANSITIONS, HTTP_EVENTS};
+    use crate::telemetry::schema::{BREAKER_OUTCOMES, BREAKER_TRANSITIONS, HTTP_EVENTS};
 
     if !is_dataset(data) {
         bail!(InputError(format!(
@@ -342,7 +358,9 @@ pub fn analyze_into(
     };
     let events = scan_table(data, &HTTP_EVENTS)?;
     let transitions = scan_table(data, &BREAKER_TRANSITIONS)?;
-    let mut m = analyze(events, transitions, &config, opts).context("computing metrics")?;
+    let outcomes = scan_table(data, &BREAKER_OUTCOMES)?;
+    let mut m =
+        analyze(events, transitions, outcomes, &config, opts).context("computing metrics")?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let meta = vec![
         (

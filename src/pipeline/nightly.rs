@@ -18,8 +18,9 @@ use crate::patch::{
 /// Exit code of `run --check` when changes are proposed.
 pub const EXIT_CHANGES_PROPOSED: u8 = 3;
 
-/// The sample inputs `run` uses when given no telemetry.
-pub const SAMPLE_TELEMETRY: &str = "data-samples/telemetry.sqlite";
+/// The sample inputs `run` uses when given no telemetry: every
+/// `data-samples/telemetry*.sqlite` (one file per crawler machine).
+pub const SAMPLE_DIR: &str = "data-samples";
 pub const SAMPLE_CONFIG: &str = "data-samples/breakers.yaml";
 pub const SAMPLE_RATELIMITS: &str = "data-samples/ratelimits.yaml";
 
@@ -30,6 +31,11 @@ const ADVICE_INPUTS: [&str; 4] = ["host_summary", "host_role_summary", "bursts",
 pub struct Advice {
     pub evidence: Vec<crate::advise::HostEvidence>,
     pub config: BreakerConfig,
+    /// The crawler model the advice was made under.
+    pub model: crate::crawler::CrawlerModel,
+    /// The replay of the recorded policy against the recorded breakers, per host (empty
+    /// without a dataset).
+    pub fidelity: Vec<crate::replay::traffic::Fidelity>,
     pub plan: Plan,
     pub patch: PatchFile,
     pub breakers_text: String,
@@ -44,6 +50,7 @@ pub fn advise_from(
     config: &Path,
     ratelimits: Option<&Path>,
     settings: &AdviseSettings,
+    model: &crate::crawler::CrawlerModel,
     previous: Option<&PatchFile>,
 ) -> anyhow::Result<Advice> {
     settings.validate().map_err(InputError)?;
@@ -84,13 +91,18 @@ pub fn advise_from(
     let baselines = previous.map(|p| p.baselines.clone()).unwrap_or_default();
     // With the dataset at hand, breaker proposals must win a replay of the window.
     let traffic = dataset
-        .map(|d| super::replaying::load_traffic(d, metrics, &cfg, None))
+        .map(|d| super::replaying::load_traffic(d, metrics, &cfg, model, None))
         .transpose()
         .context("loading the traffic for the replay check")?;
+    let fidelity = traffic
+        .as_ref()
+        .map(crate::replay::traffic::Traffic::fidelity)
+        .unwrap_or_default();
     let plan = advise(
         &evidence,
         &Current {
             breakers: &cfg,
+            model,
             ratelimits: rl.as_ref(),
             baselines: &baselines,
             replay: traffic
@@ -115,11 +127,68 @@ pub fn advise_from(
     Ok(Advice {
         evidence,
         config: cfg,
+        model: model.clone(),
+        fidelity,
         plan,
         patch,
         breakers_text,
         ratelimits_text,
     })
+}
+
+/// The crawler model a run counted by, beside the metrics.
+pub const MODEL_FILE: &str = "crawler_model.yaml";
+
+/// The model a run's metrics were counted by, and how it was chosen, as YAML (the
+/// `crawler:` section it amounts to, for the report and for the next run's settings).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    pub calibration: String,
+    pub crawler: crate::crawler::CrawlerModel,
+}
+
+fn write_model(
+    metrics: &Path,
+    model: &crate::crawler::CrawlerModel,
+    calibration: &str,
+) -> anyhow::Result<()> {
+    let text = yaml_serde::to_string(&ModelFile {
+        calibration: calibration.to_owned(),
+        crawler: model.clone(),
+    })?;
+    write_atomic(&metrics.join(MODEL_FILE), &text)?;
+    Ok(())
+}
+
+/// The fidelity file beside the metrics: `replay_fidelity.parquet`.
+pub const FIDELITY_FILE: &str = "replay_fidelity.parquet";
+
+/// Writes the replay's fidelity per host beside the metrics, for the report and for
+/// analysts.
+fn write_fidelity(
+    metrics: &Path,
+    fidelity: &[crate::replay::traffic::Fidelity],
+) -> anyhow::Result<()> {
+    use polars::prelude::*;
+    let u = |f: fn(&crate::replay::traffic::Fidelity) -> u64| {
+        fidelity.iter().map(f).collect::<Vec<u64>>()
+    };
+    let mut df = df!(
+        "host" => fidelity.iter().map(|f| f.host.clone()).collect::<Vec<_>>(),
+        "instances" => fidelity.iter().map(|f| f.instances as u64).collect::<Vec<_>>(),
+        "logged_instances" => fidelity.iter().map(|f| f.logged_instances as u64).collect::<Vec<_>>(),
+        "recorded_opens" => u(|f| f.recorded_opens),
+        "replayed_opens" => u(|f| f.replayed_opens),
+        "recorded_half_open_closed" => u(|f| f.recorded_half_open_closed),
+        "replayed_half_open_closed" => u(|f| f.replayed_half_open_closed),
+        "recorded_half_open_reopened" => u(|f| f.recorded_half_open_reopened),
+        "replayed_half_open_reopened" => u(|f| f.replayed_half_open_reopened),
+        "worst_instance_miss" => u(|f| f.worst_instance_miss),
+        "miss_share" => fidelity.iter().map(|f| f.miss_share()).collect::<Vec<_>>(),
+    )?;
+    let meta = super::parquet_metadata(&metrics.join("host_summary.parquet"))?;
+    super::write_parquet_atomic(&mut df, &metrics.join(FIDELITY_FILE), meta)
 }
 
 /// The plan for humans: one line per change, then the hosts left alone.
@@ -164,6 +233,25 @@ pub fn write_plan(w: &mut dyn Write, patch: &PatchFile) -> std::io::Result<()> {
             )?;
         }
     }
+    if !patch.needs_crawler_change.is_empty() {
+        writeln!(
+            w,
+            "needs a crawler change (not written): {} proposal(s)",
+            patch.needs_crawler_change.len()
+        )?;
+        for c in &patch.needs_crawler_change {
+            writeln!(
+                w,
+                "  {:<32} {:<18} {:>6} -> {:<6} {} [{}]",
+                c.host,
+                c.key.name(),
+                c.from.to_string(),
+                c.to,
+                c.reason,
+                c.ignored_by
+            )?;
+        }
+    }
     if !patch.held.is_empty() {
         writeln!(w, "left alone: {} host(s)", patch.held.len())?;
         for h in &patch.held {
@@ -198,6 +286,7 @@ pub fn run_advise(args: &AdviseArgs) -> anyhow::Result<u8> {
         &args.config,
         args.ratelimits.as_deref(),
         &settings.advise,
+        &settings.crawler.model,
         previous.as_ref(),
     )?;
     if let Some(out) = &args.patch_out {
@@ -311,13 +400,31 @@ pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// The sample's machine files, sorted.
+fn sample_telemetry() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(SAMPLE_DIR)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("telemetry") && n.ends_with(".sqlite"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// The inputs of a run: the samples when no telemetry is given.
 fn run_inputs(args: &RunArgs) -> anyhow::Result<(Vec<PathBuf>, PathBuf, Option<PathBuf>)> {
     if args.telemetry.is_empty() {
-        let sample = PathBuf::from(SAMPLE_TELEMETRY);
-        if !sample.is_file() {
+        let sample = sample_telemetry();
+        if sample.is_empty() {
             bail!(InputError(format!(
-                "no --telemetry given and no {SAMPLE_TELEMETRY} here: run from the repository root or pass --telemetry and --config"
+                "no --telemetry given and no {SAMPLE_DIR}/telemetry*.sqlite here: run from the repository root or pass --telemetry and --config"
             )));
         }
         let rl = args
@@ -328,7 +435,7 @@ fn run_inputs(args: &RunArgs) -> anyhow::Result<(Vec<PathBuf>, PathBuf, Option<P
             .config
             .clone()
             .unwrap_or_else(|| PathBuf::from(SAMPLE_CONFIG));
-        return Ok((vec![sample], cfg, rl));
+        return Ok((sample, cfg, rl));
     }
     let Some(cfg) = args.config.clone() else {
         bail!(InputError(
@@ -383,6 +490,7 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
         window_s: args.window,
         now_us: super::parse_now_us(args.now.as_deref())?,
         baseline_s: Some(7 * 86_400),
+        crawler: settings.crawler.model.clone(),
         ..crate::metrics::AnalyzeOptions::default()
     };
     let analyzed = analyze_into(&dataset, &metrics, Some(&config), &opts)?;
@@ -405,6 +513,41 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
         detected.incidents, detected.ongoing, detected.hosts
     )?;
 
+    // The crawler model: the documented one, or with `crawler: auto` the candidate that
+    // reproduces the recorded opens best (then the metrics are counted again under it).
+    let mut model = settings.crawler.model.clone();
+    let mut calibration = "fixed by the settings file (crawler:)".to_owned();
+    if settings.crawler.calibrate {
+        let cfg = BreakerConfig::load(&config)?;
+        let traffic = super::replaying::load_traffic(&dataset, &metrics, &cfg, &model, None)
+            .context("loading the traffic to calibrate the crawler model")?;
+        let (chosen, miss, base_miss) = traffic.calibrate(&model);
+        calibration = if chosen == model {
+            format!(
+                "the documented model reproduces the recorded opens best (total miss {base_miss} opens)"
+            )
+        } else {
+            format!(
+                "calibrated: this model misses the recorded opens by {miss} in total, the documented one by {base_miss}"
+            )
+        };
+        writeln!(stdout, "crawler model: {calibration}")?;
+        if chosen != model {
+            model = chosen;
+            let opts = crate::metrics::AnalyzeOptions {
+                crawler: model.clone(),
+                ..opts
+            };
+            analyze_into(&dataset, &metrics, Some(&config), &opts)?;
+            detect_into(
+                &metrics,
+                Some(&dataset),
+                &super::detect_options(&settings.detect),
+            )?;
+        }
+    }
+    write_model(&metrics, &model, &calibration)?;
+
     // 4. advise, 5. patch
     let previous = if patch_path.is_file() {
         Some(PatchFile::load(&patch_path)?)
@@ -417,6 +560,7 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
         &config,
         ratelimits.as_deref(),
         &settings.advise,
+        &model,
         previous.as_ref(),
     )?;
     let edits = compute_edits(
@@ -459,6 +603,8 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
     write_atomic(&out.join("changes.diff"), &diff)?;
     write_plan(&mut stdout, &advice.patch)?;
 
+    write_fidelity(&metrics, &advice.fidelity)?;
+
     // 6. report
     super::reporting::report_into(
         out,
@@ -466,6 +612,7 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
         &metrics,
         &advice.patch,
         &advice.config,
+        &model,
         &patch_path,
     )?;
     writeln!(
@@ -536,7 +683,12 @@ fn push_cooldowns(
         Some(t) => super::parse_instant(t)?,
         None => super::wall_clock_now(),
     };
-    let proposals = incident_cooldowns(&advice.evidence, &advice.config, window_end_s);
+    let proposals = incident_cooldowns(
+        &advice.evidence,
+        &advice.config,
+        &advice.model,
+        window_end_s,
+    );
     if proposals.is_empty() {
         writeln!(
             out,

@@ -51,6 +51,7 @@ pub fn report_into(
     metrics: &Path,
     patch: &PatchFile,
     config: &BreakerConfig,
+    model: &crate::crawler::CrawlerModel,
     patch_path: &Path,
 ) -> anyhow::Result<String> {
     let window = window_of(metrics)?;
@@ -214,7 +215,7 @@ pub fn report_into(
                 .iter()
                 .find(|e| &e.host == h)
                 .and_then(|e| e.dominant_role());
-            let p = config.policy(h, role);
+            let p = model.policy(config, h, role);
             // The values the patch was made against (its `from`), else the config's:
             // after `run --write` the config already holds the proposed values.
             let from = |key: crate::config::edit::BreakerKey| {
@@ -254,8 +255,29 @@ pub fn report_into(
             shown(&out.join("report.html")),
         ),
     ];
+    let fidelity = read_fidelity(&metrics.join(super::nightly::FIDELITY_FILE))?;
+    // The model the run counted by (written by `run`), else the one given.
+    let model_path = metrics.join(super::nightly::MODEL_FILE);
+    let (model, calibration) = if model_path.is_file() {
+        let text = crate::config::read_file(&model_path)?;
+        let m: super::nightly::ModelFile = yaml_serde::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+        (m.crawler, Some(m.calibration))
+    } else {
+        (model.clone(), None)
+    };
+    let mut model_lines: Vec<(String, String)> = model
+        .describe()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    if let Some(c) = calibration {
+        model_lines.push(("chosen".to_owned(), c));
+    }
     let report = Report::build(&ReportInput {
         patch,
+        model: model_lines,
+        fidelity,
         window,
         hosts,
         evidence: &evidence,
@@ -284,6 +306,32 @@ pub fn report_into(
     Ok(md)
 }
 
+/// The fidelity table `run` wrote beside the metrics (empty when absent).
+fn read_fidelity(path: &Path) -> anyhow::Result<Vec<crate::report::FidelityLine>> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let df = read_parquet(path)?;
+    let host = col_str(&df, "host")?;
+    let [inst, logged, rec, rep] = [
+        "instances",
+        "logged_instances",
+        "recorded_opens",
+        "replayed_opens",
+    ]
+    .map(|c| col_i64(&df, c).unwrap_or_default());
+    let at = |v: &[Option<i64>], i: usize| v.get(i).copied().flatten().unwrap_or(0);
+    Ok((0..host.len())
+        .map(|i| crate::report::FidelityLine {
+            host: host[i].clone(),
+            instances: at(&inst, i),
+            logged_instances: at(&logged, i),
+            recorded_opens: at(&rec, i),
+            replayed_opens: at(&rep, i),
+        })
+        .collect())
+}
+
 /// `breaker-advisor report`: the report of an earlier `run`'s output folder.
 pub fn run_report(args: &ReportArgs) -> anyhow::Result<u8> {
     let patch_path = args
@@ -292,12 +340,14 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| args.out.join("breakers.patch.yaml"));
     let patch = PatchFile::load(&patch_path)?;
     let config = BreakerConfig::load(&args.config)?;
+    let model = crate::settings::load(None)?.crawler.model;
     report_into(
         &args.out,
         &args.out.join("dataset"),
         &args.out.join("metrics"),
         &patch,
         &config,
+        &model,
         &patch_path,
     )?;
     writeln!(

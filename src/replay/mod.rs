@@ -1,24 +1,23 @@
 //! Policy replay: what a breaker policy would have done on recorded traffic. A faithful
 //! breaker state machine (pybreaker semantics plus the crawler's Retry-After cooldown
-//! and rolling-window rule) runs over one host's network calls in time order. No I/O.
+//! and rolling-window rule) runs over one host's requests in time order, one breaker per
+//! instance of the crawler model (per process, or one for the fleet), with cooldowns in
+//! the model's scope. Each request goes through the breaker as the crawler sends it: its
+//! retried attempts (each admitted by `allow()` and counted), then its final attempt,
+//! whose outcome is recorded once more after the retry loop. No I/O.
 //!
 //! Calls the recorded breaker blocked left no rows. So that a more permissive policy is
 //! not credited with calls that never happened, those gaps (the recorded open spans and
 //! Retry-After cooldowns) are filled with synthetic calls by a deterministic rule: at the
-//! host's own call rate, evenly spaced, each a failure or a success so that their running
-//! share follows the failure rate of the incident the gap lies in (else the host's
-//! background rate); see `fill_gaps`.
+//! instance's own call rate, evenly spaced, each a failure or a success so that their
+//! running share follows the failure rate of the incident the gap lies in (else the
+//! host's background rate); see `fill_gaps`.
+
+pub mod traffic;
 
 use serde::Serialize;
 
-/// The crawler's rolling-window rule (`advanced.rolling`): `threshold_failures` failures
-/// within `window_s` put the host in a `cooldown_s` cooldown.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Rolling {
-    pub threshold_failures: u32,
-    pub window_s: f64,
-    pub cooldown_s: f64,
-}
+pub use crate::config::Rolling;
 
 /// The breaker settings a replay runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -78,25 +77,95 @@ impl ReplayPolicy {
     }
 }
 
-/// One network call.
+/// What the breaker recorded for a request's final attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    Failure,
+    Success,
+    /// Not counted (an exception the crawler does not classify as a failure).
+    Uncounted,
+}
+
+/// One request as the crawler made it (one telemetry row), or a synthetic one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Call {
     pub t_s: f64,
-    pub failure: bool,
-    /// Retry-After of a 429/503 response, seconds.
+    /// The breaker instance (crawler process) that made it: an index into the host's
+    /// instances; 0 under a fleet-wide breaker.
+    pub instance: u32,
+    /// Earlier attempts that failed and were retried; each went through the breaker.
+    pub retried_failures: u32,
+    pub outcome: Outcome,
+    /// Retry-After of a 429/503 final response, seconds.
     pub retry_after_s: Option<f64>,
     /// How long the call took; a half-open trial occupies its slot that long.
     pub elapsed_s: f64,
     /// Made up to fill a gap the recorded breaker left (see the module docs).
     pub synthetic: bool,
+    /// One outcome the breaker logged itself (`breaker_outcomes`): counted once, no
+    /// retries, whatever the model says about rows.
+    pub exact: bool,
     /// Recorded order among calls at the same instant (source rank, then row id), so a
     /// replay never depends on the order rows were read in.
     pub seq: u64,
 }
 
+impl Call {
+    pub fn failed(&self) -> bool {
+        self.outcome == Outcome::Failure
+    }
+
+    /// Failed attempts the crawler sent for this request.
+    pub fn failed_attempts(&self) -> u64 {
+        u64::from(self.retried_failures) + u64::from(self.failed())
+    }
+}
+
+/// How the crawler's breakers count, as far as the replay needs it (from
+/// `crate::crawler::CrawlerModel`). Calls carry their process and their retried
+/// failures whatever the model, so calibration can try other models on the same calls.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ReplayModel {
+    /// Times the final outcome is recorded (the crawler: 2).
+    pub final_outcome_counted: u32,
+    /// The retried attempts go through the breaker (`Call::retried_failures`).
+    pub count_retries: bool,
+    /// One breaker for all of the host's instances.
+    pub fleet_breaker: bool,
+    /// One cooldown for all of the host's instances (a shared store).
+    pub fleet_cooldowns: bool,
+    pub success_clears_cooldown: bool,
+}
+
+impl Default for ReplayModel {
+    fn default() -> Self {
+        ReplayModel::from(&crate::crawler::CrawlerModel::default())
+    }
+}
+
+impl From<&crate::crawler::CrawlerModel> for ReplayModel {
+    fn from(m: &crate::crawler::CrawlerModel) -> Self {
+        ReplayModel {
+            final_outcome_counted: m.final_outcome_counted.max(1),
+            count_retries: m.count_retries,
+            fleet_breaker: m.breaker_scope == crate::crawler::Scope::Fleet,
+            fleet_cooldowns: m.cooldown_scope == crate::crawler::Scope::Fleet,
+            success_clears_cooldown: m.success_clears_cooldown,
+        }
+    }
+}
+
 /// A time span, epoch seconds `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Span {
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// A span in which one breaker instance blocked calls.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Gap {
+    pub instance: u32,
     pub start_s: f64,
     pub end_s: f64,
 }
@@ -112,32 +181,37 @@ pub struct Incident {
 /// What a policy did on a host's traffic.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Figures {
+    /// Requests replayed (rows and synthetic calls).
     pub calls: u64,
     pub synthetic_calls: u64,
+    /// Attempts the breakers admitted (retries included).
+    pub attempts: u64,
     pub opens: u64,
     pub opens_per_hour: f64,
+    /// Opens per breaker instance, in instance order.
+    pub instance_opens: Vec<u64>,
     pub half_open_trials: u64,
     pub half_open_closed: u64,
     pub half_open_reopened: u64,
-    /// Calls blocked (breaker open, cooldown, half-open slots full) while the host was
+    /// Requests blocked (breaker open, cooldown, half-open slots full) while the host was
     /// healthy: outside every incident.
     pub false_trips: u64,
-    /// Calls blocked during incidents (failures spared, and some successes).
+    /// Requests blocked during incidents (failures spared, and some successes).
     pub blocked_in_incidents: u64,
-    /// Failed calls admitted during incidents.
+    /// Failed attempts admitted during incidents.
     pub failures_let_through: u64,
     /// Mean time from an incident's onset to the first open in it (incidents that
-    /// opened the breaker).
+    /// opened a breaker).
     pub onset_to_open_s: Option<f64>,
     /// Mean time from an incident's end to the next close.
     pub end_to_close_s: Option<f64>,
-    /// closed -> open within three reset timeouts of a close.
+    /// closed -> open within three reset timeouts of a close (of the same breaker).
     pub flaps: u64,
 }
 
 impl Figures {
-    /// The objective the advisor minimises: calls lost to false trips plus failures
-    /// let through during incidents (each one call the crawler wasted or lost).
+    /// The objective the advisor minimises: requests lost to false trips plus failed
+    /// attempts let through during incidents (each one call the crawler wasted or lost).
     pub fn cost(&self) -> u64 {
         self.false_trips + self.failures_let_through
     }
@@ -150,143 +224,244 @@ enum State {
     HalfOpen,
 }
 
-/// Replays `calls` (sorted by time) under `policy`; `incidents` (sorted) say when the
-/// host was unhealthy; `hours` scales `opens_per_hour`.
+/// One breaker instance's state.
+#[derive(Debug, Clone)]
+struct Breaker {
+    state: State,
+    consecutive: u32,
+    open_until: f64,
+    ho_successes: u32,
+    /// End times of half-open trials in flight.
+    in_flight: Vec<f64>,
+    /// Failure times of the rolling window.
+    window: std::collections::VecDeque<f64>,
+    last_close: f64,
+    opens: u64,
+}
+
+impl Breaker {
+    fn new() -> Self {
+        Breaker {
+            state: State::Closed,
+            consecutive: 0,
+            open_until: f64::NEG_INFINITY,
+            ho_successes: 0,
+            in_flight: Vec::new(),
+            window: std::collections::VecDeque::new(),
+            last_close: f64::NEG_INFINITY,
+            opens: 0,
+        }
+    }
+}
+
+/// The replay's running state: the breakers, the cooldowns of their scope, the tallies.
+struct Run<'a> {
+    policy: &'a ReplayPolicy,
+    model: &'a ReplayModel,
+    breakers: Vec<Breaker>,
+    /// Cooldown deadlines per instance, or one (index 0) for the fleet.
+    cooldown_until: Vec<f64>,
+    f: Figures,
+    opens_at: Vec<f64>,
+    closes_at: Vec<f64>,
+}
+
+impl Run<'_> {
+    fn cooldown_slot(&self, instance: usize) -> usize {
+        if self.model.fleet_cooldowns {
+            0
+        } else {
+            instance
+        }
+    }
+
+    /// `allow()`: whether the instance admits an attempt at `t`.
+    fn admits(&mut self, i: usize, t: f64) -> bool {
+        if t < self.cooldown_until[self.cooldown_slot(i)] {
+            return false;
+        }
+        let b = &mut self.breakers[i];
+        if b.state == State::Open {
+            if t < b.open_until {
+                return false;
+            }
+            b.state = State::HalfOpen;
+            b.ho_successes = 0;
+            b.in_flight.clear();
+        }
+        if b.state == State::HalfOpen {
+            b.in_flight.retain(|end| *end > t);
+            if b.in_flight.len() as u32 >= self.policy.trial_calls {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn open(&mut self, i: usize, t: f64) {
+        let b = &mut self.breakers[i];
+        if b.state == State::Closed && t - b.last_close <= 3.0 * self.policy.reset_timeout_s {
+            self.f.flaps += 1;
+        }
+        b.state = State::Open;
+        b.open_until = t + self.policy.reset_timeout_s;
+        b.opens += 1;
+        self.f.opens += 1;
+        self.opens_at.push(t);
+    }
+
+    /// `on_failure` / `on_success` of one recorded outcome; `trial_end` is set for an
+    /// attempt (which occupies a half-open slot), not for the repeat after the loop.
+    fn record(&mut self, i: usize, t: f64, failure: bool, ra: Option<f64>, trial_end: Option<f64>) {
+        let slot = self.cooldown_slot(i);
+        if failure {
+            if let Some(ra) = ra {
+                let until = t + ra.min(self.policy.retry_after_cap_s);
+                self.cooldown_until[slot] = self.cooldown_until[slot].max(until);
+            }
+            if let Some(r) = self.policy.rolling {
+                let b = &mut self.breakers[i];
+                b.window.push_back(t);
+                while b.window.front().is_some_and(|w| *w <= t - r.window_s) {
+                    b.window.pop_front();
+                }
+                if b.window.len() as u32 >= r.threshold_failures {
+                    b.window.clear();
+                    self.cooldown_until[slot] = self.cooldown_until[slot].max(t + r.cooldown_s);
+                }
+            }
+        } else if self.model.success_clears_cooldown {
+            self.cooldown_until[slot] = f64::NEG_INFINITY;
+        }
+        let b = &mut self.breakers[i];
+        match (b.state, failure) {
+            (State::Closed, true) => {
+                b.consecutive += 1;
+                if b.consecutive >= self.policy.fail_max {
+                    self.open(i, t);
+                }
+            }
+            (State::Closed, false) => b.consecutive = 0,
+            (State::HalfOpen, true) => {
+                if trial_end.is_some() {
+                    self.f.half_open_trials += 1;
+                }
+                self.f.half_open_reopened += 1;
+                // Reopening from half-open is not a flap (`open` counts only closed -> open).
+                self.open(i, t);
+            }
+            (State::HalfOpen, false) => {
+                if let Some(end) = trial_end {
+                    self.f.half_open_trials += 1;
+                    b.in_flight.push(end);
+                }
+                b.ho_successes += 1;
+                if b.ho_successes >= self.policy.success_threshold {
+                    self.f.half_open_closed += 1;
+                    b.state = State::Closed;
+                    b.consecutive = 0;
+                    b.last_close = t;
+                    self.closes_at.push(t);
+                }
+            }
+            (State::Open, _) => {}
+        }
+    }
+}
+
+/// Replays `calls` (sorted by time) under `policy` and `model`; `incidents` (sorted)
+/// say when the host was unhealthy; `hours` scales `opens_per_hour`.
 pub fn replay(
     calls: &[Call],
     policy: &ReplayPolicy,
+    model: &ReplayModel,
     incidents: &[Incident],
     hours: f64,
 ) -> Figures {
-    let mut f = Figures::default();
-    let mut state = State::Closed;
-    let mut consecutive = 0u32;
-    let mut open_until = f64::NEG_INFINITY;
-    let mut cooldown_until = f64::NEG_INFINITY;
-    let mut ho_successes = 0u32;
-    let mut in_flight: Vec<f64> = Vec::new(); // end times of half-open trials
-    let mut window: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
-    let mut last_close = f64::NEG_INFINITY;
-    let mut opens_at: Vec<f64> = Vec::new();
-    let mut closes_at: Vec<f64> = Vec::new();
-    let mut inc_i = 0usize;
-
-    let open = |t: f64,
-                state: &mut State,
-                open_until: &mut f64,
-                f: &mut Figures,
-                last_close: f64,
-                opens_at: &mut Vec<f64>| {
-        if *state == State::Closed && t - last_close <= 3.0 * policy.reset_timeout_s {
-            f.flaps += 1;
-        }
-        *state = State::Open;
-        *open_until = t + policy.reset_timeout_s;
-        f.opens += 1;
-        opens_at.push(t);
+    let instances = calls
+        .iter()
+        .map(|c| c.instance as usize + 1)
+        .max()
+        .unwrap_or(1);
+    let mut run = Run {
+        policy,
+        model,
+        breakers: vec![Breaker::new(); instances],
+        cooldown_until: vec![f64::NEG_INFINITY; instances],
+        f: Figures::default(),
+        opens_at: Vec::new(),
+        closes_at: Vec::new(),
     };
-
+    let mut inc_i = 0usize;
     for c in calls {
-        f.calls += 1;
-        f.synthetic_calls += u64::from(c.synthetic);
+        run.f.calls += 1;
+        run.f.synthetic_calls += u64::from(c.synthetic);
         while inc_i < incidents.len() && incidents[inc_i].end_s <= c.t_s {
             inc_i += 1;
         }
         let unhealthy = incidents
             .get(inc_i)
             .is_some_and(|i| i.start_s <= c.t_s && c.t_s < i.end_s);
-        // Admission.
-        let mut blocked = c.t_s < cooldown_until;
-        if !blocked && state == State::Open {
-            if c.t_s < open_until {
+        let i = if model.fleet_breaker {
+            0
+        } else {
+            c.instance as usize
+        };
+        let t = c.t_s;
+        let retried = if model.count_retries && !c.exact {
+            c.retried_failures
+        } else {
+            0
+        };
+        // The retried attempts, then the final one: each must be admitted; a denied
+        // attempt raises, which ends the request (and leaves no row).
+        let mut blocked = false;
+        for a in 0..=retried {
+            if !run.admits(i, t) {
                 blocked = true;
-            } else {
-                state = State::HalfOpen;
-                ho_successes = 0;
-                in_flight.clear();
+                break;
             }
-        }
-        if !blocked && state == State::HalfOpen {
-            in_flight.retain(|end| *end > c.t_s);
-            if in_flight.len() as u32 >= policy.trial_calls {
-                blocked = true;
+            run.f.attempts += 1;
+            let last = a == retried;
+            let failure = !last || c.failed();
+            if failure && unhealthy {
+                run.f.failures_let_through += 1;
+            }
+            if !last || c.outcome != Outcome::Uncounted {
+                let ra = if last { c.retry_after_s } else { None };
+                run.record(i, t, failure, ra, Some(t + c.elapsed_s));
             }
         }
         if blocked {
             if unhealthy {
-                f.blocked_in_incidents += 1;
+                run.f.blocked_in_incidents += 1;
             } else {
-                f.false_trips += 1;
+                run.f.false_trips += 1;
             }
             continue;
         }
-        if c.failure && unhealthy {
-            f.failures_let_through += 1;
-        }
-        // Outcome.
-        if c.failure {
-            if let Some(ra) = c.retry_after_s {
-                cooldown_until = cooldown_until.max(c.t_s + ra.min(policy.retry_after_cap_s));
+        // The final outcome, recorded again after the retry loop.
+        if c.outcome != Outcome::Uncounted && !c.exact {
+            for _ in 1..model.final_outcome_counted {
+                run.record(i, t, c.failed(), c.retry_after_s, None);
             }
-            if let Some(r) = policy.rolling {
-                window.push_back(c.t_s);
-                while window.front().is_some_and(|t| *t <= c.t_s - r.window_s) {
-                    window.pop_front();
-                }
-                if window.len() as u32 >= r.threshold_failures {
-                    cooldown_until = cooldown_until.max(c.t_s + r.cooldown_s);
-                    window.clear();
-                }
-            }
-        }
-        match (state, c.failure) {
-            (State::Closed, true) => {
-                consecutive += 1;
-                if consecutive >= policy.fail_max {
-                    open(
-                        c.t_s,
-                        &mut state,
-                        &mut open_until,
-                        &mut f,
-                        last_close,
-                        &mut opens_at,
-                    );
-                }
-            }
-            (State::Closed, false) => consecutive = 0,
-            (State::HalfOpen, true) => {
-                f.half_open_trials += 1;
-                f.half_open_reopened += 1;
-                // Reopening from half-open is not a flap (`open` counts only closed -> open).
-                open(
-                    c.t_s,
-                    &mut state,
-                    &mut open_until,
-                    &mut f,
-                    last_close,
-                    &mut opens_at,
-                );
-            }
-            (State::HalfOpen, false) => {
-                f.half_open_trials += 1;
-                in_flight.push(c.t_s + c.elapsed_s);
-                ho_successes += 1;
-                if ho_successes >= policy.success_threshold {
-                    f.half_open_closed += 1;
-                    state = State::Closed;
-                    consecutive = 0;
-                    last_close = c.t_s;
-                    closes_at.push(c.t_s);
-                }
-            }
-            (State::Open, _) => {}
         }
     }
+    let Run {
+        mut f,
+        breakers,
+        mut opens_at,
+        mut closes_at,
+        ..
+    } = run;
+    f.instance_opens = breakers.iter().map(|b| b.opens).collect();
     f.opens_per_hour = if hours > 0.0 {
         f.opens as f64 / hours
     } else {
         0.0
     };
+    opens_at.sort_by(f64::total_cmp);
+    closes_at.sort_by(f64::total_cmp);
     let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     f.onset_to_open_s = mean(
         incidents
@@ -314,24 +489,25 @@ pub fn replay(
     f
 }
 
-/// Adds synthetic calls in the `gaps` (sorted, disjoint spans where the recorded breaker
-/// blocked calls): evenly spaced at `rate_per_s`, the first half a spacing into the
-/// gap; in a gap's part inside an incident each is a failure so that the running share
+/// Adds synthetic calls in the `gaps` of one instance (sorted, disjoint spans where its
+/// recorded breaker blocked calls): evenly spaced at `rate_per_s`, the first half a
+/// spacing into the gap; in a gap's part inside an incident each is a failure so that the running share
 /// of failures follows the incident's rate, elsewhere the `background` rate (a running
 /// sum, starting at one half, emits a failure each time it passes a whole number).
 /// Returns all calls sorted by time. Deterministic.
 pub fn fill_gaps(
     recorded: Vec<Call>,
-    gaps: &[Span],
+    gaps: &[Gap],
     incidents: &[Incident],
     background: f64,
-    rate_per_s: f64,
+    rate_per_s: &[f64],
 ) -> Vec<Call> {
     let mut out = recorded;
-    if rate_per_s > 0.0 {
-        let step = 1.0 / rate_per_s;
-        let mut acc = 0.5;
-        for g in gaps {
+    let mut acc = 0.5;
+    for g in gaps {
+        let rate = rate_per_s.get(g.instance as usize).copied().unwrap_or(0.0);
+        if rate > 0.0 {
+            let step = 1.0 / rate;
             let mut t = g.start_s + step / 2.0;
             while t < g.end_s {
                 let r = incidents
@@ -345,10 +521,17 @@ pub fn fill_gaps(
                 }
                 out.push(Call {
                     t_s: t,
-                    failure,
+                    instance: g.instance,
+                    retried_failures: 0,
+                    outcome: if failure {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    },
                     retry_after_s: None,
                     elapsed_s: 0.0,
                     synthetic: true,
+                    exact: false,
                     seq: u64::MAX,
                 });
                 t += step;
@@ -356,6 +539,26 @@ pub fn fill_gaps(
         }
     }
     out.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+    out
+}
+
+/// Merges each instance's gaps into sorted disjoint ones (ordered by instance, then
+/// time).
+pub fn merge_gaps(mut gaps: Vec<Gap>) -> Vec<Gap> {
+    gaps.sort_by(|a, b| {
+        a.instance
+            .cmp(&b.instance)
+            .then(a.start_s.total_cmp(&b.start_s))
+    });
+    let mut out: Vec<Gap> = Vec::new();
+    for g in gaps {
+        match out.last_mut() {
+            Some(l) if l.instance == g.instance && g.start_s <= l.end_s => {
+                l.end_s = l.end_s.max(g.end_s)
+            }
+            _ => out.push(g),
+        }
+    }
     out
 }
 
@@ -379,10 +582,17 @@ mod tests {
     fn call(t: f64, failure: bool) -> Call {
         Call {
             t_s: t,
-            failure,
+            instance: 0,
+            retried_failures: 0,
+            outcome: if failure {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            },
             retry_after_s: None,
             elapsed_s: 0.0,
             synthetic: false,
+            exact: false,
             seq: 0,
         }
     }
@@ -395,6 +605,17 @@ mod tests {
             trial_calls: 1,
             retry_after_cap_s: 30.0,
             rolling: None,
+        }
+    }
+
+    /// Plain pybreaker: each row one outcome, counted once, cooldowns per instance.
+    fn plain() -> ReplayModel {
+        ReplayModel {
+            final_outcome_counted: 1,
+            count_retries: true,
+            fleet_breaker: false,
+            fleet_cooldowns: false,
+            success_clears_cooldown: false,
         }
     }
 
@@ -415,7 +636,7 @@ mod tests {
         .iter()
         .map(|(t, f)| call(*t, *f))
         .collect();
-        let f = replay(&calls, &policy(), &[], 1.0);
+        let f = replay(&calls, &policy(), &plain(), &[], 1.0);
         assert_eq!(f.opens, 2);
         assert_eq!(f.half_open_reopened, 1);
         assert_eq!(f.half_open_closed, 1);
@@ -428,7 +649,7 @@ mod tests {
         let mut c = call(0.0, true);
         c.retry_after_s = Some(600.0);
         let calls = [c, call(29.0, false), call(31.0, false)];
-        let f = replay(&calls, &policy(), &[], 1.0);
+        let f = replay(&calls, &policy(), &plain(), &[], 1.0);
         assert_eq!((f.opens, f.false_trips), (0, 1), "capped at 30 s");
         let p = ReplayPolicy {
             fail_max: 10,
@@ -446,26 +667,134 @@ mod tests {
             call(30.0, true),
             call(70.0, false),
         ];
-        let f = replay(&calls, &p, &[], 1.0);
+        let f = replay(&calls, &p, &plain(), &[], 1.0);
         assert_eq!((f.opens, f.false_trips), (0, 1), "cooldown 5..65 blocks 30");
     }
 
     #[test]
-    fn gaps_are_filled_at_the_host_rate_with_the_incident_share() {
+    fn retries_and_the_repeated_final_outcome_count_toward_fail_max() {
+        let crawler = ReplayModel {
+            final_outcome_counted: 2,
+            ..plain()
+        };
+        let p = ReplayPolicy {
+            fail_max: 5,
+            success_threshold: 1,
+            ..policy()
+        };
+        // One row that failed after 3 retries: 4 attempts + the repeat = 5 failures.
+        let mut row = call(0.0, true);
+        row.retried_failures = 3;
+        let f = replay(&[row], &p, &crawler, &[], 1.0);
+        assert_eq!((f.opens, f.attempts), (1, 4));
+        // Counted once and without retries, it would take five such rows.
+        let mut once = row;
+        once.retried_failures = 0;
+        let f = replay(&[once; 4], &p, &plain(), &[], 1.0);
+        assert_eq!(f.opens, 0);
+        // A breaker that opens during the retries denies the rest: the request raised.
+        let mut long = call(0.0, true);
+        long.retried_failures = 6;
+        let incident = [Incident {
+            start_s: -1.0,
+            end_s: 1.0,
+            rate: 1.0,
+        }];
+        let f = replay(&[long], &p, &crawler, &incident, 1.0);
+        assert_eq!((f.opens, f.attempts, f.failures_let_through), (1, 5, 5));
+        assert_eq!(f.blocked_in_incidents, 1);
+    }
+
+    #[test]
+    fn each_process_has_its_own_breaker_and_a_success_clears_the_cooldown() {
+        let p = ReplayPolicy {
+            fail_max: 2,
+            success_threshold: 1,
+            ..policy()
+        };
+        // Two processes alternate failures: each breaker counts its own two and opens;
+        // one fleet-wide breaker opens once and blocks the rest.
+        let mut calls: Vec<Call> = (0..4).map(|k| call(f64::from(k), true)).collect();
+        for (k, c) in calls.iter_mut().enumerate() {
+            c.instance = (k % 2) as u32;
+        }
+        let f = replay(&calls, &p, &plain(), &[], 1.0);
+        assert_eq!(
+            f.instance_opens,
+            vec![1, 1],
+            "each saw 2 consecutive failures"
+        );
+        let fleet_breaker = ReplayModel {
+            fleet_breaker: true,
+            ..plain()
+        };
+        assert_eq!(replay(&calls, &p, &fleet_breaker, &[], 1.0).opens, 1);
+
+        // A Retry-After cooldown in a shared store blocks the other process too.
+        let mut throttled = call(0.0, true);
+        throttled.retry_after_s = Some(20.0);
+        let mut other = call(1.0, false);
+        other.instance = 1;
+        let fleet = ReplayModel {
+            fleet_cooldowns: true,
+            success_clears_cooldown: true,
+            ..plain()
+        };
+        let f = replay(&[throttled, other, call(3.0, false)], &p, &fleet, &[], 1.0);
+        assert_eq!(
+            f.false_trips, 2,
+            "the shared cooldown blocks both processes"
+        );
+        let f = replay(
+            &[throttled, other, call(3.0, false)],
+            &p,
+            &plain(),
+            &[],
+            1.0,
+        );
+        assert_eq!(
+            f.false_trips, 1,
+            "a per-process cooldown blocks its own process only"
+        );
+    }
+
+    #[test]
+    fn gaps_are_filled_at_the_instance_rate_with_the_incident_share() {
         let incidents = [Incident {
             start_s: 0.0,
             end_s: 100.0,
             rate: 0.5,
         }];
-        let gaps = [Span {
+        let gaps = [Gap {
+            instance: 1,
             start_s: 10.0,
             end_s: 30.0,
         }];
-        let all = fill_gaps(vec![call(5.0, true)], &gaps, &incidents, 0.0, 0.5);
+        let all = fill_gaps(vec![call(5.0, true)], &gaps, &incidents, 0.0, &[0.1, 0.5]);
         let synth: Vec<&Call> = all.iter().filter(|c| c.synthetic).collect();
         assert_eq!(synth.len(), 10, "one call every 2 s over 20 s");
         assert_eq!(synth[0].t_s, 11.0);
-        assert_eq!(synth.iter().filter(|c| c.failure).count(), 5);
+        assert!(synth.iter().all(|c| c.instance == 1));
+        assert_eq!(synth.iter().filter(|c| c.failed()).count(), 5);
         assert!(all.windows(2).all(|w| w[0].t_s <= w[1].t_s));
+        let merged = merge_gaps(vec![
+            Gap {
+                instance: 0,
+                start_s: 5.0,
+                end_s: 9.0,
+            },
+            Gap {
+                instance: 1,
+                start_s: 4.0,
+                end_s: 6.0,
+            },
+            Gap {
+                instance: 0,
+                start_s: 1.0,
+                end_s: 6.0,
+            },
+        ]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!((merged[0].start_s, merged[0].end_s), (1.0, 9.0));
     }
 }

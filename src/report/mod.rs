@@ -47,9 +47,22 @@ pub struct Series {
     pub timeouts: Vec<Option<f64>>,
 }
 
+/// How the replay of the recorded policy compares with one host's recorded breakers.
+#[derive(Debug, Clone, Default)]
+pub struct FidelityLine {
+    pub host: String,
+    pub instances: i64,
+    pub logged_instances: i64,
+    pub recorded_opens: i64,
+    pub replayed_opens: i64,
+}
+
 /// Everything the report shows.
 pub struct ReportInput<'a> {
     pub patch: &'a PatchFile,
+    /// The crawler model, one (what, how) line per field.
+    pub model: Vec<(String, String)>,
+    pub fidelity: Vec<FidelityLine>,
     pub window: (i64, i64),
     pub hosts: Vec<HostLine>,
     pub evidence: &'a [HostEvidence],
@@ -78,6 +91,27 @@ pub struct ChangeRow {
     pub to: String,
     pub reason: String,
     pub evidence: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CrawlerChangeRow {
+    pub host: String,
+    pub anchor: String,
+    pub setting: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub ignored_by: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FidelityRow {
+    pub host: String,
+    pub anchor: String,
+    pub instances: String,
+    pub recorded_opens: i64,
+    pub replayed_opens: i64,
+    pub miss: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +159,9 @@ pub struct Report {
     pub calls: i64,
     pub failures: i64,
     pub changes: Vec<ChangeRow>,
+    pub crawler_changes: Vec<CrawlerChangeRow>,
+    pub crawler_model: Vec<(String, String)>,
+    pub fidelity: Vec<FidelityRow>,
     pub incidents: Vec<IncidentRow>,
     pub noisiest: Vec<NoisyRow>,
     pub held: Vec<(String, String, String)>,
@@ -222,6 +259,50 @@ impl Report {
             ),
         };
         let incidents: Vec<IncidentRow> = input.incidents.iter().map(incident_row).collect();
+        let crawler_changes = p
+            .needs_crawler_change
+            .iter()
+            .map(|c| CrawlerChangeRow {
+                host: c.host.clone(),
+                anchor: anchor(&c.host),
+                setting: match &c.role {
+                    Some(r) => format!("roles.{r}.{}", c.key.name()),
+                    None => c.key.name().to_owned(),
+                },
+                from: c.from.to_string(),
+                to: c.to.to_string(),
+                reason: c.reason.clone(),
+                ignored_by: c.ignored_by.clone(),
+            })
+            .collect();
+        let fidelity = input
+            .fidelity
+            .iter()
+            .filter(|f| f.recorded_opens > 0 || f.replayed_opens > 0)
+            .map(|f| FidelityRow {
+                host: f.host.clone(),
+                anchor: anchor(&f.host),
+                instances: if f.logged_instances > 0 {
+                    format!(
+                        "{} ({} from logged outcomes)",
+                        f.instances, f.logged_instances
+                    )
+                } else {
+                    f.instances.to_string()
+                },
+                recorded_opens: f.recorded_opens,
+                replayed_opens: f.replayed_opens,
+                miss: if f.recorded_opens > 0 {
+                    format!(
+                        "{:+.0}%",
+                        100.0 * (f.replayed_opens - f.recorded_opens) as f64
+                            / f.recorded_opens as f64
+                    )
+                } else {
+                    "–".into()
+                },
+            })
+            .collect();
         let mut noisy: Vec<&HostLine> = input.hosts.iter().filter(|h| h.failures > 0).collect();
         noisy.sort_by(|a, b| {
             let ra = a.failures as f64 / a.calls_net.max(1) as f64;
@@ -263,6 +344,9 @@ impl Report {
             calls: input.hosts.iter().map(|h| h.calls_net).sum(),
             failures: input.hosts.iter().map(|h| h.failures).sum(),
             changes,
+            crawler_changes,
+            crawler_model: input.model.clone(),
+            fidelity,
             incidents,
             noisiest,
             held: p
@@ -535,6 +619,28 @@ pub fn markdown(r: &Report) -> String {
         }
         o.push('\n');
     }
+    if !r.crawler_changes.is_empty() {
+        let _ = writeln!(
+            o,
+            "### Needs a crawler change ({})\n\nThese would help, but the crawler ignores the setting: not written into breakers.yaml.\n",
+            r.crawler_changes.len()
+        );
+        let _ = writeln!(o, "| host | setting | from | to | why | ignored by |");
+        let _ = writeln!(o, "|---|---|---|---|---|---|");
+        for c in &r.crawler_changes {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} |",
+                md(&c.host),
+                md(&c.setting),
+                md(&c.from),
+                md(&c.to),
+                md(&c.reason),
+                md(&c.ignored_by)
+            );
+        }
+        o.push('\n');
+    }
     let _ = writeln!(o, "### Incidents ({})\n", r.incidents.len());
     if r.incidents.is_empty() {
         let _ = writeln!(o, "No incident detected.\n");
@@ -587,6 +693,34 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(o, "|---|---|");
         for (host, _, why) in &r.held {
             let _ = writeln!(o, "| {} | {} |", md(host), md(why));
+        }
+        o.push('\n');
+    }
+    let _ = writeln!(o, "### Crawler model\n");
+    for (what, how) in &r.crawler_model {
+        let _ = writeln!(o, "- {}: {}", md(what), md(how));
+    }
+    o.push('\n');
+    if !r.fidelity.is_empty() {
+        let _ = writeln!(
+            o,
+            "Replay of the recorded policy under this model against the recorded breakers:\n"
+        );
+        let _ = writeln!(
+            o,
+            "| host | breakers | opens recorded | opens replayed | miss |"
+        );
+        let _ = writeln!(o, "|---|---|---:|---:|---:|");
+        for f in &r.fidelity {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                md(&f.host),
+                md(&f.instances),
+                f.recorded_opens,
+                f.replayed_opens,
+                md(&f.miss)
+            );
         }
         o.push('\n');
     }

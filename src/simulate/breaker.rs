@@ -84,6 +84,11 @@ impl Breaker {
         self.state
     }
 
+    /// pybreaker's `fail_counter`: consecutive failures counted (0 after a success).
+    pub fn fail_counter(&self) -> u32 {
+        self.consecutive_failures
+    }
+
     /// Asks to call at `now_s`; an open breaker past its reset timeout turns half-open.
     pub fn admit(&mut self, now_s: f64, transitions: &mut Vec<Transition>) -> Admission {
         if now_s < self.cooldown_until_s {

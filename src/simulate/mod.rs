@@ -1,15 +1,23 @@
 //! Synthetic crawler telemetry with ground truth, deterministic from a seed.
 //!
 //! Each host follows a regime (healthy noise, chronic low-level errors, rate limiting
-//! with Retry-After, 5xx outages, flapping, timeouts) laid out as incident windows; a
-//! Poisson stream of calls goes through a pybreaker-like [`breaker::Breaker`] per host, so
-//! an open breaker leaves gaps exactly as the real crawler does. Writes the telemetry
-//! SQLite in either real variant and `ground_truth.json` (incidents, policy, exact burst
-//! statistics) that later stages are scored against.
+//! with Retry-After, 5xx outages, flapping, timeouts) laid out as incident windows. A
+//! Poisson stream of requests per host is spread over the fleet's machines, and each
+//! request goes through that machine's pybreaker-like [`breaker::Breaker`] for the host
+//! as the crawler sends it (the documented `crate::crawler::CrawlerModel`): every
+//! attempt is admitted and counted, retryable statuses and exceptions are retried after
+//! tenacity's wait (Retry-After for 429/503), the final outcome is recorded twice, a
+//! timeout is not a breaker failure, a request denied or out of retries on an exception
+//! leaves no row, a success clears the cooldown, cooldowns live per machine or
+//! fleet-wide. Writes one telemetry SQLite per machine in either real variant and
+//! `ground_truth.json` (incidents, policy, and per breaker instance its opens and exact
+//! burst statistics) that later stages are scored against.
 
 pub mod breaker;
 mod sqlite;
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
@@ -18,6 +26,7 @@ use rand_distr::{Distribution, Exp};
 use serde::Serialize;
 
 use crate::config::DEFAULT_FAILURE_STATUSES;
+use crate::crawler::Scope;
 use crate::metrics::stats::BurstStats;
 use breaker::{Admission, Breaker, BreakerPolicy, State, Transition};
 
@@ -43,6 +52,49 @@ pub struct SimOptions {
     pub variant: Variant,
     /// Start of the simulated period, epoch seconds (UTC).
     pub start_s: i64,
+    /// Crawler machines, each one process with its own breakers and telemetry file.
+    pub machines: usize,
+    /// Where Retry-After cooldowns live: per machine, or in a store the fleet shares.
+    pub cooldowns: Scope,
+    /// tenacity's `max_retries` (attempts = retries + 1).
+    pub max_retries: u32,
+}
+
+impl SimOptions {
+    /// One machine, per-process cooldowns, the crawler's three retries.
+    pub fn new(out: impl Into<PathBuf>, hours: f64, hosts: usize, rps: f64, seed: u64) -> Self {
+        SimOptions {
+            out: out.into(),
+            hours,
+            hosts,
+            rps,
+            seed,
+            variant: Variant::Schema,
+            start_s: DEFAULT_START_S,
+            machines: 1,
+            cooldowns: Scope::Process,
+            max_retries: 3,
+        }
+    }
+
+    /// The telemetry file of machine `m` (0-based): `telemetry.sqlite` for a single
+    /// machine, else `telemetry-1.sqlite` ... `telemetry-N.sqlite`.
+    pub fn telemetry_path(&self, m: usize) -> PathBuf {
+        if self.machines <= 1 {
+            self.out.join("telemetry.sqlite")
+        } else {
+            self.out.join(format!("telemetry-{}.sqlite", m + 1))
+        }
+    }
+
+    /// The run id machine `m` writes.
+    pub fn run_id(&self, m: usize) -> String {
+        if self.machines <= 1 {
+            format!("sim-{}", self.seed)
+        } else {
+            format!("sim-{}-m{}", self.seed, m + 1)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -109,6 +161,58 @@ const KNOWN_HOSTS: [&str; 12] = [
     "api.unpaywall.org",
 ];
 
+/// Ground truth for one breaker instance: one host's breaker on one machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceTruth {
+    pub machine: usize,
+    pub run_id: String,
+    pub opens: u64,
+    /// Failures this breaker recorded (retried attempts and repeated final outcomes
+    /// included).
+    pub failures_counted: u64,
+    /// Maximal runs of consecutive failures this breaker recorded.
+    pub bursts: BurstStats,
+    #[serde(skip)]
+    burst_lengths: Vec<u64>,
+    #[serde(skip)]
+    current_run: u64,
+}
+
+impl InstanceTruth {
+    fn new(machine: usize, run_id: String) -> Self {
+        InstanceTruth {
+            machine,
+            run_id,
+            opens: 0,
+            failures_counted: 0,
+            bursts: BurstStats::default(),
+            burst_lengths: Vec::new(),
+            current_run: 0,
+        }
+    }
+
+    fn outcome(&mut self, failure: bool) {
+        if failure {
+            self.failures_counted += 1;
+            self.current_run += 1;
+        } else if self.current_run > 0 {
+            self.burst_lengths.push(self.current_run);
+            self.current_run = 0;
+        }
+    }
+
+    fn finish(&mut self) -> Vec<u64> {
+        if self.current_run > 0 {
+            self.burst_lengths.push(self.current_run);
+            self.current_run = 0;
+        }
+        let mut lengths = std::mem::take(&mut self.burst_lengths);
+        lengths.sort_unstable();
+        self.bursts = BurstStats::from_sorted(&lengths);
+        lengths
+    }
+}
+
 /// Ground truth for one host.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostTruth {
@@ -119,24 +223,32 @@ pub struct HostTruth {
     pub rows: u64,
     pub network_rows: u64,
     pub cache_hits: u64,
+    /// Rows whose final outcome was a breaker failure.
     pub failures: u64,
+    /// Attempts sent (retries included), and those answered 429.
+    pub attempts: u64,
+    pub attempts_429: u64,
+    /// Requests denied by a breaker or a cooldown (no row).
     pub blocked_calls: u64,
+    /// Requests that raised after being admitted (denied on a retry, or out of retries
+    /// on a timeout): no row.
+    pub raised: u64,
     pub opens: u64,
     pub half_open_successes: u64,
     pub half_open_failures: u64,
-    /// Bursts over network rows in (ts, id) order; a burst is a maximal run of
-    /// consecutive breaker failures.
+    /// Bursts of all the host's breakers together (each counted by its own breaker).
     pub bursts: BurstStats,
-    #[serde(skip)]
-    burst_lengths: Vec<u64>,
-    #[serde(skip)]
-    current_run: u64,
+    /// Per breaker instance, in machine order.
+    pub instances: Vec<InstanceTruth>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GroundTruth {
     pub seed: u64,
     pub variant: Variant,
+    pub machines: usize,
+    pub cooldowns: Scope,
+    pub max_retries: u32,
     pub start_s: i64,
     pub end_s: i64,
     pub rps_per_host: f64,
@@ -150,6 +262,9 @@ pub struct GroundTruth {
 pub struct Event {
     pub ts_us: i64,
     pub host_idx: usize,
+    pub machine: usize,
+    /// Attempts before the final one.
+    pub retry_count: i64,
     pub role: &'static str,
     pub method: &'static str,
     pub status: Option<i64>,
@@ -163,21 +278,83 @@ pub struct Event {
     pub error: Option<&'static str>,
 }
 
-/// A transition tagged with its host.
+/// One outcome a breaker recorded, as the crawler's listener logs it
+/// (`breaker_failure` / `breaker_success` in `breaker_events`; sink variant only).
+#[derive(Debug, Clone)]
+pub struct OutcomeEvent {
+    pub ts_us: i64,
+    pub host_idx: usize,
+    pub machine: usize,
+    pub failure: bool,
+    /// The state the listener saw: before a trip on failure, after a close on success.
+    pub state: State,
+    pub fail_counter: u32,
+}
+
+/// A transition tagged with its host and machine.
 #[derive(Debug, Clone)]
 pub struct HostTransition {
     pub host_idx: usize,
+    pub machine: usize,
     pub transition: Transition,
     pub reset_timeout_s: f64,
 }
 
+/// A request's next attempt, waiting for tenacity's wait to pass.
+#[derive(Debug, Clone)]
+struct Attempt {
+    t: f64,
+    /// Scheduling order: the tie-break of attempts at the same instant.
+    seq: u64,
+    machine: usize,
+    /// Attempts already made.
+    made: u32,
+    role: &'static str,
+    method: &'static str,
+    url_hash: u64,
+    rate_delay_ms: i64,
+}
+
+impl PartialEq for Attempt {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Attempt {}
+impl PartialOrd for Attempt {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Attempt {
+    /// Reversed, so the heap pops the earliest attempt first.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.t.total_cmp(&self.t).then(o.seq.cmp(&self.seq))
+    }
+}
+
+/// Statuses tenacity retries (the crawler's `DEFAULT_RETRYABLE_STATUSES`).
+const RETRYABLE: [i64; 5] = [429, 500, 502, 503, 504];
+
 struct HostSim {
     name: String,
     rng: ChaCha8Rng,
-    breaker: Breaker,
+    /// One breaker per machine.
+    breakers: Vec<Breaker>,
+    /// Cooldown deadlines per machine, or one for the fleet.
+    cooldown_until: Vec<f64>,
+    fleet_cooldowns: bool,
+    machines: usize,
+    max_retries: u32,
     incidents: Vec<Incident>,
     base_failure: f64,
     next_call_s: f64,
+    pending: BinaryHeap<Attempt>,
+    seq: u64,
+    /// Log every recorded outcome (the sink variant's listener events).
+    log_outcomes: bool,
+    outcomes: Vec<OutcomeEvent>,
+    idx: usize,
     truth: HostTruth,
 }
 
@@ -313,6 +490,8 @@ impl HostSim {
         };
         let policy = policy_for(regime);
         let first = start + Exp::new(opts.rps).expect("rps > 0").sample(&mut rng);
+        let machines = opts.machines.max(1);
+        let fleet_cooldowns = opts.cooldowns == Scope::Fleet;
         HostSim {
             truth: HostTruth {
                 host: name.clone(),
@@ -323,20 +502,33 @@ impl HostSim {
                 network_rows: 0,
                 cache_hits: 0,
                 failures: 0,
+                attempts: 0,
+                attempts_429: 0,
                 blocked_calls: 0,
+                raised: 0,
                 opens: 0,
                 half_open_successes: 0,
                 half_open_failures: 0,
                 bursts: BurstStats::default(),
-                burst_lengths: Vec::new(),
-                current_run: 0,
+                instances: (0..machines)
+                    .map(|m| InstanceTruth::new(m, opts.run_id(m)))
+                    .collect(),
             },
             name,
             rng,
-            breaker: Breaker::new(policy),
+            breakers: vec![Breaker::new(policy); machines],
+            cooldown_until: vec![f64::NEG_INFINITY; if fleet_cooldowns { 1 } else { machines }],
+            fleet_cooldowns,
+            machines,
+            max_retries: opts.max_retries,
             incidents,
             base_failure,
             next_call_s: first,
+            pending: BinaryHeap::new(),
+            seq: 0,
+            log_outcomes: opts.variant == Variant::Sink,
+            outcomes: Vec::new(),
+            idx,
         }
     }
 
@@ -346,7 +538,71 @@ impl HostSim {
             .find(|i| i.start_s <= t && t < i.end_s)
     }
 
-    /// Simulates calls up to `until_s`, appending rows and transitions.
+    fn cooldown_slot(&self, machine: usize) -> usize {
+        if self.fleet_cooldowns { 0 } else { machine }
+    }
+
+    /// `allow()`: the cooldown, then the machine's breaker.
+    fn admit(&mut self, machine: usize, t: f64, tr: &mut Vec<Transition>) -> Option<State> {
+        if t < self.cooldown_until[self.cooldown_slot(machine)] {
+            return None;
+        }
+        let before = tr.len();
+        let admitted = match self.breakers[machine].admit(t, tr) {
+            Admission::Blocked => None,
+            Admission::Allowed(s) => Some(s),
+        };
+        self.tag(machine, before, tr);
+        admitted
+    }
+
+    /// `on_failure` / `on_success`: the breaker counts the outcome; a 429/503 failure
+    /// with Retry-After sets the cooldown (capped); a success clears it.
+    fn record(
+        &mut self,
+        machine: usize,
+        t: f64,
+        failure: bool,
+        retry_after_s: Option<f64>,
+        tr: &mut Vec<Transition>,
+    ) {
+        let slot = self.cooldown_slot(machine);
+        if failure {
+            if let Some(ra) = retry_after_s {
+                let cap = self.breakers[machine].policy.retry_after_cap_s;
+                self.cooldown_until[slot] = self.cooldown_until[slot].max(t + ra.min(cap));
+            }
+        } else {
+            self.cooldown_until[slot] = f64::NEG_INFINITY;
+        }
+        let before = tr.len();
+        let state_before = self.breakers[machine].state();
+        self.breakers[machine].record(t, failure, None, tr);
+        self.tag(machine, before, tr);
+        self.truth.instances[machine].outcome(failure);
+        if self.log_outcomes {
+            let b = &self.breakers[machine];
+            self.outcomes.push(OutcomeEvent {
+                ts_us: (t * 1e6).round() as i64,
+                host_idx: self.idx,
+                machine,
+                failure,
+                state: if failure { state_before } else { b.state() },
+                // pybreaker increments before notifying and does not reset on a trip.
+                fail_counter: if failure { b.fail_counter().max(1) } else { 0 },
+            });
+        }
+    }
+
+    /// Counts the opens among the transitions a machine's breaker just made.
+    fn tag(&mut self, machine: usize, before: usize, tr: &[Transition]) {
+        let opens = tr[before..].iter().filter(|x| x.to == State::Open).count() as u64;
+        self.truth.opens += opens;
+        self.truth.instances[machine].opens += opens;
+    }
+
+    /// Simulates requests and their attempts up to `until_s`, appending rows and
+    /// transitions.
     fn run_until(
         &mut self,
         idx: usize,
@@ -354,146 +610,260 @@ impl HostSim {
         rps: f64,
         events: &mut Vec<Event>,
         transitions: &mut Vec<HostTransition>,
+        outcomes: &mut Vec<OutcomeEvent>,
     ) {
         let gap = Exp::new(rps).expect("rps > 0");
-        let mut tr = Vec::new();
-        while self.next_call_s < until_s {
-            // Quantise to microseconds so both variants store the time exactly.
-            let t = (self.next_call_s * 1e6).round() / 1e6;
-            self.next_call_s += gap.sample(&mut self.rng);
-            let r = &mut self.rng;
-            let role = match r.random_range(0..10) {
-                0..=4 => "metadata",
-                5..=7 => "landing",
-                _ => "artifact",
+        let mut tr: Vec<(usize, Transition)> = Vec::new();
+        loop {
+            let retry_next = self.pending.peek().map(|a| a.t);
+            let new_next = self.next_call_s;
+            let attempt = match retry_next {
+                Some(rt) if rt <= new_next && rt < until_s => self.pending.pop(),
+                _ if new_next < until_s => {
+                    // Quantise to microseconds so both variants store the time exactly.
+                    let t = (new_next * 1e6).round() / 1e6;
+                    self.next_call_s += gap.sample(&mut self.rng);
+                    let r = &mut self.rng;
+                    let role = match r.random_range(0..10) {
+                        0..=4 => "metadata",
+                        5..=7 => "landing",
+                        _ => "artifact",
+                    };
+                    let method = if role == "landing" && r.random_bool(0.1) {
+                        "HEAD"
+                    } else {
+                        "GET"
+                    };
+                    let url_hash = r.random::<u64>();
+                    let machine = r.random_range(0..self.machines);
+                    let rate_delay_ms = if r.random_bool(0.2) {
+                        r.random_range(1..200)
+                    } else {
+                        0
+                    };
+                    if r.random_bool(0.08) {
+                        self.cache_hit(idx, t, machine, role, method, url_hash, events, &mut tr);
+                        continue;
+                    }
+                    self.seq += 1;
+                    Some(Attempt {
+                        t,
+                        seq: self.seq,
+                        machine,
+                        made: 0,
+                        role,
+                        method,
+                        url_hash,
+                        rate_delay_ms,
+                    })
+                }
+                _ => None,
             };
-            let method = if role == "landing" && r.random_bool(0.1) {
-                "HEAD"
-            } else {
-                "GET"
-            };
-            let url_hash = r.random::<u64>();
-            let mut ev = Event {
-                ts_us: (t * 1e6).round() as i64,
+            let Some(a) = attempt else { break };
+            self.attempt(idx, a, events, &mut tr);
+        }
+        for (machine, x) in tr.drain(..) {
+            transitions.push(HostTransition {
                 host_idx: idx,
-                role,
-                method,
-                status: Some(200),
-                url_hash,
-                from_cache: false,
-                retry_after_s: None,
-                rate_delay_ms: 0,
-                breaker_state: None,
-                breaker_recorded: "none",
-                elapsed_ms: 0,
-                error: None,
-            };
-            if r.random_bool(0.08) {
-                // Served from the HTTP cache: no network, no breaker.
-                ev.from_cache = true;
-                ev.elapsed_ms = r.random_range(0..3);
-                self.truth.cache_hits += 1;
-                self.truth.rows += 1;
-                events.push(ev);
-                continue;
+                machine,
+                transition: x,
+                reset_timeout_s: self.breakers[machine].policy.reset_timeout_s,
+            });
+        }
+        outcomes.append(&mut self.outcomes);
+    }
+
+    /// A response from the HTTP cache: `allow()` runs before the client finds it in
+    /// the cache, and the update after the retry loop records one success.
+    #[allow(clippy::too_many_arguments)]
+    fn cache_hit(
+        &mut self,
+        idx: usize,
+        t: f64,
+        machine: usize,
+        role: &'static str,
+        method: &'static str,
+        url_hash: u64,
+        events: &mut Vec<Event>,
+        tr: &mut Vec<(usize, Transition)>,
+    ) {
+        let mut local = Vec::new();
+        let Some(state) = self.admit(machine, t, &mut local) else {
+            self.truth.blocked_calls += 1;
+            tr.extend(local.into_iter().map(|x| (machine, x)));
+            return;
+        };
+        self.record(machine, t, false, None, &mut local);
+        tr.extend(local.into_iter().map(|x| (machine, x)));
+        let elapsed_ms = self.rng.random_range(0..3);
+        self.truth.cache_hits += 1;
+        self.truth.rows += 1;
+        events.push(Event {
+            ts_us: (t * 1e6).round() as i64,
+            host_idx: idx,
+            machine,
+            retry_count: 0,
+            role,
+            method,
+            status: Some(200),
+            url_hash,
+            from_cache: true,
+            retry_after_s: None,
+            rate_delay_ms: 0,
+            breaker_state: Some(state),
+            breaker_recorded: "success",
+            elapsed_ms,
+            error: None,
+        });
+    }
+
+    /// One attempt of a request: admitted or denied, answered, counted; then a retry is
+    /// scheduled after tenacity's wait, or the request ends with its row.
+    fn attempt(
+        &mut self,
+        idx: usize,
+        a: Attempt,
+        events: &mut Vec<Event>,
+        tr: &mut Vec<(usize, Transition)>,
+    ) {
+        let (t, m) = (a.t, a.machine);
+        let mut local = Vec::new();
+        let admitted = self.admit(m, t, &mut local);
+        let Some(state) = admitted else {
+            tr.extend(local.into_iter().map(|x| (m, x)));
+            // Denied: `BreakerOpenError` is not retried and leaves no row.
+            self.truth.blocked_calls += 1;
+            if a.made > 0 {
+                self.truth.raised += 1;
             }
-            let state = match self.breaker.admit(t, &mut tr) {
-                Admission::Blocked => {
-                    self.truth.blocked_calls += 1;
-                    continue;
+            return;
+        };
+        let incident = self.incident_at(t).cloned();
+        let p_fail = incident
+            .as_ref()
+            .map_or(self.base_failure, |i| i.failure_prob);
+        let r = &mut self.rng;
+        let fails = r.random_bool(p_fail);
+        let mut status = Some(200);
+        let mut retry_after_s = None;
+        let mut error = None;
+        let mut elapsed_ms = r.random_range(40..900);
+        if fails {
+            match incident.as_ref().map(|i| i.kind) {
+                Some(IncidentKind::RateLimit) => {
+                    status = Some(429);
+                    retry_after_s = incident.as_ref().and_then(|i| i.retry_after_s);
                 }
-                Admission::Allowed(s) => s,
-            };
-            let incident = self.incident_at(t).cloned();
-            let p_fail = incident
-                .as_ref()
-                .map_or(self.base_failure, |i| i.failure_prob);
-            let r = &mut self.rng;
-            let fails = r.random_bool(p_fail);
-            ev.rate_delay_ms = if r.random_bool(0.2) {
-                r.random_range(1..200)
-            } else {
-                0
-            };
-            ev.elapsed_ms = r.random_range(40..900);
-            if fails {
-                match incident.as_ref().map(|i| i.kind) {
-                    Some(IncidentKind::RateLimit) => {
-                        ev.status = Some(429);
-                        ev.retry_after_s = incident.as_ref().and_then(|i| i.retry_after_s);
-                    }
-                    Some(IncidentKind::Timeouts) => {
-                        ev.status = None;
-                        ev.error = Some("ReadTimeout");
-                        ev.elapsed_ms = 30_000;
-                    }
-                    Some(IncidentKind::Outage | IncidentKind::Flapping) => {
-                        ev.status = Some([503, 503, 500, 502, 504][r.random_range(0..5)]);
-                        if ev.status == Some(503) {
-                            ev.retry_after_s = incident.as_ref().and_then(|i| i.retry_after_s);
-                        }
-                    }
-                    None => match r.random_range(0..10) {
-                        0..=3 => ev.status = Some(500),
-                        4..=5 => ev.status = Some(502),
-                        6 => ev.status = Some(504),
-                        7 => ev.status = Some(408),
-                        _ => {
-                            ev.status = None;
-                            ev.error = Some(if r.random_bool(0.5) {
-                                "ConnectTimeout"
-                            } else {
-                                "ReadTimeout"
-                            });
-                            ev.elapsed_ms = 10_000;
-                        }
-                    },
+                Some(IncidentKind::Timeouts) => {
+                    status = None;
+                    error = Some("ReadTimeout");
+                    elapsed_ms = 30_000;
                 }
-            } else if r.random_bool(0.03) {
-                ev.status = Some(NEUTRAL[r.random_range(0..NEUTRAL.len())]);
-            } else if r.random_bool(0.05) {
-                ev.status = Some(304);
+                Some(IncidentKind::Outage | IncidentKind::Flapping) => {
+                    status = Some([503, 503, 500, 502, 504][r.random_range(0..5)]);
+                    if status == Some(503) {
+                        retry_after_s = incident.as_ref().and_then(|i| i.retry_after_s);
+                    }
+                }
+                None => match r.random_range(0..10) {
+                    0..=3 => status = Some(500),
+                    4..=5 => status = Some(502),
+                    6 => status = Some(504),
+                    7 => status = Some(408),
+                    _ => {
+                        status = None;
+                        error = Some(if r.random_bool(0.5) {
+                            "ConnectTimeout"
+                        } else {
+                            "ReadTimeout"
+                        });
+                        elapsed_ms = 10_000;
+                    }
+                },
             }
-            ev.breaker_state = Some(state);
-            ev.breaker_recorded = if fails { "failure" } else { "success" };
-            let before = tr.len();
-            self.breaker
-                .record(t, fails, ev.retry_after_s.map(|s| s as f64), &mut tr);
+        } else if r.random_bool(0.03) {
+            status = Some(NEUTRAL[r.random_range(0..NEUTRAL.len())]);
+        } else if r.random_bool(0.05) {
+            status = Some(304);
+        }
+        let made = a.made + 1;
+        self.truth.attempts += 1;
+        self.truth.attempts_429 += u64::from(status == Some(429));
+        let failure = status.is_some_and(|s| DEFAULT_FAILURE_STATUSES.contains(&s));
+        let retryable = status.is_none_or(|s| RETRYABLE.contains(&s));
+        let ra = retry_after_s.map(|s| s as f64);
+        // An exception is not a breaker failure (no exception types are passed); a
+        // status is counted either way.
+        if status.is_some() {
+            self.record(m, t, failure, ra, &mut local);
             if state == State::HalfOpen {
-                if fails {
+                if failure {
                     self.truth.half_open_failures += 1;
                 } else {
                     self.truth.half_open_successes += 1;
                 }
             }
-            self.truth.opens += tr[before..].iter().filter(|x| x.to == State::Open).count() as u64;
-            self.truth.rows += 1;
-            self.truth.network_rows += 1;
-            if fails {
-                self.truth.failures += 1;
-                self.truth.current_run += 1;
-            } else if self.truth.current_run > 0 {
-                self.truth.burst_lengths.push(self.truth.current_run);
-                self.truth.current_run = 0;
-            }
-            events.push(ev);
         }
-        for x in tr.drain(..) {
-            transitions.push(HostTransition {
-                host_idx: idx,
-                transition: x,
-                reset_timeout_s: self.breaker.policy.reset_timeout_s,
+        if retryable && made <= self.max_retries {
+            // tenacity: Retry-After for 429/503 when sent, else a random exponential
+            // wait (multiplier 0.75, at most 60 s).
+            let wait = match ra.filter(|_| matches!(status, Some(429 | 503))) {
+                Some(ra) => ra,
+                None => {
+                    let cap = (0.75 * 2f64.powi(made as i32)).min(60.0);
+                    self.rng.random_range(0.0..cap)
+                }
+            };
+            self.seq += 1;
+            self.pending.push(Attempt {
+                t: ((t + wait + elapsed_ms as f64 / 1000.0) * 1e6).round() / 1e6,
+                seq: self.seq,
+                made,
+                ..a
             });
+            tr.extend(local.into_iter().map(|x| (m, x)));
+            return;
         }
+        if status.is_none() {
+            // Out of retries on an exception: the request raised, no row.
+            self.truth.raised += 1;
+            tr.extend(local.into_iter().map(|x| (m, x)));
+            return;
+        }
+        // The final response, recorded once more after the retry loop.
+        self.record(m, t, failure, ra, &mut local);
+        tr.extend(local.into_iter().map(|x| (m, x)));
+        self.truth.rows += 1;
+        self.truth.network_rows += 1;
+        self.truth.failures += u64::from(failure);
+        events.push(Event {
+            ts_us: (t * 1e6).round() as i64,
+            host_idx: idx,
+            machine: m,
+            retry_count: i64::from(made - 1),
+            role: a.role,
+            method: a.method,
+            status,
+            url_hash: a.url_hash,
+            from_cache: false,
+            retry_after_s,
+            rate_delay_ms: a.rate_delay_ms,
+            breaker_state: Some(state),
+            breaker_recorded: if failure { "failure" } else { "success" },
+            elapsed_ms,
+            error,
+        });
     }
 
     fn finish(mut self) -> HostTruth {
-        if self.truth.current_run > 0 {
-            self.truth.burst_lengths.push(self.truth.current_run);
-        }
-        let mut lengths = std::mem::take(&mut self.truth.burst_lengths);
-        lengths.sort_unstable();
-        self.truth.bursts = BurstStats::from_sorted(&lengths);
+        let mut all: Vec<u64> = self
+            .truth
+            .instances
+            .iter_mut()
+            .flat_map(InstanceTruth::finish)
+            .collect();
+        all.sort_unstable();
+        self.truth.bursts = BurstStats::from_sorted(&all);
         self.truth
     }
 }
@@ -501,7 +871,8 @@ impl HostSim {
 /// Summary of a simulation run.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimSummary {
-    pub telemetry: PathBuf,
+    /// One telemetry file per machine.
+    pub telemetry: Vec<PathBuf>,
     pub ground_truth: PathBuf,
     pub rows: u64,
     pub transitions: u64,
@@ -519,11 +890,16 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         opts.hours > 0.0 && opts.hours.is_finite(),
         "--hours must be positive"
     );
+    anyhow::ensure!(opts.machines >= 1, "--machines must be at least 1");
     std::fs::create_dir_all(&opts.out)?;
-    let db_path = opts.out.join("telemetry.sqlite");
     let mut sims: Vec<HostSim> = (0..opts.hosts).map(|i| HostSim::new(i, opts)).collect();
     let names: Vec<String> = sims.iter().map(|s| s.name.clone()).collect();
-    let mut writer = sqlite::Writer::create(&db_path, opts.variant, opts.seed, &names)?;
+    let paths: Vec<PathBuf> = (0..opts.machines).map(|m| opts.telemetry_path(m)).collect();
+    let mut writers = paths
+        .iter()
+        .enumerate()
+        .map(|(m, p)| sqlite::Writer::create(p, opts.variant, opts.run_id(m), &names))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let start = opts.start_s as f64;
     let end = start + opts.hours * 3600.0;
@@ -536,26 +912,55 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         let until = (t + chunk_s).min(end);
         let mut events = Vec::new();
         let mut transitions = Vec::new();
+        let mut outcomes = Vec::new();
         for (idx, sim) in sims.iter_mut().enumerate() {
-            sim.run_until(idx, until, opts.rps, &mut events, &mut transitions);
+            sim.run_until(
+                idx,
+                until,
+                opts.rps,
+                &mut events,
+                &mut transitions,
+                &mut outcomes,
+            );
         }
-        events.sort_by_key(|e| (e.ts_us, e.host_idx));
+        outcomes.sort_by_key(|o| (o.machine, o.ts_us, o.host_idx));
+        // Rows in the order each machine wrote them: by time (a row is written when its
+        // request ends), then host.
+        events.sort_by_key(|e| (e.machine, e.ts_us, e.host_idx));
         transitions.sort_by(|a, b| {
-            a.transition
-                .at_s
-                .total_cmp(&b.transition.at_s)
+            a.machine
+                .cmp(&b.machine)
+                .then(a.transition.at_s.total_cmp(&b.transition.at_s))
                 .then(a.host_idx.cmp(&b.host_idx))
         });
-        writer.write_chunk(&events, &transitions)?;
+        for (m, w) in writers.iter_mut().enumerate() {
+            let ev: Vec<Event> = events.iter().filter(|e| e.machine == m).cloned().collect();
+            let tr: Vec<HostTransition> = transitions
+                .iter()
+                .filter(|x| x.machine == m)
+                .cloned()
+                .collect();
+            let oc: Vec<OutcomeEvent> = outcomes
+                .iter()
+                .filter(|o| o.machine == m)
+                .cloned()
+                .collect();
+            w.write_chunk(&ev, &tr, &oc)?;
+        }
         rows += events.len() as u64;
         n_transitions += transitions.len() as u64;
         t = until;
     }
-    writer.finish()?;
+    for w in writers {
+        w.finish()?;
+    }
 
     let truth = GroundTruth {
         seed: opts.seed,
         variant: opts.variant,
+        machines: opts.machines,
+        cooldowns: opts.cooldowns,
+        max_retries: opts.max_retries,
         start_s: opts.start_s,
         end_s: end.round() as i64,
         rps_per_host: opts.rps,
@@ -568,7 +973,7 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
     text.push('\n');
     crate::telemetry::manifest::write_atomic(&truth_path, text.as_bytes())?;
     Ok(SimSummary {
-        telemetry: db_path,
+        telemetry: paths,
         ground_truth: truth_path,
         rows,
         transitions: n_transitions,

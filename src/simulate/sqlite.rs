@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, params};
 
 use super::breaker::State;
-use super::{Event, HostTransition, Variant};
+use super::{Event, HostTransition, OutcomeEvent, Variant};
 
 /// The crawler's declared schema (see docs/reference): `ts REAL`, `breaker_transitions`.
 const SCHEMA_DDL: &str = "
@@ -102,7 +102,7 @@ impl Writer {
     pub fn create(
         path: &Path,
         variant: Variant,
-        seed: u64,
+        run_id: String,
         hosts: &[String],
     ) -> anyhow::Result<Self> {
         for suffix in ["", "-wal", "-shm"] {
@@ -121,7 +121,7 @@ impl Writer {
         Ok(Writer {
             conn,
             variant,
-            run_id: format!("sim-{seed}"),
+            run_id,
             hosts: hosts.to_vec(),
         })
     }
@@ -145,6 +145,7 @@ impl Writer {
         &mut self,
         events: &[Event],
         transitions: &[HostTransition],
+        outcomes: &[OutcomeEvent],
     ) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;
         match self.variant {
@@ -167,7 +168,7 @@ impl Writer {
                         i64::from(e.from_cache),
                         i64::from(e.status == Some(304)),
                         0i64,
-                        0i64,
+                        e.retry_count,
                         e.retry_after_s,
                         e.rate_delay_ms,
                         e.breaker_state.map(State::as_str),
@@ -210,7 +211,7 @@ impl Writer {
                         e.status,
                         format!("{:016x}", e.url_hash),
                         i64::from(e.from_cache),
-                        0i64,
+                        e.retry_count,
                         e.retry_after_s,
                         e.breaker_state.map(|s| s.as_str().to_ascii_uppercase()),
                         e.breaker_recorded,
@@ -222,33 +223,80 @@ impl Writer {
                     "INSERT INTO breaker_events (timestamp, run_id, event_type, host, scope, resolver, payload)
                      VALUES (?1, ?2, ?3, ?4, 'host', NULL, ?5)",
                 )?;
-                for (i, t) in transitions.iter().enumerate() {
-                    let ts_us = (t.transition.at_s * 1e6).round() as i64;
-                    let host = &self.hosts[t.host_idx];
-                    if t.transition.to == State::Open {
-                        // The sink also logs the failure that tripped the breaker.
-                        let payload = serde_json::json!({"ts": t.transition.at_s});
-                        ins.execute(params![
-                            iso(ts_us),
-                            self.run_id,
-                            "breaker_failure",
-                            host,
-                            payload.to_string()
-                        ])?;
+                // The listener's events of one machine in the order it logged them,
+                // merged by time; at one instant the half-open change that admitted the
+                // attempt first, then the outcomes (in the order recorded), then the
+                // changes they caused.
+                enum Logged<'a> {
+                    Outcome(&'a OutcomeEvent),
+                    Change(usize, &'a HostTransition),
+                }
+                let mut logged: Vec<(i64, u8, Logged<'_>)> = outcomes
+                    .iter()
+                    .map(|o| (o.ts_us, 1, Logged::Outcome(o)))
+                    .chain(transitions.iter().enumerate().map(|(i, t)| {
+                        let rank = if t.transition.from == State::Open {
+                            0
+                        } else {
+                            2
+                        };
+                        (
+                            (t.transition.at_s * 1e6).round() as i64,
+                            rank,
+                            Logged::Change(i, t),
+                        )
+                    }))
+                    .collect();
+                logged.sort_by_key(|(ts, rank, _)| (*ts, *rank));
+                for (ts_us, _, item) in logged {
+                    match item {
+                        Logged::Outcome(o) => {
+                            let (kind, extra) = if o.failure {
+                                (
+                                    "breaker_failure",
+                                    serde_json::json!({"exc_type": "HTTPStatusError", "msg": "server error"}),
+                                )
+                            } else {
+                                ("breaker_success", serde_json::json!({}))
+                            };
+                            let mut payload = serde_json::json!({
+                                "event_type": kind,
+                                "fail_counter": o.fail_counter,
+                                "host": self.hosts[o.host_idx],
+                                "resolver": null,
+                                "run_id": self.run_id,
+                                "scope": "host",
+                                "state": o.state.as_str().replace('_', "-"),
+                                "ts": ts_us as f64 / 1e6,
+                            });
+                            if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object())
+                            {
+                                p.extend(e.clone());
+                            }
+                            ins.execute(params![
+                                iso(ts_us),
+                                self.run_id,
+                                kind,
+                                self.hosts[o.host_idx],
+                                payload.to_string()
+                            ])?;
+                        }
+                        Logged::Change(i, t) => {
+                            let payload = serde_json::json!({
+                                "old": pybreaker_repr(t.transition.from, ts_us as u64 ^ i as u64),
+                                "new": pybreaker_repr(t.transition.to, ts_us as u64 ^ (i as u64 + 1)),
+                                "reset_timeout_s": t.reset_timeout_s.round() as i64,
+                                "ts": t.transition.at_s,
+                            });
+                            ins.execute(params![
+                                iso(ts_us),
+                                self.run_id,
+                                "breaker_state_change",
+                                self.hosts[t.host_idx],
+                                payload.to_string()
+                            ])?;
+                        }
                     }
-                    let payload = serde_json::json!({
-                        "old": pybreaker_repr(t.transition.from, ts_us as u64 ^ i as u64),
-                        "new": pybreaker_repr(t.transition.to, ts_us as u64 ^ (i as u64 + 1)),
-                        "reset_timeout_s": t.reset_timeout_s.round() as i64,
-                        "ts": t.transition.at_s,
-                    });
-                    ins.execute(params![
-                        iso(ts_us),
-                        self.run_id,
-                        "breaker_state_change",
-                        host,
-                        payload.to_string()
-                    ])?;
                 }
             }
         }

@@ -82,7 +82,7 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
             Err(e) => return Err(TelemetryError::io(&path, e)),
         };
-        let manifest: Manifest =
+        let mut manifest: Manifest =
             serde_json::from_str(&text).map_err(|e| TelemetryError::Manifest {
                 path: path.clone(),
                 detail: e.to_string(),
@@ -92,6 +92,9 @@ impl Manifest {
                 path,
                 detail: format!("format is {:?}, expected {FORMAT:?}", manifest.format),
             });
+        }
+        if manifest.schema_version == 1 {
+            manifest.upgrade_from_v1();
         }
         if manifest.schema_version != SCHEMA_VERSION {
             return Err(TelemetryError::Manifest {
@@ -110,6 +113,33 @@ impl Manifest {
         let mut text = serde_json::to_string_pretty(self).expect("manifest serialises");
         text.push('\n');
         write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())
+    }
+
+    /// Version 1 kept one stream per canonical table, so transitions read from
+    /// `breaker_events` were keyed `breaker_transitions`; they are the stream
+    /// `breaker_transitions@breaker_events` now. Version 1 parts stay as they are (they
+    /// lack `origin`, which reads as NULL).
+    fn upgrade_from_v1(&mut self) {
+        for state in self.sources.values_mut() {
+            let moved: Vec<String> = state
+                .tables
+                .iter()
+                .filter(|(key, t)| **key != t.sqlite_table && !key.contains('@'))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in moved {
+                if let Some(t) = state.tables.remove(&key) {
+                    let stream = format!("{key}@{}", t.sqlite_table);
+                    for counts in [&mut state.rejected, &mut state.nulled] {
+                        if let Some(c) = counts.remove(&key) {
+                            counts.insert(stream.clone(), c);
+                        }
+                    }
+                    state.tables.insert(stream, t);
+                }
+            }
+        }
+        self.schema_version = SCHEMA_VERSION;
     }
 
     fn listed_parts(&self) -> BTreeSet<&str> {

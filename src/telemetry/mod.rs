@@ -147,7 +147,9 @@ pub struct SourceReport {
     /// `exported`, `replaced` (re-exported from scratch) or `failed`.
     pub outcome: String,
     pub error: Option<String>,
-    /// Per exported table: rows read, exported, rejected by reason, nulled by column.
+    /// Per stream (`http_events`, `breaker_transitions`,
+    /// `breaker_transitions@breaker_events`, `breaker_outcomes@breaker_events`, ...): rows
+    /// read, exported, rejected by reason, nulled by column.
     pub tables: BTreeMap<String, TableReport>,
 }
 
@@ -348,7 +350,8 @@ fn add_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
 struct SourceExport {
     fingerprint: Option<String>,
     replaced: bool,
-    /// Per canonical table: layout, counts and the digest of the new high-water row.
+    /// Per stream (see `TableLayout::stream`): layout, counts and the digest of the new
+    /// high-water row.
     tables: BTreeMap<String, (TableLayout, TableCounts, Option<String>)>,
     parts: Vec<String>,
 }
@@ -392,7 +395,7 @@ fn export_source(
     let layout = schema::detect(&conn, label).map_err(with_wait)?;
     for t in &layout.tables {
         let absent = t.absent_columns();
-        if !absent.is_empty() && !t.from_breaker_events {
+        if !absent.is_empty() && t.events.is_none() {
             tracing::debug!(source = label, table = %t.sqlite_table, ?absent, "columns absent, exported as NULL");
         }
     }
@@ -428,7 +431,7 @@ fn export_source(
 
     for table in &layout.tables {
         let after = previous
-            .and_then(|p| p.tables.get(table.spec.name))
+            .and_then(|p| p.tables.get(&table.stream()))
             .map_or(i64::MIN, |t| t.high_water_id);
         let part_meta = PartMeta {
             label,
@@ -444,7 +447,7 @@ fn export_source(
             None => None,
         };
         parts.extend(table_parts);
-        tables.insert(table.spec.name.to_owned(), (table.clone(), counts, digest));
+        tables.insert(table.stream(), (table.clone(), counts, digest));
     }
     bar.finish_and_clear();
     conn.execute_batch("COMMIT")
@@ -473,7 +476,7 @@ fn continuity_break(
         )));
     }
     for table in &layout.tables {
-        let Some(state) = prev.tables.get(table.spec.name) else {
+        let Some(state) = prev.tables.get(&table.stream()) else {
             continue;
         };
         if state.sqlite_table != table.sqlite_table {
@@ -514,7 +517,7 @@ fn estimate_new_rows(
         .iter()
         .map(|t| {
             let after = previous
-                .and_then(|p| p.tables.get(t.spec.name))
+                .and_then(|p| p.tables.get(&t.stream()))
                 .map_or(0, |s| s.high_water_id);
             let sql = format!(
                 "SELECT max(\"{}\") FROM \"{}\"",
@@ -572,7 +575,13 @@ fn export_table(
                 let part = match parts.entry(date) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::btree_map::Entry::Vacant(v) => {
-                        let rel = part_rel_path(spec.name, date, meta.run, meta.source_id);
+                        let rel = part_rel_path(
+                            spec.name,
+                            date,
+                            meta.run,
+                            meta.source_id,
+                            &table.sqlite_table,
+                        );
                         let metadata = vec![
                             ("breaker_advisor.source".to_owned(), label.to_owned()),
                             (

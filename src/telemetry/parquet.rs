@@ -39,11 +39,23 @@ pub fn date_string(days: i32) -> String {
         .unwrap_or_else(|| format!("day{days}"))
 }
 
-/// Path of a part file relative to the dataset root. The run number and the source id
-/// make it unique; the `part-r` prefix marks it as ours (see manifest recovery).
-pub fn part_rel_path(table: &str, days: i32, run: u64, source_id: &str) -> String {
+/// Path of a part file relative to the dataset root. The run number, the source id and
+/// the SQLite table read (when it is not the canonical table's own) make it unique; the
+/// `part-r` prefix marks it as ours (see manifest recovery).
+pub fn part_rel_path(
+    table: &str,
+    days: i32,
+    run: u64,
+    source_id: &str,
+    sqlite_table: &str,
+) -> String {
+    let from = if sqlite_table == table {
+        String::new()
+    } else {
+        format!("-{sqlite_table}")
+    };
     format!(
-        "{table}/date={}/part-r{run:06}-{source_id}.parquet",
+        "{table}/date={}/part-r{run:06}-{source_id}{from}.parquet",
         date_string(days)
     )
 }

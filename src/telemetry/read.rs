@@ -11,7 +11,7 @@ use rusqlite::types::{Value, ValueRef};
 use sha2::{Digest, Sha256};
 
 use super::TelemetryError;
-use super::schema::{Kind, TableLayout, TableSpec};
+use super::schema::{EventRows, Kind, TableLayout, TableSpec};
 use super::values::{
     Decoded, TimeError, decode_bool, decode_int, decode_text, decode_time, parse_recorded,
     parse_state,
@@ -154,14 +154,6 @@ impl Hasher for Fnv1a {
     }
 }
 
-/// Fields of a `breaker_events` payload that feed canonical columns.
-struct Payload {
-    old: Value,
-    new: Value,
-    reset_timeout_s: Value,
-    ts: Option<Value>,
-}
-
 fn json_to_value(v: Option<&serde_json::Value>) -> Value {
     match v {
         None | Some(serde_json::Value::Null) => Value::Null,
@@ -176,19 +168,25 @@ fn json_to_value(v: Option<&serde_json::Value>) -> Value {
     }
 }
 
-fn parse_payload(raw: ValueRef<'_>) -> Option<Payload> {
+/// A `breaker_events` payload: a JSON object.
+fn parse_payload(raw: ValueRef<'_>) -> Option<serde_json::Map<String, serde_json::Value>> {
     let text = match raw {
         ValueRef::Text(b) | ValueRef::Blob(b) => b,
         _ => return None,
     };
-    let obj: serde_json::Value = serde_json::from_slice(text).ok()?;
-    let obj = obj.as_object()?;
-    Some(Payload {
-        old: json_to_value(obj.get("old").or_else(|| obj.get("old_state"))),
-        new: json_to_value(obj.get("new").or_else(|| obj.get("new_state"))),
-        reset_timeout_s: json_to_value(obj.get("reset_timeout_s")),
-        ts: obj.get("ts").map(|v| json_to_value(Some(v))),
-    })
+    match serde_json::from_slice(text).ok()? {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// `breaker_failure` / `breaker_success` (the event type column) as an outcome.
+fn event_outcome(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Text(b"breaker_failure") => Value::Text("failure".into()),
+        ValueRef::Text(b"breaker_success") => Value::Text("success".into()),
+        _ => Value::Null,
+    }
 }
 
 /// Rows per hand-over from the SQLite thread to the decoding thread.
@@ -344,12 +342,8 @@ impl<'a> Decoder<'a> {
         let sources = spec
             .columns
             .iter()
-            .map(|c| match (layout.from_breaker_events, c.name) {
-                (true, "old_state") => ValueSource::PayloadOld,
-                (true, "new_state") => ValueSource::PayloadNew,
-                (true, "reset_timeout_s") => ValueSource::PayloadResetTimeout,
-                _ => ValueSource::Column,
-            })
+            .zip(&layout.sources)
+            .map(|(c, column)| value_source(layout.events, c.name, column.is_some()))
             .collect();
         let checks = spec
             .columns
@@ -385,7 +379,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Decodes one row. Column order: id, time, host, the canonical columns, and for
-    /// `breaker_events` the JSON payload.
+    /// `breaker_events` the JSON payload and the event type.
     fn row<'v>(
         &mut self,
         get: impl Fn(usize) -> ValueRef<'v>,
@@ -404,8 +398,9 @@ impl<'a> Decoder<'a> {
         };
         counts.max_id = Some(counts.max_id.map_or(id, |m| m.max(id)));
 
-        let payload = if self.layout.from_breaker_events {
-            match parse_payload(get(3 + spec.columns.len())) {
+        let width = spec.columns.len();
+        let payload = if self.layout.events.is_some() {
+            match parse_payload(get(3 + width)) {
                 Some(p) => Some(p),
                 None => {
                     counts.reject("invalid_payload");
@@ -414,6 +409,21 @@ impl<'a> Decoder<'a> {
             }
         } else {
             None
+        };
+        // The values of this row that do not come from a column of their own.
+        let derived: Vec<Value> = match &payload {
+            None => Vec::new(),
+            Some(obj) => self
+                .sources
+                .iter()
+                .map(|s| match *s {
+                    ValueSource::Payload(keys) => {
+                        json_to_value(keys.iter().find_map(|k| obj.get(*k)))
+                    }
+                    ValueSource::EventOutcome => event_outcome(get(4 + width)),
+                    _ => Value::Null,
+                })
+                .collect(),
         };
 
         let host = match get(2) {
@@ -432,10 +442,13 @@ impl<'a> Decoder<'a> {
             }
         };
 
+        // The payload's epoch `ts` is the listener's own clock; the row's `timestamp` is
+        // when the sink wrote it.
         let payload_ts = payload
             .as_ref()
-            .and_then(|p| p.ts.as_ref())
-            .and_then(|v| decode_time(ValueRef::from(v)).ok());
+            .and_then(|p| p.get("ts"))
+            .map(|v| json_to_value(Some(v)))
+            .and_then(|v| decode_time(ValueRef::from(&v)).ok());
         let ts_us = match payload_ts.map_or_else(|| decode_time(get(1)), Ok) {
             Ok(t) => t,
             Err(TimeError::Null) => {
@@ -450,12 +463,14 @@ impl<'a> Decoder<'a> {
 
         // Check the values that can reject the row before appending anything.
         let sources = &self.sources;
+        let origin = self.layout.sqlite_table.as_bytes();
         let value = |i: usize| -> ValueRef<'_> {
-            match (&payload, sources[i]) {
-                (Some(p), ValueSource::PayloadOld) => ValueRef::from(&p.old),
-                (Some(p), ValueSource::PayloadNew) => ValueRef::from(&p.new),
-                (Some(p), ValueSource::PayloadResetTimeout) => ValueRef::from(&p.reset_timeout_s),
-                _ => get(3 + i),
+            match sources[i] {
+                ValueSource::Column => get(3 + i),
+                ValueSource::Origin => ValueRef::Text(origin),
+                ValueSource::Payload(_) | ValueSource::EventOutcome => {
+                    derived.get(i).map_or(ValueRef::Null, ValueRef::from)
+                }
             }
         };
         if let Some(reason) = self
@@ -498,12 +513,39 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// Where one canonical value of a row comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ValueSource {
+    /// The SQLite column mapped to it (NULL when the file has none).
     Column,
-    PayloadOld,
-    PayloadNew,
-    PayloadResetTimeout,
+    /// The first of these keys of the `breaker_events` JSON payload.
+    Payload(&'static [&'static str]),
+    /// The `event_type` column, as `failure` / `success`.
+    EventOutcome,
+    /// The name of the SQLite table read.
+    Origin,
+}
+
+/// Maps a canonical column to its source, for rows of a table or of `breaker_events`
+/// (`has_column`: the file has a column for it).
+fn value_source(events: Option<EventRows>, name: &str, has_column: bool) -> ValueSource {
+    match (events, name) {
+        (_, "origin") => ValueSource::Origin,
+        (None, _) => ValueSource::Column,
+        (Some(_), "run_id" | "scope") if has_column => ValueSource::Column,
+        (Some(_), "run_id") => ValueSource::Payload(&["run_id"]),
+        (Some(_), "scope") => ValueSource::Payload(&["scope"]),
+        (Some(EventRows::StateChange), "old_state") => ValueSource::Payload(&["old", "old_state"]),
+        (Some(EventRows::StateChange), "new_state") => ValueSource::Payload(&["new", "new_state"]),
+        (Some(EventRows::StateChange), "reset_timeout_s") => {
+            ValueSource::Payload(&["reset_timeout_s", "reset_timeout"])
+        }
+        (Some(EventRows::Outcome), "outcome") => ValueSource::EventOutcome,
+        (Some(EventRows::Outcome), "state") => ValueSource::Payload(&["state"]),
+        (Some(EventRows::Outcome), "fail_counter") => ValueSource::Payload(&["fail_counter"]),
+        (Some(EventRows::Outcome), "exc_type") => ValueSource::Payload(&["exc_type"]),
+        (Some(_), _) => ValueSource::Column,
+    }
 }
 
 /// Values that make the whole row unusable: a status that is not an HTTP status, and

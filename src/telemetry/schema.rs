@@ -9,7 +9,10 @@ use super::TelemetryError;
 
 /// Version of the exported Parquet schema, written into every file's key-value metadata
 /// and into the manifest. Bump it when a column is added, removed or retyped.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 added `breaker_transitions.origin` and the `breaker_outcomes` table; a
+/// version 1 dataset is read as it is (the new column is NULL in its old parts) and its
+/// manifest is carried forward (see `manifest::Manifest::load`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How a canonical column is decoded from SQLite's dynamically typed values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +25,7 @@ pub enum Kind {
     Bool,
     /// Breaker state, normalised to `closed|open|half_open`.
     State,
-    /// What the breaker recorded: `success|failure|none`.
+    /// What the breaker recorded: `success|failure|none|cache-hit|blocked`.
     Recorded,
 }
 
@@ -92,6 +95,28 @@ pub static BREAKER_TRANSITIONS: TableSpec = TableSpec {
         col("old_state", Kind::State),
         col("new_state", Kind::State),
         col("reset_timeout_s", Kind::Int),
+        // The SQLite table the transition was read from: `breaker_transitions` or
+        // `breaker_events` (a crawler may write both; `analyze` counts each once).
+        col("origin", Kind::Text),
+    ],
+};
+
+/// What each breaker counted, from the crawler listener's `breaker_failure` and
+/// `breaker_success` events in `breaker_events`: the exact record, when it is logged.
+pub static BREAKER_OUTCOMES: TableSpec = TableSpec {
+    name: "breaker_outcomes",
+    required: &[],
+    columns: &[
+        col("run_id", Kind::Text),
+        col("scope", Kind::Text),
+        // `failure` or `success`.
+        col("outcome", Kind::Text),
+        // The breaker's state as the listener saw it (before a trip, after a close).
+        col("state", Kind::State),
+        // pybreaker's consecutive-failure counter (after the increment; 0 on success).
+        col("fail_counter", Kind::Int),
+        // The exception class the failure carried (`HTTPStatusError`, `ReadTimeout`).
+        col("exc_type", Kind::Text),
     ],
 };
 
@@ -108,7 +133,12 @@ pub static RATE_EVENTS: TableSpec = TableSpec {
 };
 
 /// All exported tables, in export order.
-pub static TABLES: [&TableSpec; 3] = [&HTTP_EVENTS, &BREAKER_TRANSITIONS, &RATE_EVENTS];
+pub static TABLES: [&TableSpec; 4] = [
+    &HTTP_EVENTS,
+    &BREAKER_TRANSITIONS,
+    &BREAKER_OUTCOMES,
+    &RATE_EVENTS,
+];
 
 impl ColumnSpec {
     fn candidates(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -138,7 +168,27 @@ impl TimeColumn {
     }
 }
 
-/// How one canonical table is read from one SQLite file.
+/// Which rows of `breaker_events` a layout reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventRows {
+    /// `breaker_state_change`: transitions.
+    StateChange,
+    /// `breaker_failure` and `breaker_success`: what the breaker counted.
+    Outcome,
+}
+
+impl EventRows {
+    fn filter(self) -> &'static str {
+        match self {
+            EventRows::StateChange => "event_type = 'breaker_state_change'",
+            EventRows::Outcome => "event_type IN ('breaker_failure', 'breaker_success')",
+        }
+    }
+}
+
+/// How one canonical table is read from one SQLite table of one file: a *stream*. A
+/// canonical table may be fed by several streams (transitions from `breaker_transitions`
+/// and from `breaker_events`); each has its own high-water mark.
 #[derive(Debug, Clone)]
 pub struct TableLayout {
     pub spec: &'static TableSpec,
@@ -150,8 +200,8 @@ pub struct TableLayout {
     pub host_column: String,
     /// Per canonical column, the SQLite column it comes from (None: exported as NULL).
     pub sources: Vec<Option<String>>,
-    /// True when rows come from `breaker_events` JSON payloads.
-    pub from_breaker_events: bool,
+    /// Set when rows come from `breaker_events` JSON payloads.
+    pub events: Option<EventRows>,
 }
 
 /// Everything detected about one telemetry file.
@@ -230,13 +280,14 @@ fn layout_for(
         time: time.expect("checked above"),
         host_column: "host".into(),
         sources,
-        from_breaker_events: false,
+        events: None,
     })
 }
 
 /// Detects the variant of a telemetry file. `http_events` is required; transitions come
-/// from `breaker_transitions` when that table exists, else from `breaker_events`;
-/// `rate_events` is exported when present.
+/// from `breaker_transitions` and from `breaker_events` (both, when both exist: an empty
+/// table beside a full one is not "no transitions"); the breaker's own failure and
+/// success events from `breaker_events`; `rate_events` is exported when present.
 pub fn detect(conn: &Connection, path: &str) -> Result<FileLayout, TelemetryError> {
     let http_cols =
         table_columns(conn, path, "http_events")?.ok_or_else(|| TelemetryError::MissingTable {
@@ -247,7 +298,8 @@ pub fn detect(conn: &Connection, path: &str) -> Result<FileLayout, TelemetryErro
 
     if let Some(cols) = table_columns(conn, path, "breaker_transitions")? {
         tables.push(layout_for(&BREAKER_TRANSITIONS, path, &cols)?);
-    } else if let Some(cols) = table_columns(conn, path, "breaker_events")? {
+    }
+    if let Some(cols) = table_columns(conn, path, "breaker_events")? {
         let mut missing = Vec::new();
         for need in ["event_type", "payload"] {
             if !cols.contains(need) {
@@ -265,29 +317,35 @@ pub fn detect(conn: &Connection, path: &str) -> Result<FileLayout, TelemetryErro
                 columns: missing.join(", "),
             });
         }
-        // Canonical columns are filled from the payload, except run_id and scope.
-        let sources = BREAKER_TRANSITIONS
-            .columns
-            .iter()
-            .map(|c| match c.name {
-                "run_id" | "scope" if cols.contains(c.name) => Some(c.name.to_owned()),
-                _ => None,
-            })
-            .collect();
-        tables.push(TableLayout {
-            spec: &BREAKER_TRANSITIONS,
-            sqlite_table: "breaker_events".into(),
-            id_column: if cols.contains("id") { "id" } else { "rowid" }.into(),
-            time: time.expect("checked above"),
-            host_column: if cols.contains("host") {
-                "host"
-            } else {
-                "resolver"
-            }
-            .into(),
-            sources,
-            from_breaker_events: true,
-        });
+        for (spec, rows) in [
+            (&BREAKER_TRANSITIONS, EventRows::StateChange),
+            (&BREAKER_OUTCOMES, EventRows::Outcome),
+        ] {
+            // Canonical columns are filled from the payload, except run_id and scope
+            // when the table has them as columns.
+            let sources = spec
+                .columns
+                .iter()
+                .map(|c| match c.name {
+                    "run_id" | "scope" if cols.contains(c.name) => Some(c.name.to_owned()),
+                    _ => None,
+                })
+                .collect();
+            tables.push(TableLayout {
+                spec,
+                sqlite_table: "breaker_events".into(),
+                id_column: if cols.contains("id") { "id" } else { "rowid" }.into(),
+                time: time.clone().expect("checked above"),
+                host_column: if cols.contains("host") {
+                    "host"
+                } else {
+                    "resolver"
+                }
+                .into(),
+                sources,
+                events: Some(rows),
+            });
+        }
     }
 
     if let Some(cols) = table_columns(conn, path, "rate_events")? {
@@ -297,9 +355,19 @@ pub fn detect(conn: &Connection, path: &str) -> Result<FileLayout, TelemetryErro
 }
 
 impl TableLayout {
+    /// The stream's name: the manifest key of its high-water mark. The canonical table's
+    /// name when it is read from the table of that name, else `table@sqlite_table`.
+    pub fn stream(&self) -> String {
+        if self.sqlite_table == self.spec.name {
+            self.spec.name.to_owned()
+        } else {
+            format!("{}@{}", self.spec.name, self.sqlite_table)
+        }
+    }
+
     /// The SELECT that reads rows after a high-water mark, in id order. Column order:
     /// id, time, host, then one per canonical column (NULL when absent); for
-    /// `breaker_events` also the resolver and the JSON payload.
+    /// `breaker_events` also the JSON payload and the event type.
     pub fn select_sql(&self, condition: &str) -> String {
         let mut cols = vec![
             quote(&self.id_column),
@@ -310,9 +378,11 @@ impl TableLayout {
             cols.push(src.as_deref().map_or_else(|| "NULL".to_owned(), quote));
         }
         let mut filter = format!("{} {condition}", quote(&self.id_column));
-        if self.from_breaker_events {
+        if let Some(rows) = self.events {
             cols.push("payload".into());
-            filter.push_str(" AND event_type = 'breaker_state_change'");
+            cols.push("event_type".into());
+            filter.push_str(" AND ");
+            filter.push_str(rows.filter());
         }
         format!(
             "SELECT {} FROM {} WHERE {filter} ORDER BY {}",

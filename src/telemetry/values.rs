@@ -64,7 +64,9 @@ pub fn parse_state(raw: &str) -> Option<BreakerState> {
     }
 }
 
-/// Normalises `breaker_recorded` to `success|failure|none`.
+/// Normalises `breaker_recorded` to `success|failure|none|cache-hit|blocked`: the
+/// crawler sets `cache-hit` for a response served from its HTTP cache and `blocked` when
+/// `allow()` denied the call.
 pub fn parse_recorded(raw: &str) -> Option<&'static str> {
     match raw {
         "success" => return Some("success"),
@@ -72,10 +74,12 @@ pub fn parse_recorded(raw: &str) -> Option<&'static str> {
         "none" => return Some("none"),
         _ => {}
     }
-    match raw.trim().to_ascii_lowercase().as_str() {
+    match raw.trim().to_ascii_lowercase().replace('_', "-").as_str() {
         "success" => Some("success"),
         "failure" => Some("failure"),
         "none" | "" => Some("none"),
+        "cache-hit" | "cachehit" => Some("cache-hit"),
+        "blocked" => Some("blocked"),
         _ => None,
     }
 }
@@ -217,6 +221,21 @@ mod tests {
             assert_eq!(parse_state(raw), Some(want), "{raw}");
         }
         assert_eq!(parse_state("tripped"), None);
+    }
+
+    #[test]
+    fn recorded_values_the_crawler_writes() {
+        for (raw, want) in [
+            ("success", "success"),
+            ("FAILURE", "failure"),
+            ("", "none"),
+            ("cache-hit", "cache-hit"),
+            ("cache_hit", "cache-hit"),
+            ("blocked", "blocked"),
+        ] {
+            assert_eq!(parse_recorded(raw), Some(want), "{raw}");
+        }
+        assert_eq!(parse_recorded("maybe"), None);
     }
 
     #[test]

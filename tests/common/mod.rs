@@ -14,19 +14,44 @@ pub fn bin() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("breaker-advisor").expect("binary")
 }
 
-/// Simulates `hours` of telemetry into `dir` and returns the SQLite path.
+/// The sample's telemetry files (`data-samples/telemetry*.sqlite`, one per machine),
+/// sorted, as absolute paths.
+pub fn sample_telemetry() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data-samples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("data-samples/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("telemetry") && n.ends_with(".sqlite"))
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no data-samples/telemetry*.sqlite");
+    files
+}
+
+/// Simulates `hours` of telemetry of one machine into `dir` and returns the SQLite path.
 pub fn sim(dir: &Path, variant: Variant, hours: f64, hosts: usize, rps: f64, seed: u64) -> PathBuf {
     let summary = simulate(&SimOptions {
-        out: dir.to_owned(),
-        hours,
-        hosts,
-        rps,
-        seed,
         variant,
         start_s: DEFAULT_START_S,
+        ..SimOptions::new(dir, hours, hosts, rps, seed)
     })
     .expect("simulate");
-    summary.telemetry
+    summary.telemetry[0].clone()
+}
+
+/// Simulates a fleet of `machines` into `dir` and returns their SQLite paths.
+pub fn sim_fleet(dir: &Path, opts: SimOptions) -> Vec<PathBuf> {
+    simulate(&SimOptions {
+        out: dir.to_owned(),
+        ..opts
+    })
+    .expect("simulate")
+    .telemetry
 }
 
 /// Creates a SQLite file from SQL text.

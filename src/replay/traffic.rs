@@ -1,0 +1,571 @@
+//! The replay's input: each host's requests per breaker instance, the recorded
+//! transitions and the incidents, shaped from lazy frames of the dataset (the pipeline
+//! opens the scans) into [`HostTraffic`], with the recorded breaker's gaps filled.
+
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::{
+    Call, Figures, Gap, Incident, Outcome, ReplayModel, ReplayPolicy, Span, fill_gaps, merge_gaps,
+    merge_spans, replay,
+};
+use crate::config::BreakerConfig;
+use crate::crawler::CrawlerModel;
+use crate::metrics::columns::{floats, micros, strings};
+
+/// What the recorded breakers did on a host (from its transitions).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Recorded {
+    pub opens: u64,
+    pub half_open_closed: u64,
+    pub half_open_reopened: u64,
+    /// Opens per breaker instance, in the host's instance order.
+    pub instance_opens: Vec<u64>,
+}
+
+/// One host's traffic, ready to replay.
+#[derive(Debug, Clone)]
+pub struct HostTraffic {
+    pub host: String,
+    /// The breaker instances (`source` and `run_id` joined by U+001F; one empty name for a
+    /// fleet-wide breaker), sorted; `Call::instance` indexes this.
+    pub instances: Vec<String>,
+    /// Recorded calls plus the synthetic calls of the recorded breakers' gaps.
+    pub calls: Vec<Call>,
+    /// Instances replayed from their logged outcomes.
+    pub logged_instances: usize,
+    pub incidents: Vec<Incident>,
+    pub recorded: Recorded,
+    /// The policy the crawler ran for the host (its busiest role's trial budget).
+    pub policy: ReplayPolicy,
+}
+
+/// The traffic of every host (or one) over a window.
+pub struct Traffic {
+    pub hours: f64,
+    pub model: ReplayModel,
+    pub hosts: Vec<HostTraffic>,
+}
+
+/// How well the replay of the recorded policy reproduces one host's recorded breakers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fidelity {
+    pub host: String,
+    pub instances: usize,
+    /// Instances replayed from their logged outcomes rather than their rows.
+    pub logged_instances: usize,
+    pub recorded_opens: u64,
+    pub replayed_opens: u64,
+    pub recorded_half_open_closed: u64,
+    pub replayed_half_open_closed: u64,
+    pub recorded_half_open_reopened: u64,
+    pub replayed_half_open_reopened: u64,
+    /// The largest miss of one instance's opens.
+    pub worst_instance_miss: u64,
+}
+
+impl Fidelity {
+    /// |replayed - recorded| / recorded opens (0 when both are 0).
+    pub fn miss_share(&self) -> f64 {
+        let diff = (self.replayed_opens as f64 - self.recorded_opens as f64).abs();
+        if self.recorded_opens == 0 {
+            if diff == 0.0 { 0.0 } else { 1.0 }
+        } else {
+            diff / self.recorded_opens as f64
+        }
+    }
+}
+
+impl Traffic {
+    pub fn get(&self, host: &str) -> Option<&HostTraffic> {
+        self.hosts.iter().find(|h| h.host == host)
+    }
+
+    /// Total miss of the recorded opens over all hosts when replayed under `model`.
+    pub fn open_miss(&self, model: &ReplayModel) -> u64 {
+        self.hosts
+            .iter()
+            .map(|t| {
+                replay(&t.calls, &t.policy, model, &t.incidents, self.hours)
+                    .opens
+                    .abs_diff(t.recorded.opens)
+            })
+            .sum()
+    }
+
+    /// Calibration: the candidate crawler models (breaker per process or per fleet,
+    /// retries counted or not, final outcome once or twice) replayed under the recorded
+    /// policies; the one whose replayed opens miss the recorded ones least, `base` on a
+    /// tie. Returns the chosen model and (its miss, `base`'s miss).
+    pub fn calibrate(&self, base: &CrawlerModel) -> (CrawlerModel, u64, u64) {
+        let base_miss = self.open_miss(&ReplayModel::from(base));
+        let mut best = (base.clone(), base_miss);
+        for fleet in [false, true] {
+            for count_retries in [true, false] {
+                for final_outcome_counted in [2, 1] {
+                    let candidate = CrawlerModel {
+                        breaker_scope: if fleet {
+                            crate::crawler::Scope::Fleet
+                        } else {
+                            crate::crawler::Scope::Process
+                        },
+                        count_retries,
+                        final_outcome_counted,
+                        ..base.clone()
+                    };
+                    if candidate == *base {
+                        continue;
+                    }
+                    let miss = self.open_miss(&ReplayModel::from(&candidate));
+                    if miss < best.1 {
+                        best = (candidate, miss);
+                    }
+                }
+            }
+        }
+        (best.0, best.1, base_miss)
+    }
+
+    /// Replays every host under the policy the crawler ran and compares with what its
+    /// breakers recorded, per instance.
+    pub fn fidelity(&self) -> Vec<Fidelity> {
+        self.hosts
+            .iter()
+            .map(|t| {
+                let f = self.replay(t, &t.policy);
+                let worst = t
+                    .recorded
+                    .instance_opens
+                    .iter()
+                    .zip(f.instance_opens.iter().chain(std::iter::repeat(&0)))
+                    .map(|(r, p)| r.abs_diff(*p))
+                    .max()
+                    .unwrap_or(0);
+                Fidelity {
+                    host: t.host.clone(),
+                    instances: t.instances.len(),
+                    logged_instances: t.logged_instances,
+                    recorded_opens: t.recorded.opens,
+                    replayed_opens: f.opens,
+                    recorded_half_open_closed: t.recorded.half_open_closed,
+                    replayed_half_open_closed: f.half_open_closed,
+                    recorded_half_open_reopened: t.recorded.half_open_reopened,
+                    replayed_half_open_reopened: f.half_open_reopened,
+                    worst_instance_miss: worst,
+                }
+            })
+            .collect()
+    }
+
+    /// Replays one host under `policy`.
+    pub fn replay(&self, t: &HostTraffic, policy: &ReplayPolicy) -> Figures {
+        replay(&t.calls, policy, &self.model, &t.incidents, self.hours)
+    }
+}
+
+fn us_to_s(v: i64) -> f64 {
+    v as f64 / 1e6
+}
+
+/// What `build` reads: the window's classified events (`crate::metrics::classify`), the
+/// window's transitions, the incidents table, and the window `[start_us, end_us)`.
+pub struct TrafficInput<'a> {
+    pub events: LazyFrame,
+    pub transitions: LazyFrame,
+    /// The window's `breaker_outcomes`: an instance that logged its outcomes is replayed
+    /// from them instead of from its rows.
+    pub outcomes: LazyFrame,
+    pub incidents: &'a DataFrame,
+    pub window_us: (i64, i64),
+    pub config: &'a BreakerConfig,
+    pub model: &'a CrawlerModel,
+}
+
+/// Builds every host's traffic: the rows the breakers counted, in one pass.
+pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
+    let TrafficInput {
+        events,
+        transitions,
+        outcomes,
+        incidents,
+        window_us: (w0, w1),
+        config,
+        model,
+    } = input;
+    let (ws, we) = (w0 as f64 / 1e6, w1 as f64 / 1e6);
+    let hours = (we - ws) / 3600.0;
+    let events = crate::metrics::collect(
+        crate::metrics::with_instance(events, model)
+            .filter(
+                col("outcome")
+                    .is_not_null()
+                    .or(col("retried_failures").gt(lit(0i64))),
+            )
+            .select([
+                col("host"),
+                col("role").fill_null(lit("")),
+                col("instance"),
+                col("source"),
+                col("ts").cast(DataType::Int64).alias("t"),
+                col("id").cast(DataType::Int64),
+                col("outcome").cast(DataType::Int64),
+                col("retried_failures"),
+                col("is_net"),
+                when(col("status").eq(lit(429)).or(col("status").eq(lit(503))))
+                    .then(col("retry_after_s").cast(DataType::Float64))
+                    .otherwise(lit(NULL).cast(DataType::Float64))
+                    .alias("ra"),
+                col("elapsed_ms").cast(DataType::Float64).alias("elapsed"),
+            ]),
+    )?;
+    let transitions = crate::metrics::collect(
+        crate::metrics::with_instance(crate::metrics::dedupe_transitions(transitions), model)
+            .filter(col("scope").eq(lit("host")).or(col("scope").is_null()))
+            .select([
+                col("host"),
+                col("instance"),
+                col("ts").cast(DataType::Int64).alias("t"),
+                col("old_state"),
+                col("new_state"),
+                col("reset_timeout_s").cast(DataType::Float64),
+                col("source"),
+                col("id"),
+            ])
+            .sort(
+                ["host", "instance", "t", "source", "id"],
+                SortMultipleOptions::default(),
+            ),
+    )?;
+
+    let logged = crate::metrics::collect(
+        crate::metrics::with_instance(
+            outcomes.filter(col("scope").eq(lit("host")).or(col("scope").is_null())),
+            model,
+        )
+        .filter(col("outcome").is_not_null())
+        .select([
+            col("host"),
+            col("instance"),
+            col("source"),
+            col("ts").cast(DataType::Int64).alias("t"),
+            col("id").cast(DataType::Int64),
+            col("outcome").eq(lit("failure")).alias("failed"),
+        ]),
+    )?;
+    // (host, instance) pairs replayed from their logged outcomes.
+    let lh = logged.column("host")?.str()?;
+    let li = logged.column("instance")?.str()?;
+    let logged_instances: std::collections::HashSet<(&str, &str)> = (0..logged.height())
+        .map(|i| (lh.get(i).unwrap_or_default(), li.get(i).unwrap_or_default()))
+        .collect();
+
+    // Sources ranked by name: the tie-break of calls at the same instant.
+    let src = events.column("source")?.str()?;
+    let mut ranks: BTreeMap<&str, u64> = src.iter().flatten().map(|s| (s, 0)).collect();
+    for (r, v) in ranks.values_mut().enumerate() {
+        *v = r as u64;
+    }
+
+    /// One host's rows while they are read: calls with provisional instance codes (in
+    /// the order instances were first seen), and network calls per role.
+    #[derive(Default)]
+    struct HostRows<'a> {
+        calls: Vec<Call>,
+        instances: Vec<&'a str>,
+        codes: std::collections::HashMap<&'a str, u32>,
+        roles: BTreeMap<&'a str, u64>,
+    }
+    let mut rows: BTreeMap<&str, HostRows<'_>> = BTreeMap::new();
+    let h = events.column("host")?.str()?;
+    let role = events.column("role")?.str()?;
+    let inst = events.column("instance")?.str()?;
+    let t = events.column("t")?.i64()?;
+    let id = events.column("id")?.i64()?;
+    let outcome = events.column("outcome")?.i64()?;
+    let retried = events
+        .column("retried_failures")?
+        .as_materialized_series()
+        .cast(&DataType::Int64)?;
+    let retried = retried.i64()?;
+    let net = events.column("is_net")?.bool()?;
+    let ra = events.column("ra")?.f64()?;
+    let el = events.column("elapsed")?.f64()?;
+    for i in 0..events.height() {
+        let host = h.get(i).unwrap_or_default();
+        let name = inst.get(i).unwrap_or_default();
+        if logged_instances.contains(&(host, name)) {
+            continue;
+        }
+        let hr = rows.entry(host).or_default();
+        let code = match hr.codes.get(name) {
+            Some(c) => *c,
+            None => {
+                let c = hr.instances.len() as u32;
+                hr.instances.push(name);
+                hr.codes.insert(name, c);
+                c
+            }
+        };
+        if net.get(i).unwrap_or(false)
+            && let Some(r) = role.get(i).filter(|r| !r.is_empty())
+        {
+            *hr.roles.entry(r).or_default() += 1;
+        }
+        let rank = src.get(i).and_then(|s| ranks.get(s)).copied().unwrap_or(0);
+        hr.calls.push(Call {
+            t_s: us_to_s(t.get(i).unwrap_or(0)),
+            instance: code,
+            retried_failures: retried.get(i).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+            outcome: match outcome.get(i) {
+                Some(1) => Outcome::Failure,
+                Some(_) => Outcome::Success,
+                None => Outcome::Uncounted,
+            },
+            retry_after_s: ra.get(i),
+            elapsed_s: el.get(i).unwrap_or(0.0).max(0.0) / 1000.0,
+            synthetic: false,
+            exact: false,
+            seq: (rank << 40) | (id.get(i).unwrap_or(0) as u64 & ((1 << 40) - 1)),
+        });
+    }
+    let ls = logged.column("source")?.str()?;
+    let lt = logged.column("t")?.i64()?;
+    let lid = logged.column("id")?.i64()?;
+    let lf = logged.column("failed")?.bool()?;
+    for i in 0..logged.height() {
+        let hr = rows.entry(lh.get(i).unwrap_or_default()).or_default();
+        let name = li.get(i).unwrap_or_default();
+        let code = match hr.codes.get(name) {
+            Some(c) => *c,
+            None => {
+                let c = hr.instances.len() as u32;
+                hr.instances.push(name);
+                hr.codes.insert(name, c);
+                c
+            }
+        };
+        let rank = ls.get(i).and_then(|s| ranks.get(s)).copied().unwrap_or(0);
+        hr.calls.push(Call {
+            t_s: us_to_s(lt.get(i).unwrap_or(0)),
+            instance: code,
+            retried_failures: 0,
+            outcome: if lf.get(i).unwrap_or(false) {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            },
+            retry_after_s: None,
+            elapsed_s: 0.0,
+            synthetic: false,
+            exact: true,
+            seq: (rank << 40) | (lid.get(i).unwrap_or(0) as u64 & ((1 << 40) - 1)),
+        });
+    }
+
+    // Transitions per host and instance, in time order.
+    struct Transition {
+        instance: String,
+        t_s: f64,
+        old: String,
+        new: String,
+        reset_s: Option<f64>,
+    }
+    let mut recorded_transitions: BTreeMap<String, Vec<Transition>> = BTreeMap::new();
+    {
+        let h = strings(&transitions, "host")?;
+        let inst = strings(&transitions, "instance")?;
+        let t = micros(&transitions, "t")?;
+        let old = strings(&transitions, "old_state")?;
+        let new = strings(&transitions, "new_state")?;
+        let reset = floats(&transitions, "reset_timeout_s")?;
+        for i in 0..transitions.height() {
+            recorded_transitions
+                .entry(h[i].clone())
+                .or_default()
+                .push(Transition {
+                    instance: inst[i].clone(),
+                    t_s: us_to_s(t[i]),
+                    old: old[i].clone(),
+                    new: new[i].clone(),
+                    reset_s: reset[i],
+                });
+        }
+    }
+
+    let mut incident_spans: BTreeMap<String, Vec<Span>> = BTreeMap::new();
+    {
+        let h = strings(incidents, "host")?;
+        let (start, end) = (micros(incidents, "start")?, micros(incidents, "end")?);
+        for i in 0..incidents.height() {
+            incident_spans.entry(h[i].clone()).or_default().push(Span {
+                start_s: us_to_s(start[i]),
+                end_s: us_to_s(end[i]),
+            });
+        }
+    }
+
+    let replay_model = ReplayModel::from(model);
+    let mut hosts = Vec::new();
+    for (host, host_rows) in rows {
+        let host = host.to_owned();
+        let host_transitions = recorded_transitions.remove(&host).unwrap_or_default();
+        let mut instances: Vec<String> = host_rows
+            .instances
+            .iter()
+            .map(|n| (*n).to_owned())
+            .chain(host_transitions.iter().map(|t| t.instance.clone()))
+            .collect();
+        instances.sort();
+        instances.dedup();
+        let index = |name: &str| {
+            instances
+                .binary_search_by(|n| n.as_str().cmp(name))
+                .unwrap_or(0) as u32
+        };
+        // Provisional codes (first seen) to positions in the sorted instance list.
+        let remap: Vec<u32> = host_rows.instances.iter().map(|n| index(n)).collect();
+        // The busiest role over network rows (ties: the first by name).
+        let busiest = host_rows
+            .roles
+            .iter()
+            .fold(None::<(&str, u64)>, |best, (r, n)| match best {
+                Some((_, b)) if b >= *n => best,
+                _ => Some((r, *n)),
+            })
+            .map(|(r, _)| r.to_owned());
+        let policy = ReplayPolicy::from_config(
+            &model.policy(config, &host, busiest.as_deref()),
+            config.rolling,
+        );
+
+        let mut recorded_calls = host_rows.calls;
+        for c in &mut recorded_calls {
+            c.instance = remap[c.instance as usize];
+        }
+        recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+
+        // Incidents of different kinds may overlap: health is their union, and each
+        // merged span's failure rate is measured on the recorded calls inside it; the
+        // background rate on the calls outside.
+        let spans = merge_spans(incident_spans.remove(&host).unwrap_or_default());
+        let mut inside = vec![(0u64, 0u64); spans.len()];
+        let (mut out_k, mut out_n) = (0u64, 0u64);
+        for c in &recorded_calls {
+            match spans
+                .iter()
+                .position(|sp| sp.start_s <= c.t_s && c.t_s < sp.end_s)
+            {
+                Some(j) => {
+                    inside[j].0 += u64::from(c.failed());
+                    inside[j].1 += 1;
+                }
+                None => {
+                    out_k += u64::from(c.failed());
+                    out_n += 1;
+                }
+            }
+        }
+        let background = out_k as f64 / out_n.max(1) as f64;
+        let incs: Vec<Incident> = spans
+            .iter()
+            .zip(&inside)
+            .map(|(sp, (k, n))| Incident {
+                start_s: sp.start_s,
+                end_s: sp.end_s,
+                rate: if *n > 0 {
+                    *k as f64 / *n as f64
+                } else {
+                    background
+                },
+            })
+            .collect();
+
+        // What the recorded breakers did, and their gaps: each open span until its reset
+        // timeout ran out (the logged one, else the configured one) or the instance's next
+        // transition came, and the Retry-After cooldowns honoured (capped), in the
+        // cooldown scope of the model.
+        let mut recorded = Recorded {
+            instance_opens: vec![0; instances.len()],
+            ..Recorded::default()
+        };
+        let mut gaps = Vec::new();
+        for (k, tr) in host_transitions.iter().enumerate() {
+            let inst = index(&tr.instance);
+            if tr.new == "open" {
+                recorded.opens += 1;
+                recorded.instance_opens[inst as usize] += 1;
+                let reset_s = tr.reset_s.unwrap_or(policy.reset_timeout_s);
+                let next = host_transitions[k + 1..]
+                    .iter()
+                    .find(|n| n.instance == tr.instance)
+                    .map_or(we, |n| n.t_s);
+                gaps.push(Gap {
+                    instance: inst,
+                    start_s: tr.t_s,
+                    end_s: next.min(tr.t_s + reset_s),
+                });
+            }
+            if tr.old == "half_open" && tr.new == "closed" {
+                recorded.half_open_closed += 1;
+            }
+            if tr.old == "half_open" && tr.new == "open" {
+                recorded.half_open_reopened += 1;
+            }
+        }
+        for c in &recorded_calls {
+            if let (true, Some(ra)) = (c.failed(), c.retry_after_s) {
+                let end = (c.t_s + ra.min(policy.retry_after_cap_s)).min(we);
+                let blocked: Vec<u32> = if replay_model.fleet_cooldowns {
+                    (0..instances.len() as u32).collect()
+                } else {
+                    vec![c.instance]
+                };
+                gaps.extend(blocked.into_iter().map(|instance| Gap {
+                    instance,
+                    start_s: c.t_s,
+                    end_s: end,
+                }));
+            }
+        }
+        let gaps = merge_gaps(gaps);
+        // Each instance's call rate while it was not blocked, measured over at least a
+        // tenth of the window: an instance blocked nearly all day would otherwise get an
+        // absurd rate (its few probes over a few seconds) and millions of synthetic calls.
+        let mut counts = vec![0u64; instances.len()];
+        for c in &recorded_calls {
+            counts[c.instance as usize] += 1;
+        }
+        let rates: Vec<f64> = (0..instances.len())
+            .map(|i| {
+                let gap_s: f64 = gaps
+                    .iter()
+                    .filter(|g| g.instance as usize == i)
+                    .map(|g| g.end_s - g.start_s)
+                    .sum();
+                let open_time = ((we - ws) - gap_s).max(0.1 * (we - ws)).max(1.0);
+                counts[i] as f64 / open_time
+            })
+            .collect();
+        let calls = fill_gaps(recorded_calls, &gaps, &incs, background, &rates);
+        let n_logged = instances
+            .iter()
+            .filter(|n| logged_instances.contains(&(host.as_str(), n.as_str())))
+            .count();
+        hosts.push(HostTraffic {
+            host,
+            logged_instances: n_logged,
+            instances,
+            calls,
+            incidents: incs,
+            recorded,
+            policy,
+        });
+    }
+    Ok(Traffic {
+        hours,
+        model: replay_model,
+        hosts,
+    })
+}
