@@ -471,9 +471,21 @@ pub fn analyze(
         .collect();
     let policies = policy_frame(config, model, &hosts)?;
 
+    let outcomes = window.select(outcomes);
+    let logged_by_host = outcomes
+        .clone()
+        .filter(col("scope").is_null().or(col("scope").eq(lit("host"))))
+        .group_by([col("host")])
+        .agg([
+            count_where(
+                col("outcome").eq(lit("failure")).fill_null(false),
+                "breaker_failures_logged",
+            ),
+            count_where(col("outcome").is_not_null(), "breaker_outcomes_logged"),
+        ]);
     let bursts = prefer_logged_bursts(
         bursts(events.clone(), opts)?,
-        logged_bursts(window.select(outcomes), opts)?,
+        logged_bursts(outcomes, opts)?,
     )?;
     let burst_stats = burst_stats(&bursts, &hosts)?;
     let transition_stats = transition_stats(transitions, &policies, opts)?;
@@ -544,6 +556,7 @@ pub fn analyze(
     let host_summary = run_sql(events.clone(), HOST_COUNTS_SQL)?
         .join(retry_after_by_host, [col("host")], [col("host")], left())
         .join(attempts_by_host, [col("host")], [col("host")], left())
+        .join(logged_by_host, [col("host")], [col("host")], left())
         .join(
             policies.clone().lazy(),
             [col("host")],
@@ -647,6 +660,8 @@ fn baseline(
 /// Hosts without bursts or transitions have zero of them, not NULL.
 fn fill_zero_counts(df: DataFrame) -> PolarsResult<DataFrame> {
     let zero_cols = [
+        "breaker_failures_logged",
+        "breaker_outcomes_logged",
         "transitions_from_table",
         "transitions_from_events",
         "bursts",
