@@ -265,3 +265,40 @@ fn replay_reproduces_a_fleet_of_real_pybreakers_in_both_cooldown_scopes() {
         }
     }
 }
+
+#[test]
+fn rows_alone_reproduce_a_fleets_opens_with_the_failures_the_opens_prove() {
+    // The schema variant has rows and transitions only: requests denied mid-retry left
+    // no row, and the replay infers their failures from the recorded opens.
+    let tmp = tempfile::tempdir().unwrap();
+    let files = common::sim_fleet(
+        tmp.path(),
+        breaker_advisor::simulate::SimOptions {
+            machines: 3,
+            ..breaker_advisor::simulate::SimOptions::new(tmp.path(), 24.0, 12, 0.15, 5)
+        },
+    );
+    let config = config_from_ground_truth(tmp.path());
+    let data = tmp.path().join("ds");
+    let mut export = bin();
+    export.arg("export").arg("--out").arg(&data);
+    for f in &files {
+        export.arg("--telemetry").arg(f);
+    }
+    export.assert().success();
+    let rows = replay_json(&[], &config, &data);
+    let mut checked = 0;
+    for r in &rows {
+        let recorded = r["recorded"]["opens"].as_f64().unwrap();
+        let replayed = r["opens"].as_f64().unwrap();
+        if recorded >= 10.0 {
+            assert!(
+                (replayed - recorded).abs() <= 0.10 * recorded,
+                "{}: replayed {replayed} opens, recorded {recorded}",
+                r["host"]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "hosts with 10+ opens: {checked}");
+}

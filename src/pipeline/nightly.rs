@@ -185,6 +185,7 @@ fn write_fidelity(
         "recorded_half_open_reopened" => u(|f| f.recorded_half_open_reopened),
         "replayed_half_open_reopened" => u(|f| f.replayed_half_open_reopened),
         "worst_instance_miss" => u(|f| f.worst_instance_miss),
+        "inferred_failures" => u(|f| f.inferred_failures),
         "miss_share" => fidelity.iter().map(|f| f.miss_share()).collect::<Vec<_>>(),
     )?;
     let meta = super::parquet_metadata(&metrics.join("host_summary.parquet"))?;

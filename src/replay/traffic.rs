@@ -36,6 +36,8 @@ pub struct HostTraffic {
     pub calls: Vec<Call>,
     /// Instances replayed from their logged outcomes.
     pub logged_instances: usize,
+    /// Failures the recorded opens prove but no row shows (see [`hidden_failures`]).
+    pub inferred_failures: u64,
     pub incidents: Vec<Incident>,
     pub recorded: Recorded,
     /// The policy the crawler ran for the host (its busiest role's trial budget).
@@ -64,6 +66,8 @@ pub struct Fidelity {
     pub replayed_half_open_reopened: u64,
     /// The largest miss of one instance's opens.
     pub worst_instance_miss: u64,
+    /// Failures the recorded opens prove but no row shows, added to the replay.
+    pub inferred_failures: u64,
 }
 
 impl Fidelity {
@@ -154,6 +158,7 @@ impl Traffic {
                     recorded_half_open_reopened: t.recorded.half_open_reopened,
                     replayed_half_open_reopened: f.half_open_reopened,
                     worst_instance_miss: worst,
+                    inferred_failures: t.inferred_failures,
                 }
             })
             .collect()
@@ -181,6 +186,73 @@ pub struct TrafficInput<'a> {
     pub window_us: (i64, i64),
     pub config: &'a BreakerConfig,
     pub model: &'a CrawlerModel,
+}
+
+/// Failures a breaker counted that no row shows. A recorded open proves that the breaker
+/// had just counted `fail_max` consecutive failures, and a reopen from half-open one
+/// failed trial; most of them were attempts of requests that raised (denied during their
+/// retries) and left no row. Walking each row-based instance's calls as `model` counts
+/// them, every open that the visible failures do not explain gets the missing ones, as
+/// failures just before it (`transitions`: instance, time, old, new state, in time
+/// order). Instances replayed from logged outcomes need none: their record is complete.
+pub fn hidden_failures(
+    calls: &[Call],
+    transitions: &[(u32, f64, &str, &str)],
+    fail_max: u32,
+    model: &ReplayModel,
+) -> Vec<Call> {
+    let mut out = Vec::new();
+    let instances = transitions
+        .iter()
+        .map(|t| t.0)
+        .chain(calls.iter().map(|c| c.instance))
+        .max()
+        .map_or(0, |m| m as usize + 1);
+    let mut exact = vec![false; instances];
+    for c in calls.iter().filter(|c| c.exact) {
+        exact[c.instance as usize] = true;
+    }
+    for inst in 0..instances as u32 {
+        if exact[inst as usize] {
+            continue;
+        }
+        let mut own = calls.iter().filter(|c| c.instance == inst).peekable();
+        let mut run = 0u32;
+        for &(_, t, old, new) in transitions.iter().filter(|t| t.0 == inst) {
+            // The calls up to the transition, as the breaker counted them.
+            while let Some(c) = own.next_if(|c| c.t_s <= t) {
+                match c.outcome {
+                    super::Outcome::Failure => {
+                        run += c.retried_failures + model.final_outcome_counted;
+                    }
+                    super::Outcome::Success => run = 0,
+                    super::Outcome::Uncounted => run += c.retried_failures,
+                }
+            }
+            let missing = match (old, new) {
+                ("closed", "open") => fail_max.saturating_sub(run),
+                ("half_open", "open") => u32::from(run == 0),
+                _ => 0,
+            };
+            for _ in 0..missing {
+                out.push(Call {
+                    t_s: t,
+                    instance: inst,
+                    retried_failures: 0,
+                    outcome: super::Outcome::Failure,
+                    retry_after_s: None,
+                    elapsed_s: 0.0,
+                    synthetic: true,
+                    exact: true,
+                    seq: 0,
+                });
+            }
+            if new == "open" || new == "closed" {
+                run = 0;
+            }
+        }
+    }
+    out
 }
 
 /// Builds every host's traffic: the rows the breakers counted, in one pass.
@@ -445,6 +517,20 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
             c.instance = remap[c.instance as usize];
         }
         recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+        let hidden = hidden_failures(
+            &recorded_calls,
+            &host_transitions
+                .iter()
+                .map(|t| (index(&t.instance), t.t_s, t.old.as_str(), t.new.as_str()))
+                .collect::<Vec<_>>(),
+            policy.fail_max,
+            &ReplayModel::from(model),
+        );
+        let inferred = hidden.len() as u64;
+        if !hidden.is_empty() {
+            recorded_calls.extend(hidden);
+            recorded_calls.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+        }
 
         // Incidents of different kinds may overlap: health is their union, and each
         // merged span's failure rate is measured on the recorded calls inside it; the
@@ -555,6 +641,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
             .count();
         hosts.push(HostTraffic {
             host,
+            inferred_failures: inferred,
             logged_instances: n_logged,
             instances,
             calls,
