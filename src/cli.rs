@@ -260,16 +260,23 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct CooldownArgs {
     /// The store: sqlite:PATH, redis://[user:pass@]host:port/db, or rediss://... for TLS.
-    #[arg(long, env = crate::cooldown::STORE_ENV, hide_env_values = true, value_name = "STORE")]
+    /// Like the other options of the group, accepted before or after the action.
+    #[arg(
+        long,
+        global = true,
+        env = crate::cooldown::STORE_ENV,
+        hide_env_values = true,
+        value_name = "STORE"
+    )]
     pub store: Option<String>,
     /// Redis key prefix (default: the settings file's, else breaker:cooldown:).
-    #[arg(long, value_name = "PREFIX")]
+    #[arg(long, global = true, value_name = "PREFIX")]
     pub key_prefix: Option<String>,
     /// Settings file with a cooldown_store section (default: ./breaker-advisor.yaml if present).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub settings: Option<PathBuf>,
     /// The current time, RFC 3339 or epoch seconds, instead of the system clock.
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, global = true, value_name = "TIME")]
     pub now: Option<String>,
     #[command(subcommand)]
     pub action: CooldownAction,

@@ -532,6 +532,20 @@ fn cli_commands_and_store_precedence() {
     assert!(run(&["show", "--host", "env.example"], false, true).contains("no active cooldowns"));
     assert!(run_at("2025-11-26T12:00:00Z", &["prune"], false, false).contains("pruned 1"));
 
+    // The group's options go before or after the action alike.
+    let after = bin()
+        .current_dir(tmp.path())
+        .env_remove("BREAKER_ADVISOR_COOLDOWN_STORE")
+        .args(["cooldown", "show", "--json", "--store"])
+        .arg(format!("sqlite:{}", flag.display()))
+        .args(["--now", "2025-11-26T10:15:30Z", "--settings"])
+        .arg(&settings)
+        .output()
+        .unwrap();
+    assert!(after.status.success(), "{after:?}");
+    let json: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert_eq!(json["cooldowns"][0]["host"], "flag.example");
+
     let parsed = StoreSpec::parse("ftp://x", "p").unwrap_err().to_string();
     assert!(parsed.contains("expected sqlite:PATH"), "{parsed}");
 }

@@ -386,24 +386,19 @@ fn ratio_columns() -> Vec<Expr> {
 /// Counts per attempt (a retried 429 is still a 429 the host sent) and the failures the
 /// breakers recorded; see [`classify`].
 fn attempt_aggs() -> Vec<Expr> {
-    vec![
-        col("attempts")
-            .sum()
-            .cast(DataType::Int64)
-            .alias("attempts"),
-        col("attempts_429")
-            .sum()
-            .cast(DataType::Int64)
-            .alias("attempts_429"),
-        col("attempts_5xx")
-            .sum()
-            .cast(DataType::Int64)
-            .alias("attempts_5xx"),
-        col("breaker_failures")
-            .sum()
-            .cast(DataType::Int64)
-            .alias("breaker_failures"),
+    [
+        "attempts",
+        "attempts_429",
+        "attempts_5xx",
+        "breaker_failures",
     ]
+    .map(|c| sum_as(c, c))
+    .into()
+}
+
+/// The sum of an integer column as Int64, named `name`.
+fn sum_as(column: &str, name: &str) -> Expr {
+    col(column).sum().cast(DataType::Int64).alias(name)
 }
 
 /// `<k>_attempt_ratio` with Wilson bounds, over `attempts`.
@@ -1254,18 +1249,9 @@ pub fn timeseries(
         .group_by([col("host"), col("bucket")])
         .agg([
             len().cast(DataType::Int64).alias("calls_net"),
-            col("attempts")
-                .sum()
-                .cast(DataType::Int64)
-                .alias("attempts"),
-            col("attempts_429")
-                .sum()
-                .cast(DataType::Int64)
-                .alias("e429"),
-            col("attempts_5xx")
-                .sum()
-                .cast(DataType::Int64)
-                .alias("e5xx"),
+            sum_as("attempts", "attempts"),
+            sum_as("attempts_429", "e429"),
+            sum_as("attempts_5xx", "e5xx"),
             count_where(col("is_timeout"), "timeouts"),
             (col("retried_failures") + col("is_failure").cast(DataType::Int64))
                 .sum()

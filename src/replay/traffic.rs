@@ -349,6 +349,18 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         codes: std::collections::HashMap<&'a str, u32>,
         roles: BTreeMap<&'a str, u64>,
     }
+    impl<'a> HostRows<'a> {
+        /// The provisional code of an instance, given on first sight.
+        fn code(&mut self, name: &'a str) -> u32 {
+            if let Some(c) = self.codes.get(name) {
+                return *c;
+            }
+            let c = self.instances.len() as u32;
+            self.instances.push(name);
+            self.codes.insert(name, c);
+            c
+        }
+    }
     let mut rows: BTreeMap<&str, HostRows<'_>> = BTreeMap::new();
     let h = events.column("host")?.str()?;
     let role = events.column("role")?.str()?;
@@ -371,15 +383,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
             continue;
         }
         let hr = rows.entry(host).or_default();
-        let code = match hr.codes.get(name) {
-            Some(c) => *c,
-            None => {
-                let c = hr.instances.len() as u32;
-                hr.instances.push(name);
-                hr.codes.insert(name, c);
-                c
-            }
-        };
+        let code = hr.code(name);
         if net.get(i).unwrap_or(false)
             && let Some(r) = role.get(i).filter(|r| !r.is_empty())
         {
@@ -409,15 +413,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     for i in 0..logged.height() {
         let hr = rows.entry(lh.get(i).unwrap_or_default()).or_default();
         let name = li.get(i).unwrap_or_default();
-        let code = match hr.codes.get(name) {
-            Some(c) => *c,
-            None => {
-                let c = hr.instances.len() as u32;
-                hr.instances.push(name);
-                hr.codes.insert(name, c);
-                c
-            }
-        };
+        let code = hr.code(name);
         let rank = ls.get(i).and_then(|s| ranks.get(s)).copied().unwrap_or(0);
         hr.calls.push(Call {
             t_s: us_to_s(lt.get(i).unwrap_or(0)),

@@ -1,9 +1,10 @@
 //! Helpers shared by the integration tests: simulated telemetry, SQLite fixtures from
-//! SQL text, and reading the exported dataset back with Polars.
+//! SQL text, reading the exported dataset back with Polars, and comparing patched texts.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
+use breaker_advisor::advise::{Num, RateChange};
 use breaker_advisor::pipeline::scan_table;
 use breaker_advisor::simulate::{DEFAULT_START_S, SimOptions, Variant, simulate};
 use breaker_advisor::telemetry::schema::TABLES;
@@ -142,5 +143,41 @@ pub fn col_ts_us(df: &DataFrame, name: &str) -> Vec<Option<i64>> {
         .i64()
         .expect("datetime physical")
         .iter()
+        .collect()
+}
+
+/// Whether `small` is a subsequence of `big` (every original line kept, in order).
+pub fn is_subsequence(small: &[&str], big: &[&str]) -> bool {
+    let mut it = big.iter();
+    small.iter().all(|line| it.any(|b| b == line))
+}
+
+/// A rates change to `to` (the other fields do not matter to `apply`).
+pub fn rate_change(host: &str, role: &str, to: Vec<String>) -> RateChange {
+    RateChange {
+        host: host.into(),
+        role: role.into(),
+        from: vec![],
+        to,
+        multiplier_from: Num::Int(1),
+        multiplier_to: Num::Float(0.8),
+        base: vec![],
+        reason: "test".into(),
+        evidence: Default::default(),
+    }
+}
+
+/// Lines of `after` that are not in `before` (multiset difference, in order).
+pub fn added_lines<'a>(before: &str, after: &'a str) -> Vec<&'a str> {
+    let mut pool: Vec<&str> = before.lines().collect();
+    after
+        .lines()
+        .filter(|l| match pool.iter().position(|p| p == l) {
+            Some(i) => {
+                pool.remove(i);
+                false
+            }
+            None => true,
+        })
         .collect()
 }
