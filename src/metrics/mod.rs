@@ -753,6 +753,28 @@ pub fn with_instance(lf: LazyFrame, model: &CrawlerModel) -> LazyFrame {
     }
 }
 
+/// Over rows sorted by host and instance: whether a row is the first, and the last, of
+/// its breaker instance.
+fn breaker_edges(host: &str, instance: &str) -> (Expr, Expr) {
+    let edge = |n: i64| {
+        col(host)
+            .neq(col(host).shift(lit(n)))
+            .or(col(instance).neq(col(instance).shift(lit(n))))
+            .fill_null(true)
+    };
+    (edge(1), edge(-1))
+}
+
+/// Part `i` of `instance` (0: the source, 1: the run id).
+fn instance_part(i: i64) -> Expr {
+    col("instance")
+        .str()
+        .split(lit("\u{1f}"))
+        .list()
+        .get(lit(i), true)
+        .fill_null(lit(""))
+}
+
 /// One row per burst: the consecutive failures one breaker instance counted. Rows are
 /// taken per instance in (ts, source, id) order and each stands for what the breaker
 /// recorded (see [`classify`]): its retried failures, then its final outcome
@@ -805,14 +827,7 @@ pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFram
             ["host_code", "instance_code", "ts_us", "source_code", "id"],
             SortMultipleOptions::default().with_maintain_order(true),
         );
-    let breaker_change = col("host_code")
-        .neq(col("host_code").shift(lit(1)))
-        .or(col("instance_code").neq(col("instance_code").shift(lit(1))))
-        .fill_null(true);
-    let last_of_breaker = col("host_code")
-        .neq(col("host_code").shift(lit(-1)))
-        .or(col("instance_code").neq(col("instance_code").shift(lit(-1))))
-        .fill_null(true);
+    let (breaker_change, last_of_breaker) = breaker_edges("host_code", "instance_code");
     // A burst starts after a success (or with a new breaker) and runs up to and
     // including the next success, whose retried failures came before it.
     let boundary = breaker_change
@@ -851,14 +866,7 @@ pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFram
         "instance" => instances.clone(),
     )?;
     let datetime = DataType::Datetime(TimeUnit::Microseconds, None);
-    let part = |i: i64| {
-        col("instance")
-            .str()
-            .split(lit("\u{1f}"))
-            .list()
-            .get(lit(i), true)
-            .fill_null(lit(""))
-    };
+
     // `run` follows (ts, source, id) order, so it also orders bursts that start at the
     // same instant.
     collect(
@@ -880,8 +888,8 @@ pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFram
         )
         .select([
             col("host"),
-            part(0).alias("source"),
-            part(1).alias("run_id"),
+            instance_part(0).alias("source"),
+            instance_part(1).alias("run_id"),
             col("start").cast(datetime.clone()),
             col("end").cast(datetime),
             col("length"),
@@ -921,26 +929,12 @@ pub fn logged_bursts(outcomes: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult
             .sort(["host", "instance"], SortMultipleOptions::default()),
     )?;
     let by = [col("host"), col("instance")];
-    let breaker_change = col("host")
-        .neq(col("host").shift(lit(1)))
-        .or(col("instance").neq(col("instance").shift(lit(1))))
-        .fill_null(true);
-    let last_of_breaker = col("host")
-        .neq(col("host").shift(lit(-1)))
-        .or(col("instance").neq(col("instance").shift(lit(-1))))
-        .fill_null(true);
+    let (breaker_change, last_of_breaker) = breaker_edges("host", "instance");
     let is_fail = col("outcome").eq(lit("failure"));
     let boundary = breaker_change
         .clone()
         .or(col("is_fail").not().shift(lit(1)).fill_null(true));
-    let part = |i: i64| {
-        col("instance")
-            .str()
-            .split(lit("\u{1f}"))
-            .list()
-            .get(lit(i), true)
-            .fill_null(lit(""))
-    };
+
     let datetime = DataType::Datetime(TimeUnit::Microseconds, None);
     let bursts = collect(
         rows.select([
@@ -976,8 +970,8 @@ pub fn logged_bursts(outcomes: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult
         .sort(["host", "instance", "run"], SortMultipleOptions::default())
         .select([
             col("host"),
-            part(0).alias("source"),
-            part(1).alias("run_id"),
+            instance_part(0).alias("source"),
+            instance_part(1).alias("run_id"),
             col("start").cast(datetime.clone()),
             col("end").cast(datetime),
             col("length"),
@@ -993,8 +987,8 @@ pub fn logged_bursts(outcomes: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult
         .lazy()
         .select([
             col("host"),
-            part(0).alias("source"),
-            part(1).alias("run_id"),
+            instance_part(0).alias("source"),
+            instance_part(1).alias("run_id"),
         ])
         .collect()?;
     Ok(LoggedBursts { bursts, instances })
