@@ -105,6 +105,22 @@ fn plan_with(
     )
 }
 
+/// The plan for one host of BREAKERS under a crawler model, without rates or replay.
+fn plan_under(h: &HostEvidence, model: &CrawlerModel, s: &AdviseSettings) -> Plan {
+    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
+    advise(
+        std::slice::from_ref(h),
+        &Current {
+            breakers: &cfg,
+            model,
+            ratelimits: None,
+            baselines: &RateBaselines::new(),
+            replay: None,
+        },
+        s,
+    )
+}
+
 fn change(plan: &Plan, host: &str, role: Option<&str>, key: BreakerKey) -> Option<(f64, i64)> {
     plan.breakers
         .iter()
@@ -212,18 +228,7 @@ fn fail_max_rises_above_background_noise() {
         "{}",
         plan.breakers[0].reason
     );
-    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
-    let honoured = advise(
-        std::slice::from_ref(&h),
-        &Current {
-            breakers: &cfg,
-            model: &honouring(),
-            ratelimits: None,
-            baselines: &RateBaselines::new(),
-            replay: None,
-        },
-        &s,
-    );
+    let honoured = plan_under(&h, &honouring(), &s);
     assert!(
         honoured.breakers[0]
             .reason
@@ -333,18 +338,7 @@ fn failing_half_open_trials_tighten_the_metadata_role() {
         (BreakerKey::SuccessThreshold, 2, Some("metadata"))
     );
     assert!(needs[0].ignored_by.contains("breakers.py"), "{needs:?}");
-    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
-    let honoured = advise(
-        std::slice::from_ref(&h),
-        &Current {
-            breakers: &cfg,
-            model: &honouring(),
-            ratelimits: None,
-            baselines: &RateBaselines::new(),
-            replay: None,
-        },
-        &AdviseSettings::default(),
-    );
+    let honoured = plan_under(&h, &honouring(), &AdviseSettings::default());
     assert_eq!(
         change(
             &honoured,

@@ -587,6 +587,15 @@ pub fn md(text: &str) -> String {
 }
 
 /// The pull-request body.
+/// One Markdown table row, every cell made inert by `md`.
+fn md_row(o: &mut String, cells: &[&str]) {
+    o.push('|');
+    for c in cells {
+        let _ = write!(o, " {} |", md(c));
+    }
+    o.push('\n');
+}
+
 pub fn markdown(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "## breaker-advisor: nightly settings review\n");
@@ -605,16 +614,17 @@ pub fn markdown(r: &Report) -> String {
         );
         let _ = writeln!(o, "|---|---|---|---|---|---|---|");
         for c in &r.changes {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                md(&c.host),
-                md(&c.file),
-                md(&c.setting),
-                md(&c.from),
-                md(&c.to),
-                md(&c.reason),
-                md(&c.evidence)
+            md_row(
+                &mut o,
+                &[
+                    &c.host,
+                    &c.file,
+                    &c.setting,
+                    &c.from,
+                    &c.to,
+                    &c.reason,
+                    &c.evidence,
+                ],
             );
         }
         o.push('\n');
@@ -628,15 +638,16 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(o, "| host | setting | from | to | why | ignored by |");
         let _ = writeln!(o, "|---|---|---|---|---|---|");
         for c in &r.crawler_changes {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} | {} |",
-                md(&c.host),
-                md(&c.setting),
-                md(&c.from),
-                md(&c.to),
-                md(&c.reason),
-                md(&c.ignored_by)
+            md_row(
+                &mut o,
+                &[
+                    &c.host,
+                    &c.setting,
+                    &c.from,
+                    &c.to,
+                    &c.reason,
+                    &c.ignored_by,
+                ],
             );
         }
         o.push('\n');
@@ -712,14 +723,15 @@ pub fn markdown(r: &Report) -> String {
         );
         let _ = writeln!(o, "|---|---|---:|---:|---:|");
         for f in &r.fidelity {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} |",
-                md(&f.host),
-                md(&f.instances),
-                f.recorded_opens,
-                f.replayed_opens,
-                md(&f.miss)
+            md_row(
+                &mut o,
+                &[
+                    &f.host,
+                    &f.instances,
+                    &f.recorded_opens.to_string(),
+                    &f.replayed_opens.to_string(),
+                    &f.miss,
+                ],
             );
         }
         o.push('\n');
