@@ -108,6 +108,70 @@ fn run_is_deterministic_and_writes_a_reviewable_patch() {
 }
 
 #[test]
+fn hosts_sharing_values_through_an_anchor_are_held_and_the_others_advised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, r) = sample_configs(tmp.path());
+    // api.openalex.org defines &fast; the IDN host takes it through a merge key. Both
+    // get advice from the sample as plain values (tested above).
+    let text = std::fs::read_to_string(&b).unwrap();
+    let shared = text
+        .replacen("  api.openalex.org:\n", "  api.openalex.org: &fast\n", 1)
+        .replacen(
+            "    # münchen.example (IDN host, stored as punycode)\n    fail_max: 4\n    reset_timeout_s: 45\n",
+            "    # münchen.example (IDN host, stored as punycode)\n    <<: *fast\n",
+            1,
+        );
+    assert_ne!(shared, text);
+    std::fs::write(&b, &shared).unwrap();
+    let plain = tmp.path().join("plain.yaml");
+    std::fs::write(&plain, &text).unwrap();
+    let (out, base) = (tmp.path().join("out"), tmp.path().join("base"));
+    run_job(&base, &plain, &r, &[]).success();
+    run_job(&out, &b, &r, &["--write"]).success();
+
+    let (was, now) = (
+        PatchFile::load(&base.join("breakers.patch.yaml")).unwrap(),
+        PatchFile::load(&out.join("breakers.patch.yaml")).unwrap(),
+    );
+    let sharing = ["api.openalex.org", "xn--mnchen-3ya.example"];
+    for h in sharing {
+        assert!(was.breakers.changes.iter().any(|c| c.host == h), "{h}");
+        assert!(!now.breakers.changes.iter().any(|c| c.host == h), "{h}");
+        let held = now
+            .held
+            .iter()
+            .find(|x| x.host == h && x.reason.starts_with("breakers.yaml left alone"))
+            .unwrap_or_else(|| panic!("{h} held: {:?}", now.held));
+        let other = sharing.iter().find(|o| **o != h).unwrap();
+        assert!(
+            held.reason.contains("&fast") && held.reason.contains(&format!("hosts.{other}")),
+            "{}",
+            held.reason
+        );
+    }
+    // Every other host keeps its advice, and the write went through with the anchor.
+    let others = |p: &PatchFile| -> Vec<String> {
+        let mut v: Vec<String> = p
+            .breakers
+            .changes
+            .iter()
+            .filter(|c| !sharing.contains(&c.host.as_str()))
+            .map(|c| format!("{c:?}"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(!others(&now).is_empty());
+    assert_eq!(others(&now), others(&was));
+    let written = std::fs::read_to_string(&b).unwrap();
+    assert!(written.contains("api.openalex.org: &fast") && written.contains("<<: *fast"));
+    assert_ne!(written, shared, "the other hosts' changes were written");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // (Markdown-escaped: GitHub renders it as &fast.)
+    assert!(report.contains("&amp;fast"), "the report names the anchor");
+}
+
+#[test]
 fn check_exits_3_and_write_applies_the_patch() {
     let tmp = tempfile::tempdir().unwrap();
     let (b, r) = sample_configs(tmp.path());

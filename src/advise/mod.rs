@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::anchors::Shared;
 use crate::config::edit::BreakerKey;
 use crate::config::rates::{Rate, RateLimits};
 use crate::config::{BreakerConfig, Policy};
@@ -293,12 +294,46 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
             });
             continue;
         }
+        let n = plan.breakers.len();
         advise_breaker(h, current, s, &mut plan);
+        if let Some(sh) = current.breakers.shared.get(&h.host) {
+            let held: Vec<String> = plan
+                .breakers
+                .drain(n..)
+                .map(|c| format!("{} {} -> {}", c.key.name(), c.from, c.to))
+                .collect();
+            hold_shared(&mut plan.held, &h.host, "breakers.yaml", &held, sh);
+        }
         if let Some(rl) = current.ratelimits {
+            let n = plan.rates.len();
             advise_rates(h, rl, s, &mut plan);
+            if let Some(sh) = rl.shared.get(&h.host) {
+                let held: Vec<String> = plan
+                    .rates
+                    .drain(n..)
+                    .map(|c| format!("{} {} -> {}", c.role, c.from.join(", "), c.to.join(", ")))
+                    .collect();
+                hold_shared(&mut plan.held, &h.host, "ratelimits.yaml", &held, sh);
+            }
         }
     }
     plan
+}
+
+/// Holds the changes proposed for a host whose values `file` shares through YAML
+/// anchors (see `config::anchors`), naming what would have changed.
+fn hold_shared(held: &mut Vec<Held>, host: &str, file: &str, changes: &[String], sh: &Shared) {
+    if changes.is_empty() {
+        return;
+    }
+    held.push(Held {
+        host: host.to_owned(),
+        reason: format!(
+            "{file} left alone (would set {}): {}",
+            changes.join("; "),
+            sh.describe()
+        ),
+    });
 }
 
 fn ev(pairs: &[(&str, Num)]) -> Evidence {

@@ -127,6 +127,7 @@ pub fn patch_breakers(
         detail,
     };
     let (doc, root) = parse_for_edit(text, path)?;
+    let shared = super::anchors::sharing(text);
     let mut edited: BTreeSet<Vec<String>> = BTreeSet::new();
     for edit in edits {
         let (mut target, host_key) = match &edit.host {
@@ -134,6 +135,12 @@ pub fn patch_breakers(
             Some(h) => {
                 let host =
                     normalize_host(h).map_err(|e| invalid(&format!("hosts.{h}"), e.to_string()))?;
+                if let Some(sh) = shared.get(&host) {
+                    return Err(invalid(
+                        &format!("hosts.{host}"),
+                        format!("{}; nothing was written", sh.describe()),
+                    ));
+                }
                 let hosts = child_mapping(&root, "hosts");
                 let key = existing_host_key(&hosts, &host).unwrap_or(host);
                 (child_mapping(&hosts, &key), Some(key))
@@ -327,5 +334,44 @@ hosts:
         assert_eq!((m.fail_max, m.success_threshold, m.trial_calls), (7, 2, 1));
         assert_eq!(cfg.policy("new.example", None).reset_timeout_s, 120.0);
         assert_eq!(cfg.policy("other.example", None).fail_max, 4);
+    }
+
+    #[test]
+    fn a_shared_host_is_refused_and_the_others_keep_the_anchor() {
+        let text = "x-fast: &fast {fail_max: 3}\nhosts:\n  a.example: *fast\n  b.example:\n    <<: *fast\n    reset: 30\n  c.example:\n    fail_max: 6\n";
+        let cfg = BreakerConfig::parse(text, Path::new("b.yaml")).unwrap();
+        assert_eq!(cfg.policy("a.example", None).fail_max, 3);
+        assert_eq!(
+            cfg.policy("b.example", None).fail_max,
+            3,
+            "merge keys read as the crawler's safe_load reads them"
+        );
+        for h in ["a.example", "b.example"] {
+            let err = patch_breakers(
+                text,
+                Path::new("b.yaml"),
+                &[BreakerEdit::new(Some(h), None, BreakerKey::FailMax, 4)],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(&format!("hosts.{h}"))
+                    && err.contains("&fast")
+                    && err.contains("x-fast"),
+                "{err}"
+            );
+        }
+        let out = patch_breakers(
+            text,
+            Path::new("b.yaml"),
+            &[BreakerEdit::new(
+                Some("c.example"),
+                None,
+                BreakerKey::FailMax,
+                7,
+            )],
+        )
+        .unwrap();
+        assert_eq!(out, text.replace("fail_max: 6", "fail_max: 7"));
     }
 }

@@ -2,6 +2,7 @@
 //! overrides, status classification. Host keys are normalised as the crawler does.
 //! (Editing the file without losing comments is the patcher's job, not this model's.)
 
+pub mod anchors;
 pub mod edit;
 pub mod rates;
 
@@ -133,6 +134,8 @@ pub struct BreakerConfig {
     pub hosts: BTreeMap<String, HostConfig>,
     /// `advanced.rolling` when enabled.
     pub rolling: Option<Rolling>,
+    /// Hosts whose values are shared through YAML anchors (left alone by the advisor).
+    pub shared: anchors::Sharing,
 }
 
 /// The crawler's rolling-window rule (`advanced.rolling`): `threshold_failures` failures
@@ -152,12 +155,16 @@ pub fn read_file(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// Parses YAML text into a value; errors name the file.
+/// Parses YAML text into a value as the crawler's `yaml.safe_load` reads it: aliases
+/// and merge keys (`<<`) expanded. Errors name the file.
 pub(crate) fn parse_yaml(text: &str, path: &Path) -> Result<Value, ConfigError> {
-    yaml_serde::from_str(text).map_err(|e| ConfigError::Yaml {
+    let yaml = |e: yaml_serde::Error| ConfigError::Yaml {
         path: path.to_owned(),
         detail: e.to_string(),
-    })
+    };
+    let mut v: Value = yaml_serde::from_str(text).map_err(yaml)?;
+    v.apply_merge().map_err(yaml)?;
+    Ok(v)
 }
 
 impl BreakerConfig {
@@ -173,7 +180,10 @@ impl BreakerConfig {
             key: key.to_owned(),
             detail,
         };
-        let mut cfg = BreakerConfig::default();
+        let mut cfg = BreakerConfig {
+            shared: anchors::sharing(text),
+            ..BreakerConfig::default()
+        };
         if doc.is_null() {
             return Ok(cfg);
         }

@@ -126,6 +126,8 @@ pub struct RateLimits {
     pub defaults: BTreeMap<String, Vec<String>>,
     pub hosts: BTreeMap<String, BTreeMap<String, Vec<String>>>,
     pub aimd: Aimd,
+    /// Hosts whose values are shared through YAML anchors (left alone by the advisor).
+    pub shared: super::anchors::Sharing,
 }
 
 impl RateLimits {
@@ -141,7 +143,10 @@ impl RateLimits {
             detail,
         };
         let doc = super::parse_yaml(text, path)?;
-        let mut out = RateLimits::default();
+        let mut out = RateLimits {
+            shared: super::anchors::sharing(text),
+            ..RateLimits::default()
+        };
         let roles = |v: &Value, at: &str| -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
             let mut m = BTreeMap::new();
             for (k, rv) in v.as_mapping().into_iter().flatten() {
@@ -244,10 +249,17 @@ pub fn patch_rates(text: &str, path: &Path, edits: &[RatesEdit]) -> Result<Strin
         detail,
     };
     let (doc, root) = parse_for_edit(text, path)?;
+    let shared = super::anchors::sharing(text);
     let mut edited = BTreeSet::new();
     for e in edits {
         let host = normalize_host(&e.host)
             .map_err(|err| invalid(&format!("hosts.{}", e.host), err.to_string()))?;
+        if let Some(sh) = shared.get(&host) {
+            return Err(invalid(
+                &format!("hosts.{host}"),
+                format!("{}; nothing was written", sh.describe()),
+            ));
+        }
         if let Some(bad) = e.rates.iter().find(|r| Rate::parse(r).is_none()) {
             return Err(invalid(
                 &format!("hosts.{host}.{}.rates", e.role),
