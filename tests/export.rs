@@ -875,3 +875,100 @@ fn parquet_parts_carry_metadata_zstd_and_statistics() {
         }
     }
 }
+
+/// The dataset's part files of one table, relative to the dataset root.
+fn parts_of(out: &Path, table: &str) -> Vec<String> {
+    let mut v: Vec<String> = snapshot(out)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.starts_with(&format!("{table}/")) && p.ends_with(".parquet"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_missing_part_is_exported_again_or_its_dates_named_incomplete() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two days, so the dataset has several date partitions.
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 30.0, 3, 0.3, 5);
+    let out = tmp.path().join("ds");
+    export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    let full = read_dataset(&out, "http_events").height();
+    let parts = parts_of(&out, "http_events");
+    assert!(parts.len() >= 2, "{parts:?}");
+
+    // Deleted by hand: the source still has the rows, so they come back, once each.
+    std::fs::remove_file(out.join(&parts[0])).unwrap();
+    let summary = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    let s = &summary.sources[0];
+    assert_eq!(
+        (s.outcome.as_str(), &s.missing_parts),
+        ("repaired", &vec![parts[0].clone()])
+    );
+    assert!(s.incomplete.is_empty());
+    let df = read_dataset(&out, "http_events");
+    assert_eq!(df.height(), full);
+    let ids = df
+        .column("id")
+        .unwrap()
+        .as_materialized_series()
+        .n_unique()
+        .unwrap();
+    assert_eq!(ids, full, "no row twice");
+
+    // Lost while its source is unreadable (the machine is gone): the manifest stops
+    // listing the part, the dates are named, and the dataset stays readable for analyze.
+    let parts = parts_of(&out, "http_events");
+    let lost = parts.last().unwrap().clone();
+    let date = lost
+        .split('/')
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("date=")
+        .to_owned();
+    std::fs::remove_file(out.join(&lost)).unwrap();
+    for p in parts_of(&out, "breaker_transitions") {
+        std::fs::remove_file(out.join(p)).unwrap();
+    }
+    let away = tmp.path().join("away.sqlite");
+    std::fs::rename(&db, &away).unwrap();
+    let summary = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    let s = &summary.sources[0];
+    assert_eq!(s.outcome, "failed");
+    assert_eq!(
+        s.incomplete["http_events"].iter().collect::<Vec<_>>(),
+        [&date]
+    );
+    assert!(s.incomplete.contains_key("breaker_transitions"), "{s:?}");
+    let manifest = std::fs::read_to_string(out.join("_manifest.json")).unwrap();
+    assert!(
+        !manifest.contains(&lost) && manifest.contains(&date),
+        "{manifest}"
+    );
+    assert!(read_dataset(&out, "http_events").height() < full);
+    let metrics = tmp.path().join("metrics");
+    bin()
+        .args(["analyze", "--data"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&metrics)
+        .assert()
+        .success();
+    assert!(metrics.join("host_summary.parquet").is_file());
+
+    // A source not given at all cannot restore its parts either.
+    let other = parts_of(&out, "http_events")[0].clone();
+    std::fs::remove_file(out.join(&other)).unwrap();
+    let summary = export(&[], &opts(&out)).unwrap();
+    assert_eq!(summary.sources[0].outcome, "incomplete");
+    assert_eq!(summary.sources[0].missing_parts, [other]);
+
+    // Back again with every row: exported once more from scratch, nothing incomplete.
+    std::fs::rename(&away, &db).unwrap();
+    let summary = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    assert_eq!(summary.sources[0].outcome, "repaired");
+    assert_eq!(read_dataset(&out, "http_events").height(), full);
+    let manifest = std::fs::read_to_string(out.join("_manifest.json")).unwrap();
+    assert!(!manifest.contains("incomplete"), "{manifest}");
+}

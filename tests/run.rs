@@ -375,3 +375,55 @@ fn push_cooldowns_dry_runs_then_sets_and_never_shortens() {
         "{v}"
     );
 }
+
+#[test]
+fn a_report_names_the_dates_a_damaged_dataset_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, r) = sample_configs(tmp.path());
+    let samples = sample_telemetry();
+    let (one, two) = (tmp.path().join("one.sqlite"), tmp.path().join("two.sqlite"));
+    std::fs::copy(&samples[0], &one).unwrap();
+    std::fs::copy(&samples[1], &two).unwrap();
+    let out = tmp.path().join("out");
+    let job = |files: &[&Path]| {
+        let mut cmd = bin();
+        cmd.arg("run");
+        for f in files {
+            cmd.arg("--telemetry").arg(f);
+        }
+        cmd.arg("--config")
+            .arg(&b)
+            .arg("--ratelimits")
+            .arg(&r)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+    };
+    job(&[&one, &two]).success();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("dataset/_manifest.json")).unwrap())
+            .unwrap();
+    let label = one.to_string_lossy().into_owned();
+    let part = manifest["sources"][&label]["parts"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let date = part
+        .split('/')
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("date=")
+        .to_owned();
+    std::fs::remove_file(out.join("dataset").join(&part)).unwrap();
+    // The first machine's file is no longer given: its lost rows cannot come back.
+    job(&[&two]).success();
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let section = report.split("### Incomplete input").nth(1).expect(&report);
+    let table = part.split('/').next().unwrap();
+    assert!(
+        section.contains(&date)
+            && section.contains(&breaker_advisor::report::md(table))
+            && section.contains("one.sqlite"),
+        "{section}"
+    );
+}

@@ -122,6 +122,24 @@ pub fn write_export_summary(w: &mut dyn Write, s: &ExportSummary) -> std::io::Re
         s.run, s.dataset, s.rows_exported, s.rows_rejected, s.parts_written, s.elapsed_s, rate
     )?;
     for src in &s.sources {
+        if !src.missing_parts.is_empty() {
+            writeln!(
+                w,
+                "  {}: {} listed part files were missing: {}",
+                src.source,
+                src.missing_parts.len(),
+                src.missing_parts.join(", ")
+            )?;
+        }
+        for (table, dates) in &src.incomplete {
+            let dates: Vec<&str> = dates.iter().map(String::as_str).collect();
+            writeln!(
+                w,
+                "  {}: {table} is incomplete on {} (its rows are gone from the dataset and the source no longer has them)",
+                src.source,
+                dates.join(", ")
+            )?;
+        }
         match &src.error {
             Some(err) => writeln!(w, "  {}: FAILED: {err}", src.source)?,
             None => {
@@ -228,7 +246,14 @@ pub fn scan_table(
 ) -> anyhow::Result<polars::prelude::LazyFrame> {
     use polars::prelude::*;
     let dir = data.join(spec.name);
-    let has_parts = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+    // A partition folder left empty (its parts deleted) holds nothing to scan.
+    let has_parts = std::fs::read_dir(&dir).is_ok_and(|d| {
+        d.flatten().any(|p| {
+            std::fs::read_dir(p.path()).is_ok_and(|mut f| {
+                f.any(|x| x.is_ok_and(|x| x.path().extension().is_some_and(|e| e == "parquet")))
+            })
+        })
+    });
     if !has_parts {
         let mut schema = crate::telemetry::parquet::table_schema(spec);
         schema.insert("date".into(), DataType::Date);

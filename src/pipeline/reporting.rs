@@ -238,7 +238,12 @@ pub fn report_into(
         .collect();
     let manifest = crate::telemetry::manifest::Manifest::load(dataset)?;
     let mut rejected = Vec::new();
+    let mut incomplete = Vec::new();
     for (source, st) in &manifest.sources {
+        for (table, dates) in &st.incomplete {
+            let dates: Vec<&str> = dates.iter().map(String::as_str).collect();
+            incomplete.push((source.clone(), table.clone(), dates.join(", ")));
+        }
         for (table, reasons) in &st.rejected {
             for (reason, n) in reasons {
                 rejected.push((source.clone(), format!("{table}: {reason}"), *n));
@@ -288,6 +293,7 @@ pub fn report_into(
         current,
         sources: manifest.sources.len(),
         rejected,
+        incomplete,
         outputs,
     });
     let md = markdown(&report);

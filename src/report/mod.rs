@@ -77,6 +77,9 @@ pub struct ReportInput<'a> {
     pub sources: usize,
     /// (source, reason, rows) of rejected input rows.
     pub rejected: Vec<(String, String, u64)>,
+    /// (source, table, dates) whose rows were lost from the dataset (missing part files
+    /// the source could not restore).
+    pub incomplete: Vec<(String, String, String)>,
     /// (what, path) of the outputs.
     pub outputs: Vec<(String, String)>,
 }
@@ -166,6 +169,7 @@ pub struct Report {
     pub noisiest: Vec<NoisyRow>,
     pub held: Vec<(String, String, String)>,
     pub rejected: Vec<(String, String, u64)>,
+    pub incomplete: Vec<(String, String, String)>,
     pub outputs: Vec<(String, String)>,
     pub sections: Vec<HostSection>,
 }
@@ -355,6 +359,7 @@ impl Report {
                 .map(|h| (h.host.clone(), anchor(&h.host), h.reason.clone()))
                 .collect(),
             rejected: input.rejected.clone(),
+            incomplete: input.incomplete.clone(),
             outputs: input.outputs.clone(),
             sections,
         }
@@ -733,6 +738,19 @@ pub fn markdown(r: &Report) -> String {
                     &f.miss,
                 ],
             );
+        }
+        o.push('\n');
+    }
+    if !r.incomplete.is_empty() {
+        let _ = writeln!(o, "### Incomplete input\n");
+        let _ = writeln!(
+            o,
+            "Rows of these dates are gone from the dataset (listed part files went missing and the source no longer has them); the figures for them are low.\n"
+        );
+        let _ = writeln!(o, "| source | table | dates |");
+        let _ = writeln!(o, "|---|---|---|");
+        for (s, t, d) in &r.incomplete {
+            let _ = writeln!(o, "| {} | {} | {} |", md(s), md(t), md(d));
         }
         o.push('\n');
     }

@@ -47,6 +47,39 @@ pub struct SourceState {
     pub nulled: BTreeMap<String, BTreeMap<String, u64>>,
     /// The run that last exported rows from it.
     pub last_run: u64,
+    /// Dates whose rows were lost, per table: a listed part file went missing and the
+    /// source no longer had its rows to export them again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub incomplete: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl SourceState {
+    /// The listed part files that are not in the dataset `dir` (deleted by hand, a lost
+    /// disk).
+    pub fn missing_parts(&self, dir: &Path) -> Vec<String> {
+        self.parts
+            .iter()
+            .filter(|rel| !dir.join(rel).is_file())
+            .cloned()
+            .collect()
+    }
+
+    /// Drops missing part files from the listing and records their tables' dates as
+    /// incomplete.
+    pub fn forget_parts(&mut self, missing: &[String]) {
+        self.parts.retain(|p| !missing.contains(p));
+        for rel in missing {
+            let mut parts = rel.split('/');
+            let (Some(table), Some(date)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let date = date.strip_prefix("date=").unwrap_or(date);
+            self.incomplete
+                .entry(table.to_owned())
+                .or_default()
+                .insert(date.to_owned());
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -144,9 +144,16 @@ impl ExportOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceReport {
     pub source: String,
-    /// `exported`, `replaced` (re-exported from scratch) or `failed`.
+    /// `exported`, `replaced` (re-exported from scratch), `repaired` (re-exported from
+    /// scratch to restore missing part files) or `failed`.
     pub outcome: String,
     pub error: Option<String>,
+    /// Listed part files that were missing from the dataset at the start of the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_parts: Vec<String>,
+    /// Dates whose rows are lost, per table (missing parts the source could not restore).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub incomplete: BTreeMap<String, BTreeSet<String>>,
     /// Per stream (`http_events`, `breaker_transitions`,
     /// `breaker_transitions@breaker_events`, `breaker_outcomes@breaker_events`, ...): rows
     /// read, exported, rejected by reason, nulled by column.
@@ -221,7 +228,13 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
             continue;
         }
         let previous = manifest.sources.get(&label);
-        match export_source(path, &label, previous, run, &staging, opts) {
+        let missing = previous.map(|p| p.missing_parts(out)).unwrap_or_default();
+        if !missing.is_empty() {
+            tracing::warn!(source = %label, parts = ?missing, "part files listed in the manifest are missing; exporting the source again from scratch");
+        }
+        // Rows lost earlier come back too once the source is given again.
+        let rebuild = !missing.is_empty() || previous.is_some_and(|p| !p.incomplete.is_empty());
+        match export_source(path, &label, previous, rebuild, run, &staging, opts) {
             Ok(done) => {
                 let mut state = if done.replaced {
                     to_delete.extend(previous.map(|p| p.parts.clone()).unwrap_or_default());
@@ -232,13 +245,15 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
                 state.fingerprint = done.fingerprint.or(state.fingerprint);
                 let mut report = SourceReport {
                     source: label.clone(),
-                    outcome: if done.replaced {
-                        "replaced"
-                    } else {
-                        "exported"
+                    outcome: match (done.replaced, rebuild) {
+                        (true, true) => "repaired",
+                        (true, false) => "replaced",
+                        _ => "exported",
                     }
                     .into(),
                     error: None,
+                    missing_parts: missing,
+                    incomplete: BTreeMap::new(),
                     tables: BTreeMap::new(),
                 };
                 for (name, (layout, counts, digest)) in done.tables {
@@ -284,14 +299,45 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
             }
             Err(e) => {
                 tracing::error!("{e}");
+                // Whatever else failed, the lost parts are no longer listed: the
+                // dataset stays readable and says which dates are incomplete.
+                let incomplete = match manifest.sources.get_mut(&label) {
+                    Some(state) if !missing.is_empty() => {
+                        state.forget_parts(&missing);
+                        state.incomplete.clone()
+                    }
+                    _ => BTreeMap::new(),
+                };
                 reports.push(SourceReport {
                     source: label,
                     outcome: "failed".into(),
                     error: Some(e.to_string()),
+                    missing_parts: missing,
+                    incomplete,
                     tables: BTreeMap::new(),
                 });
             }
         }
+    }
+    // Sources not given this time cannot restore their missing parts.
+    for (label, state) in manifest.sources.iter_mut() {
+        if seen.contains(label) {
+            continue;
+        }
+        let missing = state.missing_parts(out);
+        if missing.is_empty() {
+            continue;
+        }
+        tracing::warn!(source = %label, parts = ?missing, "part files listed in the manifest are missing and the source was not given: its dates are marked incomplete");
+        state.forget_parts(&missing);
+        reports.push(SourceReport {
+            source: label.clone(),
+            outcome: "incomplete".into(),
+            error: None,
+            missing_parts: missing,
+            incomplete: state.incomplete.clone(),
+            tables: BTreeMap::new(),
+        });
     }
 
     failpoint("export:staged");
@@ -375,11 +421,14 @@ fn open_snapshot(path: &Path, label: &str, busy: Duration) -> Result<Connection,
     Ok(conn)
 }
 
-/// Exports one source into the staging folder.
+/// Exports one source into the staging folder: the rows above its high-water marks, or
+/// all of them when the source was replaced (with `replace_changed`) or when `rebuild`
+/// asks to restore missing part files and the source still holds every exported row.
 fn export_source(
     path: &Path,
     label: &str,
     previous: Option<&SourceState>,
+    rebuild: bool,
     run: u64,
     staging: &Path,
     opts: &ExportOptions,
@@ -405,7 +454,9 @@ fn export_source(
     let replaced = match previous {
         Some(prev) => {
             match continuity_break(&conn, label, &layout, prev, fingerprint.as_deref())? {
-                None => false,
+                // The source still holds every exported row: exporting it again from
+                // scratch restores the missing parts.
+                None => rebuild,
                 Some(detail) if opts.replace_changed => {
                     tracing::warn!(source = label, %detail, "source replaced; exporting it again from scratch");
                     true
