@@ -6,6 +6,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::simulate::Variant;
 
+/// An error caused by the input or the invocation, not by a bug: exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
 /// Proposes circuit-breaker and rate-limit settings per host from a crawler fleet's
 /// HTTP telemetry. The nightly job exports the telemetry SQLite files to Parquet,
 /// computes per-host metrics, and turns them into a reviewed breakers.yaml change.
@@ -154,7 +159,7 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Crawler telemetry SQLite files (repeat for a fleet). Default: data-samples/telemetry.sqlite.
+    /// Crawler telemetry SQLite files (repeat for a fleet). Default: data-samples/telemetry*.sqlite.
     #[arg(long = "telemetry", short = 't', value_name = "FILE")]
     pub telemetry: Vec<PathBuf>,
     /// The crawler's breakers.yaml (default with no --telemetry: data-samples/breakers.yaml).
@@ -177,6 +182,10 @@ pub struct RunArgs {
     /// Exit with code 3 when changes are proposed (for CI).
     #[arg(long)]
     pub check: bool,
+    /// Where readers find report.html (for example the CI run's page, which holds it as
+    /// an artifact): linked from report.md wherever the PR body is cut.
+    #[arg(long, value_name = "URL")]
+    pub report_url: Option<String>,
     /// Settings file (`advise:` and `detect:` sections; default: ./breaker-advisor.yaml if present).
     #[arg(long, value_name = "FILE")]
     pub settings: Option<PathBuf>,
@@ -246,6 +255,10 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// Where readers find report.html (for example the CI run's page, which holds it as
+    /// an artifact): linked from report.md wherever the PR body is cut.
+    #[arg(long, value_name = "URL")]
+    pub report_url: Option<String>,
     /// The output folder of `run`; report.md and report.html are written into it.
     #[arg(long, short = 'o', default_value = "out", value_name = "DIR")]
     pub out: PathBuf,

@@ -46,9 +46,39 @@ pub fn normalize_host(raw: &str) -> Result<String, HostError> {
         })
 }
 
+/// The Unicode form of a normalised host for people to read (`xn--mnchen-3ya.example`
+/// reads `münchen.example`), or None when it is the same or does not decode. Shown
+/// beside the punycode key, never instead of it: a look-alike Unicode name must not hide
+/// which key the config holds.
+pub fn unicode_form(host: &str) -> Option<String> {
+    if !host.contains("xn--") {
+        return None;
+    }
+    let (text, result) = idna::domain_to_unicode(host);
+    (result.is_ok() && text != host).then_some(text)
+}
+
+/// A host for a report: `münchen.example (xn--mnchen-3ya.example)`, or the host itself.
+pub fn display_host(host: &str) -> String {
+    match unicode_form(host) {
+        Some(u) => format!("{u} ({host})"),
+        None => host.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idn_hosts_read_in_unicode_beside_their_key() {
+        assert_eq!(
+            display_host("xn--mnchen-3ya.example"),
+            "münchen.example (xn--mnchen-3ya.example)"
+        );
+        assert_eq!(display_host("api.crossref.org"), "api.crossref.org");
+        assert_eq!(unicode_form("xn--zz.example"), None, "not valid punycode");
+    }
 
     #[test]
     fn normalises_like_the_crawler() {

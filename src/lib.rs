@@ -21,12 +21,14 @@
 
 pub mod advise;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod cooldown;
 pub mod crawler;
 pub mod detect;
 pub mod hostname;
 pub mod metrics;
+pub mod output;
 pub mod patch;
 pub mod pipeline;
 pub mod replay;

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use breaker_advisor::pipeline::scan_table;
 use breaker_advisor::simulate::Variant;
+use breaker_advisor::telemetry::parquet::scan_table;
 use breaker_advisor::telemetry::{ExportOptions, export};
 use common::*;
 use polars::prelude::*;

@@ -268,3 +268,325 @@ fn page_requests(netlog: &Path) -> Vec<String> {
     urls.dedup();
     urls
 }
+
+/// A fleet of `n` hosts, each with a breaker change (with replay evidence), a change of
+/// its rates, three incidents, a left-alone note, a day of per-minute EWMA rates shaped
+/// like sparse traffic (jumps and decays), 120 opens and a burst and Retry-After history:
+/// the worst a night can look for the report's size.
+struct Fleet {
+    patch: PatchFile,
+    evidence: Vec<breaker_advisor::advise::HostEvidence>,
+    hosts: Vec<String>,
+}
+
+fn fleet(n: usize) -> Fleet {
+    use breaker_advisor::advise::{BreakerChange, Held, Num, RateChange};
+    use breaker_advisor::config::edit::BreakerKey;
+    use breaker_advisor::patch::{BreakersSection, PatchWindow, RatelimitsSection};
+    // Every fourth host is an IDN one.
+    let hosts: Vec<String> = (0..n)
+        .map(|i| {
+            if i % 4 == 0 {
+                breaker_advisor::hostname::normalize_host(&format!("bücher-{i:03}.example"))
+                    .unwrap()
+            } else {
+                format!("api-{i:03}.metadata.example.org")
+            }
+        })
+        .collect();
+    let ev = |i: usize| -> breaker_advisor::advise::Evidence {
+        [
+            ("replay_let_through_current", 300 + i as i64),
+            ("replay_let_through_proposed", 200 + i as i64),
+            ("replay_false_trips_current", 3),
+            ("replay_false_trips_proposed", 1),
+            ("replay_opens_current", 120),
+            ("replay_opens_proposed", 90),
+            ("replay_cost_current", 303 + i as i64),
+            ("replay_cost_proposed", 201 + i as i64),
+            ("incident_duration_median_s", 3300),
+            ("incidents", 3),
+            ("opens", 120),
+            ("pingpong_flaps", 4),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Num::Int(v)))
+        .collect()
+    };
+    let changes = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| BreakerChange {
+            host: h.clone(),
+            role: None,
+            key: BreakerKey::ResetTimeoutS,
+            from: Num::Int(45),
+            to: 90,
+            reason: "incidents last 3300 s (median of 3); the breaker flaps: 4 times it reopened soon after closing; reset_timeout_s moves towards 3300 within this run's step and limits; replay cost 303 -> 201".into(),
+            evidence: ev(i),
+        })
+        .collect();
+    let rates = hosts
+        .iter()
+        .map(|h| RateChange {
+            host: h.clone(),
+            role: "metadata".into(),
+            from: vec!["10/SECOND".into(), "5000/HOUR".into()],
+            to: vec!["9/SECOND".into(), "4500/HOUR".into()],
+            multiplier_from: Num::Int(1),
+            multiplier_to: Num::Float(0.9),
+            base: vec!["10/SECOND".into(), "5000/HOUR".into()],
+            reason:
+                "429 share 6.1% (95% interval 5.2% - 7.0%) above aimd.high_429_ratio 5%; rates x0.9"
+                    .into(),
+            evidence: [("calls", 4000), ("e429", 244)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), Num::Int(v)))
+                .collect(),
+        })
+        .collect();
+    let patch = PatchFile {
+        format_version: breaker_advisor::patch::FORMAT_VERSION,
+        patch_version: 7,
+        tool_version: "test".into(),
+        window: PatchWindow {
+            start: "2025-11-24T00:00:00Z".into(),
+            end: "2025-11-25T00:00:00Z".into(),
+        },
+        input_fingerprint: "f".repeat(64),
+        breakers: BreakersSection {
+            file: "breakers.yaml".into(),
+            base_sha256: "0".repeat(64),
+            changes,
+        },
+        ratelimits: Some(RatelimitsSection {
+            file: "ratelimits.yaml".into(),
+            base_sha256: "0".repeat(64),
+            changes: rates,
+        }),
+        baselines: Default::default(),
+        held: hosts
+            .iter()
+            .map(|h| Held {
+                host: format!("held-{h}"),
+                reason: "too little data: 12 network calls in 24 h (minimum 200)".into(),
+            })
+            .collect(),
+        needs_crawler_change: Vec::new(),
+    };
+    Fleet {
+        patch,
+        evidence: Vec::new(),
+        hosts,
+    }
+}
+
+fn render(f: &Fleet) -> breaker_advisor::report::Report {
+    use breaker_advisor::report::*;
+    let (t0, day) = (1_763_942_400_000_000i64, 86_400_000_000i64);
+    let minute = 60_000_000i64;
+    let mut series = std::collections::BTreeMap::new();
+    let mut opens = std::collections::BTreeMap::new();
+    let mut retry_after = std::collections::BTreeMap::new();
+    let mut incidents = Vec::new();
+    for (i, h) in f.hosts.iter().enumerate() {
+        // Sparse traffic: a failure lifts the EWMA, which then decays; failures crowd
+        // into the three incident hours and are rare outside; some minutes have no
+        // call at all.
+        let mut s = Series::default();
+        let mut state = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut a, mut b) = (0.0f64, 0.0f64);
+        for m in 0..1440i64 {
+            s.bucket_start_us.push(t0 + m * minute);
+            let r = next();
+            if r % 5 == 0 {
+                s.e429.push(None);
+                s.e5xx.push(None);
+                s.timeouts.push(None);
+                continue;
+            }
+            let incident = (0..3).any(|k| (k * 360 + 120..k * 360 + 180).contains(&m));
+            let odds = if incident { 2 } else { 45 };
+            a = 0.8 * a + if r % odds == 0 { 0.3 } else { 0.0 };
+            b = 0.8 * b + if (r >> 8) % odds == 0 { 0.3 } else { 0.0 };
+            s.e429.push(Some(a));
+            s.e5xx.push(Some(b));
+            s.timeouts.push(Some((a + b) / 4.0));
+        }
+        series.insert(h.clone(), s);
+        // 40 opens in each incident, from 4 breakers.
+        opens.insert(
+            h.clone(),
+            (0..120)
+                .map(|k| {
+                    let at = t0 + ((k / 40) * 6 + 2) * 3_600_000_000 + (k % 40) * 90_000_000;
+                    (at, at + 45_000_000)
+                })
+                .collect::<Vec<_>>(),
+        );
+        retry_after.insert(
+            h.clone(),
+            (0..100)
+                .map(|k| [30.0, 60.0, 60.0, 120.0, 300.0, 600.0][k % 6])
+                .collect(),
+        );
+        for k in 0..3 {
+            incidents.push(IncidentLine {
+                host: h.clone(),
+                kind: ["5xx", "429", "breaker"][k].into(),
+                start_us: t0 + (k as i64 * 6 + 2) * 3_600_000_000,
+                end_us: t0 + (k as i64 * 6 + 3) * 3_600_000_000,
+                ongoing: false,
+                level_before: Some(0.004),
+                level_during: Some(0.7),
+                level_after: Some(0.002),
+            });
+        }
+    }
+    Report::build(&ReportInput {
+        patch: &f.patch,
+        model: vec![(
+            "breaker scope".into(),
+            "one breaker per host per process".into(),
+        )],
+        fidelity: f
+            .hosts
+            .iter()
+            .map(|h| FidelityLine {
+                host: h.clone(),
+                instances: 4,
+                logged_instances: 4,
+                recorded_opens: 120,
+                replayed_opens: 118,
+            })
+            .collect(),
+        window: (t0, t0 + day),
+        hosts: f
+            .hosts
+            .iter()
+            .map(|h| HostLine {
+                host: h.clone(),
+                calls_net: 4000,
+                failures: 400,
+                e429: 244,
+                e5xx: 150,
+                timeouts: 6,
+                opens: 120,
+            })
+            .collect(),
+        evidence: &f.evidence,
+        incidents,
+        series,
+        retry_after,
+        opens,
+        current: Default::default(),
+        sources: 8,
+        rejected: vec![(
+            "telemetry-1.sqlite".into(),
+            "http_events: bad status".into(),
+            3,
+        )],
+        incomplete: Vec::new(),
+        outputs: vec![("report with charts".into(), "out/report.html".into())],
+        report_url: Some("https://github.com/acme/crawler/actions/runs/42".into()),
+    })
+}
+
+#[test]
+fn the_pr_body_of_a_500_host_night_fits_githubs_limit() {
+    let fleet = fleet(500);
+    let md = breaker_advisor::report::markdown(&render(&fleet));
+    let chars = md.chars().count();
+    assert!(
+        chars <= breaker_advisor::report::PR_BODY_LIMIT,
+        "{chars} characters"
+    );
+    // The summary and the changes come first and stay; what was cut says where to look.
+    assert!(md.starts_with("## breaker-advisor"), "{}", &md[..200]);
+    assert!(md.contains("**1000 changes on 500 hosts"), "{}", &md[..400]);
+    assert!(md.contains("[report.html](https://github.com/acme/crawler/actions/runs/42)"));
+    assert!(md.contains("| host | setting | change | why | predicted"));
+    let rows = md
+        .lines()
+        .filter(|l| l.contains("| breakers.yaml: reset\\_timeout\\_s | 45 → 90 |"))
+        .count();
+    assert!(rows >= 100, "{rows} change rows kept");
+    assert!(
+        md.contains("Rejected input rows"),
+        "a warning is not the first thing cut"
+    );
+    assert!(!md.contains("Noisiest hosts\n") || md.contains("<summary>Noisiest"));
+    assert_eq!(
+        md.matches("<details>").count(),
+        md.matches("</details>").count(),
+        "folds are balanced"
+    );
+    // IDN hosts read in Unicode with their key beside them.
+    assert!(
+        md.contains("bücher-000.example \\(xn--bcher-000-"),
+        "{}",
+        &md[..2000]
+    );
+    // A small night is not cut at all.
+    let small = breaker_advisor::report::markdown(&render(&fleet_of(&fleet, 3)));
+    assert!(
+        !small.contains("were cut") && small.contains("<summary>Evidence:"),
+        "{small}"
+    );
+}
+
+/// The first `n` hosts of a fleet.
+fn fleet_of(f: &Fleet, n: usize) -> Fleet {
+    let keep = |h: &String| {
+        f.hosts[..n].contains(h) || f.hosts[..n].iter().any(|k| h == &format!("held-{k}"))
+    };
+    let mut patch = f.patch.clone();
+    patch.breakers.changes.retain(|c| keep(&c.host));
+    if let Some(r) = patch.ratelimits.as_mut() {
+        r.changes.retain(|c| keep(&c.host));
+    }
+    patch.held.retain(|h| keep(&h.host));
+    Fleet {
+        patch,
+        evidence: Vec::new(),
+        hosts: f.hosts[..n].to_vec(),
+    }
+}
+
+#[test]
+fn report_html_for_200_changed_hosts_stays_under_3_mb_and_renders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = fleet(200);
+    let page = breaker_advisor::report::html(&render(&fleet)).unwrap();
+    assert!(page.len() <= 3_000_000, "{} bytes", page.len());
+    let path = tmp.path().join("report.html");
+    std::fs::write(&path, &page).unwrap();
+    let dom = chromium(&["--dump-dom"], &path);
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let sections: Vec<&str> = dom
+        .split("<section class=\"host-section\"")
+        .skip(1)
+        .collect();
+    assert_eq!(sections.len(), 200);
+    for s in &sections {
+        let s = s.split("</section>").next().unwrap();
+        assert_eq!(s.matches("<svg").count(), 3);
+        assert!(
+            s.contains("<table class=\"evidence\">"),
+            "each change has its evidence table"
+        );
+    }
+    // The evidence is a labelled table: current against proposed.
+    assert!(dom.contains("failed attempts let into incidents (replay)</td><td class=\"num\">300</td><td class=\"num\">200</td>"));
+}

@@ -314,65 +314,6 @@ pub fn apply_ratelimits(
     Ok(Applied::Changed(patch_rates(text, path, &edits)?))
 }
 
-/// Writes `text` to `path` through a temporary sibling and a rename, keeping the
-/// original file's permissions.
-pub fn write_atomic(path: &Path, text: &str) -> Result<(), PatchError> {
-    let io = |source| PatchError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = crate::telemetry::manifest::tmp_sibling(path);
-    let result = (|| {
-        std::fs::write(&tmp, text)?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            std::fs::set_permissions(&tmp, meta.permissions())?;
-        }
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
-}
-
-/// Writes several files through temporary siblings: every temporary file is written
-/// and synced before the first rename, so a failure while writing leaves all the
-/// targets as they were.
-pub fn write_all_atomic(files: &[(&Path, &str)]) -> Result<(), PatchError> {
-    let mut staged: Vec<(PathBuf, &Path)> = Vec::new();
-    let result = (|| {
-        for (path, text) in files {
-            let tmp = crate::telemetry::manifest::tmp_sibling(path);
-            staged.push((tmp.clone(), path));
-            let io = |source| PatchError::Io {
-                path: path.to_path_buf(),
-                source,
-            };
-            std::fs::write(&tmp, text).map_err(io)?;
-            if let Ok(meta) = std::fs::metadata(path) {
-                std::fs::set_permissions(&tmp, meta.permissions()).map_err(io)?;
-            }
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io)?;
-        }
-        for (tmp, path) in &staged {
-            std::fs::rename(tmp, path).map_err(|source| PatchError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        for (tmp, _) in &staged {
-            let _ = std::fs::remove_file(tmp);
-        }
-    }
-    result
-}
-
 /// A unified diff of two texts, labelled with the file name (empty when equal).
 pub fn unified_diff(name: &str, before: &str, after: &str) -> String {
     if before == after {

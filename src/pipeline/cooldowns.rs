@@ -4,8 +4,9 @@ use std::io::Write;
 
 use anyhow::bail;
 
-use super::{InputError, format_utc, parse_instant, wall_clock_now};
+use super::InputError;
 use crate::cli::{CooldownAction, CooldownArgs};
+use crate::clock::{format_utc, parse_instant, wall_clock_now};
 use crate::cooldown::{Cooldown, StoreSpec};
 
 /// The store from --store / the environment (clap merges both), else the settings file.

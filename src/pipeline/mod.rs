@@ -16,10 +16,10 @@ use crate::cooldown::CooldownError;
 use crate::simulate::{SimOptions, simulate};
 use crate::telemetry::{ExportOptions, ExportSummary, TelemetryError, export};
 
-/// An error caused by the input or the invocation, not by a bug: exit code 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
+pub use crate::cli::InputError;
+use crate::clock::{format_utc, parse_now_us};
+use crate::output::{parquet_metadata, read_parquet, write_parquet_atomic};
+use crate::telemetry::parquet::scan_table;
 
 pub fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
@@ -208,103 +208,6 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses `--now`: RFC 3339, or epoch seconds.
-pub fn parse_instant(text: &str) -> Result<f64, InputError> {
-    if let Ok(secs) = text.trim().parse::<f64>()
-        && secs.is_finite()
-    {
-        return Ok(secs);
-    }
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|d| d.timestamp_micros() as f64 / 1e6)
-        .map_err(|e| {
-            InputError(format!(
-                "--now {text:?}: expected RFC 3339 or epoch seconds ({e})"
-            ))
-        })
-}
-
-/// The wall clock, used only where no `--now` was given.
-pub fn wall_clock_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-pub fn format_utc(epoch: f64) -> String {
-    chrono::DateTime::from_timestamp_micros((epoch * 1e6).round() as i64)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| format!("{epoch}"))
-}
-
-/// Scans one exported table lazily (hive partitions by date); a table the export never
-/// wrote reads as empty with its declared schema.
-pub fn scan_table(
-    data: &std::path::Path,
-    spec: &crate::telemetry::schema::TableSpec,
-) -> anyhow::Result<polars::prelude::LazyFrame> {
-    use polars::prelude::*;
-    let dir = data.join(spec.name);
-    // A partition folder left empty (its parts deleted) holds nothing to scan.
-    let has_parts = std::fs::read_dir(&dir).is_ok_and(|d| {
-        d.flatten().any(|p| {
-            std::fs::read_dir(p.path()).is_ok_and(|mut f| {
-                f.any(|x| x.is_ok_and(|x| x.path().extension().is_some_and(|e| e == "parquet")))
-            })
-        })
-    });
-    if !has_parts {
-        let mut schema = crate::telemetry::parquet::table_schema(spec);
-        schema.insert("date".into(), DataType::Date);
-        return Ok(DataFrame::empty_with_schema(&schema).lazy());
-    }
-    // The declared schema, not the first file's: parts written by an older schema
-    // version lack the columns added since, which then read as NULL.
-    let args = ScanArgsParquet {
-        hive_options: HiveOptions {
-            enabled: Some(true),
-            hive_start_idx: 0,
-            schema: None,
-            try_parse_dates: true,
-        },
-        schema: Some(std::sync::Arc::new(
-            crate::telemetry::parquet::table_schema(spec),
-        )),
-        allow_missing_columns: true,
-        ..Default::default()
-    };
-    let scan = LazyFrame::scan_parquet(PlRefPath::new(format!("{}/", dir.display())), args);
-    anyhow::Context::with_context(scan, || format!("reading the dataset {}", dir.display()))
-}
-
-/// Writes a DataFrame as Parquet through a temporary file and a rename, with key-value
-/// metadata, so a failed run never leaves a half-written table.
-pub fn write_parquet_atomic(
-    df: &mut polars::prelude::DataFrame,
-    path: &std::path::Path,
-    metadata: Vec<(String, String)>,
-) -> anyhow::Result<()> {
-    use polars::io::parquet::write::KeyValueMetadata;
-    use polars::prelude::*;
-    let tmp = crate::telemetry::manifest::tmp_sibling(path);
-    let result = (|| -> anyhow::Result<()> {
-        let file = std::fs::File::create(&tmp)?;
-        ParquetWriter::new(std::io::BufWriter::new(file))
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_statistics(StatisticsOptions::default())
-            .with_key_value_metadata(Some(KeyValueMetadata::from_static(metadata)))
-            .finish(df)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
-}
-
 fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     if !(args.half_life > 0.0 && args.half_life.is_finite()) {
         bail!(InputError(
@@ -338,14 +241,6 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         out.display()
     )?;
     Ok(())
-}
-
-/// `--now` as epoch microseconds.
-pub fn parse_now_us(now: Option<&str>) -> Result<Option<i64>, InputError> {
-    Ok(now
-        .map(parse_instant)
-        .transpose()?
-        .map(|s| (s * 1e6).round() as i64))
 }
 
 /// What `analyze_into` wrote.
@@ -427,22 +322,6 @@ pub fn analyze_into(
         hosts: m.host_summary.height(),
         bursts: m.bursts.height(),
     })
-}
-
-/// Key-value metadata of a Parquet file written by an earlier stage.
-pub fn parquet_metadata(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
-    use polars::prelude::*;
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = ParquetReader::new(file);
-    let md = reader.get_metadata()?;
-    Ok(md
-        .key_value_metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|kv| kv.key.starts_with("breaker_advisor."))
-        .map(|kv| (kv.key, kv.value.unwrap_or_default()))
-        .collect())
 }
 
 fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
@@ -578,14 +457,5 @@ pub fn detect_into(
         incidents: d.incidents.height(),
         ongoing: d.incidents.column("ongoing")?.bool()?.sum().unwrap_or(0) as usize,
         hosts: d.incidents.column("host")?.n_unique()?,
-    })
-}
-
-/// Reads a whole Parquet file written by an earlier stage.
-pub fn read_parquet(path: &std::path::Path) -> anyhow::Result<polars::prelude::DataFrame> {
-    use polars::prelude::*;
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    anyhow::Context::with_context(ParquetReader::new(file).finish(), || {
-        format!("reading {}", path.display())
     })
 }

@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use super::{InputError, analyze_into, detect_into, format_utc, read_parquet};
+use super::{InputError, analyze_into, detect_into};
 use crate::advise::{AdviseSettings, Current, Plan, advise, evidence};
 use crate::cli::{AdviseArgs, ApplyArgs, RunArgs};
+use crate::clock::format_utc;
 use crate::config::BreakerConfig;
 use crate::config::rates::RateLimits;
+use crate::output::{read_parquet, write_all_atomic, write_atomic};
 use crate::patch::{
     Applied, ConfigText, PatchFile, PatchWindow, apply_breakers, apply_ratelimits, sha256_hex,
-    unified_diff, write_all_atomic, write_atomic,
+    unified_diff,
 };
 
 /// Exit code of `run --check` when changes are proposed.
@@ -188,8 +190,8 @@ fn write_fidelity(
         "inferred_failures" => u(|f| f.inferred_failures),
         "miss_share" => fidelity.iter().map(|f| f.miss_share()).collect::<Vec<_>>(),
     )?;
-    let meta = super::parquet_metadata(&metrics.join("host_summary.parquet"))?;
-    super::write_parquet_atomic(&mut df, &metrics.join(FIDELITY_FILE), meta)
+    let meta = crate::output::parquet_metadata(&metrics.join("host_summary.parquet"))?;
+    crate::output::write_parquet_atomic(&mut df, &metrics.join(FIDELITY_FILE), meta)
 }
 
 /// The plan for humans: one line per change, then the hosts left alone.
@@ -291,7 +293,7 @@ pub fn run_advise(args: &AdviseArgs) -> anyhow::Result<u8> {
         previous.as_ref(),
     )?;
     if let Some(out) = &args.patch_out {
-        write_atomic(out, &advice.patch.to_yaml())?;
+        write_atomic(out, advice.patch.to_yaml())?;
     }
     let mut stdout = std::io::stdout().lock();
     if args.json {
@@ -358,7 +360,7 @@ pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<u8> {
         args.ratelimits.as_deref().zip(rl_text.as_deref()),
     )?;
     let mut stdout = std::io::stdout().lock();
-    let mut writes: Vec<(&Path, &str)> = Vec::new();
+    let mut writes: Vec<(&Path, &[u8])> = Vec::new();
     for (applied, path, before) in [
         (
             &edits.breakers,
@@ -383,7 +385,7 @@ pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<u8> {
                 )?;
                 continue;
             }
-            writes.push((path, after));
+            writes.push((path, after.as_bytes()));
         }
     }
     // Both files or neither.
@@ -447,218 +449,43 @@ fn run_inputs(args: &RunArgs) -> anyhow::Result<(Vec<PathBuf>, PathBuf, Option<P
     Ok((args.telemetry.clone(), cfg, args.ratelimits.clone()))
 }
 
+/// One nightly `run`: its inputs, settings and output paths, and the stages in order.
+struct Night<'a> {
+    args: &'a RunArgs,
+    telemetry: Vec<PathBuf>,
+    config: PathBuf,
+    ratelimits: Option<PathBuf>,
+    settings: crate::settings::Settings,
+    out: &'a Path,
+    dataset: PathBuf,
+    metrics: PathBuf,
+    patch_path: PathBuf,
+}
+
+/// What a run proposes: the advice and the edited texts of the config files.
+struct Proposal {
+    advice: Advice,
+    edits: Edits,
+}
+
 pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
-    let (telemetry, config, ratelimits) = run_inputs(args)?;
-    let settings = crate::settings::load(args.settings.as_deref())?;
-    settings.advise.validate().map_err(InputError)?;
-    let out = &args.out;
-    let dataset = out.join("dataset");
-    let metrics = out.join("metrics");
-    let patch_path = args
-        .patch_file
-        .clone()
-        .unwrap_or_else(|| out.join("breakers.patch.yaml"));
+    let night = Night::new(args)?;
     let mut stdout = std::io::stdout().lock();
-
-    // 1. export
-    let export = crate::telemetry::export(
-        &telemetry,
-        &crate::telemetry::ExportOptions {
-            progress: false,
-            ..crate::telemetry::ExportOptions::new(&dataset)
-        },
-    )?;
-    let failed: Vec<_> = export.failed().map(|s| s.source.as_str()).collect();
-    if !failed.is_empty() {
-        super::write_export_summary(&mut stdout, &export)?;
-        bail!(InputError(format!(
-            "{} of {} telemetry files could not be exported ({}); no advice from a partial fleet",
-            failed.len(),
-            export.sources.len(),
-            failed.join(", ")
-        )));
-    }
-    writeln!(
-        stdout,
-        "export: {} new rows ({} rejected) into {}",
-        export.rows_exported,
-        export.rows_rejected,
-        dataset.display()
-    )?;
-
-    // 2. analyze, 3. detect
-    let opts = crate::metrics::AnalyzeOptions {
-        window_s: args.window,
-        now_us: super::parse_now_us(args.now.as_deref())?,
-        baseline_s: Some(7 * 86_400),
-        crawler: settings.crawler.model.clone(),
-        ..crate::metrics::AnalyzeOptions::default()
-    };
-    let analyzed = analyze_into(&dataset, &metrics, Some(&config), &opts)?;
-    writeln!(
-        stdout,
-        "analyze: window {} .. {}, {} hosts, {} failure bursts",
-        format_utc(analyzed.window.start_us as f64 / 1e6),
-        format_utc(analyzed.window.end_us as f64 / 1e6),
-        analyzed.hosts,
-        analyzed.bursts
-    )?;
-    let detected = detect_into(
-        &metrics,
-        Some(&dataset),
-        &super::detect_options(&settings.detect),
-    )?;
-    writeln!(
-        stdout,
-        "detect: {} incidents ({} ongoing) on {} hosts",
-        detected.incidents, detected.ongoing, detected.hosts
-    )?;
-
-    // The crawler model: the documented one, or with `crawler: auto` the candidate that
-    // reproduces the recorded opens best (then the metrics are counted again under it).
-    let mut model = settings.crawler.model.clone();
-    let mut calibration = "fixed by the settings file (crawler:)".to_owned();
-    if settings.crawler.calibrate {
-        let cfg = BreakerConfig::load(&config)?;
-        let traffic = super::replaying::load_traffic(&dataset, &metrics, &cfg, &model, None)
-            .context("loading the traffic to calibrate the crawler model")?;
-        let (chosen, miss, base_miss) = traffic.calibrate(&model);
-        calibration = if chosen == model {
-            format!(
-                "the documented model reproduces the recorded opens best (total miss {base_miss} opens)"
-            )
-        } else {
-            format!(
-                "calibrated: this model misses the recorded opens by {miss} in total, the documented one by {base_miss}"
-            )
-        };
-        writeln!(stdout, "crawler model: {calibration}")?;
-        if chosen != model {
-            model = chosen;
-            let opts = crate::metrics::AnalyzeOptions {
-                crawler: model.clone(),
-                ..opts
-            };
-            analyze_into(&dataset, &metrics, Some(&config), &opts)?;
-            detect_into(
-                &metrics,
-                Some(&dataset),
-                &super::detect_options(&settings.detect),
-            )?;
-        }
-    }
-    write_model(&metrics, &model, &calibration)?;
-
-    // 4. advise, 5. patch
-    let previous = if patch_path.is_file() {
-        Some(PatchFile::load(&patch_path)?)
-    } else {
-        None
-    };
-    let advice = advise_from(
-        &metrics,
-        Some(&dataset),
-        &config,
-        ratelimits.as_deref(),
-        &settings.advise,
-        &model,
-        previous.as_ref(),
-    )?;
-    let edits = compute_edits(
-        &advice.patch,
-        &patch_path,
-        &config,
-        &advice.breakers_text,
-        ratelimits.as_deref().zip(advice.ratelimits_text.as_deref()),
-    )?;
-    let proposed = out.join("proposed");
-    std::fs::create_dir_all(&proposed)
-        .with_context(|| format!("creating {}", proposed.display()))?;
-    let mut diff = String::new();
-    // Fixed names in proposed/, whatever the inputs are called; the diff names the
-    // real paths.
-    for (name, applied, path, before) in [
-        (
-            "breakers.yaml",
-            &edits.breakers,
-            Some(config.as_path()),
-            Some(advice.breakers_text.as_str()),
-        ),
-        (
-            "ratelimits.yaml",
-            &edits.ratelimits,
-            ratelimits.as_deref(),
-            advice.ratelimits_text.as_deref(),
-        ),
-    ] {
-        let (Some(path), Some(before)) = (path, before) else {
-            continue;
-        };
-        let after = match applied {
-            Applied::Changed(t) => t.as_str(),
-            _ => before,
-        };
-        write_atomic(&proposed.join(name), after)?;
-        diff.push_str(&unified_diff(&path.display().to_string(), before, after));
-    }
-    write_atomic(&out.join("changes.diff"), &diff)?;
-    write_plan(&mut stdout, &advice.patch)?;
-
-    write_fidelity(&metrics, &advice.fidelity)?;
-
-    // 6. report
-    super::reporting::report_into(
-        out,
-        &dataset,
-        &metrics,
-        &advice.patch,
-        &advice.config,
-        &model,
-        &patch_path,
-    )?;
-    writeln!(
-        stdout,
-        "report: {} and {}",
-        out.join("report.md").display(),
-        out.join("report.html").display()
-    )?;
-    // The patch file last: it carries the version and baselines the next run builds on,
-    // so it is only replaced once everything else of this run is written.
-    write_atomic(&patch_path, &advice.patch.to_yaml())?;
-    writeln!(
-        stdout,
-        "patch: {} (v{}), proposed files in {}, diff in {}",
-        patch_path.display(),
-        advice.patch.patch_version,
-        proposed.display(),
-        out.join("changes.diff").display()
-    )?;
-
-    if args.write {
-        let mut writes: Vec<(&Path, &str)> = Vec::new();
-        for (applied, path) in [
-            (&edits.breakers, Some(config.as_path())),
-            (&edits.ratelimits, ratelimits.as_deref()),
-        ] {
-            if let (Applied::Changed(t), Some(path)) = (applied, path) {
-                writes.push((path, t.as_str()));
-            }
-        }
-        // Both files or neither.
-        write_all_atomic(&writes)?;
-        for (path, _) in &writes {
-            writeln!(stdout, "wrote {}", path.display())?;
-        }
-    }
+    night.export(&mut stdout)?;
+    let analyzed = night.analyze(&night.settings.crawler.model, &mut stdout)?;
+    let model = night.choose_model(&mut stdout)?;
+    let proposal = night.propose(&model, &mut stdout)?;
+    night.report(&proposal.advice, &model, &mut stdout)?;
+    night.commit(&proposal, &mut stdout)?;
     if args.push_cooldowns {
         push_cooldowns(
             args,
-            &advice,
+            &proposal.advice,
             analyzed.window.end_us as f64 / 1e6,
             &mut stdout,
         )?;
     }
-    let n = advice.patch.change_count();
+    let n = proposal.advice.patch.change_count();
     if args.check && n > 0 {
         writeln!(
             stdout,
@@ -667,6 +494,272 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_CHANGES_PROPOSED);
     }
     Ok(0)
+}
+
+impl<'a> Night<'a> {
+    fn new(args: &'a RunArgs) -> anyhow::Result<Night<'a>> {
+        let (telemetry, config, ratelimits) = run_inputs(args)?;
+        let settings = crate::settings::load(args.settings.as_deref())?;
+        settings.advise.validate().map_err(InputError)?;
+        let out = args.out.as_path();
+        Ok(Night {
+            args,
+            telemetry,
+            config,
+            ratelimits,
+            settings,
+            out,
+            dataset: out.join("dataset"),
+            metrics: out.join("metrics"),
+            patch_path: args
+                .patch_file
+                .clone()
+                .unwrap_or_else(|| out.join("breakers.patch.yaml")),
+        })
+    }
+
+    /// Stage 1, export: every telemetry file, or no advice from a partial fleet.
+    fn export(&self, stdout: &mut dyn Write) -> anyhow::Result<()> {
+        let export = crate::telemetry::export(
+            &self.telemetry,
+            &crate::telemetry::ExportOptions {
+                progress: false,
+                ..crate::telemetry::ExportOptions::new(&self.dataset)
+            },
+        )?;
+        let failed: Vec<_> = export.failed().map(|s| s.source.as_str()).collect();
+        if !failed.is_empty() {
+            super::write_export_summary(stdout, &export)?;
+            bail!(InputError(format!(
+                "{} of {} telemetry files could not be exported ({}); no advice from a partial fleet",
+                failed.len(),
+                export.sources.len(),
+                failed.join(", ")
+            )));
+        }
+        writeln!(
+            stdout,
+            "export: {} new rows ({} rejected) into {}",
+            export.rows_exported,
+            export.rows_rejected,
+            self.dataset.display()
+        )?;
+        for s in export
+            .sources
+            .iter()
+            .filter(|s| !s.missing_parts.is_empty())
+        {
+            writeln!(
+                stdout,
+                "export: {}: {} missing part files ({})",
+                s.source,
+                s.missing_parts.len(),
+                s.outcome
+            )?;
+        }
+        Ok(())
+    }
+
+    fn analyze_options(
+        &self,
+        model: &crate::crawler::CrawlerModel,
+    ) -> anyhow::Result<crate::metrics::AnalyzeOptions> {
+        Ok(crate::metrics::AnalyzeOptions {
+            window_s: self.args.window,
+            now_us: crate::clock::parse_now_us(self.args.now.as_deref())?,
+            baseline_s: Some(7 * 86_400),
+            crawler: model.clone(),
+            ..crate::metrics::AnalyzeOptions::default()
+        })
+    }
+
+    /// Stages 2 and 3, analyze and detect, counting as `model` says the crawler counts.
+    fn analyze(
+        &self,
+        model: &crate::crawler::CrawlerModel,
+        stdout: &mut dyn Write,
+    ) -> anyhow::Result<super::Analyzed> {
+        let analyzed = analyze_into(
+            &self.dataset,
+            &self.metrics,
+            Some(&self.config),
+            &self.analyze_options(model)?,
+        )?;
+        writeln!(
+            stdout,
+            "analyze: window {} .. {}, {} hosts, {} failure bursts",
+            format_utc(analyzed.window.start_us as f64 / 1e6),
+            format_utc(analyzed.window.end_us as f64 / 1e6),
+            analyzed.hosts,
+            analyzed.bursts
+        )?;
+        let detected = detect_into(
+            &self.metrics,
+            Some(&self.dataset),
+            &super::detect_options(&self.settings.detect),
+        )?;
+        writeln!(
+            stdout,
+            "detect: {} incidents ({} ongoing) on {} hosts",
+            detected.incidents, detected.ongoing, detected.hosts
+        )?;
+        Ok(analyzed)
+    }
+
+    /// The crawler model: the settings' one, or with `crawler: auto` the candidate that
+    /// reproduces the recorded opens best (then the metrics are counted again under it).
+    /// Written to metrics/crawler_model.yaml.
+    fn choose_model(&self, stdout: &mut dyn Write) -> anyhow::Result<crate::crawler::CrawlerModel> {
+        let mut model = self.settings.crawler.model.clone();
+        let mut calibration = "fixed by the settings file (crawler:)".to_owned();
+        if self.settings.crawler.calibrate {
+            let cfg = BreakerConfig::load(&self.config)?;
+            let traffic =
+                super::replaying::load_traffic(&self.dataset, &self.metrics, &cfg, &model, None)
+                    .context("loading the traffic to calibrate the crawler model")?;
+            let (chosen, miss, base_miss) = traffic.calibrate(&model);
+            calibration = if chosen == model {
+                format!(
+                    "the documented model reproduces the recorded opens best (total miss {base_miss} opens)"
+                )
+            } else {
+                format!(
+                    "calibrated: this model misses the recorded opens by {miss} in total, the documented one by {base_miss}"
+                )
+            };
+            writeln!(stdout, "crawler model: {calibration}")?;
+            if chosen != model {
+                model = chosen;
+                self.analyze(&model, &mut std::io::sink())?;
+            }
+        }
+        write_model(&self.metrics, &model, &calibration)?;
+        Ok(model)
+    }
+
+    /// Stages 4 and 5, advise and patch: the advice, the edited texts, and what a
+    /// reviewer reads first: proposed/, changes.diff, the plan, the replay's fidelity.
+    fn propose(
+        &self,
+        model: &crate::crawler::CrawlerModel,
+        stdout: &mut dyn Write,
+    ) -> anyhow::Result<Proposal> {
+        let previous = if self.patch_path.is_file() {
+            Some(PatchFile::load(&self.patch_path)?)
+        } else {
+            None
+        };
+        let advice = advise_from(
+            &self.metrics,
+            Some(&self.dataset),
+            &self.config,
+            self.ratelimits.as_deref(),
+            &self.settings.advise,
+            model,
+            previous.as_ref(),
+        )?;
+        let edits = compute_edits(
+            &advice.patch,
+            &self.patch_path,
+            &self.config,
+            &advice.breakers_text,
+            self.ratelimits
+                .as_deref()
+                .zip(advice.ratelimits_text.as_deref()),
+        )?;
+        let proposed = self.out.join("proposed");
+        std::fs::create_dir_all(&proposed)
+            .with_context(|| format!("creating {}", proposed.display()))?;
+        let mut diff = String::new();
+        // Fixed names in proposed/, whatever the inputs are called; the diff names the
+        // real paths.
+        for (name, applied, path, before) in [
+            (
+                "breakers.yaml",
+                &edits.breakers,
+                Some(self.config.as_path()),
+                Some(advice.breakers_text.as_str()),
+            ),
+            (
+                "ratelimits.yaml",
+                &edits.ratelimits,
+                self.ratelimits.as_deref(),
+                advice.ratelimits_text.as_deref(),
+            ),
+        ] {
+            let (Some(path), Some(before)) = (path, before) else {
+                continue;
+            };
+            let after = match applied {
+                Applied::Changed(t) => t.as_str(),
+                _ => before,
+            };
+            write_atomic(&proposed.join(name), after)?;
+            diff.push_str(&unified_diff(&path.display().to_string(), before, after));
+        }
+        write_atomic(&self.out.join("changes.diff"), &diff)?;
+        write_plan(stdout, &advice.patch)?;
+        write_fidelity(&self.metrics, &advice.fidelity)?;
+        Ok(Proposal { advice, edits })
+    }
+
+    /// Stage 6, report: report.md (the PR body) and report.html.
+    fn report(
+        &self,
+        advice: &Advice,
+        model: &crate::crawler::CrawlerModel,
+        stdout: &mut dyn Write,
+    ) -> anyhow::Result<()> {
+        super::reporting::ReportJob {
+            out: self.out,
+            dataset: &self.dataset,
+            metrics: &self.metrics,
+            patch: &advice.patch,
+            patch_path: &self.patch_path,
+            config: &advice.config,
+            model,
+            report_url: self.args.report_url.as_deref(),
+        }
+        .write()?;
+        writeln!(
+            stdout,
+            "report: {} and {}",
+            self.out.join("report.md").display(),
+            self.out.join("report.html").display()
+        )?;
+        Ok(())
+    }
+
+    /// The patch file, then (with --write) both config files or neither. The patch file
+    /// comes last of the outputs: it carries the version and baselines the next run
+    /// builds on, so it is only replaced once everything else of this run is written.
+    fn commit(&self, p: &Proposal, stdout: &mut dyn Write) -> anyhow::Result<()> {
+        write_atomic(&self.patch_path, p.advice.patch.to_yaml())?;
+        writeln!(
+            stdout,
+            "patch: {} (v{}), proposed files in {}, diff in {}",
+            self.patch_path.display(),
+            p.advice.patch.patch_version,
+            self.out.join("proposed").display(),
+            self.out.join("changes.diff").display()
+        )?;
+        if self.args.write {
+            let mut writes: Vec<(&Path, &[u8])> = Vec::new();
+            for (applied, path) in [
+                (&p.edits.breakers, Some(self.config.as_path())),
+                (&p.edits.ratelimits, self.ratelimits.as_deref()),
+            ] {
+                if let (Applied::Changed(t), Some(path)) = (applied, path) {
+                    writes.push((path, t.as_bytes()));
+                }
+            }
+            write_all_atomic(&writes)?;
+            for (path, _) in &writes {
+                writeln!(stdout, "wrote {}", path.display())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `run --push-cooldowns`: a cooldown per host whose latest incident is still going on,
@@ -681,8 +774,8 @@ fn push_cooldowns(
     use crate::cooldown::SetOutcome;
 
     let now = match &args.now {
-        Some(t) => super::parse_instant(t)?,
-        None => super::wall_clock_now(),
+        Some(t) => crate::clock::parse_instant(t)?,
+        None => crate::clock::wall_clock_now(),
     };
     let proposals = incident_cooldowns(
         &advice.evidence,

@@ -8,12 +8,14 @@ use anyhow::{Context, bail};
 use polars::prelude::*;
 use serde::Serialize;
 
-use super::{InputError, read_parquet, scan_table};
+use super::InputError;
 use crate::cli::ReplayArgs;
 use crate::config::BreakerConfig;
 use crate::crawler::CrawlerModel;
+use crate::output::read_parquet;
 use crate::replay::traffic::{Recorded, Traffic, TrafficInput};
 use crate::replay::{Figures, ReplayPolicy};
+use crate::telemetry::parquet::scan_table;
 
 /// Loads the window's traffic from `dataset`, with the incidents and window of
 /// `metrics` (written by `analyze` and `detect`), as the crawler `model` counts it.
@@ -82,7 +84,7 @@ fn prepare(
     let analyze = |dataset: &Path, metrics: &Path| -> anyhow::Result<()> {
         let opts = crate::metrics::AnalyzeOptions {
             window_s: args.window,
-            now_us: super::parse_now_us(args.now.as_deref())?,
+            now_us: crate::clock::parse_now_us(args.now.as_deref())?,
             crawler: model.clone(),
             ..crate::metrics::AnalyzeOptions::default()
         };

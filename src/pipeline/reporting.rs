@@ -8,22 +8,25 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use polars::prelude::*;
 
-use super::{InputError, read_parquet, scan_table};
+use super::InputError;
 use crate::advise::evidence;
 use crate::cli::ReportArgs;
 use crate::config::BreakerConfig;
 use crate::metrics::columns::{
     floats as col_f64, ints as col_i64, micros as col_us, strings as col_str,
 };
-use crate::patch::{PatchFile, write_atomic};
+use crate::output::read_parquet;
+use crate::output::write_atomic;
+use crate::patch::PatchFile;
 use crate::report::{HostLine, IncidentLine, Report, ReportInput, html, markdown};
+use crate::telemetry::parquet::scan_table;
 
 /// Environment variable of GitHub Actions' job summary; the Markdown is appended to it.
 pub const STEP_SUMMARY_ENV: &str = "GITHUB_STEP_SUMMARY";
 
 pub fn window_of(metrics: &Path) -> anyhow::Result<(i64, i64)> {
     let meta: BTreeMap<String, String> =
-        super::parquet_metadata(&metrics.join("host_summary.parquet"))?
+        crate::output::parquet_metadata(&metrics.join("host_summary.parquet"))?
             .into_iter()
             .collect();
     let get = |k: &str| {
@@ -43,35 +46,161 @@ pub fn window_of(metrics: &Path) -> anyhow::Result<(i64, i64)> {
     }
 }
 
-/// Writes `report.md` and `report.html` into `out` for the run whose dataset and metrics
-/// are given; returns the Markdown.
-pub fn report_into(
-    out: &Path,
-    dataset: &Path,
-    metrics: &Path,
-    patch: &PatchFile,
-    config: &BreakerConfig,
-    model: &crate::crawler::CrawlerModel,
-    patch_path: &Path,
-) -> anyhow::Result<String> {
-    let window = window_of(metrics)?;
-    let hours = (window.1 - window.0) as f64 / 3.6e9;
-    let hs = read_parquet(&metrics.join("host_summary.parquet"))?;
-    let incidents_df = read_parquet(&metrics.join("incidents.parquet"))?;
-    let evidence = evidence::gather(
-        &hs,
-        &read_parquet(&metrics.join("host_role_summary.parquet"))?,
-        &read_parquet(&metrics.join("bursts.parquet"))?,
-        &incidents_df,
-        hours,
-    )?;
+/// What the report stage reads: a run's folders, its patch and the config it was made
+/// against.
+pub struct ReportJob<'a> {
+    pub out: &'a Path,
+    pub dataset: &'a Path,
+    pub metrics: &'a Path,
+    pub patch: &'a PatchFile,
+    pub patch_path: &'a Path,
+    pub config: &'a BreakerConfig,
+    /// The model given; the one `run` chose (metrics/crawler_model.yaml) wins.
+    pub model: &'a crate::crawler::CrawlerModel,
+    /// Where readers find report.html (linked from the PR body).
+    pub report_url: Option<&'a str>,
+}
 
-    let names = col_str(&hs, "host")?;
+impl ReportJob<'_> {
+    /// Writes `report.md` and `report.html` into `out` (and appends the Markdown to the
+    /// GitHub job summary when there is one); returns the Markdown.
+    pub fn write(&self) -> anyhow::Result<String> {
+        let window = window_of(self.metrics)?;
+        let hours = (window.1 - window.0) as f64 / 3.6e9;
+        let hs = read_parquet(&self.metrics.join("host_summary.parquet"))?;
+        let incidents_df = read_parquet(&self.metrics.join("incidents.parquet"))?;
+        let evidence = evidence::gather(
+            &hs,
+            &read_parquet(&self.metrics.join("host_role_summary.parquet"))?,
+            &read_parquet(&self.metrics.join("bursts.parquet"))?,
+            &incidents_df,
+            hours,
+        )?;
+        let hosts = host_lines(&hs)?;
+        let incidents = incident_lines(&incidents_df)?;
+        let featured = featured_hosts(self.patch, &incidents);
+        let manifest = crate::telemetry::manifest::Manifest::load(self.dataset)?;
+        let (rejected, incomplete) = input_losses(&manifest);
+        let report = Report::build(&ReportInput {
+            patch: self.patch,
+            model: self.model_lines()?,
+            fidelity: read_fidelity(&self.metrics.join(super::nightly::FIDELITY_FILE))?,
+            window,
+            hosts,
+            evidence: &evidence,
+            incidents,
+            series: rate_series(self.metrics, &featured)?,
+            retry_after: retry_after_values(self.dataset, window, &featured)?,
+            opens: open_spans(self.dataset, window, &featured)?,
+            current: self.current_settings(&featured, &evidence),
+            sources: manifest.sources.len(),
+            rejected,
+            incomplete,
+            outputs: self.outputs(),
+            report_url: self.report_url.map(str::to_owned),
+        });
+        let md = markdown(&report);
+        let page = html(&report).context("rendering report.html")?;
+        write_atomic(&self.out.join("report.md"), &md)?;
+        write_atomic(&self.out.join("report.html"), &page)?;
+        append_step_summary(&md)?;
+        Ok(md)
+    }
+
+    /// The crawler model the run counted by (written by `run`), else the one given, one
+    /// (what, how) line per field.
+    fn model_lines(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let model_path = self.metrics.join(super::nightly::MODEL_FILE);
+        let (model, calibration) = if model_path.is_file() {
+            let text = crate::config::read_file(&model_path)?;
+            let m: super::nightly::ModelFile = yaml_serde::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+            (m.crawler, Some(m.calibration))
+        } else {
+            (self.model.clone(), None)
+        };
+        let mut lines: Vec<(String, String)> = model
+            .describe()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        if let Some(c) = calibration {
+            lines.push(("chosen".to_owned(), c));
+        }
+        Ok(lines)
+    }
+
+    /// (fail_max, reset_timeout_s) per featured host as the patch found them: its `from`
+    /// where it changes them (after `run --write` the config already holds the proposed
+    /// values), else what the crawler runs under the config.
+    fn current_settings(
+        &self,
+        featured: &BTreeSet<String>,
+        evidence: &[crate::advise::HostEvidence],
+    ) -> BTreeMap<String, (i64, f64)> {
+        use crate::config::edit::BreakerKey;
+        featured
+            .iter()
+            .map(|h| {
+                let role = evidence
+                    .iter()
+                    .find(|e| &e.host == h)
+                    .and_then(|e| e.dominant_role());
+                let p = self.model.policy(self.config, h, role);
+                let from = |key: BreakerKey| {
+                    self.patch
+                        .breakers
+                        .changes
+                        .iter()
+                        .find(|c| &c.host == h && c.role.is_none() && c.key == key)
+                        .map(|c| c.from.as_f64())
+                };
+                let fail_max = from(BreakerKey::FailMax).map_or(p.fail_max, |v| v as i64);
+                let reset = from(BreakerKey::ResetTimeoutS).unwrap_or(p.reset_timeout_s);
+                (h.clone(), (fail_max, reset))
+            })
+            .collect()
+    }
+
+    fn outputs(&self) -> Vec<(String, String)> {
+        let shown = |p: &Path| p.display().to_string();
+        vec![
+            ("Parquet dataset".to_owned(), shown(self.dataset)),
+            (
+                "metrics and incidents (Parquet)".to_owned(),
+                shown(self.metrics),
+            ),
+            ("patch file".to_owned(), shown(self.patch_path)),
+            (
+                "report with charts".to_owned(),
+                shown(&self.out.join("report.html")),
+            ),
+        ]
+    }
+}
+
+/// Appends the Markdown to GitHub Actions' job summary, when the job has one.
+fn append_step_summary(md: &str) -> anyhow::Result<()> {
+    if let Some(path) = std::env::var_os(STEP_SUMMARY_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("appending to ${STEP_SUMMARY_ENV} {}", path.display()))?;
+        f.write_all(md.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// One line per host of host_summary.
+fn host_lines(hs: &DataFrame) -> anyhow::Result<Vec<HostLine>> {
+    let names = col_str(hs, "host")?;
     let [calls, fails, e429, e5xx, tmo, opens] =
         ["calls_net", "failures", "e429", "e5xx", "timeouts", "opens"]
-            .map(|c| col_i64(&hs, c).unwrap_or_default());
+            .map(|c| col_i64(hs, c).unwrap_or_default());
     let at = |v: &[Option<i64>], i: usize| v.get(i).copied().flatten().unwrap_or(0);
-    let hosts: Vec<HostLine> = (0..names.len())
+    Ok((0..names.len())
         .map(|i| HostLine {
             host: names[i].clone(),
             calls_net: at(&calls, i),
@@ -81,23 +210,23 @@ pub fn report_into(
             timeouts: at(&tmo, i),
             opens: at(&opens, i),
         })
-        .collect();
+        .collect())
+}
 
-    let ih = col_str(&incidents_df, "host")?;
-    let ik = col_str(&incidents_df, "kind")?;
-    let (is, ie) = (
-        col_us(&incidents_df, "start")?,
-        col_us(&incidents_df, "end")?,
-    );
-    let ion: Vec<bool> = incidents_df
+/// One line per incident of incidents.parquet.
+fn incident_lines(df: &DataFrame) -> anyhow::Result<Vec<IncidentLine>> {
+    let ih = col_str(df, "host")?;
+    let ik = col_str(df, "kind")?;
+    let (is, ie) = (col_us(df, "start")?, col_us(df, "end")?);
+    let ion: Vec<bool> = df
         .column("ongoing")?
         .bool()?
         .iter()
         .map(|b| b.unwrap_or(false))
         .collect();
-    let [lb, ld, la] = ["level_before", "level_during", "level_after"]
-        .map(|c| col_f64(&incidents_df, c).unwrap_or_default());
-    let incidents: Vec<IncidentLine> = (0..ih.len())
+    let [lb, ld, la] =
+        ["level_before", "level_during", "level_after"].map(|c| col_f64(df, c).unwrap_or_default());
+    Ok((0..ih.len())
         .map(|i| IncidentLine {
             host: ih[i].clone(),
             kind: ik[i].clone(),
@@ -108,24 +237,39 @@ pub fn report_into(
             level_during: ld.get(i).copied().flatten(),
             level_after: la.get(i).copied().flatten(),
         })
-        .collect();
+        .collect())
+}
 
-    // Hosts with a section: a change or an incident.
+/// Hosts with a section (and charts): a change or an incident.
+fn featured_hosts(patch: &PatchFile, incidents: &[IncidentLine]) -> BTreeSet<String> {
     let mut featured: BTreeSet<String> = incidents.iter().map(|i| i.host.clone()).collect();
     featured.extend(patch.breakers.changes.iter().map(|c| c.host.clone()));
     if let Some(r) = &patch.ratelimits {
         featured.extend(r.changes.iter().map(|c| c.host.clone()));
     }
-    let featured_list: Vec<String> = featured.iter().cloned().collect();
-    let host_filter = || {
-        col("host").is_in(
-            lit(Series::new("h".into(), featured_list.clone())).implode(false),
-            false,
-        )
-    };
+    featured
+}
 
+fn host_filter(featured: &BTreeSet<String>) -> Expr {
+    let list: Vec<String> = featured.iter().cloned().collect();
+    col("host").is_in(lit(Series::new("h".into(), list)).implode(false), false)
+}
+
+fn in_window(window: (i64, i64)) -> Expr {
+    let ts_lit = |us: i64| lit(us).cast(DataType::Datetime(TimeUnit::Microseconds, None));
+    col("ts")
+        .gt_eq(ts_lit(window.0))
+        .and(col("ts").lt(ts_lit(window.1)))
+}
+
+/// The EWMA rate series of the featured hosts: the EWMA where a bucket had calls, a gap
+/// where it had none.
+fn rate_series(
+    metrics: &Path,
+    featured: &BTreeSet<String>,
+) -> anyhow::Result<BTreeMap<String, crate::report::Series>> {
     let ts = read_parquet(&metrics.join("host_timeseries.parquet"))?;
-    let ts = ts.lazy().filter(host_filter()).collect()?;
+    let ts = ts.lazy().filter(host_filter(featured)).collect()?;
     let mut series: BTreeMap<String, crate::report::Series> = BTreeMap::new();
     let th = col_str(&ts, "host")?;
     let tb = col_us(&ts, "bucket_start")?;
@@ -136,7 +280,6 @@ pub fn report_into(
     for i in 0..th.len() {
         let s = series.entry(th[i].clone()).or_default();
         s.bucket_start_us.push(tb[i]);
-        // EWMA where the bucket had calls; a gap where it had none.
         let pick = |ewma: &[Option<f64>], ratio: &[Option<f64>]| {
             ratio
                 .get(i)
@@ -148,15 +291,17 @@ pub fn report_into(
         s.e5xx.push(pick(&s5xx, &c5xx));
         s.timeouts.push(pick(&stmo, &ctmo));
     }
+    Ok(series)
+}
 
-    let ts_lit = |us: i64| lit(us).cast(DataType::Datetime(TimeUnit::Microseconds, None));
-    let in_window = || {
-        col("ts")
-            .gt_eq(ts_lit(window.0))
-            .and(col("ts").lt(ts_lit(window.1)))
-    };
+/// Retry-After values (s) of the featured hosts' network 429/503 responses.
+fn retry_after_values(
+    dataset: &Path,
+    window: (i64, i64),
+    featured: &BTreeSet<String>,
+) -> anyhow::Result<BTreeMap<String, Vec<f64>>> {
     let ra = scan_table(dataset, &crate::telemetry::schema::HTTP_EVENTS)?
-        .filter(in_window().and(host_filter()))
+        .filter(in_window(window).and(host_filter(featured)))
         .filter(col("status").is_in(
             lit(Series::new("s".into(), [429i64, 503])).implode(false),
             false,
@@ -174,9 +319,17 @@ pub fn report_into(
     {
         retry_after.entry(h).or_default().extend(v);
     }
+    Ok(retry_after)
+}
 
+/// Breaker open spans (µs) of the featured hosts, from the recorded transitions.
+fn open_spans(
+    dataset: &Path,
+    window: (i64, i64),
+    featured: &BTreeSet<String>,
+) -> anyhow::Result<BTreeMap<String, Vec<(i64, i64)>>> {
     let tr = scan_table(dataset, &crate::telemetry::schema::BREAKER_TRANSITIONS)?
-        .filter(in_window().and(host_filter()))
+        .filter(in_window(window).and(host_filter(featured)))
         .filter(col("scope").eq(lit("host")).or(col("scope").is_null()))
         .select([
             col("host"),
@@ -193,7 +346,7 @@ pub fn report_into(
         col_us(&tr, "ts")?,
         col_str(&tr, "new_state")?,
     );
-    let mut open_spans: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    let mut spans: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
     for i in 0..trh.len() {
         if trs[i] == "open" {
             let end = if i + 1 < trh.len() && trh[i + 1] == trh[i] {
@@ -201,42 +354,18 @@ pub fn report_into(
             } else {
                 window.1
             };
-            open_spans
-                .entry(trh[i].clone())
-                .or_default()
-                .push((trt[i], end));
+            spans.entry(trh[i].clone()).or_default().push((trt[i], end));
         }
     }
+    Ok(spans)
+}
 
-    let current = featured
-        .iter()
-        .map(|h| {
-            let role = evidence
-                .iter()
-                .find(|e| &e.host == h)
-                .and_then(|e| e.dominant_role());
-            let p = model.policy(config, h, role);
-            // The values the patch was made against (its `from`), else the config's:
-            // after `run --write` the config already holds the proposed values.
-            let from = |key: crate::config::edit::BreakerKey| {
-                patch
-                    .breakers
-                    .changes
-                    .iter()
-                    .find(|c| &c.host == h && c.role.is_none() && c.key == key)
-                    .map(|c| c.from.as_f64())
-            };
-            (
-                h.clone(),
-                (
-                    from(crate::config::edit::BreakerKey::FailMax).map_or(p.fail_max, |v| v as i64),
-                    from(crate::config::edit::BreakerKey::ResetTimeoutS)
-                        .unwrap_or(p.reset_timeout_s),
-                ),
-            )
-        })
-        .collect();
-    let manifest = crate::telemetry::manifest::Manifest::load(dataset)?;
+/// What the dataset lost on the way in, from the manifest: (source, reason, rows) of
+/// rejected rows, and (source, table, dates) lost with missing part files.
+#[allow(clippy::type_complexity)]
+fn input_losses(
+    manifest: &crate::telemetry::manifest::Manifest,
+) -> (Vec<(String, String, u64)>, Vec<(String, String, String)>) {
     let mut rejected = Vec::new();
     let mut incomplete = Vec::new();
     for (source, st) in &manifest.sources {
@@ -250,66 +379,7 @@ pub fn report_into(
             }
         }
     }
-    let shown = |p: &Path| p.display().to_string();
-    let outputs = vec![
-        ("Parquet dataset".to_owned(), shown(dataset)),
-        ("metrics and incidents (Parquet)".to_owned(), shown(metrics)),
-        ("patch file".to_owned(), shown(patch_path)),
-        (
-            "report with charts".to_owned(),
-            shown(&out.join("report.html")),
-        ),
-    ];
-    let fidelity = read_fidelity(&metrics.join(super::nightly::FIDELITY_FILE))?;
-    // The model the run counted by (written by `run`), else the one given.
-    let model_path = metrics.join(super::nightly::MODEL_FILE);
-    let (model, calibration) = if model_path.is_file() {
-        let text = crate::config::read_file(&model_path)?;
-        let m: super::nightly::ModelFile = yaml_serde::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
-        (m.crawler, Some(m.calibration))
-    } else {
-        (model.clone(), None)
-    };
-    let mut model_lines: Vec<(String, String)> = model
-        .describe()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    if let Some(c) = calibration {
-        model_lines.push(("chosen".to_owned(), c));
-    }
-    let report = Report::build(&ReportInput {
-        patch,
-        model: model_lines,
-        fidelity,
-        window,
-        hosts,
-        evidence: &evidence,
-        incidents,
-        series,
-        retry_after,
-        opens: open_spans,
-        current,
-        sources: manifest.sources.len(),
-        rejected,
-        incomplete,
-        outputs,
-    });
-    let md = markdown(&report);
-    let page = html(&report).context("rendering report.html")?;
-    write_atomic(&out.join("report.md"), &md)?;
-    write_atomic(&out.join("report.html"), &page)?;
-    if let Some(path) = std::env::var_os(STEP_SUMMARY_ENV).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("appending to ${STEP_SUMMARY_ENV} {}", path.display()))?;
-        f.write_all(md.as_bytes())?;
-    }
-    Ok(md)
+    (rejected, incomplete)
 }
 
 /// The fidelity table `run` wrote beside the metrics (empty when absent).
@@ -347,15 +417,17 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<u8> {
     let patch = PatchFile::load(&patch_path)?;
     let config = BreakerConfig::load(&args.config)?;
     let model = crate::settings::load(None)?.crawler.model;
-    report_into(
-        &args.out,
-        &args.out.join("dataset"),
-        &args.out.join("metrics"),
-        &patch,
-        &config,
-        &model,
-        &patch_path,
-    )?;
+    ReportJob {
+        out: &args.out,
+        dataset: &args.out.join("dataset"),
+        metrics: &args.out.join("metrics"),
+        patch: &patch,
+        patch_path: &patch_path,
+        config: &config,
+        model: &model,
+        report_url: args.report_url.as_deref(),
+    }
+    .write()?;
     writeln!(
         std::io::stdout().lock(),
         "wrote {} and {}",

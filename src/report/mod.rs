@@ -2,7 +2,10 @@
 //! (inline SVG charts, no scripts, no network, a strict Content-Security-Policy).
 //! Rendering only: the pipeline gathers the inputs; nothing here reads files or clocks.
 
+pub mod markdown;
 pub mod svg;
+
+pub use markdown::{PR_BODY_LIMIT, markdown, md};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -10,6 +13,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::advise::{HostEvidence, failure_weighted_median};
+use crate::hostname::display_host;
 use crate::metrics::stats::nearest_rank;
 use crate::patch::PatchFile;
 
@@ -82,23 +86,41 @@ pub struct ReportInput<'a> {
     pub incomplete: Vec<(String, String, String)>,
     /// (what, path) of the outputs.
     pub outputs: Vec<(String, String)>,
+    /// Where the reader finds report.html, for the PR body's links.
+    pub report_url: Option<String>,
+}
+
+/// One measure behind a change: its value at the current and at the proposed setting
+/// (a replay figure, or a count either way), or a single value in `current`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvidenceRow {
+    pub label: String,
+    pub current: String,
+    pub proposed: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeRow {
     pub host: String,
+    /// The host for people: Unicode beside the punycode key for IDN hosts.
+    pub label: String,
     pub anchor: String,
     pub file: String,
     pub setting: String,
     pub from: String,
     pub to: String,
+    /// The reason's first clause, for the one-line table.
+    pub why: String,
     pub reason: String,
-    pub evidence: String,
+    /// The replay's prediction in one line (empty when not replayed).
+    pub predicted: String,
+    pub evidence: Vec<EvidenceRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CrawlerChangeRow {
     pub host: String,
+    pub label: String,
     pub anchor: String,
     pub setting: String,
     pub from: String,
@@ -110,6 +132,7 @@ pub struct CrawlerChangeRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct FidelityRow {
     pub host: String,
+    pub label: String,
     pub anchor: String,
     pub instances: String,
     pub recorded_opens: i64,
@@ -120,6 +143,7 @@ pub struct FidelityRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct IncidentRow {
     pub host: String,
+    pub label: String,
     pub anchor: String,
     pub kind: String,
     pub start: String,
@@ -130,6 +154,7 @@ pub struct IncidentRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct NoisyRow {
     pub host: String,
+    pub label: String,
     pub anchor: String,
     pub calls: i64,
     pub failures: String,
@@ -142,6 +167,7 @@ pub struct NoisyRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct HostSection {
     pub host: String,
+    pub label: String,
     pub anchor: String,
     pub changes: Vec<ChangeRow>,
     pub incidents: Vec<IncidentRow>,
@@ -153,6 +179,10 @@ pub struct HostSection {
 /// The report's content, shared by both renderings.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// One line: N changes on M hosts and their replayed effect.
+    pub summary: String,
+    /// Where the reader finds report.html (the CI run's page), if known.
+    pub report_url: Option<String>,
     pub window_start: String,
     pub window_end: String,
     pub patch_version: u64,
@@ -205,20 +235,169 @@ pub fn anchor(host: &str) -> String {
     a
 }
 
-fn evidence_text(e: &crate::advise::Evidence) -> String {
-    e.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The first clause of a reason (its clauses are joined by "; "), for one-line cells.
+fn first_clause(reason: &str) -> String {
+    reason.split("; ").next().unwrap_or(reason).to_owned()
+}
+
+/// A readable label for an evidence key (the patch file keeps the keys).
+fn evidence_label(key: &str) -> String {
+    let known = match key {
+        "replay_let_through" => "failed attempts let into incidents (replay)",
+        "replay_false_trips" => "healthy calls blocked (replay)",
+        "replay_opens" => "breaker opens (replay)",
+        "replay_cost" => "replay cost: let through + blocked healthy",
+        "replay_cost_if_honoured" => "replay cost if the crawler honoured it",
+        "background_bursts" => "failure bursts outside incidents",
+        "background_q95" => "q95 burst length outside incidents",
+        "background_reaching" => "bursts outside incidents reaching fail_max",
+        "incident_bursts" => "failure bursts inside incidents",
+        "incident_failures_burst_median" => "half the incident failures in bursts of at least",
+        "incident_duration_median_s" => "median incident length (s)",
+        "incidents" => "incidents",
+        "opens" => "breaker opens recorded",
+        "pingpong_flaps" => "reopened soon after closing",
+        "retry_after_median_s" => "median Retry-After (s)",
+        "retry_after_cap_s" => "Retry-After cap (s)",
+        "half_open_trials" => "half-open trial calls",
+        "half_open_trial_failures" => "half-open trials that failed",
+        "failure_share_lo95" => "trial failure share, 95% lower bound",
+        "success_share_lo95" => "trial success share, 95% lower bound",
+        "calls" => "network calls",
+        "e429" => "429 responses",
+        "e429_lo95" => "429 share, 95% lower bound",
+        "e429_hi95" => "429 share, 95% upper bound",
+        "high_429_ratio" => "aimd.high_429_ratio",
+        "window_hours" => "window (h)",
+        other => return other.replace('_', " "),
+    };
+    known.to_owned()
+}
+
+/// A change's evidence as labelled rows: `X_current` / `X_proposed` pairs first (in key
+/// order), then single values.
+pub fn evidence_rows(e: &crate::advise::Evidence) -> Vec<EvidenceRow> {
+    let mut pairs = Vec::new();
+    let mut single = Vec::new();
+    for (k, v) in e {
+        if let Some(base) = k.strip_suffix("_current")
+            && let Some(p) = e.get(&format!("{base}_proposed"))
+        {
+            pairs.push(EvidenceRow {
+                label: evidence_label(base),
+                current: v.to_string(),
+                proposed: p.to_string(),
+            });
+        } else if k
+            .strip_suffix("_proposed")
+            .is_some_and(|b| e.contains_key(&format!("{b}_current")))
+        {
+            continue;
+        } else {
+            single.push(EvidenceRow {
+                label: evidence_label(k),
+                current: v.to_string(),
+                proposed: String::new(),
+            });
+        }
+    }
+    // The replay's outcomes first, in the order the PR body's table names them.
+    let rank = |label: &str| {
+        [
+            "replay_let_through",
+            "replay_false_trips",
+            "replay_opens",
+            "replay_cost",
+        ]
+        .iter()
+        .position(|k| evidence_label(k) == label)
+        .unwrap_or(usize::MAX)
+    };
+    pairs.sort_by_key(|r| rank(&r.label));
+    pairs.extend(single);
+    pairs
+}
+
+/// The replay figures of a change: (let through, blocked healthy, opens), each
+/// (current, proposed).
+fn replayed(e: &crate::advise::Evidence) -> Option<[(i64, i64); 3]> {
+    let pair = |k: &str| -> Option<(i64, i64)> {
+        let v = |s: &str| e.get(&format!("{k}_{s}")).map(|n| n.as_f64() as i64);
+        Some((v("current")?, v("proposed")?))
+    };
+    Some([
+        pair("replay_let_through")?,
+        pair("replay_false_trips")?,
+        pair("replay_opens")?,
+    ])
+}
+
+fn predicted_text(e: &crate::advise::Evidence) -> String {
+    match replayed(e) {
+        Some([l, b, o]) => format!(
+            "let into incidents {} → {}, healthy blocked {} → {}, opens {} → {}",
+            l.0, l.1, b.0, b.1, o.0, o.1
+        ),
+        None => String::new(),
+    }
+}
+
+/// The summary line: N changes on M hosts, and the replayed effect of the breaker
+/// changes (each host's replay counted once).
+fn summary_line(
+    changes: &[ChangeRow],
+    evidence: &BTreeMap<&str, &crate::advise::Evidence>,
+) -> String {
+    if changes.is_empty() {
+        return "No change proposed.".into();
+    }
+    let hosts: BTreeSet<&str> = changes.iter().map(|c| c.host.as_str()).collect();
+    let mut line = format!(
+        "{} change{} on {} host{}",
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" },
+        hosts.len(),
+        if hosts.len() == 1 { "" } else { "s" }
+    );
+    let mut tot = [(0i64, 0i64); 3];
+    let mut any = false;
+    for e in evidence.values() {
+        if let Some(f) = replayed(e) {
+            any = true;
+            for (t, x) in tot.iter_mut().zip(f) {
+                t.0 += x.0;
+                t.1 += x.1;
+            }
+        }
+    }
+    if any {
+        let change = |(a, b): (i64, i64)| {
+            if a > 0 {
+                format!("{a} → {b} ({:+.0}%)", 100.0 * (b - a) as f64 / a as f64)
+            } else {
+                format!("{a} → {b}")
+            }
+        };
+        let _ = write!(
+            line,
+            "; replayed on this window: failed attempts let into incidents {}, healthy calls blocked {}, breaker opens {}",
+            change(tot[0]),
+            change(tot[1]),
+            change(tot[2])
+        );
+    }
+    line
 }
 
 impl Report {
     pub fn build(input: &ReportInput<'_>) -> Report {
         let p = input.patch;
         let mut changes = Vec::new();
+        let mut replay_of: BTreeMap<&str, &crate::advise::Evidence> = BTreeMap::new();
         for c in &p.breakers.changes {
             changes.push(ChangeRow {
                 host: c.host.clone(),
+                label: display_host(&c.host),
                 anchor: anchor(&c.host),
                 file: p.breakers.file.clone(),
                 setting: match &c.role {
@@ -227,26 +406,33 @@ impl Report {
                 },
                 from: c.from.to_string(),
                 to: c.to.to_string(),
+                why: first_clause(&c.reason),
                 reason: c.reason.clone(),
-                evidence: evidence_text(&c.evidence),
+                predicted: predicted_text(&c.evidence),
+                evidence: evidence_rows(&c.evidence),
             });
+            replay_of.entry(c.host.as_str()).or_insert(&c.evidence);
         }
         if let Some(r) = &p.ratelimits {
             for c in &r.changes {
                 changes.push(ChangeRow {
                     host: c.host.clone(),
+                    label: display_host(&c.host),
                     anchor: anchor(&c.host),
                     file: r.file.clone(),
                     setting: format!("{}.rates", c.role),
                     from: format!("{} (x{})", c.from.join(", "), c.multiplier_from),
                     to: format!("{} (x{})", c.to.join(", "), c.multiplier_to),
+                    why: first_clause(&c.reason),
                     reason: c.reason.clone(),
-                    evidence: evidence_text(&c.evidence),
+                    predicted: String::new(),
+                    evidence: evidence_rows(&c.evidence),
                 });
             }
         }
         let incident_row = |i: &IncidentLine| IncidentRow {
             host: i.host.clone(),
+            label: display_host(&i.host),
             anchor: anchor(&i.host),
             kind: i.kind.clone(),
             start: utc(i.start_us),
@@ -268,6 +454,7 @@ impl Report {
             .iter()
             .map(|c| CrawlerChangeRow {
                 host: c.host.clone(),
+                label: display_host(&c.host),
                 anchor: anchor(&c.host),
                 setting: match &c.role {
                     Some(r) => format!("roles.{r}.{}", c.key.name()),
@@ -285,6 +472,7 @@ impl Report {
             .filter(|f| f.recorded_opens > 0 || f.replayed_opens > 0)
             .map(|f| FidelityRow {
                 host: f.host.clone(),
+                label: display_host(&f.host),
                 anchor: anchor(&f.host),
                 instances: if f.logged_instances > 0 {
                     format!(
@@ -318,6 +506,7 @@ impl Report {
             .take(10)
             .map(|h| NoisyRow {
                 host: h.host.clone(),
+                label: display_host(&h.host),
                 anchor: anchor(&h.host),
                 calls: h.calls_net,
                 failures: pct(h.failures, h.calls_net),
@@ -339,6 +528,8 @@ impl Report {
             .map(|host| section(input, host, &changes, &incidents))
             .collect();
         Report {
+            summary: summary_line(&changes, &replay_of),
+            report_url: input.report_url.clone(),
             window_start: utc(input.window.0),
             window_end: utc(input.window.1),
             patch_version: p.patch_version,
@@ -356,7 +547,7 @@ impl Report {
             held: p
                 .held
                 .iter()
-                .map(|h| (h.host.clone(), anchor(&h.host), h.reason.clone()))
+                .map(|h| (display_host(&h.host), anchor(&h.host), h.reason.clone()))
                 .collect(),
             rejected: input.rejected.clone(),
             incomplete: input.incomplete.clone(),
@@ -558,6 +749,7 @@ fn section(
     );
     HostSection {
         host: host.to_owned(),
+        label: display_host(host),
         anchor: anchor(host),
         changes: changes.iter().filter(|c| c.host == host).cloned().collect(),
         incidents: incidents
@@ -571,212 +763,6 @@ fn section(
     }
 }
 
-/// Escapes text for a Markdown table cell (GitHub): pipes, backticks, brackets, emphasis
-/// and HTML are inert; line breaks become spaces.
-pub fn md(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '|' | '`' | '[' | ']' | '*' | '_' | '\\' | '#' | '~' | '!' | '(' | ')' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '\n' | '\r' => out.push(' '),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// The pull-request body.
-/// One Markdown table row, every cell made inert by `md`.
-fn md_row(o: &mut String, cells: &[&str]) {
-    o.push('|');
-    for c in cells {
-        let _ = write!(o, " {} |", md(c));
-    }
-    o.push('\n');
-}
-
-pub fn markdown(r: &Report) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "## breaker-advisor: nightly settings review\n");
-    let _ = writeln!(
-        o,
-        "Window **{} – {}** · {} telemetry file(s) · {} hosts · {} network calls, {} failures · patch v{}\n",
-        r.window_start, r.window_end, r.sources, r.hosts, r.calls, r.failures, r.patch_version
-    );
-    let _ = writeln!(o, "### Proposed changes ({})\n", r.changes.len());
-    if r.changes.is_empty() {
-        let _ = writeln!(o, "No change proposed.\n");
-    } else {
-        let _ = writeln!(
-            o,
-            "| host | file | setting | from | to | reason | evidence |"
-        );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
-        for c in &r.changes {
-            md_row(
-                &mut o,
-                &[
-                    &c.host,
-                    &c.file,
-                    &c.setting,
-                    &c.from,
-                    &c.to,
-                    &c.reason,
-                    &c.evidence,
-                ],
-            );
-        }
-        o.push('\n');
-    }
-    if !r.crawler_changes.is_empty() {
-        let _ = writeln!(
-            o,
-            "### Needs a crawler change ({})\n\nThese would help, but the crawler ignores the setting: not written into breakers.yaml.\n",
-            r.crawler_changes.len()
-        );
-        let _ = writeln!(o, "| host | setting | from | to | why | ignored by |");
-        let _ = writeln!(o, "|---|---|---|---|---|---|");
-        for c in &r.crawler_changes {
-            md_row(
-                &mut o,
-                &[
-                    &c.host,
-                    &c.setting,
-                    &c.from,
-                    &c.to,
-                    &c.reason,
-                    &c.ignored_by,
-                ],
-            );
-        }
-        o.push('\n');
-    }
-    let _ = writeln!(o, "### Incidents ({})\n", r.incidents.len());
-    if r.incidents.is_empty() {
-        let _ = writeln!(o, "No incident detected.\n");
-    } else {
-        let _ = writeln!(
-            o,
-            "| host | kind | start | end | failure rate before → during → after |"
-        );
-        let _ = writeln!(o, "|---|---|---|---|---|");
-        for i in &r.incidents {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} |",
-                md(&i.host),
-                md(&i.kind),
-                md(&i.start),
-                md(&i.end),
-                md(&i.levels)
-            );
-        }
-        o.push('\n');
-    }
-    let _ = writeln!(o, "### Noisiest hosts\n");
-    if r.noisiest.is_empty() {
-        let _ = writeln!(o, "No failures.\n");
-    } else {
-        let _ = writeln!(
-            o,
-            "| host | calls | failures | 429 | 5xx | timeouts | opens |"
-        );
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|");
-        for n in &r.noisiest {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                md(&n.host),
-                n.calls,
-                n.failures,
-                n.e429,
-                n.e5xx,
-                n.timeouts,
-                n.opens
-            );
-        }
-        o.push('\n');
-    }
-    if !r.held.is_empty() {
-        let _ = writeln!(o, "### Left alone ({})\n", r.held.len());
-        let _ = writeln!(o, "| host | why |");
-        let _ = writeln!(o, "|---|---|");
-        for (host, _, why) in &r.held {
-            let _ = writeln!(o, "| {} | {} |", md(host), md(why));
-        }
-        o.push('\n');
-    }
-    let _ = writeln!(o, "### Crawler model\n");
-    for (what, how) in &r.crawler_model {
-        let _ = writeln!(o, "- {}: {}", md(what), md(how));
-    }
-    o.push('\n');
-    if !r.fidelity.is_empty() {
-        let _ = writeln!(
-            o,
-            "Replay of the recorded policy under this model against the recorded breakers:\n"
-        );
-        let _ = writeln!(
-            o,
-            "| host | breakers | opens recorded | opens replayed | miss |"
-        );
-        let _ = writeln!(o, "|---|---|---:|---:|---:|");
-        for f in &r.fidelity {
-            md_row(
-                &mut o,
-                &[
-                    &f.host,
-                    &f.instances,
-                    &f.recorded_opens.to_string(),
-                    &f.replayed_opens.to_string(),
-                    &f.miss,
-                ],
-            );
-        }
-        o.push('\n');
-    }
-    if !r.incomplete.is_empty() {
-        let _ = writeln!(o, "### Incomplete input\n");
-        let _ = writeln!(
-            o,
-            "Rows of these dates are gone from the dataset (listed part files went missing and the source no longer has them); the figures for them are low.\n"
-        );
-        let _ = writeln!(o, "| source | table | dates |");
-        let _ = writeln!(o, "|---|---|---|");
-        for (s, t, d) in &r.incomplete {
-            let _ = writeln!(o, "| {} | {} | {} |", md(s), md(t), md(d));
-        }
-        o.push('\n');
-    }
-    let _ = writeln!(o, "### Rejected input rows\n");
-    if r.rejected.is_empty() {
-        let _ = writeln!(o, "None.\n");
-    } else {
-        let _ = writeln!(o, "| source | reason | rows |");
-        let _ = writeln!(o, "|---|---|---:|");
-        for (s, why, n) in &r.rejected {
-            let _ = writeln!(o, "| {} | {} | {n} |", md(s), md(why));
-        }
-        o.push('\n');
-    }
-    let _ = writeln!(o, "### Outputs\n");
-    for (what, path) in &r.outputs {
-        let _ = writeln!(o, "- {}: `{}`", md(what), path.replace('`', "'"));
-    }
-    let _ = writeln!(
-        o,
-        "\n<sub>input fingerprint {} · charts in report.html</sub>",
-        md(&r.input_fingerprint)
-    );
-    o
-}
-
 const TEMPLATE: &str = include_str!("report.html.j2");
 
 /// The self-contained HTML page (minijinja, autoescaped; the SVG charts are built and
@@ -787,26 +773,4 @@ pub fn html(r: &Report) -> Result<String, minijinja::Error> {
     env.add_template("report.html", TEMPLATE)?;
     env.get_template("report.html")?
         .render(minijinja::context! { r => r })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn markdown_cells_and_anchors_keep_hostile_names_inert() {
-        let h = "</script><img src=x onerror=alert(1)>.example|`x`[y]";
-        let m = md(h);
-        assert!(!m.contains('<') && !m.contains('>'), "{m}");
-        assert!(
-            m.contains("\\|") && m.contains("\\`") && m.contains("\\["),
-            "{m}"
-        );
-        let a = anchor(h);
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "{a}"
-        );
-    }
 }

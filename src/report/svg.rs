@@ -23,6 +23,115 @@ const W: f64 = 760.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
 
+/// Thins a polyline (pixel coordinates, x increasing) to what a chart can show: per
+/// pixel column its first, lowest, highest and last point, then simplified to within
+/// `eps` pixels (at half a pixel the drawn shape is unchanged).
+fn thin_line(points: &[(f64, f64)], eps: f64) -> Vec<(f64, f64)> {
+    let mut kept: Vec<(f64, f64)> = Vec::with_capacity(points.len().min(4 * W as usize));
+    let mut i = 0;
+    while i < points.len() {
+        let col = points[i].0.floor();
+        let n = points[i..]
+            .iter()
+            .take_while(|p| p.0.floor() == col)
+            .count();
+        let group = &points[i..i + n];
+        let lo = group
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.1.total_cmp(&b.1.1));
+        let hi = group
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.1.total_cmp(&b.1.1));
+        let mut pick: Vec<usize> = vec![0, n - 1];
+        pick.extend(lo.map(|p| p.0));
+        pick.extend(hi.map(|p| p.0));
+        pick.sort_unstable();
+        pick.dedup();
+        kept.extend(pick.into_iter().map(|j| group[j]));
+        i += n;
+    }
+    simplify(&kept, eps)
+}
+
+/// Ramer–Douglas–Peucker: the fewest points whose polyline stays within `eps` pixels of
+/// the original (an EWMA line's long decays and flat stretches become a few segments).
+fn simplify(points: &[(f64, f64)], eps: f64) -> Vec<(f64, f64)> {
+    if points.len() < 3 {
+        return points.to_vec();
+    }
+    let mut keep = vec![false; points.len()];
+    keep[0] = true;
+    keep[points.len() - 1] = true;
+    let mut stack = vec![(0, points.len() - 1)];
+    while let Some((a, b)) = stack.pop() {
+        let (pa, pb) = (points[a], points[b]);
+        let (dx, dy) = (pb.0 - pa.0, pb.1 - pa.1);
+        let len = dx.hypot(dy);
+        let dist = |p: (f64, f64)| {
+            if len == 0.0 {
+                (p.0 - pa.0).hypot(p.1 - pa.1)
+            } else {
+                ((p.0 - pa.0) * dy - (p.1 - pa.1) * dx).abs() / len
+            }
+        };
+        let far = (a + 1..b)
+            .map(|i| (i, dist(points[i])))
+            .max_by(|x, y| x.1.total_cmp(&y.1));
+        if let Some((i, d)) = far
+            && d > eps
+        {
+            keep[i] = true;
+            stack.push((a, i));
+            stack.push((i, b));
+        }
+    }
+    points
+        .iter()
+        .zip(keep)
+        .filter_map(|(p, k)| k.then_some(*p))
+        .collect()
+}
+
+/// Most points one line of a chart draws: a noisy line is simplified further (up to
+/// 4 px) until it fits, which bounds a report's size by its number of charts.
+const MAX_LINE_POINTS: usize = 400;
+
+/// The SVG path data of a line drawn in runs (gaps between them): thinned, in whole
+/// pixels, each run an absolute move then relative line-tos.
+fn line_path(runs: &[&[(f64, f64)]]) -> String {
+    let mut eps = 0.5;
+    let mut thinned: Vec<Vec<(f64, f64)>>;
+    loop {
+        thinned = runs.iter().map(|r| thin_line(r, eps)).collect();
+        if thinned.iter().map(Vec::len).sum::<usize>() <= MAX_LINE_POINTS || eps >= 4.0 {
+            break;
+        }
+        eps *= 2.0;
+    }
+    let mut path = String::new();
+    for run in thinned.iter().filter(|r| r.len() > 1) {
+        let mut at = (run[0].0.round() as i64, run[0].1.round() as i64);
+        let _ = write!(path, "M{},{}l", at.0, at.1);
+        for (i, p) in run[1..].iter().enumerate() {
+            let q = (p.0.round() as i64, p.1.round() as i64);
+            let (dx, dy) = (q.0 - at.0, q.1 - at.1);
+            // A negative number needs no separator before it.
+            if i > 0 && dx >= 0 {
+                path.push(' ');
+            }
+            let _ = write!(path, "{dx}");
+            if dy >= 0 {
+                path.push(',');
+            }
+            let _ = write!(path, "{dy}");
+            at = q;
+        }
+    }
+    path
+}
+
 /// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten, at least `x`.
 fn nice_max(x: f64) -> f64 {
     if x.is_nan() || x <= 0.0 {
@@ -91,23 +200,24 @@ fn intervals(ymax: f64) -> usize {
 /// Y axis with ticks from 0 to `ymax`, grid lines, and a rotated label.
 fn y_axis(out: &mut String, f: &Frame, ymax: f64, label: &str) {
     let n = intervals(ymax);
+    let mut grid = String::new();
     for i in 0..=n {
         let v = ymax * i as f64 / n as f64;
         let y = f.y0() - f.plot_h * i as f64 / n as f64;
+        let _ = write!(grid, "M{},{y:.1}H{}", f.x0(), f.x1());
         let _ = write!(
             out,
-            r#"<line class="grid" x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}"/><text class="tick" x="{tx}" y="{ty:.1}" text-anchor="end">{v}</text>"#,
-            x0 = f.x0(),
-            x1 = f.x1(),
+            r#"<text class="tick end" x="{tx}" y="{ty:.1}">{v}</text>"#,
             tx = f.x0() - 6.0,
             ty = y + 4.0,
             v = esc(&fmt_tick(v))
         );
     }
+    let _ = write!(out, r#"<path class="grid" d="{grid}"/>"#);
     let cy = f.top + f.plot_h / 2.0;
     let _ = write!(
         out,
-        r#"<text class="axis-label" x="14" y="{cy:.1}" transform="rotate(-90 14 {cy:.1})" text-anchor="middle">{}</text>"#,
+        r#"<text class="axis-label" x="14" y="{cy:.1}" transform="rotate(-90 14 {cy:.1})">{}</text>"#,
         esc(label)
     );
     let _ = write!(
@@ -217,64 +327,65 @@ pub fn rate_chart(
     };
     let first = ((t0 / 1e6 / step_s).ceil() * step_s * 1e6) as i64;
     let mut t = first;
+    let mut marks = String::new();
     while (t as f64) <= t1 {
         let label = chrono::DateTime::from_timestamp_micros(t)
             .map(|d| d.format("%H:%M").to_string())
             .unwrap_or_default();
+        let _ = write!(marks, "M{xx:.1},{y0}v5", xx = x(t), y0 = f.y0());
         let _ = write!(
             out,
-            r#"<line class="axis" x1="{xx:.1}" y1="{y0}" x2="{xx:.1}" y2="{y5}"/><text class="tick" x="{xx:.1}" y="{ty}" text-anchor="middle">{l}</text>"#,
+            r#"<text class="tick" x="{xx:.1}" y="{ty}">{l}</text>"#,
             xx = x(t),
-            y0 = f.y0(),
-            y5 = f.y0() + 5.0,
             ty = f.y0() + 18.0,
             l = esc(&label)
         );
         t += (step_s * 1e6) as i64;
     }
+    if !marks.is_empty() {
+        let _ = write!(out, r#"<path class="axis" d="{marks}"/>"#);
+    }
     let _ = write!(
         out,
-        r#"<text class="axis-label" x="{cx}" y="{ly}" text-anchor="middle">time (UTC)</text>"#,
+        r#"<text class="axis-label" x="{cx}" y="{ly}">time (UTC)</text>"#,
         cx = (f.x0() + f.x1()) / 2.0,
         ly = f.h - 4.0
     );
+    let mut edges = String::new();
     for s in incidents {
         for edge in [s.start_us, s.end_us] {
             if edge > window.0 && edge < window.1 {
-                let _ = write!(
-                    out,
-                    r#"<line class="changepoint" x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{y0}"/>"#,
-                    top = f.top,
-                    xx = x(edge),
-                    y0 = f.y0()
-                );
+                let _ = write!(edges, "M{:.1},{}V{}", x(edge), f.top, f.y0());
             }
         }
     }
+    if !edges.is_empty() {
+        let _ = write!(out, r#"<path class="changepoint" d="{edges}"/>"#);
+    }
     for s in series {
-        let mut path = String::new();
-        let mut pen_up = true;
-        for (t, r) in &s.points {
-            match r {
-                Some(r) => {
-                    let _ = write!(
-                        path,
-                        "{}{:.1},{:.1} ",
-                        if pen_up { "M" } else { "L" },
-                        x(*t),
-                        y(*r)
-                    );
-                    pen_up = false;
-                }
-                None => pen_up = true,
+        // Buckets without calls leave gaps; a gap narrower than 3 px is bridged (a
+        // sparse host's line would otherwise break into dots). Each run, in pixels, is
+        // thinned to what the chart can show.
+        let px: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .filter_map(|(t, r)| r.map(|r| (x(*t), y(r))))
+            .collect();
+        let mut runs: Vec<&[(f64, f64)]> = Vec::new();
+        let mut start = 0;
+        for i in 1..=px.len() {
+            if i == px.len() || px[i].0 - px[i - 1].0 > 3.0 {
+                runs.push(&px[start..i]);
+                start = i;
             }
         }
+        let path = line_path(&runs);
         if !path.is_empty() {
             let _ = write!(
                 out,
                 r#"<path class="line {c}" d="{d}"/>"#,
                 c = s.class,
-                d = path.trim_end()
+                d = path
             );
         }
     }
@@ -282,19 +393,33 @@ pub fn rate_chart(
     let strip_y = f.y0() + 24.0;
     let _ = write!(
         out,
-        r#"<text class="tick" x="{tx}" y="{ty}" text-anchor="end">open</text><rect class="strip" x="{x0}" y="{strip_y}" width="{w}" height="8"/>"#,
+        r#"<text class="tick end" x="{tx}" y="{ty}">open</text><rect class="strip" x="{x0}" y="{strip_y}" width="{w}" height="8"/>"#,
         tx = f.x0() - 6.0,
         ty = strip_y + 8.0,
         x0 = f.x0(),
         w = f.x1() - f.x0()
     );
-    for (a, b) in opens {
-        let (xa, xb) = (x((*a).max(window.0)), x((*b).min(window.1)));
-        let _ = write!(
-            out,
-            r#"<rect class="open" x="{xa:.1}" y="{strip_y}" width="{w:.1}" height="8"/>"#,
-            w = (xb - xa).max(1.5)
-        );
+    // Opens closer than a pixel share one mark (a fleet's breakers open together); all
+    // marks are one path.
+    let mut spans: Vec<(f64, f64)> = opens
+        .iter()
+        .map(|(a, b)| (x((*a).max(window.0)), x((*b).min(window.1))))
+        .collect();
+    spans.sort_by(|p, q| p.0.total_cmp(&q.0));
+    let mut marks: Vec<(f64, f64)> = Vec::new();
+    for (xa, xb) in spans {
+        let xb = xb.max(xa + 1.5);
+        match marks.last_mut() {
+            Some(m) if xa <= m.1 + 1.0 => m.1 = m.1.max(xb),
+            _ => marks.push((xa, xb)),
+        }
+    }
+    if !marks.is_empty() {
+        let mut d = String::new();
+        for (xa, xb) in marks {
+            let _ = write!(d, "M{xa:.1},{strip_y}h{:.1}v8h{:.1}z", xb - xa, xa - xb);
+        }
+        let _ = write!(out, r#"<path class="open" d="{d}"/>"#);
     }
     legend(&mut out, &items);
     out.push_str("</svg>");
@@ -366,7 +491,7 @@ pub fn histogram(
             let offset = if bins.edge_labels { 0.0 } else { 0.5 };
             let _ = write!(
                 out,
-                r#"<text class="tick" x="{xx:.1}" y="{ty}" text-anchor="middle">{l}</text>"#,
+                r#"<text class="tick" x="{xx:.1}" y="{ty}">{l}</text>"#,
                 xx = f.x0() + (i as f64 + offset) * bw,
                 ty = f.y0() + 16.0,
                 l = esc(&bins.labels[i])
@@ -375,7 +500,7 @@ pub fn histogram(
     }
     let _ = write!(
         out,
-        r#"<text class="axis-label" x="{cx}" y="{ly}" text-anchor="middle">{l}</text>"#,
+        r#"<text class="axis-label" x="{cx}" y="{ly}">{l}</text>"#,
         cx = (f.x0() + f.x1()) / 2.0,
         ly = f.y0() + 36.0,
         l = esc(x_label)
@@ -407,5 +532,64 @@ mod tests {
         assert_eq!(nice_max(12.0), 20.0);
         assert_eq!(nice_max(100.0), 100.0);
         assert_eq!(esc("<a href='x'>&"), "&lt;a href=&#39;x&#39;&gt;&amp;");
+    }
+
+    #[test]
+    fn thinning_stays_within_half_a_pixel_and_drops_flat_runs() {
+        // 4,000 points over 100 px: a flat start, then a zigzag.
+        let pts: Vec<(f64, f64)> = (0..4000)
+            .map(|i| {
+                let x = i as f64 / 40.0;
+                let y = if i < 2000 {
+                    50.0
+                } else {
+                    50.0 + (i % 7) as f64
+                };
+                (x, y)
+            })
+            .collect();
+        let thin = thin_line(&pts, 0.5);
+        assert!(thin.len() <= 4 * 100, "{}", thin.len());
+        assert!(
+            thin.len() < 4 * 50 + 4,
+            "the flat half is two points: {}",
+            thin.len()
+        );
+        assert_eq!(thin.first(), pts.first());
+        assert_eq!(thin.last(), pts.last());
+        let ys = |v: &[(f64, f64)]| {
+            v.iter()
+                .fold((f64::MAX, f64::MIN), |m, p| (m.0.min(p.1), m.1.max(p.1)))
+        };
+        assert_eq!(ys(&thin), ys(&pts), "peaks survive");
+    }
+
+    #[test]
+    fn simplified_lines_stay_within_half_a_pixel() {
+        // A noisy decay, 2 points per pixel.
+        let pts: Vec<(f64, f64)> = (0..1400)
+            .map(|i| {
+                let x = i as f64 / 2.0;
+                (
+                    x,
+                    100.0 * (-x / 80.0).exp() + ((i * 7919) % 13) as f64 / 10.0,
+                )
+            })
+            .collect();
+        let thin = simplify(&pts, 0.5);
+        assert!(thin.len() < pts.len() / 2, "{}", thin.len());
+        for p in &pts {
+            let d = thin
+                .windows(2)
+                .map(|w| {
+                    let (a, b) = (w[0], w[1]);
+                    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+                    let t = (((p.0 - a.0) * dx + (p.1 - a.1) * dy) / (dx * dx + dy * dy))
+                        .clamp(0.0, 1.0);
+                    (p.0 - a.0 - t * dx).hypot(p.1 - a.1 - t * dy)
+                })
+                .fold(f64::MAX, f64::min);
+            assert!(d <= 0.5 + 1e-9, "{p:?} is {d} px away");
+        }
     }
 }

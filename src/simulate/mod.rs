@@ -971,7 +971,7 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
     let truth_path = opts.out.join("ground_truth.json");
     let mut text = serde_json::to_string_pretty(&truth)?;
     text.push('\n');
-    crate::telemetry::manifest::write_atomic(&truth_path, text.as_bytes())?;
+    crate::output::write_atomic(&truth_path, text.as_bytes())?;
     Ok(SimSummary {
         telemetry: paths,
         ground_truth: truth_path,

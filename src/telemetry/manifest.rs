@@ -9,8 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -145,7 +144,12 @@ impl Manifest {
     pub fn save(&self, dir: &Path) -> Result<(), TelemetryError> {
         let mut text = serde_json::to_string_pretty(self).expect("manifest serialises");
         text.push('\n');
-        write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())
+        crate::output::write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes()).map_err(|e| {
+            TelemetryError::Io {
+                path: e.path,
+                source: e.source,
+            }
+        })
     }
 
     /// Version 1 kept one stream per canonical table, so transitions read from
@@ -181,38 +185,6 @@ impl Manifest {
             .flat_map(|s| s.parts.iter().map(String::as_str))
             .collect()
     }
-}
-
-/// Writes a file through a temporary sibling and a rename, so readers see the old or the
-/// new content, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TelemetryError> {
-    let tmp = tmp_sibling(path);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            // Persist the rename itself; not every platform can open a folder.
-            if let Ok(d) = fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        TelemetryError::io(path, e)
-    })
-}
-
-/// A hidden temporary name beside `path`, unique to this process.
-pub fn tmp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// Brings a dataset folder back to the state its manifest describes; see the module doc.

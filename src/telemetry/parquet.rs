@@ -123,3 +123,43 @@ impl PartWriter {
         Ok((self.rel, self.rows))
     }
 }
+
+/// Scans one exported table lazily (hive partitions by date); a table the export never
+/// wrote reads as empty with its declared schema.
+pub fn scan_table(
+    data: &std::path::Path,
+    spec: &crate::telemetry::schema::TableSpec,
+) -> anyhow::Result<polars::prelude::LazyFrame> {
+    use polars::prelude::*;
+    let dir = data.join(spec.name);
+    // A partition folder left empty (its parts deleted) holds nothing to scan.
+    let has_parts = std::fs::read_dir(&dir).is_ok_and(|d| {
+        d.flatten().any(|p| {
+            std::fs::read_dir(p.path()).is_ok_and(|mut f| {
+                f.any(|x| x.is_ok_and(|x| x.path().extension().is_some_and(|e| e == "parquet")))
+            })
+        })
+    });
+    if !has_parts {
+        let mut schema = crate::telemetry::parquet::table_schema(spec);
+        schema.insert("date".into(), DataType::Date);
+        return Ok(DataFrame::empty_with_schema(&schema).lazy());
+    }
+    // The declared schema, not the first file's: parts written by an older schema
+    // version lack the columns added since, which then read as NULL.
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions {
+            enabled: Some(true),
+            hive_start_idx: 0,
+            schema: None,
+            try_parse_dates: true,
+        },
+        schema: Some(std::sync::Arc::new(
+            crate::telemetry::parquet::table_schema(spec),
+        )),
+        allow_missing_columns: true,
+        ..Default::default()
+    };
+    let scan = LazyFrame::scan_parquet(PlRefPath::new(format!("{}/", dir.display())), args);
+    anyhow::Context::with_context(scan, || format!("reading the dataset {}", dir.display()))
+}

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use breaker_advisor::advise::{Num, RateChange};
-use breaker_advisor::pipeline::scan_table;
 use breaker_advisor::simulate::{DEFAULT_START_S, SimOptions, Variant, simulate};
+use breaker_advisor::telemetry::parquet::scan_table;
 use breaker_advisor::telemetry::schema::TABLES;
 use polars::prelude::*;
 
