@@ -63,6 +63,7 @@ fn host(name: &str) -> HostEvidence {
             role: "metadata".into(),
             calls_net: 50_000,
             e429: 0,
+            ..RoleEvidence::default()
         }],
         background_bursts: vec![1; 200],
         ..HostEvidence::default()
@@ -460,6 +461,84 @@ fn many_429s_lower_the_rates_and_a_quiet_host_climbs_back() {
 }
 
 #[test]
+fn a_quota_hidden_by_retries_lowers_the_rates_and_a_429_blocks_raising() {
+    let s = AdviseSettings::default();
+    // 4% of the requests end in 429 (below 5%), but 18% of the attempts got one: the
+    // retries hid most of them from the rows.
+    let mut h = host("a.example");
+    h.roles[0] = RoleEvidence {
+        role: "metadata".into(),
+        calls_net: 10_000,
+        e429: 400,
+        attempts: 12_000,
+        attempts_429: 2_160,
+    };
+    let plan = plan_for(&[h.clone()], &s);
+    let r = &plan.rates[0];
+    assert_eq!(r.to, ["40/SECOND", "8000/HOUR"]);
+    assert!(
+        r.reason.contains("2160 of 12000 metadata attempts got 429"),
+        "{}",
+        r.reason
+    );
+    assert_eq!(r.evidence["attempts_429"], Num::Int(2_160));
+
+    // Lowered, then a night with no 429 in the rows but a few among the retried
+    // attempts: the rates are not raised (the quota is still being hit).
+    let mut base = RateBaselines::new();
+    base.entry("a.example".into()).or_default().insert(
+        "metadata".into(),
+        vec!["50/SECOND".into(), "10000/HOUR".into()],
+    );
+    let lowered = RATES.replace(
+        "[\"50/SECOND\", \"10000/HOUR\"]",
+        "[\"40/SECOND\", \"8000/HOUR\"]",
+    );
+    h.roles[0].e429 = 0;
+    h.roles[0].attempts_429 = 12;
+    assert!(
+        plan_with(&[h.clone()], &s, &base, &lowered)
+            .rates
+            .is_empty()
+    );
+    h.roles[0].attempts_429 = 0;
+    let up = plan_with(&[h], &s, &base, &lowered);
+    assert_eq!(up.rates[0].to, ["42/SECOND", "8400/HOUR"]);
+}
+
+#[test]
+fn scaled_rates_keep_their_unit_and_a_step_rounding_eats_is_held() {
+    let s = AdviseSettings::default();
+    let mut h = host("a.example");
+    h.roles[0].e429 = 5_000;
+    let rates = |r: &str| RATES.replace("[\"50/SECOND\", \"10000/HOUR\"]", r);
+    let plan = plan_with(
+        &[h.clone()],
+        &s,
+        &RateBaselines::new(),
+        &rates("[\"8/SECOND\", \"500/HOUR\"]"),
+    );
+    assert_eq!(
+        plan.rates[0].to,
+        ["6/SECOND", "400/HOUR"],
+        "never 384/MINUTE"
+    );
+    // 2/SECOND x 0.8 rounds back to 2/SECOND: nothing to write, and the reason says so.
+    let plan = plan_with(&[h], &s, &RateBaselines::new(), &rates("[\"2/SECOND\"]"));
+    assert!(plan.rates.is_empty(), "{:?}", plan.rates);
+    let held = plan
+        .held
+        .iter()
+        .find(|x| x.host == "a.example")
+        .expect("held");
+    assert!(
+        held.reason.contains("rounds back to the same limits"),
+        "{}",
+        held.reason
+    );
+}
+
+#[test]
 fn a_host_without_rates_gets_them_from_the_defaults() {
     let mut h = host("new.example");
     h.roles[0].e429 = 10_000;
@@ -477,6 +556,7 @@ fn rate_gate_and_floor() {
         role: "metadata".into(),
         calls_net: 100,
         e429: 50,
+        ..RoleEvidence::default()
     };
     assert!(
         plan_for(&[h.clone()], &s).rates.is_empty(),
@@ -487,6 +567,7 @@ fn rate_gate_and_floor() {
         role: "metadata".into(),
         calls_net: 10_000,
         e429: 5_000,
+        ..RoleEvidence::default()
     };
     let floor = RATES.replace(
         "[\"50/SECOND\", \"10000/HOUR\"]",

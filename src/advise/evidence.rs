@@ -8,11 +8,26 @@ use polars::prelude::*;
 use crate::metrics::columns::{floats, ints, micros, strings};
 
 /// Call counts of one request role of a host.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoleEvidence {
     pub role: String,
+    /// Rows (requests after retries) and their final 429s.
     pub calls_net: i64,
     pub e429: i64,
+    /// Attempts (retried ones included) and the 429s among them; 0 when the metrics
+    /// predate per-attempt counts (the rules then read the rows).
+    pub attempts: i64,
+    pub attempts_429: i64,
+}
+
+impl RoleEvidence {
+    /// (attempts, 429 attempts): what the server saw, retries included.
+    pub fn attempt_counts(&self) -> (i64, i64) {
+        (
+            self.attempts.max(self.calls_net),
+            self.attempts_429.max(self.e429),
+        )
+    }
 }
 
 /// One incident of a host, as the advisor uses it.
@@ -104,12 +119,19 @@ pub fn gather(
         ints(host_role_summary, "calls_net")?,
         ints(host_role_summary, "e429")?,
     );
+    let (ra, ra429) = (
+        ints(host_role_summary, "attempts").unwrap_or_default(),
+        ints(host_role_summary, "attempts_429").unwrap_or_default(),
+    );
+    let at = |v: &[Option<i64>], i: usize| v.get(i).copied().flatten().unwrap_or(0);
     for i in 0..rh.len() {
         if let Some(h) = by_host.get_mut(&rh[i]) {
             h.roles.push(RoleEvidence {
                 role: rr[i].clone(),
                 calls_net: rc[i].unwrap_or(0),
                 e429: r429[i].unwrap_or(0),
+                attempts: at(&ra, i),
+                attempts_429: at(&ra429, i),
             });
         }
     }

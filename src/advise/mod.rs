@@ -850,10 +850,13 @@ fn half_open_rule(
     out
 }
 
-/// Rule 4: per role with enough calls, a 429 ratio whose Wilson lower bound is above
-/// `aimd.high_429_ratio` lowers the rates by `decrease_step_pct` (floor `min_multiplier`);
-/// an upper bound below it raises them by `increase_step_pct` (cap `max_multiplier`).
-/// Multipliers are relative to the rates first recorded for the host and role.
+/// Rule 4: per role with enough calls, a 429 share of attempts (retried ones included)
+/// whose Wilson lower bound is above `aimd.high_429_ratio` lowers the rates by
+/// `decrease_step_pct` (floor `min_multiplier`); no 429 at all, with an upper bound
+/// below the threshold, raises them by `increase_step_pct` (cap `max_multiplier`).
+/// Multipliers are relative to the rates first recorded for the host and role; each
+/// limit is scaled over its own interval, and a step that rounding eats is held with
+/// that reason.
 fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mut Plan) {
     let a = &rl.aimd;
     for r in &h.roles {
@@ -876,8 +879,11 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
             continue;
         };
         let m_cur = round3(c0.per_second() / b0.per_second());
-        let lo = wilson_lower(r.e429 as f64, r.calls_net as f64);
-        let hi = wilson_upper(r.e429 as f64, r.calls_net as f64);
+        // What the server saw: every attempt, retried ones included (429s that the
+        // retries hid still count against the host's quota).
+        let (n, k) = r.attempt_counts();
+        let lo = wilson_lower(k as f64, n as f64);
+        let hi = wilson_upper(k as f64, n as f64);
         let (wanted, reason) = if lo > a.high_429_ratio && m_cur <= a.min_multiplier {
             // Already at the floor: nothing lower to propose.
             continue;
@@ -885,24 +891,24 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
             (
                 (m_cur * (1.0 - a.decrease_step_pct / 100.0)).max(a.min_multiplier),
                 format!(
-                    "{} of {} {} calls got 429 ({:.1}%, lower bound {:.1}% > {:.1}%): slow down",
-                    r.e429,
-                    r.calls_net,
+                    "{k} of {n} {} attempts got 429 ({:.1}%, lower bound {:.1}% > {:.1}%; {} of {} requests after retries): slow down",
                     r.role,
-                    100.0 * r.e429 as f64 / r.calls_net as f64,
+                    100.0 * k as f64 / n as f64,
                     lo * 100.0,
-                    a.high_429_ratio * 100.0
+                    a.high_429_ratio * 100.0,
+                    r.e429,
+                    r.calls_net
                 ),
             )
-        } else if hi < a.high_429_ratio && m_cur < a.max_multiplier {
+        } else if k == 0 && hi < a.high_429_ratio && m_cur < a.max_multiplier {
+            // Never raised while any attempt still gets 429.
             (
                 (m_cur * (1.0 + a.increase_step_pct / 100.0)).min(a.max_multiplier),
                 format!(
-                    "429s stayed below {:.1}% (upper bound {:.1}% over {} {} calls): speed back up",
-                    a.high_429_ratio * 100.0,
+                    "no 429 in {n} {} attempts (upper bound {:.1}% < {:.1}%): speed back up",
+                    r.role,
                     hi * 100.0,
-                    r.calls_net,
-                    r.role
+                    a.high_429_ratio * 100.0
                 ),
             )
         } else {
@@ -921,6 +927,16 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
             .map(|x| x.scaled(m_new).to_string())
             .collect();
         if &to == current {
+            // Rounding each limit over its own interval ate the step.
+            plan.held.push(Held {
+                host: h.host.clone(),
+                reason: format!(
+                    "ratelimits.yaml {} rates stay {}: {reason}, but x{} rounds back to the same limits",
+                    r.role,
+                    current.join(", "),
+                    Num::real(m_new)
+                ),
+            });
             continue;
         }
         plan.baselines
@@ -940,6 +956,8 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
             evidence: ev(&[
                 ("calls", Num::Int(r.calls_net)),
                 ("e429", Num::Int(r.e429)),
+                ("attempts", Num::Int(n)),
+                ("attempts_429", Num::Int(k)),
                 ("e429_lo95", Num::real(lo)),
                 ("e429_hi95", Num::real(hi)),
                 ("high_429_ratio", Num::real(a.high_429_ratio)),

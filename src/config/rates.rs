@@ -59,11 +59,21 @@ impl Rate {
         self.limit as f64 / (self.per as f64 * unit_s)
     }
 
-    /// The rate times `m`, written as `COUNT/UNIT` in the original unit when the count
-    /// rounds within 2%, else in the first coarser unit where it does (2/SECOND x 0.8 =
-    /// 96/MINUTE, not a rounded 2/SECOND). The `N/kUNIT` form is never written: the
-    /// crawler's parser misreads it (`1/3SECOND` x 0.8 becomes 16/MINUTE).
+    /// The rate times `m`: the limit scaled and rounded over the same interval, as the
+    /// crawler applies a multiplier (`8/SECOND` x 0.9 is `7/SECOND`, never
+    /// `432/MINUTE`, which would let sixty seconds' worth through at once). Rounding
+    /// may leave the limit as it was (`2/SECOND` x 0.8); the advisor then says so. The
+    /// `N/kUNIT` form (`1/3SECOND`), which the crawler's parser misreads, is the one
+    /// exception: it is rewritten as `COUNT/UNIT` in the finest unit whose count rounds
+    /// within 2% (`1/3SECOND` x 0.8 becomes 16/MINUTE).
     pub fn scaled(&self, m: f64) -> Rate {
+        if self.per == 1 {
+            return Rate {
+                limit: (self.limit as f64 * m).round().max(1.0) as u64,
+                per: 1,
+                unit: self.unit.clone(),
+            };
+        }
         let target = self.per_second() * m;
         let first = UNITS.iter().position(|(u, _)| *u == self.unit).unwrap_or(0);
         for (unit, seconds) in &UNITS[first..] {
@@ -318,10 +328,15 @@ mod tests {
         assert_eq!((arxiv.limit, arxiv.per), (1, 3));
         assert!((arxiv.per_second() - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(arxiv.scaled(0.8).to_string(), "16/MINUTE");
-        assert_eq!(
-            Rate::parse("2/SECOND").unwrap().scaled(0.8).to_string(),
-            "96/MINUTE"
-        );
+        // A scaled rate keeps its unit: the crawler's burst stays what it was.
+        for (rate, m, want) in [
+            ("2/SECOND", 0.8, "2/SECOND"),
+            ("8/SECOND", 0.9, "7/SECOND"),
+            ("8/SECOND", 63.0, "504/SECOND"),
+            ("1/MINUTE", 0.3, "1/MINUTE"),
+        ] {
+            assert_eq!(Rate::parse(rate).unwrap().scaled(m).to_string(), want);
+        }
         assert_eq!(
             Rate::parse("10000/HOUR").unwrap().scaled(0.8).to_string(),
             "8000/HOUR"
