@@ -472,6 +472,7 @@ fn a_quota_hidden_by_retries_lowers_the_rates_and_a_429_blocks_raising() {
         e429: 400,
         attempts: 12_000,
         attempts_429: 2_160,
+        ..RoleEvidence::default()
     };
     let plan = plan_for(&[h.clone()], &s);
     let r = &plan.rates[0];
@@ -533,6 +534,79 @@ fn scaled_rates_keep_their_unit_and_a_step_rounding_eats_is_held() {
         .expect("held");
     assert!(
         held.reason.contains("rounds back to the same limits"),
+        "{}",
+        held.reason
+    );
+}
+
+/// Ten hours of one-minute windows from 4 rate limiters, 100 to 499 attempts each: with
+/// `knee`, the windows above 420 attempts got 429s (a third of them pushed above it);
+/// without, one window in five got 429s, whatever its count.
+fn windows(knee: bool) -> Vec<breaker_advisor::advise::quota::Window> {
+    use breaker_advisor::advise::quota::Window;
+    (0..600)
+        .map(|i: i64| {
+            let attempts = 100 + (i * 37) % 400;
+            let throttled = if knee { attempts > 420 } else { i % 5 == 0 };
+            let attempts = if knee && i % 3 == 0 {
+                421 + i % 60
+            } else {
+                attempts
+            };
+            Window {
+                attempts,
+                attempts_429: if knee {
+                    i64::from(attempts > 420) * (attempts - 400)
+                } else {
+                    i64::from(throttled) * 40
+                },
+                limiters: 4,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
+    let s = AdviseSettings::default();
+    let mut h = host("a.example");
+    h.roles[0] = RoleEvidence {
+        role: "metadata".into(),
+        calls_net: 100_000,
+        e429: 9_000,
+        attempts: 120_000,
+        attempts_429: 12_000,
+        windows: windows(true),
+        window_s: 60.0,
+    };
+    // The quota: 420 attempts a minute from 4 limiters pass, 421 do not: 1.75/s per
+    // limiter against 10000/HOUR (2.78/s), one bounded step down.
+    let plan = plan_for(&[h.clone()], &s);
+    let r = &plan.rates[0];
+    assert!(
+        r.reason
+            .contains("429s begin above ~421 attempts per 60 s window"),
+        "{}",
+        r.reason
+    );
+    assert_eq!(r.evidence["quota_accepted"], Num::Int(420));
+    // One step (x0.75, the step bound) towards x0.63, each limit rounded down in its
+    // own unit.
+    assert_eq!(r.to, ["37/SECOND", "7500/HOUR"]);
+    assert!(r.reason.contains("moves towards"), "{}", r.reason);
+
+    // 429s at every rate (1 window in 5, whatever its count): not the host's own rate,
+    // so no slow-down even though 10% of the attempts got one.
+    h.roles[0].windows = windows(false);
+    let plan = plan_for(&[h], &s);
+    assert!(plan.rates.is_empty(), "{:?}", plan.rates);
+    let held = plan
+        .held
+        .iter()
+        .find(|x| x.host == "a.example")
+        .expect("held");
+    assert!(
+        held.reason.contains("429s come at every rate"),
         "{}",
         held.reason
     );

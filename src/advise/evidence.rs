@@ -18,6 +18,10 @@ pub struct RoleEvidence {
     /// predate per-attempt counts (the rules then read the rows).
     pub attempts: i64,
     pub attempts_429: i64,
+    /// The role's traffic per window of `window_s` (`rate_windows.parquet`), for the
+    /// quota estimate; empty when not read.
+    pub windows: Vec<super::quota::Window>,
+    pub window_s: f64,
 }
 
 impl RoleEvidence {
@@ -132,6 +136,7 @@ pub fn gather(
                 e429: r429[i].unwrap_or(0),
                 attempts: at(&ra, i),
                 attempts_429: at(&ra429, i),
+                ..RoleEvidence::default()
             });
         }
     }
@@ -185,4 +190,46 @@ pub fn gather(
         h.incidents.sort_by_key(|i| (i.start_us, i.kind.clone()));
     }
     Ok(out)
+}
+
+/// Adds each role's windows from `rate_windows.parquet` (written with buckets of
+/// `window_s` seconds) to the hosts' evidence; `limiters` names the column that counts
+/// the rate limiters behind a window (`processes`, `machines`, or None: one shared).
+pub fn attach_rate_windows(
+    hosts: &mut [HostEvidence],
+    rate_windows: &DataFrame,
+    window_s: f64,
+    limiters: Option<&str>,
+) -> PolarsResult<()> {
+    let (h, r) = (
+        strings(rate_windows, "host")?,
+        strings(rate_windows, "role")?,
+    );
+    let (a, k) = (
+        ints(rate_windows, "attempts")?,
+        ints(rate_windows, "attempts_429")?,
+    );
+    let p = match limiters {
+        Some(c) => ints(rate_windows, c)?,
+        None => Vec::new(),
+    };
+    let mut by: BTreeMap<(&str, &str), Vec<super::quota::Window>> = BTreeMap::new();
+    for i in 0..h.len() {
+        by.entry((&h[i], &r[i]))
+            .or_default()
+            .push(super::quota::Window {
+                attempts: a[i].unwrap_or(0),
+                attempts_429: k[i].unwrap_or(0),
+                limiters: p.get(i).copied().flatten().unwrap_or(1),
+            });
+    }
+    for host in hosts.iter_mut() {
+        for role in &mut host.roles {
+            if let Some(ws) = by.remove(&(host.host.as_str(), role.role.as_str())) {
+                role.windows = ws;
+                role.window_s = window_s;
+            }
+        }
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@
 
 pub mod cooldowns;
 pub mod evidence;
+pub mod quota;
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ use crate::config::{BreakerConfig, Policy};
 use crate::crawler::CrawlerModel;
 use crate::metrics::stats::{nearest_rank, wilson_lower, wilson_upper};
 use crate::replay::{Figures, ReplayPolicy};
+use quota::Quota;
 
 pub use evidence::{HostEvidence, IncidentEvidence, RoleEvidence};
 
@@ -884,7 +886,74 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
         let (n, k) = r.attempt_counts();
         let lo = wilson_lower(k as f64, n as f64);
         let hi = wilson_upper(k as f64, n as f64);
-        let (wanted, reason) = if lo > a.high_429_ratio && m_cur <= a.min_multiplier {
+        // The server's quota, read from the role's windows, comes first: 429s that do
+        // not come from the role's own rate slow nothing down, and a knee below the
+        // current rates sets them just under it.
+        let quota = (!r.windows.is_empty()).then(|| quota::estimate(&r.windows));
+        if let Some(Quota::Unrelated {
+            windows,
+            throttled,
+            at,
+            below,
+            above,
+        }) = &quota
+        {
+            // Said only where the share of 429s alone would have slowed the role down.
+            if lo > a.high_429_ratio {
+                plan.held.push(Held {
+                    host: h.host.clone(),
+                    reason: format!(
+                        "ratelimits.yaml {} rates kept: 429s come at every rate ({throttled} of {windows} windows of {} s throttled: {:.0}% of those up to {at} attempts, {:.0}% above), not from the host's own rate",
+                    r.role,
+                    r.window_s,
+                        below * 100.0,
+                        above * 100.0
+                    ),
+                });
+            }
+            continue;
+        }
+        let knee = match &quota {
+            Some(Quota::Knee {
+                windows,
+                throttled,
+                accepted: Some(acc),
+                limited,
+                limiters,
+            }) => {
+                // Per limiter (each process has its own under the memory backend), per
+                // second.
+                let target = *acc as f64 / r.window_s.max(1.0) / *limiters as f64;
+                let effective = current
+                    .iter()
+                    .filter_map(|x| Rate::parse(x))
+                    .map(|x| x.per_second())
+                    .fold(f64::INFINITY, f64::min);
+                (target < effective * (1.0 - s.rate_band)).then(|| {
+                    (
+                        m_cur * target / effective,
+                        format!(
+                            "429s begin above ~{limited} attempts per {} s window from {limiters} rate limiters ({acc} seen accepted; {throttled} of {windows} windows throttled): rates just under the quota, {:.3}/s per limiter",
+                            r.window_s, target
+                        ),
+                        [
+                            ("quota_accepted", Num::Int(*acc)),
+                            ("quota_limited", Num::Int(*limited)),
+                            ("quota_windows", Num::Int(*windows as i64)),
+                            ("quota_windows_throttled", Num::Int(*throttled as i64)),
+                            ("quota_limiters", Num::Int(*limiters)),
+                        ],
+                    )
+                })
+            }
+            _ => None,
+        };
+        let from_quota = knee.is_some();
+        let mut quota_evidence = Vec::new();
+        let (wanted, reason) = if let Some((m_target, reason, ev)) = knee {
+            quota_evidence.extend(ev);
+            (m_target.max(a.min_multiplier), reason)
+        } else if lo > a.high_429_ratio && m_cur <= a.min_multiplier {
             // Already at the floor: nothing lower to propose.
             continue;
         } else if lo > a.high_429_ratio {
@@ -921,11 +990,21 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
         if (m_new - m_cur).abs() <= s.rate_band * m_cur {
             continue;
         }
+        // Set from the quota: rounded down, never above what the server was seen to
+        // accept.
         let to: Vec<String> = base
             .iter()
             .filter_map(|x| Rate::parse(x))
-            .map(|x| x.scaled(m_new).to_string())
+            .map(|x| {
+                if from_quota {
+                    x.scaled_down(m_new)
+                } else {
+                    x.scaled(m_new)
+                }
+                .to_string()
+            })
             .collect();
+        let reason = with_limit_note(reason, round3(wanted), m_new, "the multiplier");
         if &to == current {
             // Rounding each limit over its own interval ate the step.
             plan.held.push(Held {
@@ -961,7 +1040,10 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
                 ("e429_lo95", Num::real(lo)),
                 ("e429_hi95", Num::real(hi)),
                 ("high_429_ratio", Num::real(a.high_429_ratio)),
-            ]),
+            ])
+            .into_iter()
+            .chain(quota_evidence.iter().map(|(k, v)| ((*k).to_owned(), *v)))
+            .collect(),
         });
     }
 }

@@ -67,9 +67,19 @@ impl Rate {
     /// exception: it is rewritten as `COUNT/UNIT` in the finest unit whose count rounds
     /// within 2% (`1/3SECOND` x 0.8 becomes 16/MINUTE).
     pub fn scaled(&self, m: f64) -> Rate {
+        self.scaled_by(m, f64::round)
+    }
+
+    /// As `scaled`, rounding every limit down: never more than `m` times the rate (for
+    /// a rate set from what a server was seen to accept).
+    pub fn scaled_down(&self, m: f64) -> Rate {
+        self.scaled_by(m, f64::floor)
+    }
+
+    fn scaled_by(&self, m: f64, round: fn(f64) -> f64) -> Rate {
         if self.per == 1 {
             return Rate {
-                limit: (self.limit as f64 * m).round().max(1.0) as u64,
+                limit: round(self.limit as f64 * m).max(1.0) as u64,
                 per: 1,
                 unit: self.unit.clone(),
             };
@@ -78,16 +88,16 @@ impl Rate {
         let first = UNITS.iter().position(|(u, _)| *u == self.unit).unwrap_or(0);
         for (unit, seconds) in &UNITS[first..] {
             let count = target * seconds;
-            if count >= 1.0 && (count.round() - count).abs() / count <= 0.02 {
+            if count >= 1.0 && (round(count) - count).abs() / count <= 0.02 {
                 return Rate {
-                    limit: count.round() as u64,
+                    limit: round(count) as u64,
                     per: 1,
                     unit: (*unit).to_owned(),
                 };
             }
         }
         Rate {
-            limit: (target * 86_400.0).round().max(1.0) as u64,
+            limit: round(target * 86_400.0).max(1.0) as u64,
             per: 1,
             unit: "DAY".to_owned(),
         }
@@ -136,6 +146,9 @@ pub struct RateLimits {
     pub defaults: BTreeMap<String, Vec<String>>,
     pub hosts: BTreeMap<String, BTreeMap<String, Vec<String>>>,
     pub aimd: Aimd,
+    /// `backend.kind`: where the limiter's counts live (`memory`: per process, the
+    /// default; `multiprocess` / `sqlite`: per machine; `redis` / `postgres`: fleet).
+    pub backend: String,
     /// Hosts whose values are shared through YAML anchors (left alone by the advisor).
     pub shared: super::anchors::Sharing,
 }
@@ -154,6 +167,12 @@ impl RateLimits {
         };
         let doc = super::parse_yaml(text, path)?;
         let mut out = RateLimits {
+            backend: doc
+                .get("backend")
+                .and_then(|b| b.get("kind"))
+                .and_then(Value::as_str)
+                .unwrap_or("memory")
+                .to_ascii_lowercase(),
             shared: super::anchors::sharing(text),
             ..RateLimits::default()
         };
@@ -229,6 +248,16 @@ impl RateLimits {
             }
         }
         Ok(out)
+    }
+
+    /// The `rate_windows` column counting the limiters behind a window under this
+    /// backend: one per process, per machine, or one for the fleet (None).
+    pub fn limiter_column(&self) -> Option<&'static str> {
+        match self.backend.as_str() {
+            "redis" | "postgres" => None,
+            "multiprocess" | "sqlite" => Some("machines"),
+            _ => Some("processes"),
+        }
     }
 
     /// The rates in force for a host and role: the host's own, else the role's defaults.

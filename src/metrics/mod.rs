@@ -113,6 +113,9 @@ pub struct Metrics {
     pub host_role_summary: DataFrame,
     pub bursts: DataFrame,
     pub host_timeseries: DataFrame,
+    /// Attempts and 429 attempts per host, role and bucket (`rate_windows.parquet`):
+    /// what the advisor reads the server's quota from.
+    pub rate_windows: DataFrame,
 }
 
 /// A left join that keeps the left rows in their order: the window expressions after
@@ -595,6 +598,7 @@ pub fn analyze(
         .sort(["host", "role"], SortMultipleOptions::default())
         .collect_streaming()?;
 
+    let rate_windows = rate_windows(events.clone(), window, opts)?;
     let open_failures = open_evidence(transitions_in_window.clone(), &policies, window, opts);
     let host_timeseries = timeseries(events, open_failures, &hosts, window, opts)?;
     Ok(Metrics {
@@ -603,7 +607,61 @@ pub fn analyze(
         host_role_summary,
         bursts,
         host_timeseries,
+        rate_windows,
     })
+}
+
+/// Per host, role and bucket with network calls: `attempts` (retried ones included),
+/// `attempts_429`, `processes` (distinct source and run id: the crawler processes that
+/// sent them, each with its own rate limiter under the `memory` backend) and `machines`
+/// (distinct sources: one limiter each under `multiprocess` / `sqlite`). Buckets
+/// without calls are left out.
+fn rate_windows(
+    events: LazyFrame,
+    window: Window,
+    opts: &AnalyzeOptions,
+) -> PolarsResult<DataFrame> {
+    let bucket_us = opts.bucket_s * US_PER_S;
+    events
+        .filter(col("is_net"))
+        .with_column(
+            ((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us))
+                .alias("bucket"),
+        )
+        .group_by([col("host"), col("role"), col("bucket")])
+        .agg([
+            sum_as("attempts", "attempts"),
+            sum_as("attempts_429", "attempts_429"),
+            concat_str(
+                [col("source"), col("run_id").fill_null(lit(""))],
+                "\u{1f}",
+                false,
+            )
+            .n_unique()
+            .cast(DataType::Int64)
+            .alias("processes"),
+            col("source")
+                .n_unique()
+                .cast(DataType::Int64)
+                .alias("machines"),
+        ])
+        .with_column(
+            (lit(window.start_us) + col("bucket") * lit(bucket_us))
+                .cast(DataType::Datetime(TimeUnit::Microseconds, None))
+                .alias("bucket_start"),
+        )
+        .select([
+            col("host"),
+            col("role"),
+            col("bucket"),
+            col("bucket_start"),
+            col("attempts"),
+            col("attempts_429"),
+            col("processes"),
+            col("machines"),
+        ])
+        .sort(["host", "role", "bucket"], SortMultipleOptions::default())
+        .collect()
 }
 
 /// The same ratios over the trailing baseline before the window, as `baseline_*`

@@ -233,7 +233,7 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
-        "window {} .. {}: {} hosts, {} bursts; wrote host_summary, host_role_summary, bursts, host_timeseries to {}",
+        "window {} .. {}: {} hosts, {} bursts; wrote host_summary, host_role_summary, bursts, host_timeseries, rate_windows to {}",
         format_utc(done.window.start_us as f64 / 1e6),
         format_utc(done.window.end_us as f64 / 1e6),
         done.hosts,
@@ -314,6 +314,7 @@ pub fn analyze_into(
         ("host_role_summary", &mut m.host_role_summary),
         ("bursts", &mut m.bursts),
         ("host_timeseries", &mut m.host_timeseries),
+        ("rate_windows", &mut m.rate_windows),
     ] {
         write_parquet_atomic(df, &out.join(format!("{name}.parquet")), meta.clone())?;
     }

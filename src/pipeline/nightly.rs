@@ -27,7 +27,13 @@ pub const SAMPLE_CONFIG: &str = "data-samples/breakers.yaml";
 pub const SAMPLE_RATELIMITS: &str = "data-samples/ratelimits.yaml";
 
 /// The metrics tables the advisor reads, in fingerprint order.
-const ADVICE_INPUTS: [&str; 4] = ["host_summary", "host_role_summary", "bursts", "incidents"];
+const ADVICE_INPUTS: [&str; 5] = [
+    "host_summary",
+    "host_role_summary",
+    "bursts",
+    "incidents",
+    "rate_windows",
+];
 
 /// A run's advice with the texts it was made for.
 pub struct Advice {
@@ -77,8 +83,13 @@ pub fn advise_from(
         end: format_utc(w1 as f64 / 1e6),
     };
     let hours = (w1 - w0) as f64 / 3.6e9;
-    let evidence = evidence::gather(&tables[0], &tables[1], &tables[2], &tables[3], hours)
+    let mut evidence = evidence::gather(&tables[0], &tables[1], &tables[2], &tables[3], hours)
         .with_context(|| format!("reading the metrics in {}", metrics.display()))?;
+    let bucket_s: f64 = crate::output::parquet_metadata(&metrics.join("rate_windows.parquet"))?
+        .into_iter()
+        .find(|(k, _)| k == "breaker_advisor.bucket_s")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(60.0);
 
     let breakers_text = crate::config::read_file(config)?;
     let cfg = BreakerConfig::parse(&breakers_text, config)?;
@@ -90,6 +101,12 @@ pub fn advise_from(
         }
         None => (None, None),
     };
+    if let Some(rl) = &rl {
+        evidence::attach_rate_windows(&mut evidence, &tables[4], bucket_s, rl.limiter_column())
+            .with_context(|| {
+                format!("reading {}", metrics.join("rate_windows.parquet").display())
+            })?;
+    }
     let baselines = previous.map(|p| p.baselines.clone()).unwrap_or_default();
     // With the dataset at hand, breaker proposals must win a replay of the window.
     let traffic = dataset
