@@ -101,6 +101,7 @@ fn plan_with(
             ratelimits: Some(&rl),
             baselines,
             replay: None,
+            previous: &[],
         },
         s,
     )
@@ -117,6 +118,7 @@ fn plan_under(h: &HostEvidence, model: &CrawlerModel, s: &AdviseSettings) -> Pla
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: None,
+            previous: &[],
         },
         s,
     )
@@ -297,6 +299,7 @@ fn clamps_hold_whatever_the_evidence() {
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: None,
+            previous: &[],
         },
         &s,
     );
@@ -376,6 +379,7 @@ fn consistently_successful_trials_relax_back_to_one() {
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: None,
+            previous: &[],
         },
         &AdviseSettings::default(),
     );
@@ -391,6 +395,7 @@ fn consistently_successful_trials_relax_back_to_one() {
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: None,
+            previous: &[],
         },
         &AdviseSettings::default(),
     );
@@ -715,6 +720,7 @@ fn plan_with_replay(h: &HostEvidence, r: &dyn ReplayCheck) -> Plan {
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: Some(r),
+            previous: &[],
         },
         &AdviseSettings::default(),
     )
@@ -786,4 +792,74 @@ fn no_slow_down_below_the_floor() {
     );
     let plan = plan_with(&[h], &AdviseSettings::default(), &base, &below);
     assert!(plan.rates.is_empty(), "{:?}", plan.rates);
+}
+
+#[test]
+fn a_value_moved_last_night_moves_back_only_on_new_evidence() {
+    use breaker_advisor::advise::BreakerChange;
+    let mut h = host("a.example");
+    h.opens = 4;
+    h.retry_after_samples = 120;
+    h.retry_after_median_s = Some(100.0); // heuristic: 60 -> 100, the grid prefers 120
+    // Last night's patch moved reset_timeout_s 120 -> 60.
+    let last = [BreakerChange {
+        host: "a.example".into(),
+        role: None,
+        key: BreakerKey::ResetTimeoutS,
+        from: Num::Int(120),
+        to: 60,
+        reason: "last night".into(),
+        evidence: Default::default(),
+    }];
+    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
+    let plan_of = |r: &dyn ReplayCheck, previous: &[BreakerChange]| {
+        advise(
+            std::slice::from_ref(&h),
+            &Current {
+                breakers: &cfg,
+                model: &CrawlerModel::default(),
+                ratelimits: None,
+                baselines: &RateBaselines::new(),
+                replay: Some(r),
+                previous,
+            },
+            &AdviseSettings::default(),
+        )
+    };
+    // A small replay gain (940 -> 880, 6%): back to 120 would undo last night for
+    // little; held, with both nights' numbers.
+    let weak = FakeReplay(|p| (1000.0 - p.reset_timeout_s) as u64);
+    assert_eq!(
+        plan_of(&weak, &[]).breakers[0].to,
+        120,
+        "without history it moves"
+    );
+    let plan = plan_of(&weak, &last);
+    assert!(plan.breakers.is_empty(), "{:?}", plan.breakers);
+    let held = plan
+        .held
+        .iter()
+        .find(|x| x.reason.contains("last night"))
+        .expect("held");
+    assert!(
+        held.reason.contains("moved 120 -> 60 last night") && held.reason.contains("gains 6%"),
+        "{}",
+        held.reason
+    );
+    // A large gain (cost halves) is new evidence: it moves back, and says so.
+    let strong = FakeReplay(|p| (12_000.0 / p.reset_timeout_s) as u64);
+    let plan = plan_of(&strong, &last);
+    let c = &plan.breakers[0];
+    assert_eq!(c.to, 120);
+    assert!(
+        c.reason.contains("moves back from last night's 120 -> 60"),
+        "{}",
+        c.reason
+    );
+    // Moving on the same way as last night (30 -> 60, now 60 -> 120) is no reversal.
+    let onward = [BreakerChange {
+        from: Num::Int(30),
+        ..last[0].clone()
+    }];
+    assert_eq!(plan_of(&weak, &onward).breakers[0].to, 120);
 }

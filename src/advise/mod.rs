@@ -72,6 +72,9 @@ pub struct AdviseSettings {
     /// recorded opens by more than this share (and by more than one open): the crawler
     /// model does not explain that host.
     pub fidelity_tolerance: f64,
+    /// Hysteresis across nights: a breaker value that moved last night moves back only
+    /// when the replay gains at least this share of its current cost (new evidence).
+    pub reversal_min_gain: f64,
 }
 
 impl Default for AdviseSettings {
@@ -100,6 +103,7 @@ impl Default for AdviseSettings {
             max_rate_step: 0.25,
             rate_band: 0.01,
             fidelity_tolerance: 0.10,
+            reversal_min_gain: 0.10,
         }
     }
 }
@@ -122,7 +126,8 @@ impl AdviseSettings {
             && self.rate_band >= 0.0
             && self.flap_reset_factor > 1.0
             && self.max_false_trips_per_day >= 0.0
-            && self.fidelity_tolerance >= 0.0;
+            && self.fidelity_tolerance >= 0.0
+            && self.reversal_min_gain >= 0.0;
         if ok {
             Ok(())
         } else {
@@ -277,6 +282,8 @@ pub struct Current<'a> {
     pub baselines: &'a RateBaselines,
     /// When given, breaker proposals must beat the current settings in a replay.
     pub replay: Option<&'a dyn ReplayCheck>,
+    /// The breaker changes of the previous patch file (last night's), for hysteresis.
+    pub previous: &'a [BreakerChange],
 }
 
 /// Proposes changes for every host with evidence, in host order.
@@ -407,6 +414,7 @@ fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, p
     if let Some(r) = current.replay {
         proposals = replay_gate(h, proposals, r, s, &mut plan.held);
     }
+    let proposals = hold_reversals(h, proposals, current.previous, s, &mut plan.held);
 
     for mut p in proposals {
         // The host-level value applies to every role except where the host's own role
@@ -437,6 +445,64 @@ fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, p
             evidence: p.evidence,
         });
     }
+}
+
+/// Hysteresis across nights: a proposal that moves a value back the way last night's
+/// change moved it (last night 45 -> 90, tonight 90 -> 60) needs new evidence: a replay
+/// gain of at least `reversal_min_gain` of the current cost. Without it the value stays
+/// and the host is held with both nights' numbers.
+fn hold_reversals(
+    h: &HostEvidence,
+    proposals: Vec<Proposal>,
+    previous: &[BreakerChange],
+    s: &AdviseSettings,
+    held: &mut Vec<Held>,
+) -> Vec<Proposal> {
+    let mut out = Vec::new();
+    for p in proposals {
+        let last = previous
+            .iter()
+            .find(|c| c.host == h.host && c.role == p.role && c.key == p.key);
+        let Some(last) = last else {
+            out.push(p);
+            continue;
+        };
+        let (was, now) = (last.to as f64 - last.from.as_f64(), p.to as f64 - p.from);
+        // Only a move back from the value last night's change set.
+        if was * now >= 0.0 || p.from != last.to as f64 {
+            out.push(p);
+            continue;
+        }
+        let cost = |k: &str| p.evidence.get(k).map(|v| v.as_f64());
+        let gain = match (cost("replay_cost_current"), cost("replay_cost_proposed")) {
+            (Some(c), Some(n)) if c > 0.0 => (c - n) / c,
+            _ => 0.0,
+        };
+        if gain >= s.reversal_min_gain {
+            let mut p = p;
+            p.reason.push_str(&format!(
+                "; moves back from last night's {} -> {} on new evidence (replay gain {:.0}%)",
+                last.from,
+                last.to,
+                gain * 100.0
+            ));
+            out.push(p);
+        } else {
+            held.push(Held {
+                host: h.host.clone(),
+                reason: format!(
+                    "{} moved {} -> {} last night; moving it back to {} needs new evidence: the replay gains {:.0}% (at least {:.0}%)",
+                    p.key.name(),
+                    last.from,
+                    last.to,
+                    p.to,
+                    gain * 100.0,
+                    s.reversal_min_gain * 100.0
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// The replay check: the heuristic proposal and a small grid around it (fail_max +-1,

@@ -127,6 +127,7 @@ pub fn advise_from(
             replay: traffic
                 .as_ref()
                 .map(|t| t as &dyn crate::advise::ReplayCheck),
+            previous: previous.map_or(&[][..], |p| &p.breakers.changes[..]),
         },
         settings,
     );
