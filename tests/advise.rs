@@ -81,6 +81,23 @@ fn incident(start_s: i64, minutes: i64, ra: Option<f64>) -> IncidentEvidence {
     }
 }
 
+/// RATES with a.example's metadata rates set to `a` and `b`.
+fn with_rates(a: &str, b: &str) -> String {
+    RATES.replace(
+        "[\"50/SECOND\", \"10000/HOUR\"]",
+        &format!("[\"{a}\", \"{b}\"]"),
+    )
+}
+
+/// Baselines holding a.example's first recorded metadata rates.
+fn recorded(a: &str, b: &str) -> RateBaselines {
+    let mut base = RateBaselines::new();
+    base.entry("a.example".into())
+        .or_default()
+        .insert("metadata".into(), vec![a.into(), b.into()]);
+    base
+}
+
 fn plan_for(hosts: &[HostEvidence], s: &AdviseSettings) -> Plan {
     plan_with(hosts, s, &RateBaselines::new(), RATES)
 }
@@ -444,10 +461,7 @@ fn many_429s_lower_the_rates_and_a_quiet_host_climbs_back() {
 
     // Next night, with the decreased rates in the file and the baseline recorded: a
     // quiet host climbs back by 5%, relative to the first recorded rates.
-    let lowered = RATES.replace(
-        "[\"50/SECOND\", \"10000/HOUR\"]",
-        "[\"40/SECOND\", \"8000/HOUR\"]",
-    );
+    let lowered = with_rates("40/SECOND", "8000/HOUR");
     h.roles[0].e429 = 0;
     let plan = plan_with(&[h.clone()], &s, &plan.baselines, &lowered);
     let r = &plan.rates[0];
@@ -491,15 +505,8 @@ fn a_quota_hidden_by_retries_lowers_the_rates_and_a_429_blocks_raising() {
 
     // Lowered, then a night with no 429 in the rows but a few among the retried
     // attempts: the rates are not raised (the quota is still being hit).
-    let mut base = RateBaselines::new();
-    base.entry("a.example".into()).or_default().insert(
-        "metadata".into(),
-        vec!["50/SECOND".into(), "10000/HOUR".into()],
-    );
-    let lowered = RATES.replace(
-        "[\"50/SECOND\", \"10000/HOUR\"]",
-        "[\"40/SECOND\", \"8000/HOUR\"]",
-    );
+    let base = recorded("50/SECOND", "10000/HOUR");
+    let lowered = with_rates("40/SECOND", "8000/HOUR");
     h.roles[0].e429 = 0;
     h.roles[0].attempts_429 = 12;
     assert!(
@@ -648,15 +655,8 @@ fn rate_gate_and_floor() {
         e429: 5_000,
         ..RoleEvidence::default()
     };
-    let floor = RATES.replace(
-        "[\"50/SECOND\", \"10000/HOUR\"]",
-        "[\"15/SECOND\", \"3000/HOUR\"]",
-    );
-    let mut base = RateBaselines::new();
-    base.entry("a.example".into()).or_default().insert(
-        "metadata".into(),
-        vec!["50/SECOND".into(), "10000/HOUR".into()],
-    );
+    let floor = with_rates("15/SECOND", "3000/HOUR");
+    let base = recorded("50/SECOND", "10000/HOUR");
     assert!(plan_with(&[h], &s, &base, &floor).rates.is_empty());
 }
 
@@ -781,15 +781,8 @@ fn no_slow_down_below_the_floor() {
     let mut h = host("a.example");
     h.roles[0].e429 = 10_000;
     // 10/SECOND of a first-recorded 40/SECOND: 0.25, below the floor of 0.3.
-    let below = RATES.replace(
-        "[\"50/SECOND\", \"10000/HOUR\"]",
-        "[\"10/SECOND\", \"2000/HOUR\"]",
-    );
-    let mut base = RateBaselines::new();
-    base.entry("a.example".into()).or_default().insert(
-        "metadata".into(),
-        vec!["40/SECOND".into(), "8000/HOUR".into()],
-    );
+    let below = with_rates("10/SECOND", "2000/HOUR");
+    let base = recorded("40/SECOND", "8000/HOUR");
     let plan = plan_with(&[h], &AdviseSettings::default(), &base, &below);
     assert!(plan.rates.is_empty(), "{:?}", plan.rates);
 }
