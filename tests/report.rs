@@ -539,6 +539,15 @@ fn the_pr_body_of_a_500_host_night_fits_githubs_limit() {
         !small.contains("were cut") && small.contains("<summary>Evidence:"),
         "{small}"
     );
+    // One fold per host, its breaker and rate changes together.
+    assert_eq!(
+        small.matches("<summary>Evidence: api-001.").count(),
+        1,
+        "{small}"
+    );
+    assert!(
+        small.contains("<summary>Evidence: api-001.metadata.example.org (2 changes)</summary>")
+    );
 }
 
 /// The first `n` hosts of a fleet.

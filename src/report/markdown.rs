@@ -262,16 +262,18 @@ fn blocks(r: &Report) -> Vec<Block> {
             )
             .with_tail("\n"),
         );
-        // The evidence, folded per host.
+        // The evidence, folded per host (its breaker and rate changes together), in
+        // the order the hosts first appear in the table.
+        let mut groups: Vec<(&str, Vec<&ChangeRow>)> = Vec::new();
+        for c in &r.changes {
+            match groups.iter_mut().find(|(h, _)| *h == c.host) {
+                Some((_, g)) => g.push(c),
+                None => groups.push((&c.host, vec![c])),
+            }
+        }
         let mut items = Vec::new();
-        let mut i = 0;
-        while i < r.changes.len() {
-            let host = &r.changes[i].host;
-            let n = r.changes[i..]
-                .iter()
-                .take_while(|c| &c.host == host)
-                .count();
-            let group = &r.changes[i..i + n];
+        for (_, group) in &groups {
+            let n = group.len();
             let mut e = format!(
                 "<details><summary>Evidence: {} ({} change{})</summary>\n\n",
                 html_text(&group[0].label),
@@ -295,7 +297,6 @@ fn blocks(r: &Report) -> Vec<Block> {
             }
             e.push_str("</details>\n");
             items.push(e);
-            i += n;
         }
         out.push(Block::new("Evidence", 2, String::new(), items).with_tail("\n"));
     }
