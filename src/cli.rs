@@ -473,4 +473,13 @@ pub struct SimulateArgs {
     /// Retries per request (tenacity's max_retries).
     #[arg(long, default_value_t = 3)]
     pub max_retries: u32,
+    /// The crawler's breakers.yaml: each host's breakers run the settings the crawler
+    /// would run under it (default: the simulator's own settings per behaviour, the ones
+    /// data-samples/breakers.yaml records).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Night K of a series: the same hosts with the same behaviour, new noise and
+    /// incident times, starting (K - 1) x --hours after --start.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub night: u32,
 }

@@ -4,8 +4,9 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use breaker_advisor::simulate::{SimOptions, Variant};
+use breaker_advisor::simulate::{SimOptions, Variant, simulate};
 use common::*;
 use rusqlite::Connection;
 use serde_json::Value;
@@ -210,4 +211,85 @@ fn ground_truth_matches_what_each_breaker_logged() {
             "{regime}"
         );
     }
+}
+
+#[test]
+fn a_night_series_keeps_each_hosts_behaviour_under_the_given_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = breaker_advisor::config::BreakerConfig::parse(
+        "defaults: {fail_max: 7}\nhosts:\n  api.openalex.org: {fail_max: 2, reset_timeout_s: 200}\n",
+        Path::new("breakers.yaml"),
+    )
+    .unwrap();
+    let night = |k: u32| -> Value {
+        let dir = tmp.path().join(format!("night-{k}"));
+        simulate(&SimOptions {
+            config: Some(config.clone()),
+            night: k,
+            ..SimOptions::new(&dir, 6.0, 6, 0.2, 7)
+        })
+        .unwrap();
+        let conn = Connection::open(dir.join("telemetry.sqlite")).unwrap();
+        let run: String = conn
+            .query_row("SELECT DISTINCT run_id FROM http_events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            run,
+            if k == 1 {
+                "sim-7".to_owned()
+            } else {
+                format!("sim-7-n{k}")
+            }
+        );
+        serde_json::from_slice(&std::fs::read(dir.join("ground_truth.json")).unwrap()).unwrap()
+    };
+    let (one, two) = (night(1), night(2));
+    // Night 2 follows night 1.
+    assert_eq!(
+        two["start_s"].as_i64().unwrap(),
+        one["start_s"].as_i64().unwrap() + 6 * 3600
+    );
+    assert_eq!(two["night"], 2);
+    let (h1, h2) = (
+        one["hosts"].as_array().unwrap(),
+        two["hosts"].as_array().unwrap(),
+    );
+    let mut moved = 0;
+    for (a, b) in h1.iter().zip(h2) {
+        // The same host, behaviour and breaker settings, from the config.
+        assert_eq!(
+            (&a["host"], &a["regime"], &a["policy"]),
+            (&b["host"], &b["regime"], &b["policy"])
+        );
+        let want = if a["host"] == "api.openalex.org" {
+            (2, 200.0)
+        } else {
+            (7, 60.0)
+        };
+        assert_eq!(
+            (
+                a["policy"]["fail_max"].as_i64().unwrap(),
+                a["policy"]["reset_timeout_s"].as_f64().unwrap()
+            ),
+            want,
+            "{}",
+            a["host"]
+        );
+        // New incident times (relative to each night's start).
+        let starts = |t: &Value, h: &Value| -> Vec<i64> {
+            h["incidents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["start_s"].as_f64().unwrap() as i64 - t["start_s"].as_i64().unwrap())
+                .collect()
+        };
+        if starts(&one, a) != starts(&two, b) {
+            moved += 1;
+        }
+    }
+    assert!(
+        moved >= 3,
+        "incident times are drawn again each night ({moved} hosts moved)"
+    );
 }

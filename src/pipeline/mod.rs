@@ -186,6 +186,12 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         machines: args.machines,
         cooldowns: args.cooldowns,
         max_retries: args.max_retries,
+        config: args
+            .config
+            .as_deref()
+            .map(crate::config::BreakerConfig::load)
+            .transpose()?,
+        night: args.night,
         ..SimOptions::new(&args.out, args.hours, args.hosts, args.rps, args.seed)
     };
     let summary =

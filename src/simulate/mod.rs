@@ -58,6 +58,14 @@ pub struct SimOptions {
     pub cooldowns: Scope,
     /// tenacity's `max_retries` (attempts = retries + 1).
     pub max_retries: u32,
+    /// The crawler's breakers.yaml: when given, each host's breakers run the settings
+    /// the crawler would run under it (`CrawlerModel::policy`), instead of the
+    /// simulator's own per-behaviour settings.
+    pub config: Option<crate::config::BreakerConfig>,
+    /// Night K (from 1) of a series: every host keeps its behaviour, with new noise and
+    /// incident times, and the night starts `(K - 1) * hours` after `start_s`. Night 1
+    /// is the series' first draw.
+    pub night: u32,
 }
 
 impl SimOptions {
@@ -74,7 +82,14 @@ impl SimOptions {
             machines: 1,
             cooldowns: Scope::Process,
             max_retries: 3,
+            config: None,
+            night: 1,
         }
+    }
+
+    /// When night `night` starts, epoch seconds.
+    pub fn night_start_s(&self) -> i64 {
+        self.start_s + (f64::from(self.night.max(1) - 1) * self.hours * 3600.0).round() as i64
     }
 
     /// The telemetry file of machine `m` (0-based): `telemetry.sqlite` for a single
@@ -88,11 +103,17 @@ impl SimOptions {
     }
 
     /// The run id machine `m` writes.
+    /// The crawler process of machine `m` (a new one each night after the first).
     pub fn run_id(&self, m: usize) -> String {
-        if self.machines <= 1 {
-            format!("sim-{}", self.seed)
+        let night = if self.night > 1 {
+            format!("-n{}", self.night)
         } else {
-            format!("sim-{}-m{}", self.seed, m + 1)
+            String::new()
+        };
+        if self.machines <= 1 {
+            format!("sim-{}{night}", self.seed)
+        } else {
+            format!("sim-{}-m{}{night}", self.seed, m + 1)
         }
     }
 }
@@ -242,6 +263,10 @@ pub struct HostTruth {
     pub instances: Vec<InstanceTruth>,
 }
 
+fn is_first_night(n: &u32) -> bool {
+    *n <= 1
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GroundTruth {
     pub seed: u64,
@@ -249,6 +274,9 @@ pub struct GroundTruth {
     pub machines: usize,
     pub cooldowns: Scope,
     pub max_retries: u32,
+    /// Night of a series (`--night`); omitted for the first.
+    #[serde(skip_serializing_if = "is_first_night")]
+    pub night: u32,
     pub start_s: i64,
     pub end_s: i64,
     pub rps_per_host: f64,
@@ -475,20 +503,36 @@ const NEUTRAL: [i64; 5] = [404, 404, 403, 410, 451];
 
 impl HostSim {
     fn new(idx: usize, opts: &SimOptions) -> Self {
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ idx as u64);
+        // Behaviour follows the host's index; noise and incident times follow the seed
+        // and the night.
+        let night = u64::from(opts.night.max(1) - 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ idx as u64 ^ night,
+        );
         let regime = REGIMES[idx % REGIMES.len()];
         let name = KNOWN_HOSTS
             .get(idx)
             .map_or_else(|| format!("host-{idx:03}.example"), |h| (*h).to_owned());
-        let start = opts.start_s as f64;
+        let start = opts.night_start_s() as f64;
         let end = start + opts.hours * 3600.0;
         let incidents = incidents_for(regime, &mut rng, start, end);
         let base_failure = match regime {
             Regime::Chronic => 0.03,
             _ => 0.004,
         };
-        let policy = policy_for(regime);
+        let policy = match &opts.config {
+            Some(cfg) => {
+                let p = crate::crawler::CrawlerModel::default().policy(cfg, &name, None);
+                BreakerPolicy {
+                    fail_max: p.fail_max.max(1) as u32,
+                    reset_timeout_s: p.reset_timeout_s,
+                    success_threshold: p.success_threshold.max(1) as u32,
+                    trial_calls: p.trial_calls.max(1) as u32,
+                    retry_after_cap_s: p.retry_after_cap_s,
+                }
+            }
+            None => policy_for(regime),
+        };
         let first = start + Exp::new(opts.rps).expect("rps > 0").sample(&mut rng);
         let machines = opts.machines.max(1);
         let fleet_cooldowns = opts.cooldowns == Scope::Fleet;
@@ -901,7 +945,7 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         .map(|(m, p)| sqlite::Writer::create(p, opts.variant, opts.run_id(m), &names))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let start = opts.start_s as f64;
+    let start = opts.night_start_s() as f64;
     let end = start + opts.hours * 3600.0;
     // Simulate in ten-minute chunks so memory stays small at any scale.
     let chunk_s = 600.0;
@@ -961,7 +1005,8 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         machines: opts.machines,
         cooldowns: opts.cooldowns,
         max_retries: opts.max_retries,
-        start_s: opts.start_s,
+        night: opts.night.max(1),
+        start_s: opts.night_start_s(),
         end_s: end.round() as i64,
         rps_per_host: opts.rps,
         failure_statuses: DEFAULT_FAILURE_STATUSES,
