@@ -551,8 +551,8 @@ fn scaled_rates_keep_their_unit_and_a_step_rounding_eats_is_held() {
     );
 }
 
-/// Ten hours of one-minute windows from 4 rate limiters, 100 to 499 attempts each: with
-/// `knee`, the windows above 420 attempts got 429s (a third of them pushed above it);
+/// Ten hours of one-minute windows from 4 rate limiters, 100 to 499 requests each: with
+/// `knee`, the windows above 420 requests got 429s (a third of them pushed above it);
 /// without, one window in five got 429s, whatever its count.
 fn windows(knee: bool) -> Vec<breaker_advisor::advise::quota::Window> {
     use breaker_advisor::advise::quota::Window;
@@ -566,7 +566,7 @@ fn windows(knee: bool) -> Vec<breaker_advisor::advise::quota::Window> {
                 attempts
             };
             Window {
-                attempts,
+                requests: attempts,
                 attempts_429: if knee {
                     i64::from(attempts > 420) * (attempts - 400)
                 } else {
@@ -591,13 +591,13 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
         windows: windows(true),
         window_s: 60.0,
     };
-    // The quota: 420 attempts a minute from 4 limiters pass, 421 do not: 1.75/s per
+    // The quota: 420 requests a minute from 4 limiters pass, 421 do not: 1.75/s per
     // limiter against 10000/HOUR (2.78/s), one bounded step down.
     let plan = plan_for(&[h.clone()], &s);
     let r = &plan.rates[0];
     assert!(
         r.reason
-            .contains("429s begin above ~421 attempts per 60 s window"),
+            .contains("429s begin above ~421 requests per 60 s window"),
         "{}",
         r.reason
     );

@@ -345,6 +345,34 @@ fn simulator_ground_truth_is_reproduced_exactly() {
             let i = by_host[name];
             // Opens come from the recorded transitions: exact in both variants.
             assert_eq!(opens[i], h["opens"].as_i64(), "{variant:?} {name} opens");
+            // The rate windows hold every request and 429 attempt, and see both
+            // machines' processes running (rows without a run id belong to their
+            // machine's run).
+            let rw = &m.rate_windows;
+            let of = |c: &str| -> Vec<i64> {
+                let hs = col_str(rw, "host");
+                col_i64(rw, c)
+                    .into_iter()
+                    .zip(hs)
+                    .filter(|(_, hh)| hh.as_deref() == Some(name))
+                    .map(|(v, _)| v.unwrap())
+                    .collect()
+            };
+            assert_eq!(
+                of("requests").iter().sum::<i64>(),
+                h["network_rows"].as_i64().unwrap(),
+                "{variant:?} {name} requests"
+            );
+            // (Retried attempts' statuses are estimated from the rows, as in
+            // host_summary, whose totals they add up to.)
+            assert_eq!(
+                Some(of("attempts_429").iter().sum::<i64>()),
+                col_i64(s, "attempts_429")[i],
+                "{variant:?} {name} 429 attempts"
+            );
+            let mut procs = of("processes");
+            procs.sort_unstable();
+            assert_eq!(procs[procs.len() / 2], 2, "{variant:?} {name} processes");
             if variant != Variant::Sink {
                 continue;
             }

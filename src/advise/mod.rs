@@ -969,7 +969,7 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
                 plan.held.push(Held {
                     host: h.host.clone(),
                     reason: format!(
-                        "ratelimits.yaml {} rates kept: 429s come at every rate ({throttled} of {windows} windows of {} s throttled: {:.0}% of those up to {at} attempts, {:.0}% above), not from the host's own rate",
+                        "ratelimits.yaml {} rates kept: 429s come at every rate ({throttled} of {windows} windows of {} s throttled: {:.0}% of those up to {at} requests, {:.0}% above), not from the host's own rate",
                     r.role,
                     r.window_s,
                         below * 100.0,
@@ -999,7 +999,7 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
                     (
                         m_cur * target / effective,
                         format!(
-                            "429s begin above ~{limited} attempts per {} s window from {limiters} rate limiters ({acc} seen accepted; {throttled} of {windows} windows throttled): rates just under the quota, {:.3}/s per limiter",
+                            "429s begin above ~{limited} requests per {} s window from {limiters} rate limiters ({acc} seen accepted; {throttled} of {windows} windows throttled): rates just under the quota, {:.3}/s per limiter",
                             r.window_s, target
                         ),
                         [

@@ -1,8 +1,10 @@
 //! The quota a host's server enforces on one role, read from the role's traffic in
-//! windows (the metrics' buckets, `aimd.window_s` long by default): attempts sent, retried
-//! ones included, against the 429s they got. If the 429s come from the role's own rate,
-//! there is a knee: windows up to some count pass, windows above it are throttled. The
-//! highest count seen passing and the lowest seen throttled bracket the quota.
+//! windows (the metrics' buckets, `aimd.window_s` long by default): the requests the
+//! crawler sent against the 429s their attempts got. If the 429s come from the role's
+//! own rate, there is a knee: windows up to some count pass, windows above it are
+//! throttled. The highest count seen passing and the lowest seen throttled bracket the
+//! quota. The count is of requests, not attempts: a 429 brings retries, so counting the
+//! attempts would make throttled windows look busier because they were throttled.
 //!
 //! Pure: no I/O, no clock. Rules (each a golden case in the tests):
 //! - no 429 at all: unthrottled;
@@ -10,17 +12,21 @@
 //!   too few to decide;
 //! - the split of the windows by count that misclassifies the fewest (at or below it: no
 //!   429; above: 429) is a knee when at most 10% of the windows below it and at least
-//!   half of those above it are throttled; with fewer than `MIN_THROTTLED` throttled
-//!   above it, too few to decide;
+//!   half of those above it are throttled, and the share of 429s per request above it is
+//!   at least twice the share below (random 429s catch busy windows more often, but not
+//!   a larger share of their requests); with fewer than `MIN_THROTTLED` throttled
+//!   windows above it, or a knee below `MIN_KNEE_REQUESTS` requests, too few to decide;
 //! - otherwise the 429s are unrelated to the rate (they come at every rate).
 
 /// One window of a role's traffic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Window {
-    pub attempts: i64,
+    /// Requests sent (network rows).
+    pub requests: i64,
+    /// 429s among their attempts, retried ones included.
     pub attempts_429: i64,
-    /// Rate limiters that sent the attempts: processes, machines or 1, as the
-    /// limiter's backend shares them.
+    /// Rate limiters running for the role in the window: processes, machines or 1, as
+    /// the limiter's backend shares them.
     pub limiters: i64,
 }
 
@@ -28,6 +34,10 @@ pub struct Window {
 pub const MIN_WINDOWS: usize = 30;
 /// Throttled windows needed (overall, and above a knee).
 pub const MIN_THROTTLED: usize = 5;
+/// A knee needs windows this busy: below it, a window holds too few requests for its
+/// 429s to say anything about a rate (with a few requests a minute, the busier windows
+/// are simply likelier to catch a random 429).
+pub const MIN_KNEE_REQUESTS: i64 = 10;
 
 /// What the windows say about the quota.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,10 +58,10 @@ pub enum Quota {
         below: f64,
         above: f64,
     },
-    /// 429s begin above a count per window: `accepted` is the highest count seen
+    /// 429s begin above a request count per window: `accepted` is the highest count seen
     /// without a 429 at or below the knee (None: every window was throttled, so the
     /// quota is below the lowest rate seen), `limited` the lowest count seen throttled
-    /// above it. `limiters` is the median number of limiters sending per window.
+    /// above it. `limiters` is the median of the windows' limiter counts.
     Knee {
         windows: usize,
         throttled: usize,
@@ -75,7 +85,7 @@ pub fn estimate(windows: &[Window]) -> Quota {
         };
     }
     let mut sorted: Vec<&Window> = windows.iter().collect();
-    sorted.sort_by_key(|w| w.attempts);
+    sorted.sort_by_key(|w| w.requests);
     // Split after index i (windows [0, i) at or below): errors = throttled below +
     // unthrottled above. Splits fall between distinct counts only.
     let unthrottled_total = n - throttled;
@@ -88,7 +98,7 @@ pub fn estimate(windows: &[Window]) -> Quota {
         } else {
             ok_below += 1;
         }
-        if i < n && sorted[i].attempts == w.attempts {
+        if i < n && sorted[i].requests == w.requests {
             continue;
         }
         let err = thr_below + (unthrottled_total - ok_below);
@@ -108,8 +118,16 @@ pub fn estimate(windows: &[Window]) -> Quota {
     };
     let thr_above = above.iter().filter(|w| w.attempts_429 > 0).count();
     let (sb, sa) = (share(below), share(above));
-    let at = below.last().map_or(0, |w| w.attempts);
-    if sb > 0.10 || sa < 0.5 {
+    let at = below.last().map_or(0, |w| w.requests);
+    // 429s per request, pooled, on either side.
+    let per_request = |ws: &[&Window]| {
+        let (k, n) = ws.iter().fold((0i64, 0i64), |(k, n), w| {
+            (k + w.attempts_429, n + w.requests)
+        });
+        if n > 0 { k as f64 / n as f64 } else { 0.0 }
+    };
+    let (rb, ra) = (per_request(below), per_request(above));
+    if sb > 0.10 || sa < 0.5 || (rb > 0.0 && ra < 2.0 * rb) {
         return Quota::Unrelated {
             windows: n,
             throttled,
@@ -118,7 +136,7 @@ pub fn estimate(windows: &[Window]) -> Quota {
             above: sa,
         };
     }
-    if thr_above < MIN_THROTTLED {
+    if thr_above < MIN_THROTTLED || (!below.is_empty() && at < MIN_KNEE_REQUESTS) {
         return Quota::TooFew {
             windows: n,
             throttled: thr_above,
@@ -132,12 +150,12 @@ pub fn estimate(windows: &[Window]) -> Quota {
         accepted: below
             .iter()
             .filter(|w| w.attempts_429 == 0)
-            .map(|w| w.attempts)
+            .map(|w| w.requests)
             .max(),
         limited: above
             .iter()
             .filter(|w| w.attempts_429 > 0)
-            .map(|w| w.attempts)
+            .map(|w| w.requests)
             .min()
             .unwrap_or(at + 1),
         limiters: procs[(procs.len() - 1) / 2],
@@ -148,9 +166,9 @@ pub fn estimate(windows: &[Window]) -> Quota {
 mod tests {
     use super::*;
 
-    fn w(attempts: i64, attempts_429: i64) -> Window {
+    fn w(requests: i64, attempts_429: i64) -> Window {
         Window {
-            attempts,
+            requests,
             attempts_429,
             limiters: 4,
         }
@@ -200,6 +218,31 @@ mod tests {
         let mut ws: Vec<Window> = (0..100).map(|i| w(10 + i, 0)).collect();
         ws.extend([w(200, 3), w(210, 3)]);
         assert!(matches!(estimate(&ws), Quota::TooFew { throttled: 2, .. }));
+    }
+
+    #[test]
+    fn random_429s_on_sparse_traffic_make_no_knee() {
+        // 1 to 6 requests a window, each with a 5% chance of a 429: the busier windows
+        // catch one more often, but the share per request is the same on both sides.
+        let mut state = 7u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let ws: Vec<Window> = (0..2000)
+            .map(|_| {
+                let n = 1 + (next() % 6) as i64;
+                let k = (0..n).filter(|_| next() % 20 == 0).count() as i64;
+                w(n, k)
+            })
+            .collect();
+        assert!(
+            !matches!(estimate(&ws), Quota::Knee { .. }),
+            "{:?}",
+            estimate(&ws)
+        );
     }
 
     #[test]

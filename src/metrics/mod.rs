@@ -611,10 +611,11 @@ pub fn analyze(
     })
 }
 
-/// Per host, role and bucket with network calls: `attempts` (retried ones included),
-/// `attempts_429`, `processes` (distinct source and run id: the crawler processes that
-/// sent them, each with its own rate limiter under the `memory` backend) and `machines`
-/// (distinct sources: one limiter each under `multiprocess` / `sqlite`). Buckets
+/// Per host, role and bucket with network calls: `requests` (network rows: the load the
+/// crawler offered), `attempts` (retried ones included), `attempts_429`, and the rate
+/// limiters running then: `processes` (crawler processes, source and run id, whose calls to the
+/// host and role span the bucket: one limiter each under the `memory` backend) and
+/// `machines` (the same by source: one each under `multiprocess` / `sqlite`). Buckets
 /// without calls are left out.
 fn rate_windows(
     events: LazyFrame,
@@ -622,29 +623,56 @@ fn rate_windows(
     opts: &AnalyzeOptions,
 ) -> PolarsResult<DataFrame> {
     let bucket_us = opts.bucket_s * US_PER_S;
-    events
-        .filter(col("is_net"))
-        .with_column(
-            ((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us))
-                .alias("bucket"),
-        )
-        .group_by([col("host"), col("role"), col("bucket")])
-        .agg([
-            sum_as("attempts", "attempts"),
-            sum_as("attempts_429", "attempts_429"),
-            concat_str(
-                [col("source"), col("run_id").fill_null(lit(""))],
-                "\u{1f}",
-                false,
+    // A process is a source and run id (a row without one belongs to its source's
+    // usual run), whatever the breakers' scope.
+    let per_process = CrawlerModel {
+        breaker_scope: Scope::Process,
+        ..opts.crawler.clone()
+    };
+    let net = with_instance(events.filter(col("is_net")), &per_process).with_columns([
+        ((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us)).alias("bucket"),
+        col("instance").alias("process"),
+    ]);
+    let keys = [col("host"), col("role"), col("bucket")];
+    let windows = net.clone().group_by(keys.clone()).agg([
+        len().cast(DataType::Int64).alias("requests"),
+        sum_as("attempts", "attempts"),
+        sum_as("attempts_429", "attempts_429"),
+    ]);
+    // A limiter runs from its first call to its last: count the spans covering a bucket.
+    let running = |by: &str, name: &str| {
+        let spans = net
+            .clone()
+            .group_by([col("host"), col("role"), col(by)])
+            .agg([
+                col("bucket").min().alias("first"),
+                col("bucket").max().alias("last"),
+            ]);
+        windows
+            .clone()
+            .select(keys.clone())
+            .join(
+                spans,
+                [col("host"), col("role")],
+                [col("host"), col("role")],
+                JoinArgs::new(JoinType::Inner),
             )
-            .n_unique()
-            .cast(DataType::Int64)
-            .alias("processes"),
-            col("source")
-                .n_unique()
-                .cast(DataType::Int64)
-                .alias("machines"),
-        ])
+            .filter(
+                col("bucket")
+                    .gt_eq(col("first"))
+                    .and(col("bucket").lt_eq(col("last"))),
+            )
+            .group_by(keys.clone())
+            .agg([len().cast(DataType::Int64).alias(name)])
+    };
+    let on = || keys.clone();
+    let (processes, machines) = (
+        running("process", "processes"),
+        running("source", "machines"),
+    );
+    windows
+        .join(processes, on(), on(), JoinArgs::new(JoinType::Left))
+        .join(machines, on(), on(), JoinArgs::new(JoinType::Left))
         .with_column(
             (lit(window.start_us) + col("bucket") * lit(bucket_us))
                 .cast(DataType::Datetime(TimeUnit::Microseconds, None))
@@ -655,6 +683,7 @@ fn rate_windows(
             col("role"),
             col("bucket"),
             col("bucket_start"),
+            col("requests"),
             col("attempts"),
             col("attempts_429"),
             col("processes"),
