@@ -139,7 +139,7 @@ pub fn estimate(windows: &[Window]) -> Quota {
     if thr_above < MIN_THROTTLED || (!below.is_empty() && at < MIN_KNEE_REQUESTS) {
         return Quota::TooFew {
             windows: n,
-            throttled: thr_above,
+            throttled,
         };
     }
     let mut procs: Vec<i64> = windows.iter().map(|w| w.limiters.max(1)).collect();

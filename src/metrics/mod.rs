@@ -86,6 +86,16 @@ pub struct Window {
 }
 
 impl Window {
+    /// `start .. end` in UTC, for the stage summaries.
+    pub fn utc(&self) -> String {
+        use crate::clock::format_utc;
+        format!(
+            "{} .. {}",
+            format_utc(self.start_us as f64 / 1e6),
+            format_utc(self.end_us as f64 / 1e6)
+        )
+    }
+
     pub fn hours(&self) -> f64 {
         (self.end_us - self.start_us) as f64 / 3.6e9
     }
@@ -852,6 +862,28 @@ fn breaker_edges(host: &str, instance: &str) -> (Expr, Expr) {
     (edge(1), edge(-1))
 }
 
+/// The columns of `bursts.parquet`, in order, from a frame with `host`, `instance`,
+/// `start` / `end` (µs), `length` and the window-edge flags; both burst tables (from rows
+/// and from logged events) end with this select so that they concatenate.
+fn burst_columns(dominant_status: Expr, role_calls: [Expr; 3]) -> Vec<Expr> {
+    let datetime = DataType::Datetime(TimeUnit::Microseconds, None);
+    let [metadata, landing, artifact] = role_calls;
+    vec![
+        col("host"),
+        instance_part(0).alias("source"),
+        instance_part(1).alias("run_id"),
+        col("start").cast(datetime.clone()),
+        col("end").cast(datetime),
+        col("length"),
+        dominant_status.alias("dominant_status"),
+        metadata.alias("metadata_calls"),
+        landing.alias("landing_calls"),
+        artifact.alias("artifact_calls"),
+        col("at_window_start"),
+        col("at_window_end"),
+    ]
+}
+
 /// Part `i` of `instance` (0: the source, 1: the run id).
 fn instance_part(i: i64) -> Expr {
     col("instance")
@@ -952,7 +984,6 @@ pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFram
         "instance_code" => (0..instances.len() as u32).collect::<Vec<u32>>(),
         "instance" => instances.clone(),
     )?;
-    let datetime = DataType::Datetime(TimeUnit::Microseconds, None);
 
     // `run` follows (ts, source, id) order, so it also orders bursts that start at the
     // same instant.
@@ -973,23 +1004,12 @@ pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFram
             ["host_code", "instance_code", "run"],
             SortMultipleOptions::default(),
         )
-        .select([
-            col("host"),
-            instance_part(0).alias("source"),
-            instance_part(1).alias("run_id"),
-            col("start").cast(datetime.clone()),
-            col("end").cast(datetime),
-            col("length"),
+        .select(burst_columns(
             when(col("dominant_status").eq(lit(0i64)))
                 .then(lit("timeout"))
-                .otherwise(col("dominant_status").cast(DataType::String))
-                .alias("dominant_status"),
-            col("metadata_calls"),
-            col("landing_calls"),
-            col("artifact_calls"),
-            col("at_window_start"),
-            col("at_window_end"),
-        ]),
+                .otherwise(col("dominant_status").cast(DataType::String)),
+            ["metadata_calls", "landing_calls", "artifact_calls"].map(col),
+        )),
     )
 }
 
@@ -1022,7 +1042,6 @@ pub fn logged_bursts(outcomes: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult
         .clone()
         .or(col("is_fail").not().shift(lit(1)).fill_null(true));
 
-    let datetime = DataType::Datetime(TimeUnit::Microseconds, None);
     let bursts = collect(
         rows.select([
             col("host"),
@@ -1055,20 +1074,10 @@ pub fn logged_bursts(outcomes: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult
             col("last_of_breaker").any(true).alias("at_window_end"),
         ])
         .sort(["host", "instance", "run"], SortMultipleOptions::default())
-        .select([
-            col("host"),
-            instance_part(0).alias("source"),
-            instance_part(1).alias("run_id"),
-            col("start").cast(datetime.clone()),
-            col("end").cast(datetime),
-            col("length"),
-            lit("logged").alias("dominant_status"),
-            lit(0i64).cast(DataType::Int64).alias("metadata_calls"),
-            lit(0i64).cast(DataType::Int64).alias("landing_calls"),
-            lit(0i64).cast(DataType::Int64).alias("artifact_calls"),
-            col("at_window_start"),
-            col("at_window_end"),
-        ]),
+        .select(burst_columns(
+            lit("logged"),
+            [(); 3].map(|()| lit(0i64).cast(DataType::Int64)),
+        )),
     )?;
     let instances = instances
         .lazy()

@@ -239,9 +239,8 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
-        "window {} .. {}: {} hosts, {} bursts; wrote host_summary, host_role_summary, bursts, host_timeseries, rate_windows to {}",
-        format_utc(done.window.start_us as f64 / 1e6),
-        format_utc(done.window.end_us as f64 / 1e6),
+        "window {}: {} hosts, {} bursts; wrote host_summary, host_role_summary, bursts, host_timeseries, rate_windows to {}",
+        done.window.utc(),
         done.hosts,
         done.bursts,
         out.display()

@@ -605,9 +605,8 @@ impl<'a> Night<'a> {
         )?;
         writeln!(
             stdout,
-            "analyze: window {} .. {}, {} hosts, {} failure bursts",
-            format_utc(analyzed.window.start_us as f64 / 1e6),
-            format_utc(analyzed.window.end_us as f64 / 1e6),
+            "analyze: window {}, {} hosts, {} failure bursts",
+            analyzed.window.utc(),
             analyzed.hosts,
             analyzed.bursts
         )?;

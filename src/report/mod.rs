@@ -235,6 +235,14 @@ pub fn anchor(host: &str) -> String {
     a
 }
 
+/// A breaker setting as the report names it: `reset_timeout_s`, `roles.metadata.trial_calls`.
+fn setting_name(role: Option<&str>, key: crate::config::edit::BreakerKey) -> String {
+    match role {
+        Some(r) => format!("roles.{r}.{}", key.name()),
+        None => key.name().to_owned(),
+    }
+}
+
 /// The first clause of a reason (its clauses are joined by "; "), for one-line cells.
 fn first_clause(reason: &str) -> String {
     reason.split("; ").next().unwrap_or(reason).to_owned()
@@ -400,10 +408,7 @@ impl Report {
                 label: display_host(&c.host),
                 anchor: anchor(&c.host),
                 file: p.breakers.file.clone(),
-                setting: match &c.role {
-                    Some(r) => format!("roles.{r}.{}", c.key.name()),
-                    None => c.key.name().to_owned(),
-                },
+                setting: setting_name(c.role.as_deref(), c.key),
                 from: c.from.to_string(),
                 to: c.to.to_string(),
                 why: first_clause(&c.reason),
@@ -456,10 +461,7 @@ impl Report {
                 host: c.host.clone(),
                 label: display_host(&c.host),
                 anchor: anchor(&c.host),
-                setting: match &c.role {
-                    Some(r) => format!("roles.{r}.{}", c.key.name()),
-                    None => c.key.name().to_owned(),
-                },
+                setting: setting_name(c.role.as_deref(), c.key),
                 from: c.from.to_string(),
                 to: c.to.to_string(),
                 reason: c.reason.clone(),

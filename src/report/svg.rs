@@ -23,10 +23,10 @@ const W: f64 = 760.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
 
-/// Thins a polyline (pixel coordinates, x increasing) to what a chart can show: per
-/// pixel column its first, lowest, highest and last point, then simplified to within
-/// `eps` pixels (at half a pixel the drawn shape is unchanged).
-fn thin_line(points: &[(f64, f64)], eps: f64) -> Vec<(f64, f64)> {
+/// Per pixel column of a polyline (pixel coordinates, x increasing), its first,
+/// lowest, highest and last point, in order: then `simplify` thins it to what a chart
+/// can show (at half a pixel the drawn shape is unchanged).
+fn column_extremes(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let mut kept: Vec<(f64, f64)> = Vec::with_capacity(points.len().min(4 * W as usize));
     let mut i = 0;
     while i < points.len() {
@@ -52,7 +52,7 @@ fn thin_line(points: &[(f64, f64)], eps: f64) -> Vec<(f64, f64)> {
         kept.extend(pick.into_iter().map(|j| group[j]));
         i += n;
     }
-    simplify(&kept, eps)
+    kept
 }
 
 /// Ramer–Douglas–Peucker: the fewest points whose polyline stays within `eps` pixels of
@@ -101,10 +101,12 @@ const MAX_LINE_POINTS: usize = 400;
 /// The SVG path data of a line drawn in runs (gaps between them): thinned, in whole
 /// pixels, each run an absolute move then relative line-tos.
 fn line_path(runs: &[&[(f64, f64)]]) -> String {
+    // The column pass once; only the simplification is redone at a coarser tolerance.
+    let columns: Vec<Vec<(f64, f64)>> = runs.iter().map(|r| column_extremes(r)).collect();
     let mut eps = 0.5;
     let mut thinned: Vec<Vec<(f64, f64)>>;
     loop {
-        thinned = runs.iter().map(|r| thin_line(r, eps)).collect();
+        thinned = columns.iter().map(|c| simplify(c, eps)).collect();
         if thinned.iter().map(Vec::len).sum::<usize>() <= MAX_LINE_POINTS || eps >= 4.0 {
             break;
         }
@@ -548,7 +550,7 @@ mod tests {
                 (x, y)
             })
             .collect();
-        let thin = thin_line(&pts, 0.5);
+        let thin = simplify(&column_extremes(&pts), 0.5);
         assert!(thin.len() <= 4 * 100, "{}", thin.len());
         assert!(
             thin.len() < 4 * 50 + 4,

@@ -522,12 +522,16 @@ impl HostSim {
         };
         let policy = match &opts.config {
             Some(cfg) => {
-                let p = crate::crawler::CrawlerModel::default().policy(cfg, &name, None);
+                // The same conversion the replay makes of what the crawler runs.
+                let p = crate::replay::ReplayPolicy::from_config(
+                    &crate::crawler::CrawlerModel::default().policy(cfg, &name, None),
+                    None,
+                );
                 BreakerPolicy {
-                    fail_max: p.fail_max.max(1) as u32,
+                    fail_max: p.fail_max,
                     reset_timeout_s: p.reset_timeout_s,
-                    success_threshold: p.success_threshold.max(1) as u32,
-                    trial_calls: p.trial_calls.max(1) as u32,
+                    success_threshold: p.success_threshold,
+                    trial_calls: p.trial_calls,
                     retry_after_cap_s: p.retry_after_cap_s,
                 }
             }
