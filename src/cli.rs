@@ -482,4 +482,14 @@ pub struct SimulateArgs {
     /// incident times, starting (K - 1) x --hours after --start.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub night: u32,
+    /// The crawler's ratelimits.yaml: every attempt waits for its host and role's
+    /// limiter as the crawler's does (at most max_delay_ms, then the request raises),
+    /// and rate_events records each acquire and refusal (default: no limiter).
+    #[arg(long, value_name = "FILE")]
+    pub ratelimits: Option<PathBuf>,
+    /// Give the chronic-noise and timeout hosts a server quota on their metadata and
+    /// landing requests (80% of their mean rate per minute, under a load that rises
+    /// and falls); ground_truth.json lists them.
+    #[arg(long)]
+    pub quotas: bool,
 }

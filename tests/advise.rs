@@ -551,27 +551,25 @@ fn scaled_rates_keep_their_unit_and_a_step_rounding_eats_is_held() {
     );
 }
 
-/// Ten hours of one-minute windows from 4 rate limiters, 100 to 499 requests each: with
-/// `knee`, the windows above 420 requests got 429s (a third of them pushed above it);
-/// without, one window in five got 429s, whatever its count.
+/// Ten hours of one-minute windows from 4 rate limiters, 100 to 499 attempts sent
+/// each: with `knee`, a quota of 420 a minute took every window's attempts up to 420
+/// and answered the rest with 429 (the quota slides, so a third of the throttled
+/// windows took a little less); without, one window in five got 429s, whatever its
+/// count.
 fn windows(knee: bool) -> Vec<breaker_advisor::advise::quota::Window> {
     use breaker_advisor::advise::quota::Window;
     (0..600)
         .map(|i: i64| {
-            let attempts = 100 + (i * 37) % 400;
-            let throttled = if knee { attempts > 420 } else { i % 5 == 0 };
-            let attempts = if knee && i % 3 == 0 {
-                421 + i % 60
+            let sent = 100 + (i * 37) % 400;
+            let (accepted, refused) = if knee {
+                let took = if i % 3 == 0 { 400 + i % 20 } else { 420 };
+                (sent.min(took), (sent - took).max(0))
             } else {
-                attempts
+                (sent, i64::from(i % 5 == 0) * 40)
             };
             Window {
-                requests: attempts,
-                attempts_429: if knee {
-                    i64::from(attempts > 420) * (attempts - 400)
-                } else {
-                    i64::from(throttled) * 40
-                },
+                accepted,
+                attempts_429: refused,
                 limiters: 4,
             }
         })
@@ -591,21 +589,39 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
         windows: windows(true),
         window_s: 60.0,
     };
-    // The quota: 420 requests a minute from 4 limiters pass, 421 do not: 1.75/s per
-    // limiter against 10000/HOUR (2.78/s), one bounded step down.
+    // The server took at most 420 a minute from 4 limiters: each limiter gets 99 a
+    // minute (95% of its 105), a per-minute rate added beside the per-second and
+    // per-hour ones, which let a minute's burst through.
     let plan = plan_for(&[h.clone()], &s);
     let r = &plan.rates[0];
     assert!(
         r.reason
-            .contains("429s begin above ~421 requests per 60 s window"),
+            .contains("the server took at most 420 metadata attempts in a throttled 60 s window"),
         "{}",
         r.reason
     );
-    assert_eq!(r.evidence["quota_accepted"], Num::Int(420));
-    // One step (x0.75, the step bound) towards x0.63, each limit rounded down in its
-    // own unit.
-    assert_eq!(r.to, ["37/SECOND", "7500/HOUR"]);
-    assert!(r.reason.contains("moves towards"), "{}", r.reason);
+    assert_eq!(r.evidence["quota_ceiling"], Num::Int(420));
+    assert_eq!(r.evidence["quota_limiters"], Num::Int(4));
+    let mut want = r.from.clone();
+    want.push("99/MINUTE".into());
+    assert_eq!(r.to, want);
+    assert_eq!(r.multiplier_from, r.multiplier_to);
+
+    // Next night the per-minute rate is there: a lower quota lowers it.
+    let mut lower = h.clone();
+    for w in &mut lower.roles[0].windows {
+        let sent = w.accepted + w.attempts_429;
+        w.accepted = sent.min(200);
+        w.attempts_429 = (sent - 200).max(0);
+    }
+    let current = with_rates("50/SECOND", "99/MINUTE");
+    let plan = plan_with(&[lower], &s, &Default::default(), &current);
+    let r = &plan.rates[0];
+    // The target is 47 (95% of 50 per limiter); the step bound (busiest 499 sent, 124
+    // per limiter, no lower than 93 tonight) stops at the ceiling instead: never above
+    // what the server was seen to take.
+    assert_eq!(r.to, ["50/SECOND", "50/MINUTE"], "{}", r.reason);
+    assert!(r.reason.contains("moves towards 47/MINUTE"), "{}", r.reason);
 
     // 429s at every rate (1 window in 5, whatever its count): not the host's own rate,
     // so no slow-down even though 10% of the attempts got one.

@@ -218,7 +218,7 @@ pub fn attach_rate_windows(
         by.entry((&h[i], &r[i]))
             .or_default()
             .push(super::quota::Window {
-                requests: a[i].unwrap_or(0),
+                accepted: a[i].unwrap_or(0) - k[i].unwrap_or(0),
                 attempts_429: k[i].unwrap_or(0),
                 limiters: p.get(i).copied().flatten().unwrap_or(1),
             });

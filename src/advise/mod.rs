@@ -956,70 +956,35 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
         // not come from the role's own rate slow nothing down, and a knee below the
         // current rates sets them just under it.
         let quota = (!r.windows.is_empty()).then(|| quota::estimate(&r.windows));
-        if let Some(Quota::Unrelated {
-            windows,
-            throttled,
-            at,
-            below,
-            above,
-        }) = &quota
-        {
-            // Said only where the share of 429s alone would have slowed the role down.
-            if lo > a.high_429_ratio {
-                plan.held.push(Held {
-                    host: h.host.clone(),
-                    reason: format!(
-                        "ratelimits.yaml {} rates kept: 429s come at every rate ({throttled} of {windows} windows of {} s throttled: {:.0}% of those up to {at} requests, {:.0}% above), not from the host's own rate",
-                    r.role,
-                    r.window_s,
-                        below * 100.0,
-                        above * 100.0
-                    ),
-                });
-            }
-            continue;
-        }
-        let knee = match &quota {
-            Some(Quota::Knee {
+        match &quota {
+            Some(Quota::Unrelated {
                 windows,
                 throttled,
-                accepted: Some(acc),
-                limited,
-                limiters,
+                busy,
+                quiet,
             }) => {
-                // Per limiter (each process has its own under the memory backend), per
-                // second.
-                let target = *acc as f64 / r.window_s.max(1.0) / *limiters as f64;
-                let effective = current
-                    .iter()
-                    .filter_map(|x| Rate::parse(x))
-                    .map(|x| x.per_second())
-                    .fold(f64::INFINITY, f64::min);
-                (target < effective * (1.0 - s.rate_band)).then(|| {
-                    (
-                        m_cur * target / effective,
-                        format!(
-                            "429s begin above ~{limited} requests per {} s window from {limiters} rate limiters ({acc} seen accepted; {throttled} of {windows} windows throttled): rates just under the quota, {:.3}/s per limiter",
-                            r.window_s, target
+                // Said only where the share of 429s alone would have slowed the role down.
+                if lo > a.high_429_ratio {
+                    plan.held.push(Held {
+                        host: h.host.clone(),
+                        reason: format!(
+                            "ratelimits.yaml {} rates kept: 429s come at every rate ({throttled} of {windows} windows of {} s throttled: {:.0}% of the busiest quarter, {:.0}% of the quietest half), not from the host's own rate",
+                            r.role,
+                            r.window_s,
+                            busy * 100.0,
+                            quiet * 100.0
                         ),
-                        [
-                            ("quota_accepted", Num::Int(*acc)),
-                            ("quota_limited", Num::Int(*limited)),
-                            ("quota_windows", Num::Int(*windows as i64)),
-                            ("quota_windows_throttled", Num::Int(*throttled as i64)),
-                            ("quota_limiters", Num::Int(*limiters)),
-                        ],
-                    )
-                })
+                    });
+                }
+                continue;
             }
-            _ => None,
-        };
-        let from_quota = knee.is_some();
-        let mut quota_evidence = Vec::new();
-        let (wanted, reason) = if let Some((m_target, reason, ev)) = knee {
-            quota_evidence.extend(ev);
-            (m_target.max(a.min_multiplier), reason)
-        } else if lo > a.high_429_ratio && m_cur <= a.min_multiplier {
+            Some(q @ Quota::Knee { .. }) => {
+                quota_rates(h, r, q, current, &base, m_cur, (n, k, lo, hi), s, a, plan);
+                continue;
+            }
+            _ => {}
+        }
+        let (wanted, reason) = if lo > a.high_429_ratio && m_cur <= a.min_multiplier {
             // Already at the floor: nothing lower to propose.
             continue;
         } else if lo > a.high_429_ratio {
@@ -1056,19 +1021,10 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
         if (m_new - m_cur).abs() <= s.rate_band * m_cur {
             continue;
         }
-        // Set from the quota: rounded down, never above what the server was seen to
-        // accept.
         let to: Vec<String> = base
             .iter()
             .filter_map(|x| Rate::parse(x))
-            .map(|x| {
-                if from_quota {
-                    x.scaled_down(m_new)
-                } else {
-                    x.scaled(m_new)
-                }
-                .to_string()
-            })
+            .map(|x| x.scaled(m_new).to_string())
             .collect();
         let reason = with_limit_note(reason, round3(wanted), m_new, "the multiplier");
         if &to == current {
@@ -1106,12 +1062,138 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
                 ("e429_lo95", Num::real(lo)),
                 ("e429_hi95", Num::real(hi)),
                 ("high_429_ratio", Num::real(a.high_429_ratio)),
-            ])
-            .into_iter()
-            .chain(quota_evidence.iter().map(|(k, v)| ((*k).to_owned(), *v)))
-            .collect(),
+            ]),
         });
     }
+}
+
+/// The rate unit a window of `window_s` seconds is, if any.
+fn window_unit(window_s: f64) -> Option<&'static str> {
+    [
+        (1.0, "SECOND"),
+        (60.0, "MINUTE"),
+        (3600.0, "HOUR"),
+        (86_400.0, "DAY"),
+    ]
+    .into_iter()
+    .find(|(s, _)| *s == window_s)
+    .map(|(_, u)| u)
+}
+
+/// Rule 4, from the server's quota (`quota::Quota::Knee`): each limiter's rate over the
+/// quota's own window (`N/MINUTE` for 60 s windows) set just under the ceiling the
+/// server was seen to take, shared among the limiters, rounded down. The rate of that
+/// unit is lowered, or added when the role has none (a per-second or per-hour rate does
+/// not stop a minute's burst). One step a night: never below `1 - max_rate_step` of
+/// the busiest window sent, never above the ceiling.
+#[allow(clippy::too_many_arguments)]
+fn quota_rates(
+    h: &HostEvidence,
+    r: &evidence::RoleEvidence,
+    q: &Quota,
+    current: &[String],
+    base: &[String],
+    m_cur: f64,
+    (n, k, lo, hi): (i64, i64, f64, f64),
+    s: &AdviseSettings,
+    a: &crate::config::rates::Aimd,
+    plan: &mut Plan,
+) {
+    let Quota::Knee {
+        windows,
+        throttled,
+        ceiling,
+        busiest,
+        limiters,
+    } = *q
+    else {
+        return;
+    };
+    let Some(unit) = window_unit(r.window_s) else {
+        plan.held.push(Held {
+            host: h.host.clone(),
+            reason: format!(
+                "ratelimits.yaml {} rates kept: the server throttles at ~{ceiling} attempts per {} s window, which no rate unit expresses",
+                r.role, r.window_s
+            ),
+        });
+        return;
+    };
+    let limiters = limiters.max(1);
+    let top = ceiling / limiters;
+    let target = ((0.95 * ceiling as f64 / limiters as f64).floor() as i64).clamp(1, top.max(1));
+    let step = ((busiest as f64 / limiters as f64) * (1.0 - s.max_rate_step)).floor() as i64;
+    let want = target.max(step).min(top).max(1);
+    let at = current
+        .iter()
+        .position(|x| Rate::parse(x).is_some_and(|x| x.per == 1 && x.unit == unit));
+    // What the current rates let through in one window, per limiter.
+    let allowed = current
+        .iter()
+        .filter_map(|x| Rate::parse(x))
+        .map(|x| {
+            let interval_s = x.limit as f64 / x.per_second();
+            if interval_s <= r.window_s {
+                (x.per_second() * r.window_s).ceil()
+            } else {
+                // A coarser rate's whole limit may pass in one of our windows.
+                x.limit as f64
+            }
+        })
+        .fold(f64::INFINITY, f64::min);
+    let limit_now = at
+        .and_then(|i| Rate::parse(&current[i]))
+        .map_or(allowed, |x| x.limit as f64);
+    if want as f64 >= limit_now * (1.0 - s.rate_band) {
+        return;
+    }
+    let new_rate = format!("{want}/{unit}");
+    let mut to = current.to_vec();
+    match at {
+        Some(i) => to[i] = new_rate.clone(),
+        None => to.push(new_rate.clone()),
+    }
+    let mut reason = format!(
+        "the server took at most {ceiling} {} attempts in a throttled {} s window ({throttled} of {windows} windows throttled, the busiest sent {busiest}) from {limiters} rate limiter{}: {new_rate} per limiter {}, just under its quota",
+        r.role,
+        r.window_s,
+        if limiters == 1 { "" } else { "s" },
+        if at.is_some() { "instead" } else { "added" },
+    );
+    if want > target {
+        reason.push_str(&format!(
+            "; moves towards {target}/{unit} within this run's step"
+        ));
+    }
+    plan.baselines
+        .entry(h.host.clone())
+        .or_default()
+        .entry(r.role.clone())
+        .or_insert_with(|| base.to_vec());
+    plan.rates.push(RateChange {
+        host: h.host.clone(),
+        role: r.role.clone(),
+        from: current.to_vec(),
+        to,
+        multiplier_from: Num::real(m_cur),
+        multiplier_to: Num::real(m_cur),
+        base: base.to_vec(),
+        reason,
+        evidence: ev(&[
+            ("calls", Num::Int(r.calls_net)),
+            ("e429", Num::Int(r.e429)),
+            ("attempts", Num::Int(n)),
+            ("attempts_429", Num::Int(k)),
+            ("e429_lo95", Num::real(lo)),
+            ("e429_hi95", Num::real(hi)),
+            ("high_429_ratio", Num::real(a.high_429_ratio)),
+            ("quota_ceiling", Num::Int(ceiling)),
+            ("quota_busiest", Num::Int(busiest)),
+            ("quota_windows", Num::Int(windows as i64)),
+            ("quota_windows_throttled", Num::Int(throttled as i64)),
+            ("quota_limiters", Num::Int(limiters)),
+        ]),
+    });
 }
 
 /// Says so in the reason when the step bound or a clamp stopped short of the target.

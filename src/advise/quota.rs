@@ -1,29 +1,39 @@
 //! The quota a host's server enforces on one role, read from the role's traffic in
-//! windows (the metrics' buckets, `aimd.window_s` long by default): the requests the
-//! crawler sent against the 429s their attempts got. If the 429s come from the role's
-//! own rate, there is a knee: windows up to some count pass, windows above it are
-//! throttled. The highest count seen passing and the lowest seen throttled bracket the
-//! quota. The count is of requests, not attempts: a 429 brings retries, so counting the
-//! attempts would make throttled windows look busier because they were throttled.
+//! windows (the metrics' buckets, `aimd.window_s` long by default): per window, the
+//! attempts the server took (answered with anything but 429, retried attempts
+//! included) against the 429s it sent.
+//!
+//! A server that counts a role's requests against a quota takes at most so many per
+//! window and throttles the rest, so if the 429s come from the role's own rate, the
+//! throttled windows are the busy ones and the 429 share rises with the load. Their
+//! counts do not make a clean knee: the quota slides while the windows are fixed (a
+//! window is throttled early when the one before filled the quota), and every 429
+//! starts a Retry-After cooldown whose blocked calls leave no row, so a throttled
+//! window can look quiet. What holds is the ceiling: the most the server took in a
+//! window in which it also throttled is at most its quota, and close to it.
 //!
 //! Pure: no I/O, no clock. Rules (each a golden case in the tests):
 //! - no 429 at all: unthrottled;
 //! - fewer than `MIN_WINDOWS` windows, or fewer than `MIN_THROTTLED` throttled ones:
 //!   too few to decide;
-//! - the split of the windows by count that misclassifies the fewest (at or below it: no
-//!   429; above: 429) is a knee when at most 10% of the windows below it and at least
-//!   half of those above it are throttled, and the share of 429s per request above it is
-//!   at least twice the share below (random 429s catch busy windows more often, but not
-//!   a larger share of their requests); with fewer than `MIN_THROTTLED` throttled
-//!   windows above it, or a knee below `MIN_KNEE_REQUESTS` requests, too few to decide;
+//! - nearly every window throttled (90%): the quota is below every rate seen, and the
+//!   ceiling is the quota;
+//! - otherwise, of the windows ranked by attempts taken, at least half of the busiest
+//!   quarter must be throttled and their share of 429s per attempt must be at least
+//!   1.5 times the quietest half's (random 429s catch busy windows more often, but not a
+//!   larger share of their attempts; cooldowns raise the quiet windows' share, as they
+//!   hold back the calls that would have passed): then the 429s come from the rate and the ceiling
+//!   reads the quota; with fewer than `MIN_THROTTLED` throttled windows in the busiest
+//!   quarter, or a ceiling below `MIN_KNEE_REQUESTS`, too few to decide;
 //! - otherwise the 429s are unrelated to the rate (they come at every rate).
 
 /// One window of a role's traffic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Window {
-    /// Requests sent (network rows).
-    pub requests: i64,
-    /// 429s among their attempts, retried ones included.
+    /// Attempts the server took: answered with anything but 429, retried ones
+    /// included.
+    pub accepted: i64,
+    /// 429s among the attempts, retried ones included.
     pub attempts_429: i64,
     /// Rate limiters running for the role in the window: processes, machines or 1, as
     /// the limiter's backend shares them.
@@ -32,9 +42,9 @@ pub struct Window {
 
 /// Windows needed before the rule says anything.
 pub const MIN_WINDOWS: usize = 30;
-/// Throttled windows needed (overall, and above a knee).
+/// Throttled windows needed (overall, and among the busiest quarter).
 pub const MIN_THROTTLED: usize = 5;
-/// A knee needs windows this busy: below it, a window holds too few requests for its
+/// A quota needs windows this busy: below it, a window holds too few requests for its
 /// 429s to say anything about a rate (with a few requests a minute, the busier windows
 /// are simply likelier to catch a random 429).
 pub const MIN_KNEE_REQUESTS: i64 = 10;
@@ -49,24 +59,22 @@ pub enum Quota {
         windows: usize,
         throttled: usize,
     },
-    /// 429s at every rate: `below` and `above` are the throttled shares of the windows
-    /// at or below and above the best split `at`.
+    /// 429s at every rate: `busy` and `quiet` are the throttled shares of the busiest
+    /// quarter and the quietest half of the windows.
     Unrelated {
         windows: usize,
         throttled: usize,
-        at: i64,
-        below: f64,
-        above: f64,
+        busy: f64,
+        quiet: f64,
     },
-    /// 429s begin above a request count per window: `accepted` is the highest count seen
-    /// without a 429 at or below the knee (None: every window was throttled, so the
-    /// quota is below the lowest rate seen), `limited` the lowest count seen throttled
-    /// above it. `limiters` is the median of the windows' limiter counts.
+    /// 429s come from the role's rate: `ceiling` is the most attempts the server took in
+    /// a throttled window (its quota, or just under), `busiest` the most attempts sent
+    /// in any window, `limiters` the median of the windows' limiter counts.
     Knee {
         windows: usize,
         throttled: usize,
-        accepted: Option<i64>,
-        limited: i64,
+        ceiling: i64,
+        busiest: i64,
         limiters: i64,
     },
 }
@@ -74,7 +82,13 @@ pub enum Quota {
 /// Reads the quota from a role's windows (any order).
 pub fn estimate(windows: &[Window]) -> Quota {
     let n = windows.len();
-    let throttled = windows.iter().filter(|w| w.attempts_429 > 0).count();
+    fn is_thr(w: &&Window) -> bool {
+        w.attempts_429 > 0
+    }
+    fn thr(ws: &[&Window]) -> usize {
+        ws.iter().filter(|w| w.attempts_429 > 0).count()
+    }
+    let throttled = windows.iter().filter(is_thr).count();
     if throttled == 0 {
         return Quota::Unthrottled { windows: n };
     }
@@ -85,58 +99,35 @@ pub fn estimate(windows: &[Window]) -> Quota {
         };
     }
     let mut sorted: Vec<&Window> = windows.iter().collect();
-    sorted.sort_by_key(|w| w.requests);
-    // Split after index i (windows [0, i) at or below): errors = throttled below +
-    // unthrottled above. Splits fall between distinct counts only.
-    let unthrottled_total = n - throttled;
-    let (mut best, mut best_err) = (0usize, unthrottled_total);
-    let (mut thr_below, mut ok_below) = (0usize, 0usize);
-    for i in 1..=n {
-        let w = sorted[i - 1];
-        if w.attempts_429 > 0 {
-            thr_below += 1;
-        } else {
-            ok_below += 1;
-        }
-        if i < n && sorted[i].requests == w.requests {
-            continue;
-        }
-        let err = thr_below + (unthrottled_total - ok_below);
-        // Ties: the highest split (the most traffic known to pass).
-        if err <= best_err {
-            best = i;
-            best_err = err;
-        }
-    }
-    let (below, above) = (&sorted[..best], &sorted[best..]);
-    let share = |ws: &[&Window]| {
-        if ws.is_empty() {
-            0.0
-        } else {
-            ws.iter().filter(|w| w.attempts_429 > 0).count() as f64 / ws.len() as f64
-        }
-    };
-    let thr_above = above.iter().filter(|w| w.attempts_429 > 0).count();
-    let (sb, sa) = (share(below), share(above));
-    let at = below.last().map_or(0, |w| w.requests);
-    // 429s per request, pooled, on either side.
-    let per_request = |ws: &[&Window]| {
-        let (k, n) = ws.iter().fold((0i64, 0i64), |(k, n), w| {
-            (k + w.attempts_429, n + w.requests)
+    sorted.sort_by_key(|w| (w.accepted, w.attempts_429));
+    let quiet = &sorted[..n / 2];
+    let busy = &sorted[n - n.div_ceil(4)..];
+    let share = |ws: &[&Window]| thr(ws) as f64 / ws.len() as f64;
+    // 429s per attempt, pooled.
+    let per_attempt = |ws: &[&Window]| {
+        let (k, a) = ws.iter().fold((0i64, 0i64), |(k, a), w| {
+            (k + w.attempts_429, a + w.accepted + w.attempts_429)
         });
-        if n > 0 { k as f64 / n as f64 } else { 0.0 }
+        if a > 0 { k as f64 / a as f64 } else { 0.0 }
     };
-    let (rb, ra) = (per_request(below), per_request(above));
-    if sb > 0.10 || sa < 0.5 || (rb > 0.0 && ra < 2.0 * rb) {
+    let everywhere = throttled as f64 >= 0.9 * n as f64;
+    let (sb, sq) = (share(busy), share(quiet));
+    let (rb, rq) = (per_attempt(busy), per_attempt(quiet));
+    if !everywhere && (sb < 0.5 || (rq > 0.0 && rb < 1.5 * rq)) {
         return Quota::Unrelated {
             windows: n,
             throttled,
-            at,
-            below: sb,
-            above: sa,
+            busy: sb,
+            quiet: sq,
         };
     }
-    if thr_above < MIN_THROTTLED || (!below.is_empty() && at < MIN_KNEE_REQUESTS) {
+    let ceiling = sorted
+        .iter()
+        .filter(|w| w.attempts_429 > 0)
+        .map(|w| w.accepted)
+        .max()
+        .unwrap_or(0);
+    if thr(busy) < MIN_THROTTLED.min(busy.len()) || ceiling < MIN_KNEE_REQUESTS {
         return Quota::TooFew {
             windows: n,
             throttled,
@@ -147,17 +138,12 @@ pub fn estimate(windows: &[Window]) -> Quota {
     Quota::Knee {
         windows: n,
         throttled,
-        accepted: below
+        ceiling,
+        busiest: windows
             .iter()
-            .filter(|w| w.attempts_429 == 0)
-            .map(|w| w.requests)
-            .max(),
-        limited: above
-            .iter()
-            .filter(|w| w.attempts_429 > 0)
-            .map(|w| w.requests)
-            .min()
-            .unwrap_or(at + 1),
+            .map(|w| w.accepted + w.attempts_429)
+            .max()
+            .unwrap_or(0),
         limiters: procs[(procs.len() - 1) / 2],
     }
 }
@@ -166,28 +152,30 @@ pub fn estimate(windows: &[Window]) -> Quota {
 mod tests {
     use super::*;
 
-    fn w(requests: i64, attempts_429: i64) -> Window {
+    fn w(accepted: i64, attempts_429: i64) -> Window {
         Window {
-            requests,
+            accepted,
             attempts_429,
             limiters: 4,
         }
     }
 
     #[test]
-    fn a_clear_knee_brackets_the_quota() {
-        // 60 quiet windows from 20 to 58 attempts, 20 busy ones from 61 to 80 that the
-        // server throttled, and one throttled window at 70 beside a passing one.
+    fn a_clear_knee_reads_the_ceiling() {
+        // A quota of 60 a window: 60 quiet windows from 20 to 58 attempts pass, 25 busy
+        // ones are held at 52 to 60 taken with the rest refused (the quota slides, so a
+        // throttled window may take a little less), and one quiet window at 30 caught a
+        // 429 at the edge of a busy one.
         let mut ws: Vec<Window> = (0..60).map(|i| w(20 + (i * 38) / 59, 0)).collect();
-        ws.extend((0..20).map(|i| w(61 + i, 61 + i - 58)));
-        ws.push(w(70, 0));
+        ws.extend((0..25).map(|i| w(52 + i % 9, 3 + i)));
+        ws.push(w(30, 1));
         match estimate(&ws) {
             Quota::Knee {
-                accepted,
-                limited,
+                ceiling,
+                busiest,
                 limiters,
                 ..
-            } => assert_eq!((accepted, limited, limiters), (Some(58), 61, 4)),
+            } => assert_eq!((ceiling, busiest, limiters), (60, 58 + 27, 4)),
             other => panic!("{other:?}"),
         }
     }
@@ -247,12 +235,24 @@ mod tests {
 
     #[test]
     fn throttled_at_every_window_puts_the_quota_below_the_lowest_rate() {
-        let ws: Vec<Window> = (0..40).map(|i| w(50 + i, 5)).collect();
+        // Cooldowns make some throttled windows quiet: the ceiling still reads 44.
+        let ws: Vec<Window> = (0..40).map(|i| w(20 + (i * 24) / 39, 9 - i % 7)).collect();
         match estimate(&ws) {
-            Quota::Knee {
-                accepted, limited, ..
-            } => assert_eq!((accepted, limited), (None, 50)),
+            Quota::Knee { ceiling, .. } => assert_eq!(ceiling, 44),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn episodes_that_throttle_quiet_windows_are_unrelated() {
+        // A server incident throttles a tenth of the windows, and takes fewer of their
+        // attempts: the busy windows are not the throttled ones.
+        let mut ws: Vec<Window> = (0..200).map(|i| w(30 + i % 40, 0)).collect();
+        ws.extend((0..20).map(|i| w(5 + i, 8)));
+        assert!(
+            matches!(estimate(&ws), Quota::Unrelated { .. }),
+            "{:?}",
+            estimate(&ws)
+        );
     }
 }

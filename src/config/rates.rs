@@ -139,12 +139,36 @@ impl Default for Aimd {
     }
 }
 
-/// ratelimits.yaml as far as the advisor needs it: the rate strings per role, at the
-/// defaults and per (normalised) host, and the AIMD parameters.
+/// What the crawler's limiter does for one role besides its rates, as its loader
+/// builds a `RoleRates` (`ratelimits_loader._build_role_rates`): a missing key takes
+/// the dataclass default, not the `defaults:` entry's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleWait {
+    /// How long `acquire` polls for a free slot before it raises `RateLimitExceeded`.
+    pub max_delay_ms: u64,
+    /// Whether HEAD requests take a slot (`count_head`, default false: they skip it).
+    pub count_head: bool,
+}
+
+impl Default for RoleWait {
+    fn default() -> Self {
+        RoleWait {
+            max_delay_ms: 200,
+            count_head: false,
+        }
+    }
+}
+
+/// ratelimits.yaml as far as the advisor and the simulator need it: the rate strings
+/// and waits per role, at the defaults and per (normalised) host, and the AIMD
+/// parameters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLimits {
     pub defaults: BTreeMap<String, Vec<String>>,
     pub hosts: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// The waits of the same role entries as `defaults` / `hosts`.
+    pub default_waits: BTreeMap<String, RoleWait>,
+    pub host_waits: BTreeMap<String, BTreeMap<String, RoleWait>>,
     pub aimd: Aimd,
     /// `backend.kind`: where the limiter's counts live (`memory`: per process, the
     /// default; `multiprocess` / `sqlite`: per machine; `redis` / `postgres`: fleet).
@@ -176,13 +200,36 @@ impl RateLimits {
             shared: super::anchors::sharing(text),
             ..RateLimits::default()
         };
-        let roles = |v: &Value, at: &str| -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+        type Roles = (BTreeMap<String, Vec<String>>, BTreeMap<String, RoleWait>);
+        let roles = |v: &Value, at: &str| -> Result<Roles, ConfigError> {
             let mut m = BTreeMap::new();
+            let mut waits = BTreeMap::new();
             for (k, rv) in v.as_mapping().into_iter().flatten() {
                 let Some(role) = k.as_str() else { continue };
                 let Some(rates) = rv.get("rates") else {
                     continue;
                 };
+                let d = RoleWait::default();
+                let max_delay_ms = match rv.get("max_delay_ms") {
+                    None => d.max_delay_ms,
+                    Some(x) => x.as_u64().ok_or_else(|| {
+                        invalid(
+                            &format!("{at}.{role}.max_delay_ms"),
+                            format!("must be a whole number of milliseconds >= 0, got {x:?}"),
+                        )
+                    })?,
+                };
+                let count_head = rv
+                    .get("count_head")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(d.count_head);
+                waits.insert(
+                    role.to_owned(),
+                    RoleWait {
+                        max_delay_ms,
+                        count_head,
+                    },
+                );
                 let at = format!("{at}.{role}.rates");
                 let seq = rates
                     .as_sequence()
@@ -197,10 +244,10 @@ impl RateLimits {
                 }
                 m.insert(role.to_owned(), list);
             }
-            Ok(m)
+            Ok((m, waits))
         };
         if let Some(d) = doc.get("defaults") {
-            out.defaults = roles(d, "defaults")?;
+            (out.defaults, out.default_waits) = roles(d, "defaults")?;
         }
         for (k, hv) in doc
             .get("hosts")
@@ -213,7 +260,9 @@ impl RateLimits {
                 .ok_or_else(|| invalid("hosts", format!("host key {k:?} is not a string")))?;
             let host =
                 normalize_host(raw).map_err(|e| invalid(&format!("hosts.{raw}"), e.to_string()))?;
-            out.hosts.insert(host, roles(hv, &format!("hosts.{raw}"))?);
+            let (rates, waits) = roles(hv, &format!("hosts.{raw}"))?;
+            out.hosts.insert(host.clone(), rates);
+            out.host_waits.insert(host, waits);
         }
         if let Some(a) = doc.get("aimd") {
             let num = |key: &str, default: f64| -> Result<f64, ConfigError> {
@@ -267,6 +316,17 @@ impl RateLimits {
             .and_then(|h| h.get(role))
             .or_else(|| self.defaults.get(role))
     }
+
+    /// The wait in force for a host and role, from the same entry as `rates_for`.
+    pub fn wait_for(&self, host: &str, role: &str) -> RoleWait {
+        let own = self.hosts.get(host).is_some_and(|h| h.contains_key(role));
+        let waits = if own {
+            self.host_waits.get(host).and_then(|h| h.get(role))
+        } else {
+            self.default_waits.get(role)
+        };
+        waits.copied().unwrap_or_default()
+    }
 }
 
 /// One rates edit: `hosts.<host>.<role>.rates` becomes `rates` (created when missing).
@@ -287,6 +347,7 @@ pub fn patch_rates(text: &str, path: &Path, edits: &[RatesEdit]) -> Result<Strin
         key: key.to_owned(),
         detail,
     };
+    let before = RateLimits::parse(text, path)?;
     let (doc, root) = parse_for_edit(text, path)?;
     let shared = super::anchors::sharing(text);
     let mut edited = BTreeSet::new();
@@ -307,11 +368,25 @@ pub fn patch_rates(text: &str, path: &Path, edits: &[RatesEdit]) -> Result<Strin
         }
         let hosts = child_mapping(&root, "hosts");
         let key = existing_host_key(&hosts, &host).unwrap_or_else(|| host.clone());
+        let created = !before
+            .hosts
+            .get(&host)
+            .is_some_and(|h| h.contains_key(&e.role));
         let role_map = child_mapping(&child_mapping(&hosts, &key), &e.role);
         match role_map.get_sequence("rates") {
-            Some(seq) if seq.len() == e.rates.len() => {
+            // Same length, or rates added at the end: edited in place, in its style.
+            Some(seq) if seq.len() <= e.rates.len() => {
+                let n = seq.len();
+                let was = before.hosts.get(&host).and_then(|h| h.get(&e.role));
                 for (i, r) in e.rates.iter().enumerate() {
-                    seq.set(i, r.as_str());
+                    if i < n {
+                        // An unchanged item is left as written (quotes, comments).
+                        if was.and_then(|w| w.get(i)) != Some(r) {
+                            seq.set(i, r.as_str());
+                        }
+                    } else {
+                        seq.push(r.as_str());
+                    }
                 }
             }
             _ => {
@@ -320,6 +395,29 @@ pub fn patch_rates(text: &str, path: &Path, edits: &[RatesEdit]) -> Result<Strin
                     seq.push(r.as_str());
                 }
                 role_map.set("rates", seq);
+            }
+        }
+        if created {
+            // A new host entry replaces the defaults' entry as a whole (the crawler's
+            // loader does not merge them): it carries the defaults' wait along, so only
+            // the rates change.
+            let wait = before.wait_for(&host, &e.role);
+            let d = RoleWait::default();
+            let mut carry = |field: &str| {
+                edited.insert(vec![
+                    "hosts".to_owned(),
+                    key.clone(),
+                    e.role.clone(),
+                    field.to_owned(),
+                ]);
+            };
+            if wait.max_delay_ms != d.max_delay_ms {
+                role_map.set("max_delay_ms", wait.max_delay_ms);
+                carry("max_delay_ms");
+            }
+            if wait.count_head != d.count_head {
+                role_map.set("count_head", wait.count_head);
+                carry("count_head");
             }
         }
         edited.insert(vec![
@@ -333,7 +431,9 @@ pub fn patch_rates(text: &str, path: &Path, edits: &[RatesEdit]) -> Result<Strin
     let parsed = RateLimits::parse(&out, path)?;
     for e in edits {
         let host = normalize_host(&e.host).unwrap_or_default();
-        if parsed.hosts.get(&host).and_then(|h| h.get(&e.role)) != Some(&e.rates) {
+        if parsed.hosts.get(&host).and_then(|h| h.get(&e.role)) != Some(&e.rates)
+            || parsed.wait_for(&host, &e.role) != before.wait_for(&host, &e.role)
+        {
             return Err(invalid(
                 &format!("hosts.{host}.{}.rates", e.role),
                 "the edited file does not read back as the intended rates; nothing was written"
@@ -415,6 +515,65 @@ mod tests {
         assert_eq!(
             v["hosts"]["new.example"]["landing"]["rates"][0].as_str(),
             Some("5/SECOND")
+        );
+    }
+
+    #[test]
+    fn a_new_host_entry_keeps_the_defaults_wait() {
+        // The crawler reads a host's role entry instead of the defaults' one, with the
+        // dataclass default (200 ms) for a key it lacks: the artifact wait must come
+        // along, or adding rates would cut it from 2000 ms to 200 ms.
+        let text = "defaults:\n  artifact: {rates: [\"2/SECOND\", \"500/HOUR\"], max_delay_ms: 2000, count_head: true}\n  metadata: {rates: [\"10/SECOND\"]}\n";
+        let before = RateLimits::parse(text, Path::new("r.yaml")).unwrap();
+        let want = RoleWait {
+            max_delay_ms: 2000,
+            count_head: true,
+        };
+        assert_eq!(before.wait_for("cdn.example", "artifact"), want);
+        let out = patch_rates(
+            text,
+            Path::new("r.yaml"),
+            &[
+                RatesEdit {
+                    host: "cdn.example".into(),
+                    role: "artifact".into(),
+                    rates: vec!["1/SECOND".into(), "400/HOUR".into()],
+                },
+                RatesEdit {
+                    host: "cdn.example".into(),
+                    role: "metadata".into(),
+                    rates: vec!["8/SECOND".into()],
+                },
+            ],
+        )
+        .unwrap();
+        let after = RateLimits::parse(&out, Path::new("r.yaml")).unwrap();
+        assert_eq!(after.wait_for("cdn.example", "artifact"), want);
+        assert_eq!(
+            after.wait_for("cdn.example", "metadata"),
+            RoleWait::default()
+        );
+        assert!(!out.contains("max_delay_ms: 200\n"), "{out}");
+    }
+
+    #[test]
+    fn a_rate_added_to_a_block_list_keeps_its_style() {
+        let text = "hosts:\n  api.example.org:\n    metadata:\n      rates:\n        - \"10/SECOND\" # burst\n        - \"5000/HOUR\"\n      max_delay_ms: 250\n";
+        let out = patch_rates(
+            text,
+            Path::new("r.yaml"),
+            &[RatesEdit {
+                host: "api.example.org".into(),
+                role: "metadata".into(),
+                rates: vec!["10/SECOND".into(), "5000/HOUR".into(), "41/MINUTE".into()],
+            }],
+        )
+        .unwrap();
+        assert!(out.contains("- \"10/SECOND\" # burst\n"), "{out}");
+        let after = RateLimits::parse(&out, Path::new("r.yaml")).unwrap();
+        assert_eq!(
+            after.rates_for("api.example.org", "metadata").unwrap(),
+            &["10/SECOND", "5000/HOUR", "41/MINUTE"]
         );
     }
 }

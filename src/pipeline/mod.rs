@@ -192,6 +192,12 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
             .map(crate::config::BreakerConfig::load)
             .transpose()?,
         night: args.night,
+        ratelimits: args
+            .ratelimits
+            .as_deref()
+            .map(crate::config::rates::RateLimits::load)
+            .transpose()?,
+        quotas: args.quotas,
         ..SimOptions::new(&args.out, args.hours, args.hosts, args.rps, args.seed)
     };
     let summary =

@@ -241,15 +241,19 @@ pub fn write_plan(w: &mut dyn Write, patch: &PatchFile) -> std::io::Result<()> {
     if let Some(r) = &patch.ratelimits {
         writeln!(w, "{}: {} change(s)", r.file, r.changes.len())?;
         for c in &r.changes {
+            // A rate set from the server's quota leaves the multiplier as it was.
+            let multiplier = if c.multiplier_from == c.multiplier_to {
+                String::new()
+            } else {
+                format!(" (x{} -> x{})", c.multiplier_from, c.multiplier_to)
+            };
             writeln!(
                 w,
-                "  {:<32} {:<18} {} -> {} (x{} -> x{}) {}",
+                "  {:<32} {:<18} {} -> {}{multiplier} {}",
                 c.host,
                 format!("{} rates", c.role),
                 c.from.join(", "),
                 c.to.join(", "),
-                c.multiplier_from,
-                c.multiplier_to,
                 c.reason
             )?;
         }

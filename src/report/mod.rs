@@ -426,8 +426,16 @@ impl Report {
                     anchor: anchor(&c.host),
                     file: r.file.clone(),
                     setting: format!("{}.rates", c.role),
-                    from: format!("{} (x{})", c.from.join(", "), c.multiplier_from),
-                    to: format!("{} (x{})", c.to.join(", "), c.multiplier_to),
+                    from: if c.multiplier_from == c.multiplier_to {
+                        c.from.join(", ")
+                    } else {
+                        format!("{} (x{})", c.from.join(", "), c.multiplier_from)
+                    },
+                    to: if c.multiplier_from == c.multiplier_to {
+                        c.to.join(", ")
+                    } else {
+                        format!("{} (x{})", c.to.join(", "), c.multiplier_to)
+                    },
                     why: first_clause(&c.reason),
                     reason: c.reason.clone(),
                     predicted: String::new(),

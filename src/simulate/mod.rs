@@ -14,6 +14,7 @@
 //! burst statistics) that later stages are scored against.
 
 pub mod breaker;
+pub mod limits;
 mod sqlite;
 
 use std::cmp::Ordering;
@@ -29,6 +30,7 @@ use crate::config::DEFAULT_FAILURE_STATUSES;
 use crate::crawler::Scope;
 use crate::metrics::stats::BurstStats;
 use breaker::{Admission, Breaker, BreakerPolicy, State, Transition};
+use limits::{Acquired, Limiter, QuotaCounter, ServerQuota};
 
 /// Which real telemetry variant to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -66,6 +68,15 @@ pub struct SimOptions {
     /// incident times, and the night starts `(K - 1) * hours` after `start_s`. Night 1
     /// is the series' first draw.
     pub night: u32,
+    /// The crawler's ratelimits.yaml: when given, every attempt goes through the
+    /// crawler's limiter for its host and role (`limits::Limiter`), one per process
+    /// (`backend.kind` memory, multiprocess, sqlite) or one for the fleet (redis,
+    /// postgres), and `rate_events` records each acquire and refusal.
+    pub ratelimits: Option<crate::config::rates::RateLimits>,
+    /// Give the chronic-noise and timeout hosts a server quota on their metadata and
+    /// landing roles, with a load that rises and falls through the night (ground
+    /// truth: `quotas`).
+    pub quotas: bool,
 }
 
 impl SimOptions {
@@ -84,6 +95,8 @@ impl SimOptions {
             max_retries: 3,
             config: None,
             night: 1,
+            ratelimits: None,
+            quotas: false,
         }
     }
 
@@ -257,10 +270,34 @@ pub struct HostTruth {
     pub opens: u64,
     pub half_open_successes: u64,
     pub half_open_failures: u64,
+    /// The server's quotas (none for most hosts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<ServerQuota>,
+    /// The night's outcome, as the operator counts it.
+    pub outcome: Outcome,
     /// Bursts of all the host's breakers together (each counted by its own breaker).
     pub bursts: BurstStats,
     /// Per breaker instance, in machine order.
     pub instances: Vec<InstanceTruth>,
+}
+
+/// What a night cost and achieved, for the closed-loop benchmark: an incident is a
+/// window of ground truth, so a quota's throttling, which is the crawler's own doing,
+/// is outside every incident.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    /// Breaker opens whose time is in no incident.
+    pub opens_outside_incidents: u64,
+    /// Attempts sent during an incident that failed (a failure status or a timeout):
+    /// the failures the breakers let through.
+    pub failed_attempts_in_incidents: u64,
+    /// Calls a breaker or a cooldown denied outside every incident: lost healthy work.
+    pub blocked_outside_incidents: u64,
+    /// Attempts the crawler's limiter refused after `max_delay_ms` (the request
+    /// raised; no row).
+    pub limiter_refusals: u64,
+    /// Requests whose final response succeeded (2xx or 3xx, cache hits included).
+    pub successes: u64,
 }
 
 fn is_first_night(n: &u32) -> bool {
@@ -319,6 +356,27 @@ pub struct OutcomeEvent {
     pub fail_counter: u32,
 }
 
+/// One `rate_events` row: a limiter's acquire (with its wait) or refusal.
+#[derive(Debug, Clone)]
+pub struct RateEvent {
+    pub ts_us: i64,
+    pub host_idx: usize,
+    pub machine: usize,
+    pub role: &'static str,
+    pub refused: bool,
+    pub delay_ms: i64,
+    pub max_delay_ms: i64,
+}
+
+/// What a stretch of simulated time wrote, for every machine.
+#[derive(Debug, Default)]
+struct Chunk {
+    events: Vec<Event>,
+    transitions: Vec<HostTransition>,
+    outcomes: Vec<OutcomeEvent>,
+    rate_events: Vec<RateEvent>,
+}
+
 /// A transition tagged with its host and machine.
 #[derive(Debug, Clone)]
 pub struct HostTransition {
@@ -341,6 +399,9 @@ struct Attempt {
     method: &'static str,
     url_hash: u64,
     rate_delay_ms: i64,
+    /// Admitted by the breaker and given a limiter slot: sent at `t` without asking
+    /// either again.
+    sent: Option<State>,
 }
 
 impl PartialEq for Attempt {
@@ -382,6 +443,14 @@ struct HostSim {
     /// Log every recorded outcome (the sink variant's listener events).
     log_outcomes: bool,
     outcomes: Vec<OutcomeEvent>,
+    /// The crawler's limiters per slot (machine, or one for the fleet) and role.
+    limiters: Vec<[Option<Limiter>; 3]>,
+    fleet_limiters: bool,
+    rate_events: Vec<RateEvent>,
+    /// The server's quota counters per role.
+    quotas: [Option<QuotaCounter>; 3],
+    /// A load that rises and falls (quota hosts): the phase of its wave.
+    wave_phase: Option<f64>,
     idx: usize,
     truth: HostTruth,
 }
@@ -501,6 +570,39 @@ fn incidents_for(regime: Regime, rng: &mut ChaCha8Rng, start: f64, end: f64) -> 
 
 const NEUTRAL: [i64; 5] = [404, 404, 403, 410, 451];
 
+/// The roles the simulated crawler sends, in `limiters` / `quotas` order.
+const ROLES: [&str; 3] = ["metadata", "landing", "artifact"];
+
+fn role_idx(role: &str) -> usize {
+    ROLES.iter().position(|r| *r == role).unwrap_or(0)
+}
+
+/// The load of a quota host swings between half and one and a half times its mean
+/// over this period, so the night shows rates below and above the quota.
+const WAVE_PERIOD_S: f64 = 4.0 * 3600.0;
+const WAVE_PEAK: f64 = 1.5;
+
+fn wave(phase: f64, t: f64) -> f64 {
+    1.0 + 0.5 * (std::f64::consts::TAU * t / WAVE_PERIOD_S + phase).sin()
+}
+
+/// A quota host's quotas: per 60 s, 80% of the mean requests its metadata and landing
+/// roles send (artifacts come from a CDN without one).
+fn quotas_for(regime: Regime, rps: f64) -> Vec<ServerQuota> {
+    if !matches!(regime, Regime::Chronic | Regime::Timeouts) {
+        return Vec::new();
+    }
+    // Half the calls are metadata and three in ten landing; 8% are cache hits.
+    [("metadata", 0.5), ("landing", 0.3)]
+        .into_iter()
+        .map(|(role, share)| ServerQuota {
+            role,
+            limit: ((0.8 * rps * 60.0 * share * 0.92).round() as u64).max(3),
+            window_s: 60.0,
+        })
+        .collect()
+}
+
 impl HostSim {
     fn new(idx: usize, opts: &SimOptions) -> Self {
         // Behaviour follows the host's index; noise and incident times follow the seed
@@ -537,9 +639,36 @@ impl HostSim {
             }
             None => policy_for(regime),
         };
-        let first = start + Exp::new(opts.rps).expect("rps > 0").sample(&mut rng);
+        let quotas = if opts.quotas {
+            quotas_for(regime, opts.rps)
+        } else {
+            Vec::new()
+        };
+        let wave_phase = (!quotas.is_empty()).then(|| rng.random_range(0.0..std::f64::consts::TAU));
+        let peak = if wave_phase.is_some() { WAVE_PEAK } else { 1.0 };
+        let first = start + Exp::new(opts.rps * peak).expect("rps > 0").sample(&mut rng);
         let machines = opts.machines.max(1);
         let fleet_cooldowns = opts.cooldowns == Scope::Fleet;
+        let fleet_limiters = opts
+            .ratelimits
+            .as_ref()
+            .is_some_and(|rl| rl.limiter_column().is_none());
+        let limiters = match &opts.ratelimits {
+            None => Vec::new(),
+            Some(rl) => {
+                let one: [Option<Limiter>; 3] = std::array::from_fn(|i| {
+                    let wait = rl.wait_for(&name, ROLES[i]);
+                    rl.rates_for(&name, ROLES[i]).and_then(|rates| {
+                        Limiter::new(rates, 1.0, wait.max_delay_ms, wait.count_head)
+                    })
+                });
+                vec![one; if fleet_limiters { 1 } else { machines }]
+            }
+        };
+        let mut quota_counters: [Option<QuotaCounter>; 3] = [None, None, None];
+        for q in &quotas {
+            quota_counters[role_idx(q.role)] = Some(QuotaCounter::new(q));
+        }
         HostSim {
             truth: HostTruth {
                 host: name.clone(),
@@ -557,6 +686,8 @@ impl HostSim {
                 opens: 0,
                 half_open_successes: 0,
                 half_open_failures: 0,
+                quotas,
+                outcome: Outcome::default(),
                 bursts: BurstStats::default(),
                 instances: (0..machines)
                     .map(|m| InstanceTruth::new(m, opts.run_id(m)))
@@ -576,6 +707,11 @@ impl HostSim {
             seq: 0,
             log_outcomes: opts.variant == Variant::Sink,
             outcomes: Vec::new(),
+            limiters,
+            fleet_limiters,
+            rate_events: Vec::new(),
+            quotas: quota_counters,
+            wave_phase,
             idx,
         }
     }
@@ -645,22 +781,47 @@ impl HostSim {
     /// Counts the opens among the transitions a machine's breaker just made.
     fn tag(&mut self, machine: usize, before: usize, tr: &[Transition]) {
         let opens = tr[before..].iter().filter(|x| x.to == State::Open).count() as u64;
+        let outside = tr[before..]
+            .iter()
+            .filter(|x| x.to == State::Open && self.incident_at(x.at_s).is_none())
+            .count() as u64;
         self.truth.opens += opens;
+        self.truth.outcome.opens_outside_incidents += outside;
         self.truth.instances[machine].opens += opens;
+    }
+
+    /// A call denied by a breaker or a cooldown.
+    fn blocked(&mut self, t: f64) {
+        self.truth.blocked_calls += 1;
+        if self.incident_at(t).is_none() {
+            self.truth.outcome.blocked_outside_incidents += 1;
+        }
+    }
+
+    /// The limiter of an attempt's role in its process (or the fleet's).
+    fn limiter(&mut self, machine: usize, role: &str, method: &str) -> Option<&mut Limiter> {
+        let slot = if self.fleet_limiters { 0 } else { machine };
+        self.limiters
+            .get_mut(slot)
+            .and_then(|l| l[role_idx(role)].as_mut())
+            .filter(|l| method != "HEAD" || l.count_head)
     }
 
     /// Simulates requests and their attempts up to `until_s`, appending rows and
     /// transitions.
-    fn run_until(
-        &mut self,
-        idx: usize,
-        until_s: f64,
-        rps: f64,
-        events: &mut Vec<Event>,
-        transitions: &mut Vec<HostTransition>,
-        outcomes: &mut Vec<OutcomeEvent>,
-    ) {
-        let gap = Exp::new(rps).expect("rps > 0");
+    fn run_until(&mut self, idx: usize, until_s: f64, rps: f64, out: &mut Chunk) {
+        let Chunk {
+            events,
+            transitions,
+            outcomes,
+            rate_events,
+        } = out;
+        let peak = if self.wave_phase.is_some() {
+            WAVE_PEAK
+        } else {
+            1.0
+        };
+        let gap = Exp::new(rps * peak).expect("rps > 0");
         let mut tr: Vec<(usize, Transition)> = Vec::new();
         loop {
             let retry_next = self.pending.peek().map(|a| a.t);
@@ -671,6 +832,12 @@ impl HostSim {
                     // Quantise to microseconds so both variants store the time exactly.
                     let t = (new_next * 1e6).round() / 1e6;
                     self.next_call_s += gap.sample(&mut self.rng);
+                    if let Some(phase) = self.wave_phase {
+                        // Thinning: a call at the peak rate is made with the wave's share.
+                        if !self.rng.random_bool(wave(phase, t) / WAVE_PEAK) {
+                            continue;
+                        }
+                    }
                     let r = &mut self.rng;
                     let role = match r.random_range(0..10) {
                         0..=4 => "metadata",
@@ -703,6 +870,7 @@ impl HostSim {
                         method,
                         url_hash,
                         rate_delay_ms,
+                        sent: None,
                     })
                 }
                 _ => None,
@@ -719,6 +887,7 @@ impl HostSim {
             });
         }
         outcomes.append(&mut self.outcomes);
+        rate_events.append(&mut self.rate_events);
     }
 
     /// A response from the HTTP cache: `allow()` runs before the client finds it in
@@ -737,11 +906,12 @@ impl HostSim {
     ) {
         let mut local = Vec::new();
         let Some(state) = self.admit(machine, t, &mut local) else {
-            self.truth.blocked_calls += 1;
+            self.blocked(t);
             tr.extend(local.into_iter().map(|x| (machine, x)));
             return;
         };
         self.record(machine, t, false, None, &mut local);
+        self.truth.outcome.successes += 1;
         tr.extend(local.into_iter().map(|x| (machine, x)));
         let elapsed_ms = self.rng.random_range(0..3);
         self.truth.cache_hits += 1;
@@ -770,33 +940,86 @@ impl HostSim {
     fn attempt(
         &mut self,
         idx: usize,
-        a: Attempt,
+        mut a: Attempt,
         events: &mut Vec<Event>,
         tr: &mut Vec<(usize, Transition)>,
     ) {
         let (t, m) = (a.t, a.machine);
         let mut local = Vec::new();
-        let admitted = self.admit(m, t, &mut local);
-        let Some(state) = admitted else {
-            tr.extend(local.into_iter().map(|x| (m, x)));
-            // Denied: `BreakerOpenError` is not retried and leaves no row.
-            self.truth.blocked_calls += 1;
-            if a.made > 0 {
-                self.truth.raised += 1;
+        let state = match a.sent {
+            Some(state) => state,
+            None => {
+                let Some(state) = self.admit(m, t, &mut local) else {
+                    tr.extend(local.into_iter().map(|x| (m, x)));
+                    // Denied: `BreakerOpenError` is not retried and leaves no row.
+                    self.blocked(t);
+                    if a.made > 0 {
+                        self.truth.raised += 1;
+                    }
+                    return;
+                };
+                // The transport's limiter, after the breaker let the attempt through.
+                let idx_host = self.idx;
+                if let Some(limiter) = self.limiter(m, a.role, a.method) {
+                    let max_delay_ms = (limiter.max_delay_s() * 1000.0).round() as i64;
+                    let got = limiter.acquire(t);
+                    let (refused, wait) = match got {
+                        Acquired::After(w) => (false, w),
+                        Acquired::Refused(w) => (true, w),
+                    };
+                    self.rate_events.push(RateEvent {
+                        ts_us: ((t + wait) * 1e6).round() as i64,
+                        host_idx: idx_host,
+                        machine: m,
+                        role: a.role,
+                        refused,
+                        delay_ms: (wait * 1000.0).round() as i64,
+                        max_delay_ms,
+                    });
+                    tr.extend(local.drain(..).map(|x| (m, x)));
+                    if refused {
+                        // `RateLimitExceeded`: not retried, not counted, no row.
+                        self.truth.outcome.limiter_refusals += 1;
+                        self.truth.raised += 1;
+                        return;
+                    }
+                    if wait > 0.0 {
+                        // Sent when the slot frees, in time order with the others.
+                        self.seq += 1;
+                        self.pending.push(Attempt {
+                            t: ((t + wait) * 1e6).round() / 1e6,
+                            seq: self.seq,
+                            rate_delay_ms: (wait * 1000.0).round() as i64,
+                            sent: Some(state),
+                            ..a
+                        });
+                        return;
+                    }
+                    a.rate_delay_ms = 0;
+                }
+                state
             }
-            return;
         };
         let incident = self.incident_at(t).cloned();
         let p_fail = incident
             .as_ref()
             .map_or(self.base_failure, |i| i.failure_prob);
+        // The server's quota comes before anything else it answers.
+        let over_quota = match self.quotas[role_idx(a.role)].as_mut() {
+            Some(q) => q.request(t).err(),
+            None => None,
+        };
         let r = &mut self.rng;
         let fails = r.random_bool(p_fail);
         let mut status = Some(200);
         let mut retry_after_s = None;
         let mut error = None;
         let mut elapsed_ms = r.random_range(40..900);
-        if fails {
+        if let Some(ra) = over_quota {
+            status = Some(429);
+            retry_after_s = Some(ra);
+            elapsed_ms = r.random_range(20..120);
+        } else if fails {
             match incident.as_ref().map(|i| i.kind) {
                 Some(IncidentKind::RateLimit) => {
                     status = Some(429);
@@ -838,6 +1061,9 @@ impl HostSim {
         self.truth.attempts += 1;
         self.truth.attempts_429 += u64::from(status == Some(429));
         let failure = status.is_some_and(|s| DEFAULT_FAILURE_STATUSES.contains(&s));
+        if incident.is_some() && (failure || status.is_none()) {
+            self.truth.outcome.failed_attempts_in_incidents += 1;
+        }
         let retryable = status.is_none_or(|s| RETRYABLE.contains(&s));
         let ra = retry_after_s.map(|s| s as f64);
         // An exception is not a breaker failure (no exception types are passed); a
@@ -867,6 +1093,7 @@ impl HostSim {
                 t: ((t + wait + elapsed_ms as f64 / 1000.0) * 1e6).round() / 1e6,
                 seq: self.seq,
                 made,
+                sent: None,
                 ..a
             });
             tr.extend(local.into_iter().map(|x| (m, x)));
@@ -884,6 +1111,7 @@ impl HostSim {
         self.truth.rows += 1;
         self.truth.network_rows += 1;
         self.truth.failures += u64::from(failure);
+        self.truth.outcome.successes += u64::from(status.is_some_and(|s| (200..400).contains(&s)));
         events.push(Event {
             ts_us: (t * 1e6).round() as i64,
             host_idx: idx,
@@ -958,19 +1186,17 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
     let mut n_transitions = 0u64;
     while t < end {
         let until = (t + chunk_s).min(end);
-        let mut events = Vec::new();
-        let mut transitions = Vec::new();
-        let mut outcomes = Vec::new();
+        let mut chunk = Chunk::default();
         for (idx, sim) in sims.iter_mut().enumerate() {
-            sim.run_until(
-                idx,
-                until,
-                opts.rps,
-                &mut events,
-                &mut transitions,
-                &mut outcomes,
-            );
+            sim.run_until(idx, until, opts.rps, &mut chunk);
         }
+        let Chunk {
+            mut events,
+            mut transitions,
+            mut outcomes,
+            mut rate_events,
+        } = chunk;
+        rate_events.sort_by_key(|e| (e.machine, e.ts_us, e.host_idx));
         outcomes.sort_by_key(|o| (o.machine, o.ts_us, o.host_idx));
         // Rows in the order each machine wrote them: by time (a row is written when its
         // request ends), then host.
@@ -993,7 +1219,12 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
                 .filter(|o| o.machine == m)
                 .cloned()
                 .collect();
-            w.write_chunk(&ev, &tr, &oc)?;
+            let re: Vec<RateEvent> = rate_events
+                .iter()
+                .filter(|e| e.machine == m)
+                .cloned()
+                .collect();
+            w.write_chunk(&ev, &tr, &oc, &re)?;
         }
         rows += events.len() as u64;
         n_transitions += transitions.len() as u64;

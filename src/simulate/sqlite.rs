@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, params};
 
 use super::breaker::State;
-use super::{Event, HostTransition, OutcomeEvent, Variant};
+use super::{Event, HostTransition, OutcomeEvent, RateEvent, Variant};
 
 /// The crawler's declared schema (see docs/reference): `ts REAL`, `breaker_transitions`.
 const SCHEMA_DDL: &str = "
@@ -146,6 +146,7 @@ impl Writer {
         events: &[Event],
         transitions: &[HostTransition],
         outcomes: &[OutcomeEvent],
+        rate_events: &[RateEvent],
     ) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;
         match self.variant {
@@ -175,6 +176,21 @@ impl Writer {
                         e.breaker_recorded,
                         e.elapsed_ms,
                         e.error,
+                    ])?;
+                }
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO rate_events (run_id, ts, host, role, action, delay_ms, max_delay_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for e in rate_events {
+                    ins.execute(params![
+                        self.run_id,
+                        e.ts_us as f64 / 1e6,
+                        self.hosts[e.host_idx],
+                        e.role,
+                        if e.refused { "block" } else { "acquire" },
+                        e.delay_ms,
+                        e.max_delay_ms,
                     ])?;
                 }
                 let mut ins = tx.prepare_cached(
