@@ -156,10 +156,16 @@ fn the_real_ratelimits_file_changes_only_the_edited_rates() {
         &b
     ));
     let added = added_lines(&text, &out);
+    // The new host's entry replaces the defaults' landing entry as a whole in the
+    // crawler's loader, so it carries the defaults' wait (250 ms, not the loader's 200).
     assert_eq!(
         added.len(),
-        4,
-        "one replaced rates line, three for the new host: {added:?}"
+        5,
+        "one replaced rates line, four for the new host: {added:?}"
+    );
+    assert!(
+        added.iter().any(|l| l.trim() == "max_delay_ms: 250"),
+        "{added:?}"
     );
     assert!(
         out.contains("rates: [\"16/MINUTE\", \"800/DAY\"]"),
