@@ -31,6 +31,8 @@ def totals(truth):
         "opens / h": sum(h["opens"] for h in hosts) / hours,
         "opens outside incidents": s("opens_outside_incidents"),
         "failed attempts let into incidents": s("failed_attempts_in_incidents"),
+        "- of which timeouts (no breaker counts them)": s("timeouts_in_incidents"),
+        "- failure statuses in severe incidents": s("failed_in_severe_incidents"),
         "blocked outside incidents": s("blocked_outside_incidents"),
         "429 share per attempt (quota hosts)": (
             sum(h["attempts_429"] for h in quota) / att if att else 0.0

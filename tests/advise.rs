@@ -570,6 +570,7 @@ fn windows(knee: bool) -> Vec<breaker_advisor::advise::quota::Window> {
             Window {
                 accepted,
                 attempts_429: refused,
+                head: 0,
                 limiters: 4,
             }
         })

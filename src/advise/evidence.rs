@@ -209,6 +209,8 @@ pub fn attach_rate_windows(
         ints(rate_windows, "attempts")?,
         ints(rate_windows, "attempts_429")?,
     );
+    // Older metrics folders have no HEAD column: no HEAD attempts known.
+    let heads = ints(rate_windows, "attempts_head").unwrap_or_default();
     let p = match limiters {
         Some(c) => ints(rate_windows, c)?,
         None => Vec::new(),
@@ -220,6 +222,7 @@ pub fn attach_rate_windows(
             .push(super::quota::Window {
                 accepted: a[i].unwrap_or(0) - k[i].unwrap_or(0),
                 attempts_429: k[i].unwrap_or(0),
+                head: heads.get(i).copied().flatten().unwrap_or(0),
                 limiters: p.get(i).copied().flatten().unwrap_or(1),
             });
     }

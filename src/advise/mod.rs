@@ -979,7 +979,17 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
                 continue;
             }
             Some(q @ Quota::Knee { .. }) => {
-                quota_rates(h, r, q, current, &base, m_cur, (n, k, lo, hi), s, a, plan);
+                let count_head = rl.wait_for(&h.host, &r.role).count_head;
+                quota_rates(
+                    h,
+                    r,
+                    q,
+                    (current, &base, m_cur, count_head),
+                    (n, k, lo, hi),
+                    s,
+                    a,
+                    plan,
+                );
                 continue;
             }
             _ => {}
@@ -1084,16 +1094,15 @@ fn window_unit(window_s: f64) -> Option<&'static str> {
 /// quota's own window (`N/MINUTE` for 60 s windows) set just under the ceiling the
 /// server was seen to take, shared among the limiters, rounded down. The rate of that
 /// unit is lowered, or added when the role has none (a per-second or per-hour rate does
-/// not stop a minute's burst). One step a night: never below `1 - max_rate_step` of
-/// the busiest window sent, never above the ceiling.
+/// not stop a minute's burst). Where HEAD requests skip the limiter (`count_head`
+/// false), their share of the attempts comes off the ceiling first. One step a night:
+/// never below `1 - max_rate_step` of the busiest window sent, never above the ceiling.
 #[allow(clippy::too_many_arguments)]
 fn quota_rates(
     h: &HostEvidence,
     r: &evidence::RoleEvidence,
     q: &Quota,
-    current: &[String],
-    base: &[String],
-    m_cur: f64,
+    (current, base, m_cur, count_head): (&[String], &[String], f64, bool),
     (n, k, lo, hi): (i64, i64, f64, f64),
     s: &AdviseSettings,
     a: &crate::config::rates::Aimd,
@@ -1120,8 +1129,19 @@ fn quota_rates(
         return;
     };
     let limiters = limiters.max(1);
-    let top = ceiling / limiters;
-    let target = ((0.95 * ceiling as f64 / limiters as f64).floor() as i64).clamp(1, top.max(1));
+    // HEAD requests skip the limiter unless `count_head`, but the server counts them:
+    // the limiter gets the ceiling less their share.
+    let (heads, sent) = r.windows.iter().fold((0i64, 0i64), |(h, a), w| {
+        (h + w.head, a + w.accepted + w.attempts_429)
+    });
+    let head_share = if count_head || sent == 0 {
+        0.0
+    } else {
+        heads as f64 / sent as f64
+    };
+    let budget = ceiling as f64 * (1.0 - head_share);
+    let top = (budget / limiters as f64).floor() as i64;
+    let target = ((0.95 * budget / limiters as f64).floor() as i64).clamp(1, top.max(1));
     let step = ((busiest as f64 / limiters as f64) * (1.0 - s.max_rate_step)).floor() as i64;
     let want = target.max(step).min(top).max(1);
     let at = current
@@ -1160,6 +1180,12 @@ fn quota_rates(
         if limiters == 1 { "" } else { "s" },
         if at.is_some() { "instead" } else { "added" },
     );
+    if head_share > 0.0 {
+        reason.push_str(&format!(
+            " (less the {:.0}% of attempts that are HEAD requests, which skip the limiter but count against the quota)",
+            head_share * 100.0
+        ));
+    }
     if want > target {
         reason.push_str(&format!(
             "; moves towards {target}/{unit} within this run's step"
@@ -1192,6 +1218,7 @@ fn quota_rates(
             ("quota_windows", Num::Int(windows as i64)),
             ("quota_windows_throttled", Num::Int(throttled as i64)),
             ("quota_limiters", Num::Int(limiters)),
+            ("quota_head_share", Num::real(head_share)),
         ]),
     });
 }

@@ -35,6 +35,8 @@ pub struct Window {
     pub accepted: i64,
     /// 429s among the attempts, retried ones included.
     pub attempts_429: i64,
+    /// Attempts of HEAD requests (any answer).
+    pub head: i64,
     /// Rate limiters running for the role in the window: processes, machines or 1, as
     /// the limiter's backend shares them.
     pub limiters: i64,
@@ -156,6 +158,7 @@ mod tests {
         Window {
             accepted,
             attempts_429,
+            head: 0,
             limiters: 4,
         }
     }

@@ -26,9 +26,10 @@ use crate::crawler::{CrawlerModel, Scope};
 pub const US_PER_S: i64 = 1_000_000;
 
 /// The `http_events` columns the metrics read.
-const EVENT_COLUMNS: [&str; 13] = [
+const EVENT_COLUMNS: [&str; 14] = [
     "host",
     "role",
+    "method",
     "ts",
     "source",
     "run_id",
@@ -622,7 +623,9 @@ pub fn analyze(
 }
 
 /// Per host, role and bucket with network calls: `requests` (network rows: the load the
-/// crawler offered), `attempts` (retried ones included), `attempts_429`, and the rate
+/// crawler offered), `attempts` (retried ones included), `attempts_429`,
+/// `attempts_head` (those of HEAD requests, which skip the crawler's limiter unless
+/// `count_head`, while a server's quota counts them), and the rate
 /// limiters running then: `processes` (crawler processes, source and run id, whose calls to the
 /// host and role span the bucket: one limiter each under the `memory` backend) and
 /// `machines` (the same by source: one each under `multiprocess` / `sqlite`). Buckets
@@ -648,6 +651,11 @@ fn rate_windows(
         len().cast(DataType::Int64).alias("requests"),
         sum_as("attempts", "attempts"),
         sum_as("attempts_429", "attempts_429"),
+        col("attempts")
+            .filter(col("method").eq(lit("HEAD")))
+            .sum()
+            .cast(DataType::Int64)
+            .alias("attempts_head"),
     ]);
     // A limiter runs from its first call to its last: count the spans covering a bucket.
     let running = |by: &str, name: &str| {
@@ -696,6 +704,7 @@ fn rate_windows(
             col("requests"),
             col("attempts"),
             col("attempts_429"),
+            col("attempts_head"),
             col("processes"),
             col("machines"),
         ])

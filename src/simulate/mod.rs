@@ -291,6 +291,12 @@ pub struct Outcome {
     /// Attempts sent during an incident that failed (a failure status or a timeout):
     /// the failures the breakers let through.
     pub failed_attempts_in_incidents: u64,
+    /// Of those, the timeouts: the crawler's breakers never count one (no exception
+    /// types are passed), so no breaker setting keeps them out.
+    pub timeouts_in_incidents: u64,
+    /// Of those, the failure statuses in severe incidents (the outages and floods a
+    /// breaker is for; a mild incident's calls mostly succeed).
+    pub failed_in_severe_incidents: u64,
     /// Calls a breaker or a cooldown denied outside every incident: lost healthy work.
     pub blocked_outside_incidents: u64,
     /// Attempts the crawler's limiter refused after `max_delay_ms` (the request
@@ -1061,8 +1067,11 @@ impl HostSim {
         self.truth.attempts += 1;
         self.truth.attempts_429 += u64::from(status == Some(429));
         let failure = status.is_some_and(|s| DEFAULT_FAILURE_STATUSES.contains(&s));
-        if incident.is_some() && (failure || status.is_none()) {
-            self.truth.outcome.failed_attempts_in_incidents += 1;
+        if let Some(i) = incident.as_ref().filter(|_| failure || status.is_none()) {
+            let o = &mut self.truth.outcome;
+            o.failed_attempts_in_incidents += 1;
+            o.timeouts_in_incidents += u64::from(status.is_none());
+            o.failed_in_severe_incidents += u64::from(failure && i.level == Level::Severe);
         }
         let retryable = status.is_none_or(|s| RETRYABLE.contains(&s));
         let ra = retry_after_s.map(|s| s as f64);
