@@ -10,14 +10,20 @@
 # Usage: bench/nights.sh [NIGHTS] [WORKDIR] [BREAKERS] [RATELIMITS] [-- SIMULATE_ARGS...]
 #   defaults: 3 nights, /tmp/breaker-advisor-nights, data-samples/breakers.yaml and
 #   data-samples/ratelimits.yaml, `--hosts 12 --rps 2 --hours 24 --quotas`.
-nights="${1:-3}"
-source "$(dirname "$0")/common.sh" "${2:-/tmp/breaker-advisor-nights}"
-breakers="${3:-data-samples/breakers.yaml}"
-ratelimits="${4:-data-samples/ratelimits.yaml}"
-shift $(( $# < 4 ? $# : 4 ))
+pos=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do pos+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 fleet=("$@")
 [ ${#fleet[@]} -eq 0 ] && fleet=(--hosts 12 --rps 2 --hours 24 --quotas)
+nights="${pos[0]:-3}"
+source "$(dirname "$0")/common.sh" "${pos[1]:-/tmp/breaker-advisor-nights}"
+breakers="${pos[2]:-data-samples/breakers.yaml}"
+ratelimits="${pos[3]:-data-samples/ratelimits.yaml}"
+# Each run reads one night: the dataset keeps them all.
+hours=24
+for ((i = 0; i < ${#fleet[@]}; i++)); do
+  [ "${fleet[$i]}" = "--hours" ] && hours="${fleet[$((i + 1))]}"
+done
 
 rm -rf "$work/cfg" "$work/orig" "$work/out" "$work"/base-* "$work"/advised-*
 mkdir -p "$work/cfg" "$work/orig"
@@ -34,11 +40,13 @@ for k in $(seq 1 "$nights"); do
     "$bin" -q simulate --out "$work/advised-$k" --night "$k" "${fleet[@]}" \
       --config "$work/cfg/breakers.yaml" --ratelimits "$work/cfg/ratelimits.yaml" > /dev/null
   fi
+  # The files this night ran under.
+  cp "$work/cfg/breakers.yaml" "$work/cfg/ratelimits.yaml" "$work/advised-$k/"
   "$bin" -q run --out "$work/out" --patch-file "$work/cfg/breakers.patch.yaml" \
+    --window "$(python3 -c "import sys; print(round(float(sys.argv[1]) * 60))" "$hours")m" \
     --config "$work/cfg/breakers.yaml" --ratelimits "$work/cfg/ratelimits.yaml" --write \
     $(for f in "$work/advised-$k"/telemetry*.sqlite; do printf -- '-t %s ' "$f"; done) \
     > "$work/advised-$k/run.txt"
   cp "$work/cfg/breakers.patch.yaml" "$work/advised-$k/patch.yaml"
-  cp "$work/cfg/breakers.yaml" "$work/cfg/ratelimits.yaml" "$work/advised-$k/"
 done
 python3 bench/nights.py "$work" "$nights"

@@ -607,6 +607,15 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
     want.push("99/MINUTE".into());
     assert_eq!(r.to, want);
     assert_eq!(r.multiplier_from, r.multiplier_to);
+    // The new rates are the multiplier's reference from now on: speeding back up
+    // scales them, never the old ones over the quota.
+    assert_eq!(plan.baselines["a.example"]["metadata"], r.to);
+
+    // A per-second rate already holds the role under 99 a minute (1/SECOND is 60),
+    // whatever the per-minute one says: nothing to change.
+    let tight = with_rates("1/SECOND", "100/MINUTE");
+    let plan = plan_with(&[h.clone()], &s, &Default::default(), &tight);
+    assert!(plan.rates.is_empty(), "{:?}", plan.rates);
 
     // Next night the per-minute rate is there: a lower quota lowers it.
     let mut lower = h.clone();

@@ -1147,23 +1147,20 @@ fn quota_rates(
     let at = current
         .iter()
         .position(|x| Rate::parse(x).is_some_and(|x| x.per == 1 && x.unit == unit));
-    // What the current rates let through in one window, per limiter.
-    let allowed = current
+    // What the current rates let through in one window, per limiter, as the crawler
+    // reads them (`1/3SECOND` is one a second there): the tightest of them.
+    let limit_now = current
         .iter()
-        .filter_map(|x| Rate::parse(x))
-        .map(|x| {
-            let interval_s = x.limit as f64 / x.per_second();
+        .filter_map(|x| crate::config::rates::crawler_reading(x))
+        .map(|(limit, interval_s)| {
             if interval_s <= r.window_s {
-                (x.per_second() * r.window_s).ceil()
+                (limit as f64 * r.window_s / interval_s).ceil()
             } else {
                 // A coarser rate's whole limit may pass in one of our windows.
-                x.limit as f64
+                limit as f64
             }
         })
         .fold(f64::INFINITY, f64::min);
-    let limit_now = at
-        .and_then(|i| Rate::parse(&current[i]))
-        .map_or(allowed, |x| x.limit as f64);
     if want as f64 >= limit_now * (1.0 - s.rate_band) {
         return;
     }
@@ -1191,11 +1188,12 @@ fn quota_rates(
             "; moves towards {target}/{unit} within this run's step"
         ));
     }
+    // The rates set from the quota become the multiplier's reference: the share rule
+    // scales them from here, so "speed back up" never lifts them over the quota.
     plan.baselines
         .entry(h.host.clone())
         .or_default()
-        .entry(r.role.clone())
-        .or_insert_with(|| base.to_vec());
+        .insert(r.role.clone(), to.clone());
     plan.rates.push(RateChange {
         host: h.host.clone(),
         role: r.role.clone(),

@@ -104,6 +104,22 @@ impl Rate {
     }
 }
 
+/// A rate string as the crawler's `RateLimitRegistry._parse_rates` reads it: the limit
+/// and the window in seconds, `LIMIT/UNIT` with an unknown unit (such as `3SECOND`) read
+/// as a second, so `1/3SECOND` is one a second; None where the crawler logs a warning
+/// and drops the rate.
+pub fn crawler_reading(text: &str) -> Option<(u64, f64)> {
+    let (limit, unit) = text.split_once('/')?;
+    let limit: u64 = limit.trim().parse().ok()?;
+    let window_s = match unit.trim().to_ascii_uppercase().as_str() {
+        "MINUTE" => 60.0,
+        "HOUR" => 3600.0,
+        "DAY" => 86_400.0,
+        _ => 1.0,
+    };
+    Some((limit, window_s))
+}
+
 impl std::fmt::Display for Rate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.per == 1 {
@@ -219,10 +235,15 @@ impl RateLimits {
                         )
                     })?,
                 };
-                let count_head = rv
-                    .get("count_head")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(d.count_head);
+                let count_head = match rv.get("count_head") {
+                    None => d.count_head,
+                    Some(x) => x.as_bool().ok_or_else(|| {
+                        invalid(
+                            &format!("{at}.{role}.count_head"),
+                            format!("must be true or false, got {x:?}"),
+                        )
+                    })?,
+                };
                 waits.insert(
                     role.to_owned(),
                     RoleWait {

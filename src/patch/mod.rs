@@ -81,8 +81,9 @@ pub struct PatchFile {
     pub breakers: BreakersSection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratelimits: Option<RatelimitsSection>,
-    /// Rates first recorded per host and role: the reference of every multiplier,
-    /// carried from patch to patch (also by runs without ratelimits.yaml).
+    /// Rates first recorded per host and role, or last set from the server's quota:
+    /// the reference of every multiplier, carried from patch to patch (also by runs
+    /// without ratelimits.yaml).
     #[serde(default)]
     pub baselines: RateBaselines,
     /// Hosts left alone, and why.

@@ -75,20 +75,7 @@ impl Window {
     }
 }
 
-/// A rate string as the crawler's `_parse_rates` reads it: `LIMIT/UNIT`, an unknown
-/// unit (such as `3SECOND`) read as a second; None where the crawler logs a warning
-/// and drops the rate.
-pub fn crawler_rate(text: &str) -> Option<(u64, f64)> {
-    let (limit, unit) = text.split_once('/')?;
-    let limit: u64 = limit.trim().parse().ok()?;
-    let window_s = match unit.trim().to_ascii_uppercase().as_str() {
-        "MINUTE" => 60.0,
-        "HOUR" => 3600.0,
-        "DAY" => 86_400.0,
-        _ => 1.0,
-    };
-    Some((limit, window_s))
-}
+pub use crate::config::rates::crawler_reading as crawler_rate;
 
 /// How often `acquire` polls for a free slot.
 const POLL_S: f64 = 0.025;
@@ -217,7 +204,7 @@ mod tests {
             Acquired::Refused(w) => assert!((w - 0.1).abs() < 1e-9),
             other => panic!("{other:?}"),
         }
-        // 60 ms short of a slot: two polls.
+        // 60 ms short of a slot: three polls.
         match l.acquire(11.44) {
             Acquired::After(w) => assert!((w - 0.075).abs() < 1e-9, "{w}"),
             other => panic!("{other:?}"),

@@ -844,6 +844,7 @@ impl HostSim {
                             continue;
                         }
                     }
+                    let limited = !self.limiters.is_empty();
                     let r = &mut self.rng;
                     let role = match r.random_range(0..10) {
                         0..=4 => "metadata",
@@ -857,11 +858,14 @@ impl HostSim {
                     };
                     let url_hash = r.random::<u64>();
                     let machine = r.random_range(0..self.machines);
-                    let rate_delay_ms = if r.random_bool(0.2) {
+                    let drawn = if r.random_bool(0.2) {
                         r.random_range(1..200)
                     } else {
                         0
                     };
+                    // Under --ratelimits the wait is the limiter's (none for a call
+                    // that skips it); the draw is kept so the noise stays the same.
+                    let rate_delay_ms = if limited { 0 } else { drawn };
                     if r.random_bool(0.08) {
                         self.cache_hit(idx, t, machine, role, method, url_hash, events, &mut tr);
                         continue;
@@ -1067,7 +1071,9 @@ impl HostSim {
         self.truth.attempts += 1;
         self.truth.attempts_429 += u64::from(status == Some(429));
         let failure = status.is_some_and(|s| DEFAULT_FAILURE_STATUSES.contains(&s));
-        if let Some(i) = incident.as_ref().filter(|_| failure || status.is_none()) {
+        // A quota's 429 is the crawler's own doing, not the incident's.
+        let failed = (failure || status.is_none()) && over_quota.is_none();
+        if let Some(i) = incident.as_ref().filter(|_| failed) {
             let o = &mut self.truth.outcome;
             o.failed_attempts_in_incidents += 1;
             o.timeouts_in_incidents += u64::from(status.is_none());
