@@ -222,9 +222,9 @@ impl RateLimits {
             let mut waits = BTreeMap::new();
             for (k, rv) in v.as_mapping().into_iter().flatten() {
                 let Some(role) = k.as_str() else { continue };
-                let Some(rates) = rv.get("rates") else {
+                if !rv.is_mapping() {
                     continue;
-                };
+                }
                 let d = RoleWait::default();
                 let max_delay_ms = match rv.get("max_delay_ms") {
                     None => d.max_delay_ms,
@@ -251,6 +251,11 @@ impl RateLimits {
                         count_head,
                     },
                 );
+                // An entry without rates still has its wait (and the crawler reads it
+                // instead of the defaults' entry).
+                let Some(rates) = rv.get("rates") else {
+                    continue;
+                };
                 let at = format!("{at}.{role}.rates");
                 let seq = rates
                     .as_sequence()
@@ -338,9 +343,13 @@ impl RateLimits {
             .or_else(|| self.defaults.get(role))
     }
 
-    /// The wait in force for a host and role, from the same entry as `rates_for`.
+    /// The wait in force for a host and role: the host's own role entry's, else the
+    /// defaults' (the crawler takes a host's role entry whole, with or without rates).
     pub fn wait_for(&self, host: &str, role: &str) -> RoleWait {
-        let own = self.hosts.get(host).is_some_and(|h| h.contains_key(role));
+        let own = self
+            .host_waits
+            .get(host)
+            .is_some_and(|h| h.contains_key(role));
         let waits = if own {
             self.host_waits.get(host).and_then(|h| h.get(role))
         } else {
@@ -390,7 +399,7 @@ pub fn patch_rates(text: &str, path: &Path, edits: &[RatesEdit]) -> Result<Strin
         let hosts = child_mapping(&root, "hosts");
         let key = existing_host_key(&hosts, &host).unwrap_or_else(|| host.clone());
         let created = !before
-            .hosts
+            .host_waits
             .get(&host)
             .is_some_and(|h| h.contains_key(&e.role));
         let role_map = child_mapping(&child_mapping(&hosts, &key), &e.role);
@@ -575,6 +584,33 @@ mod tests {
             RoleWait::default()
         );
         assert!(!out.contains("max_delay_ms: 200\n"), "{out}");
+    }
+
+    #[test]
+    fn a_host_entry_without_rates_keeps_its_own_wait() {
+        let text = "defaults:\n  metadata: {rates: [\"10/SECOND\"], max_delay_ms: 250}\nhosts:\n  api.example.org:\n    metadata:\n      max_delay_ms: 900 # patient\n";
+        let before = RateLimits::parse(text, Path::new("r.yaml")).unwrap();
+        assert_eq!(
+            before.wait_for("api.example.org", "metadata").max_delay_ms,
+            900
+        );
+        let out = patch_rates(
+            text,
+            Path::new("r.yaml"),
+            &[RatesEdit {
+                host: "api.example.org".into(),
+                role: "metadata".into(),
+                rates: vec!["8/SECOND".into()],
+            }],
+        )
+        .unwrap();
+        assert!(out.contains("max_delay_ms: 900 # patient"), "{out}");
+        assert!(!out.contains("max_delay_ms: 250\n    "), "{out}");
+        let after = RateLimits::parse(&out, Path::new("r.yaml")).unwrap();
+        assert_eq!(
+            after.wait_for("api.example.org", "metadata").max_delay_ms,
+            900
+        );
     }
 
     #[test]
