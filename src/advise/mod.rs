@@ -213,6 +213,14 @@ pub struct RateChange {
     pub evidence: Evidence,
 }
 
+impl RateChange {
+    /// Whether the change moves the multiplier (a rate set from the server's quota
+    /// leaves it as it was, and is shown without one).
+    pub fn moves_multiplier(&self) -> bool {
+        self.multiplier_from != self.multiplier_to
+    }
+}
+
 /// A change that would help but that the crawler ignores (under the crawler model): it
 /// goes to the report's "needs a crawler change" section, never into breakers.yaml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1064,17 +1072,27 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
             multiplier_to: Num::real(m_new),
             base,
             reason,
-            evidence: ev(&[
-                ("calls", Num::Int(r.calls_net)),
-                ("e429", Num::Int(r.e429)),
-                ("attempts", Num::Int(n)),
-                ("attempts_429", Num::Int(k)),
-                ("e429_lo95", Num::real(lo)),
-                ("e429_hi95", Num::real(hi)),
-                ("high_429_ratio", Num::real(a.high_429_ratio)),
-            ]),
+            evidence: ev(&share_evidence(r, (n, k, lo, hi), a)),
         });
     }
+}
+
+/// The evidence every rates change carries: the role's calls and 429s, and the share
+/// of its attempts that got one with its bounds, against the threshold.
+fn share_evidence(
+    r: &evidence::RoleEvidence,
+    (n, k, lo, hi): (i64, i64, f64, f64),
+    a: &crate::config::rates::Aimd,
+) -> [(&'static str, Num); 7] {
+    [
+        ("calls", Num::Int(r.calls_net)),
+        ("e429", Num::Int(r.e429)),
+        ("attempts", Num::Int(n)),
+        ("attempts_429", Num::Int(k)),
+        ("e429_lo95", Num::real(lo)),
+        ("e429_hi95", Num::real(hi)),
+        ("high_429_ratio", Num::real(a.high_429_ratio)),
+    ]
 }
 
 /// The rate unit a window of `window_s` seconds is, if any.
@@ -1204,20 +1222,17 @@ fn quota_rates(
         base: base.to_vec(),
         reason,
         evidence: ev(&[
-            ("calls", Num::Int(r.calls_net)),
-            ("e429", Num::Int(r.e429)),
-            ("attempts", Num::Int(n)),
-            ("attempts_429", Num::Int(k)),
-            ("e429_lo95", Num::real(lo)),
-            ("e429_hi95", Num::real(hi)),
-            ("high_429_ratio", Num::real(a.high_429_ratio)),
-            ("quota_ceiling", Num::Int(ceiling)),
-            ("quota_busiest", Num::Int(busiest)),
-            ("quota_windows", Num::Int(windows as i64)),
-            ("quota_windows_throttled", Num::Int(throttled as i64)),
-            ("quota_limiters", Num::Int(limiters)),
-            ("quota_head_share", Num::real(head_share)),
-        ]),
+            &share_evidence(r, (n, k, lo, hi), a)[..],
+            &[
+                ("quota_ceiling", Num::Int(ceiling)),
+                ("quota_busiest", Num::Int(busiest)),
+                ("quota_windows", Num::Int(windows as i64)),
+                ("quota_windows_throttled", Num::Int(throttled as i64)),
+                ("quota_limiters", Num::Int(limiters)),
+                ("quota_head_share", Num::real(head_share)),
+            ],
+        ]
+        .concat()),
     });
 }
 

@@ -42,6 +42,13 @@ pub struct Window {
     pub limiters: i64,
 }
 
+impl Window {
+    /// The server answered at least one attempt with 429.
+    pub fn throttled(&self) -> bool {
+        self.attempts_429 > 0
+    }
+}
+
 /// Windows needed before the rule says anything.
 pub const MIN_WINDOWS: usize = 30;
 /// Throttled windows needed (overall, and among the busiest quarter).
@@ -84,13 +91,8 @@ pub enum Quota {
 /// Reads the quota from a role's windows (any order).
 pub fn estimate(windows: &[Window]) -> Quota {
     let n = windows.len();
-    fn is_thr(w: &&Window) -> bool {
-        w.attempts_429 > 0
-    }
-    fn thr(ws: &[&Window]) -> usize {
-        ws.iter().filter(|w| w.attempts_429 > 0).count()
-    }
-    let throttled = windows.iter().filter(is_thr).count();
+    let thr = |ws: &[&Window]| ws.iter().filter(|w| w.throttled()).count();
+    let throttled = windows.iter().filter(|w| w.throttled()).count();
     if throttled == 0 {
         return Quota::Unthrottled { windows: n };
     }
@@ -125,7 +127,7 @@ pub fn estimate(windows: &[Window]) -> Quota {
     }
     let ceiling = sorted
         .iter()
-        .filter(|w| w.attempts_429 > 0)
+        .filter(|w| w.throttled())
         .map(|w| w.accepted)
         .max()
         .unwrap_or(0);

@@ -67,16 +67,7 @@ impl Rate {
     /// exception: it is rewritten as `COUNT/UNIT` in the finest unit whose count rounds
     /// within 2% (`1/3SECOND` x 0.8 becomes 16/MINUTE).
     pub fn scaled(&self, m: f64) -> Rate {
-        self.scaled_by(m, f64::round)
-    }
-
-    /// As `scaled`, rounding every limit down: never more than `m` times the rate (for
-    /// a rate set from what a server was seen to accept).
-    pub fn scaled_down(&self, m: f64) -> Rate {
-        self.scaled_by(m, f64::floor)
-    }
-
-    fn scaled_by(&self, m: f64, round: fn(f64) -> f64) -> Rate {
+        let round = f64::round;
         if self.per == 1 {
             return Rate {
                 limit: round(self.limit as f64 * m).max(1.0) as u64,

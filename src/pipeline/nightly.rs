@@ -241,11 +241,10 @@ pub fn write_plan(w: &mut dyn Write, patch: &PatchFile) -> std::io::Result<()> {
     if let Some(r) = &patch.ratelimits {
         writeln!(w, "{}: {} change(s)", r.file, r.changes.len())?;
         for c in &r.changes {
-            // A rate set from the server's quota leaves the multiplier as it was.
-            let multiplier = if c.multiplier_from == c.multiplier_to {
-                String::new()
-            } else {
+            let multiplier = if c.moves_multiplier() {
                 format!(" (x{} -> x{})", c.multiplier_from, c.multiplier_to)
+            } else {
+                String::new()
             };
             writeln!(
                 w,

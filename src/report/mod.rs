@@ -426,15 +426,15 @@ impl Report {
                     anchor: anchor(&c.host),
                     file: r.file.clone(),
                     setting: format!("{}.rates", c.role),
-                    from: if c.multiplier_from == c.multiplier_to {
-                        c.from.join(", ")
-                    } else {
+                    from: if c.moves_multiplier() {
                         format!("{} (x{})", c.from.join(", "), c.multiplier_from)
-                    },
-                    to: if c.multiplier_from == c.multiplier_to {
-                        c.to.join(", ")
                     } else {
+                        c.from.join(", ")
+                    },
+                    to: if c.moves_multiplier() {
                         format!("{} (x{})", c.to.join(", "), c.multiplier_to)
+                    } else {
+                        c.to.join(", ")
                     },
                     why: first_clause(&c.reason),
                     reason: c.reason.clone(),

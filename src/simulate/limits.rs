@@ -24,6 +24,8 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
+use crate::config::rates::crawler_reading;
+
 /// At most `limit` events in any `window_s` seconds.
 #[derive(Debug, Clone)]
 struct Rate {
@@ -75,8 +77,6 @@ impl Window {
     }
 }
 
-pub use crate::config::rates::crawler_reading as crawler_rate;
-
 /// How often `acquire` polls for a free slot.
 const POLL_S: f64 = 0.025;
 
@@ -108,7 +108,7 @@ impl Limiter {
     ) -> Option<Self> {
         let rates: Vec<Rate> = rates
             .iter()
-            .filter_map(|r| crawler_rate(r))
+            .filter_map(|r| crawler_reading(r))
             .map(|(limit, window_s)| Rate {
                 limit: (limit as f64 * multiplier).floor() as usize,
                 window_s,
@@ -213,9 +213,9 @@ mod tests {
 
     #[test]
     fn the_crawler_misreads_one_per_three_seconds() {
-        assert_eq!(crawler_rate("1/3SECOND"), Some((1, 1.0)));
-        assert_eq!(crawler_rate("5000/HOUR"), Some((5000, 3600.0)));
-        assert_eq!(crawler_rate("ten/SECOND"), None);
+        assert_eq!(crawler_reading("1/3SECOND"), Some((1, 1.0)));
+        assert_eq!(crawler_reading("5000/HOUR"), Some((5000, 3600.0)));
+        assert_eq!(crawler_reading("ten/SECOND"), None);
         // Both rates bind: 3 a second, 4 a minute.
         let mut l = Limiter::new(&["3/SECOND".into(), "4/MINUTE".into()], 1.0, 0, false).unwrap();
         let taken = (0..10)

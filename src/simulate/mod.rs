@@ -592,6 +592,12 @@ fn wave(phase: f64, t: f64) -> f64 {
     1.0 + 0.5 * (std::f64::consts::TAU * t / WAVE_PERIOD_S + phase).sin()
 }
 
+/// The rate calls are drawn at, as a multiple of the mean: the wave's peak for a host
+/// whose load rises and falls (its calls are then thinned), else the mean.
+fn peak(wave_phase: Option<f64>) -> f64 {
+    if wave_phase.is_some() { WAVE_PEAK } else { 1.0 }
+}
+
 /// A quota host's quotas: per 60 s, 80% of the mean requests its metadata and landing
 /// roles send (artifacts come from a CDN without one).
 fn quotas_for(regime: Regime, rps: f64) -> Vec<ServerQuota> {
@@ -651,8 +657,10 @@ impl HostSim {
             Vec::new()
         };
         let wave_phase = (!quotas.is_empty()).then(|| rng.random_range(0.0..std::f64::consts::TAU));
-        let peak = if wave_phase.is_some() { WAVE_PEAK } else { 1.0 };
-        let first = start + Exp::new(opts.rps * peak).expect("rps > 0").sample(&mut rng);
+        let first = start
+            + Exp::new(opts.rps * peak(wave_phase))
+                .expect("rps > 0")
+                .sample(&mut rng);
         let machines = opts.machines.max(1);
         let fleet_cooldowns = opts.cooldowns == Scope::Fleet;
         let fleet_limiters = opts
@@ -822,12 +830,7 @@ impl HostSim {
             outcomes,
             rate_events,
         } = out;
-        let peak = if self.wave_phase.is_some() {
-            WAVE_PEAK
-        } else {
-            1.0
-        };
-        let gap = Exp::new(rps * peak).expect("rps > 0");
+        let gap = Exp::new(rps * peak(self.wave_phase)).expect("rps > 0");
         let mut tr: Vec<(usize, Transition)> = Vec::new();
         loop {
             let retry_next = self.pending.peek().map(|a| a.t);
