@@ -111,6 +111,23 @@ pub enum Command {
     Cooldown(CooldownArgs),
 }
 
+/// How much of the fleet one process computes at once.
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// Memory for the stages after export: hosts are computed in groups whose rows of
+    /// the window fit it (1GiB, 512MiB). The outputs are the same whatever the budget;
+    /// a smaller one only takes longer.
+    #[arg(long, default_value = "1GiB", value_parser = crate::groups::parse_budget, value_name = "SIZE")]
+    pub memory_budget: u64,
+}
+
+impl ScaleArgs {
+    /// The rows of the window one group of hosts may hold.
+    pub fn group_rows(&self) -> u64 {
+        crate::groups::rows_for_budget(self.memory_budget)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct AdviseArgs {
     /// Folder written by `analyze` and `detect`.
@@ -139,6 +156,8 @@ pub struct AdviseArgs {
     /// Print the patch file as JSON instead of the plan for humans.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub scale: ScaleArgs,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +229,8 @@ pub struct RunArgs {
     /// Redis key prefix (default: the settings file's, else breaker:cooldown:).
     #[arg(long, value_name = "PREFIX")]
     pub key_prefix: Option<String>,
+    #[command(flatten)]
+    pub scale: ScaleArgs,
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +272,8 @@ pub struct ReplayArgs {
     /// (default: ./breaker-advisor.yaml if present, else the documented model).
     #[arg(long, value_name = "FILE")]
     pub settings: Option<PathBuf>,
+    #[command(flatten)]
+    pub scale: ScaleArgs,
 }
 
 #[derive(Debug, Args)]
@@ -378,6 +401,8 @@ pub struct AnalyzeArgs {
     /// (default: ./breaker-advisor.yaml if present, else the documented model).
     #[arg(long, value_name = "FILE")]
     pub settings: Option<PathBuf>,
+    #[command(flatten)]
+    pub scale: ScaleArgs,
 }
 
 #[derive(Debug, Args)]

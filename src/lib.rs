@@ -17,6 +17,7 @@
 //! - [`cooldown`]: the shared cooldown stores (SQLite, Redis) in the crawler's formats.
 //! - [`settings`]: the tool's own settings file.
 //! - [`hostname`]: host normalisation shared by every stage.
+//! - [`groups`]: host groups (bounded memory) and shards, shared by the stages after export.
 //! - [`cli`]: the command line (clap derive); [`pipeline`] runs a parsed command.
 
 pub mod advise;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod cooldown;
 pub mod crawler;
 pub mod detect;
+pub mod groups;
 pub mod hostname;
 pub mod metrics;
 pub mod output;

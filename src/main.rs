@@ -10,6 +10,7 @@ use breaker_advisor::cli::Cli;
 use breaker_advisor::pipeline;
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     pipeline::init_logging(cli.verbose, cli.quiet);
     match pipeline::run(cli.command) {
@@ -19,5 +20,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(pipeline::exit_code(&e))
         }
+    }
+}
+
+/// Two malloc arenas instead of glibc's eight per core: Polars frees many short-lived
+/// buffers from its worker threads, and per-thread arenas keep them, so RSS would creep
+/// group after group (measured: 886 -> 707 MiB for `analyze` on the 10M-event day).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it runs before any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

@@ -107,6 +107,59 @@ fn run_is_deterministic_and_writes_a_reviewable_patch() {
     );
 }
 
+/// Every file `run` writes (the dataset aside), by path relative to `out`.
+fn every_output(out: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![out.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(out).unwrap().display().to_string();
+            if p.is_dir() {
+                assert!(!rel.contains(".groups-"), "scratch left behind: {rel}");
+                if rel != "dataset" {
+                    dirs.push(p);
+                }
+            } else {
+                files.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn a_memory_budget_changes_how_hosts_are_grouped_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, r) = sample_configs(tmp.path());
+    let out = tmp.path().join("out");
+    run_job(&out, &b, &r, &[]).success();
+    let whole = every_output(&out);
+    assert!(
+        whole.len() >= 12,
+        "{:?}",
+        whole.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    // One byte: every host is a group of its own, its rows spilled and read back, for
+    // the metrics, the replay check and the advice alike.
+    for budget in ["1", "300MiB"] {
+        std::fs::remove_dir_all(&out).unwrap();
+        run_job(&out, &b, &r, &["--memory-budget", budget]).success();
+        let grouped = every_output(&out);
+        assert_eq!(
+            grouped.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            whole.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        for ((name, a), (_, b)) in whole.iter().zip(&grouped) {
+            assert!(a == b, "{name} differs under --memory-budget {budget}");
+        }
+    }
+    run_job(&out, &b, &r, &["--memory-budget", "lots"])
+        .failure()
+        .stderr(predicates::str::contains("--memory-budget"));
+}
+
 #[test]
 fn hosts_sharing_values_through_an_anchor_are_held_and_the_others_advised() {
     let tmp = tempfile::tempdir().unwrap();

@@ -265,6 +265,25 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.breakers.is_empty() && self.rates.is_empty()
     }
+
+    /// Appends the plan `advise` made for `hosts`, which come after this plan's hosts:
+    /// the plan of a fleet is the plans of its groups of hosts, in order.
+    pub fn append(&mut self, other: Plan, hosts: &[HostEvidence]) {
+        self.breakers.extend(other.breakers);
+        self.crawler_changes.extend(other.crawler_changes);
+        self.rates.extend(other.rates);
+        self.held.extend(other.held);
+        let mut baselines = other.baselines;
+        if self.baselines.is_empty() {
+            std::mem::swap(&mut self.baselines, &mut baselines);
+            return;
+        }
+        for h in hosts {
+            if let Some(b) = baselines.remove(&h.host) {
+                self.baselines.insert(h.host.clone(), b);
+            }
+        }
+    }
 }
 
 /// Replays a host's traffic under a policy (the pipeline implements it over the

@@ -62,6 +62,15 @@ pub struct AnalyzeOptions {
     pub baseline_s: Option<i64>,
     /// What the crawler's breakers count (breaker instances, retries, classification).
     pub crawler: CrawlerModel,
+    /// The most rows of the window one group of hosts holds in memory (see
+    /// [`crate::groups`]); `u64::MAX`: every host at once.
+    pub group_rows: u64,
+    /// Where the groups' rows are spilled (a hidden folder inside it, removed after);
+    /// default: the system's temporary folder.
+    pub scratch: Option<std::path::PathBuf>,
+    /// The dataset the frames scan: with several groups, its part files are read a
+    /// slice at a time (without it, the frames are).
+    pub dataset: Option<std::path::PathBuf>,
 }
 
 impl Default for AnalyzeOptions {
@@ -75,6 +84,9 @@ impl Default for AnalyzeOptions {
             pingpong_reset_timeouts: 3.0,
             baseline_s: None,
             crawler: CrawlerModel::default(),
+            group_rows: crate::groups::rows_for_budget(crate::groups::DEFAULT_BUDGET),
+            scratch: None,
+            dataset: None,
         }
     }
 }
@@ -104,15 +116,33 @@ impl Window {
     /// The rows of a dataset table inside the window. The `date` predicate lets the
     /// scan skip whole hive partitions before reading any file.
     pub fn select(&self, lf: LazyFrame) -> LazyFrame {
+        self.times(self.days(lf))
+    }
+
+    /// The dates (days from the Unix epoch) the window touches.
+    pub fn day_range(&self) -> std::ops::RangeInclusive<i32> {
         let first_day = self.start_us.div_euclid(86_400 * US_PER_S) as i32;
         let last_day = (self.end_us - 1).div_euclid(86_400 * US_PER_S) as i32;
-        let in_days = col("date")
-            .gt_eq(lit(first_day).cast(DataType::Date))
-            .and(col("date").lt_eq(lit(last_day).cast(DataType::Date)));
-        let in_window = col("ts")
-            .gt_eq(ts_lit(self.start_us))
-            .and(col("ts").lt(ts_lit(self.end_us)));
-        lf.filter(in_days).filter(in_window)
+        first_day..=last_day
+    }
+
+    /// The rows of the hive partitions (dates) the window touches.
+    pub fn days(&self, lf: LazyFrame) -> LazyFrame {
+        let (first_day, last_day) = self.day_range().into_inner();
+        lf.filter(
+            col("date")
+                .gt_eq(lit(first_day).cast(DataType::Date))
+                .and(col("date").lt_eq(lit(last_day).cast(DataType::Date))),
+        )
+    }
+
+    /// The rows whose `ts` is inside the window.
+    pub fn times(&self, lf: LazyFrame) -> LazyFrame {
+        lf.filter(
+            col("ts")
+                .gt_eq(ts_lit(self.start_us))
+                .and(col("ts").lt(ts_lit(self.end_us))),
+        )
     }
 }
 
@@ -441,7 +471,9 @@ fn policy_frame(
 }
 
 /// Computes every metrics table for the window that ends at `opts.now_us` (or at the
-/// latest event) and spans `opts.window_s`.
+/// latest event) and spans `opts.window_s`. Hosts are computed in groups of at most
+/// `opts.group_rows` rows of the window (see [`crate::groups`]); the tables are the same
+/// whatever the grouping.
 pub fn analyze(
     events: LazyFrame,
     transitions: LazyFrame,
@@ -449,6 +481,7 @@ pub fn analyze(
     config: &BreakerConfig,
     opts: &AnalyzeOptions,
 ) -> PolarsResult<Metrics> {
+    use crate::groups;
     let end_us = match opts.now_us {
         Some(n) => n,
         // The window is half-open; the latest event must be inside it.
@@ -458,168 +491,276 @@ pub fn analyze(
         start_us: end_us - opts.window_s * US_PER_S,
         end_us,
     };
-    // No cache(): each table re-scans only the columns it needs, which keeps peak memory
-    // at one table's working set instead of the whole classified window.
-    let raw_events = events;
-    let model = &opts.crawler;
-    let events = classify(
-        window
-            .select(raw_events.clone())
-            .select(EVENT_COLUMNS.map(col)),
-        config,
-        model,
-    );
-    let raw_transitions = transitions;
-    let transitions = window.select(raw_transitions.clone());
-    let transitions_in_window = transitions.clone();
-
-    let hosts: Vec<String> = distinct_sorted(&events, "host")?
-        .str()?
-        .iter()
-        .map(|h| h.unwrap_or_default().to_owned())
-        .collect();
-    let policies = policy_frame(config, model, &hosts)?;
-
-    let outcomes = window.select(outcomes);
-    let logged_by_host = outcomes
-        .clone()
-        .filter(col("scope").is_null().or(col("scope").eq(lit("host"))))
-        .group_by([col("host")])
-        .agg([
-            count_where(
-                col("outcome").eq(lit("failure")).fill_null(false),
-                "breaker_failures_logged",
-            ),
-            count_where(col("outcome").is_not_null(), "breaker_outcomes_logged"),
-        ]);
-    let bursts = prefer_logged_bursts(
-        bursts(events.clone(), opts)?,
-        logged_bursts(outcomes, opts)?,
-    )?;
-    let burst_stats = burst_stats(&bursts, &hosts)?;
-    let transition_stats = transition_stats(transitions, &policies, opts)?;
-
-    let has_retry_after = col("is_net")
-        .and(col("status").is_in(list_lit([429, 503]), false))
-        .and(col("retry_after_s").is_not_null());
-    let retry_after = col("retry_after_s").filter(has_retry_after.clone());
-    let retry_after_aggs = [
-        retry_after
-            .clone()
-            .count()
-            .cast(DataType::Int64)
-            .alias("retry_after_samples"),
-        retry_after
-            .clone()
-            .cast(DataType::Float64)
-            .median()
-            .alias("retry_after_median_s"),
-        retry_after
-            .clone()
-            .cast(DataType::Float64)
-            .quantile(lit(0.9), QuantileMethod::Nearest)
-            .alias("retry_after_p90_s"),
-        retry_after
-            .max()
-            .cast(DataType::Int64)
-            .alias("retry_after_max_s"),
-        count_where(
-            has_retry_after.and(
-                col("retry_after_s")
-                    .cast(DataType::Float64)
-                    .gt(col("retry_after_cap_s")),
-            ),
-            "retry_after_above_cap",
-        ),
-    ];
-    let hours = window.hours();
-    let left = left_join;
-    let retry_after_by_host = events
-        .clone()
-        .join(
-            policies.clone().lazy(),
-            [col("host")],
-            [col("host")],
-            left(),
-        )
-        .group_by([col("host")])
-        .agg(retry_after_aggs);
     let baseline = match opts.baseline_s {
-        Some(b) => baseline(
-            raw_events,
-            raw_transitions,
+        Some(b) => collect(baseline(
+            events.clone(),
+            transitions.clone(),
             config,
-            model,
+            &opts.crawler,
             Window {
                 start_us: window.start_us - b * US_PER_S,
                 end_us: window.start_us,
             },
-        )?,
+        )?)?,
         None => DataFrame::empty_with_schema(&Schema::from_iter([Field::new(
             "host".into(),
             DataType::String,
-        )]))
-        .lazy(),
+        )])),
     };
-    let attempts_by_host = events.clone().group_by([col("host")]).agg(attempt_aggs());
-    let host_summary = run_sql(events.clone(), HOST_COUNTS_SQL)?
-        .join(retry_after_by_host, [col("host")], [col("host")], left())
-        .join(attempts_by_host, [col("host")], [col("host")], left())
-        .join(logged_by_host, [col("host")], [col("host")], left())
-        .join(
-            policies.clone().lazy(),
-            [col("host")],
-            [col("host")],
-            left(),
-        )
-        .join(burst_stats.lazy(), [col("host")], [col("host")], left())
-        .join(
-            transition_stats.lazy(),
-            [col("host")],
-            [col("host")],
-            left(),
-        )
-        .join(baseline, [col("host")], [col("host")], left())
-        .with_columns(ratio_columns())
-        .with_columns(attempt_ratio_columns())
-        .with_columns([
-            (col("retry_after_above_cap").cast(DataType::Float64)
-                / col("retry_after_samples").cast(DataType::Float64))
-            .alias("retry_after_above_cap_share"),
-            (col("opens").fill_null(lit(0i64)).cast(DataType::Float64) / lit(hours))
-                .alias("opens_per_hour"),
-        ])
-        .sort(["host"], SortMultipleOptions::default())
-        .collect_streaming()?;
-    let host_summary = fill_zero_counts(host_summary)?;
-
-    let attempts_by_role = events
-        .clone()
-        .group_by([col("host"), col("role")])
-        .agg(attempt_aggs());
-    let host_role_summary = run_sql(events.clone(), HOST_ROLE_COUNTS_SQL)?
-        .join(
-            attempts_by_role,
-            [col("host"), col("role")],
-            [col("host"), col("role")],
-            left(),
-        )
-        .with_columns(ratio_columns())
-        .with_columns(attempt_ratio_columns())
-        .sort(["host", "role"], SortMultipleOptions::default())
-        .collect_streaming()?;
-
-    let rate_windows = rate_windows(events.clone(), window, opts)?;
-    let open_failures = open_evidence(transitions_in_window.clone(), &policies, window, opts);
-    let host_timeseries = timeseries(events, open_failures, &hosts, window, opts)?;
-    Ok(Metrics {
+    let (raw_events, raw_outcomes) = (window.days(events), window.days(outcomes));
+    let event_rows = |lf: LazyFrame| window.times(lf).select(EVENT_COLUMNS.map(col));
+    let outcome_rows = |lf: LazyFrame| window.times(lf);
+    let events = event_rows(raw_events.clone());
+    let outcomes = outcome_rows(raw_outcomes.clone());
+    let transitions = window.select(transitions);
+    let hosts = HostFrames {
+        config,
         window,
-        host_summary,
-        host_role_summary,
-        bursts,
-        host_timeseries,
-        rate_windows,
-    })
+        baseline: &baseline,
+        opts,
+    };
+    let groups = groups::plan(&groups::host_counts(events.clone())?, opts.group_rows);
+    if groups.len() <= 1 {
+        return hosts.analyze(events, transitions, outcomes);
+    }
+    let scratch = groups::Scratch::new(&opts.scratch.clone().unwrap_or_else(std::env::temp_dir));
+    let dir = scratch.path();
+    let spill = |raw: LazyFrame,
+                 spec: &crate::telemetry::schema::TableSpec,
+                 rows: &dyn Fn(LazyFrame) -> LazyFrame,
+                 name: &str|
+     -> PolarsResult<groups::Spill> {
+        let empty = DataFrame::empty_with_schema(&crate::telemetry::parquet::table_schema(spec));
+        let scans = match &opts.dataset {
+            Some(d) => crate::telemetry::parquet::part_scans(d, spec, window.day_range())
+                .map_err(|e| polars_err!(ComputeError: "{e:#}"))?,
+            None => vec![raw],
+        };
+        groups::spill(&scans, empty.lazy(), rows, &groups, &dir.join(name))
+    };
+    use crate::telemetry::schema::{BREAKER_OUTCOMES, HTTP_EVENTS};
+    let spilled_events = spill(raw_events, &HTTP_EVENTS, &event_rows, "events")?;
+    let spilled_outcomes = spill(raw_outcomes, &BREAKER_OUTCOMES, &outcome_rows, "outcomes")?;
+    let mut all: Option<Metrics> = None;
+    for (k, group) in groups.iter().enumerate() {
+        let part = hosts.analyze(
+            spilled_events.scan(k)?,
+            transitions.clone().filter(groups::in_group(group)),
+            spilled_outcomes.scan(k)?,
+        )?;
+        match &mut all {
+            None => all = Some(part),
+            Some(m) => m.append(&part)?,
+        }
+    }
+    let mut all = all.expect("at least two groups");
+    all.rechunk();
+    Ok(all)
+}
+
+impl Metrics {
+    /// Appends another group's tables (hosts after this one's).
+    fn append(&mut self, other: &Metrics) -> PolarsResult<()> {
+        self.host_summary.vstack_mut(&other.host_summary)?;
+        self.host_role_summary
+            .vstack_mut(&other.host_role_summary)?;
+        self.bursts.vstack_mut(&other.bursts)?;
+        self.host_timeseries.vstack_mut(&other.host_timeseries)?;
+        self.rate_windows.vstack_mut(&other.rate_windows)?;
+        Ok(())
+    }
+
+    fn rechunk(&mut self) {
+        for df in [
+            &mut self.host_summary,
+            &mut self.host_role_summary,
+            &mut self.bursts,
+            &mut self.host_timeseries,
+            &mut self.rate_windows,
+        ] {
+            df.rechunk_mut();
+        }
+    }
+}
+
+/// What every group of hosts is computed with: the window, and the baseline (computed
+/// once, over every host, in bounded memory: it only counts).
+struct HostFrames<'a> {
+    config: &'a BreakerConfig,
+    window: Window,
+    baseline: &'a DataFrame,
+    opts: &'a AnalyzeOptions,
+}
+
+impl HostFrames<'_> {
+    /// Every table for the hosts of `events` (the window's rows, `EVENT_COLUMNS`), with
+    /// their transitions and logged outcomes in the window.
+    fn analyze(
+        &self,
+        events: LazyFrame,
+        transitions: LazyFrame,
+        outcomes: LazyFrame,
+    ) -> PolarsResult<Metrics> {
+        let HostFrames {
+            config,
+            window,
+            baseline,
+            opts,
+        } = *self;
+        // No cache(): each table re-scans only the columns it needs, which keeps peak
+        // memory at one table's working set instead of the whole classified window.
+        let model = &opts.crawler;
+        let events = classify(events, config, model);
+        let transitions_in_window = transitions.clone();
+
+        let hosts: Vec<String> = distinct_sorted(&events, "host")?
+            .str()?
+            .iter()
+            .map(|h| h.unwrap_or_default().to_owned())
+            .collect();
+        let policies = policy_frame(config, model, &hosts)?;
+        let clock = std::time::Instant::now();
+        let lap = |table: &str| {
+            tracing::debug!(
+                table,
+                hosts = hosts.len(),
+                elapsed_s = clock.elapsed().as_secs_f64(),
+                "analyze"
+            )
+        };
+
+        let logged_by_host = outcomes
+            .clone()
+            .filter(col("scope").is_null().or(col("scope").eq(lit("host"))))
+            .group_by([col("host")])
+            .agg([
+                count_where(
+                    col("outcome").eq(lit("failure")).fill_null(false),
+                    "breaker_failures_logged",
+                ),
+                count_where(col("outcome").is_not_null(), "breaker_outcomes_logged"),
+            ]);
+        let bursts = prefer_logged_bursts(
+            bursts(events.clone(), opts)?,
+            logged_bursts(outcomes, opts)?,
+        )?;
+        lap("bursts");
+        let burst_stats = burst_stats(&bursts, &hosts)?;
+        let transition_stats = transition_stats(transitions, &policies, opts)?;
+        lap("transitions");
+
+        let has_retry_after = col("is_net")
+            .and(col("status").is_in(list_lit([429, 503]), false))
+            .and(col("retry_after_s").is_not_null());
+        let retry_after = col("retry_after_s").filter(has_retry_after.clone());
+        let retry_after_aggs = [
+            retry_after
+                .clone()
+                .count()
+                .cast(DataType::Int64)
+                .alias("retry_after_samples"),
+            retry_after
+                .clone()
+                .cast(DataType::Float64)
+                .median()
+                .alias("retry_after_median_s"),
+            retry_after
+                .clone()
+                .cast(DataType::Float64)
+                .quantile(lit(0.9), QuantileMethod::Nearest)
+                .alias("retry_after_p90_s"),
+            retry_after
+                .max()
+                .cast(DataType::Int64)
+                .alias("retry_after_max_s"),
+            count_where(
+                has_retry_after.and(
+                    col("retry_after_s")
+                        .cast(DataType::Float64)
+                        .gt(col("retry_after_cap_s")),
+                ),
+                "retry_after_above_cap",
+            ),
+        ];
+        let hours = window.hours();
+        let left = left_join;
+        let retry_after_by_host = events
+            .clone()
+            .join(
+                policies.clone().lazy(),
+                [col("host")],
+                [col("host")],
+                left(),
+            )
+            .group_by([col("host")])
+            .agg(retry_after_aggs);
+        let baseline = baseline.clone().lazy();
+        let attempts_by_host = events.clone().group_by([col("host")]).agg(attempt_aggs());
+        let host_summary = run_sql(events.clone(), HOST_COUNTS_SQL)?
+            .join(retry_after_by_host, [col("host")], [col("host")], left())
+            .join(attempts_by_host, [col("host")], [col("host")], left())
+            .join(logged_by_host, [col("host")], [col("host")], left())
+            .join(
+                policies.clone().lazy(),
+                [col("host")],
+                [col("host")],
+                left(),
+            )
+            .join(burst_stats.lazy(), [col("host")], [col("host")], left())
+            .join(
+                transition_stats.lazy(),
+                [col("host")],
+                [col("host")],
+                left(),
+            )
+            .join(baseline, [col("host")], [col("host")], left())
+            .with_columns(ratio_columns())
+            .with_columns(attempt_ratio_columns())
+            .with_columns([
+                (col("retry_after_above_cap").cast(DataType::Float64)
+                    / col("retry_after_samples").cast(DataType::Float64))
+                .alias("retry_after_above_cap_share"),
+                // Times the reciprocal, as Polars divides a column by a scalar: one
+                // host's row (a group of one) gives the same bits as many.
+                (col("opens").fill_null(lit(0i64)).cast(DataType::Float64) * lit(1.0 / hours))
+                    .alias("opens_per_hour"),
+            ])
+            .sort(["host"], SortMultipleOptions::default())
+            .collect_streaming()?;
+        let host_summary = fill_zero_counts(host_summary)?;
+        lap("host_summary");
+
+        let attempts_by_role = events
+            .clone()
+            .group_by([col("host"), col("role")])
+            .agg(attempt_aggs());
+        let host_role_summary = run_sql(events.clone(), HOST_ROLE_COUNTS_SQL)?
+            .join(
+                attempts_by_role,
+                [col("host"), col("role")],
+                [col("host"), col("role")],
+                left(),
+            )
+            .with_columns(ratio_columns())
+            .with_columns(attempt_ratio_columns())
+            .sort(["host", "role"], SortMultipleOptions::default())
+            .collect_streaming()?;
+        lap("host_role_summary");
+
+        let rate_windows = rate_windows(events.clone(), window, opts)?;
+        lap("rate_windows");
+        let open_failures = open_evidence(transitions_in_window.clone(), &policies, window, opts);
+        let host_timeseries = timeseries(events, open_failures, &hosts, window, opts)?;
+        lap("host_timeseries");
+        Ok(Metrics {
+            window,
+            host_summary,
+            host_role_summary,
+            bursts,
+            host_timeseries,
+            rate_windows,
+        })
+    }
 }
 
 /// Per host, role and bucket with network calls: `requests` (network rows: the load the
@@ -825,8 +966,9 @@ fn encode(name: &str, values: &Series) -> Expr {
 
 /// Adds `instance`, the breaker instance a row belongs to under `model`: its process
 /// (`source` and `run_id` joined by U+001F), or one (empty) for the fleet. A row without
-/// a run id belongs to its source's most frequent run (the crawler's sink leaves
-/// `run_id` NULL now and then).
+/// a run id belongs to the most frequent run of its source with the same host (the
+/// crawler's sink leaves `run_id` NULL now and then): the guess reads the host's own
+/// rows only, so hosts can be computed apart.
 pub fn with_instance(lf: LazyFrame, model: &CrawlerModel) -> LazyFrame {
     match model.breaker_scope {
         Scope::Fleet => lf.with_column(lit("").alias("instance")),
@@ -834,27 +976,32 @@ pub fn with_instance(lf: LazyFrame, model: &CrawlerModel) -> LazyFrame {
             let runs = lf
                 .clone()
                 .filter(col("run_id").is_not_null())
-                .group_by([col("source")])
+                .group_by([col("source"), col("host")])
                 .agg([col("run_id")
                     .mode(true)
                     .sort(SortOptions::default())
                     .first()
                     .alias("source_run")]);
-            lf.join(runs, [col("source")], [col("source")], left_join())
-                .with_column(
-                    concat_str(
-                        [
-                            col("source"),
-                            col("run_id")
-                                .fill_null(col("source_run"))
-                                .fill_null(lit("")),
-                        ],
-                        "\u{1f}",
-                        false,
-                    )
-                    .alias("instance"),
+            lf.join(
+                runs,
+                [col("source"), col("host")],
+                [col("source"), col("host")],
+                left_join(),
+            )
+            .with_column(
+                concat_str(
+                    [
+                        col("source"),
+                        col("run_id")
+                            .fill_null(col("source_run"))
+                            .fill_null(lit("")),
+                    ],
+                    "\u{1f}",
+                    false,
                 )
-                .drop(cols(["source_run"]))
+                .alias("instance"),
+            )
+            .drop(cols(["source_run"]))
         }
     }
 }
@@ -1197,7 +1344,9 @@ pub fn transition_stats(
 ) -> PolarsResult<DataFrame> {
     // Neighbouring transitions are those of the same breaker instance.
     let by_host = |e: Expr| e.over([col("host"), col("instance")]);
-    let ts_s = col("ts").cast(DataType::Int64).cast(DataType::Float64) / lit(1e6);
+    // Times 1e-6, not over 1e6: the same bits whatever the number of rows (Polars
+    // divides by a scalar as times its reciprocal, by a one-row column exactly).
+    let ts_s = col("ts").cast(DataType::Int64).cast(DataType::Float64) * lit(1e-6);
     let new = col("new_state");
     let prev = |n: i64| by_host(col("new_state").shift(lit(n)));
     let prev_ts = |n: i64| by_host(ts_s.clone().shift(lit(n)));

@@ -235,6 +235,7 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         crawler: crate::settings::load(args.settings.as_deref())?
             .crawler
             .model,
+        group_rows: args.scale.group_rows(),
         ..crate::metrics::AnalyzeOptions::default()
     };
     let out = args
@@ -290,9 +291,14 @@ pub fn analyze_into(
     let events = scan_table(data, &HTTP_EVENTS)?;
     let transitions = scan_table(data, &BREAKER_TRANSITIONS)?;
     let outcomes = scan_table(data, &BREAKER_OUTCOMES)?;
-    let mut m =
-        analyze(events, transitions, outcomes, &config, opts).context("computing metrics")?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let opts = crate::metrics::AnalyzeOptions {
+        scratch: opts.scratch.clone().or_else(|| Some(out.to_owned())),
+        dataset: Some(data.to_owned()),
+        ..opts.clone()
+    };
+    let mut m =
+        analyze(events, transitions, outcomes, &config, &opts).context("computing metrics")?;
     let meta = vec![
         (
             "breaker_advisor.tool_version".to_owned(),

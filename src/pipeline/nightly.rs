@@ -50,11 +50,19 @@ pub struct Advice {
     pub ratelimits_text: Option<String>,
 }
 
+/// The dataset for the advisor's replay check, read a host group of at most
+/// `group_rows` rows of the window at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayData<'a> {
+    pub dataset: &'a Path,
+    pub group_rows: u64,
+}
+
 /// Stage 4: reads the metrics and incidents in `metrics`, the current config files and
 /// the previous patch, and returns the plan and its patch file.
 pub fn advise_from(
     metrics: &Path,
-    dataset: Option<&Path>,
+    replay: Option<ReplayData<'_>>,
     config: &Path,
     ratelimits: Option<&Path>,
     settings: &AdviseSettings,
@@ -108,29 +116,49 @@ pub fn advise_from(
             })?;
     }
     let baselines = previous.map(|p| p.baselines.clone()).unwrap_or_default();
-    // With the dataset at hand, breaker proposals must win a replay of the window.
-    let traffic = dataset
-        .map(|d| super::replaying::load_traffic(d, metrics, &cfg, model, None))
-        .transpose()
-        .context("loading the traffic for the replay check")?;
-    let fidelity = traffic
-        .as_ref()
-        .map(crate::replay::traffic::Traffic::fidelity)
-        .unwrap_or_default();
-    let plan = advise(
-        &evidence,
-        &Current {
-            breakers: &cfg,
-            model,
-            ratelimits: rl.as_ref(),
-            baselines: &baselines,
-            replay: traffic
-                .as_ref()
-                .map(|t| t as &dyn crate::advise::ReplayCheck),
-            previous: previous.map_or(&[][..], |p| &p.breakers.changes[..]),
-        },
-        settings,
-    );
+    let current = Current {
+        breakers: &cfg,
+        model,
+        ratelimits: rl.as_ref(),
+        baselines: &baselines,
+        replay: None,
+        previous: previous.map_or(&[][..], |p| &p.breakers.changes[..]),
+    };
+    // With the dataset at hand, breaker proposals must win a replay of the window: a
+    // group of hosts at a time, so one group's calls are in memory at once.
+    let (plan, fidelity) = match replay {
+        None => (advise(&evidence, &current, settings), Vec::new()),
+        Some(ReplayData {
+            dataset,
+            group_rows,
+        }) => {
+            let groups = super::replaying::TrafficGroups::open(
+                dataset, metrics, &cfg, model, group_rows, metrics,
+            )
+            .context("loading the traffic for the replay check")?;
+            let mut plan = crate::advise::Plan::default();
+            let mut fidelity = Vec::new();
+            let mut rest = &evidence[..];
+            for k in 0..groups.count() {
+                let n = rest
+                    .iter()
+                    .take_while(|h| k + 1 == groups.count() || groups.group_of(&h.host) <= k)
+                    .count();
+                let (mine, later) = rest.split_at(n);
+                rest = later;
+                let traffic = groups
+                    .load(k)
+                    .context("loading the traffic for the replay check")?;
+                fidelity.extend(traffic.fidelity());
+                let with_replay = Current {
+                    replay: Some(&traffic),
+                    ..current
+                };
+                plan.append(advise(mine, &with_replay, settings), mine);
+            }
+            (plan, fidelity)
+        }
+    };
     let patch = PatchFile::new(
         &plan,
         window,
@@ -306,7 +334,10 @@ pub fn run_advise(args: &AdviseArgs) -> anyhow::Result<u8> {
     };
     let advice = advise_from(
         &args.metrics,
-        dataset.as_deref(),
+        dataset.as_deref().map(|dataset| ReplayData {
+            dataset,
+            group_rows: args.scale.group_rows(),
+        }),
         &args.config,
         args.ratelimits.as_deref(),
         &settings.advise,
@@ -590,6 +621,7 @@ impl<'a> Night<'a> {
             now_us: crate::clock::parse_now_us(self.args.now.as_deref())?,
             baseline_s: Some(7 * 86_400),
             crawler: model.clone(),
+            group_rows: self.args.scale.group_rows(),
             ..crate::metrics::AnalyzeOptions::default()
         })
     }
@@ -634,10 +666,16 @@ impl<'a> Night<'a> {
         let mut calibration = "fixed by the settings file (crawler:)".to_owned();
         if self.settings.crawler.calibrate {
             let cfg = BreakerConfig::load(&self.config)?;
-            let traffic =
-                super::replaying::load_traffic(&self.dataset, &self.metrics, &cfg, &model, None)
-                    .context("loading the traffic to calibrate the crawler model")?;
-            let (chosen, miss, base_miss) = traffic.calibrate(&model);
+            let (chosen, miss, base_miss) = super::replaying::TrafficGroups::open(
+                &self.dataset,
+                &self.metrics,
+                &cfg,
+                &model,
+                self.args.scale.group_rows(),
+                &self.metrics,
+            )
+            .and_then(|groups| groups.calibrate())
+            .context("loading the traffic to calibrate the crawler model")?;
             calibration = if chosen == model {
                 format!(
                     "the documented model reproduces the recorded opens best (total miss {base_miss} opens)"
@@ -671,7 +709,10 @@ impl<'a> Night<'a> {
         };
         let advice = advise_from(
             &self.metrics,
-            Some(&self.dataset),
+            Some(ReplayData {
+                dataset: &self.dataset,
+                group_rows: self.args.scale.group_rows(),
+            }),
             &self.config,
             self.ratelimits.as_deref(),
             &self.settings.advise,

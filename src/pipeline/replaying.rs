@@ -26,51 +26,224 @@ pub fn load_traffic(
     model: &CrawlerModel,
     only_host: Option<&str>,
 ) -> anyhow::Result<Traffic> {
-    let (w0, w1) = super::reporting::window_of(metrics)?;
-    let ts_lit = |us: i64| lit(us).cast(DataType::Datetime(TimeUnit::Microseconds, None));
-    let mut in_window = col("ts").gt_eq(ts_lit(w0)).and(col("ts").lt(ts_lit(w1)));
+    let window = WindowScans::open(dataset, metrics)?;
+    let mut scans = window.scans()?;
     if let Some(h) = only_host {
-        in_window = in_window.and(col("host").eq(lit(h.to_owned())));
+        let only = col("host").eq(lit(h.to_owned()));
+        scans = scans.filter(only);
     }
-    // Calls carry their process and every retried failure whatever the model, so the
-    // replay (and calibration) can count them as the model says.
-    let load_model = CrawlerModel {
-        count_retries: true,
-        breaker_scope: crate::crawler::Scope::Process,
-        ..model.clone()
-    };
-    let events = crate::metrics::classify(
-        scan_table(dataset, &crate::telemetry::schema::HTTP_EVENTS)?.filter(in_window.clone()),
-        config,
-        &load_model,
-    );
-    let transitions = scan_table(dataset, &crate::telemetry::schema::BREAKER_TRANSITIONS)?
-        .filter(in_window.clone());
-    let outcomes =
-        scan_table(dataset, &crate::telemetry::schema::BREAKER_OUTCOMES)?.filter(in_window);
-    let incidents = read_parquet(&metrics.join("incidents.parquet"))?;
-    let built = crate::replay::traffic::build(TrafficInput {
-        events,
-        transitions,
-        outcomes,
-        incidents: &incidents,
-        window_us: (w0, w1),
-        config,
-        model: &load_model,
-    });
-    let mut traffic =
-        anyhow::Context::context(built, "reading the window's calls and transitions")?;
-    traffic.model = crate::replay::ReplayModel::from(model);
-    Ok(traffic)
+    window.load(scans, config, model)
+}
+
+/// The window's rows of the three tables the replay reads.
+struct Scans {
+    events: LazyFrame,
+    transitions: LazyFrame,
+    outcomes: LazyFrame,
+}
+
+impl Scans {
+    fn filter(self, e: Expr) -> Scans {
+        Scans {
+            events: self.events.filter(e.clone()),
+            transitions: self.transitions.filter(e.clone()),
+            outcomes: self.outcomes.filter(e),
+        }
+    }
+}
+
+/// A dataset's window (from the metrics) and its incidents.
+struct WindowScans<'a> {
+    dataset: &'a Path,
+    window_us: (i64, i64),
+    incidents: DataFrame,
+}
+
+impl WindowScans<'_> {
+    fn open<'a>(dataset: &'a Path, metrics: &Path) -> anyhow::Result<WindowScans<'a>> {
+        Ok(WindowScans {
+            dataset,
+            window_us: super::reporting::window_of(metrics)?,
+            incidents: read_parquet(&metrics.join("incidents.parquet"))?,
+        })
+    }
+
+    /// The tables' rows in the window.
+    fn scans(&self) -> anyhow::Result<Scans> {
+        Ok(self.tables()?.filter(self.in_window()))
+    }
+
+    /// The tables' rows in the window's date partitions.
+    fn tables(&self) -> anyhow::Result<Scans> {
+        use crate::telemetry::schema::{BREAKER_OUTCOMES, BREAKER_TRANSITIONS, HTTP_EVENTS};
+        let (start_us, end_us) = self.window_us;
+        let window = crate::metrics::Window { start_us, end_us };
+        Ok(Scans {
+            events: window.days(scan_table(self.dataset, &HTTP_EVENTS)?),
+            transitions: window.days(scan_table(self.dataset, &BREAKER_TRANSITIONS)?),
+            outcomes: window.days(scan_table(self.dataset, &BREAKER_OUTCOMES)?),
+        })
+    }
+
+    fn in_window(&self) -> Expr {
+        let (w0, w1) = self.window_us;
+        let ts_lit = |us: i64| lit(us).cast(DataType::Datetime(TimeUnit::Microseconds, None));
+        col("ts").gt_eq(ts_lit(w0)).and(col("ts").lt(ts_lit(w1)))
+    }
+
+    /// Builds the traffic of the hosts in `scans`.
+    fn load(
+        &self,
+        scans: Scans,
+        config: &BreakerConfig,
+        model: &CrawlerModel,
+    ) -> anyhow::Result<Traffic> {
+        // Calls carry their process and every retried failure whatever the model, so the
+        // replay (and calibration) can count them as the model says.
+        let load_model = CrawlerModel {
+            count_retries: true,
+            breaker_scope: crate::crawler::Scope::Process,
+            ..model.clone()
+        };
+        let built = crate::replay::traffic::build(TrafficInput {
+            events: crate::metrics::classify(scans.events, config, &load_model),
+            transitions: scans.transitions,
+            outcomes: scans.outcomes,
+            incidents: &self.incidents,
+            window_us: self.window_us,
+            config,
+            model: &load_model,
+        });
+        let mut traffic =
+            anyhow::Context::context(built, "reading the window's calls and transitions")?;
+        traffic.model = crate::replay::ReplayModel::from(model);
+        Ok(traffic)
+    }
+}
+
+/// The window's traffic a group of hosts at a time (see [`crate::groups`]): each group's
+/// calls are in memory only while it is replayed. With more than one group, the
+/// window's rows are spilled once per group first, so loading a group reads its own
+/// rows and not the whole window.
+pub struct TrafficGroups<'a> {
+    window: WindowScans<'a>,
+    config: &'a BreakerConfig,
+    model: &'a CrawlerModel,
+    groups: Vec<Vec<String>>,
+    spilled: Option<(crate::groups::Spill, crate::groups::Spill)>,
+    transitions: LazyFrame,
+    _scratch: Option<crate::groups::Scratch>,
+}
+
+impl<'a> TrafficGroups<'a> {
+    /// Plans the groups (at most `group_rows` rows of the window each) and spills the
+    /// rows under `scratch` when there are several.
+    pub fn open(
+        dataset: &'a Path,
+        metrics: &Path,
+        config: &'a BreakerConfig,
+        model: &'a CrawlerModel,
+        group_rows: u64,
+        scratch: &Path,
+    ) -> anyhow::Result<TrafficGroups<'a>> {
+        use crate::groups;
+        let window = WindowScans::open(dataset, metrics)?;
+        let tables = window.tables()?;
+        let in_window = window.in_window();
+        let rows = |lf: LazyFrame| lf.filter(in_window.clone());
+        let groups = groups::plan(
+            &groups::host_counts(rows(tables.events.clone()))?,
+            group_rows,
+        );
+        let mut t = TrafficGroups {
+            transitions: rows(tables.transitions),
+            window,
+            config,
+            model,
+            groups,
+            spilled: None,
+            _scratch: None,
+        };
+        if t.groups.len() > 1 {
+            use crate::telemetry::parquet::{part_scans, table_schema};
+            use crate::telemetry::schema::{BREAKER_OUTCOMES, HTTP_EVENTS};
+            let dir = groups::Scratch::new(scratch);
+            let (start_us, end_us) = t.window.window_us;
+            let days = crate::metrics::Window { start_us, end_us }.day_range();
+            let mut spills = Vec::new();
+            for (spec, name) in [(&HTTP_EVENTS, "events"), (&BREAKER_OUTCOMES, "outcomes")] {
+                let empty = DataFrame::empty_with_schema(&table_schema(spec)).lazy();
+                let scans = part_scans(dataset, spec, days.clone())?;
+                let spilled =
+                    groups::spill(&scans, empty, &rows, &t.groups, &dir.path().join(name));
+                spills.push(anyhow::Context::with_context(spilled, || {
+                    format!("spilling {} by host group", spec.name)
+                })?);
+            }
+            let outcomes = spills.pop().expect("two spills");
+            let events = spills.pop().expect("two spills");
+            t.spilled = Some((events, outcomes));
+            t._scratch = Some(dir);
+        }
+        Ok(t)
+    }
+
+    /// The number of groups (at least one).
+    pub fn count(&self) -> usize {
+        self.groups.len().max(1)
+    }
+
+    /// The group a host belongs to: groups are consecutive runs of hosts in order, so
+    /// a host the window has no calls for goes with the group its name falls in.
+    pub fn group_of(&self, host: &str) -> usize {
+        self.groups
+            .iter()
+            .position(|g| g.last().is_some_and(|last| host <= last.as_str()))
+            .unwrap_or(self.count() - 1)
+    }
+
+    /// The traffic of group `k`.
+    pub fn load(&self, k: usize) -> anyhow::Result<Traffic> {
+        let scans = match &self.spilled {
+            None => self.window.scans()?,
+            Some((events, outcomes)) => Scans {
+                events: events.scan(k)?,
+                transitions: self
+                    .transitions
+                    .clone()
+                    .filter(crate::groups::in_group(&self.groups[k])),
+                outcomes: outcomes.scan(k)?,
+            },
+        };
+        self.window.load(scans, self.config, self.model)
+    }
+
+    /// Calibration over every group: the candidate models' misses summed (see
+    /// [`Traffic::calibrate`]).
+    pub fn calibrate(&self) -> anyhow::Result<(CrawlerModel, u64, u64)> {
+        let mut misses: Vec<(CrawlerModel, u64)> = Vec::new();
+        for k in 0..self.count() {
+            let traffic = self.load(k)?;
+            let group = traffic.misses(self.model);
+            if misses.is_empty() {
+                misses = group;
+            } else {
+                for (m, g) in misses.iter_mut().zip(group) {
+                    m.1 += g.1;
+                }
+            }
+        }
+        Ok(crate::replay::traffic::choose(misses))
+    }
 }
 
 #[derive(Serialize)]
-struct Row<'a> {
-    host: &'a str,
+struct Row {
+    host: String,
     policy: ReplayPolicy,
     #[serde(flatten)]
     figures: Figures,
-    recorded: &'a Recorded,
+    recorded: Recorded,
 }
 
 /// Exports, analyzes and detects into a scratch folder when the replay is given raw
@@ -86,6 +259,7 @@ fn prepare(
             window_s: args.window,
             now_us: crate::clock::parse_now_us(args.now.as_deref())?,
             crawler: model.clone(),
+            group_rows: args.scale.group_rows(),
             ..crate::metrics::AnalyzeOptions::default()
         };
         super::analyze_into(dataset, metrics, Some(&args.config), &opts)?;
@@ -145,30 +319,48 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<u8> {
         .map_err(|e| InputError(format!("--host: {e}")))?;
     let (dataset, metrics, scratch) = prepare(args, &model)?;
     let result = (|| -> anyhow::Result<()> {
-        let traffic = load_traffic(&dataset, &metrics, &config, &model, host.as_deref())
-            .context("loading the traffic to replay")?;
-        if let Some(h) = &host
-            && traffic.get(h).is_none()
-        {
-            bail!(InputError(format!(
-                "--host {h}: no network calls in the window"
-            )));
-        }
         let mut rows = Vec::new();
-        for t in &traffic.hosts {
-            let policy = match &args.policy {
-                Some(spec) => t
-                    .policy
-                    .with_overrides(spec)
-                    .map_err(|e| InputError(format!("--policy: {e}")))?,
-                None => t.policy,
-            };
-            rows.push(Row {
-                host: &t.host,
-                policy,
-                figures: traffic.replay(t, &policy),
-                recorded: &t.recorded,
-            });
+        let mut add = |traffic: &Traffic| -> anyhow::Result<()> {
+            for t in &traffic.hosts {
+                let policy = match &args.policy {
+                    Some(spec) => t
+                        .policy
+                        .with_overrides(spec)
+                        .map_err(|e| InputError(format!("--policy: {e}")))?,
+                    None => t.policy,
+                };
+                rows.push(Row {
+                    host: t.host.clone(),
+                    policy,
+                    figures: traffic.replay(t, &policy),
+                    recorded: t.recorded.clone(),
+                });
+            }
+            Ok(())
+        };
+        if let Some(h) = &host {
+            let traffic = load_traffic(&dataset, &metrics, &config, &model, Some(h))
+                .context("loading the traffic to replay")?;
+            if traffic.get(h).is_none() {
+                bail!(InputError(format!(
+                    "--host {h}: no network calls in the window"
+                )));
+            }
+            add(&traffic)?;
+        } else {
+            // A group of hosts at a time: one group's calls in memory at once.
+            let groups = TrafficGroups::open(
+                &dataset,
+                &metrics,
+                &config,
+                &model,
+                args.scale.group_rows(),
+                &metrics,
+            )
+            .context("loading the traffic to replay")?;
+            for k in 0..groups.count() {
+                add(&groups.load(k).context("loading the traffic to replay")?)?;
+            }
         }
         let mut out = std::io::stdout().lock();
         if args.json {

@@ -104,8 +104,13 @@ impl Traffic {
     /// policies; the one whose replayed opens miss the recorded ones least, `base` on a
     /// tie. Returns the chosen model and (its miss, `base`'s miss).
     pub fn calibrate(&self, base: &CrawlerModel) -> (CrawlerModel, u64, u64) {
-        let base_miss = self.open_miss(&ReplayModel::from(base));
-        let mut best = (base.clone(), base_miss);
+        choose(self.misses(base))
+    }
+
+    /// Each candidate model of [`Traffic::calibrate`] with its total miss of the recorded
+    /// opens, `base` first.
+    pub fn misses(&self, base: &CrawlerModel) -> Vec<(CrawlerModel, u64)> {
+        let mut out = vec![(base.clone(), self.open_miss(&ReplayModel::from(base)))];
         for fleet in [false, true] {
             for count_retries in [true, false] {
                 for final_outcome_counted in [2, 1] {
@@ -123,13 +128,11 @@ impl Traffic {
                         continue;
                     }
                     let miss = self.open_miss(&ReplayModel::from(&candidate));
-                    if miss < best.1 {
-                        best = (candidate, miss);
-                    }
+                    out.push((candidate, miss));
                 }
             }
         }
-        (best.0, best.1, base_miss)
+        out
     }
 
     /// Replays every host under the policy the crawler ran and compares with what its
@@ -168,6 +171,20 @@ impl Traffic {
     pub fn replay(&self, t: &HostTraffic, policy: &ReplayPolicy) -> Figures {
         replay(&t.calls, policy, &self.model, &t.incidents, self.hours)
     }
+}
+
+/// The candidate that misses least (the first, `base`, on a tie), with its miss and
+/// `base`'s.
+pub fn choose(misses: Vec<(CrawlerModel, u64)>) -> (CrawlerModel, u64, u64) {
+    let base_miss = misses.first().map_or(0, |m| m.1);
+    let mut best: Option<(CrawlerModel, u64)> = None;
+    for (m, miss) in misses {
+        if best.as_ref().is_none_or(|b| miss < b.1) {
+            best = Some((m, miss));
+        }
+    }
+    let (model, miss) = best.unwrap_or_default();
+    (model, miss, base_miss)
 }
 
 fn us_to_s(v: i64) -> f64 {

@@ -163,3 +163,43 @@ pub fn scan_table(
     let scan = LazyFrame::scan_parquet(PlRefPath::new(format!("{}/", dir.display())), args);
     anyhow::Context::with_context(scan, || format!("reading the dataset {}", dir.display()))
 }
+
+/// One lazy scan per part file of a table whose date partition is one of `days` (day
+/// numbers from the Unix epoch), in path order, with the declared schema and no `date`
+/// column: for passes that read a table a slice of one file at a time (a scan of the
+/// whole folder cannot push a row slice past the partition filter).
+pub fn part_scans(
+    data: &std::path::Path,
+    spec: &crate::telemetry::schema::TableSpec,
+    days: std::ops::RangeInclusive<i32>,
+) -> anyhow::Result<Vec<polars::prelude::LazyFrame>> {
+    use polars::prelude::*;
+    let mut files = Vec::new();
+    for day in days {
+        let dir = data
+            .join(spec.name)
+            .join(format!("date={}", date_string(day)));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "parquet") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let args = ScanArgsParquet {
+                schema: Some(std::sync::Arc::new(table_schema(spec))),
+                allow_missing_columns: true,
+                ..Default::default()
+            };
+            let scan = LazyFrame::scan_parquet(PlRefPath::new(p.display().to_string()), args);
+            anyhow::Context::with_context(scan, || format!("reading {}", p.display()))
+        })
+        .collect()
+}

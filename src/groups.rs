@@ -1,0 +1,325 @@
+//! Host groups: how the stages after export keep memory bounded by a budget instead of
+//! by the night.
+//!
+//! Nothing after export crosses hosts: bursts, time series, change points, quotas and
+//! the replay are all per host (a breaker is per host and process). So the window's
+//! hosts are cut, in host order, into groups whose rows fit the budget, the window's
+//! rows are written once per group to a scratch file ([`spill`]: one pass over the
+//! dataset), and each group is computed from its own file. The tables of the groups,
+//! concatenated in group order, are the tables of the whole window, row for row.
+
+use std::path::{Path, PathBuf};
+
+use polars::io::parquet::write::BatchedWriter;
+use polars::prelude::*;
+
+/// What one row of the window costs in memory while its group is computed, at the peak
+/// (the classified rows, the burst sort, the replay's calls): measured on the
+/// 10M-event benchmark day (BENCHMARKS.md, "Memory at scale"), rounded up.
+pub const BYTES_PER_ROW: u64 = 640;
+
+/// Memory the process holds whatever the group size (the binary, Polars' pools, a
+/// slice of the spill, the per-host tables), taken off the budget before the groups
+/// are sized.
+pub const FIXED_BYTES: u64 = 384 << 20;
+
+/// The default `--memory-budget`.
+pub const DEFAULT_BUDGET: u64 = 1 << 30;
+
+/// The rows of the window one group may hold under a memory budget of `bytes`.
+pub fn rows_for_budget(bytes: u64) -> u64 {
+    (bytes.saturating_sub(FIXED_BYTES) / BYTES_PER_ROW).max(1)
+}
+
+/// Parses a memory budget: bytes, or a number with `KiB`, `MiB`, `GiB` (or `K`, `M`,
+/// `G`, powers of 1024).
+pub fn parse_budget(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (for example 1GiB, 512MiB)"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    let bytes = n * scale as f64;
+    if !(bytes >= 1.0 && bytes.is_finite()) {
+        return Err(format!("{s:?}: the budget must be at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Cuts hosts (with their row counts, in host order) into consecutive groups of at most
+/// `max_rows` rows each; a host with more rows than that is a group on its own.
+pub fn plan(counts: &[(String, u64)], max_rows: u64) -> Vec<Vec<String>> {
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    let mut rows = 0u64;
+    for (host, n) in counts {
+        match groups.last_mut() {
+            Some(g) if rows + n <= max_rows => {
+                g.push(host.clone());
+                rows += n;
+            }
+            _ => {
+                groups.push(vec![host.clone()]);
+                rows = *n;
+            }
+        }
+    }
+    groups
+}
+
+/// The rows per host of a frame with a `host` column, in host order.
+pub fn host_counts(lf: LazyFrame) -> PolarsResult<Vec<(String, u64)>> {
+    let df = crate::metrics::collect(
+        lf.group_by([col("host")])
+            .agg([len().cast(DataType::UInt64).alias("n")])
+            .sort(["host"], SortMultipleOptions::default()),
+    )?;
+    let h = df.column("host")?.str()?;
+    let n = df.column("n")?.u64()?;
+    Ok(h.iter()
+        .zip(n.iter())
+        .filter_map(|(h, n)| Some((h?.to_owned(), n.unwrap_or(0))))
+        .collect())
+}
+
+/// A filter on the hosts of one group.
+pub fn in_group(hosts: &[String]) -> Expr {
+    let s = Series::new("hosts".into(), hosts);
+    col("host").is_in(lit(s).implode(false), false)
+}
+
+/// A scratch folder, removed with everything in it when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A hidden folder for this process inside `parent`.
+    pub fn new(parent: &Path) -> Scratch {
+        Scratch(parent.join(format!(".groups-{}", std::process::id())))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One frame's rows, written once per group to `dir`; the files go with it.
+pub struct Spill {
+    dir: PathBuf,
+    files: Vec<Option<PathBuf>>,
+    schema: SchemaRef,
+}
+
+impl Spill {
+    /// The rows of group `k`, in the order the frame gave them.
+    pub fn scan(&self, k: usize) -> PolarsResult<LazyFrame> {
+        match self.files.get(k).and_then(Option::as_ref) {
+            Some(p) => LazyFrame::scan_parquet(
+                PlRefPath::new(p.display().to_string()),
+                ScanArgsParquet::default(),
+            ),
+            None => Ok(DataFrame::empty_with_schema(&self.schema).lazy()),
+        }
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Rows read per slice of a spill: two of the export's row groups.
+pub const SLICE_ROWS: usize = 1 << 18;
+
+/// Writes the rows of `scans` (one per part file, in order) through `prepare` (a filter
+/// and projection that keep a `host` column) to one Parquet file per group in `dir`, in
+/// one pass of slices of [`SLICE_ROWS`] rows: memory holds a slice, not the table.
+/// (Polars' streaming scan decodes row groups ahead of a slower sink without bound, so
+/// the pass slices the files itself.) Rows keep their order; `empty` (the table with no
+/// rows) gives the schema of a group without any.
+pub fn spill(
+    scans: &[LazyFrame],
+    empty: LazyFrame,
+    prepare: &dyn Fn(LazyFrame) -> LazyFrame,
+    groups: &[Vec<String>],
+    dir: &Path,
+) -> PolarsResult<Spill> {
+    std::fs::create_dir_all(dir)?;
+    let mut spill = Spill {
+        dir: dir.to_owned(),
+        files: vec![None; groups.len()],
+        schema: prepare(empty).collect_schema()?,
+    };
+    let group_of: std::collections::HashMap<&str, u32> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(k, g)| g.iter().map(move |h| (h.as_str(), k as u32)))
+        .collect();
+    let files: Vec<PathBuf> = (0..groups.len())
+        .map(|k| dir.join(format!("group-{k:05}.parquet")))
+        .collect();
+    let mut writers: Vec<Option<BatchedWriter<std::io::BufWriter<std::fs::File>>>> =
+        (0..groups.len()).map(|_| None).collect();
+    let slices = scans.iter().map(|scan| -> PolarsResult<_> {
+        let rows = crate::metrics::collect(scan.clone().select([len().cast(DataType::UInt64)]))?
+            .column("len")?
+            .u64()?
+            .get(0)
+            .unwrap_or(0) as usize;
+        Ok((0..rows).step_by(SLICE_ROWS).map(move |offset| {
+            prepare(scan.clone().slice(offset as i64, SLICE_ROWS as IdxSize)).collect()
+        }))
+    });
+    let schema = spill.schema.clone();
+    for slice in slices {
+        for df in slice? {
+            let mut df = df?;
+            if df.height() == 0 {
+                continue;
+            }
+            let codes: Vec<u32> = df
+                .column("host")?
+                .str()?
+                .iter()
+                .map(|h| h.and_then(|h| group_of.get(h)).copied().unwrap_or(u32::MAX))
+                .collect();
+            df.with_column(Column::new("__group".into(), codes))?;
+            for part in df.partition_by_stable(["__group"], true)? {
+                let k = part.column("__group")?.u32()?.get(0).unwrap_or(u32::MAX) as usize;
+                if k >= writers.len() {
+                    continue;
+                }
+                let mut part = part.drop("__group")?;
+                part.rechunk_mut();
+                if writers[k].is_none() {
+                    let file = std::fs::File::create(&files[k])?;
+                    writers[k] = Some(
+                        ParquetWriter::new(std::io::BufWriter::new(file))
+                            .with_compression(ParquetCompression::Lz4Raw)
+                            .batched(&schema)?,
+                    );
+                }
+                writers[k].as_mut().expect("opened").write_batch(&part)?;
+            }
+        }
+    }
+    for (k, w) in writers.into_iter().enumerate() {
+        if let Some(w) = w {
+            w.finish()?;
+            spill.files[k] = Some(files[k].clone());
+        }
+    }
+    Ok(spill)
+}
+
+/// `--shard I/N`: the hosts whose stable hash falls in shard I of N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: a shard is I/N, for example 0/4"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: I is not a number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: N is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("{s:?}: I must be in 0..N, and N at least 1"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether `host` (normalised) falls in this shard: the first eight bytes of its
+    /// SHA-256, modulo N, so every machine and every run agrees.
+    pub fn holds(&self, host: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(host.as_bytes());
+        let h = u64::from_be_bytes(d[..8].try_into().expect("eight bytes"));
+        h % u64::from(self.count) == u64::from(self.index)
+    }
+
+    /// `shard=I` (the folder of this shard's outputs).
+    pub fn folder(&self) -> String {
+        format!("shard={}", self.index)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(v: &[(&str, u64)]) -> Vec<(String, u64)> {
+        v.iter().map(|(h, n)| ((*h).to_owned(), *n)).collect()
+    }
+
+    #[test]
+    fn groups_are_consecutive_and_fit() {
+        let c = counts(&[("a", 4), ("b", 3), ("c", 5), ("d", 1), ("e", 9)]);
+        assert_eq!(plan(&c, 8), vec![vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+        assert_eq!(plan(&c, 100), vec![vec!["a", "b", "c", "d", "e"]]);
+        assert!(plan(&[], 8).is_empty());
+    }
+
+    #[test]
+    fn budgets_parse_in_binary_units() {
+        assert_eq!(parse_budget("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_budget("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_budget("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_budget("4096"), Ok(4096));
+        assert!(parse_budget("lots").is_err());
+        assert!(parse_budget("1 TiB").is_err());
+        assert!(parse_budget("0").is_err());
+        assert_eq!(rows_for_budget(FIXED_BYTES), 1);
+    }
+
+    #[test]
+    fn shards_cover_every_host_once() {
+        let shards: Vec<Shard> = (0..3).map(|i| Shard { index: i, count: 3 }).collect();
+        let mut sizes = [0; 3];
+        for i in 0..300 {
+            let host = format!("host-{i:03}.example");
+            let holders: Vec<usize> = (0..3).filter(|&k| shards[k].holds(&host)).collect();
+            assert_eq!(holders.len(), 1, "{host}");
+            sizes[holders[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&n| n > 70), "{sizes:?}");
+        assert_eq!(Shard::parse("1/4"), Ok(Shard { index: 1, count: 4 }));
+        assert!(Shard::parse("4/4").is_err());
+        assert!(Shard::parse("0/0").is_err());
+        assert!(Shard::parse("1").is_err());
+    }
+}
