@@ -607,10 +607,10 @@ impl HostFrames<'_> {
             baseline,
             opts,
         } = *self;
-        // No cache(): each table re-scans only the columns it needs, which keeps peak
-        // memory at one table's working set instead of the whole classified window.
+        // The group's rows are classified once and held: every table reads them. (The
+        // group's size, not the window's, bounds what this holds; see crate::groups.)
         let model = &opts.crawler;
-        let events = classify(events, config, model);
+        let events = collect(classify(events, config, model))?.lazy();
         let transitions_in_window = transitions.clone();
 
         let hosts: Vec<String> = distinct_sorted(&events, "host")?
@@ -783,10 +783,21 @@ fn rate_windows(
         breaker_scope: Scope::Process,
         ..opts.crawler.clone()
     };
-    let net = with_instance(events.filter(col("is_net")), &per_process).with_columns([
-        ((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us)).alias("bucket"),
-        col("instance").alias("process"),
-    ]);
+    // Collected once: the windows and both kinds of limiter spans read them.
+    let net = collect(
+        with_instance(events.filter(col("is_net")), &per_process).select([
+            col("host"),
+            col("role"),
+            ((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us))
+                .alias("bucket"),
+            col("instance").alias("process"),
+            col("source"),
+            col("attempts"),
+            col("attempts_429"),
+            col("method"),
+        ]),
+    )?
+    .lazy();
     let keys = [col("host"), col("role"), col("bucket")];
     let windows = net.clone().group_by(keys.clone()).agg([
         len().cast(DataType::Int64).alias("requests"),
@@ -798,6 +809,7 @@ fn rate_windows(
             .cast(DataType::Int64)
             .alias("attempts_head"),
     ]);
+    let windows = collect(windows)?.lazy();
     // A limiter runs from its first call to its last: count the spans covering a bucket.
     let running = |by: &str, name: &str| {
         let spans = net
@@ -949,21 +961,6 @@ fn distinct_sorted(lf: &LazyFrame, name: &str) -> PolarsResult<Series> {
     Ok(df.column(name)?.as_materialized_series().clone())
 }
 
-/// Replaces a string column by its index in `values` (sorted), so a sort over ten
-/// million rows moves four-byte codes instead of strings.
-fn encode(name: &str, values: &Series) -> Expr {
-    let codes = Series::new(
-        "code".into(),
-        (0..values.len() as u32).collect::<Vec<u32>>(),
-    );
-    col(name).replace_strict(
-        lit(values.clone()),
-        lit(codes),
-        None::<Expr>,
-        Some(DataType::UInt32),
-    )
-}
-
 /// Adds `instance`, the breaker instance a row belongs to under `model`: its process
 /// (`source` and `run_id` joined by U+001F), or one (empty) for the fleet. A row without
 /// a run id belongs to the most frequent run of its source with the same host (the
@@ -1060,113 +1057,157 @@ fn instance_part(i: i64) -> Expr {
 /// be longer than seen).
 pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFrame> {
     let model = &opts.crawler;
-    let counted = with_instance(events, model).filter(
-        col("outcome")
-            .is_not_null()
-            .or(col("retried_failures").gt(lit(0i64))),
-    );
-    let hosts = distinct_sorted(&counted, "host")?;
-    let instances = distinct_sorted(&counted, "instance")?;
-    let sources = distinct_sorted(&counted, "source")?;
     let weight = i64::from(model.final_outcome_counted);
-    // Instances sort in their lexical order because their codes are indices into the
-    // sorted list: (ts, source, id) order is kept within each.
-    let sorted = counted
-        .select([
-            encode("host", &hosts).alias("host_code"),
-            encode("instance", &instances).alias("instance_code"),
-            col("ts").cast(DataType::Int64).alias("ts_us"),
-            encode("source", &sources).alias("source_code"),
-            col("id"),
-            col("status").fill_null(lit(0i64)).alias("status"),
-            (col("retried_failures")
-                + when(col("outcome").eq(lit(1i32)))
-                    .then(lit(weight))
-                    .otherwise(lit(0i64)))
-            .alias("fails"),
-            col("outcome").eq(lit(0i32)).fill_null(false).alias("ends"),
-            col("role")
-                .eq(lit("metadata"))
-                .fill_null(false)
-                .alias("is_metadata"),
-            col("role")
-                .eq(lit("landing"))
-                .fill_null(false)
-                .alias("is_landing"),
-            col("role")
-                .eq(lit("artifact"))
-                .fill_null(false)
-                .alias("is_artifact"),
-        ])
-        .sort(
-            ["host_code", "instance_code", "ts_us", "source_code", "id"],
-            SortMultipleOptions::default().with_maintain_order(true),
-        );
-    let (breaker_change, last_of_breaker) = breaker_edges("host_code", "instance_code");
-    // A burst starts after a success (or with a new breaker) and runs up to and
-    // including the next success, whose retried failures came before it.
-    let boundary = breaker_change
-        .clone()
-        .or(col("ends").shift(lit(1)).fill_null(true));
-    let contributes = col("fails").gt(lit(0i64));
-    let runs = sorted
-        .with_columns([
-            boundary.cast(DataType::UInt32).cum_sum(false).alias("run"),
-            breaker_change.alias("first_of_breaker"),
-            last_of_breaker.alias("last_of_breaker"),
-        ])
-        .filter(contributes)
-        .group_by([col("host_code"), col("instance_code"), col("run")])
-        .agg([
-            col("ts_us").min().alias("start"),
-            col("ts_us").max().alias("end"),
-            col("fails").sum().cast(DataType::Int64).alias("length"),
-            col("status")
-                .mode(true)
-                .sort(SortOptions::default())
-                .first()
-                .alias("dominant_status"),
-            count_where(col("is_metadata"), "metadata_calls"),
-            count_where(col("is_landing"), "landing_calls"),
-            count_where(col("is_artifact"), "artifact_calls"),
-            col("first_of_breaker").any(true).alias("at_window_start"),
-            col("last_of_breaker").any(true).alias("at_window_end"),
-        ]);
-    let host_names = df!(
-        "host_code" => (0..hosts.len() as u32).collect::<Vec<u32>>(),
-        "host" => hosts.clone(),
+    let counted = collect(
+        with_instance(events, model)
+            .filter(
+                col("outcome")
+                    .is_not_null()
+                    .or(col("retried_failures").gt(lit(0i64))),
+            )
+            .select([
+                col("host"),
+                col("instance"),
+                col("ts").cast(DataType::Int64).alias("ts_us"),
+                col("source"),
+                col("id").cast(DataType::Int64),
+                col("status")
+                    .fill_null(lit(0i64))
+                    .cast(DataType::Int64)
+                    .alias("status"),
+                (col("retried_failures")
+                    + when(col("outcome").eq(lit(1i32)))
+                        .then(lit(weight))
+                        .otherwise(lit(0i64)))
+                .cast(DataType::Int64)
+                .alias("fails"),
+                col("outcome").eq(lit(0i32)).fill_null(false).alias("ends"),
+                col("role"),
+            ]),
     )?;
-    let instance_names = df!(
-        "instance_code" => (0..instances.len() as u32).collect::<Vec<u32>>(),
-        "instance" => instances.clone(),
-    )?;
-
-    // `run` follows (ts, source, id) order, so it also orders bursts that start at the
-    // same instant.
     collect(
-        runs.join(
-            host_names.lazy(),
-            [col("host_code")],
-            [col("host_code")],
-            left_join(),
-        )
-        .join(
-            instance_names.lazy(),
-            [col("instance_code")],
-            [col("instance_code")],
-            left_join(),
-        )
-        .sort(
-            ["host_code", "instance_code", "run"],
-            SortMultipleOptions::default(),
-        )
-        .select(burst_columns(
+        burst_runs(&counted)?.lazy().select(burst_columns(
             when(col("dominant_status").eq(lit(0i64)))
                 .then(lit("timeout"))
                 .otherwise(col("dominant_status").cast(DataType::String)),
             ["metadata_calls", "landing_calls", "artifact_calls"].map(col),
         )),
     )
+}
+
+/// The codes of a string column's values in their sorted order (NULL first, as Polars
+/// sorts), so rows sort by four-byte codes instead of strings.
+fn sorted_codes(ca: &StringChunked) -> Vec<u32> {
+    let values: std::collections::BTreeSet<Option<&str>> = ca.iter().collect();
+    let code: std::collections::HashMap<Option<&str>, u32> = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (v, i as u32))
+        .collect();
+    ca.iter().map(|v| code[&v]).collect()
+}
+
+/// One burst while its rows are read.
+#[derive(Default)]
+struct Run {
+    row: usize,
+    start: i64,
+    end: i64,
+    length: i64,
+    statuses: BTreeMap<i64, u32>,
+    roles: [i64; 3],
+    at_start: bool,
+    at_end: bool,
+}
+
+/// The bursts of the counted rows (host, instance, ts_us, source, id, status, fails,
+/// ends, role), in one pass over them sorted by (host, instance, ts, source, id): a
+/// burst starts with a breaker's first row or after a row that ended one (a success)
+/// and holds the rows up to the next success whose failures count (`fails > 0`).
+fn burst_runs(df: &DataFrame) -> PolarsResult<DataFrame> {
+    let host = df.column("host")?.str()?;
+    let instance = df.column("instance")?.str()?;
+    let source = df.column("source")?.str()?;
+    let (hc, ic, sc) = (
+        sorted_codes(host),
+        sorted_codes(instance),
+        sorted_codes(source),
+    );
+    let ts: Vec<Option<i64>> = df.column("ts_us")?.i64()?.iter().collect();
+    let id: Vec<Option<i64>> = df.column("id")?.i64()?.iter().collect();
+    let status = df.column("status")?.i64()?;
+    let fails = df.column("fails")?.i64()?;
+    let ends = df.column("ends")?.bool()?;
+    let role = df.column("role")?.str()?;
+    let mut order: Vec<usize> = (0..df.height()).collect();
+    // Stable: rows with equal keys keep their order, as Polars' maintain_order sort.
+    order.sort_by_key(|&i| (hc[i], ic[i], ts[i], sc[i], id[i]));
+
+    let mut runs: Vec<Run> = Vec::new();
+    let mut open: Option<Run> = None;
+    let same_breaker = |a: usize, b: usize| hc[a] == hc[b] && ic[a] == ic[b];
+    for (pos, &i) in order.iter().enumerate() {
+        let prev = pos.checked_sub(1).map(|p| order[p]);
+        let first = prev.is_none_or(|p| !same_breaker(p, i));
+        let last = order.get(pos + 1).is_none_or(|&n| !same_breaker(n, i));
+        if first || prev.is_some_and(|p| ends.get(p).unwrap_or(false)) {
+            runs.extend(open.take().filter(|r| r.length > 0));
+        }
+        let f = fails.get(i).unwrap_or(0);
+        if f <= 0 {
+            continue;
+        }
+        let run = open.get_or_insert_with(|| Run {
+            row: i,
+            start: i64::MAX,
+            end: i64::MIN,
+            ..Run::default()
+        });
+        if let Some(t) = ts[i] {
+            run.start = run.start.min(t);
+            run.end = run.end.max(t);
+        }
+        run.length += f;
+        *run.statuses.entry(status.get(i).unwrap_or(0)).or_default() += 1;
+        match role.get(i) {
+            Some("metadata") => run.roles[0] += 1,
+            Some("landing") => run.roles[1] += 1,
+            Some("artifact") => run.roles[2] += 1,
+            _ => {}
+        }
+        run.at_start |= first;
+        run.at_end |= last;
+    }
+    runs.extend(open.take().filter(|r| r.length > 0));
+
+    // The most frequent status (the smallest on a tie).
+    let dominant = |r: &Run| {
+        r.statuses
+            .iter()
+            .fold(
+                (0i64, 0u32),
+                |best, (&s, &n)| if n > best.1 { (s, n) } else { best },
+            )
+            .0
+    };
+    let pick = |ca: &StringChunked| -> Vec<Option<String>> {
+        runs.iter()
+            .map(|r| ca.get(r.row).map(str::to_owned))
+            .collect()
+    };
+    Ok(df!(
+        "host" => pick(host),
+        "instance" => pick(instance),
+        "start" => runs.iter().map(|r| r.start).collect::<Vec<i64>>(),
+        "end" => runs.iter().map(|r| r.end).collect::<Vec<i64>>(),
+        "length" => runs.iter().map(|r| r.length).collect::<Vec<i64>>(),
+        "dominant_status" => runs.iter().map(dominant).collect::<Vec<i64>>(),
+        "metadata_calls" => runs.iter().map(|r| r.roles[0]).collect::<Vec<i64>>(),
+        "landing_calls" => runs.iter().map(|r| r.roles[1]).collect::<Vec<i64>>(),
+        "artifact_calls" => runs.iter().map(|r| r.roles[2]).collect::<Vec<i64>>(),
+        "at_window_start" => runs.iter().map(|r| r.at_start).collect::<Vec<bool>>(),
+        "at_window_end" => runs.iter().map(|r| r.at_end).collect::<Vec<bool>>(),
+    )?)
 }
 
 /// Bursts from the breakers' own `breaker_failure` / `breaker_success` events (the
