@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Scale-out curve: `run` end to end (export from SQLite included) on one simulated day
-# at 1x, 2x and 4x the ~10 million events of bench/export.sh (40 hosts, 3, 6 and 12
-# calls per second per host), wall time and peak RSS.
+# Memory and time at scale: `run` end to end (export from SQLite included) on one
+# simulated day at 0.5x, 1x and 2x the ~10 million events of bench/export.sh (40 hosts,
+# 1.5, 3 and 6 calls per second per host) under the default --memory-budget (1GiB):
+# wall time and peak RSS. Then `analyze` against DuckDB's core metrics
+# (bench/peer_duckdb.py: counts, exact burst runs with q95, per-minute buckets) on the
+# 1x dataset, alternated, median of 3.
 #
 # Usage: bench/scale.sh [WORKDIR]
 source "$(dirname "$0")/common.sh"
 
+secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$@"; }
+mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.0f}')" "$1"; }
+
 echo "| scale | events | run time | peak RSS | events/s |"
-echo "|---|---|---|---|---|"
-for k in 1 2 4; do
-  sim="$work/day-x$k"
+echo "|---|---:|---:|---:|---:|"
+for rps in 1.5 3 6; do
+  sim="$work/day-rps$rps"
   if [ ! -f "$sim/telemetry.sqlite" ]; then
-    "$bin" -q simulate --out "$sim" --hosts 40 --rps $((3 * k)) --hours 24 --seed 7 > /dev/null
+    "$bin" -q simulate --out "$sim" --hosts 40 --rps "$rps" --hours 24 --seed 7 > /dev/null
   fi
   python3 bench/config_from_ground_truth.py "$sim/ground_truth.json" "$sim/breakers.yaml"
   rows=$(sqlite3 "$sim/telemetry.sqlite" 'SELECT count(*) FROM http_events')
@@ -20,7 +26,45 @@ for k in 1 2 4; do
   /usr/bin/time -f "%M" -o "$work/rss" "$bin" -q run --telemetry "$sim/telemetry.sqlite" \
     --config "$sim/breakers.yaml" --out "$sim/out" > /dev/null
   t1=$(date +%s.%N)
-  python3 -c "import sys; s = float(sys.argv[3]) - float(sys.argv[2]); print(f'| {sys.argv[1]}x | {int(sys.argv[4]):,} | {s:.1f} s | {int(sys.argv[5]) / 1024:.0f} MiB | {int(sys.argv[4]) / s / 1e6:.2f} M |')" \
-    "$k" "$t0" "$t1" "$rows" "$(cat "$work/rss")"
-  rm -rf "$sim/out"
+  s=$(secs "$t0" "$t1")
+  python3 -c "import sys; r, n, s, m = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]; print(f'| {r / 3:g}x | {n:,} | {s:.1f} s | {m} MiB | {n / s / 1e6:.2f} M |')" \
+    "$rps" "$rows" "$s" "$(mib "$(cat "$work/rss")")"
+done
+
+data="$work/day-rps3/out/dataset"
+read -r start_txt end_txt < <(python3 - "$data" <<'PY'
+import sys, duckdb, datetime as dt
+mx = duckdb.sql(f"SELECT epoch_us(max(ts)) FROM read_parquet('{sys.argv[1]}/http_events/*/*.parquet')").fetchone()[0]
+fmt = lambda us: (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=us)).strftime("%Y-%m-%d %H:%M:%S.%f")
+print(fmt(mx + 1 - 24 * 3600 * 1_000_000).replace(" ", "T"), fmt(mx + 1).replace(" ", "T"))
+PY
+)
+echo
+echo "| 1x day, 24 h window | run 1 | run 2 | run 3 | median | peak RSS (median run) |"
+echo "|---|---:|---:|---:|---:|---:|"
+declare -A times rss
+for i in 1 2 3; do
+  for tool in analyze duckdb; do
+    t0=$(date +%s.%N)
+    if [ "$tool" = analyze ]; then
+      /usr/bin/time -f "%M" -o "$work/rss" "$bin" -q analyze --data "$data" \
+        --config "$work/day-rps3/breakers.yaml" --out "$work/metrics-bench" > /dev/null
+    else
+      /usr/bin/time -f "%M" -o "$work/rss" python3 bench/peer_duckdb.py queries "$data" \
+        "${start_txt/T/ }" "${end_txt/T/ }" > /dev/null
+    fi
+    t1=$(date +%s.%N)
+    times[$tool]+="$(secs "$t0" "$t1") "
+    rss[$tool]+="$(mib "$(cat "$work/rss")") "
+  done
+done
+for tool in analyze duckdb; do
+  python3 - "$tool" ${times[$tool]} ${rss[$tool]} <<'PY'
+import sys, statistics
+tool, vals = sys.argv[1], sys.argv[2:]
+t, r = [float(v) for v in vals[:3]], [int(v) for v in vals[3:]]
+m = statistics.median(t)
+label = {"analyze": "breaker-advisor analyze", "duckdb": "DuckDB SQL (bench/peer_duckdb.py)"}[tool]
+print(f"| {label} | {t[0]:.1f} s | {t[1]:.1f} s | {t[2]:.1f} s | {m:.1f} s | {r[t.index(m)]} MiB |")
+PY
 done

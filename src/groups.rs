@@ -1,8 +1,9 @@
 //! Host groups: how the stages after export keep memory bounded by a budget instead of
 //! by the night.
 //!
-//! Nothing after export crosses hosts: bursts, time series, change points, quotas and
-//! the replay are all per host (a breaker is per host and process). So the window's
+//! No per-host table reads another host's rows: bursts, time series, change points,
+//! quotas and the replay are all per host (a breaker is per host and process); the model
+//! calibration, which sums over every host, sums per group. So the window's
 //! hosts are cut, in host order, into groups whose rows fit the budget, the window's
 //! rows are written once per group to a scratch file ([`spill`]: one pass over the
 //! dataset), and each group is computed from its own file. The tables of the groups,
@@ -15,7 +16,7 @@ use polars::prelude::*;
 
 /// What one row of the window costs in memory while its group is computed, at the peak
 /// (the classified rows, the burst sort, the replay's calls): measured on the
-/// 10M-event benchmark day (BENCHMARKS.md, "Memory at scale"), rounded up.
+/// 10M-event benchmark day (BENCHMARKS.md, "Memory and time at scale"), rounded up.
 pub const BYTES_PER_ROW: u64 = 640;
 
 /// Memory the process holds whatever the group size (the binary, Polars' pools, a
@@ -95,19 +96,43 @@ pub fn host_counts(lf: LazyFrame) -> PolarsResult<Vec<(String, u64)>> {
         .collect())
 }
 
-/// A filter on the hosts of one group.
-pub fn in_group(hosts: &[String]) -> Expr {
-    let s = Series::new("hosts".into(), hosts);
-    col("host").is_in(lit(s).implode(false), false)
+/// The group a host belongs to: groups are consecutive runs of hosts in order, so a
+/// host they do not list (one with logged outcomes or transitions but no calls) goes
+/// with the group its name falls in, as it would in the whole window.
+pub fn group_of(groups: &[Vec<String>], host: &str) -> usize {
+    groups
+        .partition_point(|g| g.last().is_some_and(|last| last.as_str() < host))
+        .min(groups.len().saturating_sub(1))
+}
+
+/// The rows of group `k` (by [`group_of`]'s rule): hosts after the previous group's
+/// last and up to this group's last.
+pub fn in_group(groups: &[Vec<String>], k: usize) -> Expr {
+    let after_previous = k
+        .checked_sub(1)
+        .and_then(|p| groups[p].last())
+        .map(|h| col("host").gt(lit(h.clone())));
+    let up_to_last = (k + 1 < groups.len())
+        .then(|| groups[k].last())
+        .flatten()
+        .map(|h| col("host").lt_eq(lit(h.clone())));
+    match (after_previous, up_to_last) {
+        (Some(a), Some(b)) => a.and(b),
+        (Some(e), None) | (None, Some(e)) => e,
+        (None, None) => lit(true),
+    }
 }
 
 /// A scratch folder, removed with everything in it when dropped.
 pub struct Scratch(PathBuf);
 
 impl Scratch {
-    /// A hidden folder for this process inside `parent`.
+    /// A hidden folder of its own inside `parent` (the process id and a counter, so
+    /// two analyses in one process never share one).
     pub fn new(parent: &Path) -> Scratch {
-        Scratch(parent.join(format!(".groups-{}", std::process::id())))
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Scratch(parent.join(format!(".groups-{}-{n}", std::process::id())))
     }
 
     pub fn path(&self) -> &Path {
@@ -157,7 +182,7 @@ pub const SLICE_ROWS: usize = 1 << 18;
 /// the pass slices the files itself.) Rows keep their order; `empty` (the table with no
 /// rows) gives the schema of a group without any.
 pub fn spill(
-    scans: &[LazyFrame],
+    scans: &[(String, LazyFrame)],
     empty: LazyFrame,
     prepare: &dyn Fn(LazyFrame) -> LazyFrame,
     groups: &[Vec<String>],
@@ -169,24 +194,32 @@ pub fn spill(
         files: vec![None; groups.len()],
         schema: prepare(empty).collect_schema()?,
     };
-    let group_of: std::collections::HashMap<&str, u32> = groups
+    let listed: std::collections::HashMap<&str, u32> = groups
         .iter()
         .enumerate()
         .flat_map(|(k, g)| g.iter().map(move |h| (h.as_str(), k as u32)))
         .collect();
+    let names: Vec<PlSmallStr> = spill.schema.iter_names().cloned().collect();
     let files: Vec<PathBuf> = (0..groups.len())
         .map(|k| dir.join(format!("group-{k:05}.parquet")))
         .collect();
     let mut writers: Vec<Option<BatchedWriter<std::io::BufWriter<std::fs::File>>>> =
         (0..groups.len()).map(|_| None).collect();
-    let slices = scans.iter().map(|scan| -> PolarsResult<_> {
-        let rows = crate::metrics::collect(scan.clone().select([len().cast(DataType::UInt64)]))?
+    let reading = |label: &str| {
+        let label = label.to_owned();
+        move |e: PolarsError| e.context(format!("reading {label}").into())
+    };
+    let slices = scans.iter().map(|(label, scan)| -> PolarsResult<_> {
+        let rows = crate::metrics::collect(scan.clone().select([len().cast(DataType::UInt64)]))
+            .map_err(reading(label))?
             .column("len")?
             .u64()?
             .get(0)
             .unwrap_or(0) as usize;
         Ok((0..rows).step_by(SLICE_ROWS).map(move |offset| {
-            prepare(scan.clone().slice(offset as i64, SLICE_ROWS as IdxSize)).collect()
+            prepare(scan.clone().slice(offset as i64, SLICE_ROWS as IdxSize))
+                .collect()
+                .map_err(reading(label))
         }))
     });
     let schema = spill.schema.clone();
@@ -200,7 +233,13 @@ pub fn spill(
                 .column("host")?
                 .str()?
                 .iter()
-                .map(|h| h.and_then(|h| group_of.get(h)).copied().unwrap_or(u32::MAX))
+                .map(|h| match h {
+                    Some(h) => listed
+                        .get(h)
+                        .copied()
+                        .unwrap_or_else(|| group_of(groups, h) as u32),
+                    None => 0,
+                })
                 .collect();
             df.with_column(Column::new("__group".into(), codes))?;
             for part in df.partition_by_stable(["__group"], true)? {
@@ -208,10 +247,14 @@ pub fn spill(
                 if k >= writers.len() {
                     continue;
                 }
-                let mut part = part.drop("__group")?;
+                // By name: the files hold exactly the schema's columns, in its order.
+                let mut part = part.select(names.iter().cloned())?;
                 part.rechunk_mut();
                 if writers[k].is_none() {
-                    let file = std::fs::File::create(&files[k])?;
+                    let file = std::fs::File::create(&files[k]).map_err(|e| {
+                        PolarsError::from(e)
+                            .context(format!("creating {}", files[k].display()).into())
+                    })?;
                     writers[k] = Some(
                         ParquetWriter::new(std::io::BufWriter::new(file))
                             .with_compression(ParquetCompression::Lz4Raw)
@@ -231,53 +274,6 @@ pub fn spill(
     Ok(spill)
 }
 
-/// `--shard I/N`: the hosts whose stable hash falls in shard I of N.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
-impl Shard {
-    pub fn parse(s: &str) -> Result<Shard, String> {
-        let (i, n) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?}: a shard is I/N, for example 0/4"))?;
-        let index: u32 = i
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: I is not a number"))?;
-        let count: u32 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: N is not a number"))?;
-        if count == 0 || index >= count {
-            return Err(format!("{s:?}: I must be in 0..N, and N at least 1"));
-        }
-        Ok(Shard { index, count })
-    }
-
-    /// Whether `host` (normalised) falls in this shard: the first eight bytes of its
-    /// SHA-256, modulo N, so every machine and every run agrees.
-    pub fn holds(&self, host: &str) -> bool {
-        use sha2::{Digest, Sha256};
-        let d = Sha256::digest(host.as_bytes());
-        let h = u64::from_be_bytes(d[..8].try_into().expect("eight bytes"));
-        h % u64::from(self.count) == u64::from(self.index)
-    }
-
-    /// `shard=I` (the folder of this shard's outputs).
-    pub fn folder(&self) -> String {
-        format!("shard={}", self.index)
-    }
-}
-
-impl std::fmt::Display for Shard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +291,17 @@ mod tests {
     }
 
     #[test]
+    fn a_host_no_group_lists_goes_where_its_name_falls() {
+        let g = plan(&counts(&[("b", 4), ("d", 4), ("f", 4)]), 4);
+        let of = |h: &str| group_of(&g, h);
+        assert_eq!(
+            ["a", "b", "c", "d", "e", "f", "g"].map(of),
+            [0, 0, 1, 1, 2, 2, 2]
+        );
+        assert_eq!(group_of(&[], "x"), 0);
+    }
+
+    #[test]
     fn budgets_parse_in_binary_units() {
         assert_eq!(parse_budget("1GiB"), Ok(1 << 30));
         assert_eq!(parse_budget("512 MiB"), Ok(512 << 20));
@@ -304,22 +311,5 @@ mod tests {
         assert!(parse_budget("1 TiB").is_err());
         assert!(parse_budget("0").is_err());
         assert_eq!(rows_for_budget(FIXED_BYTES), 1);
-    }
-
-    #[test]
-    fn shards_cover_every_host_once() {
-        let shards: Vec<Shard> = (0..3).map(|i| Shard { index: i, count: 3 }).collect();
-        let mut sizes = [0; 3];
-        for i in 0..300 {
-            let host = format!("host-{i:03}.example");
-            let holders: Vec<usize> = (0..3).filter(|&k| shards[k].holds(&host)).collect();
-            assert_eq!(holders.len(), 1, "{host}");
-            sizes[holders[0]] += 1;
-        }
-        assert!(sizes.iter().all(|&n| n > 70), "{sizes:?}");
-        assert_eq!(Shard::parse("1/4"), Ok(Shard { index: 1, count: 4 }));
-        assert!(Shard::parse("4/4").is_err());
-        assert!(Shard::parse("0/0").is_err());
-        assert!(Shard::parse("1").is_err());
     }
 }

@@ -17,7 +17,7 @@
 //! - [`cooldown`]: the shared cooldown stores (SQLite, Redis) in the crawler's formats.
 //! - [`settings`]: the tool's own settings file.
 //! - [`hostname`]: host normalisation shared by every stage.
-//! - [`groups`]: host groups (bounded memory) and shards, shared by the stages after export.
+//! - [`groups`]: host groups, how the stages after export bound their memory.
 //! - [`cli`]: the command line (clap derive); [`pipeline`] runs a parsed command.
 
 pub mod advise;

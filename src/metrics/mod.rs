@@ -1,7 +1,8 @@
 //! Stage 2, analyze: per-host metrics over a time window of the exported dataset, with
 //! Polars. Takes lazy frames of `http_events` and `breaker_transitions` and the
-//! breakers.yaml model; gives the tables the later stages read. Does no file I/O
-//! beyond what the lazy scans it is given do (the pipeline writes the outputs).
+//! breakers.yaml model; gives the tables the later stages read. Reads through the lazy
+//! scans it is given and writes only its host groups' scratch files, removed after
+//! (the pipeline writes the outputs).
 //!
 //! Definitions (documented in ARCHITECTURE.md, "Metrics tables"):
 //! - network call: a row with `from_cache` not true; cached rows count in
@@ -519,9 +520,22 @@ pub fn analyze(
         baseline: &baseline,
         opts,
     };
-    let groups = groups::plan(&groups::host_counts(events.clone())?, opts.group_rows);
+    // A host weighs its rows and its time series' buckets (every host has them all).
+    let buckets = (opts.window_s / opts.bucket_s.max(1)).max(0) as u64;
+    let counts: Vec<(String, u64)> = groups::host_counts(events.clone())?
+        .into_iter()
+        .map(|(h, n)| (h, n + buckets))
+        .collect();
+    let groups = groups::plan(&counts, opts.group_rows);
+    // A group over the budget (one host larger than it) is read lazily, not held.
+    let weights: std::collections::HashMap<&str, u64> =
+        counts.iter().map(|(h, n)| (h.as_str(), *n)).collect();
+    let weight = |g: &[String]| -> u64 { g.iter().map(|h| weights[h.as_str()]).sum() };
     if groups.len() <= 1 {
-        return hosts.analyze(events, transitions, outcomes);
+        let hold = groups.first().is_none_or(|g| weight(g) <= opts.group_rows);
+        let mut m = hosts.analyze(events, transitions, outcomes, hold)?;
+        m.rechunk();
+        return Ok(m);
     }
     let scratch = groups::Scratch::new(&opts.scratch.clone().unwrap_or_else(std::env::temp_dir));
     let dir = scratch.path();
@@ -534,7 +548,7 @@ pub fn analyze(
         let scans = match &opts.dataset {
             Some(d) => crate::telemetry::parquet::part_scans(d, spec, window.day_range())
                 .map_err(|e| polars_err!(ComputeError: "{e:#}"))?,
-            None => vec![raw],
+            None => vec![(format!("the {} frame", spec.name), raw)],
         };
         groups::spill(&scans, empty.lazy(), rows, &groups, &dir.join(name))
     };
@@ -545,8 +559,9 @@ pub fn analyze(
     for (k, group) in groups.iter().enumerate() {
         let part = hosts.analyze(
             spilled_events.scan(k)?,
-            transitions.clone().filter(groups::in_group(group)),
+            transitions.clone().filter(groups::in_group(&groups, k)),
             spilled_outcomes.scan(k)?,
+            weight(group) <= opts.group_rows,
         )?;
         match &mut all {
             None => all = Some(part),
@@ -594,12 +609,15 @@ struct HostFrames<'a> {
 
 impl HostFrames<'_> {
     /// Every table for the hosts of `events` (the window's rows, `EVENT_COLUMNS`), with
-    /// their transitions and logged outcomes in the window.
+    /// their transitions and logged outcomes in the window. `hold`: the rows fit the
+    /// budget, so they are classified once and held for every table; otherwise each
+    /// table reads them again.
     fn analyze(
         &self,
         events: LazyFrame,
         transitions: LazyFrame,
         outcomes: LazyFrame,
+        hold: bool,
     ) -> PolarsResult<Metrics> {
         let HostFrames {
             config,
@@ -610,7 +628,12 @@ impl HostFrames<'_> {
         // The group's rows are classified once and held: every table reads them. (The
         // group's size, not the window's, bounds what this holds; see crate::groups.)
         let model = &opts.crawler;
-        let events = collect(classify(events, config, model))?.lazy();
+        let events = classify(events, config, model);
+        let events = if hold {
+            collect(events)?.lazy()
+        } else {
+            events
+        };
         let transitions_in_window = transitions.clone();
 
         let hosts: Vec<String> = distinct_sorted(&events, "host")?
@@ -777,8 +800,8 @@ fn rate_windows(
     opts: &AnalyzeOptions,
 ) -> PolarsResult<DataFrame> {
     let bucket_us = opts.bucket_s * US_PER_S;
-    // A process is a source and run id (a row without one belongs to its source's
-    // usual run), whatever the breakers' scope.
+    // A process is a source and run id (a row without one belongs to the usual run of
+    // its source with the same host), whatever the breakers' scope.
     let per_process = CrawlerModel {
         breaker_scope: Scope::Process,
         ..opts.crawler.clone()

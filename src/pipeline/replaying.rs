@@ -193,13 +193,9 @@ impl<'a> TrafficGroups<'a> {
         self.groups.len().max(1)
     }
 
-    /// The group a host belongs to: groups are consecutive runs of hosts in order, so
-    /// a host the window has no calls for goes with the group its name falls in.
+    /// The group a host belongs to (see [`crate::groups::group_of`]).
     pub fn group_of(&self, host: &str) -> usize {
-        self.groups
-            .iter()
-            .position(|g| g.last().is_some_and(|last| host <= last.as_str()))
-            .unwrap_or(self.count() - 1)
+        crate::groups::group_of(&self.groups, host)
     }
 
     /// The traffic of group `k`.
@@ -211,7 +207,7 @@ impl<'a> TrafficGroups<'a> {
                 transitions: self
                     .transitions
                     .clone()
-                    .filter(crate::groups::in_group(&self.groups[k])),
+                    .filter(crate::groups::in_group(&self.groups, k)),
                 outcomes: outcomes.scan(k)?,
             },
         };

@@ -350,9 +350,16 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         .map(|i| (lh.get(i).unwrap_or_default(), li.get(i).unwrap_or_default()))
         .collect();
 
-    // Sources ranked by name: the tie-break of calls at the same instant.
+    // Sources ranked by name (those of the calls and of the logged outcomes): the
+    // tie-break of calls at the same instant.
     let src = events.column("source")?.str()?;
-    let mut ranks: BTreeMap<&str, u64> = src.iter().flatten().map(|s| (s, 0)).collect();
+    let logged_src = logged.column("source")?.str()?;
+    let mut ranks: BTreeMap<&str, u64> = src
+        .iter()
+        .chain(logged_src.iter())
+        .flatten()
+        .map(|s| (s, 0))
+        .collect();
     for (r, v) in ranks.values_mut().enumerate() {
         *v = r as u64;
     }

@@ -172,7 +172,7 @@ pub fn part_scans(
     data: &std::path::Path,
     spec: &crate::telemetry::schema::TableSpec,
     days: std::ops::RangeInclusive<i32>,
-) -> anyhow::Result<Vec<polars::prelude::LazyFrame>> {
+) -> anyhow::Result<Vec<(String, polars::prelude::LazyFrame)>> {
     use polars::prelude::*;
     let mut files = Vec::new();
     for day in days {
@@ -184,7 +184,10 @@ pub fn part_scans(
         };
         for e in entries.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "parquet") {
+            // As the folder scan: empty files hold nothing.
+            if p.extension().is_some_and(|x| x == "parquet")
+                && e.metadata().is_ok_and(|m| m.len() > 0)
+            {
                 files.push(p);
             }
         }
@@ -199,7 +202,8 @@ pub fn part_scans(
                 ..Default::default()
             };
             let scan = LazyFrame::scan_parquet(PlRefPath::new(p.display().to_string()), args);
-            anyhow::Context::with_context(scan, || format!("reading {}", p.display()))
+            let scan = anyhow::Context::with_context(scan, || format!("reading {}", p.display()))?;
+            Ok((p.display().to_string(), scan))
         })
         .collect()
 }
