@@ -984,6 +984,14 @@ fn distinct_sorted(lf: &LazyFrame, name: &str) -> PolarsResult<Series> {
     Ok(df.column(name)?.as_materialized_series().clone())
 }
 
+/// The classified rows a breaker counted something for: a final outcome, or retried
+/// failures before an uncounted one (the rows bursts and the replay read).
+pub fn breaker_counted() -> Expr {
+    col("outcome")
+        .is_not_null()
+        .or(col("retried_failures").gt(lit(0i64)))
+}
+
 /// Adds `instance`, the breaker instance a row belongs to under `model`: its process
 /// (`source` and `run_id` joined by U+001F), or one (empty) for the fleet. A row without
 /// a run id belongs to the most frequent run of its source with the same host (the
@@ -1083,11 +1091,7 @@ pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFram
     let weight = i64::from(model.final_outcome_counted);
     let counted = collect(
         with_instance(events, model)
-            .filter(
-                col("outcome")
-                    .is_not_null()
-                    .or(col("retried_failures").gt(lit(0i64))),
-            )
+            .filter(breaker_counted())
             .select([
                 col("host"),
                 col("instance"),

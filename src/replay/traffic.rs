@@ -287,11 +287,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     let hours = (we - ws) / 3600.0;
     let events = crate::metrics::collect(
         crate::metrics::with_instance(events, model)
-            .filter(
-                col("outcome")
-                    .is_not_null()
-                    .or(col("retried_failures").gt(lit(0i64))),
-            )
+            .filter(crate::metrics::breaker_counted())
             .select([
                 col("host"),
                 col("role").fill_null(lit("")),
