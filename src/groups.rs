@@ -128,15 +128,47 @@ pub struct Scratch(PathBuf);
 
 impl Scratch {
     /// A hidden folder of its own inside `parent` (the process id and a counter, so
-    /// two analyses in one process never share one).
+    /// two analyses in one process never share one). Folders left in `parent` by a
+    /// process that no longer runs (killed mid-run) are removed first.
     pub fn new(parent: &Path) -> Scratch {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        sweep_stale(parent);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Scratch(parent.join(format!(".groups-{}-{n}", std::process::id())))
     }
 
     pub fn path(&self) -> &Path {
         &self.0
+    }
+}
+
+/// Removes the `.groups-PID-N` folders in `parent` whose process is gone. Only where
+/// `/proc` tells which processes run (Linux); a folder whose PID runs again, in another
+/// process, is left alone.
+fn sweep_stale(parent: &Path) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".groups-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !proc.join(pid.to_string()).exists() {
+            let path = entry.path();
+            if std::fs::remove_dir_all(&path).is_ok() {
+                tracing::info!(path = %path.display(), "removed a stale scratch folder");
+            }
+        }
     }
 }
 
@@ -280,6 +312,26 @@ mod tests {
 
     fn counts(v: &[(&str, u64)]) -> Vec<(String, u64)> {
         v.iter().map(|(h, n)| ((*h).to_owned(), *n)).collect()
+    }
+
+    #[test]
+    fn a_killed_run_s_scratch_folder_is_removed_and_a_running_one_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        // No process has this PID (above Linux's largest, 2^22); PID 1 always runs.
+        let gone = parent.path().join(".groups-999999999-0");
+        let running = parent.path().join(".groups-1-3");
+        let other = parent.path().join(".groups-notes");
+        for d in [&gone, &running, &other] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("group-0.parquet"), b"x").unwrap();
+        }
+        let scratch = Scratch::new(parent.path());
+        assert!(!gone.exists());
+        assert!(running.exists() && other.exists());
+        std::fs::create_dir(scratch.path()).unwrap();
+        let mine = scratch.path().to_owned();
+        drop(scratch);
+        assert!(!mine.exists());
     }
 
     #[test]

@@ -499,16 +499,9 @@ proptest! {
     }
 }
 
-#[test]
-fn the_queries_give_the_same_numbers_in_duckdb() {
-    let tmp = tempfile::tempdir().unwrap();
-    let db = sim(&tmp.path().join("sim"), Variant::Schema, 6.0, 6, 0.3, 21);
-    let opts = AnalyzeOptions {
-        window_s: 4 * 3600,
-        now_us: Some((breaker_advisor::simulate::DEFAULT_START_S + 5 * 3600) * 1_000_000),
-        ..AnalyzeOptions::default()
-    };
-    let m = export_and_analyze(&db, tmp.path(), &opts);
+/// Runs every file in queries/ in `engine` (tests/python/run_queries.py) over the
+/// exported dataset in `dir/ds`, for `m`'s window.
+fn run_queries(engine: &str, dir: &std::path::Path, m: &Metrics) -> serde_json::Value {
     let fmt = |us: i64| {
         chrono::DateTime::from_timestamp_micros(us)
             .unwrap()
@@ -520,20 +513,93 @@ fn the_queries_give_the_same_numbers_in_duckdb() {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/python/run_queries.py"
         ))
+        .arg(engine)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/queries"))
-        .arg(tmp.path().join("ds"))
+        .arg(dir.join("ds"))
         .arg(fmt(m.window.start_us))
         .arg(fmt(m.window.end_us))
         .output()
         .expect("python3");
     assert!(
         output.status.success(),
-        "{}",
+        "{engine}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let duck: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
 
-    let columns = [
+/// A table's rows as JSON objects, for comparison with a query's: the named columns,
+/// timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff'.
+fn json_rows(df: &DataFrame, columns: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let mut rows = vec![serde_json::Map::new(); df.height()];
+    for (ours, theirs) in columns {
+        let c = df.column(ours).expect(ours);
+        let values: Vec<serde_json::Value> = match c.dtype() {
+            DataType::String => col_str(df, ours).into_iter().map(|v| v.into()).collect(),
+            DataType::Boolean => col_bool(df, ours).into_iter().map(|v| v.into()).collect(),
+            DataType::Datetime(..) => col_ts_us(df, ours)
+                .into_iter()
+                .map(|v| {
+                    chrono::DateTime::from_timestamp_micros(v.unwrap())
+                        .unwrap()
+                        .format("%Y-%m-%d %H:%M:%S%.6f")
+                        .to_string()
+                        .into()
+                })
+                .collect(),
+            _ => col_i64(df, ours).into_iter().map(|v| v.into()).collect(),
+        };
+        for (row, v) in rows.iter_mut().zip(values) {
+            row.insert((*theirs).to_owned(), v);
+        }
+    }
+    rows.into_iter().map(serde_json::Value::Object).collect()
+}
+
+/// The rows of a query's result, each with only `columns` (the query's names).
+fn query_rows(result: &serde_json::Value, columns: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    result
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            serde_json::Value::Object(
+                columns
+                    .iter()
+                    .map(|(_, c)| ((*c).to_owned(), row[*c].clone()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_queries_give_the_tool_s_numbers_in_duckdb_and_spark() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two machines (two breaker instances per host), retries, outages: every burst rule.
+    let dbs = sim_fleet(
+        &tmp.path().join("sim"),
+        breaker_advisor::simulate::SimOptions {
+            machines: 2,
+            ..breaker_advisor::simulate::SimOptions::new(tmp.path(), 6.0, 6, 0.3, 21)
+        },
+    );
+    let opts = AnalyzeOptions {
+        window_s: 4 * 3600,
+        // Not on a whole minute: minute k of the window starts at its start plus k minutes.
+        now_us: Some((breaker_advisor::simulate::DEFAULT_START_S + 5 * 3600 + 17) * 1_000_000),
+        ..AnalyzeOptions::default()
+    };
+    let m = export_and_analyze_all(&dbs, tmp.path(), &opts);
+    assert_eq!(opts.bucket_s, 60, "minute_counts.sql is per minute");
+    assert!(
+        col_str(&m.bursts, "counted_from")
+            .iter()
+            .all(|c| c.as_deref() == Some("rows")),
+        "bursts.sql reads the calls: the tool's bursts must too"
+    );
+
+    let counts: Vec<&str> = vec![
         "calls_total",
         "cache_hits",
         "calls_net",
@@ -547,27 +613,98 @@ fn the_queries_give_the_same_numbers_in_duckdb() {
         "half_open_trial_successes",
         "half_open_trial_failures",
     ];
-    for (query, df, keys) in [
-        ("host_counts", &m.host_summary, vec!["host"]),
+    let same = |v: &[&'static str]| v.iter().map(|c| (*c, *c)).collect::<Vec<_>>();
+    let host_counts = same(&[&["host"][..], &counts].concat());
+    let host_role_counts = same(&[&["host", "role"][..], &counts].concat());
+    let bursts = [
+        ("host", "host"),
+        ("source", "source"),
+        ("run_id", "run_id"),
+        ("start", "start_ts"),
+        ("end", "end_ts"),
+        ("length", "length"),
+        ("dominant_status", "dominant_status"),
+        ("metadata_calls", "metadata_calls"),
+        ("landing_calls", "landing_calls"),
+        ("artifact_calls", "artifact_calls"),
+        ("at_window_start", "at_window_start"),
+        ("at_window_end", "at_window_end"),
+    ];
+    let minutes = same(&[
+        "host",
+        "bucket",
+        "calls_net",
+        "attempts",
+        "e429",
+        "e5xx",
+        "timeouts",
+        "failures",
+    ]);
+    let sorted_bursts = m
+        .bursts
+        .sort(
+            ["host", "source", "run_id", "start"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .unwrap();
+    let busy_minutes = m
+        .host_timeseries
+        .clone()
+        .lazy()
+        .filter(col("calls_net").gt(lit(0)))
+        .collect()
+        .unwrap();
+    let want = [
+        (
+            "host_counts",
+            json_rows(&m.host_summary, &host_counts),
+            &host_counts[..],
+        ),
         (
             "host_role_counts",
-            &m.host_role_summary,
-            vec!["host", "role"],
+            json_rows(&m.host_role_summary, &host_role_counts),
+            &host_role_counts[..],
         ),
-    ] {
-        let rows = duck[query].as_array().unwrap();
-        assert_eq!(rows.len(), df.height(), "{query}");
-        assert!(df.height() >= 6);
-        for (i, row) in rows.iter().enumerate() {
-            for k in &keys {
-                assert_eq!(
-                    row[*k].as_str(),
-                    col_str(df, k)[i].as_deref(),
-                    "{query} row {i}"
-                );
-            }
-            for c in columns {
-                assert_eq!(row[c].as_i64(), col_i64(df, c)[i], "{query} row {i} {c}");
+        ("bursts", json_rows(&sorted_bursts, &bursts), &bursts[..]),
+        (
+            "minute_counts",
+            json_rows(&busy_minutes, &minutes),
+            &minutes[..],
+        ),
+    ];
+    // What the test needs to mean something: every rule has rows to act on.
+    assert!(m.host_summary.height() >= 6);
+    assert!(sorted_bursts.height() > 50, "{}", sorted_bursts.height());
+    assert!(
+        col_i64(&sorted_bursts, "length")
+            .iter()
+            .any(|l| l.unwrap() > 2)
+    );
+    let sources: std::collections::BTreeSet<_> =
+        col_str(&sorted_bursts, "source").into_iter().collect();
+    assert_eq!(sources.len(), 2);
+    assert!(busy_minutes.height() > 1000);
+    assert!(col_i64(&busy_minutes, "attempts") != col_i64(&busy_minutes, "calls_net"));
+
+    for engine in ["duckdb", "spark"] {
+        let got = run_queries(engine, tmp.path(), &m);
+        let names: Vec<&str> = got
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // Every file in queries/ is compared: a new one needs its table here.
+        assert_eq!(
+            names,
+            ["bursts", "host_counts", "host_role_counts", "minute_counts"],
+            "{engine}"
+        );
+        for (query, rows, columns) in &want {
+            let theirs = query_rows(&got[*query], columns);
+            assert_eq!(theirs.len(), rows.len(), "{engine} {query}: rows");
+            for (i, (a, b)) in theirs.iter().zip(rows).enumerate() {
+                assert_eq!(a, b, "{engine} {query} row {i}");
             }
         }
     }

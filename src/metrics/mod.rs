@@ -219,6 +219,8 @@ fn status_in(
 ///   the host's most frequent retryable final status in the same UTC hour, else in the
 ///   whole data (the estimate of what was retried away), counted when it is a failure
 ///   status;
+/// - `retried_status`: that estimated status of the retried attempts (NULL without
+///   retries, or when the host had no retryable final status to estimate it from);
 /// - `attempts_429`, `attempts_5xx`: attempts with that status, retried ones included;
 /// - `breaker_failures`: failures the breaker recorded for the row (the retried ones and
 ///   the final one, counted `final_outcome_counted` times).
@@ -321,6 +323,10 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
             outcome.alias("outcome"),
             (retried.clone() + net.clone().cast(DataType::Int64)).alias("attempts"),
             retried_failures.clone().alias("retried_failures"),
+            when(retried.clone().gt(lit(0i64)))
+                .then(retried_status.clone())
+                .otherwise(lit(NULL).cast(DataType::Int64))
+                .alias("retried_status"),
             with_status(
                 col("status").eq(lit(429)).fill_null(false),
                 retried_status.clone().eq(lit(429)).fill_null(false),
@@ -1083,7 +1089,8 @@ fn instance_part(i: i64) -> Expr {
 /// recorded (see [`classify`]): its retried failures, then its final outcome
 /// `final_outcome_counted` times. A burst ends at the first success; its `length` is in
 /// breaker failures, not rows. Columns: host, source, run_id (the instance; empty under
-/// a fleet-wide breaker), start, end, length, dominant status, role mix (rows), and
+/// a fleet-wide breaker), start, end, length, dominant status (of the failures: a
+/// row's final status when it failed, else its retried attempts'), role mix (rows), and
 /// whether it touches the instance's first / last counted row in the window (so it may
 /// be longer than seen).
 pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFrame> {
@@ -1098,8 +1105,11 @@ pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFram
                 col("ts").cast(DataType::Int64).alias("ts_us"),
                 col("source"),
                 col("id").cast(DataType::Int64),
-                col("status")
-                    .fill_null(lit(0i64))
+                // The status of the row's failures: its final one when that failed,
+                // else its retried attempts' (-1 when unknown).
+                when(col("outcome").eq(lit(1i32)))
+                    .then(col("status").fill_null(lit(0i64)))
+                    .otherwise(col("retried_status").fill_null(lit(-1i64)))
                     .cast(DataType::Int64)
                     .alias("status"),
                 (col("retried_failures")
@@ -1116,6 +1126,8 @@ pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFram
         burst_runs(&counted)?.lazy().select(burst_columns(
             when(col("dominant_status").eq(lit(0i64)))
                 .then(lit("timeout"))
+                .when(col("dominant_status").eq(lit(-1i64)))
+                .then(lit("unknown"))
                 .otherwise(col("dominant_status").cast(DataType::String)),
             ["metadata_calls", "landing_calls", "artifact_calls"].map(col),
         )),

@@ -1,26 +1,81 @@
-"""Runs queries/*.sql in DuckDB over an exported dataset, as an analyst would, and
-prints the results as JSON. events.sql is used as written, with only its dataset path
-and window replaced.
+"""Runs every file in queries/ unchanged, as an analyst would, in DuckDB or in Spark SQL
+(pyspark in local mode), over an exported dataset, and prints the results as JSON:
+{query name: [row, ...]}, timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff'.
 
-Usage: python3 run_queries.py QUERIES_DIR DATASET_DIR WINDOW_START WINDOW_END
-(window bounds as 'YYYY-MM-DD HH:MM:SS.ffffff', UTC)
+First the inputs queries/README.md tells each engine to register (the dataset's
+http_events table, the analysis window, unix_micros), then events.sql, then each other
+file in name order.
+
+Usage: python3 run_queries.py ENGINE QUERIES_DIR DATASET_DIR WINDOW_START WINDOW_END
+(ENGINE duckdb or spark; window bounds as 'YYYY-MM-DD HH:MM:SS.ffffff', UTC)
 """
+import datetime
 import json
+import os
 import pathlib
 import sys
 
-import duckdb
+engine, queries, dataset, start, end = sys.argv[1:6]
+queries = pathlib.Path(queries)
+window = (
+    "CREATE OR REPLACE TEMPORARY VIEW analysis_window AS "
+    f"SELECT TIMESTAMP '{start}' AS window_start, TIMESTAMP '{end}' AS window_end"
+)
 
-queries, dataset, start, end = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-events = (queries / "events.sql").read_text()
-events = events.replace("out/dataset/http_events/*/*.parquet", f"{dataset}/http_events/*/*.parquet")
-events = events.replace("TIMESTAMP '2025-11-25 00:00:00'", f"TIMESTAMP '{start}'")
-events = events.replace("TIMESTAMP '2025-11-26 00:00:00'", f"TIMESTAMP '{end}'")
-con = duckdb.connect()
-con.execute(events)
+if engine == "duckdb":
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE MACRO unix_micros(t) AS epoch_us(t)")
+    con.execute(
+        "CREATE VIEW http_events AS SELECT * FROM "
+        f"read_parquet('{dataset}/http_events/*/*.parquet', hive_partitioning = true)"
+    )
+
+    def sql(text):
+        cur = con.execute(text)
+        if cur.description is None:
+            return []
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+elif engine == "spark":
+    # Quiet, local and self-contained: no UI, no Hive, the session clock in UTC.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("queries")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    spark.read.parquet(f"{dataset}/http_events").createOrReplaceTempView("http_events")
+
+    def sql(text):
+        return [row.asDict() for row in spark.sql(text).collect()]
+
+else:
+    sys.exit(f"unknown engine {engine!r}: duckdb or spark")
+
+
+def plain(value):
+    if isinstance(value, datetime.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+sql(window)
+sql((queries / "events.sql").read_text())
 out = {}
-for name in ("host_counts", "host_role_counts"):
-    cur = con.execute((queries / f"{name}.sql").read_text())
-    cols = [d[0] for d in cur.description]
-    out[name] = [dict(zip(cols, row)) for row in cur.fetchall()]
+for path in sorted(queries.glob("*.sql")):
+    if path.name == "events.sql":
+        continue
+    rows = sql(path.read_text())
+    out[path.stem] = [{k: plain(v) for k, v in row.items()} for row in rows]
 print(json.dumps(out, sort_keys=True))
