@@ -2,11 +2,12 @@
 # Memory and time at scale: `run` end to end (export from SQLite included) on one
 # simulated day at 0.5x, 1x and 2x the ~10 million events of bench/export.sh (40 hosts,
 # 1.5, 3 and 6 calls per second per host) under the default --memory-budget (1GiB):
-# wall time and peak RSS. Then `analyze` against DuckDB's core metrics
-# (bench/peer_duckdb.py: counts, exact burst runs with q95, per-minute buckets) on the
-# 1x dataset, alternated, median of 3.
+# wall time and peak RSS. Then `analyze` against the same core metrics from the files
+# in queries/ (counts, exact burst runs per breaker instance with q95, per-minute
+# counts) in DuckDB (bench/peer_duckdb.py) and in Spark SQL (bench/peer_spark.py, local
+# mode) on the 1x dataset, alternated, median of 3.
 #
-# Usage: bench/scale.sh [WORKDIR]
+# Usage: bench/scale.sh [WORKDIR]   (SCALE_RPS="3": only the 1x day, for the comparison)
 source "$(dirname "$0")/common.sh"
 
 secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$@"; }
@@ -14,7 +15,7 @@ mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.0f}')" "$1"; }
 
 echo "| scale | events | run time | peak RSS | events/s |"
 echo "|---|---:|---:|---:|---:|"
-for rps in 1.5 3 6; do
+for rps in ${SCALE_RPS:-1.5 3 6}; do
   sim="$work/day-rps$rps"
   if [ ! -f "$sim/telemetry.sqlite" ]; then
     "$bin" -q simulate --out "$sim" --hosts 40 --rps "$rps" --hours 24 --seed 7 > /dev/null
@@ -44,27 +45,32 @@ echo "| 1x day, 24 h window | run 1 | run 2 | run 3 | median | peak RSS (median 
 echo "|---|---:|---:|---:|---:|---:|"
 declare -A times rss
 for i in 1 2 3; do
-  for tool in analyze duckdb; do
+  for tool in analyze duckdb spark; do
     t0=$(date +%s.%N)
     if [ "$tool" = analyze ]; then
       /usr/bin/time -f "%M" -o "$work/rss" "$bin" -q analyze --data "$data" \
         --config "$work/day-rps3/breakers.yaml" --out "$work/metrics-bench" > /dev/null
     else
-      /usr/bin/time -f "%M" -o "$work/rss" python3 bench/peer_duckdb.py queries "$data" \
-        "${start_txt/T/ }" "${end_txt/T/ }" > /dev/null
+      # Spark's RSS is the driver JVM's (local mode runs the executors in it).
+      /usr/bin/time -f "%M" -o "$work/rss" python3 "bench/peer_$tool.py" queries "$data" \
+        "${start_txt/T/ }" "${end_txt/T/ }" > /dev/null 2>&1
     fi
     t1=$(date +%s.%N)
     times[$tool]+="$(secs "$t0" "$t1") "
     rss[$tool]+="$(mib "$(cat "$work/rss")") "
   done
 done
-for tool in analyze duckdb; do
+for tool in analyze duckdb spark; do
   python3 - "$tool" ${times[$tool]} ${rss[$tool]} <<'PY'
 import sys, statistics
 tool, vals = sys.argv[1], sys.argv[2:]
 t, r = [float(v) for v in vals[:3]], [int(v) for v in vals[3:]]
 m = statistics.median(t)
-label = {"analyze": "breaker-advisor analyze", "duckdb": "DuckDB SQL (bench/peer_duckdb.py)"}[tool]
+label = {
+    "analyze": "breaker-advisor analyze",
+    "duckdb": "DuckDB, queries/ (bench/peer_duckdb.py)",
+    "spark": "Spark SQL local, queries/ (bench/peer_spark.py)",
+}[tool]
 print(f"| {label} | {t[0]:.1f} s | {t[1]:.1f} s | {t[2]:.1f} s | {m:.1f} s | {r[t.index(m)]} MiB |")
 PY
 done

@@ -78,4 +78,6 @@ FROM failing AS f
 JOIN dominant AS d
   ON d.host = f.host AND d.source = f.source AND d.run_key = f.run_key AND d.burst = f.burst
 GROUP BY f.host, f.source, f.run_key, f.burst
-ORDER BY 1, 2, 3, 4
+-- Within an instance, bursts follow one another: their number orders them, ties in
+-- start_ts included.
+ORDER BY 1, 2, 3, f.burst

@@ -1,12 +1,12 @@
 -- host_counts: calls and breaker outcomes per host over the analysis window.
 --
 -- Input: `events`, the window's http_events rows plus the classification columns
---   is_net      from_cache is not true (the call touched the network)
---   is_failure  a network call with a failure status, or no status and an error
---   is_timeout  a network call with no status and an error
+--   is_net      the call touched the network (not from the HTTP cache, not blocked)
+--   is_failure  a network call with a failure status
+--   is_timeout  a network call with no status and an error (a request that raised)
 --   is_neutral  a network call with a neutral status (a success for the breaker)
--- breaker-advisor registers `events` itself (classification from breakers.yaml);
--- in DuckDB, run events.sql first.
+-- breaker-advisor registers `events` itself (classification from breakers.yaml and the
+-- crawler model); in DuckDB or Spark, run events.sql first (see README.md).
 --
 -- Output, one row per host (all counts BIGINT):
 --   calls_total, cache_hits, calls_net, e429, e5xx (500-599), e503, timeouts, neutral,

@@ -1,12 +1,12 @@
 -- host_role_counts: the same counts as host_counts.sql, per host and request role.
 --
 -- Input: `events`, the window's http_events rows plus the classification columns
---   is_net      from_cache is not true (the call touched the network)
---   is_failure  a network call with a failure status, or no status and an error
---   is_timeout  a network call with no status and an error
+--   is_net      the call touched the network (not from the HTTP cache, not blocked)
+--   is_failure  a network call with a failure status
+--   is_timeout  a network call with no status and an error (a request that raised)
 --   is_neutral  a network call with a neutral status (a success for the breaker)
--- breaker-advisor registers `events` itself (classification from breakers.yaml);
--- in DuckDB, run events.sql first.
+-- breaker-advisor registers `events` itself (classification from breakers.yaml and the
+-- crawler model); in DuckDB or Spark, run events.sql first (see README.md).
 --
 -- Output, one row per host and role (all counts BIGINT):
 --   calls_total, cache_hits, calls_net, e429, e5xx (500-599), e503, timeouts, neutral,
@@ -29,4 +29,4 @@ SELECT
   CAST(SUM(CASE WHEN is_net AND breaker_state = 'half_open' AND is_failure THEN 1 ELSE 0 END) AS BIGINT) AS half_open_trial_failures
 FROM events
 GROUP BY host, role
-ORDER BY host, role
+ORDER BY host, role NULLS FIRST

@@ -1,10 +1,10 @@
--- minute_counts: calls and failures per host and minute, the counts of timeseries.parquet.
+-- minute_counts: calls and failures per host and minute, the counts of host_timeseries.parquet.
 --
 -- Input: `events` (events.sql) and `analysis_window`. Minute k of the window starts at
 -- window_start + k minutes (the tool's buckets of `bucket_s: 60`, so minutes on the
 -- clock when the window starts on a whole minute).
 --
--- Output, one row per host and minute with network calls (timeseries.parquet also has
+-- Output, one row per host and minute with network calls (host_timeseries.parquet has
 -- the empty minutes, as zeros, and the EWMA ratios), all counts BIGINT:
 --   bucket        the minute's index in the window
 --   calls_net     network calls (rows)

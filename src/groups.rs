@@ -124,57 +124,70 @@ pub fn in_group(groups: &[Vec<String>], k: usize) -> Expr {
 }
 
 /// A scratch folder, removed with everything in it when dropped.
-pub struct Scratch(PathBuf);
+pub struct Scratch {
+    path: PathBuf,
+    /// Held locked while the folder is in use: how a sweep tells a live run's folder
+    /// from one a killed run left behind.
+    _lock: Option<std::fs::File>,
+}
+
+/// The lock file inside a scratch folder.
+const LOCK_FILE: &str = ".lock";
 
 impl Scratch {
     /// A hidden folder of its own inside `parent` (the process id and a counter, so
-    /// two analyses in one process never share one). Folders left in `parent` by a
-    /// process that no longer runs (killed mid-run) are removed first.
+    /// two analyses in one process never share one), created with its lock held.
+    /// Folders a killed run left in `parent` are removed first.
     pub fn new(parent: &Path) -> Scratch {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         sweep_stale(parent);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Scratch(parent.join(format!(".groups-{}-{n}", std::process::id())))
+        let path = parent.join(format!(".groups-{}-{n}", std::process::id()));
+        // Locked under another name, then renamed: whenever `.lock` exists, its owner
+        // holds it. (A folder that cannot be made fails later, where it is written.)
+        let lock = std::fs::create_dir_all(&path).ok().and_then(|()| {
+            let fresh = path.join(".lock-new");
+            let file = std::fs::File::create(&fresh).ok()?;
+            file.try_lock().ok()?;
+            std::fs::rename(&fresh, path.join(LOCK_FILE)).ok()?;
+            Some(file)
+        });
+        Scratch { path, _lock: lock }
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 }
 
-/// Removes the `.groups-PID-N` folders in `parent` whose process is gone. Only where
-/// `/proc` tells which processes run (Linux); a folder whose PID runs again, in another
-/// process, is left alone.
+/// Removes the `.groups-PID-N` folders in `parent` whose lock nobody holds: their run
+/// ended without removing them (it was killed). A live run holds its lock, on this
+/// machine or on another sharing the folder; a folder without a lock file is left.
 fn sweep_stale(parent: &Path) {
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        return;
-    }
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
+        let scratch = name
             .to_str()
             .and_then(|n| n.strip_prefix(".groups-"))
             .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<u32>().ok()))
-        else {
+            .is_some_and(|(pid, n)| pid.parse::<u32>().is_ok() && n.parse::<u64>().is_ok());
+        if !scratch {
             continue;
-        };
-        if pid != std::process::id() && !proc.join(pid.to_string()).exists() {
-            let path = entry.path();
-            if std::fs::remove_dir_all(&path).is_ok() {
-                tracing::info!(path = %path.display(), "removed a stale scratch folder");
-            }
+        }
+        let path = entry.path();
+        let free = std::fs::File::open(path.join(LOCK_FILE)).is_ok_and(|f| f.try_lock().is_ok());
+        if free && std::fs::remove_dir_all(&path).is_ok() {
+            tracing::info!(path = %path.display(), "removed a killed run's scratch folder");
         }
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -317,21 +330,26 @@ mod tests {
     #[test]
     fn a_killed_run_s_scratch_folder_is_removed_and_a_running_one_kept() {
         let parent = tempfile::tempdir().unwrap();
-        // No process has this PID (above Linux's largest, 2^22); PID 1 always runs.
-        let gone = parent.path().join(".groups-999999999-0");
-        let running = parent.path().join(".groups-1-3");
+        // A run that is still going holds its folder's lock; a killed one holds none.
+        let running = Scratch::new(parent.path());
+        std::fs::write(running.path().join("group-0.parquet"), b"x").unwrap();
+        let killed = parent.path().join(".groups-4242-0");
+        let unlocked = parent.path().join(".groups-4243-0");
         let other = parent.path().join(".groups-notes");
-        for d in [&gone, &running, &other] {
+        for d in [&killed, &unlocked, &other] {
             std::fs::create_dir(d).unwrap();
             std::fs::write(d.join("group-0.parquet"), b"x").unwrap();
         }
-        let scratch = Scratch::new(parent.path());
-        assert!(!gone.exists());
-        assert!(running.exists() && other.exists());
-        std::fs::create_dir(scratch.path()).unwrap();
-        let mine = scratch.path().to_owned();
-        drop(scratch);
-        assert!(!mine.exists());
+        std::fs::write(killed.join(LOCK_FILE), b"").unwrap();
+        std::fs::write(other.join(LOCK_FILE), b"").unwrap();
+        let mine = Scratch::new(parent.path());
+        assert!(!killed.exists(), "a free lock: its run is gone");
+        assert!(running.path().join("group-0.parquet").exists());
+        assert!(unlocked.exists() && other.exists(), "not ours to judge");
+        assert!(mine.path().join(LOCK_FILE).exists());
+        let (a, b) = (running.path().to_owned(), mine.path().to_owned());
+        drop((running, mine));
+        assert!(!a.exists() && !b.exists());
     }
 
     #[test]

@@ -584,6 +584,31 @@ fn the_queries_give_the_tool_s_numbers_in_duckdb_and_spark() {
             ..breaker_advisor::simulate::SimOptions::new(tmp.path(), 6.0, 6, 0.3, 21)
         },
     );
+    // What the simulator never writes and the rules must handle: calls without a run id
+    // (the crawler's sink leaves it NULL now and then: the run-id guess) and calls the
+    // breaker blocked (not network calls, not counted).
+    for db in &dbs {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let ddl: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'http_events'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(ddl.contains("run_id TEXT NOT NULL"), "{ddl}");
+        conn.execute_batch(&format!(
+            "ALTER TABLE http_events RENAME TO http_events_sim;
+             {};
+             INSERT INTO http_events SELECT * FROM http_events_sim;
+             DROP TABLE http_events_sim;
+             UPDATE http_events SET run_id = NULL WHERE id % 11 = 0;
+             UPDATE http_events SET breaker_recorded = 'blocked', status = NULL,
+               error = 'CircuitBreakerError', retry_count = 0 WHERE id % 97 = 0;",
+            ddl.replace("run_id TEXT NOT NULL", "run_id TEXT")
+        ))
+        .unwrap();
+    }
     let opts = AnalyzeOptions {
         window_s: 4 * 3600,
         // Not on a whole minute: minute k of the window starts at its start plus k minutes.
