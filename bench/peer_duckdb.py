@@ -9,20 +9,11 @@ Usage: python3 peer_duckdb.py QUERIES_DIR DATASET_DIR WINDOW_START WINDOW_END
 import pathlib
 import sys
 
-import duckdb
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests" / "python"))
+from query_inputs import duckdb_connection  # noqa: E402
 
 queries, dataset, start, end = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-con = duckdb.connect()
-# The inputs queries/README.md has DuckDB register.
-con.execute("CREATE MACRO unix_micros(t) AS epoch_us(t)")
-con.execute(
-    "CREATE VIEW http_events AS SELECT * FROM "
-    f"read_parquet('{dataset}/http_events/*/*.parquet', hive_partitioning = true)"
-)
-con.execute(
-    "CREATE VIEW analysis_window AS SELECT "
-    f"TIMESTAMP '{start}' AS window_start, TIMESTAMP '{end}' AS window_end"
-)
+con = duckdb_connection(dataset, start, end)
 con.execute((queries / "events.sql").read_text())
 counts = con.execute((queries / "host_counts.sql").read_text()).fetchall()
 bursts = con.execute(f"""

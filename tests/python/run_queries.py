@@ -11,26 +11,16 @@ Usage: python3 run_queries.py ENGINE QUERIES_DIR DATASET_DIR WINDOW_START WINDOW
 """
 import datetime
 import json
-import os
 import pathlib
 import sys
 
+from query_inputs import duckdb_connection, spark_session
+
 engine, queries, dataset, start, end = sys.argv[1:6]
 queries = pathlib.Path(queries)
-window = (
-    "CREATE OR REPLACE TEMPORARY VIEW analysis_window AS "
-    f"SELECT TIMESTAMP '{start}' AS window_start, TIMESTAMP '{end}' AS window_end"
-)
 
 if engine == "duckdb":
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("CREATE MACRO unix_micros(t) AS epoch_us(t)")
-    con.execute(
-        "CREATE VIEW http_events AS SELECT * FROM "
-        f"read_parquet('{dataset}/http_events/*/*.parquet', hive_partitioning = true)"
-    )
+    con = duckdb_connection(dataset, start, end)
 
     def sql(text):
         cur = con.execute(text)
@@ -40,22 +30,7 @@ if engine == "duckdb":
         return [dict(zip(cols, row)) for row in cur.fetchall()]
 
 elif engine == "spark":
-    # Quiet, local and self-contained: no UI, no Hive, the session clock in UTC.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("queries")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    spark.read.parquet(f"{dataset}/http_events").createOrReplaceTempView("http_events")
+    spark = spark_session(dataset, start, end, **{"spark.sql.shuffle.partitions": "4"})
 
     def sql(text):
         return [row.asDict() for row in spark.sql(text).collect()]
@@ -70,7 +45,6 @@ def plain(value):
     return value
 
 
-sql(window)
 sql((queries / "events.sql").read_text())
 out = {}
 for path in sorted(queries.glob("*.sql")):
