@@ -229,6 +229,22 @@ pub struct RunArgs {
     /// Redis key prefix (default: the settings file's, else breaker:cooldown:).
     #[arg(long, value_name = "PREFIX")]
     pub key_prefix: Option<String>,
+    /// Advise only the hosts of shard I of N (1-based, by a stable hash of the host
+    /// name) into OUT/shard=I/ (dataset, metrics, shard.yaml); `--merge-shards` then
+    /// makes the fleet's patch, diff and report. Needs --now: every shard must analyse
+    /// the same window.
+    #[arg(
+        long,
+        value_name = "I/N",
+        requires = "now",
+        conflicts_with_all = ["merge_shards", "write", "check", "push_cooldowns", "report_url"]
+    )]
+    pub shard: Option<crate::shards::Shard>,
+    /// Make the fleet's patch, diff and report from the shard jobs' OUT/shard=*/
+    /// folders (every shard of the night, made from the same config, settings and patch
+    /// file); reads no telemetry.
+    #[arg(long, conflicts_with = "telemetry")]
+    pub merge_shards: bool,
     #[command(flatten)]
     pub scale: ScaleArgs,
 }
@@ -364,6 +380,11 @@ pub struct ExportArgs {
     /// instead of failing on it.
     #[arg(long)]
     pub replace_changed: bool,
+    /// Export only the hosts of shard I of N (1-based, by a stable hash of the host
+    /// name), for fleets advised by several jobs; the dataset then holds that shard
+    /// night after night.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::shards::Shard>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

@@ -18,6 +18,7 @@
 //! - [`settings`]: the tool's own settings file.
 //! - [`hostname`]: host normalisation shared by every stage.
 //! - [`groups`]: host groups, how the stages after export bound their memory.
+//! - [`shards`]: a fleet advised by N shard jobs and one merge.
 //! - [`cli`]: the command line (clap derive); [`pipeline`] runs a parsed command.
 
 pub mod advise;
@@ -36,5 +37,6 @@ pub mod pipeline;
 pub mod replay;
 pub mod report;
 pub mod settings;
+pub mod shards;
 pub mod simulate;
 pub mod telemetry;

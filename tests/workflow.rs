@@ -66,6 +66,15 @@ fn the_workflow_runs_only_commands_and_flags_we_have() {
             .any(|(sub, flags)| sub == "run" && flags.iter().any(|f| f == "telemetry")),
         "the workflow runs the nightly job on the telemetry: {calls:?}"
     );
+    // Shard jobs of a matrix, then one merge.
+    for flag in ["shard", "merge-shards"] {
+        assert!(
+            calls
+                .iter()
+                .any(|(sub, flags)| sub == "run" && flags.iter().any(|f| f == flag)),
+            "the workflow runs `run --{flag}`: {calls:?}"
+        );
+    }
     let cli = Cli::command();
     for (sub, flags) in &calls {
         let cmd = cli

@@ -250,7 +250,8 @@ pub struct Held {
 pub type RateBaselines = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 
 /// The advice for one run.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     pub breakers: Vec<BreakerChange>,
     /// Proposals for settings the crawler ignores.

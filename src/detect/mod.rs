@@ -259,8 +259,10 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
         .column(denominator)?
         .cast(&DataType::Float64)?;
     let calls = calls.f64()?;
-    let bucket_us = match (starts.get(0), starts.get(1), buckets.get(0), buckets.get(1)) {
-        (Some(a), Some(b), Some(x), Some(y)) if y > x => (b - a) / (y - x),
+    // `get` panics past the end (an empty series: a window without calls).
+    let first_two = |c: &Int64Chunked| [0, 1].map(|i| if i < c.len() { c.get(i) } else { None });
+    let bucket_us = match (first_two(starts), first_two(buckets)) {
+        ([Some(a), Some(b)], [Some(x), Some(y)]) if y > x => (b - a) / (y - x),
         _ => 60_000_000,
     };
 

@@ -87,6 +87,7 @@ fn run_export(args: &ExportArgs) -> anyhow::Result<()> {
         busy_timeout: Duration::from_millis(args.busy_timeout_ms),
         replace_changed: args.replace_changed,
         progress: true,
+        shard: args.shard,
     };
     let summary = export(&args.telemetry, &opts)?;
     let mut stdout = std::io::stdout().lock();
@@ -121,6 +122,9 @@ pub fn write_export_summary(w: &mut dyn Write, s: &ExportSummary) -> std::io::Re
         "export run {} into {}: {} rows exported, {} rejected, {} part files, {:.1} s ({:.0} rows/s)",
         s.run, s.dataset, s.rows_exported, s.rows_rejected, s.parts_written, s.elapsed_s, rate
     )?;
+    if s.rows_other_shards > 0 {
+        writeln!(w, "  {} rows left to the other shards", s.rows_other_shards)?;
+    }
     for src in &s.sources {
         if !src.missing_parts.is_empty() {
             writeln!(

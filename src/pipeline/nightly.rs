@@ -70,70 +70,32 @@ pub fn advise_from(
     previous: Option<&PatchFile>,
 ) -> anyhow::Result<Advice> {
     settings.validate().map_err(InputError)?;
-    let mut tables = Vec::new();
-    let mut fingerprint = Vec::new();
-    for name in ADVICE_INPUTS {
-        let path = metrics.join(format!("{name}.parquet"));
-        if !path.is_file() {
-            bail!(InputError(format!(
-                "{}: no {name}.parquet; run `analyze` and `detect` first",
-                metrics.display()
-            )));
-        }
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        fingerprint.extend_from_slice(name.as_bytes());
-        fingerprint.extend_from_slice(sha256_hex(&bytes).as_bytes());
-        tables.push(read_parquet(&path)?);
-    }
-    let (w0, w1) = super::reporting::window_of(metrics)?;
-    let window = PatchWindow {
-        start: format_utc(w0 as f64 / 1e6),
-        end: format_utc(w1 as f64 / 1e6),
-    };
-    let hours = (w1 - w0) as f64 / 3.6e9;
-    let mut evidence = evidence::gather(&tables[0], &tables[1], &tables[2], &tables[3], hours)
-        .with_context(|| format!("reading the metrics in {}", metrics.display()))?;
-    let bucket_s: f64 = crate::output::parquet_metadata(&metrics.join("rate_windows.parquet"))?
-        .into_iter()
-        .find(|(k, _)| k == "breaker_advisor.bucket_s")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(60.0);
-
-    let breakers_text = crate::config::read_file(config)?;
-    let cfg = BreakerConfig::parse(&breakers_text, config)?;
-    let (ratelimits_text, rl) = match ratelimits {
-        Some(p) => {
-            let t = crate::config::read_file(p)?;
-            let rl = RateLimits::parse(&t, p)?;
-            (Some(t), Some(rl))
-        }
-        None => (None, None),
-    };
-    if let Some(rl) = &rl {
-        evidence::attach_rate_windows(&mut evidence, &tables[4], bucket_s, rl.limiter_column())
-            .with_context(|| {
-                format!("reading {}", metrics.join("rate_windows.parquet").display())
-            })?;
-    }
+    let inputs = AdviceInputs::read(metrics, config, ratelimits)?;
     let baselines = previous.map(|p| p.baselines.clone()).unwrap_or_default();
     let current = Current {
-        breakers: &cfg,
+        breakers: &inputs.config,
         model,
-        ratelimits: rl.as_ref(),
+        ratelimits: inputs.ratelimits.as_ref(),
         baselines: &baselines,
         replay: None,
         previous: previous.map_or(&[][..], |p| &p.breakers.changes[..]),
     };
+    let evidence = &inputs.evidence;
     // With the dataset at hand, breaker proposals must win a replay of the window: a
     // group of hosts at a time, so one group's calls are in memory at once.
     let (plan, fidelity) = match replay {
-        None => (advise(&evidence, &current, settings), Vec::new()),
+        None => (advise(evidence, &current, settings), Vec::new()),
         Some(ReplayData {
             dataset,
             group_rows,
         }) => {
             let groups = super::replaying::TrafficGroups::open(
-                dataset, metrics, &cfg, model, group_rows, metrics,
+                dataset,
+                metrics,
+                &inputs.config,
+                model,
+                group_rows,
+                metrics,
             )
             .context("loading the traffic for the replay check")?;
             let mut plan = crate::advise::Plan::default();
@@ -159,33 +121,153 @@ pub fn advise_from(
             (plan, fidelity)
         }
     };
-    let patch = PatchFile::new(
-        &plan,
-        window,
-        sha256_hex(&fingerprint),
-        ConfigText {
-            path: config,
-            text: &breakers_text,
-        },
-        ratelimits
-            .zip(ratelimits_text.as_deref())
-            .map(|(path, text)| ConfigText { path, text }),
-        previous,
-    );
-    Ok(Advice {
-        evidence,
-        config: cfg,
-        model: model.clone(),
-        fidelity,
-        plan,
-        patch,
-        breakers_text,
-        ratelimits_text,
-    })
+    Ok(inputs.advice(plan, fidelity, model, config, ratelimits, previous))
+}
+
+/// The advice of a plan made elsewhere (the shards of a night, merged) for the metrics
+/// in `metrics` and the current config files.
+pub fn advice_of_plan(
+    metrics: &Path,
+    config: &Path,
+    ratelimits: Option<&Path>,
+    model: &crate::crawler::CrawlerModel,
+    previous: Option<&PatchFile>,
+    plan: Plan,
+) -> anyhow::Result<Advice> {
+    let inputs = AdviceInputs::read(metrics, config, ratelimits)?;
+    Ok(inputs.advice(plan, Vec::new(), model, config, ratelimits, previous))
+}
+
+/// What the advisor reads besides the traffic: the metrics as evidence (and their
+/// fingerprint), the window, and the current config files.
+struct AdviceInputs {
+    evidence: Vec<crate::advise::HostEvidence>,
+    fingerprint: Vec<u8>,
+    window: PatchWindow,
+    config: BreakerConfig,
+    breakers_text: String,
+    ratelimits: Option<RateLimits>,
+    ratelimits_text: Option<String>,
+}
+
+impl AdviceInputs {
+    fn read(
+        metrics: &Path,
+        config: &Path,
+        ratelimits: Option<&Path>,
+    ) -> anyhow::Result<AdviceInputs> {
+        let mut tables = Vec::new();
+        let mut fingerprint = Vec::new();
+        for name in ADVICE_INPUTS {
+            let path = metrics.join(format!("{name}.parquet"));
+            if !path.is_file() {
+                bail!(InputError(format!(
+                    "{}: no {name}.parquet; run `analyze` and `detect` first",
+                    metrics.display()
+                )));
+            }
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            fingerprint.extend_from_slice(name.as_bytes());
+            fingerprint.extend_from_slice(sha256_hex(&bytes).as_bytes());
+            tables.push(read_parquet(&path)?);
+        }
+        let (w0, w1) = super::reporting::window_of(metrics)?;
+        let window = PatchWindow {
+            start: format_utc(w0 as f64 / 1e6),
+            end: format_utc(w1 as f64 / 1e6),
+        };
+        let hours = (w1 - w0) as f64 / 3.6e9;
+        let mut evidence = evidence::gather(&tables[0], &tables[1], &tables[2], &tables[3], hours)
+            .with_context(|| format!("reading the metrics in {}", metrics.display()))?;
+        let bucket_s: f64 = crate::output::parquet_metadata(&metrics.join("rate_windows.parquet"))?
+            .into_iter()
+            .find(|(k, _)| k == "breaker_advisor.bucket_s")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(60.0);
+
+        let breakers_text = crate::config::read_file(config)?;
+        let cfg = BreakerConfig::parse(&breakers_text, config)?;
+        let (ratelimits_text, rl) = match ratelimits {
+            Some(p) => {
+                let t = crate::config::read_file(p)?;
+                let rl = RateLimits::parse(&t, p)?;
+                (Some(t), Some(rl))
+            }
+            None => (None, None),
+        };
+        if let Some(rl) = &rl {
+            evidence::attach_rate_windows(&mut evidence, &tables[4], bucket_s, rl.limiter_column())
+                .with_context(|| {
+                    format!("reading {}", metrics.join("rate_windows.parquet").display())
+                })?;
+        }
+        Ok(AdviceInputs {
+            evidence,
+            fingerprint,
+            window,
+            config: cfg,
+            breakers_text,
+            ratelimits: rl,
+            ratelimits_text,
+        })
+    }
+
+    /// The advice of `plan`, with its patch file.
+    fn advice(
+        self,
+        plan: Plan,
+        fidelity: Vec<crate::replay::traffic::Fidelity>,
+        model: &crate::crawler::CrawlerModel,
+        config: &Path,
+        ratelimits: Option<&Path>,
+        previous: Option<&PatchFile>,
+    ) -> Advice {
+        let patch = PatchFile::new(
+            &plan,
+            self.window,
+            sha256_hex(&self.fingerprint),
+            ConfigText {
+                path: config,
+                text: &self.breakers_text,
+            },
+            ratelimits
+                .zip(self.ratelimits_text.as_deref())
+                .map(|(path, text)| ConfigText { path, text }),
+            previous,
+        );
+        Advice {
+            evidence: self.evidence,
+            config: self.config,
+            model: model.clone(),
+            fidelity,
+            plan,
+            patch,
+            breakers_text: self.breakers_text,
+            ratelimits_text: self.ratelimits_text,
+        }
+    }
 }
 
 /// The crawler model a run counted by, beside the metrics.
 pub const MODEL_FILE: &str = "crawler_model.yaml";
+
+/// How the model was chosen when the settings fix it.
+const FIXED_MODEL: &str = "fixed by the settings file (crawler:)";
+
+/// How `crawler: auto` chose: the documented model (`documented`) or another one, and
+/// the recorded opens each misses in total.
+fn calibration_text(documented: bool, miss: u64, base_miss: u64) -> String {
+    if documented {
+        format!(
+            "the documented model reproduces the recorded opens best (total miss {base_miss} opens)"
+        )
+    } else {
+        format!(
+            "calibrated: this model misses the recorded opens by {miss} in total, the documented one by {base_miss}"
+        )
+    }
+}
 
 /// The model a run's metrics were counted by, and how it was chosen, as YAML (the
 /// `crawler:` section it amounts to, for the report and for the next run's settings).
@@ -476,8 +558,13 @@ fn sample_telemetry() -> Vec<PathBuf> {
 /// The inputs of a run: the samples when no telemetry is given.
 fn run_inputs(args: &RunArgs) -> anyhow::Result<(Vec<PathBuf>, PathBuf, Option<PathBuf>)> {
     if args.telemetry.is_empty() {
-        let sample = sample_telemetry();
-        if sample.is_empty() {
+        // A merge reads the shards' outputs, not telemetry.
+        let sample = if args.merge_shards {
+            Vec::new()
+        } else {
+            sample_telemetry()
+        };
+        if sample.is_empty() && !args.merge_shards {
             bail!(InputError(format!(
                 "no --telemetry given and no {SAMPLE_DIR}/telemetry*.sqlite here: run from the repository root or pass --telemetry and --config"
             )));
@@ -508,7 +595,9 @@ struct Night<'a> {
     config: PathBuf,
     ratelimits: Option<PathBuf>,
     settings: crate::settings::Settings,
-    out: &'a Path,
+    /// The run's folder: OUT, or OUT/shard=I for a shard job.
+    out: PathBuf,
+    shard: Option<crate::shards::Shard>,
     dataset: PathBuf,
     metrics: PathBuf,
     patch_path: PathBuf,
@@ -523,29 +612,26 @@ struct Proposal {
 pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
     let night = Night::new(args)?;
     let mut stdout = std::io::stdout().lock();
+    if args.merge_shards {
+        return night.merge_shards(&mut stdout);
+    }
+    if night.shard.is_some() {
+        // What a failed shard job leaves must not pass for tonight's shard.
+        let record = night.out.join(crate::shards::RECORD_FILE);
+        if record.is_file() {
+            std::fs::remove_file(&record)
+                .with_context(|| format!("removing the last night's {}", record.display()))?;
+        }
+    }
     night.export(&mut stdout)?;
-    let analyzed = night.analyze(&night.settings.crawler.model, &mut stdout)?;
-    let model = night.choose_model(&mut stdout)?;
-    let proposal = night.propose(&model, &mut stdout)?;
-    night.report(&proposal.advice, &model, &mut stdout)?;
-    night.commit(&proposal, &mut stdout)?;
-    if args.push_cooldowns {
-        push_cooldowns(
-            args,
-            &proposal.advice,
-            analyzed.window.end_us as f64 / 1e6,
-            &mut stdout,
-        )?;
+    night.analyze(&night.settings.crawler.model, &mut stdout)?;
+    let (model, misses) = night.choose_model(&mut stdout)?;
+    let advice = night.advise(&model)?;
+    if let Some(shard) = night.shard {
+        return night.record_shard(shard, advice, misses, &mut stdout);
     }
-    let n = proposal.advice.patch.change_count();
-    if args.check && n > 0 {
-        writeln!(
-            stdout,
-            "check: {n} change(s) proposed (exit {EXIT_CHANGES_PROPOSED})"
-        )?;
-        return Ok(EXIT_CHANGES_PROPOSED);
-    }
-    Ok(0)
+    let proposal = night.present(advice, &mut stdout)?;
+    night.finish(&proposal, &model, None, &mut stdout)
 }
 
 impl<'a> Night<'a> {
@@ -553,20 +639,24 @@ impl<'a> Night<'a> {
         let (telemetry, config, ratelimits) = run_inputs(args)?;
         let settings = crate::settings::load(args.settings.as_deref())?;
         settings.advise.validate().map_err(InputError)?;
-        let out = args.out.as_path();
+        let out = match args.shard {
+            Some(s) => s.folder(&args.out),
+            None => args.out.clone(),
+        };
         Ok(Night {
             args,
             telemetry,
             config,
             ratelimits,
             settings,
-            out,
             dataset: out.join("dataset"),
             metrics: out.join("metrics"),
+            out,
+            shard: args.shard,
             patch_path: args
                 .patch_file
                 .clone()
-                .unwrap_or_else(|| out.join("breakers.patch.yaml")),
+                .unwrap_or_else(|| args.out.join("breakers.patch.yaml")),
         })
     }
 
@@ -576,6 +666,7 @@ impl<'a> Night<'a> {
             &self.telemetry,
             &crate::telemetry::ExportOptions {
                 progress: false,
+                shard: self.shard,
                 ..crate::telemetry::ExportOptions::new(&self.dataset)
             },
         )?;
@@ -589,9 +680,16 @@ impl<'a> Night<'a> {
                 failed.join(", ")
             )));
         }
+        let others = match self.shard {
+            Some(s) => format!(
+                ", {} left to the other shards of {}",
+                export.rows_other_shards, s.count
+            ),
+            None => String::new(),
+        };
         writeln!(
             stdout,
-            "export: {} new rows ({} rejected) into {}",
+            "export: {} new rows ({} rejected{others}) into {}",
             export.rows_exported,
             export.rows_rejected,
             self.dataset.display()
@@ -659,54 +757,55 @@ impl<'a> Night<'a> {
     }
 
     /// The crawler model: the settings' one, or with `crawler: auto` the candidate that
-    /// reproduces the recorded opens best (then the metrics are counted again under it).
-    /// Written to metrics/crawler_model.yaml.
-    fn choose_model(&self, stdout: &mut dyn Write) -> anyhow::Result<crate::crawler::CrawlerModel> {
+    /// reproduces the recorded opens best (then the metrics are counted again under it),
+    /// with every candidate's misses. Written to metrics/crawler_model.yaml.
+    #[allow(clippy::type_complexity)]
+    fn choose_model(
+        &self,
+        stdout: &mut dyn Write,
+    ) -> anyhow::Result<(
+        crate::crawler::CrawlerModel,
+        Option<Vec<(crate::crawler::CrawlerModel, u64)>>,
+    )> {
         let mut model = self.settings.crawler.model.clone();
-        let mut calibration = "fixed by the settings file (crawler:)".to_owned();
-        if self.settings.crawler.calibrate {
-            let cfg = BreakerConfig::load(&self.config)?;
-            let (chosen, miss, base_miss) = super::replaying::TrafficGroups::open(
-                &self.dataset,
-                &self.metrics,
-                &cfg,
-                &model,
-                self.args.scale.group_rows(),
-                &self.metrics,
-            )
-            .and_then(|groups| groups.calibrate())
-            .context("loading the traffic to calibrate the crawler model")?;
-            calibration = if chosen == model {
-                format!(
-                    "the documented model reproduces the recorded opens best (total miss {base_miss} opens)"
-                )
-            } else {
-                format!(
-                    "calibrated: this model misses the recorded opens by {miss} in total, the documented one by {base_miss}"
-                )
-            };
-            writeln!(stdout, "crawler model: {calibration}")?;
-            if chosen != model {
-                model = chosen;
-                self.analyze(&model, &mut std::io::sink())?;
-            }
+        if !self.settings.crawler.calibrate {
+            write_model(&self.metrics, &model, FIXED_MODEL)?;
+            return Ok((model, None));
+        }
+        let cfg = BreakerConfig::load(&self.config)?;
+        let misses = super::replaying::TrafficGroups::open(
+            &self.dataset,
+            &self.metrics,
+            &cfg,
+            &model,
+            self.args.scale.group_rows(),
+            &self.metrics,
+        )
+        .and_then(|groups| groups.calibrate())
+        .context("loading the traffic to calibrate the crawler model")?;
+        let (chosen, miss, base_miss) = crate::replay::traffic::choose(misses.clone());
+        let calibration = calibration_text(chosen == model, miss, base_miss);
+        writeln!(stdout, "crawler model: {calibration}")?;
+        if chosen != model {
+            model = chosen;
+            self.analyze(&model, &mut std::io::sink())?;
         }
         write_model(&self.metrics, &model, &calibration)?;
-        Ok(model)
+        Ok((model, Some(misses)))
     }
 
-    /// Stages 4 and 5, advise and patch: the advice, the edited texts, and what a
-    /// reviewer reads first: proposed/, changes.diff, the plan, the replay's fidelity.
-    fn propose(
-        &self,
-        model: &crate::crawler::CrawlerModel,
-        stdout: &mut dyn Write,
-    ) -> anyhow::Result<Proposal> {
-        let previous = if self.patch_path.is_file() {
-            Some(PatchFile::load(&self.patch_path)?)
-        } else {
-            None
-        };
+    /// The previous patch file, when there is one.
+    fn previous(&self) -> anyhow::Result<Option<PatchFile>> {
+        Ok(self
+            .patch_path
+            .is_file()
+            .then(|| PatchFile::load(&self.patch_path))
+            .transpose()?)
+    }
+
+    /// Stage 4, advise (with the replay check), and the replay's fidelity beside the
+    /// metrics.
+    fn advise(&self, model: &crate::crawler::CrawlerModel) -> anyhow::Result<Advice> {
         let advice = advise_from(
             &self.metrics,
             Some(ReplayData {
@@ -717,8 +816,15 @@ impl<'a> Night<'a> {
             self.ratelimits.as_deref(),
             &self.settings.advise,
             model,
-            previous.as_ref(),
+            self.previous()?.as_ref(),
         )?;
+        write_fidelity(&self.metrics, &advice.fidelity)?;
+        Ok(advice)
+    }
+
+    /// Stage 5, patch: the edited texts, and what a reviewer reads first: proposed/,
+    /// changes.diff, the plan.
+    fn present(&self, advice: Advice, stdout: &mut dyn Write) -> anyhow::Result<Proposal> {
         let edits = compute_edits(
             &advice.patch,
             &self.patch_path,
@@ -760,8 +866,91 @@ impl<'a> Night<'a> {
         }
         write_atomic(&self.out.join("changes.diff"), &diff)?;
         write_plan(stdout, &advice.patch)?;
-        write_fidelity(&self.metrics, &advice.fidelity)?;
         Ok(Proposal { advice, edits })
+    }
+
+    /// What the merge and every shard must agree on.
+    fn shard_inputs(&self) -> anyhow::Result<crate::shards::ShardInputs> {
+        let sha_of = |p: &Path| -> anyhow::Result<String> {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            Ok(sha256_hex(&bytes))
+        };
+        Ok(crate::shards::ShardInputs {
+            breakers_sha256: sha_of(&self.config)?,
+            ratelimits_sha256: self.ratelimits.as_deref().map(sha_of).transpose()?,
+            settings_sha256: sha256_hex(format!("{:?}", self.settings).as_bytes()),
+            previous_patch_sha256: self
+                .patch_path
+                .is_file()
+                .then(|| sha_of(&self.patch_path))
+                .transpose()?,
+        })
+    }
+
+    /// A shard job's last step: OUT/shard=I/shard.yaml, what the merge needs besides
+    /// the shard's metrics (written last: it marks the shard as done).
+    fn record_shard(
+        &self,
+        shard: crate::shards::Shard,
+        advice: Advice,
+        misses: Option<Vec<(crate::crawler::CrawlerModel, u64)>>,
+        stdout: &mut dyn Write,
+    ) -> anyhow::Result<u8> {
+        let facts = super::reporting::dataset_facts(&self.dataset, &self.metrics, &advice.patch)?;
+        let changes = advice.patch.change_count();
+        let record = crate::shards::ShardRecord::new(
+            shard,
+            advice.patch.window.clone(),
+            self.shard_inputs()?,
+            advice.model,
+            misses,
+            advice.plan,
+            facts,
+        );
+        let path = self.out.join(crate::shards::RECORD_FILE);
+        write_atomic(&path, record.to_yaml()?)?;
+        writeln!(
+            stdout,
+            "shard {shard}: {} host(s), {changes} change(s) proposed; wrote {} (then: run --merge-shards)",
+            advice.evidence.len(),
+            path.display()
+        )?;
+        Ok(0)
+    }
+
+    /// `run --merge-shards`: the fleet's metrics, model, patch, diff and report from
+    /// the shard jobs' folders, as one run over the whole fleet writes them.
+    fn merge_shards(&self, stdout: &mut dyn Write) -> anyhow::Result<u8> {
+        let shards = crate::shards::Shards::load(&self.out, &self.shard_inputs()?)?;
+        // Everything is checked before the first output is written.
+        let (model, calibrated) = shards.model()?;
+        shards.merge_metrics(&self.metrics)?;
+        let calibration = match calibrated {
+            None => FIXED_MODEL.to_owned(),
+            Some((miss, base_miss)) => {
+                calibration_text(model == self.settings.crawler.model, miss, base_miss)
+            }
+        };
+        write_model(&self.metrics, &model, &calibration)?;
+        let window = shards.window();
+        writeln!(
+            stdout,
+            "merge: {} shards, window {} .. {}, into {}",
+            shards.count,
+            window.start,
+            window.end,
+            self.metrics.display()
+        )?;
+        let advice = advice_of_plan(
+            &self.metrics,
+            &self.config,
+            self.ratelimits.as_deref(),
+            &model,
+            self.previous()?.as_ref(),
+            shards.plan(),
+        )?;
+        let proposal = self.present(advice, stdout)?;
+        self.finish(&proposal, &model, Some(&shards.facts()), stdout)
     }
 
     /// Stage 6, report: report.md (the PR body) and report.html.
@@ -769,17 +958,25 @@ impl<'a> Night<'a> {
         &self,
         advice: &Advice,
         model: &crate::crawler::CrawlerModel,
+        facts: Option<&crate::shards::DatasetFacts>,
         stdout: &mut dyn Write,
     ) -> anyhow::Result<()> {
+        // A merge has the shards' datasets, not one of its own.
+        let shown = self.out.join("shard=*").join("dataset");
         super::reporting::ReportJob {
-            out: self.out,
-            dataset: &self.dataset,
+            out: &self.out,
+            dataset: if facts.is_some() {
+                &shown
+            } else {
+                &self.dataset
+            },
             metrics: &self.metrics,
             patch: &advice.patch,
             patch_path: &self.patch_path,
             config: &advice.config,
             model,
             report_url: self.args.report_url.as_deref(),
+            facts,
         }
         .write()?;
         writeln!(
@@ -789,6 +986,33 @@ impl<'a> Night<'a> {
             self.out.join("report.html").display()
         )?;
         Ok(())
+    }
+
+    /// Stage 6 and the commit of a run or of a merge of shards: the report, the patch
+    /// file and config edits, cooldowns, and the exit code.
+    fn finish(
+        &self,
+        proposal: &Proposal,
+        model: &crate::crawler::CrawlerModel,
+        facts: Option<&crate::shards::DatasetFacts>,
+        stdout: &mut dyn Write,
+    ) -> anyhow::Result<u8> {
+        self.report(&proposal.advice, model, facts, stdout)?;
+        self.commit(proposal, stdout)?;
+        let args = self.args;
+        if args.push_cooldowns {
+            let (_, end_us) = super::reporting::window_of(&self.metrics)?;
+            push_cooldowns(args, &proposal.advice, end_us as f64 / 1e6, stdout)?;
+        }
+        let n = proposal.advice.patch.change_count();
+        if args.check && n > 0 {
+            writeln!(
+                stdout,
+                "check: {n} change(s) proposed (exit {EXIT_CHANGES_PROPOSED})"
+            )?;
+            return Ok(EXIT_CHANGES_PROPOSED);
+        }
+        Ok(0)
     }
 
     /// The patch file, then (with --write) both config files or neither. The patch file

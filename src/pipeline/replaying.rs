@@ -215,8 +215,8 @@ impl<'a> TrafficGroups<'a> {
     }
 
     /// Calibration over every group: the candidate models' misses summed (see
-    /// [`Traffic::calibrate`]).
-    pub fn calibrate(&self) -> anyhow::Result<(CrawlerModel, u64, u64)> {
+    /// [`Traffic::calibrate`]), the documented model first; `choose` picks one.
+    pub fn calibrate(&self) -> anyhow::Result<Vec<(CrawlerModel, u64)>> {
         let mut misses: Vec<(CrawlerModel, u64)> = Vec::new();
         for k in 0..self.count() {
             let traffic = self.load(k)?;
@@ -229,7 +229,7 @@ impl<'a> TrafficGroups<'a> {
                 }
             }
         }
-        Ok(crate::replay::traffic::choose(misses))
+        Ok(misses)
     }
 }
 

@@ -19,6 +19,7 @@ use crate::output::read_parquet;
 use crate::output::write_atomic;
 use crate::patch::PatchFile;
 use crate::report::{HostLine, IncidentLine, Report, ReportInput, html, markdown};
+use crate::shards::DatasetFacts;
 use crate::telemetry::parquet::scan_table;
 
 /// Environment variable of GitHub Actions' job summary; the Markdown is appended to it.
@@ -59,6 +60,9 @@ pub struct ReportJob<'a> {
     pub model: &'a crate::crawler::CrawlerModel,
     /// Where readers find report.html (linked from the PR body).
     pub report_url: Option<&'a str>,
+    /// What the report reads of the dataset, when the dataset is not at hand (a merge
+    /// of shards): the shards gathered it.
+    pub facts: Option<&'a DatasetFacts>,
 }
 
 impl ReportJob<'_> {
@@ -79,8 +83,10 @@ impl ReportJob<'_> {
         let hosts = host_lines(&hs)?;
         let incidents = incident_lines(&incidents_df)?;
         let featured = featured_hosts(self.patch, &incidents);
-        let manifest = crate::telemetry::manifest::Manifest::load(self.dataset)?;
-        let (rejected, incomplete) = input_losses(&manifest);
+        let facts = match self.facts {
+            Some(f) => f.clone(),
+            None => DatasetFacts::read(self.dataset, window, &featured)?,
+        };
         let report = Report::build(&ReportInput {
             patch: self.patch,
             model: self.model_lines()?,
@@ -90,12 +96,12 @@ impl ReportJob<'_> {
             evidence: &evidence,
             incidents,
             series: rate_series(self.metrics, &featured)?,
-            retry_after: retry_after_values(self.dataset, window, &featured)?,
-            opens: open_spans(self.dataset, window, &featured)?,
+            retry_after: facts.retry_after,
+            opens: facts.opens,
             current: self.current_settings(&featured, &evidence),
-            sources: manifest.sources.len(),
-            rejected,
-            incomplete,
+            sources: facts.sources,
+            rejected: facts.rejected,
+            incomplete: facts.incomplete,
             outputs: self.outputs(),
             report_url: self.report_url.map(str::to_owned),
         });
@@ -238,6 +244,39 @@ fn incident_lines(df: &DataFrame) -> anyhow::Result<Vec<IncidentLine>> {
             level_after: la.get(i).copied().flatten(),
         })
         .collect())
+}
+
+/// The report's facts of the dataset for the hosts with a section under `patch` (a
+/// change, or an incident in `metrics`): what a shard gathers for the merge.
+pub fn dataset_facts(
+    dataset: &Path,
+    metrics: &Path,
+    patch: &PatchFile,
+) -> anyhow::Result<DatasetFacts> {
+    let incidents = incident_lines(&read_parquet(&metrics.join("incidents.parquet"))?)?;
+    DatasetFacts::read(
+        dataset,
+        window_of(metrics)?,
+        &featured_hosts(patch, &incidents),
+    )
+}
+
+impl DatasetFacts {
+    fn read(
+        dataset: &Path,
+        window: (i64, i64),
+        featured: &BTreeSet<String>,
+    ) -> anyhow::Result<DatasetFacts> {
+        let manifest = crate::telemetry::manifest::Manifest::load(dataset)?;
+        let (rejected, incomplete) = input_losses(&manifest);
+        Ok(DatasetFacts {
+            sources: manifest.sources.len(),
+            rejected,
+            incomplete,
+            retry_after: retry_after_values(dataset, window, featured)?,
+            opens: open_spans(dataset, window, featured)?,
+        })
+    }
 }
 
 /// Hosts with a section (and charts): a change or an incident.
@@ -417,15 +456,28 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<u8> {
     let patch = PatchFile::load(&patch_path)?;
     let config = BreakerConfig::load(&args.config)?;
     let model = crate::settings::load(None)?.crawler.model;
+    // A merge of shards has no dataset of its own: the shards gathered its facts.
+    let dataset = args.out.join("dataset");
+    let sharded = !super::is_dataset(&dataset) && crate::shards::Shards::present(&args.out);
+    let (dataset, facts) = if sharded {
+        let shards = crate::shards::Shards::read(&args.out)?;
+        (
+            args.out.join("shard=*").join("dataset"),
+            Some(shards.facts()),
+        )
+    } else {
+        (dataset, None)
+    };
     ReportJob {
         out: &args.out,
-        dataset: &args.out.join("dataset"),
+        dataset: &dataset,
         metrics: &args.out.join("metrics"),
         patch: &patch,
         patch_path: &patch_path,
         config: &config,
         model: &model,
         report_url: args.report_url.as_deref(),
+        facts: facts.as_ref(),
     }
     .write()?;
     writeln!(

@@ -28,6 +28,9 @@ pub struct Manifest {
     pub schema_version: u32,
     /// Number of committed export runs; names the next run's part files.
     pub runs: u64,
+    /// The shard (`I/N`) whose hosts this dataset holds; absent: every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     /// Per source label (the path as given on the command line).
     pub sources: BTreeMap<String, SourceState>,
 }
@@ -100,6 +103,7 @@ impl Default for Manifest {
             format: FORMAT.into(),
             schema_version: SCHEMA_VERSION,
             runs: 0,
+            shard: None,
             sources: BTreeMap::new(),
         }
     }

@@ -126,6 +126,9 @@ pub struct ExportOptions {
     pub replace_changed: bool,
     /// Draw a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// Export only the rows of this shard's hosts (every row is still read and checked,
+    /// so every shard counts the same rejected rows).
+    pub shard: Option<crate::shards::Shard>,
 }
 
 impl ExportOptions {
@@ -136,6 +139,7 @@ impl ExportOptions {
             busy_timeout: Duration::from_secs(5),
             replace_changed: false,
             progress: true,
+            shard: None,
         }
     }
 }
@@ -167,7 +171,14 @@ pub struct TableReport {
     pub rows_exported: u64,
     pub rejected: BTreeMap<String, u64>,
     pub nulled: BTreeMap<String, u64>,
+    /// Rows of hosts another shard exports (`--shard`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub other_shards: u64,
     pub high_water_id: i64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Summary of one export run (printed by the CLI; times are not part of any file).
@@ -179,6 +190,8 @@ pub struct ExportSummary {
     pub rows_read: u64,
     pub rows_exported: u64,
     pub rows_rejected: u64,
+    /// Rows read and left to other shards (`--shard`).
+    pub rows_other_shards: u64,
     pub parts_written: usize,
     pub elapsed_s: f64,
 }
@@ -207,6 +220,23 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
         .map_err(|_| TelemetryError::Busy { path: out.clone() })?;
 
     let mut manifest = Manifest::load(out)?;
+    // One dataset holds one shard's hosts (or all of them), night after night.
+    let shard = opts.shard.map(|s| s.to_string());
+    if manifest.runs > 0 && manifest.shard != shard {
+        let held = |s: &Option<String>| {
+            s.as_ref()
+                .map_or("every host".to_owned(), |s| format!("shard {s}"))
+        };
+        return Err(TelemetryError::Manifest {
+            path: out.join(manifest::MANIFEST_FILE),
+            detail: format!(
+                "the dataset holds {}, this export is for {}; export each shard into its own folder",
+                held(&manifest.shard),
+                held(&shard)
+            ),
+        });
+    }
+    manifest.shard = shard;
     let (moved, deleted) = manifest::recover(out, &manifest)?;
     if moved + deleted > 0 {
         tracing::warn!(
@@ -281,6 +311,7 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
                             rows_exported: counts.rows_exported,
                             rejected: counts.rejected,
                             nulled: counts.nulled,
+                            other_shards: counts.other_shards,
                             high_water_id: t.high_water_id,
                         },
                     );
@@ -371,6 +402,7 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
         rows_read: sum(|t| t.rows_read),
         rows_exported: sum(|t| t.rows_exported),
         rows_rejected: sum(|t| t.rejected.values().sum()),
+        rows_other_shards: sum(|t| t.other_shards),
         parts_written: to_publish.len(),
         sources: reports,
         elapsed_s: started.elapsed().as_secs_f64(),
@@ -673,6 +705,7 @@ fn export_table(
             after_id,
             opts.batch_rows,
             hosts,
+            opts.shard,
             &mut sink,
             &|n| bar.inc(n),
         );

@@ -33,6 +33,8 @@ pub struct TableCounts {
     pub rejected: BTreeMap<String, u64>,
     /// Values set to NULL because they could not be decoded, per column.
     pub nulled: BTreeMap<String, u64>,
+    /// Rows of hosts that another shard exports.
+    pub other_shards: u64,
     /// Highest id read, the next high-water mark.
     pub max_id: Option<i64>,
 }
@@ -268,6 +270,7 @@ pub fn read_table(
     after_id: i64,
     batch_rows: usize,
     hosts: &mut HostCache,
+    shard: Option<crate::shards::Shard>,
     sink: &mut BatchSink<'_>,
     progress: &dyn Fn(u64),
 ) -> Result<TableCounts, TelemetryError> {
@@ -279,7 +282,7 @@ pub fn read_table(
     let (tx, rx) = std::sync::mpsc::sync_channel::<RawBatch>(4);
     std::thread::scope(|scope| {
         let decoder = scope.spawn(move || {
-            let mut decoder = Decoder::new(source, layout, batch_rows);
+            let mut decoder = Decoder::new(source, layout, batch_rows, shard);
             for raw in rx {
                 for r in 0..raw.rows() {
                     decoder.row(|c| raw.get(r, c), hosts, sink)?;
@@ -334,10 +337,16 @@ struct Decoder<'a> {
     /// out once, not per row.
     sources: Vec<ValueSource>,
     checks: Vec<(usize, RowCheck)>,
+    shard: Option<crate::shards::Shard>,
 }
 
 impl<'a> Decoder<'a> {
-    fn new(source: &'a str, layout: &'a TableLayout, batch_rows: usize) -> Self {
+    fn new(
+        source: &'a str,
+        layout: &'a TableLayout,
+        batch_rows: usize,
+        shard: Option<crate::shards::Shard>,
+    ) -> Self {
         let spec = layout.spec;
         let sources = spec
             .columns
@@ -363,6 +372,7 @@ impl<'a> Decoder<'a> {
             batches: BTreeMap::new(),
             sources,
             checks,
+            shard,
         }
     }
 
@@ -479,6 +489,11 @@ impl<'a> Decoder<'a> {
             .find_map(|&(i, check)| check.reject(value(i)))
         {
             counts.reject(reason);
+            return Ok(());
+        }
+        // Another shard's host: read and checked like every row, exported by that shard.
+        if self.shard.is_some_and(|s| !s.owns(host)) {
+            counts.other_shards += 1;
             return Ok(());
         }
 

@@ -1,0 +1,629 @@
+//! Shards: a fleet too large for one machine is advised by N jobs, each on the hosts
+//! whose stable hash falls in its shard, and one merge that makes the fleet's patch,
+//! diff and report from what the shard jobs wrote.
+//!
+//! A shard job (`run --shard I/N`) exports only its hosts (every row is still read, so
+//! every shard counts the same rejected rows), analyzes, detects, calibrates and advises
+//! them as a whole run does, and writes `OUT/shard=I/`: its dataset, its metrics and
+//! `shard.yaml` ([`ShardRecord`]: its plan, its calibration misses, the dataset facts the
+//! report needs, and the inputs it was made from). The merge (`run --merge-shards`)
+//! needs only those records and metrics, not the datasets: it checks that the shards
+//! are complete and were made from the same inputs, concatenates their metrics in host
+//! order (no per-host table reads another host's rows, see [`crate::groups`]), merges
+//! their plans in host order, and writes what one run over the whole fleet writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::advise::Plan;
+use crate::cli::InputError;
+use crate::crawler::CrawlerModel;
+use crate::patch::PatchWindow;
+
+/// The shard record's file name inside `OUT/shard=I/`.
+pub const RECORD_FILE: &str = "shard.yaml";
+const FORMAT_VERSION: u32 = 1;
+
+/// The metrics tables a merge concatenates, each ordered by host first.
+pub const MERGED_TABLES: [&str; 7] = [
+    "host_summary",
+    "host_role_summary",
+    "bursts",
+    "host_timeseries",
+    "rate_windows",
+    "incidents",
+    "replay_fidelity",
+];
+
+/// Shard `index` of `count` (1-based, as `--shard 1/4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?}: a shard is I/N with 1 <= I <= N, for example 2/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// Whether this shard advises `host` (a normalised host name).
+    pub fn owns(&self, host: &str) -> bool {
+        host_hash(host) % u64::from(self.count) == u64::from(self.index - 1)
+    }
+
+    /// `OUT/shard=I`.
+    pub fn folder(&self, out: &Path) -> PathBuf {
+        out.join(format!("shard={}", self.index))
+    }
+}
+
+/// FNV-1a (64 bits) of the host's bytes: stable across runs, machines and versions, so
+/// a host stays in its shard night after night.
+pub fn host_hash(host: &str) -> u64 {
+    host.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// What the report reads from the dataset rather than from the metrics: the input
+/// losses the manifest records, and the Retry-After values and breaker open spans of
+/// the hosts with a section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetFacts {
+    pub sources: usize,
+    /// (source, "table: reason", rows) of rejected rows.
+    pub rejected: Vec<(String, String, u64)>,
+    /// (source, table, dates) lost with missing part files.
+    pub incomplete: Vec<(String, String, String)>,
+    pub retry_after: BTreeMap<String, Vec<f64>>,
+    /// Open spans (µs) per host, from the recorded transitions.
+    pub opens: BTreeMap<String, Vec<(i64, i64)>>,
+}
+
+/// What a shard was made from; every shard of a night and the merge must agree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardInputs {
+    pub breakers_sha256: String,
+    pub ratelimits_sha256: Option<String>,
+    /// SHA-256 of the effective settings (the settings file as loaded).
+    pub settings_sha256: String,
+    /// The previous patch file the advice built on (hysteresis, baselines, version).
+    pub previous_patch_sha256: Option<String>,
+}
+
+/// One candidate crawler model and the recorded opens it missed on this shard's hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateMiss {
+    pub model: CrawlerModel,
+    pub miss: u64,
+}
+
+/// `OUT/shard=I/shard.yaml`: what the merge needs of a shard besides its metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardRecord {
+    pub format_version: u32,
+    pub tool_version: String,
+    pub shard: String,
+    pub window: PatchWindow,
+    pub inputs: ShardInputs,
+    /// The model this shard counted by.
+    pub model: CrawlerModel,
+    /// With `crawler: auto`, every candidate's misses on this shard's hosts.
+    pub calibration: Option<Vec<CandidateMiss>>,
+    pub plan: Plan,
+    pub facts: DatasetFacts,
+}
+
+impl ShardRecord {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shard: Shard,
+        window: PatchWindow,
+        inputs: ShardInputs,
+        model: CrawlerModel,
+        calibration: Option<Vec<(CrawlerModel, u64)>>,
+        plan: Plan,
+        facts: DatasetFacts,
+    ) -> ShardRecord {
+        ShardRecord {
+            format_version: FORMAT_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            shard: shard.to_string(),
+            window,
+            inputs,
+            model,
+            calibration: calibration.map(|c| {
+                c.into_iter()
+                    .map(|(model, miss)| CandidateMiss { model, miss })
+                    .collect()
+            }),
+            plan,
+            facts,
+        }
+    }
+
+    pub fn to_yaml(&self) -> anyhow::Result<String> {
+        Ok(yaml_serde::to_string(self)?)
+    }
+}
+
+/// The shards of a night, read from `OUT/shard=*/`, in shard order.
+pub struct Shards {
+    pub count: u32,
+    /// (folder, record) per shard, shard 1 first.
+    pub shards: Vec<(PathBuf, ShardRecord)>,
+}
+
+impl Shards {
+    /// Reads every `OUT/shard=I/shard.yaml` (see [`Shards::read`]) and refuses shards
+    /// made from inputs other than `expected` (the merge's own).
+    pub fn load(out: &Path, expected: &ShardInputs) -> anyhow::Result<Shards> {
+        let shards = Shards::read(out)?;
+        for (folder, r) in &shards.shards {
+            if &r.inputs != expected {
+                let which = if r.inputs.breakers_sha256 != expected.breakers_sha256 {
+                    "breakers.yaml"
+                } else if r.inputs.ratelimits_sha256 != expected.ratelimits_sha256 {
+                    "ratelimits.yaml"
+                } else if r.inputs.settings_sha256 != expected.settings_sha256 {
+                    "settings"
+                } else {
+                    "previous patch file"
+                };
+                bail!(InputError(format!(
+                    "{}: made from another {which} than this merge's; run the shards and the merge on the same config, settings and patch file",
+                    folder.join(RECORD_FILE).display()
+                )));
+            }
+        }
+        Ok(shards)
+    }
+
+    /// Whether `out` holds shard folders.
+    pub fn present(out: &Path) -> bool {
+        std::fs::read_dir(out).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("shard="))
+        })
+    }
+
+    /// Reads every `OUT/shard=I/shard.yaml`; refuses an incomplete set, and shards of
+    /// different counts, windows, tool versions, telemetry or inputs.
+    pub fn read(out: &Path) -> anyhow::Result<Shards> {
+        let mut found: BTreeMap<u32, (PathBuf, ShardRecord)> = BTreeMap::new();
+        let entries =
+            std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(i) = name.strip_prefix("shard=") else {
+                continue;
+            };
+            let folder = e.path();
+            let path = folder.join(RECORD_FILE);
+            if !path.is_file() {
+                bail!(InputError(format!(
+                    "{}: the shard job did not finish (no {RECORD_FILE})",
+                    folder.display()
+                )));
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let record: ShardRecord = yaml_serde::from_str(&text)
+                .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+            if record.format_version != FORMAT_VERSION {
+                bail!(InputError(format!(
+                    "{}: format_version {}, this tool reads {FORMAT_VERSION}",
+                    path.display(),
+                    record.format_version
+                )));
+            }
+            let shard: Shard = record
+                .shard
+                .parse()
+                .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+            if i != shard.index.to_string() {
+                bail!(InputError(format!(
+                    "{}: holds shard {shard}, not shard {i}",
+                    folder.display()
+                )));
+            }
+            found.insert(shard.index, (folder, record));
+        }
+        let Some((_, (_, first))) = found.first_key_value() else {
+            bail!(InputError(format!(
+                "{}: no shard=I/ folders; run `run --shard I/N` for each shard first",
+                out.display()
+            )));
+        };
+        let count: u32 = first.shard.parse::<Shard>().map(|s| s.count).unwrap_or(0);
+        let missing: Vec<String> = (1..=count)
+            .filter(|i| !found.contains_key(i))
+            .map(|i| format!("{i}/{count}"))
+            .collect();
+        if !missing.is_empty() {
+            bail!(InputError(format!(
+                "{}: shard(s) {} missing; every shard must finish before the merge",
+                out.display(),
+                missing.join(", ")
+            )));
+        }
+        let shards: Vec<(PathBuf, ShardRecord)> = found.into_values().collect();
+        let (folder0, r0) = &shards[0];
+        let tool = env!("CARGO_PKG_VERSION");
+        for (folder, r) in &shards {
+            let differs = |what: &str| {
+                InputError(format!(
+                    "{} and {} differ in {what}: the shards of one night must be made by the same tool from the same inputs",
+                    folder0.join(RECORD_FILE).display(),
+                    folder.join(RECORD_FILE).display()
+                ))
+            };
+            if r.shard.parse::<Shard>().map(|s| s.count).unwrap_or(0) != count {
+                return Err(differs("their shard count").into());
+            }
+            if r.tool_version != tool {
+                bail!(InputError(format!(
+                    "{}: made by breaker-advisor {}, this is {tool}",
+                    folder.join(RECORD_FILE).display(),
+                    r.tool_version
+                )));
+            }
+            if r.window != r0.window {
+                return Err(differs("their window (pass the same --now to every shard)").into());
+            }
+            if r.facts.sources != r0.facts.sources || r.facts.rejected != r0.facts.rejected {
+                return Err(differs("the telemetry they read (sources or rejected rows)").into());
+            }
+            if r.inputs != r0.inputs {
+                return Err(differs("their inputs (config, settings or patch file)").into());
+            }
+        }
+        Ok(Shards { count, shards })
+    }
+
+    /// The window every shard analysed.
+    pub fn window(&self) -> &PatchWindow {
+        &self.shards[0].1.window
+    }
+
+    /// The fleet's crawler model and how it was chosen: the shards' model when fixed by
+    /// the settings; with `crawler: auto`, the candidate that misses least over every
+    /// shard, which each shard must have counted by.
+    pub fn model(&self) -> anyhow::Result<(CrawlerModel, Option<(u64, u64)>)> {
+        let first = &self.shards[0].1;
+        let Some(c0) = &first.calibration else {
+            for (folder, r) in &self.shards {
+                if r.model != first.model || r.calibration.is_some() {
+                    bail!(InputError(format!(
+                        "{}: counted by another crawler model than shard 1",
+                        folder.display()
+                    )));
+                }
+            }
+            return Ok((first.model.clone(), None));
+        };
+        let mut misses: Vec<(CrawlerModel, u64)> =
+            c0.iter().map(|c| (c.model.clone(), 0)).collect();
+        for (folder, r) in &self.shards {
+            let same = r.calibration.as_ref().is_some_and(|c| {
+                c.len() == misses.len() && c.iter().zip(&misses).all(|(a, b)| a.model == b.0)
+            });
+            if !same {
+                bail!(InputError(format!(
+                    "{}: calibrated other candidate models than shard 1",
+                    folder.display()
+                )));
+            }
+            for (m, c) in misses.iter_mut().zip(r.calibration.iter().flatten()) {
+                m.1 += c.miss;
+            }
+        }
+        let (chosen, miss, base_miss) = crate::replay::traffic::choose(misses);
+        for (folder, r) in &self.shards {
+            if r.model != chosen {
+                bail!(InputError(format!(
+                    "{}: this shard's hosts chose another crawler model than the fleet's (the fleet's misses the recorded opens by {miss}); pin the fleet's model in the settings' crawler: section (see {}) and run the shards again",
+                    folder.display(),
+                    folder.join("metrics").join("crawler_model.yaml").display()
+                )));
+            }
+        }
+        Ok((chosen, Some((miss, base_miss))))
+    }
+
+    /// The fleet's plan: the shards' plans in host order.
+    pub fn plan(&self) -> Plan {
+        let mut plan = Plan::default();
+        for (_, r) in &self.shards {
+            let p = &r.plan;
+            plan.breakers.extend(p.breakers.iter().cloned());
+            plan.crawler_changes
+                .extend(p.crawler_changes.iter().cloned());
+            plan.rates.extend(p.rates.iter().cloned());
+            plan.held.extend(p.held.iter().cloned());
+        }
+        // Stable: a host's entries keep the order its shard gave them.
+        plan.breakers.sort_by(|a, b| a.host.cmp(&b.host));
+        plan.crawler_changes.sort_by(|a, b| a.host.cmp(&b.host));
+        plan.rates.sort_by(|a, b| a.host.cmp(&b.host));
+        plan.held.sort_by(|a, b| a.host.cmp(&b.host));
+        // Every shard carries the previous night's baselines of every host; the shard
+        // that owns a host may have recorded or changed its own.
+        let hosts: BTreeSet<&String> = self
+            .shards
+            .iter()
+            .flat_map(|(_, r)| r.plan.baselines.keys())
+            .collect();
+        for host in hosts {
+            let owner = self.shards.iter().find(|(_, r)| {
+                r.shard
+                    .parse::<Shard>()
+                    .is_ok_and(|s| s.owns(host.as_str()))
+            });
+            if let Some(b) = owner.and_then(|(_, r)| r.plan.baselines.get(host)) {
+                plan.baselines.insert(host.clone(), b.clone());
+            }
+        }
+        plan
+    }
+
+    /// The report's dataset facts of the fleet.
+    pub fn facts(&self) -> DatasetFacts {
+        let first = &self.shards[0].1.facts;
+        let mut incomplete: BTreeSet<(String, String, String)> = BTreeSet::new();
+        let mut facts = DatasetFacts {
+            sources: first.sources,
+            rejected: first.rejected.clone(),
+            ..DatasetFacts::default()
+        };
+        for (_, r) in &self.shards {
+            incomplete.extend(r.facts.incomplete.iter().cloned());
+            facts.retry_after.extend(
+                r.facts
+                    .retry_after
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            facts
+                .opens
+                .extend(r.facts.opens.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        facts.incomplete = incomplete.into_iter().collect();
+        facts
+    }
+
+    /// Writes the fleet's metrics tables into `metrics`: each shard's table, stacked and
+    /// ordered by host (a host's rows are all in one shard, in their order). Every shard
+    /// must have written its tables with the same metadata (window, config, settings).
+    pub fn merge_metrics(&self, metrics: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(metrics)
+            .with_context(|| format!("creating {}", metrics.display()))?;
+        for name in MERGED_TABLES {
+            let file = format!("{name}.parquet");
+            let mut frames = Vec::new();
+            let mut meta: Option<(PathBuf, Vec<(String, String)>)> = None;
+            for (folder, _) in &self.shards {
+                let path = folder.join("metrics").join(&file);
+                let m = crate::output::parquet_metadata(&path)?;
+                match &meta {
+                    None => meta = Some((path.clone(), m)),
+                    Some((first, m0)) if *m0 != m => bail!(InputError(format!(
+                        "{} and {} were written with different metadata (window, config or settings)",
+                        first.display(),
+                        path.display()
+                    ))),
+                    Some(_) => {}
+                }
+                frames.push(crate::output::read_parquet(&path)?.lazy());
+            }
+            let (_, meta) = meta.expect("a night has at least one shard");
+            let mut df = concat(frames, UnionArgs::default())
+                .and_then(|lf| {
+                    lf.sort(
+                        ["host"],
+                        SortMultipleOptions::default().with_maintain_order(true),
+                    )
+                    .collect()
+                })
+                .map_err(|e| anyhow::anyhow!("merging the shards' {file}: {e}"))?;
+            df.rechunk_mut();
+            crate::output::write_parquet_atomic(&mut df, &metrics.join(&file), meta)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_is_parsed_checked_and_owns_a_stable_share_of_hosts() {
+        let s: Shard = "2/3".parse().unwrap();
+        assert_eq!((s.index, s.count), (2, 3));
+        assert_eq!(s.to_string(), "2/3");
+        for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        // FNV-1a's published test vector: the hash does not depend on the platform.
+        assert_eq!(host_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        let hosts: Vec<String> = (0..300).map(|i| format!("h{i}.example")).collect();
+        let shards: Vec<Shard> = (1..=3).map(|i| Shard { index: i, count: 3 }).collect();
+        for h in &hosts {
+            assert_eq!(shards.iter().filter(|s| s.owns(h)).count(), 1, "{h}");
+        }
+        for s in &shards {
+            let n = hosts.iter().filter(|h| s.owns(h)).count();
+            assert!((70..=130).contains(&n), "shard {s} owns {n} of 300");
+        }
+        let whole = Shard { index: 1, count: 1 };
+        assert!(hosts.iter().all(|h| whole.owns(h)));
+    }
+
+    fn record(shard: &str, model: &CrawlerModel, misses: &[(CrawlerModel, u64)]) -> ShardRecord {
+        ShardRecord::new(
+            shard.parse().unwrap(),
+            PatchWindow {
+                start: "2025-11-25T00:00:00Z".into(),
+                end: "2025-11-26T00:00:00Z".into(),
+            },
+            ShardInputs {
+                breakers_sha256: "b".into(),
+                ratelimits_sha256: None,
+                settings_sha256: "s".into(),
+                previous_patch_sha256: None,
+            },
+            model.clone(),
+            Some(misses.to_vec()),
+            Plan::default(),
+            DatasetFacts::default(),
+        )
+    }
+
+    fn shards(records: Vec<ShardRecord>) -> Shards {
+        Shards {
+            count: records.len() as u32,
+            shards: records
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (PathBuf::from(format!("out/shard={}", i + 1)), r))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_fleet_s_model_is_the_least_missing_candidate_over_every_shard() {
+        let documented = CrawlerModel::default();
+        let other = CrawlerModel {
+            count_retries: !documented.count_retries,
+            ..documented.clone()
+        };
+        // Shard 2 alone prefers the other model, but over the fleet the documented one
+        // misses less (3 + 1 against 0 + 5): shard 2 counted by the wrong one.
+        let night = shards(vec![
+            record(
+                "1/2",
+                &documented,
+                &[(documented.clone(), 3), (other.clone(), 0)],
+            ),
+            record(
+                "2/2",
+                &other,
+                &[(documented.clone(), 1), (other.clone(), 5)],
+            ),
+        ]);
+        let err = night.model().unwrap_err().to_string();
+        assert!(err.contains("out/shard=2") && err.contains("pin"), "{err}");
+        let night = shards(vec![
+            record(
+                "1/2",
+                &documented,
+                &[(documented.clone(), 3), (other.clone(), 0)],
+            ),
+            record(
+                "2/2",
+                &documented,
+                &[(documented.clone(), 1), (other.clone(), 5)],
+            ),
+        ]);
+        assert_eq!(night.model().unwrap(), (documented.clone(), Some((4, 4))));
+        // Both shards preferring the other model: the fleet does too.
+        let night = shards(vec![
+            record(
+                "1/2",
+                &other,
+                &[(documented.clone(), 3), (other.clone(), 1)],
+            ),
+            record(
+                "2/2",
+                &other,
+                &[(documented.clone(), 2), (other.clone(), 0)],
+            ),
+        ]);
+        assert_eq!(night.model().unwrap(), (other, Some((1, 5))));
+    }
+
+    #[test]
+    fn the_fleet_s_plan_is_in_host_order_with_each_host_s_baselines_from_its_shard() {
+        let m = CrawlerModel::default();
+        let hosts = [
+            "a.example",
+            "b.example",
+            "c.example",
+            "d.example",
+            "e.example",
+        ];
+        let owner = |h: &str| {
+            (1..=2)
+                .find(|&i| Shard { index: i, count: 2 }.owns(h))
+                .unwrap() as usize
+        };
+        let mut records = vec![record("1/2", &m, &[]), record("2/2", &m, &[])];
+        let previous: BTreeMap<String, Vec<String>> =
+            [("metadata".to_owned(), vec!["10/SECOND".to_owned()])].into();
+        for h in hosts {
+            let r = &mut records[owner(h) - 1];
+            r.plan.held.push(crate::advise::Held {
+                host: h.to_owned(),
+                reason: format!("{h} first"),
+            });
+            r.plan.held.push(crate::advise::Held {
+                host: h.to_owned(),
+                reason: format!("{h} second"),
+            });
+            // Every shard carries every host's previous baselines; the owner records a
+            // new one for its hosts.
+            for (i, r) in records.iter_mut().enumerate() {
+                let mine = i + 1 == owner(h);
+                let rates = if mine { "5/SECOND" } else { "10/SECOND" };
+                r.plan.baselines.insert(
+                    h.to_owned(),
+                    [("metadata".to_owned(), vec![rates.to_owned()])].into(),
+                );
+            }
+        }
+        assert!(hosts.iter().any(|h| owner(h) == 1) && hosts.iter().any(|h| owner(h) == 2));
+        let plan = shards(records).plan();
+        let held: Vec<&str> = plan.held.iter().map(|h| h.reason.as_str()).collect();
+        let expected: Vec<String> = hosts
+            .iter()
+            .flat_map(|h| [format!("{h} first"), format!("{h} second")])
+            .collect();
+        assert_eq!(held, expected);
+        assert_eq!(plan.baselines.len(), hosts.len());
+        for b in plan.baselines.values() {
+            assert_ne!(b, &previous);
+            assert_eq!(b["metadata"], ["5/SECOND"]);
+        }
+    }
+}
