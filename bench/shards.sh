@@ -17,7 +17,8 @@ if [ ! -f "$sim/telemetry.sqlite" ]; then
 fi
 python3 bench/config_from_ground_truth.py "$sim/ground_truth.json" "$sim/breakers.yaml"
 # Every job analyses the same window: the day the simulator wrote.
-now=$(sqlite3 "$sim/telemetry.sqlite" "SELECT strftime('%Y-%m-%dT00:00:00Z', max(ts), '+1 day') FROM http_events")
+# (ts is epoch seconds in this schema variant.)
+now=$(sqlite3 "$sim/telemetry.sqlite" "SELECT strftime('%Y-%m-%dT00:00:00Z', max(ts), 'unixepoch', '+1 day') FROM http_events")
 
 # Runs "$@" in folder $1 (the rest: breaker-advisor arguments); prints "seconds MiB".
 timed() {

@@ -136,6 +136,11 @@ pub struct ShardRecord {
     pub shard: String,
     pub window: PatchWindow,
     pub inputs: ShardInputs,
+    /// The telemetry read: per source, per stream, the highest row id (every shard reads
+    /// every row, so the shards of one night agree).
+    pub telemetry: BTreeMap<String, BTreeMap<String, i64>>,
+    /// The hosts this shard advised.
+    pub hosts: usize,
     /// The model this shard counted by.
     pub model: CrawlerModel,
     /// With `crawler: auto`, every candidate's misses on this shard's hosts.
@@ -150,6 +155,8 @@ impl ShardRecord {
         shard: Shard,
         window: PatchWindow,
         inputs: ShardInputs,
+        telemetry: &crate::telemetry::manifest::Manifest,
+        hosts: usize,
         model: CrawlerModel,
         calibration: Option<Vec<(CrawlerModel, u64)>>,
         plan: Plan,
@@ -161,6 +168,19 @@ impl ShardRecord {
             shard: shard.to_string(),
             window,
             inputs,
+            telemetry: telemetry
+                .sources
+                .iter()
+                .map(|(source, s)| {
+                    let ids = s
+                        .tables
+                        .iter()
+                        .map(|(stream, t)| (stream.clone(), t.high_water_id))
+                        .collect();
+                    (source.clone(), ids)
+                })
+                .collect(),
+            hosts,
             model,
             calibration: calibration.map(|c| {
                 c.into_iter()
@@ -175,6 +195,17 @@ impl ShardRecord {
     pub fn to_yaml(&self) -> anyhow::Result<String> {
         Ok(yaml_serde::to_string(self)?)
     }
+}
+
+/// The crawler model of a sharded night.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetModel {
+    /// What every shard counted by: the model the fleet's calibration chose the night
+    /// before (a shard cannot calibrate the fleet alone).
+    pub counted: CrawlerModel,
+    /// With `crawler: auto`, every candidate's misses over the whole fleet, the
+    /// documented model first.
+    pub misses: Option<Vec<(CrawlerModel, u64)>>,
 }
 
 /// The shards of a night, read from `OUT/shard=*/`, in shard order.
@@ -301,6 +332,12 @@ impl Shards {
             if r.window != r0.window {
                 return Err(differs("their window (pass the same --now to every shard)").into());
             }
+            if r.telemetry != r0.telemetry {
+                return Err(differs(
+                    "the telemetry they read (files or rows; fetch it once for every shard)",
+                )
+                .into());
+            }
             if r.facts.sources != r0.facts.sources || r.facts.rejected != r0.facts.rejected {
                 return Err(differs("the telemetry they read (sources or rejected rows)").into());
             }
@@ -316,21 +353,37 @@ impl Shards {
         &self.shards[0].1.window
     }
 
-    /// The fleet's crawler model and how it was chosen: the shards' model when fixed by
-    /// the settings; with `crawler: auto`, the candidate that misses least over every
-    /// shard, which each shard must have counted by.
-    pub fn model(&self) -> anyhow::Result<(CrawlerModel, Option<(u64, u64)>)> {
+    /// The model the shards counted by (they all must have, unless they have no hosts)
+    /// and, with `crawler: auto`, the fleet's calibration: every candidate's misses
+    /// summed over the shards.
+    pub fn model(&self) -> anyhow::Result<FleetModel> {
+        // A shard without hosts counted nothing: any model gives its (empty) tables.
+        let counting: Vec<&(PathBuf, ShardRecord)> =
+            self.shards.iter().filter(|(_, r)| r.hosts > 0).collect();
+        let counted = counting
+            .first()
+            .map_or(&self.shards[0].1.model, |(_, r)| &r.model)
+            .clone();
+        for (folder, r) in &counting {
+            if r.model != counted {
+                bail!(InputError(format!(
+                    "{}: counted by another crawler model than the other shards",
+                    folder.display()
+                )));
+            }
+        }
         let first = &self.shards[0].1;
         let Some(c0) = &first.calibration else {
-            for (folder, r) in &self.shards {
-                if r.model != first.model || r.calibration.is_some() {
-                    bail!(InputError(format!(
-                        "{}: counted by another crawler model than shard 1",
-                        folder.display()
-                    )));
-                }
+            if let Some((folder, _)) = self.shards.iter().find(|(_, r)| r.calibration.is_some()) {
+                bail!(InputError(format!(
+                    "{}: calibrated the crawler model, shard 1 did not",
+                    folder.display()
+                )));
             }
-            return Ok((first.model.clone(), None));
+            return Ok(FleetModel {
+                counted,
+                misses: None,
+            });
         };
         let mut misses: Vec<(CrawlerModel, u64)> =
             c0.iter().map(|c| (c.model.clone(), 0)).collect();
@@ -348,17 +401,10 @@ impl Shards {
                 m.1 += c.miss;
             }
         }
-        let (chosen, miss, base_miss) = crate::replay::traffic::choose(misses);
-        for (folder, r) in &self.shards {
-            if r.model != chosen {
-                bail!(InputError(format!(
-                    "{}: this shard's hosts chose another crawler model than the fleet's (the fleet's misses the recorded opens by {miss}); pin the fleet's model in the settings' crawler: section (see {}) and run the shards again",
-                    folder.display(),
-                    folder.join("metrics").join("crawler_model.yaml").display()
-                )));
-            }
-        }
-        Ok((chosen, Some((miss, base_miss))))
+        Ok(FleetModel {
+            counted,
+            misses: Some(misses),
+        })
     }
 
     /// The fleet's plan: the shards' plans in host order.
@@ -426,15 +472,21 @@ impl Shards {
     /// ordered by host (a host's rows are all in one shard, in their order). Every shard
     /// must have written its tables with the same metadata (window, config, settings).
     pub fn merge_metrics(&self, metrics: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(metrics)
-            .with_context(|| format!("creating {}", metrics.display()))?;
+        // Every table is read and checked before the first one is written.
+        let mut merged = Vec::new();
         for name in MERGED_TABLES {
             let file = format!("{name}.parquet");
             let mut frames = Vec::new();
             let mut meta: Option<(PathBuf, Vec<(String, String)>)> = None;
             for (folder, _) in &self.shards {
                 let path = folder.join("metrics").join(&file);
-                let m = crate::output::parquet_metadata(&path)?;
+                let read = || -> anyhow::Result<_> {
+                    Ok((
+                        crate::output::parquet_metadata(&path)?,
+                        crate::output::read_parquet(&path)?,
+                    ))
+                };
+                let (m, df) = read().with_context(|| format!("reading {}", path.display()))?;
                 match &meta {
                     None => meta = Some((path.clone(), m)),
                     Some((first, m0)) if *m0 != m => bail!(InputError(format!(
@@ -444,7 +496,7 @@ impl Shards {
                     ))),
                     Some(_) => {}
                 }
-                frames.push(crate::output::read_parquet(&path)?.lazy());
+                frames.push(df.lazy());
             }
             let (_, meta) = meta.expect("a night has at least one shard");
             let mut df = concat(frames, UnionArgs::default())
@@ -457,7 +509,12 @@ impl Shards {
                 })
                 .map_err(|e| anyhow::anyhow!("merging the shards' {file}: {e}"))?;
             df.rechunk_mut();
-            crate::output::write_parquet_atomic(&mut df, &metrics.join(&file), meta)?;
+            merged.push((metrics.join(&file), df, meta));
+        }
+        std::fs::create_dir_all(metrics)
+            .with_context(|| format!("creating {}", metrics.display()))?;
+        for (path, mut df, meta) in merged {
+            crate::output::write_parquet_atomic(&mut df, &path, meta)?;
         }
         Ok(())
     }
@@ -503,6 +560,8 @@ mod tests {
                 settings_sha256: "s".into(),
                 previous_patch_sha256: None,
             },
+            &crate::telemetry::manifest::Manifest::default(),
+            1,
             model.clone(),
             Some(misses.to_vec()),
             Plan::default(),
@@ -522,14 +581,34 @@ mod tests {
     }
 
     #[test]
-    fn the_fleet_s_model_is_the_least_missing_candidate_over_every_shard() {
+    fn the_fleet_s_calibration_sums_every_shard_s_misses() {
         let documented = CrawlerModel::default();
         let other = CrawlerModel {
             count_retries: !documented.count_retries,
             ..documented.clone()
         };
-        // Shard 2 alone prefers the other model, but over the fleet the documented one
-        // misses less (3 + 1 against 0 + 5): shard 2 counted by the wrong one.
+        // Shard 2 alone prefers the other model; every shard counted by the documented
+        // one (the previous night's choice), and the sums are the fleet's.
+        let night = shards(vec![
+            record(
+                "1/2",
+                &documented,
+                &[(documented.clone(), 3), (other.clone(), 0)],
+            ),
+            record(
+                "2/2",
+                &documented,
+                &[(documented.clone(), 1), (other.clone(), 5)],
+            ),
+        ]);
+        assert_eq!(
+            night.model().unwrap(),
+            FleetModel {
+                counted: documented.clone(),
+                misses: Some(vec![(documented.clone(), 4), (other.clone(), 5)]),
+            }
+        );
+        // Shards that counted by different models do not merge...
         let night = shards(vec![
             record(
                 "1/2",
@@ -543,34 +622,33 @@ mod tests {
             ),
         ]);
         let err = night.model().unwrap_err().to_string();
-        assert!(err.contains("out/shard=2") && err.contains("pin"), "{err}");
+        assert!(
+            err.contains("out/shard=2") && err.contains("another crawler model"),
+            "{err}"
+        );
+        // ...unless the odd one has no hosts: it counted nothing.
+        let mut empty = record(
+            "3/3",
+            &documented,
+            &[(documented.clone(), 0), (other.clone(), 0)],
+        );
+        empty.hosts = 0;
         let night = shards(vec![
             record(
-                "1/2",
-                &documented,
-                &[(documented.clone(), 3), (other.clone(), 0)],
-            ),
-            record(
-                "2/2",
-                &documented,
-                &[(documented.clone(), 1), (other.clone(), 5)],
-            ),
-        ]);
-        assert_eq!(night.model().unwrap(), (documented.clone(), Some((4, 4))));
-        // Both shards preferring the other model: the fleet does too.
-        let night = shards(vec![
-            record(
-                "1/2",
+                "1/3",
                 &other,
                 &[(documented.clone(), 3), (other.clone(), 1)],
             ),
             record(
-                "2/2",
+                "2/3",
                 &other,
                 &[(documented.clone(), 2), (other.clone(), 0)],
             ),
+            empty,
         ]);
-        assert_eq!(night.model().unwrap(), (other, Some((1, 5))));
+        let fleet = night.model().unwrap();
+        assert_eq!(fleet.counted, other);
+        assert_eq!(fleet.misses, Some(vec![(documented, 5), (other, 1)]));
     }
 
     #[test]

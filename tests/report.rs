@@ -373,6 +373,7 @@ fn fleet(n: usize) -> Fleet {
             })
             .collect(),
         needs_crawler_change: Vec::new(),
+        calibrated_model: None,
     };
     Fleet {
         patch,

@@ -71,11 +71,13 @@ fn hosts(metrics: &Path) -> BTreeSet<String> {
 fn shard_jobs_and_a_merge_write_the_single_run_s_patch_metrics_and_report() {
     let tmp = tempfile::tempdir().unwrap();
     let (b, r) = configs(tmp.path());
-    let single = workdir(tmp.path(), "single");
-    run(&single, &b, &r, true, &["--now", NOW]).success();
-
-    // 20 shards of the samples' 13 hosts: some shards have none.
-    for n in [2, 20] {
+    // Two shards on a 16 h window whose baseline holds the day's first 8 hours (its
+    // coverage is the fleet's, not a shard's); 20 shards of the samples' 13 hosts on
+    // the whole day: some shards have none.
+    let evening: &[&str] = &["--window", "16h", "--now", NOW];
+    for (n, window) in [(2, evening), (20, &["--now", NOW][..])] {
+        let single = workdir(tmp.path(), &format!("single-{n}"));
+        run(&single, &b, &r, true, window).success();
         let fleet = workdir(tmp.path(), &format!("fleet-{n}"));
         for i in 1..=n {
             run(
@@ -83,7 +85,7 @@ fn shard_jobs_and_a_merge_write_the_single_run_s_patch_metrics_and_report() {
                 &b,
                 &r,
                 true,
-                &["--now", NOW, "--shard", &format!("{i}/{n}")],
+                &[window, &["--shard", &format!("{i}/{n}")]].concat(),
             )
             .success()
             .stdout(predicates::str::contains(format!("shard {i}/{n}:")));
@@ -171,6 +173,14 @@ fn a_merge_refuses_missing_shards_other_inputs_and_a_dataset_of_another_shard() 
     run(&dir, &edited, &r, false, &["--merge-shards"])
         .failure()
         .stderr(predicates::str::contains("another breakers.yaml"));
+    // Nor without the rate limits the shards advised on (no sample stands in for them).
+    let mut cmd = bin();
+    cmd.current_dir(&dir)
+        .args(["run", "--merge-shards", "--out", "out", "--config"])
+        .arg(&b)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("another ratelimits.yaml"));
     // A shard that ran in another window does not merge.
     run(
         &dir,

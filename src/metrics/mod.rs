@@ -72,6 +72,10 @@ pub struct AnalyzeOptions {
     /// The dataset the frames scan: with several groups, its part files are read a
     /// slice at a time (without it, the frames are).
     pub dataset: Option<std::path::PathBuf>,
+    /// When the fleet's data begins (epoch µs; the export manifest's first call of every
+    /// host, which every shard counts alike): the baseline is covered from there. None:
+    /// from the first call in the frames' baseline.
+    pub data_start_us: Option<i64>,
 }
 
 impl Default for AnalyzeOptions {
@@ -87,6 +91,7 @@ impl Default for AnalyzeOptions {
             crawler: CrawlerModel::default(),
             group_rows: crate::groups::rows_for_budget(crate::groups::DEFAULT_BUDGET),
             scratch: None,
+            data_start_us: None,
             dataset: None,
         }
     }
@@ -508,6 +513,7 @@ pub fn analyze(
                 start_us: window.start_us - b * US_PER_S,
                 end_us: window.start_us,
             },
+            opts.data_start_us,
         )?)?,
         None => DataFrame::empty_with_schema(&Schema::from_iter([Field::new(
             "host".into(),
@@ -895,8 +901,9 @@ fn rate_windows(
 }
 
 /// The same ratios over the trailing baseline before the window, as `baseline_*`
-/// columns: `baseline_hours` is the part of the baseline the data covers (from the first
-/// event in it), `baseline_calls_net` the calls it rests on, `baseline_<k>_ratio` and
+/// columns: `baseline_hours` is the part of the baseline the data covers (from
+/// `data_start_us`, else from the first event in it), `baseline_calls_net` the calls it
+/// rests on, `baseline_<k>_ratio` and
 /// `baseline_<k>_hi` (95% Wilson upper bound) for 429, 5xx, timeouts and failures, and
 /// `baseline_opens_per_hour`. A host with no calls in the baseline has NULLs.
 fn baseline(
@@ -905,13 +912,17 @@ fn baseline(
     config: &BreakerConfig,
     model: &CrawlerModel,
     window: Window,
+    data_start_us: Option<i64>,
 ) -> PolarsResult<LazyFrame> {
     let events = classify(
         window.select(events).select(EVENT_COLUMNS.map(col)),
         config,
         model,
     );
-    let first = latest_or_first(events.clone(), false)?;
+    let first = match data_start_us {
+        Some(s) => (s < window.end_us).then_some(s),
+        None => latest_or_first(events.clone(), false)?,
+    };
     let covered_h = first.map_or(0.0, |f| {
         (window.end_us - f.max(window.start_us)) as f64 / 3.6e9
     });

@@ -92,6 +92,10 @@ pub struct PatchFile {
     /// Proposals for settings the crawler ignores (never applied to the files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs_crawler_change: Vec<CrawlerChange>,
+    /// With `crawler: auto`, the model the fleet's calibration chose: the next night's
+    /// shard jobs count by it (one shard cannot calibrate the fleet alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated_model: Option<crate::crawler::CrawlerModel>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -142,19 +146,39 @@ impl PatchFile {
             baselines: plan.baselines.clone(),
             held: plan.held.clone(),
             needs_crawler_change: plan.crawler_changes.clone(),
+            calibrated_model: None,
         };
-        if let Some(prev) = previous {
-            let same = PatchFile {
-                patch_version: prev.patch_version,
-                ..p.clone()
-            };
-            p.patch_version = if &same == prev {
-                prev.patch_version
-            } else {
-                prev.patch_version + 1
-            };
-        }
+        p.settle_version(previous);
         p
+    }
+
+    /// The same patch recording the model the fleet's calibration chose.
+    pub fn with_calibrated_model(
+        mut self,
+        model: Option<&crate::crawler::CrawlerModel>,
+        previous: Option<&PatchFile>,
+    ) -> PatchFile {
+        self.calibrated_model = model.cloned();
+        self.settle_version(previous);
+        self
+    }
+
+    /// The previous patch's version when nothing else differs, else the next one.
+    fn settle_version(&mut self, previous: Option<&PatchFile>) {
+        self.patch_version = match previous {
+            None => 1,
+            Some(prev) => {
+                let same = PatchFile {
+                    patch_version: prev.patch_version,
+                    ..self.clone()
+                };
+                if &same == prev {
+                    prev.patch_version
+                } else {
+                    prev.patch_version + 1
+                }
+            }
+        };
     }
 
     pub fn change_count(&self) -> usize {

@@ -299,6 +299,10 @@ pub fn analyze_into(
     let opts = crate::metrics::AnalyzeOptions {
         scratch: opts.scratch.clone().or_else(|| Some(out.to_owned())),
         dataset: Some(data.to_owned()),
+        // From the manifest: a shard's dataset holds only its hosts' calls.
+        data_start_us: opts
+            .data_start_us
+            .or(crate::telemetry::manifest::Manifest::load(data)?.first_event_us()),
         ..opts.clone()
     };
     let mut m =

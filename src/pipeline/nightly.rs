@@ -133,9 +133,12 @@ pub fn advice_of_plan(
     model: &crate::crawler::CrawlerModel,
     previous: Option<&PatchFile>,
     plan: Plan,
+    calibrated: Option<&crate::crawler::CrawlerModel>,
 ) -> anyhow::Result<Advice> {
     let inputs = AdviceInputs::read(metrics, config, ratelimits)?;
-    Ok(inputs.advice(plan, Vec::new(), model, config, ratelimits, previous))
+    let mut advice = inputs.advice(plan, Vec::new(), model, config, ratelimits, previous);
+    advice.patch = advice.patch.with_calibrated_model(calibrated, previous);
+    Ok(advice)
 }
 
 /// What the advisor reads besides the traffic: the metrics as evidence (and their
@@ -254,6 +257,9 @@ pub const MODEL_FILE: &str = "crawler_model.yaml";
 
 /// How the model was chosen when the settings fix it.
 const FIXED_MODEL: &str = "fixed by the settings file (crawler:)";
+
+/// How a shard job chose its model under `crawler: auto`.
+const SHARD_MODEL: &str = "a shard counts by the model the fleet's calibration chose the night before (the previous patch file's; the documented one on the first night); the merge calibrates the fleet";
 
 /// How `crawler: auto` chose: the documented model (`documented`) or another one, and
 /// the recorded opens each misses in total.
@@ -414,7 +420,7 @@ pub fn run_advise(args: &AdviseArgs) -> anyhow::Result<u8> {
             .filter(|p| super::is_dataset(p))
             .map(Path::to_path_buf),
     };
-    let advice = advise_from(
+    let mut advice = advise_from(
         &args.metrics,
         dataset.as_deref().map(|dataset| ReplayData {
             dataset,
@@ -426,6 +432,11 @@ pub fn run_advise(args: &AdviseArgs) -> anyhow::Result<u8> {
         &settings.crawler.model,
         previous.as_ref(),
     )?;
+    // `advise` does not calibrate: the fleet's last choice carries on.
+    let carried = previous.as_ref().and_then(|p| p.calibrated_model.as_ref());
+    advice.patch = advice
+        .patch
+        .with_calibrated_model(carried, previous.as_ref());
     if let Some(out) = &args.patch_out {
         write_atomic(out, advice.patch.to_yaml())?;
     }
@@ -557,8 +568,12 @@ fn sample_telemetry() -> Vec<PathBuf> {
 
 /// The inputs of a run: the samples when no telemetry is given.
 fn run_inputs(args: &RunArgs) -> anyhow::Result<(Vec<PathBuf>, PathBuf, Option<PathBuf>)> {
+    // A merge reads the shards' outputs, not telemetry; given a config, it runs on
+    // that config and the rate limits given with it, as the shards did.
+    if let (true, Some(cfg)) = (args.merge_shards, &args.config) {
+        return Ok((Vec::new(), cfg.clone(), args.ratelimits.clone()));
+    }
     if args.telemetry.is_empty() {
-        // A merge reads the shards' outputs, not telemetry.
         let sample = if args.merge_shards {
             Vec::new()
         } else {
@@ -626,7 +641,10 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
     night.export(&mut stdout)?;
     night.analyze(&night.settings.crawler.model, &mut stdout)?;
     let (model, misses) = night.choose_model(&mut stdout)?;
-    let advice = night.advise(&model)?;
+    // The model the calibration chose, for the next night's shards (a shard's own patch
+    // is not written).
+    let calibrated = (misses.is_some() && night.shard.is_none()).then_some(&model);
+    let advice = night.advise(&model, calibrated)?;
     if let Some(shard) = night.shard {
         return night.record_shard(shard, advice, misses, &mut stdout);
     }
@@ -783,6 +801,20 @@ impl<'a> Night<'a> {
         )
         .and_then(|groups| groups.calibrate())
         .context("loading the traffic to calibrate the crawler model")?;
+        if self.shard.is_some() {
+            // One shard cannot calibrate the fleet (the merge sums every shard's misses):
+            // it counts by the fleet's choice of the night before.
+            let counted = self
+                .previous()?
+                .and_then(|p| p.calibrated_model)
+                .unwrap_or_else(|| model.clone());
+            writeln!(stdout, "crawler model: {SHARD_MODEL}")?;
+            if counted != model {
+                self.analyze(&counted, &mut std::io::sink())?;
+            }
+            write_model(&self.metrics, &counted, SHARD_MODEL)?;
+            return Ok((counted, Some(misses)));
+        }
         let (chosen, miss, base_miss) = crate::replay::traffic::choose(misses.clone());
         let calibration = calibration_text(chosen == model, miss, base_miss);
         writeln!(stdout, "crawler model: {calibration}")?;
@@ -805,8 +837,13 @@ impl<'a> Night<'a> {
 
     /// Stage 4, advise (with the replay check), and the replay's fidelity beside the
     /// metrics.
-    fn advise(&self, model: &crate::crawler::CrawlerModel) -> anyhow::Result<Advice> {
-        let advice = advise_from(
+    fn advise(
+        &self,
+        model: &crate::crawler::CrawlerModel,
+        calibrated: Option<&crate::crawler::CrawlerModel>,
+    ) -> anyhow::Result<Advice> {
+        let previous = self.previous()?;
+        let mut advice = advise_from(
             &self.metrics,
             Some(ReplayData {
                 dataset: &self.dataset,
@@ -816,8 +853,11 @@ impl<'a> Night<'a> {
             self.ratelimits.as_deref(),
             &self.settings.advise,
             model,
-            self.previous()?.as_ref(),
+            previous.as_ref(),
         )?;
+        advice.patch = advice
+            .patch
+            .with_calibrated_model(calibrated, previous.as_ref());
         write_fidelity(&self.metrics, &advice.fidelity)?;
         Ok(advice)
     }
@@ -902,6 +942,8 @@ impl<'a> Night<'a> {
             shard,
             advice.patch.window.clone(),
             self.shard_inputs()?,
+            &crate::telemetry::manifest::Manifest::load(&self.dataset)?,
+            advice.evidence.len(),
             advice.model,
             misses,
             advice.plan,
@@ -922,13 +964,27 @@ impl<'a> Night<'a> {
     /// the shard jobs' folders, as one run over the whole fleet writes them.
     fn merge_shards(&self, stdout: &mut dyn Write) -> anyhow::Result<u8> {
         let shards = crate::shards::Shards::load(&self.out, &self.shard_inputs()?)?;
-        // Everything is checked before the first output is written.
-        let (model, calibrated) = shards.model()?;
+        // The shards are checked before the first output is written.
+        let fleet = shards.model()?;
         shards.merge_metrics(&self.metrics)?;
-        let calibration = match calibrated {
-            None => FIXED_MODEL.to_owned(),
-            Some((miss, base_miss)) => {
-                calibration_text(model == self.settings.crawler.model, miss, base_miss)
+        let model = fleet.counted;
+        let (calibration, calibrated) = match fleet.misses {
+            None => (FIXED_MODEL.to_owned(), None),
+            Some(misses) => {
+                let counted_miss = misses.iter().find(|(m, _)| *m == model).map(|m| m.1);
+                let (chosen, miss, base_miss) = crate::replay::traffic::choose(misses);
+                let text = if chosen == model {
+                    calibration_text(model == self.settings.crawler.model, miss, base_miss)
+                } else {
+                    format!(
+                        "the shards counted by the model the fleet chose the night before ({}); tonight's calibration prefers another, which misses them by {miss} in total (the documented one by {base_miss}): the next night's shards count by it",
+                        counted_miss.map_or_else(
+                            || "not among tonight's candidates".to_owned(),
+                            |m| format!("it misses the recorded opens by {m} in total")
+                        )
+                    )
+                };
+                (text, Some(chosen))
             }
         };
         write_model(&self.metrics, &model, &calibration)?;
@@ -948,6 +1004,7 @@ impl<'a> Night<'a> {
             &model,
             self.previous()?.as_ref(),
             shards.plan(),
+            calibrated.as_ref(),
         )?;
         let proposal = self.present(advice, stdout)?;
         self.finish(&proposal, &model, Some(&shards.facts()), stdout)

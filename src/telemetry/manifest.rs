@@ -49,6 +49,10 @@ pub struct SourceState {
     pub nulled: BTreeMap<String, BTreeMap<String, u64>>,
     /// The run that last exported rows from it.
     pub last_run: u64,
+    /// The earliest `http_events` row exported or left to another shard (epoch µs):
+    /// where the fleet's data begins, the same in every shard's dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_event_us: Option<i64>,
     /// Dates whose rows were lost, per table: a listed part file went missing and the
     /// source no longer had its rows to export them again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -110,6 +114,11 @@ impl Default for Manifest {
 }
 
 impl Manifest {
+    /// Where the fleet's calls begin: the earliest first event of its sources.
+    pub fn first_event_us(&self) -> Option<i64> {
+        self.sources.values().filter_map(|s| s.first_event_us).min()
+    }
+
     /// Loads `DIR/_manifest.json`, or an empty manifest when the dataset is new.
     pub fn load(dir: &Path) -> Result<Manifest, TelemetryError> {
         let path = dir.join(MANIFEST_FILE);

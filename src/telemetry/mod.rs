@@ -295,6 +295,12 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
                     }
                     t.rows_read += counts.rows_read;
                     t.rows_exported += counts.rows_exported;
+                    if layout.spec.name == schema::HTTP_EVENTS.name
+                        && let Some(first) = counts.first_ts_us
+                    {
+                        state.first_event_us =
+                            Some(state.first_event_us.map_or(first, |f| f.min(first)));
+                    }
                     add_counts(
                         state.rejected.entry(name.clone()).or_default(),
                         &counts.rejected,

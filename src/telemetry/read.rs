@@ -35,6 +35,8 @@ pub struct TableCounts {
     pub nulled: BTreeMap<String, u64>,
     /// Rows of hosts that another shard exports.
     pub other_shards: u64,
+    /// The earliest time of a row that passed every check, whatever its shard.
+    pub first_ts_us: Option<i64>,
     /// Highest id read, the next high-water mark.
     pub max_id: Option<i64>,
 }
@@ -491,6 +493,7 @@ impl<'a> Decoder<'a> {
             counts.reject(reason);
             return Ok(());
         }
+        counts.first_ts_us = Some(counts.first_ts_us.map_or(ts_us, |t| t.min(ts_us)));
         // Another shard's host: read and checked like every row, exported by that shard.
         if self.shard.is_some_and(|s| !s.owns(host)) {
             counts.other_shards += 1;
