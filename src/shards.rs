@@ -587,19 +587,13 @@ mod tests {
             count_retries: !documented.count_retries,
             ..documented.clone()
         };
+        // (documented's misses, other's misses) on one shard's hosts.
+        let misses = |d: u64, o: u64| [(documented.clone(), d), (other.clone(), o)];
         // Shard 2 alone prefers the other model; every shard counted by the documented
         // one (the previous night's choice), and the sums are the fleet's.
         let night = shards(vec![
-            record(
-                "1/2",
-                &documented,
-                &[(documented.clone(), 3), (other.clone(), 0)],
-            ),
-            record(
-                "2/2",
-                &documented,
-                &[(documented.clone(), 1), (other.clone(), 5)],
-            ),
+            record("1/2", &documented, &misses(3, 0)),
+            record("2/2", &documented, &misses(1, 5)),
         ]);
         assert_eq!(
             night.model().unwrap(),
@@ -610,16 +604,8 @@ mod tests {
         );
         // Shards that counted by different models do not merge...
         let night = shards(vec![
-            record(
-                "1/2",
-                &documented,
-                &[(documented.clone(), 3), (other.clone(), 0)],
-            ),
-            record(
-                "2/2",
-                &other,
-                &[(documented.clone(), 1), (other.clone(), 5)],
-            ),
+            record("1/2", &documented, &misses(3, 0)),
+            record("2/2", &other, &misses(1, 5)),
         ]);
         let err = night.model().unwrap_err().to_string();
         assert!(
@@ -627,23 +613,11 @@ mod tests {
             "{err}"
         );
         // ...unless the odd one has no hosts: it counted nothing.
-        let mut empty = record(
-            "3/3",
-            &documented,
-            &[(documented.clone(), 0), (other.clone(), 0)],
-        );
+        let mut empty = record("3/3", &documented, &misses(0, 0));
         empty.hosts = 0;
         let night = shards(vec![
-            record(
-                "1/3",
-                &other,
-                &[(documented.clone(), 3), (other.clone(), 1)],
-            ),
-            record(
-                "2/3",
-                &other,
-                &[(documented.clone(), 2), (other.clone(), 0)],
-            ),
+            record("1/3", &other, &misses(3, 1)),
+            record("2/3", &other, &misses(2, 0)),
             empty,
         ]);
         let fleet = night.model().unwrap();

@@ -20,15 +20,7 @@ fn sample_configs(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn run_job(out: &Path, config: &Path, rates: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
-    let mut cmd = bin();
-    cmd.current_dir(ROOT).arg("run");
-    for f in sample_telemetry() {
-        cmd.arg("--telemetry").arg(f);
-    }
-    cmd.arg("--config")
-        .arg(config)
-        .arg("--ratelimits")
-        .arg(rates)
+    common::run_in(Path::new(ROOT), config, rates, true)
         .arg("--out")
         .arg(out)
         .args(extra)

@@ -35,17 +35,7 @@ fn run(
     telemetry: bool,
     extra: &[&str],
 ) -> assert_cmd::assert::Assert {
-    let mut cmd = bin();
-    cmd.current_dir(dir).arg("run");
-    if telemetry {
-        for f in sample_telemetry() {
-            cmd.arg("--telemetry").arg(f);
-        }
-    }
-    cmd.arg("--config")
-        .arg(config)
-        .arg("--ratelimits")
-        .arg(rates)
+    common::run_in(dir, config, rates, telemetry)
         .args(["--out", "out"])
         .args(extra)
         .assert()

@@ -973,11 +973,19 @@ impl<'a> Night<'a> {
             Some(misses) => {
                 let counted_miss = misses.iter().find(|(m, _)| *m == model).map(|m| m.1);
                 let (chosen, miss, base_miss) = crate::replay::traffic::choose(misses);
+                let earlier = self
+                    .previous()?
+                    .is_some_and(|p| p.calibrated_model.is_some());
                 let text = if chosen == model {
                     calibration_text(model == self.settings.crawler.model, miss, base_miss)
                 } else {
                     format!(
-                        "the shards counted by the model the fleet chose the night before ({}); tonight's calibration prefers another, which misses them by {miss} in total (the documented one by {base_miss}): the next night's shards count by it",
+                        "the shards counted by {} ({}); tonight's calibration prefers another, which misses them by {miss} in total (the documented one by {base_miss}): the next night's shards count by it",
+                        if earlier {
+                            "the model the fleet's calibration chose the night before"
+                        } else {
+                            "the documented model (the patch file records no earlier choice)"
+                        },
                         counted_miss.map_or_else(
                             || "not among tonight's candidates".to_owned(),
                             |m| format!("it misses the recorded opens by {m} in total")

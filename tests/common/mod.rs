@@ -34,6 +34,23 @@ pub fn sample_telemetry() -> Vec<PathBuf> {
     files
 }
 
+/// `breaker-advisor run` in `dir` on `config` and `rates`, with the sample telemetry
+/// when `telemetry`; the caller adds `--out` and the rest.
+pub fn run_in(dir: &Path, config: &Path, rates: &Path, telemetry: bool) -> assert_cmd::Command {
+    let mut cmd = bin();
+    cmd.current_dir(dir).arg("run");
+    if telemetry {
+        for f in sample_telemetry() {
+            cmd.arg("--telemetry").arg(f);
+        }
+    }
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--ratelimits")
+        .arg(rates);
+    cmd
+}
+
 /// Simulates `hours` of telemetry of one machine into `dir` and returns the SQLite path.
 pub fn sim(dir: &Path, variant: Variant, hours: f64, hosts: usize, rps: f64, seed: u64) -> PathBuf {
     let summary = simulate(&SimOptions {
