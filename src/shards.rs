@@ -139,6 +139,8 @@ pub struct ShardRecord {
     /// The telemetry read: per source, per stream, the highest row id (every shard reads
     /// every row, so the shards of one night agree).
     pub telemetry: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Where the fleet's calls begin (the manifest's, the baseline's coverage).
+    pub data_start_us: Option<i64>,
     /// The hosts this shard advised.
     pub hosts: usize,
     /// The model this shard counted by.
@@ -180,6 +182,7 @@ impl ShardRecord {
                     (source.clone(), ids)
                 })
                 .collect(),
+            data_start_us: telemetry.first_event_us(),
             hosts,
             model,
             calibration: calibration.map(|c| {
@@ -217,11 +220,26 @@ pub struct Shards {
 
 impl Shards {
     /// Reads every `OUT/shard=I/shard.yaml` (see [`Shards::read`]) and refuses shards
-    /// made from inputs other than `expected` (the merge's own).
-    pub fn load(out: &Path, expected: &ShardInputs) -> anyhow::Result<Shards> {
+    /// made from inputs other than `expected` (the merge's own). `previous` is the patch
+    /// file the merge found: one that a merge of this very window wrote is a rerun, not
+    /// another previous patch.
+    pub fn load(
+        out: &Path,
+        expected: &ShardInputs,
+        previous: Option<&crate::patch::PatchFile>,
+    ) -> anyhow::Result<Shards> {
         let shards = Shards::read(out)?;
+        let rerun = previous.is_some_and(|p| &p.window == shards.window());
         for (folder, r) in &shards.shards {
-            if &r.inputs != expected {
+            let same = ShardInputs {
+                previous_patch_sha256: if rerun {
+                    expected.previous_patch_sha256.clone()
+                } else {
+                    r.inputs.previous_patch_sha256.clone()
+                },
+                ..r.inputs.clone()
+            };
+            if &same != expected {
                 let which = if r.inputs.breakers_sha256 != expected.breakers_sha256 {
                     "breakers.yaml"
                 } else if r.inputs.ratelimits_sha256 != expected.ratelimits_sha256 {
@@ -331,6 +349,9 @@ impl Shards {
             }
             if r.window != r0.window {
                 return Err(differs("their window (pass the same --now to every shard)").into());
+            }
+            if r.data_start_us != r0.data_start_us {
+                return Err(differs("where their data begins (a dataset that lost rows, or one exported before it was recorded)").into());
             }
             if r.telemetry != r0.telemetry {
                 return Err(differs(

@@ -109,6 +109,12 @@ fn shard_jobs_and_a_merge_write_the_single_run_s_patch_metrics_and_report() {
             patch == read(&fleet.join("out/breakers.patch.yaml")),
             "the patch file differs"
         );
+        // A rerun of the merge, now beside the patch file it wrote, writes it again.
+        run(&fleet, &b, &r, false, &["--merge-shards"]).success();
+        assert!(
+            patch == read(&fleet.join("out/breakers.patch.yaml")),
+            "a rerun of the merge changed the patch file"
+        );
         let mut files: Vec<String> = [
             "changes.diff",
             "proposed/breakers.yaml",

@@ -641,7 +641,7 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
     night.export(&mut stdout)?;
     night.analyze(&night.settings.crawler.model, &mut stdout)?;
     let (model, misses) = night.choose_model(&mut stdout)?;
-    // The model the calibration chose, for the next night's shards (a shard's own patch
+    // The model the calibration chose, for the shards that start from this patch (a shard's own patch
     // is not written).
     let calibrated = (misses.is_some() && night.shard.is_none()).then_some(&model);
     let advice = night.advise(&model, calibrated)?;
@@ -963,7 +963,11 @@ impl<'a> Night<'a> {
     /// `run --merge-shards`: the fleet's metrics, model, patch, diff and report from
     /// the shard jobs' folders, as one run over the whole fleet writes them.
     fn merge_shards(&self, stdout: &mut dyn Write) -> anyhow::Result<u8> {
-        let shards = crate::shards::Shards::load(&self.out, &self.shard_inputs()?)?;
+        let shards = crate::shards::Shards::load(
+            &self.out,
+            &self.shard_inputs()?,
+            self.previous()?.as_ref(),
+        )?;
         // The shards are checked before the first output is written.
         let fleet = shards.model()?;
         shards.merge_metrics(&self.metrics)?;
@@ -980,7 +984,7 @@ impl<'a> Night<'a> {
                     calibration_text(model == self.settings.crawler.model, miss, base_miss)
                 } else {
                     format!(
-                        "the shards counted by {} ({}); tonight's calibration prefers another, which misses them by {miss} in total (the documented one by {base_miss}): the next night's shards count by it",
+                        "the shards counted by {} ({}); tonight's calibration prefers another, which misses them by {miss} in total (the documented one by {base_miss}): shards that start from this patch file count by it",
                         if earlier {
                             "the model the fleet's calibration chose the night before"
                         } else {

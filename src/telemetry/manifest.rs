@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TelemetryError;
 use super::parquet::is_part_file_name;
-use super::schema::{SCHEMA_VERSION, TABLES};
+use super::schema::{HTTP_EVENTS, SCHEMA_VERSION, TABLES};
 
 pub const MANIFEST_FILE: &str = "_manifest.json";
 pub const STAGING_DIR: &str = "_staging";
@@ -114,9 +114,24 @@ impl Default for Manifest {
 }
 
 impl Manifest {
-    /// Where the fleet's calls begin: the earliest first event of its sources.
+    /// Where the fleet's calls begin: the earliest first event of its sources; None
+    /// when a source that has calls does not know its first one (exported before the
+    /// manifest recorded it).
     pub fn first_event_us(&self) -> Option<i64> {
-        self.sources.values().filter_map(|s| s.first_event_us).min()
+        let mut first: Option<i64> = None;
+        for s in self.sources.values() {
+            let has_calls = s.tables.iter().any(|(stream, t)| {
+                t.rows_read > 0
+                    && (stream == HTTP_EVENTS.name
+                        || stream.starts_with(&format!("{}@", HTTP_EVENTS.name)))
+            });
+            match s.first_event_us {
+                Some(f) => first = Some(first.map_or(f, |m| m.min(f))),
+                None if has_calls => return None,
+                None => {}
+            }
+        }
+        first
     }
 
     /// Loads `DIR/_manifest.json`, or an empty manifest when the dataset is new.
@@ -255,4 +270,38 @@ pub fn publish(staged: &Path, target: &Path) -> Result<(), TelemetryError> {
         fs::create_dir_all(parent).map_err(|e| TelemetryError::io(parent, e))?;
     }
     fs::rename(staged, target).map_err(|e| TelemetryError::io(target, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(first: Option<i64>, calls: u64) -> SourceState {
+        let mut s = SourceState {
+            first_event_us: first,
+            ..SourceState::default()
+        };
+        s.tables.insert(
+            "http_events".into(),
+            TableState {
+                rows_read: calls,
+                ..TableState::default()
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn the_fleet_s_data_starts_at_its_earliest_source_unless_one_does_not_know() {
+        let mut m = Manifest::default();
+        assert_eq!(m.first_event_us(), None);
+        m.sources.insert("a".into(), source(Some(20), 5));
+        m.sources.insert("b".into(), source(Some(10), 5));
+        // A source without calls has no first one to know.
+        m.sources.insert("c".into(), source(None, 0));
+        assert_eq!(m.first_event_us(), Some(10));
+        // Exported before the manifest recorded it: the start is unknown.
+        m.sources.insert("d".into(), source(None, 5));
+        assert_eq!(m.first_event_us(), None);
+    }
 }

@@ -293,9 +293,13 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
                         t.high_water_id = max;
                         t.high_water_digest = digest;
                     }
+                    // Known only when read from the source's first row (a manifest written
+                    // before the field existed leaves it unknown).
+                    let from_first_row = t.rows_read == 0 || state.first_event_us.is_some();
                     t.rows_read += counts.rows_read;
                     t.rows_exported += counts.rows_exported;
                     if layout.spec.name == schema::HTTP_EVENTS.name
+                        && from_first_row
                         && let Some(first) = counts.first_ts_us
                     {
                         state.first_event_us =
