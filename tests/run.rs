@@ -3,21 +3,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use breaker_advisor::patch::PatchFile;
-use common::{bin, sample_telemetry};
+use common::{bin, sample_configs, sample_telemetry};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// Copies the sample config files into `dir` (so tests may let `run --write` edit them).
-fn sample_configs(dir: &Path) -> (PathBuf, PathBuf) {
-    let b = dir.join("breakers.yaml");
-    let r = dir.join("ratelimits.yaml");
-    std::fs::copy(Path::new(ROOT).join("data-samples/breakers.yaml"), &b).unwrap();
-    std::fs::copy(Path::new(ROOT).join("data-samples/ratelimits.yaml"), &r).unwrap();
-    (b, r)
-}
 
 fn run_job(out: &Path, config: &Path, rates: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
     common::run_in(Path::new(ROOT), config, rates, true)

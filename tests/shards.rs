@@ -6,26 +6,17 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::{bin, sample_telemetry};
+use common::{bin, sample_configs, sample_telemetry};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The end of the samples' day: every shard and the single run analyse the same window.
 const NOW: &str = "2025-11-26T00:00:00Z";
 
-/// A folder with the sample config files, where runs write `out/` (relative, so the
-/// paths the report names are the same in every folder).
+/// A folder where runs write `out/` (relative, so the paths the report names are the
+/// same in every folder).
 fn workdir(tmp: &Path, name: &str) -> PathBuf {
     let dir = tmp.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn configs(tmp: &Path) -> (PathBuf, PathBuf) {
-    let b = tmp.join("breakers.yaml");
-    let r = tmp.join("ratelimits.yaml");
-    std::fs::copy(Path::new(ROOT).join("data-samples/breakers.yaml"), &b).unwrap();
-    std::fs::copy(Path::new(ROOT).join("data-samples/ratelimits.yaml"), &r).unwrap();
-    (b, r)
 }
 
 fn run(
@@ -60,7 +51,7 @@ fn hosts(metrics: &Path) -> BTreeSet<String> {
 #[test]
 fn shard_jobs_and_a_merge_write_the_single_run_s_patch_metrics_and_report() {
     let tmp = tempfile::tempdir().unwrap();
-    let (b, r) = configs(tmp.path());
+    let (b, r) = sample_configs(tmp.path());
     // Two shards on a 16 h window whose baseline holds the day's first 8 hours (its
     // coverage is the fleet's, not a shard's); 20 shards of the samples' 13 hosts on
     // the whole day: some shards have none.
@@ -148,7 +139,7 @@ fn shard_jobs_and_a_merge_write_the_single_run_s_patch_metrics_and_report() {
 #[test]
 fn a_merge_refuses_missing_shards_other_inputs_and_a_dataset_of_another_shard() {
     let tmp = tempfile::tempdir().unwrap();
-    let (b, r) = configs(tmp.path());
+    let (b, r) = sample_configs(tmp.path());
     let dir = workdir(tmp.path(), "fleet");
     // Every shard must analyse the same window: --now is required.
     run(&dir, &b, &r, true, &["--shard", "1/2"])

@@ -34,6 +34,16 @@ pub fn sample_telemetry() -> Vec<PathBuf> {
     files
 }
 
+/// Copies the sample config files into `dir` (so tests may let `run --write` edit them).
+pub fn sample_configs(dir: &Path) -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let b = dir.join("breakers.yaml");
+    let r = dir.join("ratelimits.yaml");
+    std::fs::copy(root.join("data-samples/breakers.yaml"), &b).unwrap();
+    std::fs::copy(root.join("data-samples/ratelimits.yaml"), &r).unwrap();
+    (b, r)
+}
+
 /// `breaker-advisor run` in `dir` on `config` and `rates`, with the sample telemetry
 /// when `telemetry`; the caller adds `--out` and the rest.
 pub fn run_in(dir: &Path, config: &Path, rates: &Path, telemetry: bool) -> assert_cmd::Command {
