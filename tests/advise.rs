@@ -261,6 +261,9 @@ fn fail_max_rises_above_background_noise() {
     assert_eq!(e["background_bursts"], Num::Int(200));
     assert_eq!(e["background_reaching_current"], Num::Int(12));
     assert_eq!(e["background_reaching_proposed"], Num::Int(0));
+    // Over a 24 h window, each burst that reaches fail_max is one false open a day.
+    assert_eq!(e["false_opens_per_day_current"], Num::Int(12));
+    assert_eq!(e["false_opens_per_day_proposed"], Num::Int(0));
 
     // Too few background bursts: no fail_max advice.
     h.background_bursts.truncate(10);
@@ -736,7 +739,27 @@ impl ReplayCheck for FakeReplay {
     }
 }
 
+/// A replay like `FakeReplay` of a host whose breaker runs fail_max `self.0`.
+struct FakeReplayFrom(u32, fn(&ReplayPolicy) -> u64);
+
+impl ReplayCheck for FakeReplayFrom {
+    fn current(&self, host: &str) -> Option<ReplayPolicy> {
+        let base = FakeReplay(self.1).current(host)?;
+        Some(ReplayPolicy {
+            fail_max: self.0,
+            ..base
+        })
+    }
+    fn figures(&self, host: &str, p: &ReplayPolicy) -> Figures {
+        FakeReplay(self.1).figures(host, p)
+    }
+}
+
 fn plan_with_replay(h: &HostEvidence, r: &dyn ReplayCheck) -> Plan {
+    plan_with_replay_under(h, r, &AdviseSettings::default())
+}
+
+fn plan_with_replay_under(h: &HostEvidence, r: &dyn ReplayCheck, s: &AdviseSettings) -> Plan {
     let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
     advise(
         std::slice::from_ref(h),
@@ -748,7 +771,7 @@ fn plan_with_replay(h: &HostEvidence, r: &dyn ReplayCheck) -> Plan {
             replay: Some(r),
             previous: &[],
         },
-        &AdviseSettings::default(),
+        s,
     )
 }
 
@@ -881,4 +904,82 @@ fn a_value_moved_last_night_moves_back_only_on_new_evidence() {
         ..last[0].clone()
     }];
     assert_eq!(plan_of(&weak, &onward).breakers[0].to, 120);
+}
+
+#[test]
+fn the_replay_chooses_fail_max_among_the_candidates_and_names_them() {
+    // b.example runs the defaults' fail_max 5. Background: 190 single failures and 10
+    // bursts of 2 a day, so fail_max 2 would open 10 times a day (over the budget of 1)
+    // and 3 is the floor. Outages come in bursts of 3: the heuristic proposes 3.
+    let mut h = host("b.example");
+    h.background_bursts = [vec![1; 190], vec![2; 10]].concat();
+    h.incidents = vec![incident(1_000_000, 60, None)];
+    h.incident_bursts = vec![3; 7];
+    let s = AdviseSettings {
+        max_fail_max_step: 3,
+        ..AdviseSettings::default()
+    };
+    let chosen = |r: &FakeReplayFrom| {
+        let plan = plan_with_replay_under(&h, r, &s);
+        plan.breakers
+            .iter()
+            .find(|c| c.key == BreakerKey::FailMax)
+            .cloned()
+    };
+
+    // A replay in which lower is always cheaper would take 2, but 2 is below the floor:
+    // the lowest candidate is 3.
+    let c = chosen(&FakeReplayFrom(5, |p| u64::from(p.fail_max) * 10)).unwrap();
+    assert_eq!((c.from.as_f64(), c.to), (5.0, 3));
+    assert!(
+        c.reason.contains(
+            "fail_max candidates (false opens a day expected from the background bursts, replayed failures let into incidents, healthy calls blocked): 3: 0, 0, 30; 4: 0, 0, 40; 5: 0, 0, 50; the replay chooses 3"
+        ),
+        "{}",
+        c.reason
+    );
+    assert!(
+        !c.reason.contains(" 2: "),
+        "2 is not a candidate: {}",
+        c.reason
+    );
+
+    // A replay that prefers 4 moves it one step less than the heuristic, and the
+    // evidence follows the chosen value.
+    let c = chosen(&FakeReplayFrom(5, |p| {
+        u64::from(p.fail_max.abs_diff(4)) + 1
+    }))
+    .unwrap();
+    assert_eq!(c.to, 4);
+    assert!(
+        c.reason.contains("the replay grid prefers 4 to 3"),
+        "{}",
+        c.reason
+    );
+    assert!(c.reason.contains("the replay chooses 4"), "{}", c.reason);
+    assert_eq!(c.evidence["false_opens_per_day_proposed"], Num::Int(0));
+
+    // A replay in which the current value is best: no fail_max change.
+    assert!(chosen(&FakeReplayFrom(5, |p| u64::from(p.fail_max.abs_diff(5)))).is_none());
+
+    // Raising: the current value is a candidate too, with the false opens it gives
+    // (a.example runs 3; 12 bursts of 3 a day reach it).
+    let mut a = host("a.example");
+    a.background_bursts = [vec![1; 150], vec![2; 38], vec![3; 12]].concat();
+    let plan = plan_with_replay_under(
+        &a,
+        &FakeReplayFrom(3, |p| u64::from(p.fail_max.abs_diff(5))),
+        &AdviseSettings::default(),
+    );
+    let c = &plan.breakers[0];
+    assert_eq!(
+        (c.key, c.from.as_f64(), c.to),
+        (BreakerKey::FailMax, 3.0, 5)
+    );
+    assert!(
+        c.reason
+            .contains("3: 12, 0, 2; 4: 0, 0, 1; 5: 0, 0, 0; the replay chooses 5"),
+        "{}",
+        c.reason
+    );
 }

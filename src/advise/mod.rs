@@ -533,13 +533,18 @@ fn hold_reversals(
     out
 }
 
-/// The replay check: the heuristic proposal and a small grid around it (fail_max +-1,
-/// reset_timeout_s x0.8 / x1.25, success_threshold current or proposed), all brought
-/// within the clamps and one step of the current value, are replayed on the window's traffic. The
-/// objective is `Figures::cost`: calls blocked while the host was healthy plus failed
-/// calls let through during incidents. The best grid point (ties: the heuristic
-/// proposal) replaces the proposal if it costs less than the current settings; else all
-/// the host's breaker proposals are dropped and the host is held with both costs.
+/// The replay check: the heuristic proposal and a grid around it are replayed on the
+/// window's traffic. fail_max: every value from the current one through the proposal and
+/// one beyond, within the clamps and one step, never lowered to a value that background
+/// bursts reach more often than `max_false_trips_per_day` (`Background::floor`);
+/// reset_timeout_s x0.8 / x1.25; success_threshold current or proposed. The objective is
+/// `Figures::cost`: calls blocked while the host was healthy plus failed calls let
+/// through during incidents. The best grid point (ties: the heuristic's reset_timeout_s
+/// and success_threshold, which the evidence chose when the replay cannot tell, then
+/// the fail_max nearest the heuristic proposal) replaces the proposal if it costs less than the current settings; else all
+/// the host's breaker proposals are dropped and the host is held with both costs. A
+/// fail_max change names every candidate it was chosen from, with its expected false
+/// opens a day and its replayed outcomes.
 fn replay_gate(
     h: &HostEvidence,
     proposals: Vec<Proposal>,
@@ -559,14 +564,30 @@ fn replay_gate(
     if !proposals.iter().any(|p| gridded(p.key)) {
         return proposals;
     }
+    let bg = Background::of(h);
     let find = |k: BreakerKey| proposals.iter().find(|p| p.key == k).map(|p| p.to);
-    let step_ok_f = |v: i64| (v - base.fail_max as i64).abs() <= s.max_fail_max_step;
+    let cur_fail = base.fail_max as i64;
+    // In replay order: the proposal first, then by distance from it (ties go to the
+    // earlier), the lower value first.
     let fail_opts: Vec<u32> = match find(BreakerKey::FailMax) {
-        Some(p) => [p, p - 1, p + 1]
-            .into_iter()
-            .filter(|v| (s.fail_max[0]..=s.fail_max[1]).contains(v) && step_ok_f(*v))
-            .map(|v| v as u32)
-            .collect(),
+        Some(p) => {
+            let floor = bg.floor(s);
+            let (lo, hi) = if p > cur_fail {
+                (cur_fail, p + 1)
+            } else {
+                (p - 1, cur_fail)
+            };
+            let mut v: Vec<i64> = (lo..=hi)
+                .filter(|v| (s.fail_max[0]..=s.fail_max[1]).contains(v))
+                .filter(|v| (v - cur_fail).abs() <= s.max_fail_max_step)
+                .filter(|v| *v >= cur_fail || *v >= floor)
+                .collect();
+            v.sort_by_key(|v| ((v - p).abs(), *v));
+            if v.is_empty() {
+                v.push(p);
+            }
+            v.into_iter().map(|v| v as u32).collect()
+        }
         None => vec![base.fail_max],
     };
     let cur_reset = base.reset_timeout_s;
@@ -608,8 +629,10 @@ fn replay_gate(
             return Vec::new();
         }
     }
-    let mut best: Option<(ReplayPolicy, Figures)> = None;
+    // The best point of each fail_max candidate, in replay order.
+    let mut candidates: Vec<(ReplayPolicy, Figures)> = Vec::new();
     for &f in &fail_opts {
+        let mut best: Option<(ReplayPolicy, Figures)> = None;
         for &rt in &reset_opts {
             for &st in &st_opts {
                 let p = ReplayPolicy {
@@ -624,7 +647,15 @@ fn replay_gate(
                 }
             }
         }
+        candidates.extend(best);
     }
+    let best = candidates
+        .iter()
+        .fold(None::<&(ReplayPolicy, Figures)>, |b, c| match b {
+            Some(b) if b.1.cost() <= c.1.cost() => Some(b),
+            _ => Some(c),
+        })
+        .cloned();
     let Some((bp, bf)) = best else {
         return proposals;
     };
@@ -665,6 +696,11 @@ fn replay_gate(
                     .push_str(&format!("; the replay grid prefers {v} to {}", p.to));
                 p.to = v;
             }
+            if p.key == BreakerKey::FailMax {
+                set_background_proposed(&mut p, &bg);
+                p.reason
+                    .push_str(&candidates_text(&candidates, &bg, bp.fail_max));
+            }
             p.reason
                 .push_str(&format!("; replay cost {} -> {}", now.cost(), bf.cost()));
             for (k, v) in [
@@ -685,37 +721,107 @@ fn replay_gate(
     out
 }
 
-/// Rule 2: `fail_max` above the background bursts (bursts outside incidents, so noise
-/// does not trip the breaker) and at most the typical burst inside incidents (so an
-/// outage trips it). No incidents: only ever raised, when noise trips it.
+/// "; fail_max candidates (false opens a day expected from the background bursts,
+/// replayed failures let into incidents, healthy calls blocked): 4: 2.5, 31, 40; ...;
+/// the replay chooses 5", in value order.
+fn candidates_text(
+    candidates: &[(ReplayPolicy, Figures)],
+    bg: &Background<'_>,
+    chosen: u32,
+) -> String {
+    let mut rows: Vec<&(ReplayPolicy, Figures)> = candidates.iter().collect();
+    rows.sort_by_key(|(p, _)| p.fail_max);
+    let cells: Vec<String> = rows
+        .iter()
+        .map(|(p, f)| {
+            format!(
+                "{}: {}, {}, {}",
+                p.fail_max,
+                Num::real(bg.false_opens_per_day(i64::from(p.fail_max))),
+                f.failures_let_through,
+                f.false_trips
+            )
+        })
+        .collect();
+    format!(
+        "; fail_max candidates (false opens a day expected from the background bursts, replayed failures let into incidents, healthy calls blocked): {}; the replay chooses {chosen}",
+        cells.join("; ")
+    )
+}
+
+/// What the background bursts (failure bursts outside every incident, one breaker
+/// instance each, counted as the crawler's breaker counts) say of a fail_max: a burst
+/// that reaches it opens that instance's breaker while the host is healthy, a false
+/// open.
+struct Background<'a> {
+    bursts: &'a [u64],
+    days: f64,
+}
+
+impl<'a> Background<'a> {
+    fn of(h: &'a HostEvidence) -> Self {
+        Background {
+            bursts: &h.background_bursts,
+            days: (h.window_hours / 24.0).max(1.0 / 24.0),
+        }
+    }
+
+    /// Background bursts that reach `fail_max` (each one false open) in the window.
+    fn reaching(&self, fail_max: i64) -> usize {
+        self.bursts
+            .iter()
+            .filter(|&&l| l as i64 >= fail_max)
+            .count()
+    }
+
+    /// Expected false opens per 24 hours at `fail_max`.
+    fn false_opens_per_day(&self, fail_max: i64) -> f64 {
+        self.reaching(fail_max) as f64 / self.days
+    }
+
+    /// The lowest fail_max above the bursts' q95 whose expected false opens per day are
+    /// within `max_false_trips_per_day` (the upper limit if none is).
+    fn floor(&self, s: &AdviseSettings) -> i64 {
+        let mut low = nearest_rank(self.bursts, 0.95) as i64 + 1;
+        while low < s.fail_max[1] && self.false_opens_per_day(low) > s.max_false_trips_per_day {
+            low += 1;
+        }
+        low
+    }
+}
+
+/// Rule 2: `fail_max` above the background bursts (so noise does not trip the
+/// breaker: `Background::floor`) and at most the typical burst inside incidents (so an
+/// outage trips it). Noise that trips the breaker more often than the budget raises it
+/// even when the outages' bursts are short (the replay weighs the two); otherwise no
+/// change when no value does both. No incidents: only ever raised, when noise trips it. The replay check then chooses among the candidates
+/// between the current value and this one, weighing the false opens against the
+/// failures let in.
 fn fail_max_rule(
     h: &HostEvidence,
     cur: &Policy,
     s: &AdviseSettings,
     held: &mut Vec<Held>,
 ) -> Option<Proposal> {
-    let bg = &h.background_bursts;
-    if bg.len() < s.min_background_bursts {
+    let bg = Background::of(h);
+    if bg.bursts.len() < s.min_background_bursts {
         return None;
     }
-    let q95 = nearest_rank(bg, 0.95) as i64;
-    let days = (h.window_hours / 24.0).max(1.0 / 24.0);
-    let reaching = |f: i64| bg.iter().filter(|&&l| l as i64 >= f).count();
-    // Lowest value above q95 that background bursts reach at most the allowed times a day.
-    let mut low = q95 + 1;
-    while low < s.fail_max[1] && reaching(low) as f64 / days > s.max_false_trips_per_day {
-        low += 1;
-    }
+    let q95 = nearest_rank(bg.bursts, 0.95) as i64;
+    let low = bg.floor(s);
     let incident = (h.incident_bursts.len() >= s.min_incident_bursts)
         .then(|| failure_weighted_median(&h.incident_bursts) as i64);
     let current = cur.fail_max;
     let mut evidence = ev(&[
-        ("background_bursts", Num::Int(bg.len() as i64)),
+        ("background_bursts", Num::Int(bg.bursts.len() as i64)),
         ("background_q95", Num::Int(q95)),
-        ("background_reaching_proposed", Num::Int(0)),
         (
             "background_reaching_current",
-            Num::Int(reaching(current) as i64),
+            Num::Int(bg.reaching(current) as i64),
+        ),
+        (
+            "false_opens_per_day_current",
+            Num::real(bg.false_opens_per_day(current)),
         ),
         ("window_hours", Num::real(h.window_hours)),
     ]);
@@ -727,25 +833,31 @@ fn fail_max_rule(
         evidence.insert("incident_failures_burst_median".into(), Num::Int(u));
     }
     let (target, reason) = match incident {
+        _ if current < low => (
+            low,
+            format!(
+                "background failure bursts trip the breaker: {} of {} bursts outside incidents reach {current} (q95 {q95}){}",
+                bg.reaching(current),
+                bg.bursts.len(),
+                match incident {
+                    Some(u) if u < low => format!(
+                        "; half the failures inside incidents come in bursts of {u} or more, which a fail_max of {low} lets through"
+                    ),
+                    _ => String::new(),
+                }
+            ),
+        ),
         Some(u) if low > u => {
             held.push(Held {
                 host: h.host.clone(),
                 reason: format!(
                     "fail_max left at {current}: sparing background noise needs at least {low} (q95 {q95} of {} bursts outside incidents, at most {} a day reaching it), above {u}, the burst length that half the failures inside incidents reach; no value separates noise from outages",
-                    bg.len(),
+                    bg.bursts.len(),
                     s.max_false_trips_per_day
                 ),
             });
             return None;
         }
-        _ if current < low => (
-            low,
-            format!(
-                "background failure bursts trip the breaker: {} of {} bursts outside incidents reach {current} (q95 {q95})",
-                reaching(current),
-                bg.len()
-            ),
-        ),
         Some(u) if current > u => (
             u.max(low),
             format!(
@@ -762,18 +874,28 @@ fn fail_max_rule(
         return None;
     }
     let reason = with_limit_note(reason, target as f64, to as f64, "fail_max");
-    evidence.insert(
-        "background_reaching_proposed".into(),
-        Num::Int(reaching(to) as i64),
-    );
-    Some(Proposal {
+    let mut p = Proposal {
         key: BreakerKey::FailMax,
         role: None,
         from: current as f64,
         to,
         reason,
         evidence,
-    })
+    };
+    set_background_proposed(&mut p, &bg);
+    Some(p)
+}
+
+/// The background figures of a fail_max proposal's value.
+fn set_background_proposed(p: &mut Proposal, bg: &Background<'_>) {
+    p.evidence.insert(
+        "background_reaching_proposed".into(),
+        Num::Int(bg.reaching(p.to) as i64),
+    );
+    p.evidence.insert(
+        "false_opens_per_day_proposed".into(),
+        Num::real(bg.false_opens_per_day(p.to)),
+    );
 }
 
 /// Rules 1 and 5: `reset_timeout_s` from the median Retry-After (capped by the host's

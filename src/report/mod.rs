@@ -259,6 +259,7 @@ fn evidence_label(key: &str) -> String {
         "background_bursts" => "failure bursts outside incidents",
         "background_q95" => "q95 burst length outside incidents",
         "background_reaching" => "bursts outside incidents reaching fail_max",
+        "false_opens_per_day" => "false opens a day expected from those bursts",
         "incident_bursts" => "failure bursts inside incidents",
         "incident_failures_burst_median" => "half the incident failures in bursts of at least",
         "incident_duration_median_s" => "median incident length (s)",
