@@ -983,3 +983,41 @@ fn the_replay_chooses_fail_max_among_the_candidates_and_names_them() {
         c.reason
     );
 }
+
+#[test]
+fn noise_that_trips_the_breaker_raises_it_even_when_outages_come_in_short_bursts() {
+    // a.example runs 3; 12 background bursts of 3 a day reach it (the floor is 4), and
+    // half the incident failures come in bursts of 2: no value separates the two, but
+    // 12 false opens a day against the budget of 1 is the larger harm. The rule
+    // proposes the raise and says what it costs; the replay (when given) weighs it.
+    let mut h = host("a.example");
+    h.background_bursts = [vec![1; 150], vec![2; 38], vec![3; 12]].concat();
+    h.incidents = vec![incident(1_000_000, 60, None)];
+    h.incident_bursts = vec![2; 7];
+    let plan = plan_for(&[h.clone()], &AdviseSettings::default());
+    let c = plan
+        .breakers
+        .iter()
+        .find(|c| c.key == BreakerKey::FailMax)
+        .unwrap_or_else(|| panic!("{:#?}", plan.held));
+    assert_eq!((c.from.as_f64(), c.to), (3.0, 4));
+    assert!(
+        c.reason.contains(
+            "half the failures inside incidents come in bursts of 2 or more, which a fail_max of 4 lets through"
+        ),
+        "{}",
+        c.reason
+    );
+    // Noise within the budget at the current value: held as before.
+    h.background_bursts = [vec![1; 199], vec![3; 1]].concat();
+    h.incident_bursts = vec![1; 7];
+    let plan = plan_for(&[h], &AdviseSettings::default());
+    assert!(plan.breakers.is_empty(), "{:#?}", plan.breakers);
+    assert!(
+        plan.held
+            .iter()
+            .any(|x| x.reason.contains("no value separates")),
+        "{:#?}",
+        plan.held
+    );
+}

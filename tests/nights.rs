@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use breaker_advisor::config::rates::RateLimits;
 use breaker_advisor::simulate::SimOptions;
@@ -40,21 +40,22 @@ fn share_429(h: &Value) -> f64 {
     h["attempts_429"].as_f64().unwrap() / h["attempts"].as_f64().unwrap()
 }
 
-#[test]
-fn the_advice_makes_the_next_night_better() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (orig, cfg) = (tmp.path().join("orig"), tmp.path().join("cfg"));
+/// Night 1 under the sample's files (breakers.yaml passed through `edit`), then
+/// `run --write` on its telemetry: returns (the original files' folder, the patched
+/// files' folder, night 1's ground truth).
+fn first_night(tmp: &Path, edit: impl Fn(String) -> String) -> (PathBuf, PathBuf, Value) {
+    let (orig, cfg) = (tmp.join("orig"), tmp.join("cfg"));
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("data-samples");
     for d in [&orig, &cfg] {
         std::fs::create_dir_all(d).unwrap();
-        for f in ["breakers.yaml", "ratelimits.yaml"] {
-            std::fs::copy(samples.join(f), d.join(f)).unwrap();
-        }
+        std::fs::copy(samples.join("ratelimits.yaml"), d.join("ratelimits.yaml")).unwrap();
+        let breakers = std::fs::read_to_string(samples.join("breakers.yaml")).unwrap();
+        std::fs::write(d.join("breakers.yaml"), edit(breakers)).unwrap();
     }
-    let first = night(&tmp.path().join("n1"), 1, &orig);
+    let first = night(&tmp.join("n1"), 1, &orig);
     common::bin()
         .args(["-q", "run", "--write", "-t"])
-        .arg(tmp.path().join("n1/telemetry.sqlite"))
+        .arg(tmp.join("n1/telemetry.sqlite"))
         .arg("--config")
         .arg(cfg.join("breakers.yaml"))
         .arg("--ratelimits")
@@ -62,9 +63,16 @@ fn the_advice_makes_the_next_night_better() {
         .arg("--patch-file")
         .arg(cfg.join("breakers.patch.yaml"))
         .arg("--out")
-        .arg(tmp.path().join("out"))
+        .arg(tmp.join("out"))
         .assert()
         .success();
+    (orig, cfg, first)
+}
+
+#[test]
+fn the_advice_makes_the_next_night_better() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (orig, cfg, first) = first_night(tmp.path(), |b| b);
 
     // Each quota host's metadata and landing rates now hold a per-minute rate at or
     // under the server's quota; the host throttled in episodes of its own and the
@@ -131,4 +139,53 @@ fn the_advice_makes_the_next_night_better() {
         host(&advised, "api.crossref.org"),
         host(&base, "api.crossref.org")
     );
+}
+
+/// From a fail_max at which one failed request opens the breaker, the hosts whose own
+/// noise trips it get a higher one, and their next night opens less outside incidents
+/// without losing successful requests.
+#[test]
+fn a_fail_max_that_noise_trips_is_raised_and_the_false_opens_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (orig, cfg, first) = first_night(tmp.path(), |b| {
+        assert!(
+            b.contains("\n  fail_max: 5\n"),
+            "the sample's defaults changed"
+        );
+        b.replace("\n  fail_max: 5\n", "\n  fail_max: 2\n")
+    });
+    let before = breaker_advisor::config::BreakerConfig::load(&orig.join("breakers.yaml")).unwrap();
+    let after = breaker_advisor::config::BreakerConfig::load(&cfg.join("breakers.yaml")).unwrap();
+    let raised: Vec<&str> = first["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["host"].as_str())
+        .filter(|h| after.policy(h, None).fail_max > before.policy(h, None).fail_max)
+        .collect();
+    assert!(!raised.is_empty(), "no fail_max raised");
+    let base = night(&tmp.path().join("base-2"), 2, &orig);
+    let advised = night(&tmp.path().join("advised-2"), 2, &cfg);
+    let out = |t: &Value, h: &str, k: &str| host(t, h)["outcome"][k].as_u64().unwrap();
+    for name in raised {
+        assert_eq!(
+            before.policy(name, None).fail_max,
+            2,
+            "{name}: only the mistuned"
+        );
+        assert!(after.policy(name, None).fail_max <= 4, "{name}: one step");
+        assert!(
+            out(&advised, name, "opens_outside_incidents")
+                < out(&base, name, "opens_outside_incidents"),
+            "{name}: {} opens outside incidents against {}",
+            out(&advised, name, "opens_outside_incidents"),
+            out(&base, name, "opens_outside_incidents")
+        );
+        assert!(
+            out(&advised, name, "successes") >= out(&base, name, "successes"),
+            "{name}: {} successful requests against {}",
+            out(&advised, name, "successes"),
+            out(&base, name, "successes")
+        );
+    }
 }
