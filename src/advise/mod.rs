@@ -541,10 +541,10 @@ fn hold_reversals(
 /// `Figures::cost`: calls blocked while the host was healthy plus failed calls let
 /// through during incidents. The best grid point (ties: the heuristic's reset_timeout_s
 /// and success_threshold, which the evidence chose when the replay cannot tell, then
-/// the fail_max nearest the heuristic proposal) replaces the proposal if it costs less than the current settings; else all
-/// the host's breaker proposals are dropped and the host is held with both costs. A
-/// fail_max change names every candidate it was chosen from, with its expected false
-/// opens a day and its replayed outcomes.
+/// the fail_max nearest the heuristic proposal) replaces the proposal if it costs less
+/// than the current settings; else all the host's breaker proposals are dropped and the
+/// host is held with both costs. A fail_max change names every candidate it was chosen
+/// from, with its expected false opens a day and its replayed outcomes.
 fn replay_gate(
     h: &HostEvidence,
     proposals: Vec<Proposal>,
@@ -794,9 +794,9 @@ impl<'a> Background<'a> {
 /// breaker: `Background::floor`) and at most the typical burst inside incidents (so an
 /// outage trips it). Noise that trips the breaker more often than the budget raises it
 /// even when the outages' bursts are short (the replay weighs the two); otherwise no
-/// change when no value does both. No incidents: only ever raised, when noise trips it. The replay check then chooses among the candidates
-/// between the current value and this one, weighing the false opens against the
-/// failures let in.
+/// change when no value does both. No incidents: only ever raised, when noise trips
+/// it. The replay check then chooses among the candidates between the current value
+/// and this one, weighing the false opens against the failures let in.
 fn fail_max_rule(
     h: &HostEvidence,
     cur: &Policy,
