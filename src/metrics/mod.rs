@@ -818,31 +818,47 @@ fn rate_windows(
         breaker_scope: Scope::Process,
         ..opts.crawler.clone()
     };
-    // Collected once: the windows and both kinds of limiter spans read them.
+    // One pass over the rows, to counts per process and bucket (a few per bucket, however
+    // many calls): the windows and both kinds of limiter spans are read from them.
+    let per_bucket = [
+        col("host"),
+        col("role"),
+        col("bucket"),
+        col("process"),
+        col("source"),
+    ];
     let net = collect(
-        with_instance(events.filter(col("is_net")), &per_process).select([
-            col("host"),
-            col("role"),
-            ((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us))
-                .alias("bucket"),
-            col("instance").alias("process"),
-            col("source"),
-            col("attempts"),
-            col("attempts_429"),
-            col("method"),
-        ]),
+        with_instance(events.filter(col("is_net")), &per_process)
+            .select([
+                col("host"),
+                col("role"),
+                ((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us))
+                    .alias("bucket"),
+                col("instance").alias("process"),
+                col("source"),
+                col("attempts"),
+                col("attempts_429"),
+                col("method"),
+            ])
+            .group_by(per_bucket)
+            .agg([
+                len().cast(DataType::Int64).alias("requests"),
+                sum_as("attempts", "attempts"),
+                sum_as("attempts_429", "attempts_429"),
+                col("attempts")
+                    .filter(col("method").eq(lit("HEAD")))
+                    .sum()
+                    .cast(DataType::Int64)
+                    .alias("attempts_head"),
+            ]),
     )?
     .lazy();
     let keys = [col("host"), col("role"), col("bucket")];
     let windows = net.clone().group_by(keys.clone()).agg([
-        len().cast(DataType::Int64).alias("requests"),
+        sum_as("requests", "requests"),
         sum_as("attempts", "attempts"),
         sum_as("attempts_429", "attempts_429"),
-        col("attempts")
-            .filter(col("method").eq(lit("HEAD")))
-            .sum()
-            .cast(DataType::Int64)
-            .alias("attempts_head"),
+        sum_as("attempts_head", "attempts_head"),
     ]);
     let windows = collect(windows)?.lazy();
     // A limiter runs from its first call to its last: count the spans covering a bucket.

@@ -2,7 +2,7 @@
 //! transitions and the incidents, shaped from lazy frames of the dataset (the pipeline
 //! opens the scans) into [`HostTraffic`], with the recorded breaker's gaps filled.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use polars::prelude::*;
 use serde::Serialize;
@@ -285,26 +285,26 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     } = input;
     let (ws, we) = (w0 as f64 / 1e6, w1 as f64 / 1e6);
     let hours = (we - ws) / 3600.0;
-    let events = crate::metrics::collect(
-        crate::metrics::with_instance(events, model)
-            .filter(crate::metrics::breaker_counted())
-            .select([
-                col("host"),
-                col("role").fill_null(lit("")),
-                col("instance"),
-                col("source"),
-                col("ts").cast(DataType::Int64).alias("t"),
-                col("id").cast(DataType::Int64),
-                col("outcome").cast(DataType::Int64),
-                col("retried_failures"),
-                col("is_net"),
-                when(col("status").eq(lit(429)).or(col("status").eq(lit(503))))
-                    .then(col("retry_after_s").cast(DataType::Float64))
-                    .otherwise(lit(NULL).cast(DataType::Float64))
-                    .alias("ra"),
-                col("elapsed_ms").cast(DataType::Float64).alias("elapsed"),
-            ]),
-    )?;
+    // The calls stream in batch by batch (`Rows`): a host's calls are held as `Call`s,
+    // never as a frame of the window's rows with their strings.
+    let events = crate::metrics::with_instance(events, model)
+        .filter(crate::metrics::breaker_counted())
+        .select([
+            col("host"),
+            col("role").fill_null(lit("")),
+            col("instance"),
+            col("source"),
+            col("ts").cast(DataType::Int64).alias("t"),
+            col("id").cast(DataType::Int64),
+            col("outcome").cast(DataType::Int64),
+            col("retried_failures").cast(DataType::Int64),
+            col("is_net"),
+            when(col("status").eq(lit(429)).or(col("status").eq(lit(503))))
+                .then(col("retry_after_s").cast(DataType::Float64))
+                .otherwise(lit(NULL).cast(DataType::Float64))
+                .alias("ra"),
+            col("elapsed_ms").cast(DataType::Float64).alias("elapsed"),
+        ]);
     let transitions = crate::metrics::collect(
         crate::metrics::with_instance(crate::metrics::dedupe_transitions(transitions), model)
             .filter(col("scope").eq(lit("host")).or(col("scope").is_null()))
@@ -323,135 +323,43 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
                 SortMultipleOptions::default(),
             ),
     )?;
-
-    let logged = crate::metrics::collect(
-        crate::metrics::with_instance(
-            outcomes.filter(col("scope").eq(lit("host")).or(col("scope").is_null())),
-            model,
-        )
-        .filter(col("outcome").is_not_null())
-        .select([
-            col("host"),
-            col("instance"),
-            col("source"),
-            col("ts").cast(DataType::Int64).alias("t"),
-            col("id").cast(DataType::Int64),
-            col("outcome").eq(lit("failure")).alias("failed"),
-        ]),
-    )?;
-    // (host, instance) pairs replayed from their logged outcomes.
-    let lh = logged.column("host")?.str()?;
-    let li = logged.column("instance")?.str()?;
-    let logged_instances: std::collections::HashSet<(&str, &str)> = (0..logged.height())
-        .map(|i| (lh.get(i).unwrap_or_default(), li.get(i).unwrap_or_default()))
-        .collect();
-
+    let logged = crate::metrics::with_instance(
+        outcomes.filter(col("scope").eq(lit("host")).or(col("scope").is_null())),
+        model,
+    )
+    .filter(col("outcome").is_not_null())
+    .select([
+        col("host"),
+        col("instance"),
+        col("source"),
+        col("ts").cast(DataType::Int64).alias("t"),
+        col("id").cast(DataType::Int64),
+        col("outcome").eq(lit("failure")).alias("failed"),
+    ]);
+    // The logged outcomes first: an instance that logged them is replayed from them, and
+    // its rows are skipped.
+    let rows = std::sync::Arc::new(std::sync::Mutex::new(Rows::default()));
+    stream(logged, &rows, Rows::add_logged)?;
+    stream(events, &rows, Rows::add_events)?;
+    let rows = std::mem::take(&mut *rows.lock().map_err(poisoned)?);
+    let Rows {
+        hosts: rows,
+        sources,
+        logged: logged_instances,
+    } = rows;
     // Sources ranked by name (those of the calls and of the logged outcomes): the
-    // tie-break of calls at the same instant.
-    let src = events.column("source")?.str()?;
-    let logged_src = logged.column("source")?.str()?;
-    let mut ranks: BTreeMap<&str, u64> = src
-        .iter()
-        .chain(logged_src.iter())
-        .flatten()
-        .map(|s| (s, 0))
-        .collect();
-    for (r, v) in ranks.values_mut().enumerate() {
-        *v = r as u64;
+    // tie-break of calls at the same instant. Provisional code 0 is a row without one.
+    let mut by_name: Vec<(&String, u64)> = sources.iter().map(|(s, c)| (s, *c)).collect();
+    by_name.sort();
+    let mut rank = vec![0u64; sources.len() + 1];
+    for (r, (_, code)) in by_name.iter().enumerate() {
+        rank[*code as usize] = r as u64;
     }
-
-    /// One host's rows while they are read: calls with provisional instance codes (in
-    /// the order instances were first seen), and network calls per role.
-    #[derive(Default)]
-    struct HostRows<'a> {
-        calls: Vec<Call>,
-        instances: Vec<&'a str>,
-        codes: std::collections::HashMap<&'a str, u32>,
-        roles: BTreeMap<&'a str, u64>,
-    }
-    impl<'a> HostRows<'a> {
-        /// The provisional code of an instance, given on first sight.
-        fn code(&mut self, name: &'a str) -> u32 {
-            if let Some(c) = self.codes.get(name) {
-                return *c;
-            }
-            let c = self.instances.len() as u32;
-            self.instances.push(name);
-            self.codes.insert(name, c);
-            c
-        }
-    }
-    let mut rows: BTreeMap<&str, HostRows<'_>> = BTreeMap::new();
-    let h = events.column("host")?.str()?;
-    let role = events.column("role")?.str()?;
-    let inst = events.column("instance")?.str()?;
-    let t = events.column("t")?.i64()?;
-    let id = events.column("id")?.i64()?;
-    let outcome = events.column("outcome")?.i64()?;
-    let retried = events
-        .column("retried_failures")?
-        .as_materialized_series()
-        .cast(&DataType::Int64)?;
-    let retried = retried.i64()?;
-    let net = events.column("is_net")?.bool()?;
-    let ra = events.column("ra")?.f64()?;
-    let el = events.column("elapsed")?.f64()?;
-    for i in 0..events.height() {
-        let host = h.get(i).unwrap_or_default();
-        let name = inst.get(i).unwrap_or_default();
-        if logged_instances.contains(&(host, name)) {
-            continue;
-        }
-        let hr = rows.entry(host).or_default();
-        let code = hr.code(name);
-        if net.get(i).unwrap_or(false)
-            && let Some(r) = role.get(i).filter(|r| !r.is_empty())
-        {
-            *hr.roles.entry(r).or_default() += 1;
-        }
-        let rank = src.get(i).and_then(|s| ranks.get(s)).copied().unwrap_or(0);
-        hr.calls.push(Call {
-            t_s: us_to_s(t.get(i).unwrap_or(0)),
-            instance: code,
-            retried_failures: retried.get(i).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
-            outcome: match outcome.get(i) {
-                Some(1) => Outcome::Failure,
-                Some(_) => Outcome::Success,
-                None => Outcome::Uncounted,
-            },
-            retry_after_s: ra.get(i),
-            elapsed_s: el.get(i).unwrap_or(0.0).max(0.0) / 1000.0,
-            synthetic: false,
-            exact: false,
-            seq: (rank << 40) | (id.get(i).unwrap_or(0) as u64 & ((1 << 40) - 1)),
-        });
-    }
-    let ls = logged.column("source")?.str()?;
-    let lt = logged.column("t")?.i64()?;
-    let lid = logged.column("id")?.i64()?;
-    let lf = logged.column("failed")?.bool()?;
-    for i in 0..logged.height() {
-        let hr = rows.entry(lh.get(i).unwrap_or_default()).or_default();
-        let name = li.get(i).unwrap_or_default();
-        let code = hr.code(name);
-        let rank = ls.get(i).and_then(|s| ranks.get(s)).copied().unwrap_or(0);
-        hr.calls.push(Call {
-            t_s: us_to_s(lt.get(i).unwrap_or(0)),
-            instance: code,
-            retried_failures: 0,
-            outcome: if lf.get(i).unwrap_or(false) {
-                Outcome::Failure
-            } else {
-                Outcome::Success
-            },
-            retry_after_s: None,
-            elapsed_s: 0.0,
-            synthetic: false,
-            exact: true,
-            seq: (rank << 40) | (lid.get(i).unwrap_or(0) as u64 & ((1 << 40) - 1)),
-        });
-    }
-
+    let is_logged = |host: &str, name: &str| {
+        logged_instances
+            .get(host)
+            .is_some_and(|names| names.contains(name))
+    };
     // Transitions per host and instance, in time order.
     struct Transition {
         instance: String,
@@ -497,12 +405,11 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     let replay_model = ReplayModel::from(model);
     let mut hosts = Vec::new();
     for (host, host_rows) in rows {
-        let host = host.to_owned();
         let host_transitions = recorded_transitions.remove(&host).unwrap_or_default();
         let mut instances: Vec<String> = host_rows
             .instances
             .iter()
-            .map(|n| (*n).to_owned())
+            .cloned()
             .chain(host_transitions.iter().map(|t| t.instance.clone()))
             .collect();
         instances.sort();
@@ -520,7 +427,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
             .iter()
             .fold(None::<(&str, u64)>, |best, (r, n)| match best {
                 Some((_, b)) if b >= *n => best,
-                _ => Some((r, *n)),
+                _ => Some((r.as_str(), *n)),
             })
             .map(|(r, _)| r.to_owned());
         let policy = ReplayPolicy::from_config(
@@ -528,9 +435,12 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
             config.rolling,
         );
 
+        // The rows' calls, then the logged outcomes', as they were read.
         let mut recorded_calls = host_rows.calls;
+        recorded_calls.extend(host_rows.logged_calls);
         for c in &mut recorded_calls {
             c.instance = remap[c.instance as usize];
+            c.seq = (rank[(c.seq >> SEQ_ID_BITS) as usize] << SEQ_ID_BITS) | (c.seq & SEQ_ID_MASK);
         }
         recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
         let hidden = hidden_failures(
@@ -651,10 +561,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
             })
             .collect();
         let calls = fill_gaps(recorded_calls, &gaps, &incs, background, &rates);
-        let n_logged = instances
-            .iter()
-            .filter(|n| logged_instances.contains(&(host.as_str(), n.as_str())))
-            .count();
+        let n_logged = instances.iter().filter(|n| is_logged(&host, n)).count();
         hosts.push(HostTraffic {
             host,
             inferred_failures: inferred,
@@ -671,4 +578,318 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         model: replay_model,
         hosts,
     })
+}
+
+/// A call's `seq`: its source's rank above the low bits of its row id.
+const SEQ_ID_BITS: u32 = 40;
+const SEQ_ID_MASK: u64 = (1 << SEQ_ID_BITS) - 1;
+/// Rows per batch while the calls stream in.
+const BATCH_ROWS: usize = 65_536;
+
+/// Every host's calls while the rows stream in, batch by batch. Names are interned per
+/// host; a call's `seq` holds its source's provisional code until the sources are
+/// ranked.
+#[derive(Default)]
+struct Rows {
+    hosts: BTreeMap<String, HostRows>,
+    /// Provisional source codes, from 1 in the order first seen (0: a row without one).
+    sources: HashMap<String, u64>,
+    /// Each host's instances replayed from their logged outcomes.
+    logged: HashMap<String, HashSet<String>>,
+}
+
+/// One host's calls with provisional instance codes (in the order instances were first
+/// seen), and its network calls per role.
+#[derive(Default)]
+struct HostRows {
+    calls: Vec<Call>,
+    logged_calls: Vec<Call>,
+    instances: Vec<String>,
+    codes: HashMap<String, u32>,
+    roles: BTreeMap<String, u64>,
+}
+
+impl HostRows {
+    /// The provisional code of an instance, given on first sight.
+    fn code(&mut self, name: &str) -> u32 {
+        if let Some(c) = self.codes.get(name) {
+            return *c;
+        }
+        let c = self.instances.len() as u32;
+        self.instances.push(name.to_owned());
+        self.codes.insert(name.to_owned(), c);
+        c
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> PolarsError {
+    polars_err!(ComputeError: "a batch of calls failed to load")
+}
+
+/// Runs `query` on the streaming engine and hands each batch of its rows to `add`.
+fn stream(
+    query: LazyFrame,
+    rows: &std::sync::Arc<std::sync::Mutex<Rows>>,
+    add: fn(&mut Rows, &DataFrame) -> PolarsResult<()>,
+) -> PolarsResult<()> {
+    let sink = rows.clone();
+    query
+        .sink_batches(
+            PlanCallback::new(move |df: DataFrame| {
+                add(&mut *sink.lock().map_err(poisoned)?, &df)?;
+                Ok(false)
+            }),
+            true,
+            std::num::NonZeroUsize::new(BATCH_ROWS),
+        )?
+        .collect_with_engine(Engine::Streaming)?;
+    Ok(())
+}
+
+impl Rows {
+    fn host(&mut self, host: &str) -> &mut HostRows {
+        if !self.hosts.contains_key(host) {
+            self.hosts.insert(host.to_owned(), HostRows::default());
+        }
+        self.hosts.get_mut(host).expect("inserted")
+    }
+
+    /// A source's provisional code.
+    fn source(&mut self, source: Option<&str>) -> u64 {
+        let Some(s) = source else { return 0 };
+        if let Some(c) = self.sources.get(s) {
+            return *c;
+        }
+        let c = self.sources.len() as u64 + 1;
+        self.sources.insert(s.to_owned(), c);
+        c
+    }
+
+    /// A batch of the window's rows the breakers counted.
+    fn add_events(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        let h = df.column("host")?.str()?;
+        let role = df.column("role")?.str()?;
+        let inst = df.column("instance")?.str()?;
+        let src = df.column("source")?.str()?;
+        let t = df.column("t")?.i64()?;
+        let id = df.column("id")?.i64()?;
+        let outcome = df.column("outcome")?.i64()?;
+        let retried = df.column("retried_failures")?.i64()?;
+        let net = df.column("is_net")?.bool()?;
+        let ra = df.column("ra")?.f64()?;
+        let el = df.column("elapsed")?.f64()?;
+        for i in 0..df.height() {
+            let host = h.get(i).unwrap_or_default();
+            let name = inst.get(i).unwrap_or_default();
+            if self
+                .logged
+                .get(host)
+                .is_some_and(|names| names.contains(name))
+            {
+                continue;
+            }
+            let source = self.source(src.get(i));
+            let hr = self.host(host);
+            let code = hr.code(name);
+            if net.get(i).unwrap_or(false)
+                && let Some(r) = role.get(i).filter(|r| !r.is_empty())
+            {
+                match hr.roles.get_mut(r) {
+                    Some(n) => *n += 1,
+                    None => {
+                        hr.roles.insert(r.to_owned(), 1);
+                    }
+                }
+            }
+            hr.calls.push(Call {
+                t_s: us_to_s(t.get(i).unwrap_or(0)),
+                instance: code,
+                retried_failures: retried.get(i).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                outcome: match outcome.get(i) {
+                    Some(1) => Outcome::Failure,
+                    Some(_) => Outcome::Success,
+                    None => Outcome::Uncounted,
+                },
+                retry_after_s: ra.get(i),
+                elapsed_s: el.get(i).unwrap_or(0.0).max(0.0) / 1000.0,
+                synthetic: false,
+                exact: false,
+                seq: (source << SEQ_ID_BITS) | (id.get(i).unwrap_or(0) as u64 & SEQ_ID_MASK),
+            });
+        }
+        Ok(())
+    }
+
+    /// A batch of the outcomes the breakers logged themselves.
+    fn add_logged(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        let h = df.column("host")?.str()?;
+        let inst = df.column("instance")?.str()?;
+        let src = df.column("source")?.str()?;
+        let t = df.column("t")?.i64()?;
+        let id = df.column("id")?.i64()?;
+        let failed = df.column("failed")?.bool()?;
+        for i in 0..df.height() {
+            let host = h.get(i).unwrap_or_default();
+            let name = inst.get(i).unwrap_or_default();
+            match self.logged.get_mut(host) {
+                Some(names) => {
+                    if !names.contains(name) {
+                        names.insert(name.to_owned());
+                    }
+                }
+                None => {
+                    self.logged
+                        .insert(host.to_owned(), HashSet::from([name.to_owned()]));
+                }
+            }
+            let source = self.source(src.get(i));
+            let hr = self.host(host);
+            let code = hr.code(name);
+            hr.logged_calls.push(Call {
+                t_s: us_to_s(t.get(i).unwrap_or(0)),
+                instance: code,
+                retried_failures: 0,
+                outcome: if failed.get(i).unwrap_or(false) {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                },
+                retry_after_s: None,
+                elapsed_s: 0.0,
+                synthetic: false,
+                exact: true,
+                seq: (source << SEQ_ID_BITS) | (id.get(i).unwrap_or(0) as u64 & SEQ_ID_MASK),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::parquet::table_schema;
+    use crate::telemetry::schema::{BREAKER_OUTCOMES, BREAKER_TRANSITIONS};
+
+    /// Rows of `http_events`: (source, run, id, status), all at the same instant.
+    fn events(rows: &[(&str, &str, i64, i64)]) -> LazyFrame {
+        let n = rows.len();
+        let ts = Series::new("ts".into(), vec![5_000_000i64; n])
+            .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+            .expect("timestamps");
+        df!(
+            "source" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "run_id" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            "id" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            "status" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            "host" => vec!["h.example"; n],
+            "role" => vec!["metadata"; n],
+            "method" => vec!["GET"; n],
+            "from_cache" => vec![false; n],
+            "error" => vec![None::<&str>; n],
+            "retry_after_s" => vec![None::<i64>; n],
+            "retry_count" => vec![0i64; n],
+            "breaker_recorded" => vec![None::<&str>; n],
+            "elapsed_ms" => vec![10i64; n],
+        )
+        .expect("events")
+        .lazy()
+        .with_column(lit(ts).alias("ts"))
+    }
+
+    fn traffic(events: LazyFrame, outcomes: LazyFrame) -> Traffic {
+        let config = BreakerConfig::parse(
+            "defaults:\n  fail_max: 5\n  reset_timeout_s: 60\n",
+            std::path::Path::new("breakers.yaml"),
+        )
+        .expect("config");
+        let model = CrawlerModel::default();
+        let incidents = df!(
+            "host" => Vec::<&str>::new(),
+            "start" => Vec::<i64>::new(),
+            "end" => Vec::<i64>::new(),
+        )
+        .expect("incidents");
+        let transitions = DataFrame::empty_with_schema(&table_schema(&BREAKER_TRANSITIONS));
+        build(TrafficInput {
+            events: crate::metrics::classify(events, &config, &model),
+            transitions: transitions.lazy(),
+            outcomes,
+            incidents: &incidents,
+            window_us: (0, 3_600_000_000),
+            config: &config,
+            model: &model,
+        })
+        .expect("traffic")
+    }
+
+    #[test]
+    fn calls_at_one_instant_are_ordered_by_source_name_not_by_the_order_read() {
+        // "zeta" is read first; "alpha" sorts first, and so do its calls.
+        let outcomes = DataFrame::empty_with_schema(&table_schema(&BREAKER_OUTCOMES)).lazy();
+        let t = traffic(
+            events(&[
+                ("zeta", "r1", 1, 500),
+                ("alpha", "r1", 9, 200),
+                ("zeta", "r1", 2, 200),
+            ]),
+            outcomes,
+        );
+        let host = &t.hosts[0];
+        let names: Vec<&str> = host
+            .calls
+            .iter()
+            .map(|c| host.instances[c.instance as usize].as_str())
+            .collect();
+        assert_eq!(names, ["alpha\u{1f}r1", "zeta\u{1f}r1", "zeta\u{1f}r1"]);
+        let ids: Vec<u64> = host.calls.iter().map(|c| c.seq & SEQ_ID_MASK).collect();
+        assert_eq!(ids, [9, 1, 2]);
+        let ranks: Vec<u64> = host.calls.iter().map(|c| c.seq >> SEQ_ID_BITS).collect();
+        assert_eq!(ranks, [0, 1, 1]);
+        assert_eq!(host.calls[1].outcome, Outcome::Failure);
+    }
+
+    #[test]
+    fn an_instance_that_logged_its_outcomes_is_replayed_from_them_not_from_its_rows() {
+        let outcomes = df!(
+            "source" => ["mid", "mid"],
+            "id" => [1i64, 2],
+            "host" => ["h.example", "h.example"],
+            "run_id" => ["r2", "r2"],
+            "scope" => [None::<&str>, None],
+            "outcome" => ["failure", "success"],
+        )
+        .expect("outcomes")
+        .lazy()
+        .with_column(
+            lit(5_000_000i64)
+                .cast(DataType::Datetime(TimeUnit::Microseconds, None))
+                .alias("ts"),
+        );
+        let t = traffic(
+            events(&[("mid", "r2", 7, 500), ("alpha", "r1", 3, 200)]),
+            outcomes,
+        );
+        let host = &t.hosts[0];
+        assert_eq!(host.logged_instances, 1);
+        let summary: Vec<(&str, bool, Outcome)> = host
+            .calls
+            .iter()
+            .map(|c| {
+                (
+                    host.instances[c.instance as usize].as_str(),
+                    c.exact,
+                    c.outcome,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("alpha\u{1f}r1", false, Outcome::Success),
+                ("mid\u{1f}r2", true, Outcome::Failure),
+                ("mid\u{1f}r2", true, Outcome::Success),
+            ]
+        );
+    }
 }
