@@ -341,12 +341,8 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     let rows = std::sync::Arc::new(std::sync::Mutex::new(Rows::default()));
     stream(logged, &rows, Rows::add_logged)?;
     stream(events, &rows, Rows::add_events)?;
-    let rows = std::mem::take(&mut *rows.lock().map_err(poisoned)?);
-    let Rows {
-        hosts: rows,
-        sources,
-        logged: logged_instances,
-    } = rows;
+    let mut rows = std::mem::take(&mut *rows.lock().map_err(poisoned)?);
+    let sources = &rows.sources;
     // Sources ranked by name (those of the calls and of the logged outcomes): the
     // tie-break of calls at the same instant. Provisional code 0 is a row without one.
     let mut by_name: Vec<(&String, u64)> = sources.iter().map(|(s, c)| (s, *c)).collect();
@@ -355,11 +351,6 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     for (r, (_, code)) in by_name.iter().enumerate() {
         rank[*code as usize] = r as u64;
     }
-    let is_logged = |host: &str, name: &str| {
-        logged_instances
-            .get(host)
-            .is_some_and(|names| names.contains(name))
-    };
     // Transitions per host and instance, in time order.
     struct Transition {
         instance: String,
@@ -404,7 +395,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
 
     let replay_model = ReplayModel::from(model);
     let mut hosts = Vec::new();
-    for (host, host_rows) in rows {
+    for (host, host_rows) in std::mem::take(&mut rows.hosts) {
         let host_transitions = recorded_transitions.remove(&host).unwrap_or_default();
         let mut instances: Vec<String> = host_rows
             .instances
@@ -440,7 +431,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         recorded_calls.extend(host_rows.logged_calls);
         for c in &mut recorded_calls {
             c.instance = remap[c.instance as usize];
-            c.seq = (rank[(c.seq >> SEQ_ID_BITS) as usize] << SEQ_ID_BITS) | (c.seq & SEQ_ID_MASK);
+            c.seq = seq(rank[(c.seq >> SEQ_ID_BITS) as usize], c.seq & SEQ_ID_MASK);
         }
         recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
         let hidden = hidden_failures(
@@ -561,7 +552,10 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
             })
             .collect();
         let calls = fill_gaps(recorded_calls, &gaps, &incs, background, &rates);
-        let n_logged = instances.iter().filter(|n| is_logged(&host, n)).count();
+        let n_logged = instances
+            .iter()
+            .filter(|n| rows.is_logged(&host, n))
+            .count();
         hosts.push(HostTraffic {
             host,
             inferred_failures: inferred,
@@ -583,6 +577,12 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
 /// A call's `seq`: its source's rank above the low bits of its row id.
 const SEQ_ID_BITS: u32 = 40;
 const SEQ_ID_MASK: u64 = (1 << SEQ_ID_BITS) - 1;
+
+/// The `seq` of a call: `source` (its rank, or provisional code) above the row id's low
+/// bits.
+fn seq(source: u64, id: u64) -> u64 {
+    (source << SEQ_ID_BITS) | (id & SEQ_ID_MASK)
+}
 /// Rows per batch while the calls stream in.
 const BATCH_ROWS: usize = 65_536;
 
@@ -647,6 +647,13 @@ fn stream(
 }
 
 impl Rows {
+    /// Whether an instance of `host` is replayed from its logged outcomes.
+    fn is_logged(&self, host: &str, name: &str) -> bool {
+        self.logged
+            .get(host)
+            .is_some_and(|names| names.contains(name))
+    }
+
     fn host(&mut self, host: &str) -> &mut HostRows {
         if !self.hosts.contains_key(host) {
             self.hosts.insert(host.to_owned(), HostRows::default());
@@ -681,11 +688,7 @@ impl Rows {
         for i in 0..df.height() {
             let host = h.get(i).unwrap_or_default();
             let name = inst.get(i).unwrap_or_default();
-            if self
-                .logged
-                .get(host)
-                .is_some_and(|names| names.contains(name))
-            {
+            if self.is_logged(host, name) {
                 continue;
             }
             let source = self.source(src.get(i));
@@ -714,7 +717,7 @@ impl Rows {
                 elapsed_s: el.get(i).unwrap_or(0.0).max(0.0) / 1000.0,
                 synthetic: false,
                 exact: false,
-                seq: (source << SEQ_ID_BITS) | (id.get(i).unwrap_or(0) as u64 & SEQ_ID_MASK),
+                seq: seq(source, id.get(i).unwrap_or(0) as u64),
             });
         }
         Ok(())
@@ -758,7 +761,7 @@ impl Rows {
                 elapsed_s: 0.0,
                 synthetic: false,
                 exact: true,
-                seq: (source << SEQ_ID_BITS) | (id.get(i).unwrap_or(0) as u64 & SEQ_ID_MASK),
+                seq: seq(source, id.get(i).unwrap_or(0) as u64),
             });
         }
         Ok(())
