@@ -27,7 +27,7 @@ use crate::crawler::{CrawlerModel, Scope};
 pub const US_PER_S: i64 = 1_000_000;
 
 /// The `http_events` columns the metrics read.
-const EVENT_COLUMNS: [&str; 14] = [
+pub const EVENT_COLUMNS: [&str; 14] = [
     "host",
     "role",
     "method",
@@ -66,12 +66,6 @@ pub struct AnalyzeOptions {
     /// The most rows of the window one group of hosts holds in memory (see
     /// [`crate::groups`]); `u64::MAX`: every host at once.
     pub group_rows: u64,
-    /// Where the groups' rows are spilled (a hidden folder inside it, removed after);
-    /// default: the system's temporary folder.
-    pub scratch: Option<std::path::PathBuf>,
-    /// The dataset the frames scan: with several groups, its part files are read a
-    /// slice at a time (without it, the frames are).
-    pub dataset: Option<std::path::PathBuf>,
     /// When the fleet's data begins (epoch µs; the export manifest's first call of every
     /// host, which every shard counts alike): the baseline is covered from there. None:
     /// from the first call in the frames' baseline.
@@ -90,9 +84,7 @@ impl Default for AnalyzeOptions {
             baseline_s: None,
             crawler: CrawlerModel::default(),
             group_rows: crate::groups::rows_for_budget(crate::groups::DEFAULT_BUDGET),
-            scratch: None,
             data_start_us: None,
-            dataset: None,
         }
     }
 }
@@ -277,7 +269,7 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
         .otherwise(lit(0i64));
     let retried_status = when(retryable(col("status")))
         .then(col("status"))
-        .otherwise(col("hour_retry_status").fill_null(col("host_retry_status")));
+        .otherwise(col("estimated_retry_status"));
     let retried_fail = retried_status
         .clone()
         .is_in(failure_list, false)
@@ -309,8 +301,11 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
             .otherwise(lit(0i64))
             + when(status).then(retried.clone()).otherwise(lit(0i64))
     };
-    events
-        .with_column(hour)
+    // The estimate of each row, joined on the two key columns alone (a join gathers
+    // every column it carries) and set beside the rows.
+    let estimated = events
+        .clone()
+        .select([col("host"), hour])
         .join(retry_status, [col("host")], [col("host")], left_join())
         .join(
             retry_status_hour,
@@ -318,6 +313,11 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
             [col("host"), col("retry_hour")],
             left_join(),
         )
+        .select([col("hour_retry_status")
+            .fill_null(col("host_retry_status"))
+            .alias("estimated_retry_status")]);
+    concat_lf_horizontal([events, estimated], HConcatOptions::default())
+        .expect("frames of one height")
         .with_columns([
             net.clone().alias("is_net"),
             net.clone().and(exception).alias("is_timeout"),
@@ -355,11 +355,18 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
                     .otherwise(lit(0i64)))
             .alias("breaker_failures"),
         ])
-        .drop(cols([
-            "host_retry_status",
-            "hour_retry_status",
-            "retry_hour",
-        ]))
+        .drop(cols(["estimated_retry_status"]))
+}
+
+/// Rows read into memory (a group's, once), classified: on the streaming engine, which
+/// evaluates the classification a morsel at a time (the in-memory engine held several
+/// full-length temporaries of every new column at once).
+pub fn classified(
+    rows: DataFrame,
+    config: &BreakerConfig,
+    model: &CrawlerModel,
+) -> PolarsResult<DataFrame> {
+    collect(classify(rows.lazy(), config, model))
 }
 
 /// The latest event time in the data, the default end of the window.
@@ -494,6 +501,10 @@ pub fn analyze(
     opts: &AnalyzeOptions,
 ) -> PolarsResult<Metrics> {
     use crate::groups;
+    let clock = std::time::Instant::now();
+    let lap = |step: &str| {
+        tracing::debug!(step, elapsed_s = clock.elapsed().as_secs_f64(), "analyze");
+    };
     let end_us = match opts.now_us {
         Some(n) => n,
         // The window is half-open; the latest event must be inside it.
@@ -520,11 +531,9 @@ pub fn analyze(
             DataType::String,
         )])),
     };
-    let (raw_events, raw_outcomes) = (window.days(events), window.days(outcomes));
-    let event_rows = |lf: LazyFrame| window.times(lf).select(EVENT_COLUMNS.map(col));
-    let outcome_rows = |lf: LazyFrame| window.times(lf);
-    let events = event_rows(raw_events.clone());
-    let outcomes = outcome_rows(raw_outcomes.clone());
+    lap("baseline");
+    let events = window.select(events).select(EVENT_COLUMNS.map(col));
+    let outcomes = window.select(outcomes);
     let transitions = window.select(transitions);
     let hosts = HostFrames {
         config,
@@ -539,48 +548,25 @@ pub fn analyze(
         .map(|(h, n)| (h, n + buckets))
         .collect();
     let groups = groups::plan(&counts, opts.group_rows);
-    // A group over the budget (one host larger than it) is read lazily, not held.
-    let weights: std::collections::HashMap<&str, u64> =
-        counts.iter().map(|(h, n)| (h.as_str(), *n)).collect();
-    let weight = |g: &[String]| -> u64 { g.iter().map(|h| weights[h.as_str()]).sum() };
-    if groups.len() <= 1 {
-        let hold = groups.first().is_none_or(|g| weight(g) <= opts.group_rows);
-        let mut m = hosts.analyze(events, transitions, outcomes, hold)?;
-        m.rechunk();
-        return Ok(m);
-    }
-    let scratch = groups::Scratch::new(&opts.scratch.clone().unwrap_or_else(std::env::temp_dir));
-    let dir = scratch.path();
-    let spill = |raw: LazyFrame,
-                 spec: &crate::telemetry::schema::TableSpec,
-                 rows: &dyn Fn(LazyFrame) -> LazyFrame,
-                 name: &str|
-     -> PolarsResult<groups::Spill> {
-        let empty = DataFrame::empty_with_schema(&crate::telemetry::parquet::table_schema(spec));
-        let scans = match &opts.dataset {
-            Some(d) => crate::telemetry::parquet::part_scans(d, spec, window.day_range())
-                .map_err(|e| polars_err!(ComputeError: "{e:#}"))?,
-            None => vec![(format!("the {} frame", spec.name), raw)],
-        };
-        groups::spill(&scans, empty.lazy(), rows, &groups, &dir.join(name))
-    };
-    use crate::telemetry::schema::{BREAKER_OUTCOMES, HTTP_EVENTS};
-    let spilled_events = spill(raw_events, &HTTP_EVENTS, &event_rows, "events")?;
-    let spilled_outcomes = spill(raw_outcomes, &BREAKER_OUTCOMES, &outcome_rows, "outcomes")?;
+    lap("host counts");
+    // Each group reads its own rows from the scans (a host range the Parquet reader
+    // filters while it decodes), so no group holds another's.
     let mut all: Option<Metrics> = None;
-    for (k, group) in groups.iter().enumerate() {
+    for k in 0..groups.len().max(1) {
+        let only = groups::in_group(&groups, k);
         let part = hosts.analyze(
-            spilled_events.scan(k)?,
-            transitions.clone().filter(groups::in_group(&groups, k)),
-            spilled_outcomes.scan(k)?,
-            weight(group) <= opts.group_rows,
+            events.clone().filter(only.clone()),
+            transitions.clone().filter(only.clone()),
+            outcomes.clone().filter(only),
         )?;
+        groups::release_free_memory();
+        lap("group");
         match &mut all {
             None => all = Some(part),
             Some(m) => m.append(&part)?,
         }
     }
-    let mut all = all.expect("at least two groups");
+    let mut all = all.expect("at least one group");
     all.rechunk();
     Ok(all)
 }
@@ -621,73 +607,105 @@ struct HostFrames<'a> {
 
 impl HostFrames<'_> {
     /// Every table for the hosts of `events` (the window's rows, `EVENT_COLUMNS`), with
-    /// their transitions and logged outcomes in the window. `hold`: the rows fit the
-    /// budget, so they are classified once and held for every table; otherwise each
-    /// table reads them again.
+    /// their transitions and logged outcomes in the window. The rows are read once,
+    /// classified and held: every table reads them (the group's size, not the window's,
+    /// bounds what this holds; see crate::groups).
     fn analyze(
         &self,
         events: LazyFrame,
         transitions: LazyFrame,
         outcomes: LazyFrame,
-        hold: bool,
     ) -> PolarsResult<Metrics> {
         let HostFrames {
             config,
             window,
-            baseline,
             opts,
+            ..
         } = *self;
-        // The group's rows are classified once and held: every table reads them. (The
-        // group's size, not the window's, bounds what this holds; see crate::groups.)
-        let model = &opts.crawler;
-        let events = classify(events, config, model);
-        let events = if hold {
-            collect(events)?.lazy()
-        } else {
-            events
-        };
-        let transitions_in_window = transitions.clone();
-
-        let hosts: Vec<String> = distinct_sorted(&events, "host")?
-            .str()?
-            .iter()
-            .map(|h| h.unwrap_or_default().to_owned())
-            .collect();
-        let policies = policy_frame(config, model, &hosts)?;
         let clock = std::time::Instant::now();
-        let lap = |table: &str| {
-            tracing::debug!(
-                table,
-                hosts = hosts.len(),
-                elapsed_s = clock.elapsed().as_secs_f64(),
-                "analyze"
-            )
-        };
+        // Read first (the classification reads the rows three times); the keys read
+        // the raw columns beside the classification.
+        let raw = collect(events)?;
+        let (rows, keys) = std::thread::scope(|s| {
+            let keys = s.spawn(|| RowKeys::of(&raw));
+            let rows = classified(raw.clone(), config, &opts.crawler);
+            (rows, keys.join().expect("the keys do not panic"))
+        });
+        // The classified rows are new buffers (the streaming engine's): the raw ones go.
+        drop(raw);
+        let (rows, keys) = (rows?, keys?);
+        tracing::debug!(
+            rows = rows.height(),
+            elapsed_s = clock.elapsed().as_secs_f64(),
+            "analyze: rows read and classified"
+        );
+        let hosts: Vec<String> = (0..keys.hosts.values.len() as u32)
+            .map(|h| keys.hosts.name(h))
+            .collect();
+        let policies = policy_frame(config, &opts.crawler, &hosts)?;
+        // The tables computed in plain Rust (bursts, rate windows) run beside the Polars
+        // ones.
+        let logged = outcomes.clone();
+        std::thread::scope(|s| {
+            let bursts = s.spawn(|| -> PolarsResult<(DataFrame, DataFrame)> {
+                let bursts = prefer_logged_bursts(
+                    burst_table(&rows, &keys, opts)?,
+                    logged_bursts(logged, opts)?,
+                )?;
+                let stats = burst_stats(&bursts, &hosts)?;
+                Ok((bursts, stats))
+            });
+            let rate_windows = s.spawn(|| rate_windows(&rows, &keys, window, opts));
+            let events = rows.clone().lazy();
+            let role_counts = role_counts(events.clone())?;
+            let open_failures = open_evidence(transitions.clone(), &policies, window, opts);
+            let host_timeseries = timeseries(events.clone(), open_failures, &hosts, window, opts)?;
+            let host_role_summary = role_counts
+                .clone()
+                .lazy()
+                .with_columns(ratio_columns())
+                .with_columns(attempt_ratio_columns())
+                .sort(["host", "role"], SortMultipleOptions::default())
+                .collect_streaming()?;
+            let transition_stats = transition_stats(transitions, &policies, opts)?;
+            let (bursts, burst_stats) = bursts.join().expect("the bursts do not panic")?;
+            let host_summary = self.host_summary(HostTables {
+                events,
+                role_counts: &role_counts,
+                outcomes,
+                policies: &policies,
+                burst_stats,
+                transition_stats,
+            })?;
+            tracing::debug!(elapsed_s = clock.elapsed().as_secs_f64(), "analyze: tables");
+            Ok(Metrics {
+                window,
+                host_summary,
+                host_role_summary,
+                bursts,
+                host_timeseries,
+                rate_windows: rate_windows
+                    .join()
+                    .expect("the rate windows do not panic")?,
+            })
+        })
+    }
 
-        let logged_by_host = outcomes
-            .clone()
-            .filter(col("scope").is_null().or(col("scope").eq(lit("host"))))
-            .group_by([col("host")])
-            .agg([
-                count_where(
-                    col("outcome").eq(lit("failure")).fill_null(false),
-                    "breaker_failures_logged",
-                ),
-                count_where(col("outcome").is_not_null(), "breaker_outcomes_logged"),
-            ]);
-        let bursts = prefer_logged_bursts(
-            bursts(events.clone(), opts)?,
-            logged_bursts(outcomes, opts)?,
-        )?;
-        lap("bursts");
-        let burst_stats = burst_stats(&bursts, &hosts)?;
-        let transition_stats = transition_stats(transitions, &policies, opts)?;
-        lap("transitions");
-
+    /// `host_summary`: the counts (summed over roles), Retry-After, attempts, logged
+    /// outcomes, settings, bursts, transitions and baseline of each host.
+    fn host_summary(&self, t: HostTables) -> PolarsResult<DataFrame> {
+        let HostTables {
+            events,
+            role_counts,
+            outcomes,
+            policies,
+            burst_stats,
+            transition_stats,
+        } = t;
         let has_retry_after = col("is_net")
             .and(col("status").is_in(list_lit([429, 503]), false))
             .and(col("retry_after_s").is_not_null());
-        let retry_after = col("retry_after_s").filter(has_retry_after.clone());
+        let retry_after = col("retry_after_s");
         let retry_after_aggs = [
             retry_after
                 .clone()
@@ -709,46 +727,62 @@ impl HostFrames<'_> {
                 .cast(DataType::Int64)
                 .alias("retry_after_max_s"),
             count_where(
-                has_retry_after.and(
-                    col("retry_after_s")
-                        .cast(DataType::Float64)
-                        .gt(col("retry_after_cap_s")),
-                ),
+                col("retry_after_s")
+                    .cast(DataType::Float64)
+                    .gt(col("retry_after_cap_s")),
                 "retry_after_above_cap",
             ),
         ];
-        let hours = window.hours();
         let left = left_join;
-        let retry_after_by_host = events
-            .clone()
-            .join(
-                policies.clone().lazy(),
-                [col("host")],
-                [col("host")],
-                left(),
-            )
+        let on_host =
+            |lf: LazyFrame, other: LazyFrame| lf.join(other, [col("host")], [col("host")], left());
+        // The responses that carried Retry-After (a few of the rows), with their cap.
+        let retry_after_by_host = on_host(events.filter(has_retry_after), policies.clone().lazy())
             .group_by([col("host")])
             .agg(retry_after_aggs);
-        let baseline = baseline.clone().lazy();
-        let attempts_by_host = events.clone().group_by([col("host")]).agg(attempt_aggs());
-        let host_summary = run_sql(events.clone(), HOST_COUNTS_SQL)?
-            .join(retry_after_by_host, [col("host")], [col("host")], left())
-            .join(attempts_by_host, [col("host")], [col("host")], left())
-            .join(logged_by_host, [col("host")], [col("host")], left())
-            .join(
-                policies.clone().lazy(),
-                [col("host")],
-                [col("host")],
-                left(),
+        let logged_by_host = outcomes
+            .filter(col("scope").is_null().or(col("scope").eq(lit("host"))))
+            .group_by([col("host")])
+            .agg([
+                count_where(
+                    col("outcome").eq(lit("failure")).fill_null(false),
+                    "breaker_failures_logged",
+                ),
+                count_where(col("outcome").is_not_null(), "breaker_outcomes_logged"),
+            ]);
+        // A host's counts and attempts are their sums over its roles.
+        let attempt_names = attempt_aggs().len();
+        let count_names: Vec<&str> = role_counts
+            .get_column_names()
+            .into_iter()
+            .map(|n| n.as_str())
+            .filter(|n| !["host", "role"].contains(n))
+            .collect();
+        let (counts, attempts) = count_names.split_at(count_names.len() - attempt_names);
+        let summed = |names: &[&str]| {
+            role_counts
+                .clone()
+                .lazy()
+                .group_by([col("host")])
+                .agg(names.iter().map(|n| sum_as(n, n)).collect::<Vec<_>>())
+        };
+        let joined = [
+            retry_after_by_host,
+            summed(attempts),
+            logged_by_host,
+            policies.clone().lazy(),
+            burst_stats.lazy(),
+            transition_stats.lazy(),
+            self.baseline.clone().lazy(),
+        ]
+        .into_iter()
+        .fold(summed(counts), on_host);
+        let host_summary = joined
+            // A host without Retry-After has none of it (its median stays NULL).
+            .with_columns(
+                ["retry_after_samples", "retry_after_above_cap"]
+                    .map(|c| col(c).fill_null(lit(0i64))),
             )
-            .join(burst_stats.lazy(), [col("host")], [col("host")], left())
-            .join(
-                transition_stats.lazy(),
-                [col("host")],
-                [col("host")],
-                left(),
-            )
-            .join(baseline, [col("host")], [col("host")], left())
             .with_columns(ratio_columns())
             .with_columns(attempt_ratio_columns())
             .with_columns([
@@ -757,46 +791,42 @@ impl HostFrames<'_> {
                 .alias("retry_after_above_cap_share"),
                 // Times the reciprocal, as Polars divides a column by a scalar: one
                 // host's row (a group of one) gives the same bits as many.
-                (col("opens").fill_null(lit(0i64)).cast(DataType::Float64) * lit(1.0 / hours))
-                    .alias("opens_per_hour"),
+                (col("opens").fill_null(lit(0i64)).cast(DataType::Float64)
+                    * lit(1.0 / self.window.hours()))
+                .alias("opens_per_hour"),
             ])
             .sort(["host"], SortMultipleOptions::default())
             .collect_streaming()?;
-        let host_summary = fill_zero_counts(host_summary)?;
-        lap("host_summary");
-
-        let attempts_by_role = events
-            .clone()
-            .group_by([col("host"), col("role")])
-            .agg(attempt_aggs());
-        let host_role_summary = run_sql(events.clone(), HOST_ROLE_COUNTS_SQL)?
-            .join(
-                attempts_by_role,
-                [col("host"), col("role")],
-                [col("host"), col("role")],
-                left(),
-            )
-            .with_columns(ratio_columns())
-            .with_columns(attempt_ratio_columns())
-            .sort(["host", "role"], SortMultipleOptions::default())
-            .collect_streaming()?;
-        lap("host_role_summary");
-
-        let rate_windows = rate_windows(events.clone(), window, opts)?;
-        lap("rate_windows");
-        let open_failures = open_evidence(transitions_in_window.clone(), &policies, window, opts);
-        let host_timeseries = timeseries(events, open_failures, &hosts, window, opts)?;
-        lap("host_timeseries");
-        Ok(Metrics {
-            window,
-            host_summary,
-            host_role_summary,
-            bursts,
-            host_timeseries,
-            rate_windows,
-        })
+        fill_zero_counts(host_summary)
     }
 }
+
+/// What `host_summary` joins, besides the window's baseline.
+struct HostTables<'a> {
+    events: LazyFrame,
+    role_counts: &'a DataFrame,
+    outcomes: LazyFrame,
+    policies: &'a DataFrame,
+    burst_stats: DataFrame,
+    transition_stats: DataFrame,
+}
+
+/// The counts per host and role (queries/host_role_counts.sql) and their attempts.
+fn role_counts(events: LazyFrame) -> PolarsResult<DataFrame> {
+    let attempts_by_role = events
+        .clone()
+        .group_by([col("host"), col("role")])
+        .agg(attempt_aggs());
+    collect(run_sql(events, HOST_ROLE_COUNTS_SQL)?.join(
+        attempts_by_role,
+        [col("host"), col("role")],
+        [col("host"), col("role")],
+        left_join(),
+    ))
+}
+
+/// The first and last bucket of each host, role and rate limiter.
+type Spans = PlHashMap<(u32, u32, u32), (usize, usize)>;
 
 /// Per host, role and bucket with network calls: `requests` (network rows: the load the
 /// crawler offered), `attempts` (retried ones included), `attempts_429`,
@@ -807,113 +837,110 @@ impl HostFrames<'_> {
 /// `machines` (the same by source: one each under `multiprocess` / `sqlite`). Buckets
 /// without calls are left out.
 fn rate_windows(
-    events: LazyFrame,
+    rows: &DataFrame,
+    keys: &RowKeys,
     window: Window,
     opts: &AnalyzeOptions,
 ) -> PolarsResult<DataFrame> {
     let bucket_us = opts.bucket_s * US_PER_S;
-    // A process is a source and run id (a row without one belongs to the usual run of
-    // its source with the same host), whatever the breakers' scope.
-    let per_process = CrawlerModel {
-        breaker_scope: Scope::Process,
-        ..opts.crawler.clone()
-    };
-    // One pass over the rows, to counts per process and bucket (a few per bucket, however
-    // many calls): the windows and both kinds of limiter spans are read from them.
-    let per_bucket = [
-        col("host"),
-        col("role"),
-        col("bucket"),
-        col("process"),
-        col("source"),
-    ];
-    let net = collect(
-        with_instance(events.filter(col("is_net")), &per_process)
-            .select([
-                col("host"),
-                col("role"),
-                ((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us))
-                    .alias("bucket"),
-                col("instance").alias("process"),
-                col("source"),
-                col("attempts"),
-                col("attempts_429"),
-                col("method"),
-            ])
-            .group_by(per_bucket)
-            .agg([
-                len().cast(DataType::Int64).alias("requests"),
-                sum_as("attempts", "attempts"),
-                sum_as("attempts_429", "attempts_429"),
-                col("attempts")
-                    .filter(col("method").eq(lit("HEAD")))
-                    .sum()
-                    .cast(DataType::Int64)
-                    .alias("attempts_head"),
-            ]),
-    )?
-    .lazy();
-    let keys = [col("host"), col("role"), col("bucket")];
-    let windows = net.clone().group_by(keys.clone()).agg([
-        sum_as("requests", "requests"),
-        sum_as("attempts", "attempts"),
-        sum_as("attempts_429", "attempts_429"),
-        sum_as("attempts_head", "attempts_head"),
-    ]);
-    let windows = collect(windows)?.lazy();
-    // A limiter runs from its first call to its last: count the spans covering a bucket.
-    let running = |by: &str, name: &str| {
-        let spans = net
-            .clone()
-            .group_by([col("host"), col("role"), col(by)])
-            .agg([
-                col("bucket").min().alias("first"),
-                col("bucket").max().alias("last"),
-            ]);
-        windows
-            .clone()
-            .select(keys.clone())
-            .join(
-                spans,
-                [col("host"), col("role")],
-                [col("host"), col("role")],
-                JoinArgs::new(JoinType::Inner),
-            )
-            .filter(
-                col("bucket")
-                    .gt_eq(col("first"))
-                    .and(col("bucket").lt_eq(col("last"))),
-            )
-            .group_by(keys.clone())
-            .agg([len().cast(DataType::Int64).alias(name)])
-    };
-    let on = || keys.clone();
-    let (processes, machines) = (
-        running("process", "processes"),
-        running("source", "machines"),
-    );
-    windows
-        .join(processes, on(), on(), JoinArgs::new(JoinType::Left))
-        .join(machines, on(), on(), JoinArgs::new(JoinType::Left))
-        .with_column(
-            (lit(window.start_us) + col("bucket") * lit(bucket_us))
-                .cast(DataType::Datetime(TimeUnit::Microseconds, None))
-                .alias("bucket_start"),
-        )
+    // The network rows' buckets (-1: not a network row, or no time), read from a frame
+    // that goes before the pass.
+    let columns = rows
+        .clone()
+        .lazy()
         .select([
-            col("host"),
-            col("role"),
-            col("bucket"),
-            col("bucket_start"),
-            col("requests"),
-            col("attempts"),
-            col("attempts_429"),
-            col("attempts_head"),
-            col("processes"),
-            col("machines"),
+            when(col("is_net"))
+                .then((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us))
+                .otherwise(lit(NULL).cast(DataType::Int64))
+                .fill_null(lit(-1i64))
+                .alias("bucket"),
+            col("attempts").cast(DataType::Int64),
+            col("attempts_429").cast(DataType::Int64),
+            col("method").eq(lit("HEAD")).fill_null(false).alias("head"),
         ])
-        .sort(["host", "role", "bucket"], SortMultipleOptions::default())
-        .collect()
+        .collect()?;
+    let bucket = values(columns.column("bucket")?.i64()?, -1);
+    let attempts = values(columns.column("attempts")?.i64()?, 0);
+    let attempts_429 = values(columns.column("attempts_429")?.i64()?, 0);
+    let head = flags(columns.column("head")?.bool()?);
+    drop(columns);
+    let (hosts, host_names) = (&keys.hosts.of_row, &keys.hosts.values);
+    let (roles, role_names) = (&keys.roles.of_row, &keys.roles.values);
+    let (sources, processes) = (&keys.sources.of_row, &keys.processes);
+
+    // One pass: the counts per window (host, role, bucket, dense), and each limiter's
+    // first and last bucket.
+    let (n_roles, n_buckets) = (
+        role_names.len(),
+        ((window.end_us - window.start_us + bucket_us - 1) / bucket_us).max(1) as usize,
+    );
+    let cell = |h: u32, r: u32, b: usize| (h as usize * n_roles + r as usize) * n_buckets + b;
+    #[derive(Default, Clone, Copy)]
+    struct Counts {
+        requests: i64,
+        attempts: i64,
+        attempts_429: i64,
+        attempts_head: i64,
+    }
+    let mut windows = vec![Counts::default(); host_names.len() * n_roles * n_buckets];
+    // Per host, role and limiter (a process, a machine): its first and last bucket.
+    let mut spans: [Spans; 2] = Default::default();
+    for i in 0..bucket.len() {
+        let Some(b) = usize::try_from(bucket[i]).ok().filter(|&b| b < n_buckets) else {
+            continue;
+        };
+        let (h, r) = (hosts[i], roles[i]);
+        let w = &mut windows[cell(h, r, b)];
+        let a = attempts[i];
+        w.requests += 1;
+        w.attempts += a;
+        w.attempts_429 += attempts_429[i];
+        if head[i] {
+            w.attempts_head += a;
+        }
+        for (limiters, by) in spans.iter_mut().zip([processes.of_row[i], sources[i]]) {
+            let span = limiters.entry((h, r, by)).or_insert((b, b));
+            span.0 = span.0.min(b);
+            span.1 = span.1.max(b);
+        }
+    }
+    // A limiter runs from its first call to its last: the spans covering each bucket.
+    let running = |limiters: &Spans| -> Vec<i64> {
+        let mut delta = vec![0i64; windows.len() + 1];
+        for (&(h, r, _), &(first, last)) in limiters {
+            delta[cell(h, r, first)] += 1;
+            delta[cell(h, r, last) + 1] -= 1;
+        }
+        delta
+            .iter()
+            .scan(0i64, |n, d| {
+                *n += d;
+                Some(*n)
+            })
+            .collect()
+    };
+    let (processes, machines) = (running(&spans[0]), running(&spans[1]));
+    // The windows with calls, in (host, role, bucket) order.
+    let kept: Vec<usize> = (0..windows.len())
+        .filter(|&c| windows[c].requests > 0)
+        .collect();
+    let counts = |f: fn(&Counts) -> i64| kept.iter().map(|&c| f(&windows[c])).collect::<Vec<i64>>();
+    let buckets: Vec<i64> = kept.iter().map(|c| (c % n_buckets) as i64).collect();
+    df!(
+        "host" => kept.iter().map(|c| host_names[c / n_buckets / n_roles].as_deref()).collect::<Vec<_>>(),
+        "role" => kept.iter().map(|c| role_names[c / n_buckets % n_roles].as_deref()).collect::<Vec<_>>(),
+        "bucket" => &buckets,
+        "bucket_start" => buckets.iter().map(|b| window.start_us + b * bucket_us).collect::<Vec<i64>>(),
+        "requests" => counts(|c| c.requests),
+        "attempts" => counts(|c| c.attempts),
+        "attempts_429" => counts(|c| c.attempts_429),
+        "attempts_head" => counts(|c| c.attempts_head),
+        "processes" => kept.iter().map(|&c| processes[c]).collect::<Vec<i64>>(),
+        "machines" => kept.iter().map(|&c| machines[c]).collect::<Vec<i64>>(),
+    )?
+    .lazy()
+    .with_column(col("bucket_start").cast(DataType::Datetime(TimeUnit::Microseconds, None)))
+    .collect()
 }
 
 /// The same ratios over the trailing baseline before the window, as `baseline_*`
@@ -1006,15 +1033,6 @@ impl CollectStreaming for LazyFrame {
     fn collect_streaming(self) -> PolarsResult<DataFrame> {
         collect(self)
     }
-}
-
-/// The sorted distinct values of a string column.
-fn distinct_sorted(lf: &LazyFrame, name: &str) -> PolarsResult<Series> {
-    let df = collect(
-        lf.clone()
-            .select([col(name).unique().sort(SortOptions::default())]),
-    )?;
-    Ok(df.column(name)?.as_materialized_series().clone())
 }
 
 /// The classified rows a breaker counted something for: a final outcome, or retried
@@ -1121,149 +1139,386 @@ fn instance_part(i: i64) -> Expr {
 /// whether it touches the instance's first / last counted row in the window (so it may
 /// be longer than seen).
 pub fn bursts(events: LazyFrame, opts: &AnalyzeOptions) -> PolarsResult<DataFrame> {
-    let model = &opts.crawler;
-    let weight = i64::from(model.final_outcome_counted);
-    let counted = collect(
-        with_instance(events, model)
-            .filter(breaker_counted())
-            .select([
-                col("host"),
-                col("instance"),
-                col("ts").cast(DataType::Int64).alias("ts_us"),
-                col("source"),
-                col("id").cast(DataType::Int64),
-                // The status of the row's failures: its final one when that failed,
-                // else its retried attempts' (-1 when unknown).
-                when(col("outcome").eq(lit(1i32)))
-                    .then(col("status").fill_null(lit(0i64)))
-                    .otherwise(col("retried_status").fill_null(lit(-1i64)))
-                    .cast(DataType::Int64)
-                    .alias("status"),
-                (col("retried_failures")
-                    + when(col("outcome").eq(lit(1i32)))
-                        .then(lit(weight))
-                        .otherwise(lit(0i64)))
+    let rows = collect(events)?;
+    burst_table(&rows, &RowKeys::of(&rows)?, opts)
+}
+
+/// [`bursts`] of a group's classified rows and their keys.
+fn burst_table(rows: &DataFrame, keys: &RowKeys, opts: &AnalyzeOptions) -> PolarsResult<DataFrame> {
+    let weight = i64::from(opts.crawler.final_outcome_counted);
+    let columns = rows
+        .clone()
+        .lazy()
+        .select([
+            breaker_counted().alias("counted"),
+            // NULL first when sorted, as Polars sorts.
+            col("ts")
                 .cast(DataType::Int64)
-                .alias("fails"),
-                col("outcome").eq(lit(0i32)).fill_null(false).alias("ends"),
-                col("role"),
-            ]),
-    )?;
+                .fill_null(lit(i64::MIN))
+                .alias("ts_us"),
+            col("id").cast(DataType::Int64).fill_null(lit(i64::MIN)),
+            // The status of the row's failures: its final one when that failed, else its
+            // retried attempts' (-1 when unknown).
+            when(col("outcome").eq(lit(1i32)))
+                .then(col("status").fill_null(lit(0i64)))
+                .otherwise(col("retried_status").fill_null(lit(-1i64)))
+                .cast(DataType::Int64)
+                .alias("status"),
+            (col("retried_failures")
+                + when(col("outcome").eq(lit(1i32)))
+                    .then(lit(weight))
+                    .otherwise(lit(0i64)))
+            .cast(DataType::Int64)
+            .alias("fails"),
+            col("outcome").eq(lit(0i32)).fill_null(false).alias("ends"),
+        ])
+        .collect()?;
+    let counted = CountedRows {
+        counted: flags(columns.column("counted")?.bool()?),
+        ts: values(columns.column("ts_us")?.i64()?, i64::MIN),
+        id: values(columns.column("id")?.i64()?, i64::MIN),
+        status: values(columns.column("status")?.i64()?, 0),
+        fails: values(columns.column("fails")?.i64()?, 0),
+        ends: flags(columns.column("ends")?.bool()?),
+    };
+    drop(columns);
     collect(
-        burst_runs(&counted)?.lazy().select(burst_columns(
-            when(col("dominant_status").eq(lit(0i64)))
-                .then(lit("timeout"))
-                .when(col("dominant_status").eq(lit(-1i64)))
-                .then(lit("unknown"))
-                .otherwise(col("dominant_status").cast(DataType::String)),
-            ["metadata_calls", "landing_calls", "artifact_calls"].map(col),
-        )),
+        burst_runs(&counted, keys, opts.crawler.breaker_scope)?
+            .lazy()
+            .select(burst_columns(
+                when(col("dominant_status").eq(lit(0i64)))
+                    .then(lit("timeout"))
+                    .when(col("dominant_status").eq(lit(-1i64)))
+                    .then(lit("unknown"))
+                    .otherwise(col("dominant_status").cast(DataType::String)),
+                ["metadata_calls", "landing_calls", "artifact_calls"].map(col),
+            )),
     )
 }
 
-/// The codes of a string column's values in their sorted order (NULL first, as Polars
-/// sorts), so rows sort by four-byte codes instead of strings.
-fn sorted_codes(ca: &StringChunked) -> Vec<u32> {
-    let values: std::collections::BTreeSet<Option<&str>> = ca.iter().collect();
-    let code: std::collections::HashMap<Option<&str>, u32> = values
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (v, i as u32))
-        .collect();
-    ca.iter().map(|v| code[&v]).collect()
+/// What a breaker counted for each row, as plain vectors (`i64::MIN`: no time or id).
+struct CountedRows {
+    /// The breaker counted something for the row (see [`breaker_counted`]).
+    counted: Vec<bool>,
+    ts: Vec<i64>,
+    id: Vec<i64>,
+    /// The status of the row's failures (0: none, a timeout; -1: unknown).
+    status: Vec<i64>,
+    /// Failures the breaker counted for the row.
+    fails: Vec<i64>,
+    /// The row ended a burst: a success.
+    ends: Vec<bool>,
+}
+
+/// A column's values as a plain vector, NULL as `null` (reading a ChunkedArray by
+/// index looks up the chunk every time).
+fn values<T: PolarsNumericType>(ca: &ChunkedArray<T>, null: T::Native) -> Vec<T::Native> {
+    ca.iter().map(|v| v.unwrap_or(null)).collect()
+}
+
+/// A boolean column as a plain vector, NULL as false.
+fn flags(ca: &BooleanChunked) -> Vec<bool> {
+    ca.iter().map(|v| v.unwrap_or(false)).collect()
+}
+
+/// A string column as dense codes, numbered in the sorted order of its values (NULL
+/// first, as Polars sorts): rows then sort and group by four bytes instead of strings.
+pub struct Codes {
+    /// Each row's code.
+    pub of_row: Vec<u32>,
+    /// The values, by code (a few: hosts, sources, runs, roles).
+    pub values: Vec<Option<String>>,
+}
+
+impl Codes {
+    pub fn of(ca: &StringChunked) -> Codes {
+        let mut seen: PlHashMap<Option<&str>, u32> = PlHashMap::default();
+        let first_seen: Vec<u32> = ca
+            .iter()
+            .map(|v| {
+                let next = seen.len() as u32;
+                *seen.entry(v).or_insert(next)
+            })
+            .collect();
+        let mut values: Vec<(Option<&str>, u32)> = seen.into_iter().collect();
+        values.sort_unstable();
+        let mut rank = vec![0u32; values.len()];
+        for (r, (_, c)) in values.iter().enumerate() {
+            rank[*c as usize] = r as u32;
+        }
+        Codes {
+            of_row: first_seen.into_iter().map(|c| rank[c as usize]).collect(),
+            values: values
+                .into_iter()
+                .map(|(v, _)| v.map(str::to_owned))
+                .collect(),
+        }
+    }
+
+    /// The value of code `c` (empty for NULL).
+    pub fn name(&self, c: u32) -> String {
+        self.values[c as usize].clone().unwrap_or_default()
+    }
+}
+
+/// A group's rows keyed for the tables computed in plain Rust (bursts, rate windows):
+/// the codes of the strings they group by, and each row's crawler process, computed
+/// once per group.
+pub struct RowKeys {
+    pub hosts: Codes,
+    pub roles: Codes,
+    pub sources: Codes,
+    /// Each row's crawler process (its source and run; see [`Instances`]): the breaker
+    /// instance under a breaker per process, and the rate limiter under the `memory`
+    /// backend.
+    pub processes: Instances,
+}
+
+impl RowKeys {
+    /// The keys of a frame with `host`, `role`, `source` and `run_id`.
+    pub fn of<'a>(df: &'a DataFrame) -> PolarsResult<RowKeys> {
+        let [host, source, run, role] = ["host", "source", "run_id", "role"].map(|c| df.column(c));
+        let (host, source, run, role) = (host?.str()?, source?.str()?, run?.str()?, role?.str()?);
+        // Four columns, coded side by side.
+        let ((hosts, sources), (runs, roles)) = std::thread::scope(|s| {
+            let pair = |a: &'a StringChunked, b: &'a StringChunked| {
+                s.spawn(move || (Codes::of(a), Codes::of(b)))
+            };
+            let (first, second) = (pair(host, source), pair(run, role));
+            (
+                first.join().expect("no panic"),
+                second.join().expect("no panic"),
+            )
+        });
+        let processes = Instances::of_processes(&hosts, &sources, &runs);
+        Ok(RowKeys {
+            roles,
+            hosts,
+            sources,
+            processes,
+        })
+    }
+
+    /// Each row's breaker instance under `scope`.
+    pub fn breakers(&self, scope: Scope) -> std::borrow::Cow<'_, Instances> {
+        match scope {
+            Scope::Process => std::borrow::Cow::Borrowed(&self.processes),
+            Scope::Fleet => std::borrow::Cow::Owned(Instances {
+                of_row: self.hosts.of_row.clone(),
+                names: (0..self.hosts.values.len() as u32)
+                    .map(|h| [self.hosts.name(h), String::new(), String::new()])
+                    .collect(),
+            }),
+        }
+    }
+}
+
+/// Each row's (host, source, run key) under a breaker per process: the run key is the
+/// row's run (its code plus one), else the most frequent run of its source with the
+/// same host (the smallest on a tie), else 0 (the empty run, as an empty run id).
+fn process_keys(
+    hosts: &[u32],
+    sources: &[u32],
+    runs: &[u32],
+    run_names: &[Option<String>],
+) -> Vec<(u32, u32, u32)> {
+    let run_key = |r: u32| match run_names[r as usize].as_deref() {
+        None | Some("") => 0,
+        Some(_) => r + 1,
+    };
+    let rows = || {
+        hosts
+            .iter()
+            .zip(sources)
+            .zip(runs)
+            .map(|((&h, &s), &r)| (h, s, r))
+    };
+    let mut per_run: PlHashMap<(u32, u32, u32), u64> = PlHashMap::default();
+    for (h, s, r) in rows().filter(|&(_, _, r)| run_names[r as usize].is_some()) {
+        *per_run.entry((h, s, r)).or_default() += 1;
+    }
+    let mut usual: PlHashMap<(u32, u32), (u64, u32)> = PlHashMap::default();
+    for ((h, s, r), n) in per_run {
+        let best = usual.entry((h, s)).or_insert((n, r));
+        if n > best.0 || (n == best.0 && r < best.1) {
+            *best = (n, r);
+        }
+    }
+    rows()
+        .map(|(h, s, r)| {
+            let key = match run_names[r as usize] {
+                Some(_) => run_key(r),
+                None => usual.get(&(h, s)).map_or(0, |&(_, u)| run_key(u)),
+            };
+            (h, s, key)
+        })
+        .collect()
+}
+
+/// The breaker instances of a frame's rows, by the rule of [`with_instance`]: under a
+/// breaker per process, a row's host, source and run id, where a row without a run id
+/// takes the most frequent run of its source with the same host (the smallest on a
+/// tie; none: the empty run); under a fleet-wide breaker, its host.
+#[derive(Clone)]
+pub struct Instances {
+    /// Each row's instance.
+    pub of_row: Vec<u32>,
+    /// Each instance's host, source and run key (source and run key are empty under a
+    /// fleet-wide breaker), numbered in their sorted order.
+    pub names: Vec<[String; 3]>,
+}
+
+impl Instances {
+    /// The crawler processes of rows with these hosts, sources and run ids.
+    fn of_processes(hosts: &Codes, sources: &Codes, runs: &Codes) -> Instances {
+        let keys = process_keys(&hosts.of_row, &sources.of_row, &runs.of_row, &runs.values);
+        let mut distinct: Vec<(u32, u32, u32)> = keys.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let code: PlHashMap<(u32, u32, u32), u32> = distinct
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, i as u32))
+            .collect();
+        Instances {
+            of_row: keys.iter().map(|k| code[k]).collect(),
+            names: distinct
+                .iter()
+                .map(|&(h, s, r)| {
+                    // Run keys count from 1; 0 is the empty run.
+                    let run = r.checked_sub(1).map_or_else(String::new, |r| runs.name(r));
+                    [hosts.name(h), sources.name(s), run]
+                })
+                .collect(),
+        }
+    }
+
+    /// The rows of `keep`, by instance (instances in code order, rows in frame order):
+    /// a counting sort.
+    fn rows_by_instance(&self, keep: impl Fn(usize) -> bool) -> (Vec<usize>, Vec<usize>) {
+        let mut start = vec![0usize; self.names.len() + 1];
+        for (i, &c) in self.of_row.iter().enumerate() {
+            if keep(i) {
+                start[c as usize + 1] += 1;
+            }
+        }
+        for k in 1..start.len() {
+            start[k] += start[k - 1];
+        }
+        let mut next = start.clone();
+        let mut order = vec![0usize; start[self.names.len()]];
+        for (i, &c) in self.of_row.iter().enumerate() {
+            if keep(i) {
+                order[next[c as usize]] = i;
+                next[c as usize] += 1;
+            }
+        }
+        (order, start)
+    }
 }
 
 /// One burst while its rows are read.
 #[derive(Default)]
 struct Run {
-    row: usize,
+    instance: u32,
     start: i64,
     end: i64,
     length: i64,
-    statuses: BTreeMap<i64, u32>,
+    /// Rows per status of the burst's failures.
+    statuses: Vec<(i64, u32)>,
     roles: [i64; 3],
     at_start: bool,
     at_end: bool,
 }
 
-/// The bursts of the counted rows (host, instance, ts_us, source, id, status, fails,
-/// ends, role), in one pass over them sorted by (host, instance, ts, source, id): a
-/// burst starts with a breaker's first row or after a row that ended one (a success)
-/// and holds the rows up to the next success whose failures count (`fails > 0`).
-fn burst_runs(df: &DataFrame) -> PolarsResult<DataFrame> {
-    let host = df.column("host")?.str()?;
-    let instance = df.column("instance")?.str()?;
-    let source = df.column("source")?.str()?;
-    let (hc, ic, sc) = (
-        sorted_codes(host),
-        sorted_codes(instance),
-        sorted_codes(source),
-    );
-    let ts: Vec<Option<i64>> = df.column("ts_us")?.i64()?.iter().collect();
-    let id: Vec<Option<i64>> = df.column("id")?.i64()?.iter().collect();
-    let status = df.column("status")?.i64()?;
-    let fails = df.column("fails")?.i64()?;
-    let ends = df.column("ends")?.bool()?;
-    let role = df.column("role")?.str()?;
-    let mut order: Vec<usize> = (0..df.height()).collect();
-    // Stable: rows with equal keys keep their order, as Polars' maintain_order sort.
-    order.sort_by_key(|&i| (hc[i], ic[i], ts[i], sc[i], id[i]));
+/// The bursts of the rows a breaker counted (`rows`, with `keys` of the same rows), in
+/// one pass over them per instance in (ts, source, id) order: a burst starts with a
+/// breaker's first row or after a row that ended one (a success) and holds the rows up
+/// to the next success whose failures count (`fails > 0`).
+fn burst_runs(rows: &CountedRows, keys: &RowKeys, scope: Scope) -> PolarsResult<DataFrame> {
+    let instances = keys.breakers(scope);
+    let CountedRows {
+        counted,
+        ts,
+        id,
+        status,
+        fails,
+        ends,
+    } = rows;
+    let source = &keys.sources.of_row;
+    // The role counted in each burst, by role code.
+    let role_slot: Vec<Option<usize>> = keys
+        .roles
+        .values
+        .iter()
+        .map(|r| {
+            ["metadata", "landing", "artifact"]
+                .iter()
+                .position(|n| Some(*n) == r.as_deref())
+        })
+        .collect();
+    let (mut order, start) = instances.rows_by_instance(|i| counted[i]);
 
     let mut runs: Vec<Run> = Vec::new();
-    let mut open: Option<Run> = None;
-    let same_breaker = |a: usize, b: usize| hc[a] == hc[b] && ic[a] == ic[b];
-    for (pos, &i) in order.iter().enumerate() {
-        let prev = pos.checked_sub(1).map(|p| order[p]);
-        let first = prev.is_none_or(|p| !same_breaker(p, i));
-        let last = order.get(pos + 1).is_none_or(|&n| !same_breaker(n, i));
-        if first || prev.is_some_and(|p| ends.get(p).unwrap_or(false)) {
-            runs.extend(open.take().filter(|r| r.length > 0));
+    for (inst, bounds) in start.windows(2).enumerate() {
+        let rows = &mut order[bounds[0]..bounds[1]];
+        // Stable, and fast on rows that come nearly in time order.
+        rows.sort_by_key(|&i| (ts[i], source[i], id[i]));
+        let mut open: Option<Run> = None;
+        for (pos, &i) in rows.iter().enumerate() {
+            let first = pos == 0;
+            if pos > 0 && ends[rows[pos - 1]] {
+                runs.extend(open.take().filter(|r| r.length > 0));
+            }
+            let f = fails[i];
+            if f <= 0 {
+                continue;
+            }
+            let run = open.get_or_insert_with(|| Run {
+                instance: inst as u32,
+                start: i64::MAX,
+                end: i64::MIN,
+                ..Run::default()
+            });
+            if ts[i] != i64::MIN {
+                run.start = run.start.min(ts[i]);
+                run.end = run.end.max(ts[i]);
+            }
+            run.length += f;
+            let s = status[i];
+            match run.statuses.iter_mut().find(|(v, _)| *v == s) {
+                Some((_, n)) => *n += 1,
+                None => run.statuses.push((s, 1)),
+            }
+            if let Some(slot) = role_slot[keys.roles.of_row[i] as usize] {
+                run.roles[slot] += 1;
+            }
+            run.at_start |= first;
+            run.at_end |= pos + 1 == rows.len();
         }
-        let f = fails.get(i).unwrap_or(0);
-        if f <= 0 {
-            continue;
-        }
-        let run = open.get_or_insert_with(|| Run {
-            row: i,
-            start: i64::MAX,
-            end: i64::MIN,
-            ..Run::default()
-        });
-        if let Some(t) = ts[i] {
-            run.start = run.start.min(t);
-            run.end = run.end.max(t);
-        }
-        run.length += f;
-        *run.statuses.entry(status.get(i).unwrap_or(0)).or_default() += 1;
-        match role.get(i) {
-            Some("metadata") => run.roles[0] += 1,
-            Some("landing") => run.roles[1] += 1,
-            Some("artifact") => run.roles[2] += 1,
-            _ => {}
-        }
-        run.at_start |= first;
-        run.at_end |= last;
+        runs.extend(open.take().filter(|r| r.length > 0));
     }
-    runs.extend(open.take().filter(|r| r.length > 0));
 
     // The most frequent status (the smallest on a tie).
     let dominant = |r: &Run| {
         r.statuses
             .iter()
-            .fold(
-                (0i64, 0u32),
-                |best, (&s, &n)| if n > best.1 { (s, n) } else { best },
-            )
+            .fold((0i64, 0u32), |best, &(s, n)| {
+                if n > best.1 || (n == best.1 && s < best.0) {
+                    (s, n)
+                } else {
+                    best
+                }
+            })
             .0
     };
-    let pick = |ca: &StringChunked| -> Vec<Option<String>> {
-        runs.iter()
-            .map(|r| ca.get(r.row).map(str::to_owned))
-            .collect()
-    };
+    let name = |r: &Run| &instances.names[r.instance as usize];
     Ok(df!(
-        "host" => pick(host),
-        "instance" => pick(instance),
+        "host" => runs.iter().map(|r| name(r)[0].as_str()).collect::<Vec<_>>(),
+        "instance" => runs.iter().map(|r| match scope {
+            Scope::Fleet => String::new(),
+            Scope::Process => format!("{}\u{1f}{}", name(r)[1], name(r)[2]),
+        }).collect::<Vec<_>>(),
         "start" => runs.iter().map(|r| r.start).collect::<Vec<i64>>(),
         "end" => runs.iter().map(|r| r.end).collect::<Vec<i64>>(),
         "length" => runs.iter().map(|r| r.length).collect::<Vec<i64>>(),

@@ -297,8 +297,6 @@ pub fn analyze_into(
     let outcomes = scan_table(data, &BREAKER_OUTCOMES)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let opts = crate::metrics::AnalyzeOptions {
-        scratch: opts.scratch.clone().or_else(|| Some(out.to_owned())),
-        dataset: Some(data.to_owned()),
         // From the manifest: a shard's dataset holds only its hosts' calls.
         data_start_us: opts
             .data_start_us

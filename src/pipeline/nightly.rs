@@ -95,7 +95,6 @@ pub fn advise_from(
                 &inputs.config,
                 model,
                 group_rows,
-                metrics,
             )
             .context("loading the traffic for the replay check")?;
             let mut plan = crate::advise::Plan::default();
@@ -797,7 +796,6 @@ impl<'a> Night<'a> {
             &cfg,
             &model,
             self.args.scale.group_rows(),
-            &self.metrics,
         )
         .and_then(|groups| groups.calibrate())
         .context("loading the traffic to calibrate the crawler model")?;

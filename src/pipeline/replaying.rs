@@ -105,8 +105,16 @@ impl WindowScans<'_> {
             breaker_scope: crate::crawler::Scope::Process,
             ..model.clone()
         };
+        // The group's rows are read once, then classified (which reads them three times).
+        let columns = crate::metrics::EVENT_COLUMNS
+            .iter()
+            .chain(&["elapsed_ms"])
+            .map(|c| col(*c))
+            .collect::<Vec<_>>();
+        let events = crate::metrics::collect(scans.events.select(columns))?;
+        let events = crate::metrics::classified(events, config, &load_model)?;
         let built = crate::replay::traffic::build(TrafficInput {
-            events: crate::metrics::classify(scans.events, config, &load_model),
+            events: events.lazy(),
             transitions: scans.transitions,
             outcomes: scans.outcomes,
             incidents: &self.incidents,
@@ -117,75 +125,39 @@ impl WindowScans<'_> {
         let mut traffic =
             anyhow::Context::context(built, "reading the window's calls and transitions")?;
         traffic.model = crate::replay::ReplayModel::from(model);
+        // The rows are gone; their pages go back before the next group.
+        crate::groups::release_free_memory();
         Ok(traffic)
     }
 }
 
 /// The window's traffic a group of hosts at a time (see [`crate::groups`]): each group's
-/// calls are in memory only while it is replayed. With more than one group, the
-/// window's rows are spilled once per group first, so loading a group reads its own
-/// rows and not the whole window.
+/// calls are in memory only while it is replayed, read from the dataset by their hosts.
 pub struct TrafficGroups<'a> {
     window: WindowScans<'a>,
     config: &'a BreakerConfig,
     model: &'a CrawlerModel,
     groups: Vec<Vec<String>>,
-    spilled: Option<(crate::groups::Spill, crate::groups::Spill)>,
-    transitions: LazyFrame,
-    _scratch: Option<crate::groups::Scratch>,
 }
 
 impl<'a> TrafficGroups<'a> {
-    /// Plans the groups (at most `group_rows` rows of the window each) and spills the
-    /// rows under `scratch` when there are several.
+    /// Plans the groups: at most `group_rows` rows of the window each.
     pub fn open(
         dataset: &'a Path,
         metrics: &Path,
         config: &'a BreakerConfig,
         model: &'a CrawlerModel,
         group_rows: u64,
-        scratch: &Path,
     ) -> anyhow::Result<TrafficGroups<'a>> {
-        use crate::groups;
         let window = WindowScans::open(dataset, metrics)?;
-        let tables = window.tables()?;
-        let in_window = window.in_window();
-        let rows = |lf: LazyFrame| lf.filter(in_window.clone());
-        let groups = groups::plan(
-            &groups::host_counts(rows(tables.events.clone()))?,
-            group_rows,
-        );
-        let mut t = TrafficGroups {
-            transitions: rows(tables.transitions),
+        let events = window.scans()?.events;
+        let groups = crate::groups::plan(&crate::groups::host_counts(events)?, group_rows);
+        Ok(TrafficGroups {
             window,
             config,
             model,
             groups,
-            spilled: None,
-            _scratch: None,
-        };
-        if t.groups.len() > 1 {
-            use crate::telemetry::parquet::{part_scans, table_schema};
-            use crate::telemetry::schema::{BREAKER_OUTCOMES, HTTP_EVENTS};
-            let dir = groups::Scratch::new(scratch);
-            let (start_us, end_us) = t.window.window_us;
-            let days = crate::metrics::Window { start_us, end_us }.day_range();
-            let mut spills = Vec::new();
-            for (spec, name) in [(&HTTP_EVENTS, "events"), (&BREAKER_OUTCOMES, "outcomes")] {
-                let empty = DataFrame::empty_with_schema(&table_schema(spec)).lazy();
-                let scans = part_scans(dataset, spec, days.clone())?;
-                let spilled =
-                    groups::spill(&scans, empty, &rows, &t.groups, &dir.path().join(name));
-                spills.push(anyhow::Context::with_context(spilled, || {
-                    format!("spilling {} by host group", spec.name)
-                })?);
-            }
-            let outcomes = spills.pop().expect("two spills");
-            let events = spills.pop().expect("two spills");
-            t.spilled = Some((events, outcomes));
-            t._scratch = Some(dir);
-        }
-        Ok(t)
+        })
     }
 
     /// The number of groups (at least one).
@@ -200,17 +172,10 @@ impl<'a> TrafficGroups<'a> {
 
     /// The traffic of group `k`.
     pub fn load(&self, k: usize) -> anyhow::Result<Traffic> {
-        let scans = match &self.spilled {
-            None => self.window.scans()?,
-            Some((events, outcomes)) => Scans {
-                events: events.scan(k)?,
-                transitions: self
-                    .transitions
-                    .clone()
-                    .filter(crate::groups::in_group(&self.groups, k)),
-                outcomes: outcomes.scan(k)?,
-            },
-        };
+        let scans = self
+            .window
+            .scans()?
+            .filter(crate::groups::in_group(&self.groups, k));
         self.window.load(scans, self.config, self.model)
     }
 
@@ -345,15 +310,9 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<u8> {
             add(&traffic)?;
         } else {
             // A group of hosts at a time: one group's calls in memory at once.
-            let groups = TrafficGroups::open(
-                &dataset,
-                &metrics,
-                &config,
-                &model,
-                args.scale.group_rows(),
-                &metrics,
-            )
-            .context("loading the traffic to replay")?;
+            let groups =
+                TrafficGroups::open(&dataset, &metrics, &config, &model, args.scale.group_rows())
+                    .context("loading the traffic to replay")?;
             for k in 0..groups.count() {
                 add(&groups.load(k).context("loading the traffic to replay")?)?;
             }

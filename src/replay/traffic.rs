@@ -285,15 +285,14 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     } = input;
     let (ws, we) = (w0 as f64 / 1e6, w1 as f64 / 1e6);
     let hours = (we - ws) / 3600.0;
-    // The calls stream in batch by batch (`Rows`): a host's calls are held as `Call`s,
-    // never as a frame of the window's rows with their strings.
-    let events = crate::metrics::with_instance(events, model)
-        .filter(crate::metrics::breaker_counted())
-        .select([
+    // The rows the breakers counted, read once; each becomes a `Call` (56 bytes) and
+    // the frame goes. Hosts, sources and instances come as codes (`RowKeys`).
+    let events = crate::metrics::collect(
+        events.filter(crate::metrics::breaker_counted()).select([
             col("host"),
-            col("role").fill_null(lit("")),
-            col("instance"),
+            col("role"),
             col("source"),
+            col("run_id"),
             col("ts").cast(DataType::Int64).alias("t"),
             col("id").cast(DataType::Int64),
             col("outcome").cast(DataType::Int64),
@@ -304,7 +303,8 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
                 .otherwise(lit(NULL).cast(DataType::Float64))
                 .alias("ra"),
             col("elapsed_ms").cast(DataType::Float64).alias("elapsed"),
-        ]);
+        ]),
+    )?;
     let transitions = crate::metrics::collect(
         crate::metrics::with_instance(crate::metrics::dedupe_transitions(transitions), model)
             .filter(col("scope").eq(lit("host")).or(col("scope").is_null()))
@@ -338,10 +338,10 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     ]);
     // The logged outcomes first: an instance that logged them is replayed from them, and
     // its rows are skipped.
-    let rows = std::sync::Arc::new(std::sync::Mutex::new(Rows::default()));
-    stream(logged, &rows, Rows::add_logged)?;
-    stream(events, &rows, Rows::add_events)?;
-    let mut rows = std::mem::take(&mut *rows.lock().map_err(poisoned)?);
+    let mut rows = Rows::default();
+    rows.add_logged(&crate::metrics::collect(logged)?)?;
+    rows.add_events(&events, model.breaker_scope)?;
+    drop(events);
     let sources = &rows.sources;
     // Sources ranked by name (those of the calls and of the logged outcomes): the
     // tie-break of calls at the same instant. Provisional code 0 is a row without one.
@@ -583,12 +583,10 @@ const SEQ_ID_MASK: u64 = (1 << SEQ_ID_BITS) - 1;
 fn seq(source: u64, id: u64) -> u64 {
     (source << SEQ_ID_BITS) | (id & SEQ_ID_MASK)
 }
-/// Rows per batch while the calls stream in.
-const BATCH_ROWS: usize = 65_536;
 
-/// Every host's calls while the rows stream in, batch by batch. Names are interned per
-/// host; a call's `seq` holds its source's provisional code until the sources are
-/// ranked.
+/// Every host's calls, from its logged outcomes, then from its rows. Names are
+/// interned per host; a call's `seq` holds its source's provisional code until the
+/// sources are ranked.
 #[derive(Default)]
 struct Rows {
     hosts: BTreeMap<String, HostRows>,
@@ -622,30 +620,6 @@ impl HostRows {
     }
 }
 
-fn poisoned<T>(_: std::sync::PoisonError<T>) -> PolarsError {
-    polars_err!(ComputeError: "a batch of calls failed to load")
-}
-
-/// Runs `query` on the streaming engine and hands each batch of its rows to `add`.
-fn stream(
-    query: LazyFrame,
-    rows: &std::sync::Arc<std::sync::Mutex<Rows>>,
-    add: fn(&mut Rows, &DataFrame) -> PolarsResult<()>,
-) -> PolarsResult<()> {
-    let sink = rows.clone();
-    query
-        .sink_batches(
-            PlanCallback::new(move |df: DataFrame| {
-                add(&mut *sink.lock().map_err(poisoned)?, &df)?;
-                Ok(false)
-            }),
-            true,
-            std::num::NonZeroUsize::new(BATCH_ROWS),
-        )?
-        .collect_with_engine(Engine::Streaming)?;
-    Ok(())
-}
-
 impl Rows {
     /// Whether an instance of `host` is replayed from its logged outcomes.
     fn is_logged(&self, host: &str, name: &str) -> bool {
@@ -672,12 +646,32 @@ impl Rows {
         c
     }
 
-    /// A batch of the window's rows the breakers counted.
-    fn add_events(&mut self, df: &DataFrame) -> PolarsResult<()> {
-        let h = df.column("host")?.str()?;
-        let role = df.column("role")?.str()?;
-        let inst = df.column("instance")?.str()?;
-        let src = df.column("source")?.str()?;
+    /// The window's rows the breakers counted (host, role, source, run_id, t, id,
+    /// outcome, retried_failures, is_net, ra, elapsed), breaker instances under `scope`.
+    fn add_events(&mut self, df: &DataFrame, scope: crate::crawler::Scope) -> PolarsResult<()> {
+        let keys = crate::metrics::RowKeys::of(df)?;
+        let instances = keys.breakers(scope);
+        // What each instance is called, as `metrics::with_instance` names it.
+        let names: Vec<String> = instances
+            .names
+            .iter()
+            .map(|[_, source, run]| match scope {
+                crate::crawler::Scope::Fleet => String::new(),
+                crate::crawler::Scope::Process => format!("{source}\u{1f}{run}"),
+            })
+            .collect();
+        let logged: Vec<bool> = instances
+            .names
+            .iter()
+            .zip(&names)
+            .map(|([host, ..], name)| self.is_logged(host, name))
+            .collect();
+        let sources: Vec<u64> = keys
+            .sources
+            .values
+            .iter()
+            .map(|s| self.source(s.as_deref()))
+            .collect();
         let t = df.column("t")?.i64()?;
         let id = df.column("id")?.i64()?;
         let outcome = df.column("outcome")?.i64()?;
@@ -685,45 +679,68 @@ impl Rows {
         let net = df.column("is_net")?.bool()?;
         let ra = df.column("ra")?.f64()?;
         let el = df.column("elapsed")?.f64()?;
-        for i in 0..df.height() {
-            let host = h.get(i).unwrap_or_default();
-            let name = inst.get(i).unwrap_or_default();
-            if self.is_logged(host, name) {
+        // Each host's calls and network rows per role, by code; each instance's
+        // provisional code in its host (given on first sight, as rows come).
+        let mut calls: Vec<Vec<Call>> = vec![Vec::new(); keys.hosts.values.len()];
+        let mut roles = vec![vec![0u64; keys.roles.values.len()]; keys.hosts.values.len()];
+        let mut code: Vec<Option<u32>> = vec![None; names.len()];
+        let columns = t
+            .iter()
+            .zip(id.iter())
+            .zip(outcome.iter())
+            .zip(retried.iter())
+            .zip(net.iter())
+            .zip(ra.iter())
+            .zip(el.iter());
+        for (i, ((((((t, id), outcome), retried), net), ra), el)) in columns.enumerate() {
+            let inst = instances.of_row[i] as usize;
+            if logged[inst] {
                 continue;
             }
-            let source = self.source(src.get(i));
-            let hr = self.host(host);
-            let code = hr.code(name);
-            if net.get(i).unwrap_or(false)
-                && let Some(r) = role.get(i).filter(|r| !r.is_empty())
-            {
-                match hr.roles.get_mut(r) {
-                    Some(n) => *n += 1,
-                    None => {
-                        hr.roles.insert(r.to_owned(), 1);
-                    }
-                }
+            let h = keys.hosts.of_row[i] as usize;
+            if net.unwrap_or(false) {
+                roles[h][keys.roles.of_row[i] as usize] += 1;
             }
-            hr.calls.push(Call {
-                t_s: us_to_s(t.get(i).unwrap_or(0)),
-                instance: code,
-                retried_failures: retried.get(i).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
-                outcome: match outcome.get(i) {
+            let instance = *code[inst]
+                .get_or_insert_with(|| self.host(&instances.names[inst][0]).code(&names[inst]));
+            calls[h].push(Call {
+                t_s: us_to_s(t.unwrap_or(0)),
+                instance,
+                retried_failures: retried.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                outcome: match outcome {
                     Some(1) => Outcome::Failure,
                     Some(_) => Outcome::Success,
                     None => Outcome::Uncounted,
                 },
-                retry_after_s: ra.get(i),
-                elapsed_s: el.get(i).unwrap_or(0.0).max(0.0) / 1000.0,
+                retry_after_s: ra,
+                elapsed_s: el.unwrap_or(0.0).max(0.0) / 1000.0,
                 synthetic: false,
                 exact: false,
-                seq: seq(source, id.get(i).unwrap_or(0) as u64),
+                seq: seq(
+                    sources[keys.sources.of_row[i] as usize],
+                    id.unwrap_or(0) as u64,
+                ),
             });
+        }
+        for (h, (calls, roles)) in calls.into_iter().zip(roles).enumerate() {
+            if calls.is_empty() {
+                continue;
+            }
+            let hr = self.host(&keys.hosts.name(h as u32));
+            hr.calls.extend(calls);
+            for (r, n) in roles.into_iter().enumerate() {
+                match keys.roles.values[r].as_deref() {
+                    Some(role) if n > 0 && !role.is_empty() => {
+                        *hr.roles.entry(role.to_owned()).or_default() += n;
+                    }
+                    _ => {}
+                }
+            }
         }
         Ok(())
     }
 
-    /// A batch of the outcomes the breakers logged themselves.
+    /// The outcomes the breakers logged themselves.
     fn add_logged(&mut self, df: &DataFrame) -> PolarsResult<()> {
         let h = df.column("host")?.str()?;
         let inst = df.column("instance")?.str()?;
