@@ -369,8 +369,10 @@ pub struct ExportArgs {
     /// Dataset folder to create or append to.
     #[arg(long, short = 'o', value_name = "DIR")]
     pub out: PathBuf,
-    /// Rows per batch and per Parquet row group; bounds memory.
-    #[arg(long, default_value_t = 131_072, value_name = "ROWS")]
+    /// Rows per in-memory batch; bounds memory. Each batch is written sorted by host,
+    /// in row groups of 16,384 rows (a reader of a few hosts skips the others'); larger
+    /// batches sort more rows together.
+    #[arg(long, default_value_t = crate::telemetry::DEFAULT_BATCH_ROWS, value_name = "ROWS")]
     pub batch_rows: usize,
     /// How long to wait for a crawler's write lock on a file, in milliseconds.
     #[arg(long, default_value_t = 5_000, value_name = "MS")]

@@ -5,9 +5,11 @@
 //! quotas and the replay are all per host (a breaker is per host and process); the model
 //! calibration, which sums over every host, sums per group. So the window's
 //! hosts are cut, in host order, into groups whose rows fit the budget, and each group
-//! reads its own rows from the dataset ([`in_group`]: a host range, which the Parquet
-//! reader applies while it decodes) and is computed on its own. The tables of the
-//! groups, concatenated in group order, are the tables of the whole window, row for row.
+//! reads its own rows from the dataset ([`in_group`]: a host range; the export writes
+//! its batches sorted by host, so the Parquet reader skips other hosts' row groups by
+//! their statistics and filters the rest as it decodes) and is computed on its own. The
+//! tables of the groups, concatenated in group order, are the tables of the whole
+//! window, row for row.
 
 use polars::prelude::*;
 

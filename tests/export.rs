@@ -972,3 +972,82 @@ fn a_missing_part_is_exported_again_or_its_dates_named_incomplete() {
     let manifest = std::fs::read_to_string(out.join("_manifest.json")).unwrap();
     assert!(!manifest.contains("incomplete"), "{manifest}");
 }
+
+/// Each batch is written sorted by host, a host's rows in their id order, in row groups
+/// of its own, so that a reader of a few hosts skips the others' row groups by their
+/// statistics; a part that reaches `MAX_ROW_GROUPS_PER_FILE` row groups goes on in a
+/// new file, which the manifest lists too.
+#[test]
+fn batches_are_sorted_by_host_and_long_parts_go_on_in_new_files() {
+    use breaker_advisor::telemetry::parquet::MAX_ROW_GROUPS_PER_FILE;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(&tmp.path().join("sim"), Variant::Schema, 0.5, 6, 3.0, 5);
+    let out = tmp.path().join("ds");
+    let mut o = opts(&out);
+    o.batch_rows = 50;
+    export(std::slice::from_ref(&db), &o).unwrap();
+
+    let conn = Connection::open(&db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id FROM http_events ORDER BY id")
+        .unwrap();
+    let sqlite_ids: Vec<i64> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let rows = sqlite_ids.len();
+    let batches = rows.div_ceil(50);
+    assert!(batches > MAX_ROW_GROUPS_PER_FILE, "{rows} rows");
+    let parts = parts_of(&out, "http_events");
+    assert_eq!(
+        parts.len(),
+        batches.div_ceil(MAX_ROW_GROUPS_PER_FILE),
+        "{parts:?}"
+    );
+    let manifest = std::fs::read_to_string(out.join("_manifest.json")).unwrap();
+    for p in &parts {
+        assert!(manifest.contains(p.as_str()), "{p} is not listed");
+    }
+
+    let mut ids = Vec::new();
+    for p in &parts {
+        let file = std::fs::File::open(out.join(p)).unwrap();
+        let mut reader = ParquetReader::new(file);
+        let md = reader.get_metadata().unwrap().clone();
+        assert!(md.row_groups.len() <= MAX_ROW_GROUPS_PER_FILE);
+        let df = reader.finish().unwrap();
+        let host: Vec<String> = df
+            .column("host")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|h| h.unwrap().to_owned())
+            .collect();
+        let id: Vec<i64> = df
+            .column("id")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        let mut at = 0;
+        let mut last_id: BTreeMap<&str, i64> = BTreeMap::new();
+        for rg in &md.row_groups {
+            let n = rg.num_rows();
+            assert!(n <= 50, "a row group per batch");
+            let hosts = &host[at..at + n];
+            assert!(hosts.is_sorted(), "a batch is sorted by host: {hosts:?}");
+            for (h, i) in hosts.iter().zip(&id[at..at + n]) {
+                let previous = last_id.insert(h, *i);
+                assert!(previous.is_none_or(|p| p < *i), "{h}: ids out of order");
+            }
+            at += n;
+        }
+        assert_eq!(at, df.height());
+        ids.extend(id);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, sqlite_ids, "every row once");
+}

@@ -26,7 +26,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use manifest::{Manifest, STAGING_DIR, SourceState};
-use parquet::{PartWriter, part_rel_path};
+use parquet::{MAX_ROW_GROUPS_PER_FILE, PartWriter, part_rel_path};
 use read::{HostCache, TableCounts, hex, read_table, row_digest};
 use schema::{FileLayout, TableLayout, TableSpec};
 
@@ -114,6 +114,11 @@ impl TelemetryError {
     }
 }
 
+/// Rows per in-memory batch of one table and date: 32 row groups (`parquet::ROW_GROUP_ROWS`)
+/// sorted by host, so that a host's rows in a batch span about one row group when a
+/// fleet has a few dozen busy hosts.
+pub const DEFAULT_BATCH_ROWS: usize = 524_288;
+
 /// Settings of one export run.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -135,7 +140,7 @@ impl ExportOptions {
     pub fn new(out: impl Into<PathBuf>) -> Self {
         ExportOptions {
             out: out.into(),
-            batch_rows: 131_072,
+            batch_rows: DEFAULT_BATCH_ROWS,
             busy_timeout: Duration::from_secs(5),
             replace_changed: false,
             progress: true,
@@ -663,43 +668,50 @@ fn export_table(
     let (tx, rx) = mpsc::sync_channel::<(i32, DataFrame)>(2);
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> Result<Vec<String>, TelemetryError> {
-            let mut parts: BTreeMap<i32, PartWriter> = BTreeMap::new();
+            let polars_err = |e| TelemetryError::polars(label, spec.name, e);
+            let create = |date: i32, file: usize| {
+                let rel = part_rel_path(
+                    spec.name,
+                    date,
+                    meta.run,
+                    meta.source_id,
+                    &table.sqlite_table,
+                    file,
+                );
+                let metadata = vec![
+                    ("breaker_advisor.source".to_owned(), label.to_owned()),
+                    (
+                        "breaker_advisor.source_fingerprint".to_owned(),
+                        meta.fingerprint.to_owned(),
+                    ),
+                    ("breaker_advisor.run".to_owned(), meta.run.to_string()),
+                ];
+                PartWriter::create(&staging.join(&rel), rel, spec, metadata).map_err(polars_err)
+            };
+            // Per date: the open part file and its number among the date's files.
+            let mut parts: BTreeMap<i32, (PartWriter, usize)> = BTreeMap::new();
+            let mut written = Vec::new();
             for (date, df) in rx {
+                if parts
+                    .get(&date)
+                    .is_some_and(|(p, _)| p.row_groups >= MAX_ROW_GROUPS_PER_FILE)
+                {
+                    let (full, file) = parts.remove(&date).expect("just seen");
+                    written.push(full.finish().map_err(polars_err)?.0);
+                    parts.insert(date, (create(date, file + 1)?, file + 1));
+                }
                 let part = match parts.entry(date) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::btree_map::Entry::Vacant(v) => {
-                        let rel = part_rel_path(
-                            spec.name,
-                            date,
-                            meta.run,
-                            meta.source_id,
-                            &table.sqlite_table,
-                        );
-                        let metadata = vec![
-                            ("breaker_advisor.source".to_owned(), label.to_owned()),
-                            (
-                                "breaker_advisor.source_fingerprint".to_owned(),
-                                meta.fingerprint.to_owned(),
-                            ),
-                            ("breaker_advisor.run".to_owned(), meta.run.to_string()),
-                        ];
-                        v.insert(
-                            PartWriter::create(&staging.join(&rel), rel, spec, metadata)
-                                .map_err(|e| TelemetryError::polars(label, spec.name, e))?,
-                        )
+                        v.insert((create(date, 0)?, 0))
                     }
                 };
-                part.write(&df)
-                    .map_err(|e| TelemetryError::polars(label, spec.name, e))?;
+                part.0.write(&df).map_err(polars_err)?;
             }
-            parts
-                .into_values()
-                .map(|p| {
-                    p.finish()
-                        .map(|(rel, _)| rel)
-                        .map_err(|e| TelemetryError::polars(label, spec.name, e))
-                })
-                .collect()
+            for (part, _) in parts.into_values() {
+                written.push(part.finish().map_err(polars_err)?.0);
+            }
+            Ok(written)
         });
         let mut sink = |date: i32, df: DataFrame| -> Result<(), TelemetryError> {
             // A send fails only when the writer stopped on an error; join() reports it.
