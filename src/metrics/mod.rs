@@ -358,15 +358,21 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
         .drop(cols(["estimated_retry_status"]))
 }
 
-/// Rows read into memory (a group's, once), classified: on the streaming engine, which
-/// evaluates the classification a morsel at a time (the in-memory engine held several
-/// full-length temporaries of every new column at once).
+/// Rows read into memory (a group's, once), classified, without the columns only the
+/// classification reads (`from_cache`, `error`, `retry_count`, `breaker_recorded`): on
+/// the streaming engine, which evaluates it a morsel at a time (the in-memory engine held
+/// several full-length temporaries of every new column at once).
 pub fn classified(
-    rows: DataFrame,
+    rows: LazyFrame,
     config: &BreakerConfig,
     model: &CrawlerModel,
 ) -> PolarsResult<DataFrame> {
-    collect(classify(rows.lazy(), config, model))
+    collect(classify(rows, config, model).drop(cols([
+        "from_cache",
+        "error",
+        "retry_count",
+        "breaker_recorded",
+    ])))
 }
 
 /// The latest event time in the data, the default end of the window.
@@ -623,17 +629,10 @@ impl HostFrames<'_> {
             ..
         } = *self;
         let clock = std::time::Instant::now();
-        // Read first (the classification reads the rows three times); the keys read
-        // the raw columns beside the classification.
-        let raw = collect(events)?;
-        let (rows, keys) = std::thread::scope(|s| {
-            let keys = s.spawn(|| RowKeys::of(&raw));
-            let rows = classified(raw.clone(), config, &opts.crawler);
-            (rows, keys.join().expect("the keys do not panic"))
-        });
-        // The classified rows are new buffers (the streaming engine's): the raw ones go.
-        drop(raw);
-        let (rows, keys) = (rows?, keys?);
+        // The scan is read and classified in one streaming pass (the raw rows are never
+        // held beside the classified ones); the keys code the classified rows' strings.
+        let rows = classified(events, config, &opts.crawler)?;
+        let keys = RowKeys::of(&rows)?;
         tracing::debug!(
             rows = rows.height(),
             elapsed_s = clock.elapsed().as_secs_f64(),

@@ -105,16 +105,10 @@ impl WindowScans<'_> {
             breaker_scope: crate::crawler::Scope::Process,
             ..model.clone()
         };
-        // The group's rows are read once, then classified (which reads them three times).
-        let columns = crate::metrics::EVENT_COLUMNS
-            .iter()
-            .chain(&["elapsed_ms"])
-            .map(|c| col(*c))
-            .collect::<Vec<_>>();
-        let events = crate::metrics::collect(scans.events.select(columns))?;
-        let events = crate::metrics::classified(events, config, &load_model)?;
+        // The classification streams from the scan into the calls' columns (its
+        // estimates read the few columns they need first).
         let built = crate::replay::traffic::build(TrafficInput {
-            events: events.lazy(),
+            events: crate::metrics::classify(scans.events, config, &load_model),
             transitions: scans.transitions,
             outcomes: scans.outcomes,
             incidents: &self.incidents,
