@@ -74,55 +74,168 @@ pub fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), OutputEr
 /// Writes several files: every one is staged and synced before the first rename, so a
 /// failure while writing leaves all the targets as they were.
 pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<(), OutputError> {
-    let mut staged: Vec<(PathBuf, &Path)> = Vec::new();
+    let mut staged = Vec::new();
     for (path, bytes) in files {
-        match stage(path, bytes) {
-            Ok(tmp) => staged.push((tmp, path)),
-            Err(e) => {
-                for (tmp, _) in &staged {
-                    let _ = fs::remove_file(tmp);
-                }
-                return Err(e);
-            }
-        }
+        // An error drops the files staged so far, which removes them.
+        staged.push(Staged {
+            tmp: stage(path, bytes)?,
+            path: path.to_path_buf(),
+        });
     }
-    let mut staged = staged.into_iter();
-    while let Some((tmp, path)) = staged.next() {
-        if let Err(e) = publish(&tmp, path) {
-            for (tmp, _) in staged {
-                let _ = fs::remove_file(tmp);
-            }
-            return Err(e);
-        }
+    publish_all(staged)
+}
+
+/// A file written and synced beside its target, not yet renamed over it. Dropped
+/// unpublished, it is removed.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Published, the temporary name is gone and this fails quietly.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+/// Renames staged files over their targets, in order (every one was written in full
+/// before the first rename).
+pub fn publish_all(staged: Vec<Staged>) -> Result<(), OutputError> {
+    for s in &staged {
+        // On an error the rest are dropped, which removes them.
+        publish(&s.tmp, &s.path)?;
     }
     Ok(())
 }
 
-/// Writes a DataFrame as Parquet (zstd, statistics) atomically, with key-value metadata.
+/// Rows per row group of every table the stages write: a fixed number, so a table's
+/// bytes do not depend on how its rows came (a frame at once, or host group after host
+/// group).
+pub const TABLE_ROW_GROUP_ROWS: usize = 131_072;
+
+/// A Parquet table (zstd, statistics, key-value metadata) written part after part into
+/// its temporary sibling, in row groups of [`TABLE_ROW_GROUP_ROWS`]: it holds less
+/// than one row group beside the part being written. [`TableWriter::finish`] stages it.
+pub struct TableWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    metadata: Vec<(String, String)>,
+    writer: Option<polars::io::parquet::write::BatchedWriter<std::io::BufWriter<fs::File>>>,
+    /// The rows after the last full row group.
+    pending: Option<polars::prelude::DataFrame>,
+    rows: usize,
+}
+
+impl TableWriter {
+    pub fn new(path: &Path, metadata: Vec<(String, String)>) -> TableWriter {
+        TableWriter {
+            path: path.to_owned(),
+            tmp: tmp_sibling(path),
+            metadata,
+            writer: None,
+            pending: None,
+            rows: 0,
+        }
+    }
+
+    /// The rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends the rows of `part` (the schema of the first part).
+    pub fn write(&mut self, part: &polars::prelude::DataFrame) -> anyhow::Result<()> {
+        use anyhow::Context;
+        self.write_rows(part)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    fn write_rows(&mut self, part: &polars::prelude::DataFrame) -> anyhow::Result<()> {
+        use polars::io::parquet::write::KeyValueMetadata;
+        use polars::prelude::*;
+        if self.writer.is_none() {
+            let file = fs::File::create(&self.tmp)?;
+            if let Ok(meta) = fs::metadata(&self.path) {
+                fs::set_permissions(&self.tmp, meta.permissions())?;
+            }
+            let writer = ParquetWriter::new(std::io::BufWriter::new(file))
+                .with_compression(ParquetCompression::Zstd(None))
+                .with_statistics(StatisticsOptions::default())
+                .with_key_value_metadata(Some(KeyValueMetadata::from_static(self.metadata.clone())))
+                .batched(part.schema())?;
+            self.writer = Some(writer);
+        }
+        let writer = self.writer.as_mut().expect("created above");
+        self.rows += part.height();
+        let mut rows = match self.pending.take() {
+            Some(mut pending) => {
+                pending.vstack_mut(part)?;
+                pending
+            }
+            None => part.clone(),
+        };
+        let mut start = 0;
+        while rows.height() - start >= TABLE_ROW_GROUP_ROWS {
+            // One chunk is one row group.
+            let mut group = rows.slice(start as i64, TABLE_ROW_GROUP_ROWS);
+            group.rechunk_mut_par();
+            writer.write_batch(&group)?;
+            start += TABLE_ROW_GROUP_ROWS;
+        }
+        // A copy of the rest, so the part's buffers go.
+        rows = rows.slice(start as i64, rows.height() - start);
+        rows.rechunk_mut_par();
+        self.pending = Some(rows);
+        Ok(())
+    }
+
+    /// Writes the last row group and the footer, and syncs the file beside its target.
+    pub fn finish(mut self) -> anyhow::Result<Staged> {
+        use anyhow::Context;
+        let staged = Staged {
+            tmp: self.tmp.clone(),
+            path: self.path.clone(),
+        };
+        (|| -> anyhow::Result<()> {
+            let Some(mut writer) = self.writer.take() else {
+                anyhow::bail!("no rows, not even a schema, were given");
+            };
+            if let Some(rest) = self.pending.take().filter(|r| r.height() > 0) {
+                writer.write_batch(&rest)?;
+            }
+            writer.finish()?;
+            // Dropping the writer flushes its buffer.
+            drop(writer);
+            fs::File::open(&self.tmp)?.sync_all()?;
+            Ok(())
+        })()
+        .with_context(|| format!("writing {}", self.path.display()))?;
+        Ok(staged)
+    }
+}
+
+impl Drop for TableWriter {
+    fn drop(&mut self) {
+        // Unfinished (an error on the way), the partial file goes; finished, `Staged`
+        // owns it.
+        if self.writer.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes a DataFrame as a Parquet table ([`TableWriter`]) atomically.
 pub fn write_parquet_atomic(
-    df: &mut polars::prelude::DataFrame,
+    df: &polars::prelude::DataFrame,
     path: &Path,
     metadata: Vec<(String, String)>,
 ) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use polars::io::parquet::write::KeyValueMetadata;
-    use polars::prelude::*;
-    let tmp = tmp_sibling(path);
-    let result = (|| -> anyhow::Result<()> {
-        let file = fs::File::create(&tmp)?;
-        ParquetWriter::new(std::io::BufWriter::new(file))
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_statistics(StatisticsOptions::default())
-            .with_key_value_metadata(Some(KeyValueMetadata::from_static(metadata)))
-            .finish(df)?;
-        fs::File::open(&tmp)?.sync_all()?;
-        publish(&tmp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
+    let mut table = TableWriter::new(path, metadata);
+    table.write(df)?;
+    publish_all(vec![table.finish()?])?;
+    Ok(())
 }
 
 /// The `breaker_advisor.*` key-value metadata of a Parquet file an earlier stage wrote.
@@ -169,5 +282,60 @@ mod tests {
         assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
         write_all_atomic(&[(&a, b"new")]).unwrap();
         assert_eq!(fs::read_to_string(&a).unwrap(), "new");
+    }
+
+    #[test]
+    fn a_table_written_in_parts_is_the_table_written_at_once() {
+        use polars::prelude::*;
+        let dir = tempfile::tempdir().unwrap();
+        let n = 2 * TABLE_ROW_GROUP_ROWS + 12_345;
+        let df = df!(
+            "host" => (0..n).map(|i| format!("host-{:03}", i / 7_000)).collect::<Vec<_>>(),
+            "n" => (0..n as i64).map(|i| i * 7 % 1_000).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let meta = vec![("breaker_advisor.x".to_owned(), "1".to_owned())];
+        let whole = dir.path().join("whole.parquet");
+        write_parquet_atomic(&df, &whole, meta.clone()).unwrap();
+        let parts = dir.path().join("parts.parquet");
+        let mut table = TableWriter::new(&parts, meta);
+        let mut start = 0;
+        for len in [1, 70_000, TABLE_ROW_GROUP_ROWS, 0, 100_000, n] {
+            let len = len.min(n - start);
+            table.write(&df.slice(start as i64, len)).unwrap();
+            start += len;
+        }
+        assert_eq!(table.rows(), n);
+        publish_all(vec![table.finish().unwrap()]).unwrap();
+        assert_eq!(fs::read(&parts).unwrap(), fs::read(&whole).unwrap());
+        let md = ParquetReader::new(fs::File::open(&parts).unwrap())
+            .get_metadata()
+            .unwrap()
+            .clone();
+        let sizes: Vec<usize> = md.row_groups.iter().map(|rg| rg.num_rows()).collect();
+        assert_eq!(sizes, [TABLE_ROW_GROUP_ROWS, TABLE_ROW_GROUP_ROWS, 12_345]);
+        assert!(read_parquet(&parts).unwrap().equals(&df));
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 2, "no temporary file left: {left:?}");
+    }
+
+    #[test]
+    fn a_table_dropped_unfinished_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let mut table = TableWriter::new(&path, Vec::new());
+        table
+            .write(&polars::df!("a" => [1i64, 2]).unwrap())
+            .unwrap();
+        assert!(tmp_sibling(&path).exists());
+        drop(table);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let staged = {
+            let mut table = TableWriter::new(&path, Vec::new());
+            table.write(&polars::df!("a" => [1i64]).unwrap()).unwrap();
+            table.finish().unwrap()
+        };
+        drop(staged);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -534,8 +534,8 @@ impl Shards {
         }
         std::fs::create_dir_all(metrics)
             .with_context(|| format!("creating {}", metrics.display()))?;
-        for (path, mut df, meta) in merged {
-            crate::output::write_parquet_atomic(&mut df, &path, meta)?;
+        for (path, df, meta) in merged {
+            crate::output::write_parquet_atomic(&df, &path, meta)?;
         }
         Ok(())
     }

@@ -496,9 +496,8 @@ fn policy_frame(
 }
 
 /// Computes every metrics table for the window that ends at `opts.now_us` (or at the
-/// latest event) and spans `opts.window_s`. Hosts are computed in groups of at most
-/// `opts.group_rows` rows of the window (see [`crate::groups`]); the tables are the same
-/// whatever the grouping.
+/// latest event) and spans `opts.window_s`, held in memory: [`analyze_each`]'s groups
+/// concatenated.
 pub fn analyze(
     events: LazyFrame,
     transitions: LazyFrame,
@@ -506,6 +505,38 @@ pub fn analyze(
     config: &BreakerConfig,
     opts: &AnalyzeOptions,
 ) -> PolarsResult<Metrics> {
+    let mut all: Option<Metrics> = None;
+    analyze_each(
+        events,
+        transitions,
+        outcomes,
+        config,
+        opts,
+        |part| -> PolarsResult<()> {
+            match &mut all {
+                None => all = Some(part),
+                Some(m) => m.append(&part)?,
+            }
+            Ok(())
+        },
+    )?;
+    let mut all = all.expect("at least one group");
+    all.rechunk();
+    Ok(all)
+}
+
+/// Computes the metrics tables of the window (see [`analyze`]) a group of hosts at a
+/// time: groups of at most `opts.group_rows` rows of the window (see
+/// [`crate::groups`]), each given to `each` (at least one, in host order) before the next
+/// is read. The groups' tables, concatenated, are the same whatever the grouping.
+pub fn analyze_each<E: From<PolarsError>>(
+    events: LazyFrame,
+    transitions: LazyFrame,
+    outcomes: LazyFrame,
+    config: &BreakerConfig,
+    opts: &AnalyzeOptions,
+    mut each: impl FnMut(Metrics) -> Result<(), E>,
+) -> Result<(), E> {
     use crate::groups;
     let clock = std::time::Instant::now();
     let lap = |step: &str| {
@@ -557,7 +588,6 @@ pub fn analyze(
     lap("host counts");
     // Each group reads its own rows from the scans (a host range the Parquet reader
     // filters while it decodes), so no group holds another's.
-    let mut all: Option<Metrics> = None;
     for k in 0..groups.len().max(1) {
         let only = groups::in_group(&groups, k);
         let part = hosts.analyze(
@@ -565,38 +595,45 @@ pub fn analyze(
             transitions.clone().filter(only.clone()),
             outcomes.clone().filter(only),
         )?;
+        each(part)?;
         groups::release_free_memory();
         lap("group");
-        match &mut all {
-            None => all = Some(part),
-            Some(m) => m.append(&part)?,
-        }
     }
-    let mut all = all.expect("at least one group");
-    all.rechunk();
-    Ok(all)
+    Ok(())
 }
 
 impl Metrics {
-    /// Appends another group's tables (hosts after this one's).
-    fn append(&mut self, other: &Metrics) -> PolarsResult<()> {
-        self.host_summary.vstack_mut(&other.host_summary)?;
-        self.host_role_summary
-            .vstack_mut(&other.host_role_summary)?;
-        self.bursts.vstack_mut(&other.bursts)?;
-        self.host_timeseries.vstack_mut(&other.host_timeseries)?;
-        self.rate_windows.vstack_mut(&other.rate_windows)?;
-        Ok(())
+    /// The tables, with the names of their files (`NAME.parquet`).
+    pub fn tables(&self) -> [(&'static str, &DataFrame); 5] {
+        [
+            ("host_summary", &self.host_summary),
+            ("host_role_summary", &self.host_role_summary),
+            ("bursts", &self.bursts),
+            ("host_timeseries", &self.host_timeseries),
+            ("rate_windows", &self.rate_windows),
+        ]
     }
 
-    fn rechunk(&mut self) {
-        for df in [
+    fn tables_mut(&mut self) -> [&mut DataFrame; 5] {
+        [
             &mut self.host_summary,
             &mut self.host_role_summary,
             &mut self.bursts,
             &mut self.host_timeseries,
             &mut self.rate_windows,
-        ] {
+        ]
+    }
+
+    /// Appends another group's tables (hosts after this one's).
+    fn append(&mut self, other: &Metrics) -> PolarsResult<()> {
+        for (df, (_, more)) in self.tables_mut().into_iter().zip(other.tables()) {
+            df.vstack_mut(more)?;
+        }
+        Ok(())
+    }
+
+    fn rechunk(&mut self) {
+        for df in self.tables_mut() {
             df.rechunk_mut();
         }
     }

@@ -274,7 +274,8 @@ pub fn analyze_into(
     opts: &crate::metrics::AnalyzeOptions,
 ) -> anyhow::Result<Analyzed> {
     use crate::config::BreakerConfig;
-    use crate::metrics::analyze;
+    use crate::metrics::analyze_each;
+    use crate::output::TableWriter;
     use crate::telemetry::schema::{BREAKER_OUTCOMES, BREAKER_TRANSITIONS, HTTP_EVENTS};
 
     if !is_dataset(data) {
@@ -303,49 +304,58 @@ pub fn analyze_into(
             .or(crate::telemetry::manifest::Manifest::load(data)?.first_event_us()),
         ..opts.clone()
     };
-    let mut m =
-        analyze(events, transitions, outcomes, &config, &opts).context("computing metrics")?;
-    let meta = vec![
-        (
-            "breaker_advisor.tool_version".to_owned(),
-            env!("CARGO_PKG_VERSION").to_owned(),
-        ),
-        (
-            "breaker_advisor.metrics_schema_version".to_owned(),
-            "1".to_owned(),
-        ),
-        (
-            "breaker_advisor.window_start".to_owned(),
-            format_utc(m.window.start_us as f64 / 1e6),
-        ),
-        (
-            "breaker_advisor.window_end".to_owned(),
-            format_utc(m.window.end_us as f64 / 1e6),
-        ),
-        ("breaker_advisor.config_sha256".to_owned(), config_hash),
-        (
-            "breaker_advisor.bucket_s".to_owned(),
-            opts.bucket_s.to_string(),
-        ),
-        (
-            "breaker_advisor.half_life_buckets".to_owned(),
-            opts.half_life_buckets.to_string(),
-        ),
-    ];
-    for (name, df) in [
-        ("host_summary", &mut m.host_summary),
-        ("host_role_summary", &mut m.host_role_summary),
-        ("bursts", &mut m.bursts),
-        ("host_timeseries", &mut m.host_timeseries),
-        ("rate_windows", &mut m.rate_windows),
-    ] {
-        write_parquet_atomic(df, &out.join(format!("{name}.parquet")), meta.clone())?;
-    }
-    Ok(Analyzed {
-        window: m.window,
-        hosts: m.host_summary.height(),
-        bursts: m.bursts.height(),
+    // Each group's tables go to the files as they come (the window's are never held
+    // whole); the files replace the earlier ones only once every group is written.
+    let mut tables: Option<(crate::metrics::Window, Vec<TableWriter>)> = None;
+    analyze_each(events, transitions, outcomes, &config, &opts, |part| {
+        let (_, writers) = tables.get_or_insert_with(|| {
+            let meta = metrics_metadata(&part.window, &config_hash, &opts);
+            let writers = part
+                .tables()
+                .map(|(name, _)| {
+                    TableWriter::new(&out.join(format!("{name}.parquet")), meta.clone())
+                })
+                .into();
+            (part.window, writers)
+        });
+        for (writer, (_, df)) in writers.iter_mut().zip(part.tables()) {
+            writer.write(df)?;
+        }
+        anyhow::Ok(())
     })
+    .context("computing metrics")?;
+    let (window, writers) = tables.expect("at least one group");
+    let (hosts, bursts) = (writers[0].rows(), writers[2].rows());
+    let staged = writers
+        .into_iter()
+        .map(TableWriter::finish)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    crate::output::publish_all(staged)?;
+    Ok(Analyzed {
+        window,
+        hosts,
+        bursts,
+    })
+}
+
+/// The key-value metadata of the metrics tables: what they were computed from.
+fn metrics_metadata(
+    window: &crate::metrics::Window,
+    config_hash: &str,
+    opts: &crate::metrics::AnalyzeOptions,
+) -> Vec<(String, String)> {
+    [
+        ("tool_version", env!("CARGO_PKG_VERSION").to_owned()),
+        ("metrics_schema_version", "1".to_owned()),
+        ("window_start", format_utc(window.start_us as f64 / 1e6)),
+        ("window_end", format_utc(window.end_us as f64 / 1e6)),
+        ("config_sha256", config_hash.to_owned()),
+        ("bucket_s", opts.bucket_s.to_string()),
+        ("half_life_buckets", opts.half_life_buckets.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("breaker_advisor.{k}"), v))
+    .collect()
 }
 
 fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
@@ -472,11 +482,11 @@ pub fn detect_into(
         )?;
     }
     write_parquet_atomic(
-        &mut d.incidents,
+        &d.incidents,
         &metrics.join("incidents.parquet"),
         meta.clone(),
     )?;
-    write_parquet_atomic(&mut d.host_timeseries, &ts_path, meta)?;
+    write_parquet_atomic(&d.host_timeseries, &ts_path, meta)?;
     Ok(Detected {
         incidents: d.incidents.height(),
         ongoing: d.incidents.column("ongoing")?.bool()?.sum().unwrap_or(0) as usize,

@@ -309,7 +309,7 @@ fn write_fidelity(
     let u = |f: fn(&crate::replay::traffic::Fidelity) -> u64| {
         fidelity.iter().map(f).collect::<Vec<u64>>()
     };
-    let mut df = df!(
+    let df = df!(
         "host" => fidelity.iter().map(|f| f.host.clone()).collect::<Vec<_>>(),
         "instances" => fidelity.iter().map(|f| f.instances as u64).collect::<Vec<_>>(),
         "logged_instances" => fidelity.iter().map(|f| f.logged_instances as u64).collect::<Vec<_>>(),
@@ -324,7 +324,7 @@ fn write_fidelity(
         "miss_share" => fidelity.iter().map(|f| f.miss_share()).collect::<Vec<_>>(),
     )?;
     let meta = crate::output::parquet_metadata(&metrics.join("host_summary.parquet"))?;
-    crate::output::write_parquet_atomic(&mut df, &metrics.join(FIDELITY_FILE), meta)
+    crate::output::write_parquet_atomic(&df, &metrics.join(FIDELITY_FILE), meta)
 }
 
 /// The plan for humans: one line per change, then the hosts left alone.

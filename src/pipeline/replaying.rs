@@ -166,11 +166,19 @@ impl<'a> TrafficGroups<'a> {
 
     /// The traffic of group `k`.
     pub fn load(&self, k: usize) -> anyhow::Result<Traffic> {
+        let clock = std::time::Instant::now();
         let scans = self
             .window
             .scans()?
             .filter(crate::groups::in_group(&self.groups, k));
-        self.window.load(scans, self.config, self.model)
+        let traffic = self.window.load(scans, self.config, self.model)?;
+        tracing::debug!(
+            group = k,
+            hosts = traffic.hosts.len(),
+            elapsed_s = clock.elapsed().as_secs_f64(),
+            "traffic: group loaded"
+        );
+        Ok(traffic)
     }
 
     /// Calibration over every group: the candidate models' misses summed (see
