@@ -7,31 +7,53 @@
 # counts) in DuckDB (bench/peer_duckdb.py) and in Spark SQL (bench/peer_spark.py, local
 # mode) on the 1x dataset, alternated, median of 3.
 #
-# Usage: bench/scale.sh [WORKDIR]   (SCALE_RPS="3": only the 1x day, for the comparison)
+# Usage: bench/scale.sh [WORKDIR]
+#   SCALE_RPS="3": only the 1x day; SCALE_RUNS=1: one run per size (default 3, the sizes
+#   alternated). The 100M-event day is SCALE_RPS=30 SCALE_RUNS=1 (simulating it takes
+#   about 8 minutes and 10 GB of disk; one run about 6 minutes).
 source "$(dirname "$0")/common.sh"
 
 secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$@"; }
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.0f}')" "$1"; }
 
-echo "| scale | events | run time | peak RSS | events/s |"
-echo "|---|---:|---:|---:|---:|"
+runs="${SCALE_RUNS:-3}"
 for rps in ${SCALE_RPS:-1.5 3 6}; do
   sim="$work/day-rps$rps"
   if [ ! -f "$sim/telemetry.sqlite" ]; then
     "$bin" -q simulate --out "$sim" --hosts 40 --rps "$rps" --hours 24 --seed 7 > /dev/null
   fi
   python3 bench/config_from_ground_truth.py "$sim/ground_truth.json" "$sim/breakers.yaml"
-  rows=$(sqlite3 "$sim/telemetry.sqlite" 'SELECT count(*) FROM http_events')
-  rm -rf "$sim/out"
-  t0=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$work/rss" "$bin" -q run --telemetry "$sim/telemetry.sqlite" \
-    --config "$sim/breakers.yaml" --out "$sim/out" > /dev/null
-  t1=$(date +%s.%N)
-  s=$(secs "$t0" "$t1")
-  python3 -c "import sys; r, n, s, m = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]; print(f'| {r / 3:g}x | {n:,} | {s:.1f} s | {m} MiB | {n / s / 1e6:.2f} M |')" \
-    "$rps" "$rows" "$s" "$(mib "$(cat "$work/rss")")"
+done
+# The sizes alternate run after run, so a slow spell of the machine touches each alike.
+declare -A run_times run_rss
+for ((i = 1; i <= runs; i++)); do
+  for rps in ${SCALE_RPS:-1.5 3 6}; do
+    sim="$work/day-rps$rps"
+    rm -rf "$sim/out"
+    t0=$(date +%s.%N)
+    /usr/bin/time -f "%M" -o "$work/rss" "$bin" -q run --telemetry "$sim/telemetry.sqlite" \
+      --config "$sim/breakers.yaml" --out "$sim/out" > /dev/null
+    t1=$(date +%s.%N)
+    run_times[$rps]+="$(secs "$t0" "$t1") "
+    run_rss[$rps]+="$(mib "$(cat "$work/rss")") "
+  done
+done
+echo "| scale | events | runs | median time | peak RSS (median run) | events/s |"
+echo "|---|---:|---|---:|---:|---:|"
+for rps in ${SCALE_RPS:-1.5 3 6}; do
+  rows=$(sqlite3 "$work/day-rps$rps/telemetry.sqlite" 'SELECT count(*) FROM http_events')
+  python3 - "$rps" "$rows" "${run_times[$rps]}" "${run_rss[$rps]}" <<'PY'
+import sys, statistics
+r, n = float(sys.argv[1]), int(sys.argv[2])
+t, m = [float(v) for v in sys.argv[3].split()], [int(v) for v in sys.argv[4].split()]
+s = sorted(t)[(len(t) - 1) // 2]
+print(f"| {r / 3:g}x | {n:,} | {', '.join(f'{v:.1f} s' for v in t)} | {s:.1f} s "
+      f"| {m[t.index(s)]:,} MiB (of {', '.join(f'{v:,}' for v in m)}) | {n / s / 1e6:.2f} M |")
+PY
 done
 
+# The comparison with the peers is on the 1x day only.
+case " ${SCALE_RPS:-3} " in *" 3 "*) ;; *) exit 0 ;; esac
 data="$work/day-rps3/out/dataset"
 read -r start_txt end_txt < <(python3 - "$data" <<'PY'
 import sys, duckdb, datetime as dt
