@@ -114,9 +114,9 @@ impl TelemetryError {
     }
 }
 
-/// Rows per in-memory batch of one table and date: 32 row groups (`parquet::ROW_GROUP_ROWS`)
-/// sorted by host, so that a host's rows in a batch span about one row group when a
-/// fleet has a few dozen busy hosts.
+/// Rows per in-memory batch of one table and date: 32 row groups
+/// (`parquet::ROW_GROUP_ROWS`) sorted by host, so that a host's rows in a batch fill
+/// about one row group of their own when a fleet has a few dozen busy hosts.
 pub const DEFAULT_BATCH_ROWS: usize = 524_288;
 
 /// Settings of one export run.

@@ -72,9 +72,14 @@ pub fn is_part_file_name(name: &str) -> bool {
     name.starts_with("part-r") && name.ends_with(".parquet")
 }
 
-/// Rows per row group of a part file: an eighth of the export's batch, so that the
-/// batch's hosts, sorted, fall into row groups of a few hosts each.
+/// Rows per row group of a part file, at most: a 32nd of the export's batch, so that
+/// the batch's hosts, sorted, fall into row groups of a few hosts each.
 pub const ROW_GROUP_ROWS: usize = 16_384;
+
+/// Rows a row group holds before it may end at a host's last row: a row group then
+/// holds one host's rows, or a few small hosts', so a reader of a range of hosts reads
+/// at most this many rows of the hosts beside the range at each end of a batch.
+pub const ROW_GROUP_MIN_ROWS: usize = 4_096;
 
 /// Row groups of one part file: a Parquet writer holds every row group's metadata
 /// until it finishes, and a reader parses all of it, so an export that writes more
@@ -128,17 +133,16 @@ impl PartWriter {
     }
 
     /// Writes a batch sorted by host (rows of one host keep their order) in row groups
-    /// of [`ROW_GROUP_ROWS`]: each row group then holds a narrow range of hosts, whose
-    /// statistics let a reader of a few hosts skip the others' row groups.
+    /// that end at a host's last row (see [`row_groups`]): their statistics let a
+    /// reader of a few hosts skip the others' row groups.
     pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
         self.rows += df.height() as u64;
         let sorted = df.sort(
             ["host"],
             SortMultipleOptions::default().with_maintain_order(true),
         )?;
-        for offset in (0..sorted.height()).step_by(ROW_GROUP_ROWS) {
-            self.writer
-                .write_batch(&sorted.slice(offset as i64, ROW_GROUP_ROWS))?;
+        for (offset, len) in row_groups(sorted.column("host")?.str()?) {
+            self.writer.write_batch(&sorted.slice(offset as i64, len))?;
             self.row_groups += 1;
         }
         Ok(())
@@ -152,6 +156,27 @@ impl PartWriter {
         File::open(&self.path)?.sync_all()?;
         Ok((self.rel, self.rows))
     }
+}
+
+/// The row groups (offset, length) of a batch sorted by host: at most
+/// [`ROW_GROUP_ROWS`] rows each, and ended at a host's last row once they hold
+/// [`ROW_GROUP_MIN_ROWS`].
+pub fn row_groups(hosts: &StringChunked) -> Vec<(usize, usize)> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut previous = None;
+    for (i, host) in hosts.iter().enumerate() {
+        let len = i - start;
+        if len == ROW_GROUP_ROWS || (len >= ROW_GROUP_MIN_ROWS && host != previous) {
+            groups.push((start, len));
+            start = i;
+        }
+        previous = host;
+    }
+    if hosts.len() > start {
+        groups.push((start, hosts.len() - start));
+    }
+    groups
 }
 
 /// Scans one exported table lazily (hive partitions by date); a table the export never
@@ -192,4 +217,34 @@ pub fn scan_table(
     };
     let scan = LazyFrame::scan_parquet(PlRefPath::new(format!("{}/", dir.display())), args);
     anyhow::Context::with_context(scan, || format!("reading the dataset {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_groups_end_at_a_host_s_last_row_once_they_hold_enough() {
+        // a: 3 rows, b: 5,000, c: 40,000, d: 100, e: 10.
+        let counts = [("a", 3), ("b", 5_000), ("c", 40_000), ("d", 100), ("e", 10)];
+        let hosts: Vec<&str> = counts
+            .iter()
+            .flat_map(|&(h, n)| std::iter::repeat_n(h, n))
+            .collect();
+        let groups = row_groups(&StringChunked::from_slice("host".into(), &hosts));
+        assert_eq!(
+            groups,
+            [
+                // a is too small to end a row group: it shares b's.
+                (0, 5_003),
+                // c's rows fill two row groups; what is left ends with c.
+                (5_003, ROW_GROUP_ROWS),
+                (5_003 + ROW_GROUP_ROWS, ROW_GROUP_ROWS),
+                (5_003 + 2 * ROW_GROUP_ROWS, 40_000 - 2 * ROW_GROUP_ROWS),
+                // d and e are too small to be apart.
+                (45_003, 110),
+            ]
+        );
+        assert!(row_groups(&StringChunked::from_slice("host".into(), &[] as &[&str])).is_empty());
+    }
 }
