@@ -14,13 +14,15 @@
 use polars::prelude::*;
 
 /// What one row of the window costs in memory while its group is computed, at the peak
-/// (the classified rows, the burst sort, the replay's calls): measured on the
-/// 10M-event benchmark day (BENCHMARKS.md, "Memory and time at scale"), rounded up.
+/// (the classified rows, the burst sort, the replay's calls). Measured when groups
+/// spilled to disk (BENCHMARKS.md, "Memory and time at scale"), rounded up; since groups
+/// read their own rows the 10M-event day's peaks are 550-850 MiB with these constants
+/// (about 1M rows a group), so they leave room, and the 100M day, one 2.5M-row host a
+/// group, peaks under the 1 GiB default.
 pub const BYTES_PER_ROW: u64 = 640;
 
 /// Memory the process holds whatever the group size (the binary, Polars' pools, the
-/// per-host tables), taken off the budget before the groups
-/// are sized.
+/// per-host tables), taken off the budget before the groups are sized.
 pub const FIXED_BYTES: u64 = 384 << 20;
 
 /// The default `--memory-budget`.

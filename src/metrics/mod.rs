@@ -587,7 +587,9 @@ pub fn analyze_each<E: From<PolarsError>>(
     let groups = groups::plan(&counts, opts.group_rows);
     lap("host counts");
     // Each group reads its own rows from the scans (a host range the Parquet reader
-    // filters while it decodes), so no group holds another's.
+    // filters while it decodes), so no group holds another's. The pages the stages
+    // before freed (the export's batches) go back before the first.
+    groups::release_free_memory();
     for k in 0..groups.len().max(1) {
         let only = groups::in_group(&groups, k);
         let part = hosts.analyze(
