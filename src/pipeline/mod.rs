@@ -306,29 +306,36 @@ pub fn analyze_into(
     };
     // Each group's tables go to the files as they come (the window's are never held
     // whole); the files replace the earlier ones only once every group is written.
-    let mut tables: Option<(crate::metrics::Window, Vec<TableWriter>)> = None;
+    let mut tables: Option<(crate::metrics::Window, Vec<(&str, TableWriter)>)> = None;
     analyze_each(events, transitions, outcomes, &config, &opts, |part| {
         let (_, writers) = tables.get_or_insert_with(|| {
             let meta = metrics_metadata(&part.window, &config_hash, &opts);
             let writers = part
                 .tables()
                 .map(|(name, _)| {
-                    TableWriter::new(&out.join(format!("{name}.parquet")), meta.clone())
+                    let path = out.join(format!("{name}.parquet"));
+                    (name, TableWriter::new(&path, meta.clone()))
                 })
                 .into();
             (part.window, writers)
         });
-        for (writer, (_, df)) in writers.iter_mut().zip(part.tables()) {
+        for ((_, writer), (_, df)) in writers.iter_mut().zip(part.tables()) {
             writer.write(df)?;
         }
         anyhow::Ok(())
     })
     .context("computing metrics")?;
     let (window, writers) = tables.expect("at least one group");
-    let (hosts, bursts) = (writers[0].rows(), writers[2].rows());
+    let rows_of = |table: &str| {
+        writers
+            .iter()
+            .find(|(name, _)| *name == table)
+            .map_or(0, |(_, w)| w.rows())
+    };
+    let (hosts, bursts) = (rows_of("host_summary"), rows_of("bursts"));
     let staged = writers
         .into_iter()
-        .map(TableWriter::finish)
+        .map(|(_, w)| w.finish())
         .collect::<anyhow::Result<Vec<_>>>()?;
     crate::output::publish_all(staged)?;
     Ok(Analyzed {
