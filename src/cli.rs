@@ -370,8 +370,9 @@ pub struct ExportArgs {
     #[arg(long, short = 'o', value_name = "DIR")]
     pub out: PathBuf,
     /// Rows per in-memory batch; bounds memory. Each batch is written sorted by host,
-    /// in row groups of 16,384 rows (a reader of a few hosts skips the others'); larger
-    /// batches sort more rows together.
+    /// in row groups of at most 16,384 rows that end at a host's last row once they hold
+    /// 4,096 (a reader of a few hosts skips the others'); larger batches sort more rows
+    /// together.
     #[arg(long, default_value_t = crate::telemetry::DEFAULT_BATCH_ROWS, value_name = "ROWS")]
     pub batch_rows: usize,
     /// How long to wait for a crawler's write lock on a file, in milliseconds.

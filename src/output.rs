@@ -26,6 +26,15 @@ pub fn tmp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// Gives the temporary sibling `tmp` the permissions of the file at `path` it will
+/// replace, if there is one.
+fn keep_permissions(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) => fs::set_permissions(tmp, meta.permissions()),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Writes the temporary sibling of `path` and syncs it, keeping the permissions of the
 /// file it will replace.
 fn stage(path: &Path, bytes: &[u8]) -> Result<PathBuf, OutputError> {
@@ -33,9 +42,7 @@ fn stage(path: &Path, bytes: &[u8]) -> Result<PathBuf, OutputError> {
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        if let Ok(meta) = fs::metadata(path) {
-            fs::set_permissions(&tmp, meta.permissions())?;
-        }
+        keep_permissions(&tmp, path)?;
         f.sync_all()
     })();
     result.map(|()| tmp.clone()).map_err(|source| {
@@ -157,9 +164,7 @@ impl TableWriter {
         use polars::prelude::*;
         if self.writer.is_none() {
             let file = fs::File::create(&self.tmp)?;
-            if let Ok(meta) = fs::metadata(&self.path) {
-                fs::set_permissions(&self.tmp, meta.permissions())?;
-            }
+            keep_permissions(&self.tmp, &self.path)?;
             let writer = ParquetWriter::new(std::io::BufWriter::new(file))
                 .with_compression(ParquetCompression::Zstd(None))
                 .with_statistics(StatisticsOptions::default())

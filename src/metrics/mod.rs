@@ -1081,6 +1081,9 @@ pub fn breaker_counted() -> Expr {
         .or(col("retried_failures").gt(lit(0i64)))
 }
 
+/// What joins an instance's source and run in its name (`instance` columns).
+pub const INSTANCE_SEPARATOR: &str = "\u{1f}";
+
 /// Adds `instance`, the breaker instance a row belongs to under `model`: its process
 /// (`source` and `run_id` joined by U+001F), or one (empty) for the fleet. A row without
 /// a run id belongs to the most frequent run of its source with the same host (the
@@ -1113,7 +1116,7 @@ pub fn with_instance(lf: LazyFrame, model: &CrawlerModel) -> LazyFrame {
                             .fill_null(col("source_run"))
                             .fill_null(lit("")),
                     ],
-                    "\u{1f}",
+                    INSTANCE_SEPARATOR,
                     false,
                 )
                 .alias("instance"),
@@ -1161,7 +1164,7 @@ fn burst_columns(dominant_status: Expr, role_calls: [Expr; 3]) -> Vec<Expr> {
 fn instance_part(i: i64) -> Expr {
     col("instance")
         .str()
-        .split(lit("\u{1f}"))
+        .split(lit(INSTANCE_SEPARATOR))
         .list()
         .get(lit(i), true)
         .fill_null(lit(""))
@@ -1431,6 +1434,18 @@ impl Instances {
         }
     }
 
+    /// What [`with_instance`] calls instance `k`: nothing under a fleet-wide breaker,
+    /// else its source and run.
+    pub fn name(&self, k: usize, scope: Scope) -> String {
+        match scope {
+            Scope::Fleet => String::new(),
+            Scope::Process => {
+                let [_, source, run] = &self.names[k];
+                format!("{source}{INSTANCE_SEPARATOR}{run}")
+            }
+        }
+    }
+
     /// The rows of `keep`, by instance (instances in code order, rows in frame order):
     /// a counting sort.
     fn rows_by_instance(&self, keep: impl Fn(usize) -> bool) -> (Vec<usize>, Vec<usize>) {
@@ -1550,13 +1565,9 @@ fn burst_runs(rows: &CountedRows, keys: &RowKeys, scope: Scope) -> PolarsResult<
             })
             .0
     };
-    let name = |r: &Run| &instances.names[r.instance as usize];
     Ok(df!(
-        "host" => runs.iter().map(|r| name(r)[0].as_str()).collect::<Vec<_>>(),
-        "instance" => runs.iter().map(|r| match scope {
-            Scope::Fleet => String::new(),
-            Scope::Process => format!("{}\u{1f}{}", name(r)[1], name(r)[2]),
-        }).collect::<Vec<_>>(),
+        "host" => runs.iter().map(|r| instances.names[r.instance as usize][0].as_str()).collect::<Vec<_>>(),
+        "instance" => runs.iter().map(|r| instances.name(r.instance as usize, scope)).collect::<Vec<_>>(),
         "start" => runs.iter().map(|r| r.start).collect::<Vec<i64>>(),
         "end" => runs.iter().map(|r| r.end).collect::<Vec<i64>>(),
         "length" => runs.iter().map(|r| r.length).collect::<Vec<i64>>(),

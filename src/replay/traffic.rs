@@ -652,13 +652,8 @@ impl Rows {
         let keys = crate::metrics::RowKeys::of(df)?;
         let instances = keys.breakers(scope);
         // What each instance is called, as `metrics::with_instance` names it.
-        let names: Vec<String> = instances
-            .names
-            .iter()
-            .map(|[_, source, run]| match scope {
-                crate::crawler::Scope::Fleet => String::new(),
-                crate::crawler::Scope::Process => format!("{source}\u{1f}{run}"),
-            })
+        let names: Vec<String> = (0..instances.names.len())
+            .map(|k| instances.name(k, scope))
             .collect();
         let logged: Vec<bool> = instances
             .names
