@@ -12,6 +12,9 @@ pub enum HostError {
     Idna(String),
 }
 
+/// The longest DNS name, in bytes (RFC 1035: 253 characters without the final dot).
+pub const MAX_HOST_BYTES: usize = 253;
+
 /// Normalises a host the way the crawler does: trim, drop one trailing dot, then
 /// UTS-46 mapping to lowercase ASCII with punycode labels (`München.Example.` becomes
 /// `xn--mnchen-3ya.example`).
@@ -23,6 +26,15 @@ pub fn normalize_host(raw: &str) -> Result<String, HostError> {
     let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
     if trimmed.is_empty() {
         return Err(HostError::Empty);
+    }
+    // No DNS name is longer (a longer value is a crawler bug or a hostile row, and a
+    // million-byte one must not be copied into every row of the dataset).
+    if trimmed.len() > MAX_HOST_BYTES {
+        return Err(HostError::Idna(format!(
+            "{}... ({} bytes, longer than any DNS name)",
+            trimmed.chars().take(40).collect::<String>(),
+            trimmed.len()
+        )));
     }
     // Fast path: the crawler already writes normalised hosts, so most names are
     // lowercase ASCII without punycode labels and need no IDNA work.

@@ -102,6 +102,10 @@ pub struct DatasetFacts {
     pub rejected: Vec<(String, String, u64)>,
     /// (source, table, dates) lost with missing part files.
     pub incomplete: Vec<(String, String, String)>,
+    /// (source, "table.column: what", values) set to NULL or clamped on export: each
+    /// shard counts its own hosts' values, and the merge sums them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjusted: Vec<(String, String, u64)>,
     pub retry_after: BTreeMap<String, Vec<f64>>,
     /// Open spans (µs) per host, from the recorded transitions.
     pub opens: BTreeMap<String, Vec<(i64, i64)>>,
@@ -468,6 +472,7 @@ impl Shards {
     pub fn facts(&self) -> DatasetFacts {
         let first = &self.shards[0].1.facts;
         let mut incomplete: BTreeSet<(String, String, String)> = BTreeSet::new();
+        let mut adjusted: BTreeMap<(String, String), u64> = BTreeMap::new();
         let mut facts = DatasetFacts {
             sources: first.sources,
             rejected: first.rejected.clone(),
@@ -475,6 +480,9 @@ impl Shards {
         };
         for (_, r) in &self.shards {
             incomplete.extend(r.facts.incomplete.iter().cloned());
+            for (source, what, n) in &r.facts.adjusted {
+                *adjusted.entry((source.clone(), what.clone())).or_default() += n;
+            }
             facts.retry_after.extend(
                 r.facts
                     .retry_after
@@ -486,6 +494,7 @@ impl Shards {
                 .extend(r.facts.opens.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         facts.incomplete = incomplete.into_iter().collect();
+        facts.adjusted = adjusted.into_iter().map(|((s, w), n)| (s, w, n)).collect();
         facts
     }
 

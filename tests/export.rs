@@ -283,6 +283,86 @@ fn sink_variant_is_normalised() {
     assert_eq!(pairs, want);
 }
 
+/// Values no crawler means, from servers, clocks and bugs: each bounded on the way in.
+const HOSTILE: &str = r#"
+CREATE TABLE http_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, ts REAL NOT NULL, host TEXT,
+  role TEXT, status INTEGER, retry_count INTEGER, retry_after_s INTEGER,
+  rate_delay_ms INTEGER, elapsed_ms INTEGER, error TEXT);
+INSERT INTO http_events (run_id, ts, host, role, status, retry_count, retry_after_s, rate_delay_ms, elapsed_ms, error) VALUES
+  ('r1', 1764152130.5, 'a.example', 'metadata', 429, 3, 1000000000000, 5, 120, NULL),
+  ('r1', 1764152131.5, 'a.example', 'metadata', 429, -2, -30, -1, -7, NULL),
+  ('r1', 1764152132.5, 'a.example', 'metadata', 503, 1000000000, 86400, 90000000000, 9000000000000, NULL),
+  ('r1', 0, 'a.example', 'metadata', 200, 0, NULL, NULL, NULL, NULL),
+  ('r1', 4102444800.0, 'a.example', 'metadata', 200, 0, NULL, NULL, NULL, NULL),
+  ('r1', 1764152133.5, 'a.example', 'metadata', 200, 0, NULL, NULL, NULL, NULL);
+"#;
+
+#[test]
+fn values_no_crawler_means_are_bounded_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sqlite_from_sql(&tmp.path().join("hostile.sqlite"), HOSTILE);
+    // Rows a crawler bug could write: a host longer than any DNS name, a run id of a
+    // megabyte.
+    let conn = Connection::open(&db).unwrap();
+    conn.execute(
+        "INSERT INTO http_events (run_id, ts, host, role, status) VALUES ('r1', 1764152134.5, ?1, 'metadata', 200), (?2, 1764152135.5, 'a.example', 'metadata', 200)",
+        ["h".repeat(300), "r".repeat(1 << 20)],
+    )
+    .unwrap();
+    drop(conn);
+    let out = tmp.path().join("ds");
+    let summary = export(std::slice::from_ref(&db), &opts(&out)).unwrap();
+    let http = &summary.sources[0].tables["http_events"];
+    let want_rejected: BTreeMap<String, u64> = [
+        ("time_outside_1990_2200".to_string(), 1),
+        ("invalid_host".to_string(), 1),
+    ]
+    .into();
+    assert_eq!(http.rejected, want_rejected);
+    let want: BTreeMap<String, u64> = [
+        ("elapsed_ms: above 86400000 ms (a day), clamped", 1),
+        ("elapsed_ms: negative, set to NULL", 1),
+        ("rate_delay_ms: above 86400000 ms (a day), clamped", 1),
+        ("rate_delay_ms: negative, set to NULL", 1),
+        ("retry_after_s: above 86400 s (a day), clamped", 1),
+        ("retry_after_s: negative, set to NULL", 1),
+        ("retry_count: above 100 retries, clamped", 1),
+        ("retry_count: negative, set to NULL", 1),
+        ("run_id: longer than 256 bytes, cut", 1),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), *v))
+    .collect();
+    assert_eq!(http.adjusted, want);
+
+    let df = read_dataset(&out, "http_events");
+    // The rows in id order: the year-2100 row is kept (the window, not the export,
+    // sets it aside), the 1970 one and the long host are not.
+    assert_eq!(
+        col_i64(&df, "retry_after_s"),
+        [Some(86_400), None, Some(86_400), None, None, None]
+    );
+    assert_eq!(
+        col_i64(&df, "retry_count"),
+        [Some(3), None, Some(100), Some(0), Some(0), None]
+    );
+    assert_eq!(
+        col_i64(&df, "elapsed_ms"),
+        [Some(120), None, Some(86_400_000), None, None, None]
+    );
+    let run_ids = col_str(&df, "run_id");
+    assert_eq!(run_ids[5].as_deref().map(str::len), Some(256));
+    // The manifest keeps the counts for the report.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
+    let label = db.to_string_lossy().into_owned();
+    assert_eq!(
+        manifest["sources"][&label]["adjusted"]["http_events"]["retry_after_s: above 86400 s (a day), clamped"],
+        1
+    );
+}
+
 const HANDWRITTEN: &str = r#"
 CREATE TABLE http_events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, timestamp TEXT NOT NULL,

@@ -494,6 +494,12 @@ fn render(f: &Fleet) -> breaker_advisor::report::Report {
             3,
         )],
         incomplete: Vec::new(),
+        adjusted: Vec::new(),
+        set_aside: Vec::new(),
+        traffic: breaker_advisor::report::Traffic {
+            calls_net: 4000 * f.hosts.len() as i64,
+            ..Default::default()
+        },
         outputs: vec![("report with charts".into(), "out/report.html".into())],
         report_url: Some("https://github.com/acme/crawler/actions/runs/42".into()),
     })

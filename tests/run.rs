@@ -463,3 +463,649 @@ fn a_report_names_the_dates_a_damaged_dataset_lost() {
         "{section}"
     );
 }
+
+/// The sample's telemetry files copied into `dir` (so a test may add rows to them).
+fn telemetry_copies(dir: &Path) -> Vec<std::path::PathBuf> {
+    sample_telemetry()
+        .iter()
+        .map(|f| {
+            let to = dir.join(f.file_name().unwrap());
+            std::fs::copy(f, &to).unwrap();
+            to
+        })
+        .collect()
+}
+
+/// `run` on these telemetry files into `out` (no --now: the window is the data's).
+fn run_files(
+    files: &[std::path::PathBuf],
+    b: &Path,
+    r: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> assert_cmd::assert::Assert {
+    let mut cmd = bin();
+    cmd.current_dir(out.parent().unwrap()).arg("run");
+    for f in files {
+        cmd.arg("--telemetry").arg(f);
+    }
+    cmd.arg("--config")
+        .arg(b)
+        .arg("--ratelimits")
+        .arg(r)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .assert()
+}
+
+/// The breaker and rate changes of a patch file outside `hosts`, one line each, sorted.
+fn changes_outside(patch: &PatchFile, hosts: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = patch
+        .breakers
+        .changes
+        .iter()
+        .filter(|c| !hosts.contains(&c.host.as_str()))
+        .map(|c| format!("{c:?}"))
+        .chain(
+            patch
+                .ratelimits
+                .iter()
+                .flat_map(|r| &r.changes)
+                .filter(|c| !hosts.contains(&c.host.as_str()))
+                .map(|c| format!("{c:?}")),
+        )
+        .collect();
+    v.sort();
+    v
+}
+
+/// The analysis window `run` wrote into the metrics' metadata.
+fn window_of(out: &Path) -> (String, String) {
+    let meta: std::collections::BTreeMap<String, String> =
+        breaker_advisor::output::parquet_metadata(&out.join("metrics/host_summary.parquet"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    (
+        meta["breaker_advisor.window_start"].clone(),
+        meta["breaker_advisor.window_end"].clone(),
+    )
+}
+
+/// The settings of a run whose crawler model is fixed: the calibration sums every
+/// host's misses by design, so only a fixed model makes one host's rows unable to move
+/// another host's advice.
+const FIXED_MODEL: &str = "crawler:\n  breaker_scope: process\n";
+
+#[test]
+fn a_retry_after_of_10_12_and_a_row_a_year_ahead_do_not_take_the_night_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, r) = sample_configs(tmp.path());
+    std::fs::write(tmp.path().join("breaker-advisor.yaml"), FIXED_MODEL).unwrap();
+    let files = telemetry_copies(tmp.path());
+    let plain = tmp.path().join("plain");
+    run_files(&files, &b, &r, &plain, &[]).success();
+
+    let conn = rusqlite::Connection::open(&files[0]).unwrap();
+    let last: String = conn
+        .query_row("SELECT max(timestamp) FROM http_events", [], |r| r.get(0))
+        .unwrap();
+    // A 429 whose server sent `Retry-After: 1000000000000`, logged as sent, at the
+    // file's last time; and one ordinary row stamped a year ahead (a wrong clock).
+    conn.execute(
+        "INSERT INTO http_events (run_id, timestamp, host, role, method, status, url_hash, from_cache, retry_count, retry_after_s, breaker_host_state, breaker_recorded, elapsed_ms, error)
+         VALUES ('sim-7-m1', ?1, 'europepmc.org', 'metadata', 'GET', 429, 'ffffffffffffffff', 0, 0, 1000000000000, 'CLOSED', 'failure', 12, NULL),
+                ('sim-7-m1', '2026-11-25T12:00:00Z', 'doi.org', 'landing', 'GET', 200, 'eeeeeeeeeeeeeeee', 0, 0, NULL, 'CLOSED', 'success', 40, NULL)",
+        [&last],
+    )
+    .unwrap();
+    drop(conn);
+    let out = tmp.path().join("out");
+    let a = run_files(&files, &b, &r, &out, &[]).success();
+    let stdout = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+
+    // The window is the fleet's night, not the row a year ahead, which is named.
+    assert_eq!(window_of(&out), window_of(&plain));
+    assert!(
+        stdout.contains("telemetry-1.sqlite: 1 row(s) set aside, 2026-11-25T12:00:00Z"),
+        "{stdout}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let set_aside = report.split("### Rows set aside").nth(1).expect(&report);
+    assert!(set_aside.contains("telemetry-1.sqlite"), "{set_aside}");
+    let adjusted = report
+        .split("### Adjusted input values")
+        .nth(1)
+        .expect(&report);
+    let clamped =
+        breaker_advisor::report::md("http_events.retry_after_s: above 86400 s (a day), clamped");
+    assert!(
+        adjusted.contains("telemetry-1.sqlite") && adjusted.contains(&format!("{clamped} | 1")),
+        "{adjusted}"
+    );
+    assert!(
+        !report.contains("[!WARNING]\n> almost no calls"),
+        "{report}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.len() < 3_000_000 && html.contains("Rows set aside"));
+
+    // Every other host's advice is what it was without the two rows.
+    let (was, now) = (
+        PatchFile::load(&plain.join("breakers.patch.yaml")).unwrap(),
+        PatchFile::load(&out.join("breakers.patch.yaml")).unwrap(),
+    );
+    let touched = ["europepmc.org", "doi.org"];
+    assert!(!changes_outside(&was, &touched).is_empty());
+    assert_eq!(
+        changes_outside(&now, &touched),
+        changes_outside(&was, &touched)
+    );
+}
+
+#[test]
+fn a_window_with_almost_no_calls_says_so_loudly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, r) = sample_configs(tmp.path());
+    let files = telemetry_copies(tmp.path());
+    // The sample's day is 2025-11-25: a window ending a year later holds nothing, and
+    // the day ending at 23:50 on the 26th holds the sample's last ten minutes, against
+    // the 24 h the day before it held.
+    for (now, warning) in [
+        ("2026-11-25T00:00:00Z", "no network call in the window"),
+        ("2025-11-26T23:50:00Z", "almost no calls in the window"),
+    ] {
+        let out = tmp.path().join(now.replace(':', "-"));
+        let a = run_files(&files, &b, &r, &out, &["--now", now]).success();
+        let stdout = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+        assert!(
+            stdout.contains(&format!("warning: {warning}")),
+            "{now}: {stdout}"
+        );
+        let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+        let summary = report.lines().find(|l| l.starts_with("**")).unwrap();
+        assert!(
+            summary.contains(&format!("Warning: {warning}")),
+            "{summary}"
+        );
+        assert!(
+            report.contains(&format!("> [!WARNING]\n> {warning}")),
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn absurd_config_values_hold_their_host_and_the_others_are_advised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, r) = sample_configs(tmp.path());
+    std::fs::write(tmp.path().join("breaker-advisor.yaml"), FIXED_MODEL).unwrap();
+    let files = telemetry_copies(tmp.path());
+    let plain = tmp.path().join("plain");
+    run_files(&files, &b, &r, &plain, &[]).success();
+    let was = PatchFile::load(&plain.join("breakers.patch.yaml")).unwrap();
+
+    // Parseable but absurd: a fail_max no breaker reaches, a reset timeout the crawler
+    // rejects, a rate that admits nothing, and one that limits nothing.
+    let edit = |path: &Path, from: &str, to: &str| -> std::path::PathBuf {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(from), "{from}");
+        let copy = tmp.path().join(format!(
+            "absurd-{}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        let base = if copy.is_file() {
+            std::fs::read_to_string(&copy).unwrap()
+        } else {
+            text
+        };
+        std::fs::write(&copy, base.replacen(from, to, 1)).unwrap();
+        copy
+    };
+    edit(
+        &b,
+        "fail_max: 4\n    reset_timeout_s: 45\n\n  api.semanticscholar.org:",
+        "fail_max: 1000000000\n    reset_timeout_s: 45\n\n  api.semanticscholar.org:",
+    );
+    let bad_b = edit(
+        &b,
+        "fail_max: 6\n    reset_timeout_s: 90\n    retry_after_cap_s: 600\n\n  xn--",
+        "fail_max: 6\n    reset_timeout_s: -1\n    retry_after_cap_s: 600\n\n  xn--",
+    );
+    edit(&r, "[\"1/3SECOND\", \"1000/DAY\"]", "[\"0/SECOND\"]");
+    let bad_r = edit(&r, "[\"50/SECOND\", \"10000/HOUR\"]", "[\"999999999/DAY\"]");
+    let out = tmp.path().join("out");
+    run_files(&files, &bad_b, &bad_r, &out, &[]).success();
+    let now = PatchFile::load(&out.join("breakers.patch.yaml")).unwrap();
+    for (host, file, key) in [
+        (
+            "api.openalex.org",
+            "breakers.yaml",
+            "hosts.api.openalex.org.fail_max is 1000000000",
+        ),
+        (
+            "europepmc.org",
+            "breakers.yaml",
+            "hosts.europepmc.org.reset_timeout_s",
+        ),
+        (
+            "export.arxiv.org",
+            "ratelimits.yaml",
+            "\"0/SECOND\" is not a rate",
+        ),
+        ("api.crossref.org", "ratelimits.yaml", "999999999/DAY"),
+    ] {
+        let held = now
+            .held
+            .iter()
+            .find(|h| h.host == host && h.reason.starts_with(&format!("{file} left alone")))
+            .unwrap_or_else(|| panic!("{host} held: {:#?}", now.held));
+        assert!(held.reason.contains(key), "{}", held.reason);
+    }
+    let held_hosts = [
+        "api.openalex.org",
+        "europepmc.org",
+        "export.arxiv.org",
+        "api.crossref.org",
+    ];
+    assert!(!changes_outside(&was, &held_hosts).is_empty());
+    assert_eq!(
+        changes_outside(&now, &held_hosts),
+        changes_outside(&was, &held_hosts)
+    );
+}
+
+/// One value of a hostile SQLite cell: SQLite stores anything in any column.
+#[derive(Debug, Clone)]
+enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    /// Text whose bytes are not UTF-8 (stored as TEXT through a cast).
+    BadText(Vec<u8>),
+    Blob(Vec<u8>),
+}
+
+impl Cell {
+    /// The SQL for this cell: a placeholder, or a cast for text that is not UTF-8.
+    fn sql(&self, i: usize) -> String {
+        match self {
+            Cell::BadText(b) => {
+                let hex: String = b.iter().map(|x| format!("{x:02X}")).collect();
+                format!("CAST(X'{hex}' AS TEXT)")
+            }
+            _ => format!("?{i}"),
+        }
+    }
+
+    fn value(&self) -> rusqlite::types::Value {
+        use rusqlite::types::Value;
+        match self {
+            Cell::Null | Cell::BadText(_) => Value::Null,
+            Cell::Int(i) => Value::Integer(*i),
+            Cell::Real(f) => Value::Real(*f),
+            Cell::Text(t) => Value::Text(t.clone()),
+            Cell::Blob(b) => Value::Blob(b.clone()),
+        }
+    }
+}
+
+mod hostile {
+    //! Strategies of hostile cells, column by column.
+    use super::Cell;
+    use proptest::prelude::*;
+
+    fn text(s: &str) -> Cell {
+        Cell::Text(s.to_owned())
+    }
+
+    fn invalid_utf8() -> impl Strategy<Value = Cell> {
+        prop_oneof![
+            Just(Cell::BadText(vec![0xff, 0xfe, 0x41])),
+            Just(Cell::BadText(vec![0xc3, 0x28])),
+            Just(Cell::Blob(vec![0xed, 0xa0, 0x80])),
+        ]
+    }
+
+    /// Numbers of every kind, and text where a number belongs.
+    pub fn number() -> impl Strategy<Value = Cell> {
+        prop_oneof![
+            Just(Cell::Null),
+            prop::sample::select(vec![
+                -1i64,
+                0,
+                1,
+                3,
+                99,
+                429,
+                503,
+                1000,
+                1_000_000_000_000,
+                i64::MAX,
+                i64::MIN
+            ])
+            .prop_map(Cell::Int),
+            any::<i64>().prop_map(Cell::Int),
+            prop::sample::select(vec![
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                1.5,
+                -0.0,
+                1e300,
+                9.1e15
+            ])
+            .prop_map(Cell::Real),
+            prop::sample::select(vec!["abc", "", " 429 ", "1e12", "NaN"]).prop_map(text),
+            invalid_utf8(),
+        ]
+    }
+
+    /// Free text: short, empty, huge, not UTF-8, or a number.
+    pub fn words() -> impl Strategy<Value = Cell> {
+        prop_oneof![
+            Just(Cell::Null),
+            "[ -~]{0,24}".prop_map(Cell::Text),
+            "\\PC{0,12}".prop_map(Cell::Text),
+            Just(Cell::Text("x".repeat(100_000))),
+            invalid_utf8(),
+            any::<i64>().prop_map(Cell::Int),
+            Just(Cell::Real(f64::NAN)),
+        ]
+    }
+
+    /// Times: 1970, 2100, milliseconds read as seconds, garbage, and times well inside
+    /// the sample's night (`day`: a span of it away from its ends, so that no row moves
+    /// where the fleet's traffic ends).
+    pub fn time(day: (i64, i64)) -> impl Strategy<Value = Cell> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "1970-01-01T00:00:00Z",
+                "2100-01-01T00:00:00Z",
+                "2026-11-25T12:00:00Z",
+                "yesterday",
+                "",
+                "1764072000",
+            ])
+            .prop_map(text),
+            prop::sample::select(vec![1e12, -1.0, 0.0, f64::INFINITY, 1.764_072e9])
+                .prop_map(Cell::Real),
+            Just(Cell::Int(0)),
+            invalid_utf8(),
+            (day.0..day.1).prop_map(|s| {
+                Cell::Text(
+                    chrono::DateTime::from_timestamp(s, 0)
+                        .unwrap()
+                        .format("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string(),
+                )
+            }),
+        ]
+    }
+
+    /// Hosts that are none of the sample's: odd spellings, too long, empty, not UTF-8.
+    pub fn host() -> impl Strategy<Value = Cell> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "garbage.example",
+                "GARBAGE.Example.",
+                "",
+                "  ",
+                "bad host!",
+                "xn--zz",
+                "mün chen..example",
+            ])
+            .prop_map(text),
+            Just(Cell::Text("h".repeat(300))),
+            Just(Cell::Null),
+            Just(Cell::Int(7)),
+            invalid_utf8(),
+        ]
+    }
+
+    pub fn spelling(words: &'static [&'static str]) -> impl Strategy<Value = Cell> {
+        prop_oneof![
+            prop::sample::select(words.to_vec()).prop_map(text),
+            Just(Cell::Null),
+            Just(Cell::Int(1)),
+            invalid_utf8(),
+        ]
+    }
+
+    pub const ROLES: &[&str] = &["metadata", "METADATA", " landing ", "artifact", "💥", ""];
+    pub const METHODS: &[&str] = &["GET", "head", "POST", ""];
+    pub const STATES: &[&str] = &[
+        "CLOSED",
+        "open",
+        "half-open",
+        "HalfOpen",
+        "<pybreaker.CircuitOpenState object at 0x1>",
+        "tripped",
+        "",
+    ];
+    pub const RECORDED: &[&str] = &["success", "FAILURE", "cache_hit", "blocked", "maybe", ""];
+
+    /// One `http_events` row of the sample's layout, every column hostile.
+    pub fn event(day: (i64, i64)) -> impl Strategy<Value = Vec<Cell>> {
+        (
+            (
+                words(),
+                time(day),
+                host(),
+                spelling(ROLES),
+                spelling(METHODS),
+            ),
+            (number(), words(), number(), number(), number()),
+            (spelling(STATES), spelling(RECORDED), number(), words()),
+        )
+            .prop_map(|(a, b, c)| {
+                vec![
+                    a.0, a.1, a.2, a.3, a.4, b.0, b.1, b.2, b.3, b.4, c.0, c.1, c.2, c.3,
+                ]
+            })
+    }
+
+    /// One `breaker_events` state change whose payload may be anything.
+    pub fn transition(day: (i64, i64)) -> impl Strategy<Value = Vec<Cell>> {
+        let payloads = prop_oneof![
+            prop::sample::select(vec![
+                "{}",
+                "not json",
+                "{\"old\": \"closed\", \"new\": \"open\", \"reset_timeout_s\": 1e12, \"ts\": 1e12}",
+                "{\"old\": \"tripped\", \"new\": \"OPEN\"}",
+                "{\"old\": \"CLOSED\", \"new\": \"OPEN\", \"ts\": \"2100-01-01T00:00:00Z\", \"reset_timeout_s\": -5}",
+                "{\"old\": null, \"new\": [1, 2]}",
+                "[1, 2, 3]",
+            ])
+            .prop_map(text),
+            words(),
+        ];
+        (
+            time(day),
+            words(),
+            host(),
+            spelling(&["host", "resolver", ""]),
+            payloads,
+        )
+            .prop_map(|(t, run, h, scope, p)| vec![t, run, h, scope, p])
+    }
+}
+
+/// Inserts `rows` into `table` of the SQLite file at `path` (columns in order).
+fn insert_cells(path: &Path, table: &str, columns: &[&str], rows: &[Vec<Cell>], fixed: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for row in rows {
+        let sql = format!(
+            "INSERT INTO {table} ({}{}) VALUES ({}{})",
+            columns.join(", "),
+            if fixed.is_empty() { "" } else { ", event_type" },
+            row.iter()
+                .enumerate()
+                .map(|(i, c)| c.sql(i + 1))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if fixed.is_empty() {
+                String::new()
+            } else {
+                format!(", {fixed}")
+            }
+        );
+        let values: Vec<rusqlite::types::Value> = row.iter().map(Cell::value).collect();
+        // A placeholder that a cast replaced is bound anyway (as NULL, unused) only if
+        // its number appears; bind by index for the ones present.
+        let mut stmt = conn.prepare(&sql).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            if !matches!(row[i], Cell::BadText(_)) {
+                stmt.raw_bind_parameter(i + 1, v).unwrap();
+            }
+        }
+        // A NOT NULL column given NULL is the file refusing the row, not our concern.
+        let _ = stmt.raw_execute();
+    }
+}
+
+/// The peak resident memory of this process's finished children so far, in bytes.
+fn children_peak_rss() -> u64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct it is given.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(rc, 0);
+    usage.ru_maxrss as u64 * 1024
+}
+
+/// The hosts of a run's host_summary.
+fn hosts_of(out: &Path) -> std::collections::BTreeSet<String> {
+    let hs =
+        breaker_advisor::output::read_parquet(&out.join("metrics/host_summary.parquet")).unwrap();
+    hs.column("host")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn hostile_values_in_any_column_never_take_the_night_down() {
+    use proptest::prelude::{prop_assert, prop_assert_eq};
+    use proptest::test_runner::{Config, TestRunner};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, r) = sample_configs(tmp.path());
+    std::fs::write(tmp.path().join("breaker-advisor.yaml"), FIXED_MODEL).unwrap();
+    let pristine = tmp.path().join("pristine");
+    std::fs::create_dir(&pristine).unwrap();
+    let files = telemetry_copies(&pristine);
+    let base = tmp.path().join("base");
+    run_files(&files, &b, &r, &base, &[]).success();
+    let base_patch = PatchFile::load(&base.join("breakers.patch.yaml")).unwrap();
+    let real_hosts = hosts_of(&base);
+    let config = breaker_advisor::config::BreakerConfig::load(&b).unwrap();
+    // The sample's night, 2025-11-25, an hour away from either end.
+    let day = (1_764_028_800 + 3_600, 1_764_115_200 - 3_600);
+    let budget = 1u64 << 30;
+
+    let cases = std::env::var("HOSTILE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (
+        0..files.len(),
+        proptest::collection::vec(hostile::event(day), 1..24),
+        proptest::collection::vec(hostile::transition(day), 0..6),
+    );
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    runner
+        .run(&strategy, |(k, events, transitions)| {
+            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = tmp.path().join(format!("case-{n}"));
+            std::fs::create_dir(&dir).unwrap();
+            let copies: Vec<std::path::PathBuf> = files
+                .iter()
+                .map(|f| {
+                    let to = dir.join(f.file_name().unwrap());
+                    std::fs::copy(f, &to).unwrap();
+                    to
+                })
+                .collect();
+            insert_cells(
+                &copies[k],
+                "http_events",
+                &[
+                    "run_id",
+                    "timestamp",
+                    "host",
+                    "role",
+                    "method",
+                    "status",
+                    "url_hash",
+                    "from_cache",
+                    "retry_count",
+                    "retry_after_s",
+                    "breaker_host_state",
+                    "breaker_recorded",
+                    "elapsed_ms",
+                    "error",
+                ],
+                &events,
+                "",
+            );
+            insert_cells(
+                &copies[k],
+                "breaker_events",
+                &["timestamp", "run_id", "host", "scope", "payload"],
+                &transitions,
+                "'breaker_state_change'",
+            );
+            let out = dir.join("out");
+            let a = run_files(&copies, &b, &r, &out, &[]);
+            let output = a.get_output();
+            prop_assert!(
+                output.status.success(),
+                "run failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let peak = children_peak_rss();
+            prop_assert!(peak < budget, "peak {peak} bytes");
+
+            let patch = PatchFile::load(&out.join("breakers.patch.yaml")).unwrap();
+            for c in &patch.breakers.changes {
+                let cap = config.policy(&c.host, None).retry_after_cap_s;
+                let ok = match c.key {
+                    breaker_advisor::config::edit::BreakerKey::FailMax => c.to >= 1,
+                    breaker_advisor::config::edit::BreakerKey::ResetTimeoutS => {
+                        c.to > 0 && c.to as f64 <= cap
+                    }
+                    _ => c.to >= 1,
+                };
+                prop_assert!(ok, "{c:?} outside the crawler's limits (cap {cap})");
+            }
+            for c in patch.ratelimits.iter().flat_map(|r| &r.changes) {
+                for rate in &c.to {
+                    prop_assert!(
+                        breaker_advisor::config::rates::Rate::parse(rate).is_some(),
+                        "{c:?}"
+                    );
+                }
+            }
+            // The garbage rows name no real host: every real host's advice is as it was.
+            let garbage: Vec<String> = hosts_of(&out).difference(&real_hosts).cloned().collect();
+            let garbage: Vec<&str> = garbage.iter().map(String::as_str).collect();
+            prop_assert_eq!(
+                changes_outside(&patch, &garbage),
+                changes_outside(&base_patch, &garbage)
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+            Ok(())
+        })
+        .unwrap();
+}

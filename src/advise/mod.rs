@@ -332,7 +332,12 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
             continue;
         }
         let n = plan.breakers.len();
-        advise_breaker(h, current, s, &mut plan);
+        // No proposal is computed from values the crawler rejects or no breaker means.
+        if let Some(why) = current.breakers.unusable(&h.host) {
+            plan.held.push(unusable_hold(&h.host, "breakers.yaml", why));
+        } else {
+            advise_breaker(h, current, s, &mut plan);
+        }
         if let Some(sh) = current.breakers.shared.get(&h.host) {
             let held: Vec<String> = plan
                 .breakers
@@ -343,7 +348,12 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
         }
         if let Some(rl) = current.ratelimits {
             let n = plan.rates.len();
-            advise_rates(h, rl, s, &mut plan);
+            match rl.unusable(&h.host) {
+                Some(why) => plan
+                    .held
+                    .push(unusable_hold(&h.host, "ratelimits.yaml", why)),
+                None => advise_rates(h, rl, s, &mut plan),
+            }
             if let Some(sh) = rl.shared.get(&h.host) {
                 let held: Vec<String> = plan
                     .rates
@@ -355,6 +365,14 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
         }
     }
     plan
+}
+
+/// The hold of a host whose entry in `file` the advisor cannot start from.
+fn unusable_hold(host: &str, file: &str, why: &str) -> Held {
+    Held {
+        host: host.to_owned(),
+        reason: format!("{file} left alone: {why}; fix the value by hand"),
+    }
 }
 
 /// Holds the changes proposed for a host whose values `file` shares through YAML
@@ -963,10 +981,14 @@ fn reset_rule(
         target = Some(target.map_or(t, |x| x.max(t)));
     }
     let target = target?;
+    // Never past the longest Retry-After the crawler honours: the breaker would stay
+    // open after every cooldown the server asked for had ended.
     let to = target
         .clamp(current / s.max_reset_factor, current * s.max_reset_factor)
         .clamp(s.reset_timeout_s[0], s.reset_timeout_s[1])
-        .round();
+        .min(cur.retry_after_cap_s)
+        .round()
+        .max(1.0);
     if (to - current).abs() <= s.reset_band * current {
         return None;
     }

@@ -136,6 +136,61 @@ pub struct BreakerConfig {
     pub rolling: Option<Rolling>,
     /// Hosts whose values are shared through YAML anchors (left alone by the advisor).
     pub shared: anchors::Sharing,
+    /// Host entries the advisor cannot start from, with why (the key path and value): an
+    /// entry the crawler rejects (`fail_max: 0`, `reset_timeout_s: -1`; read here as
+    /// absent, so the rest of the file still loads) or one beyond what any breaker means
+    /// (`fail_max: 1000000000`; kept, since the crawler runs it). The advisor holds them.
+    pub unusable: BTreeMap<String, String>,
+    /// The same for `defaults` and `defaults.roles` (their values reach every host that
+    /// does not set its own): only values beyond any meaning, since a value the crawler
+    /// rejects there is an error of the whole file.
+    pub unusable_defaults: Option<String>,
+}
+
+/// The largest `fail_max` the advisor starts from: a breaker that needs more
+/// consecutive failures than this never opens.
+pub const MAX_PLAUSIBLE_FAIL_MAX: i64 = 1_000;
+/// The longest `reset_timeout_s` / `retry_after_cap_s` the advisor starts from (a day).
+pub const MAX_PLAUSIBLE_SECONDS: f64 = 86_400.0;
+/// The most trial calls or successes a half-open breaker plausibly asks for.
+pub const MAX_PLAUSIBLE_TRIALS: i64 = 1_000;
+
+/// Why the values of one level are beyond what any breaker means, naming the first such
+/// key (`at` is the level's key path); None when they are plausible.
+fn implausible(p: &PolicyOverride, at: &str) -> Option<String> {
+    let big_int = |k: &str, v: Option<i64>, max: i64| {
+        v.filter(|x| *x > max)
+            .map(|x| format!("{at}.{k} is {x}, beyond what any breaker means (at most {max})"))
+    };
+    let big_secs = |k: &str, v: Option<f64>| {
+        v.filter(|x| !x.is_finite() || *x > MAX_PLAUSIBLE_SECONDS).map(|x| {
+            format!("{at}.{k} is {x} s, beyond what any breaker means (at most {MAX_PLAUSIBLE_SECONDS} s, a day)")
+        })
+    };
+    big_int("fail_max", p.fail_max, MAX_PLAUSIBLE_FAIL_MAX)
+        .or_else(|| big_secs("reset_timeout_s", p.reset_timeout_s))
+        .or_else(|| big_secs("retry_after_cap_s", p.retry_after_cap_s))
+        .or_else(|| big_int("trial_calls", p.trial_calls, MAX_PLAUSIBLE_TRIALS))
+        .or_else(|| {
+            big_int(
+                "success_threshold",
+                p.success_threshold,
+                MAX_PLAUSIBLE_TRIALS,
+            )
+        })
+}
+
+/// [`implausible`] over a level and its roles.
+fn implausible_with_roles(
+    p: &PolicyOverride,
+    roles: &BTreeMap<String, PolicyOverride>,
+    at: &str,
+) -> Option<String> {
+    implausible(p, at).or_else(|| {
+        roles
+            .iter()
+            .find_map(|(role, r)| implausible(r, &format!("{at}.roles.{role}")))
+    })
 }
 
 /// The crawler's rolling-window rule (`advanced.rolling`): `threshold_failures` failures
@@ -214,6 +269,8 @@ impl BreakerConfig {
                 cooldown_s: num("cooldown_s")?,
             });
         }
+        cfg.unusable_defaults =
+            implausible_with_roles(&cfg.defaults, &cfg.default_roles, "defaults");
         if let Some(hosts) = doc.get("hosts").and_then(Value::as_mapping) {
             for (key, value) in hosts {
                 let raw = key
@@ -222,20 +279,36 @@ impl BreakerConfig {
                 let host = normalize_host(raw)
                     .map_err(|e| invalid(&format!("hosts.{raw}"), e.to_string()))?;
                 let at = format!("hosts.{raw}");
-                let mut hc = HostConfig {
-                    policy: policy_override(value, &at, &invalid)?,
-                    roles: roles(value.get("roles"), &format!("{at}.roles"), &invalid)?,
-                    classify: None,
+                let entry = || -> Result<HostConfig, ConfigError> {
+                    let mut hc = HostConfig {
+                        policy: policy_override(value, &at, &invalid)?,
+                        roles: roles(value.get("roles"), &format!("{at}.roles"), &invalid)?,
+                        classify: None,
+                    };
+                    if let Some(c) = value.get("classify") {
+                        hc.classify = Some(classify(
+                            c,
+                            &format!("{at}.classify"),
+                            &cfg.classify,
+                            &invalid,
+                        )?);
+                    }
+                    Ok(hc)
                 };
-                if let Some(c) = value.get("classify") {
-                    hc.classify = Some(classify(
-                        c,
-                        &format!("{at}.classify"),
-                        &cfg.classify,
-                        &invalid,
-                    )?);
+                // One host's bad entry holds that host, not the file.
+                match entry() {
+                    Ok(hc) => {
+                        if let Some(why) = implausible_with_roles(&hc.policy, &hc.roles, &at) {
+                            cfg.unusable.insert(host.clone(), why);
+                        }
+                        cfg.hosts.insert(host, hc);
+                    }
+                    Err(ConfigError::Invalid { key, detail, .. }) => {
+                        cfg.unusable
+                            .insert(host, format!("{key}: {detail}, which the crawler rejects"));
+                    }
+                    Err(e) => return Err(e),
                 }
-                cfg.hosts.insert(host, hc);
             }
         }
         Ok(cfg)
@@ -256,6 +329,14 @@ impl BreakerConfig {
             }
         }
         p
+    }
+
+    /// Why the advisor cannot start from `host`'s values (see `unusable`), if so.
+    pub fn unusable(&self, host: &str) -> Option<&str> {
+        self.unusable
+            .get(host)
+            .or(self.unusable_defaults.as_ref())
+            .map(String::as_str)
     }
 
     /// The classification that applies to a host.
@@ -434,14 +515,6 @@ resolvers:
         for (text, key) in [
             ("defaults: {fail_max: 0}", "defaults.fail_max"),
             (
-                "hosts: {a.example: {reset_timeout_s: 0}}",
-                "hosts.a.example.reset_timeout_s",
-            ),
-            (
-                "hosts: {a.example: {retry_after_cap_s: -1}}",
-                "hosts.a.example.retry_after_cap_s",
-            ),
-            (
                 "defaults: {classify: {failure_statuses: [404], neutral_statuses: [404]}}",
                 "defaults.classify",
             ),
@@ -451,5 +524,36 @@ resolvers:
                 .to_string();
             assert!(err.starts_with("b.yaml: ") && err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn a_bad_host_entry_holds_that_host_not_the_file() {
+        let text = "hosts:\n  a.example: {reset_timeout_s: 0}\n  b.example: {retry_after_cap_s: -1}\n  c.example: {fail_max: 1000000000}\n  d.example: {roles: {metadata: {reset_timeout_s: .inf}}}\n  ok.example: {fail_max: 7}\n";
+        let c = BreakerConfig::parse(text, Path::new("b.yaml")).unwrap();
+        for (host, key) in [
+            ("a.example", "hosts.a.example.reset_timeout_s"),
+            ("b.example", "hosts.b.example.retry_after_cap_s"),
+            ("c.example", "hosts.c.example.fail_max is 1000000000"),
+            (
+                "d.example",
+                "hosts.d.example.roles.metadata.reset_timeout_s",
+            ),
+        ] {
+            let why = c.unusable(host).unwrap_or_else(|| panic!("{host} held"));
+            assert!(why.contains(key), "{host}: {why}");
+        }
+        // Rejected entries read as absent; an implausible one is what the crawler runs.
+        assert!(!c.hosts.contains_key("a.example"));
+        assert_eq!(c.policy("c.example", None).fail_max, 1_000_000_000);
+        assert_eq!(c.unusable("ok.example"), None);
+        assert_eq!(c.policy("ok.example", None).fail_max, 7);
+
+        let absurd_defaults =
+            BreakerConfig::parse("defaults: {fail_max: 5000}", Path::new("b.yaml")).unwrap();
+        assert!(
+            absurd_defaults
+                .unusable("any.example")
+                .is_some_and(|w| w.contains("defaults.fail_max")),
+        );
     }
 }

@@ -182,9 +182,58 @@ pub struct RateLimits {
     pub backend: String,
     /// Hosts whose values are shared through YAML anchors (left alone by the advisor).
     pub shared: super::anchors::Sharing,
+    /// Host entries the advisor cannot start from, with why: one that does not parse
+    /// (`0/SECOND`; read as absent, so the rest of the file still loads) or a rate or
+    /// wait beyond what any limiter means (`999999999/DAY`; kept). The advisor holds them.
+    pub unusable: BTreeMap<String, String>,
+    /// The same for the `defaults:` entries, which reach every host without its own.
+    pub unusable_defaults: Option<String>,
+}
+
+/// The fastest rate the advisor starts from, in calls per second: no crawler calls one
+/// host faster, so a rate above this limits nothing and scaling it means nothing.
+pub const MAX_PLAUSIBLE_PER_SECOND: f64 = 10_000.0;
+/// The longest limiter wait the advisor starts from (a day, in milliseconds).
+pub const MAX_PLAUSIBLE_DELAY_MS: u64 = 86_400_000;
+
+/// Why a level's roles are beyond what any limiter means (`at`: its key path), naming
+/// the first such value; None when they are plausible.
+fn implausible(
+    rates: &BTreeMap<String, Vec<String>>,
+    waits: &BTreeMap<String, RoleWait>,
+    at: &str,
+) -> Option<String> {
+    let fast = rates.iter().find_map(|(role, list)| {
+        list.iter().find_map(|text| {
+            let per_s = Rate::parse(text)?.per_second();
+            (per_s > MAX_PLAUSIBLE_PER_SECOND).then(|| {
+                format!(
+                    "{at}.{role}.rates has {text} ({per_s:.0} a second), beyond what any limiter means (at most {MAX_PLAUSIBLE_PER_SECOND:.0} a second)"
+                )
+            })
+        })
+    });
+    fast.or_else(|| {
+        waits.iter().find_map(|(role, w)| {
+            (w.max_delay_ms > MAX_PLAUSIBLE_DELAY_MS).then(|| {
+                format!(
+                    "{at}.{role}.max_delay_ms is {}, beyond what any limiter means (at most {MAX_PLAUSIBLE_DELAY_MS}, a day)",
+                    w.max_delay_ms
+                )
+            })
+        })
+    })
 }
 
 impl RateLimits {
+    /// Why the advisor cannot start from `host`'s rates (see `unusable`), if so.
+    pub fn unusable(&self, host: &str) -> Option<&str> {
+        self.unusable
+            .get(host)
+            .or(self.unusable_defaults.as_ref())
+            .map(String::as_str)
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::parse(&super::read_file(path)?, path)
     }
@@ -255,7 +304,13 @@ impl RateLimits {
                 for r in seq {
                     let text = r.as_str().unwrap_or_default();
                     if Rate::parse(text).is_none() {
-                        return Err(invalid(&at, format!("{r:?} is not a rate like 10/SECOND")));
+                        let shown = r
+                            .as_str()
+                            .map_or_else(|| format!("{r:?}"), |t| format!("{t:?}"));
+                        return Err(invalid(
+                            &at,
+                            format!("{shown} is not a rate like 10/SECOND"),
+                        ));
                     }
                     list.push(text.to_owned());
                 }
@@ -265,6 +320,7 @@ impl RateLimits {
         };
         if let Some(d) = doc.get("defaults") {
             (out.defaults, out.default_waits) = roles(d, "defaults")?;
+            out.unusable_defaults = implausible(&out.defaults, &out.default_waits, "defaults");
         }
         for (k, hv) in doc
             .get("hosts")
@@ -277,9 +333,21 @@ impl RateLimits {
                 .ok_or_else(|| invalid("hosts", format!("host key {k:?} is not a string")))?;
             let host =
                 normalize_host(raw).map_err(|e| invalid(&format!("hosts.{raw}"), e.to_string()))?;
-            let (rates, waits) = roles(hv, &format!("hosts.{raw}"))?;
-            out.hosts.insert(host.clone(), rates);
-            out.host_waits.insert(host, waits);
+            let at = format!("hosts.{raw}");
+            // One host's bad entry holds that host, not the file.
+            match roles(hv, &at) {
+                Ok((rates, waits)) => {
+                    if let Some(why) = implausible(&rates, &waits, &at) {
+                        out.unusable.insert(host.clone(), why);
+                    }
+                    out.hosts.insert(host.clone(), rates);
+                    out.host_waits.insert(host, waits);
+                }
+                Err(ConfigError::Invalid { key, detail, .. }) => {
+                    out.unusable.insert(host, format!("{key}: {detail}"));
+                }
+                Err(e) => return Err(e),
+            }
         }
         if let Some(a) = doc.get("aimd") {
             let num = |key: &str, default: f64| -> Result<f64, ConfigError> {

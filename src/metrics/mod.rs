@@ -15,6 +15,7 @@
 //!   at rank ceil(q * n) of the sorted lengths: exact, no interpolation).
 
 pub mod columns;
+pub mod night;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -49,7 +50,8 @@ pub const EVENT_COLUMNS: [&str; 14] = [
 pub struct AnalyzeOptions {
     /// Length of the window, ending at `now`.
     pub window_s: i64,
-    /// End of the window (epoch µs); default: the latest event in the data.
+    /// End of the window (epoch µs); default: where the fleet's traffic ends
+    /// ([`night::locate`]).
     pub now_us: Option<i64>,
     /// Time-series bucket.
     pub bucket_s: i64,
@@ -264,8 +266,14 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
         .retry_statuses
         .iter()
         .all(|s| config.classify.failure_statuses.contains(s));
+    // Bounded as the export bounds it (a dataset exported before the bound may hold any
+    // count): each retried attempt is a call in the replay.
     let retried = when(net.clone())
-        .then(col("retry_count").fill_null(lit(0i64)).clip_min(lit(0i64)))
+        .then(
+            col("retry_count")
+                .fill_null(lit(0i64))
+                .clip(lit(0i64), lit(crate::telemetry::schema::MAX_RETRY_COUNT)),
+        )
         .otherwise(lit(0i64));
     let retried_status = when(retryable(col("status")))
         .then(col("status"))
@@ -375,19 +383,10 @@ pub fn classified(
     ])))
 }
 
-/// The latest event time in the data, the default end of the window.
-pub fn latest_event_us(events: LazyFrame) -> PolarsResult<Option<i64>> {
-    latest_or_first(events, true)
-}
-
-fn latest_or_first(events: LazyFrame, latest: bool) -> PolarsResult<Option<i64>> {
-    let ts = if latest {
-        col("ts").max()
-    } else {
-        col("ts").min()
-    };
+/// The earliest event time in the frame.
+fn first_event_us(events: LazyFrame) -> PolarsResult<Option<i64>> {
     let df = events
-        .select([ts.cast(DataType::Int64).alias("t")])
+        .select([col("ts").min().cast(DataType::Int64).alias("t")])
         .collect_streaming()?;
     Ok(df.column("t")?.i64()?.get(0))
 }
@@ -495,8 +494,8 @@ fn policy_frame(
     )
 }
 
-/// Computes every metrics table for the window that ends at `opts.now_us` (or at the
-/// latest event) and spans `opts.window_s`, held in memory: [`analyze_each`]'s groups
+/// Computes every metrics table for the window that ends at `opts.now_us` (or where the
+/// fleet's traffic ends) and spans `opts.window_s`, held in memory: [`analyze_each`]'s groups
 /// concatenated.
 pub fn analyze(
     events: LazyFrame,
@@ -544,8 +543,8 @@ pub fn analyze_each<E: From<PolarsError>>(
     };
     let end_us = match opts.now_us {
         Some(n) => n,
-        // The window is half-open; the latest event must be inside it.
-        None => latest_event_us(events.clone())?.map_or(0, |t| t + 1),
+        // Where the fleet's traffic ends (see `night`), not the latest row.
+        None => night::locate(events.clone())?.map_or(0, |n| n.end_us),
     };
     let window = Window {
         start_us: end_us - opts.window_s * US_PER_S,
@@ -1002,7 +1001,7 @@ fn baseline(
     );
     let first = match data_start_us {
         Some(s) => (s < window.end_us).then_some(s),
-        None => latest_or_first(events.clone(), false)?,
+        None => first_event_us(events.clone())?,
     };
     let covered_h = first.map_or(0.0, |f| {
         (window.end_us - f.max(window.start_us)) as f64 / 3.6e9

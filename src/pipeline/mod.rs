@@ -163,6 +163,9 @@ pub fn write_export_summary(w: &mut dyn Write, s: &ExportSummary) -> std::io::Re
                     for (column, n) in &t.nulled {
                         writeln!(w, "      {column}: {n} unreadable values exported as NULL")?;
                     }
+                    for (what, n) in &t.adjusted {
+                        writeln!(w, "      {what}: {n} values")?;
+                    }
                 }
             }
         }
@@ -256,6 +259,9 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         done.bursts,
         out.display()
     )?;
+    for a in &done.set_aside {
+        writeln!(stdout, "{a}")?;
+    }
     Ok(())
 }
 
@@ -264,6 +270,8 @@ pub struct Analyzed {
     pub window: crate::metrics::Window,
     pub hosts: usize,
     pub bursts: usize,
+    /// Rows after the night's end, per source (only when the window was not given).
+    pub set_aside: Vec<crate::metrics::night::SetAside>,
 }
 
 /// Stage 2: computes the metrics of the dataset `data` and writes them into `out`.
@@ -297,7 +305,15 @@ pub fn analyze_into(
     let transitions = scan_table(data, &BREAKER_TRANSITIONS)?;
     let outcomes = scan_table(data, &BREAKER_OUTCOMES)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Without --now, the night ends where the fleet's traffic does; rows a clock put
+    // past it are set aside, named in the metadata and the report.
+    let night = match opts.now_us {
+        Some(_) => None,
+        None => crate::metrics::night::locate(events.clone()).context("finding the night")?,
+    };
+    let set_aside = night.as_ref().map_or(Vec::new(), |n| n.set_aside.clone());
     let opts = crate::metrics::AnalyzeOptions {
+        now_us: opts.now_us.or(night.map(|n| n.end_us)),
         // From the manifest: a shard's dataset holds only its hosts' calls.
         data_start_us: opts
             .data_start_us
@@ -309,7 +325,7 @@ pub fn analyze_into(
     let mut tables: Option<(crate::metrics::Window, Vec<(&str, TableWriter)>)> = None;
     analyze_each(events, transitions, outcomes, &config, &opts, |part| {
         let (_, writers) = tables.get_or_insert_with(|| {
-            let meta = metrics_metadata(&part.window, &config_hash, &opts);
+            let meta = metrics_metadata(&part.window, &config_hash, &opts, &set_aside);
             let writers = part
                 .tables()
                 .map(|(name, _)| {
@@ -342,6 +358,7 @@ pub fn analyze_into(
         window,
         hosts,
         bursts,
+        set_aside,
     })
 }
 
@@ -350,8 +367,9 @@ fn metrics_metadata(
     window: &crate::metrics::Window,
     config_hash: &str,
     opts: &crate::metrics::AnalyzeOptions,
+    set_aside: &[crate::metrics::night::SetAside],
 ) -> Vec<(String, String)> {
-    [
+    let mut meta = vec![
         ("tool_version", env!("CARGO_PKG_VERSION").to_owned()),
         ("metrics_schema_version", "1".to_owned()),
         ("window_start", format_utc(window.start_us as f64 / 1e6)),
@@ -359,10 +377,16 @@ fn metrics_metadata(
         ("config_sha256", config_hash.to_owned()),
         ("bucket_s", opts.bucket_s.to_string()),
         ("half_life_buckets", opts.half_life_buckets.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("breaker_advisor.{k}"), v))
-    .collect()
+    ];
+    if !set_aside.is_empty() {
+        meta.push((
+            crate::metrics::night::SET_ASIDE_KEY,
+            crate::metrics::night::encode(set_aside),
+        ));
+    }
+    meta.into_iter()
+        .map(|(k, v)| (format!("breaker_advisor.{k}"), v))
+        .collect()
 }
 
 fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {

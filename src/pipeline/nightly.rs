@@ -760,6 +760,9 @@ impl<'a> Night<'a> {
             analyzed.hosts,
             analyzed.bursts
         )?;
+        for a in &analyzed.set_aside {
+            writeln!(stdout, "analyze: {a}")?;
+        }
         let detected = detect_into(
             &self.metrics,
             Some(&self.dataset),
@@ -1030,7 +1033,7 @@ impl<'a> Night<'a> {
     ) -> anyhow::Result<()> {
         // A merge has the shards' datasets, not one of its own.
         let shown = self.out.join("shard=*").join("dataset");
-        super::reporting::ReportJob {
+        let warnings = super::reporting::ReportJob {
             out: &self.out,
             dataset: if facts.is_some() {
                 &shown
@@ -1046,6 +1049,9 @@ impl<'a> Night<'a> {
             facts,
         }
         .write()?;
+        for w in warnings {
+            writeln!(stdout, "warning: {w}")?;
+        }
         writeln!(
             stdout,
             "report: {} and {}",

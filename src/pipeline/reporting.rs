@@ -67,8 +67,9 @@ pub struct ReportJob<'a> {
 
 impl ReportJob<'_> {
     /// Writes `report.md` and `report.html` into `out` (and appends the Markdown to the
-    /// GitHub job summary when there is one); returns the Markdown.
-    pub fn write(&self) -> anyhow::Result<String> {
+    /// GitHub job summary when there is one); returns the report's warnings, for the
+    /// command's own output.
+    pub fn write(&self) -> anyhow::Result<Vec<String>> {
         let window = window_of(self.metrics)?;
         let hours = (window.1 - window.0) as f64 / 3.6e9;
         let hs = read_parquet(&self.metrics.join("host_summary.parquet"))?;
@@ -102,6 +103,9 @@ impl ReportJob<'_> {
             sources: facts.sources,
             rejected: facts.rejected,
             incomplete: facts.incomplete,
+            adjusted: facts.adjusted,
+            set_aside: set_aside_of(self.metrics)?,
+            traffic: traffic_of(&hs, hours)?,
             outputs: self.outputs(),
             report_url: self.report_url.map(str::to_owned),
         });
@@ -110,7 +114,7 @@ impl ReportJob<'_> {
         write_atomic(&self.out.join("report.md"), &md)?;
         write_atomic(&self.out.join("report.html"), &page)?;
         append_step_summary(&md)?;
-        Ok(md)
+        Ok(report.warnings)
     }
 
     /// The crawler model the run counted by (written by `run`), else the one given, one
@@ -273,6 +277,7 @@ impl DatasetFacts {
             sources: manifest.sources.len(),
             rejected,
             incomplete,
+            adjusted: input_adjustments(&manifest),
             retry_after: retry_after_values(dataset, window, featured)?,
             opens: open_spans(dataset, window, featured)?,
         })
@@ -421,6 +426,65 @@ fn input_losses(
     (rejected, incomplete)
 }
 
+/// What the export changed in the values it kept, from the manifest: (source,
+/// "table.column: what", values) of values set to NULL (unreadable, or meaningless)
+/// or clamped into what their column can mean.
+fn input_adjustments(
+    manifest: &crate::telemetry::manifest::Manifest,
+) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    for (source, st) in &manifest.sources {
+        for (table, columns) in &st.nulled {
+            for (column, n) in columns {
+                out.push((
+                    source.clone(),
+                    format!("{table}.{column}: unreadable, set to NULL"),
+                    *n,
+                ));
+            }
+        }
+        for (table, reasons) in &st.adjusted {
+            for (what, n) in reasons {
+                out.push((source.clone(), format!("{table}.{what}"), *n));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The rows set aside after the night's end (none when the window was given), from
+/// the metrics' metadata.
+fn set_aside_of(metrics: &Path) -> anyhow::Result<Vec<crate::metrics::night::SetAside>> {
+    let key = format!("breaker_advisor.{}", crate::metrics::night::SET_ASIDE_KEY);
+    let meta = crate::output::parquet_metadata(&metrics.join("host_summary.parquet"))?;
+    Ok(crate::metrics::night::decode(
+        meta.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str()),
+    ))
+}
+
+/// The traffic of the window beside the trailing baseline's, from host_summary:
+/// (network calls in the window, network calls a window of the same length held on
+/// average over the baseline, the baseline's covered hours).
+fn traffic_of(hs: &DataFrame, window_hours: f64) -> anyhow::Result<crate::report::Traffic> {
+    let sum = |c: &str| -> i64 {
+        col_i64(hs, c)
+            .map(|v| v.into_iter().flatten().sum())
+            .unwrap_or(0)
+    };
+    let covered_h = col_f64(hs, "baseline_hours")
+        .map(|v| v.into_iter().flatten().fold(0.0, f64::max))
+        .unwrap_or(0.0);
+    let baseline = sum("baseline_calls_net");
+    Ok(crate::report::Traffic {
+        calls_net: sum("calls_net"),
+        expected_calls_net: (covered_h > 0.0).then(|| baseline as f64 / covered_h * window_hours),
+        baseline_hours: covered_h,
+    })
+}
+
 /// The fidelity table `run` wrote beside the metrics (empty when absent).
 fn read_fidelity(path: &Path) -> anyhow::Result<Vec<crate::report::FidelityLine>> {
     if !path.is_file() {
@@ -468,7 +532,7 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<u8> {
     } else {
         (dataset, None)
     };
-    ReportJob {
+    let warnings = ReportJob {
         out: &args.out,
         dataset: &dataset,
         metrics: &args.out.join("metrics"),
@@ -480,8 +544,12 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<u8> {
         facts: facts.as_ref(),
     }
     .write()?;
+    let mut stdout = std::io::stdout().lock();
+    for w in warnings {
+        writeln!(stdout, "warning: {w}")?;
+    }
     writeln!(
-        std::io::stdout().lock(),
+        stdout,
         "wrote {} and {}",
         args.out.join("report.md").display(),
         args.out.join("report.html").display()

@@ -174,6 +174,9 @@ pub fn markdown(r: &Report) -> String {
     let mut head = String::new();
     let _ = writeln!(head, "## breaker-advisor: nightly settings review\n");
     let _ = writeln!(head, "**{}**\n", md(&r.summary));
+    for w in &r.warnings {
+        let _ = writeln!(head, "> [!WARNING]\n> {}\n", md(w));
+    }
     let _ = writeln!(
         head,
         "<sub>Window {} – {} · {} telemetry file(s) · {} hosts · {} network calls, {} failures · patch v{}</sub>\n",
@@ -337,6 +340,34 @@ fn blocks(r: &Report) -> Vec<Block> {
                 r.rejected
                     .iter()
                     .map(|(s, why, n)| md_row(&[s, why, &n.to_string()]))
+                    .collect(),
+            )
+            .with_tail("\n"),
+        );
+    }
+    if !r.set_aside.is_empty() {
+        out.push(
+            Block::new(
+                "Rows set aside",
+                5,
+                "### Rows set aside\n\nRows after the fleet's traffic: they do not set the window, and they are not analysed.\n\n| source | why | rows | first | last |\n|---|---|---:|---|---|\n".into(),
+                r.set_aside
+                    .iter()
+                    .map(|(s, why, n, first, last)| md_row(&[s, why, &n.to_string(), first, last]))
+                    .collect(),
+            )
+            .with_tail("\n"),
+        );
+    }
+    if !r.adjusted.is_empty() {
+        out.push(
+            Block::new(
+                "Adjusted input values",
+                5,
+                "### Adjusted input values\n\nValues outside what their column can mean, or unreadable, changed on export; the rows were kept.\n\n| source | value | values |\n|---|---|---:|\n".into(),
+                r.adjusted
+                    .iter()
+                    .map(|(s, what, n)| md_row(&[s, what, &n.to_string()]))
                     .collect(),
             )
             .with_tail("\n"),

@@ -84,10 +84,53 @@ pub struct ReportInput<'a> {
     /// (source, table, dates) whose rows were lost from the dataset (missing part files
     /// the source could not restore).
     pub incomplete: Vec<(String, String, String)>,
+    /// (source, "table.column: what", values) set to NULL or clamped on export.
+    pub adjusted: Vec<(String, String, u64)>,
+    /// Rows after the night's end, per source (a clock off, corrupt times).
+    pub set_aside: Vec<crate::metrics::night::SetAside>,
+    /// The window's traffic beside the baseline's, for the quiet-night warning.
+    pub traffic: Traffic,
     /// (what, path) of the outputs.
     pub outputs: Vec<(String, String)>,
     /// Where the reader finds report.html, for the PR body's links.
     pub report_url: Option<String>,
+}
+
+/// The network calls of the window, and what a window of its length held on average
+/// over the trailing baseline (None: the baseline holds no data).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Traffic {
+    pub calls_net: i64,
+    pub expected_calls_net: Option<f64>,
+    pub baseline_hours: f64,
+}
+
+/// Below this share of the baseline's calls a window is "almost empty".
+pub const QUIET_SHARE: f64 = 0.1;
+/// ...when the baseline held at least this many calls a window.
+pub const QUIET_MIN_EXPECTED: f64 = 100.0;
+
+impl Traffic {
+    /// The warning of a window that holds (almost) no calls: it must never pass for a
+    /// quiet night.
+    pub fn warning(&self) -> Option<String> {
+        if self.calls_net == 0 {
+            return Some(
+                "no network call in the window: nothing was analysed (check --now, the telemetry files, and the rows set aside)".into(),
+            );
+        }
+        let expected = self.expected_calls_net?;
+        (expected >= QUIET_MIN_EXPECTED && (self.calls_net as f64) < QUIET_SHARE * expected)
+            .then(|| {
+                format!(
+                    "almost no calls in the window: {} network calls, {:.1}% of the {:.0} a window held on average over the {:.0} h before it (check --now and the telemetry files)",
+                    self.calls_net,
+                    100.0 * self.calls_net as f64 / expected,
+                    expected,
+                    self.baseline_hours
+                )
+            })
+    }
 }
 
 /// One measure behind a change: its value at the current and at the proposed setting
@@ -200,6 +243,13 @@ pub struct Report {
     pub held: Vec<(String, String, String)>,
     pub rejected: Vec<(String, String, u64)>,
     pub incomplete: Vec<(String, String, String)>,
+    /// (source, what, values) changed on export.
+    pub adjusted: Vec<(String, String, u64)>,
+    /// (source, why, rows, first, last) of rows set aside after the night's end.
+    pub set_aside: Vec<(String, String, u64, String, String)>,
+    /// What the reader must see before trusting the rest: a window with (almost) no
+    /// calls, rows set aside.
+    pub warnings: Vec<String>,
     pub outputs: Vec<(String, String)>,
     pub sections: Vec<HostSection>,
 }
@@ -349,6 +399,28 @@ fn predicted_text(e: &crate::advise::Evidence) -> String {
         ),
         None => String::new(),
     }
+}
+
+/// The report's warnings: a window with (almost) no calls, rows set aside.
+fn warnings(input: &ReportInput<'_>) -> Vec<String> {
+    let mut out: Vec<String> = input.traffic.warning().into_iter().collect();
+    if !input.set_aside.is_empty() {
+        let rows: u64 = input.set_aside.iter().map(|a| a.rows).sum();
+        let ahead: Vec<&str> = input
+            .set_aside
+            .iter()
+            .filter(|a| a.clock_ahead)
+            .map(|a| a.source.as_str())
+            .collect();
+        let mut w = format!(
+            "{rows} row(s) after the fleet's traffic set aside: they do not move the window (see \"Rows set aside\")"
+        );
+        if !ahead.is_empty() {
+            let _ = write!(w, "; clock ahead of the fleet: {}", ahead.join(", "));
+        }
+        out.push(w);
+    }
+    out
 }
 
 /// The summary line: N changes on M hosts, and the replayed effect of the breaker
@@ -539,7 +611,10 @@ impl Report {
             .map(|host| section(input, host, &changes, &incidents))
             .collect();
         Report {
-            summary: summary_line(&changes, &replay_of),
+            summary: match input.traffic.warning() {
+                Some(w) => format!("{} Warning: {w}.", summary_line(&changes, &replay_of)),
+                None => summary_line(&changes, &replay_of),
+            },
             report_url: input.report_url.clone(),
             window_start: utc(input.window.0),
             window_end: utc(input.window.1),
@@ -562,6 +637,21 @@ impl Report {
                 .collect(),
             rejected: input.rejected.clone(),
             incomplete: input.incomplete.clone(),
+            adjusted: input.adjusted.clone(),
+            set_aside: input
+                .set_aside
+                .iter()
+                .map(|a| {
+                    (
+                        a.source.clone(),
+                        a.reason().to_owned(),
+                        a.rows,
+                        utc(a.first_us),
+                        utc(a.last_us),
+                    )
+                })
+                .collect(),
+            warnings: warnings(input),
             outputs: input.outputs.clone(),
             sections,
         }
@@ -720,16 +810,21 @@ fn section(
 
     // Retry-After distribution with the current and proposed reset timeout.
     let ra = input.retry_after.get(host).cloned().unwrap_or_default();
+    // A server can send any Retry-After and a config can say any reset timeout: at most
+    // RETRY_BINS bins, the last holding every longer value ("N+").
     let max_ra = ra.iter().copied().fold(cur_reset, f64::max).max(1.0);
-    let width = [5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0]
-        .into_iter()
-        .find(|w| max_ra / w <= 30.0)
-        .unwrap_or(900.0);
-    let nbins = (max_ra / width).floor() as usize + 1;
+    let width = [
+        5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+    ]
+    .into_iter()
+    .find(|w| max_ra / w < RETRY_BINS as f64)
+    .unwrap_or(3600.0);
+    let nbins = ((max_ra / width).floor().min(RETRY_BINS as f64 - 1.0) as usize) + 1;
     let mut counts = vec![0u64; nbins];
     for v in &ra {
-        counts[((v / width).floor() as usize).min(nbins - 1)] += 1;
+        counts[((v.max(0.0) / width).floor().min(nbins as f64 - 1.0)) as usize] += 1;
     }
+    let beyond = ra.iter().any(|v| *v >= nbins as f64 * width);
     let mut markers = vec![svg::Marker {
         pos: cur_reset / width,
         class: "current",
@@ -751,7 +846,14 @@ fn section(
         "responses",
         &svg::Bins {
             labels: (0..nbins)
-                .map(|i| format!("{}", i as f64 * width))
+                .map(|i| {
+                    let edge = i as f64 * width;
+                    if i + 1 == nbins && beyond {
+                        format!("{edge}+")
+                    } else {
+                        format!("{edge}")
+                    }
+                })
                 .collect(),
             edge_labels: true,
         },
@@ -773,6 +875,9 @@ fn section(
         retry_chart,
     }
 }
+
+/// The most bins of a Retry-After histogram.
+const RETRY_BINS: usize = 31;
 
 const TEMPLATE: &str = include_str!("report.html.j2");
 

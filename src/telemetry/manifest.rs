@@ -47,6 +47,10 @@ pub struct SourceState {
     pub rejected: BTreeMap<String, BTreeMap<String, u64>>,
     /// Values exported as NULL because they could not be decoded, per table and column.
     pub nulled: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Values outside what their column can mean (NULL or clamped), per table and
+    /// `column: reason`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adjusted: BTreeMap<String, BTreeMap<String, u64>>,
     /// The run that last exported rows from it.
     pub last_run: u64,
     /// The earliest `http_events` row exported or left to another shard (epoch µs):
@@ -195,7 +199,7 @@ impl Manifest {
             for key in moved {
                 if let Some(t) = state.tables.remove(&key) {
                     let stream = format!("{key}@{}", t.sqlite_table);
-                    for counts in [&mut state.rejected, &mut state.nulled] {
+                    for counts in [&mut state.rejected, &mut state.nulled, &mut state.adjusted] {
                         if let Some(c) = counts.remove(&key) {
                             counts.insert(stream.clone(), c);
                         }

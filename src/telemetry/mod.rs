@@ -176,6 +176,10 @@ pub struct TableReport {
     pub rows_exported: u64,
     pub rejected: BTreeMap<String, u64>,
     pub nulled: BTreeMap<String, u64>,
+    /// Values set to NULL or clamped because they were outside what their column can
+    /// mean, per `column: reason`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub adjusted: BTreeMap<String, u64>,
     /// Rows of hosts another shard exports (`--shard`).
     #[serde(skip_serializing_if = "is_zero")]
     pub other_shards: u64,
@@ -318,6 +322,10 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
                         state.nulled.entry(name.clone()).or_default(),
                         &counts.nulled,
                     );
+                    add_counts(
+                        state.adjusted.entry(name.clone()).or_default(),
+                        &counts.adjusted,
+                    );
                     report.tables.insert(
                         name,
                         TableReport {
@@ -326,6 +334,7 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
                             rows_exported: counts.rows_exported,
                             rejected: counts.rejected,
                             nulled: counts.nulled,
+                            adjusted: counts.adjusted,
                             other_shards: counts.other_shards,
                             high_water_id: t.high_water_id,
                         },
@@ -333,6 +342,7 @@ pub fn export(sources: &[PathBuf], opts: &ExportOptions) -> Result<ExportSummary
                 }
                 state.rejected.retain(|_, m| !m.is_empty());
                 state.nulled.retain(|_, m| !m.is_empty());
+                state.adjusted.retain(|_, m| !m.is_empty());
                 if !done.parts.is_empty() {
                     state.last_run = run;
                 }

@@ -11,7 +11,10 @@ use rusqlite::types::{Value, ValueRef};
 use sha2::{Digest, Sha256};
 
 use super::TelemetryError;
-use super::schema::{EventRows, Kind, TableLayout, TableSpec};
+use super::schema::{
+    ColumnSpec, EventRows, Kind, MAX_MILLISECONDS, MAX_RETRY_COUNT, MAX_SECONDS, MAX_TEXT_BYTES,
+    TableLayout, TableSpec,
+};
 use super::values::{
     Decoded, TimeError, decode_bool, decode_int, decode_text, decode_time, parse_recorded,
     parse_state,
@@ -33,6 +36,9 @@ pub struct TableCounts {
     pub rejected: BTreeMap<String, u64>,
     /// Values set to NULL because they could not be decoded, per column.
     pub nulled: BTreeMap<String, u64>,
+    /// Values outside what their column can mean, set to NULL or clamped, per
+    /// `column: reason` (see [`super::schema::Range`]).
+    pub adjusted: BTreeMap<String, u64>,
     /// Rows of hosts that another shard exports.
     pub other_shards: u64,
     /// The earliest time of a row that passed every check, whatever its shard.
@@ -471,6 +477,10 @@ impl<'a> Decoder<'a> {
                 counts.reject("unparsable_time");
                 return Ok(());
             }
+            Err(TimeError::OutOfRange) => {
+                counts.reject("time_outside_1990_2200");
+                return Ok(());
+            }
         };
 
         // Check the values that can reject the row before appending anything.
@@ -511,8 +521,15 @@ impl<'a> Decoder<'a> {
         batch.ts.append_value(ts_us);
         batch.host.append_value(host);
         for (i, (c, b)) in spec.columns.iter().zip(batch.cols.iter_mut()).enumerate() {
-            if !append_value(c.kind, b, value(i)) {
-                *counts.nulled.entry(c.name.to_owned()).or_default() += 1;
+            match append_value(c, b, value(i)) {
+                Fate::Kept => {}
+                Fate::Nulled => *counts.nulled.entry(c.name.to_owned()).or_default() += 1,
+                Fate::Adjusted(why) => {
+                    *counts
+                        .adjusted
+                        .entry(format!("{}: {why}", c.name))
+                        .or_default() += 1;
+                }
             }
         }
         counts.rows_exported += 1;
@@ -590,15 +607,36 @@ impl RowCheck {
     }
 }
 
-/// Appends one decoded value; false when it was unusable and NULL was appended instead.
-fn append_value(kind: Kind, builder: &mut ColBuilder, v: ValueRef<'_>) -> bool {
-    match (kind, builder) {
+/// What became of one value on its way into a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Kept,
+    /// Unusable (not a number, an unknown state): NULL instead.
+    Nulled,
+    /// Outside what the column can mean, or too long: NULL, clamped or cut (why).
+    Adjusted(&'static str),
+}
+
+/// Appends one decoded value, within the column's range (see
+/// [`super::schema::Range`]).
+fn append_value(spec: &ColumnSpec, builder: &mut ColBuilder, v: ValueRef<'_>) -> Fate {
+    match (spec.kind, builder) {
         (Kind::Int, ColBuilder::Int(b)) => match decode_int(v) {
-            Decoded::Value(i) => b.append_value(i),
+            Decoded::Value(i) => match spec.range {
+                Some(r) if i < r.min => {
+                    b.append_null();
+                    return Fate::Adjusted("negative, set to NULL");
+                }
+                Some(r) if i > r.max => {
+                    b.append_value(r.max);
+                    return Fate::Adjusted(clamped_reason(r.max));
+                }
+                _ => b.append_value(i),
+            },
             Decoded::Null => b.append_null(),
             Decoded::Invalid => {
                 b.append_null();
-                return false;
+                return Fate::Nulled;
             }
         },
         (Kind::Bool, ColBuilder::Bool(b)) => match decode_bool(v) {
@@ -606,10 +644,14 @@ fn append_value(kind: Kind, builder: &mut ColBuilder, v: ValueRef<'_>) -> bool {
             Decoded::Null => b.append_null(),
             Decoded::Invalid => {
                 b.append_null();
-                return false;
+                return Fate::Nulled;
             }
         },
         (Kind::Text, ColBuilder::Text(b)) => match decode_text(v) {
+            Decoded::Value(s) if s.len() > MAX_TEXT_BYTES => {
+                b.append_value(cut(&s, MAX_TEXT_BYTES));
+                return Fate::Adjusted("longer than 256 bytes, cut");
+            }
             Decoded::Value(s) => b.append_value(&*s),
             _ => b.append_null(),
         },
@@ -618,7 +660,7 @@ fn append_value(kind: Kind, builder: &mut ColBuilder, v: ValueRef<'_>) -> bool {
                 Some(state) => b.append_value(state.as_str()),
                 None => {
                     b.append_null();
-                    return false;
+                    return Fate::Nulled;
                 }
             },
             _ => b.append_null(),
@@ -628,14 +670,33 @@ fn append_value(kind: Kind, builder: &mut ColBuilder, v: ValueRef<'_>) -> bool {
                 Some(r) => b.append_value(r),
                 None => {
                     b.append_null();
-                    return false;
+                    return Fate::Nulled;
                 }
             },
             _ => b.append_null(),
         },
         _ => unreachable!("builders are made from the same spec"),
     }
-    true
+    Fate::Kept
+}
+
+/// The reason a value above `max` was clamped, for the counts.
+fn clamped_reason(max: i64) -> &'static str {
+    match max {
+        MAX_SECONDS => "above 86400 s (a day), clamped",
+        MAX_MILLISECONDS => "above 86400000 ms (a day), clamped",
+        MAX_RETRY_COUNT => "above 100 retries, clamped",
+        _ => "above its range, clamped",
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A digest of the first row matching `condition` (with `param`), or None when no row

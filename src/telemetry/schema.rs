@@ -36,7 +36,35 @@ pub struct ColumnSpec {
     pub kind: Kind,
     /// Source column names, first match wins.
     pub aliases: &'static [&'static str],
+    /// What an `Int` value can mean (None: any integer).
+    pub range: Option<Range>,
 }
+
+/// The values an integer column can mean. Servers, clocks and crawler bugs can put
+/// anything in a column, and later stages size loops and series by these values, so the
+/// export bounds them: a value below `min` means nothing and is exported as NULL; one
+/// above `max` is clamped to `max` (a Retry-After of 10^12 s says "not today", which
+/// `max` says too). Both are counted per column and reason (`adjusted` in the manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub min: i64,
+    pub max: i64,
+}
+
+/// The longest duration in seconds a column keeps: a day, the default window. The
+/// crawler caps the cooldowns it sets (`retry_after_cap_s`, 900 s by default), and the
+/// advisor bounds the settings it proposes below this.
+pub const MAX_SECONDS: i64 = 86_400;
+/// The same day in milliseconds (waits, elapsed times).
+pub const MAX_MILLISECONDS: i64 = MAX_SECONDS * 1_000;
+/// The most retries one row can stand for. The crawler retries 3 times by default; each
+/// retried attempt is one call in the replay, so this bounds the calls a row makes.
+pub const MAX_RETRY_COUNT: i64 = 100;
+/// The highest consecutive-failure counter a breaker listener can report meaningfully.
+pub const MAX_FAIL_COUNTER: i64 = 1_000_000;
+/// The longest text value kept (bytes): run ids, roles, methods, hashes and error names
+/// are short; a longer value is cut at a character boundary.
+pub const MAX_TEXT_BYTES: usize = 256;
 
 /// An exported table. Every table also has the fixed leading columns
 /// `source, id, ts, host` (see [`FIXED_COLUMNS`]).
@@ -57,6 +85,17 @@ const fn col(name: &'static str, kind: Kind) -> ColumnSpec {
         name,
         kind,
         aliases: &[],
+        range: None,
+    }
+}
+
+/// An integer column whose values mean something between 0 and `max`.
+const fn bounded(name: &'static str, max: i64) -> ColumnSpec {
+    ColumnSpec {
+        name,
+        kind: Kind::Int,
+        aliases: &[],
+        range: Some(Range { min: 0, max }),
     }
 }
 
@@ -72,16 +111,17 @@ pub static HTTP_EVENTS: TableSpec = TableSpec {
         col("from_cache", Kind::Bool),
         col("revalidated", Kind::Bool),
         col("stale", Kind::Bool),
-        col("retry_count", Kind::Int),
-        col("retry_after_s", Kind::Int),
-        col("rate_delay_ms", Kind::Int),
+        bounded("retry_count", MAX_RETRY_COUNT),
+        bounded("retry_after_s", MAX_SECONDS),
+        bounded("rate_delay_ms", MAX_MILLISECONDS),
         ColumnSpec {
             name: "breaker_state",
             kind: Kind::State,
             aliases: &["breaker_state", "breaker_host_state"],
+            range: None,
         },
         col("breaker_recorded", Kind::Recorded),
-        col("elapsed_ms", Kind::Int),
+        bounded("elapsed_ms", MAX_MILLISECONDS),
         col("error", Kind::Text),
     ],
 };
@@ -94,7 +134,7 @@ pub static BREAKER_TRANSITIONS: TableSpec = TableSpec {
         col("scope", Kind::Text),
         col("old_state", Kind::State),
         col("new_state", Kind::State),
-        col("reset_timeout_s", Kind::Int),
+        bounded("reset_timeout_s", MAX_SECONDS),
         // The SQLite table the transition was read from: `breaker_transitions` or
         // `breaker_events` (a crawler may write both; `analyze` counts each once).
         col("origin", Kind::Text),
@@ -114,7 +154,7 @@ pub static BREAKER_OUTCOMES: TableSpec = TableSpec {
         // The breaker's state as the listener saw it (before a trip, after a close).
         col("state", Kind::State),
         // pybreaker's consecutive-failure counter (after the increment; 0 on success).
-        col("fail_counter", Kind::Int),
+        bounded("fail_counter", MAX_FAIL_COUNTER),
         // The exception class the failure carried (`HTTPStatusError`, `ReadTimeout`).
         col("exc_type", Kind::Text),
     ],
@@ -127,8 +167,8 @@ pub static RATE_EVENTS: TableSpec = TableSpec {
         col("run_id", Kind::Text),
         col("role", Kind::Text),
         col("action", Kind::Text),
-        col("delay_ms", Kind::Int),
-        col("max_delay_ms", Kind::Int),
+        bounded("delay_ms", MAX_MILLISECONDS),
+        bounded("max_delay_ms", MAX_MILLISECONDS),
     ],
 };
 

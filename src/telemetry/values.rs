@@ -14,6 +14,8 @@ const MAX_TS_US: i64 = 7_258_118_400_000_000;
 pub enum TimeError {
     Null,
     Unparsable,
+    /// A time, but before 1990 or after 2200: a clock or a unit that is off.
+    OutOfRange,
 }
 
 /// A canonical breaker state.
@@ -91,7 +93,7 @@ pub fn epoch_seconds_to_us(secs: f64) -> Result<i64, TimeError> {
     }
     let us = (secs * 1e6).round();
     if us < MIN_TS_US as f64 || us > MAX_TS_US as f64 {
-        return Err(TimeError::Unparsable);
+        return Err(TimeError::OutOfRange);
     }
     Ok(us as i64)
 }
@@ -126,7 +128,7 @@ fn check_us(us: i64) -> Result<i64, TimeError> {
     if (MIN_TS_US..=MAX_TS_US).contains(&us) {
         Ok(us)
     } else {
-        Err(TimeError::Unparsable)
+        Err(TimeError::OutOfRange)
     }
 }
 
@@ -257,7 +259,11 @@ mod tests {
         // Milliseconds mistaken for seconds land far in the future: rejected.
         assert_eq!(
             decode_time(ValueRef::Real(1_764_152_130_123.0)),
-            Err(TimeError::Unparsable)
+            Err(TimeError::OutOfRange)
+        );
+        assert_eq!(
+            parse_time_text("1970-01-01T00:00:00Z"),
+            Err(TimeError::OutOfRange)
         );
     }
 
