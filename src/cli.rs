@@ -42,8 +42,9 @@ pub enum Command {
     /// Compute per-host metrics over a time window of an exported dataset.
     ///
     /// Writes host_summary, host_role_summary, bursts and host_timeseries as Parquet
-    /// into --out. The window ends at --now (default: the latest event, so reruns on the
-    /// same data agree) and spans --window.
+    /// into --out. The window ends at --now (default: where the fleet's traffic ends, so
+    /// reruns on the same data agree; rows a clock put past it are set aside and listed)
+    /// and spans --window.
     ///
     /// Example: breaker-advisor analyze --data data/ --config breakers.yaml --window 24h
     Analyze(AnalyzeArgs),
@@ -211,7 +212,7 @@ pub struct RunArgs {
     /// Window length: 24h, 90m, 7d.
     #[arg(long, default_value = "24h", value_parser = parse_duration_s)]
     pub window: i64,
-    /// End of the window, RFC 3339 or epoch seconds (default: the latest event). Also
+    /// End of the window, RFC 3339 or epoch seconds (default: where the fleet's traffic ends; rows past it are set aside). Also
     /// the "now" of --push-cooldowns (default there: the system clock).
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
@@ -278,7 +279,8 @@ pub struct ReplayArgs {
     /// Window length: 24h, 90m, 7d.
     #[arg(long, default_value = "24h", value_parser = parse_duration_s)]
     pub window: i64,
-    /// End of the window, RFC 3339 or epoch seconds (default: the latest event).
+    /// End of the window, RFC 3339 or epoch seconds (default: where the fleet's traffic
+    /// ends; rows past it are set aside).
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
     /// One JSON object per host instead of a table.
@@ -408,7 +410,8 @@ pub struct AnalyzeArgs {
     /// Window length: 24h, 90m, 7d, 3600s.
     #[arg(long, default_value = "24h", value_parser = parse_duration_s)]
     pub window: i64,
-    /// End of the window, RFC 3339 or epoch seconds (default: the latest event).
+    /// End of the window, RFC 3339 or epoch seconds (default: where the fleet's traffic
+    /// ends; rows past it are set aside).
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
     /// Time-series bucket: 1m, 5m, 1h.

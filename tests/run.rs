@@ -538,14 +538,43 @@ fn window_of(out: &Path) -> (String, String) {
 /// another host's advice.
 const FIXED_MODEL: &str = "crawler:\n  breaker_scope: process\n";
 
-#[test]
-fn a_retry_after_of_10_12_and_a_row_a_year_ahead_do_not_take_the_night_down() {
+/// The sample's night in a fresh folder under a fixed crawler model: its config files,
+/// copies of its telemetry (for a test to add rows to), and its run into `plain`.
+struct SampleNight {
+    tmp: tempfile::TempDir,
+    b: std::path::PathBuf,
+    r: std::path::PathBuf,
+    files: Vec<std::path::PathBuf>,
+    plain: std::path::PathBuf,
+}
+
+fn sample_night() -> SampleNight {
     let tmp = tempfile::tempdir().unwrap();
     let (b, r) = sample_configs(tmp.path());
     std::fs::write(tmp.path().join("breaker-advisor.yaml"), FIXED_MODEL).unwrap();
-    let files = telemetry_copies(tmp.path());
+    let telemetry = tmp.path().join("telemetry");
+    std::fs::create_dir(&telemetry).unwrap();
+    let files = telemetry_copies(&telemetry);
     let plain = tmp.path().join("plain");
     run_files(&files, &b, &r, &plain, &[]).success();
+    SampleNight {
+        tmp,
+        b,
+        r,
+        files,
+        plain,
+    }
+}
+
+#[test]
+fn a_retry_after_of_10_12_and_a_row_a_year_ahead_do_not_take_the_night_down() {
+    let SampleNight {
+        tmp,
+        b,
+        r,
+        files,
+        plain,
+    } = sample_night();
 
     let conn = rusqlite::Connection::open(&files[0]).unwrap();
     let last: String = conn
@@ -638,12 +667,13 @@ fn a_window_with_almost_no_calls_says_so_loudly() {
 
 #[test]
 fn absurd_config_values_hold_their_host_and_the_others_are_advised() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (b, r) = sample_configs(tmp.path());
-    std::fs::write(tmp.path().join("breaker-advisor.yaml"), FIXED_MODEL).unwrap();
-    let files = telemetry_copies(tmp.path());
-    let plain = tmp.path().join("plain");
-    run_files(&files, &b, &r, &plain, &[]).success();
+    let SampleNight {
+        tmp,
+        b,
+        r,
+        files,
+        plain,
+    } = sample_night();
     let was = PatchFile::load(&plain.join("breakers.patch.yaml")).unwrap();
 
     // Parseable but absurd: a fail_max no breaker reaches, a reset timeout the crawler
@@ -994,14 +1024,13 @@ fn hostile_values_in_any_column_never_take_the_night_down() {
     use proptest::prelude::{prop_assert, prop_assert_eq};
     use proptest::test_runner::{Config, TestRunner};
 
-    let tmp = tempfile::tempdir().unwrap();
-    let (b, r) = sample_configs(tmp.path());
-    std::fs::write(tmp.path().join("breaker-advisor.yaml"), FIXED_MODEL).unwrap();
-    let pristine = tmp.path().join("pristine");
-    std::fs::create_dir(&pristine).unwrap();
-    let files = telemetry_copies(&pristine);
-    let base = tmp.path().join("base");
-    run_files(&files, &b, &r, &base, &[]).success();
+    let SampleNight {
+        tmp,
+        b,
+        r,
+        files,
+        plain: base,
+    } = sample_night();
     let base_patch = PatchFile::load(&base.join("breakers.patch.yaml")).unwrap();
     let real_hosts = hosts_of(&base);
     let config = breaker_advisor::config::BreakerConfig::load(&b).unwrap();

@@ -90,12 +90,12 @@ pub fn incident_cooldowns(
         };
         // At least one reset timeout (the breaker would block that long anyway), and
         // never past the host's Retry-After cap, nor past a day whatever the config says.
-        let capped = secs
-            .max(policy.reset_timeout_s)
-            .min(policy.retry_after_cap_s)
+        let cap = policy
+            .retry_after_cap_s
             .min(crate::config::MAX_PLAUSIBLE_SECONDS);
+        let capped = secs.max(policy.reset_timeout_s).min(cap);
         let basis = if capped < secs {
-            format!("{basis}; capped at {:.0} s", policy.retry_after_cap_s)
+            format!("{basis}; capped at {cap:.0} s")
         } else {
             basis
         };

@@ -612,8 +612,15 @@ fn replay_gate(
     let reset_opts: Vec<f64> = match find(BreakerKey::ResetTimeoutS) {
         Some(p) => {
             let p = p as f64;
-            let lo = s.reset_timeout_s[0].max(cur_reset / s.max_reset_factor);
-            let hi = s.reset_timeout_s[1].min(cur_reset * s.max_reset_factor);
+            // Within the limits and the step, and never past the host's Retry-After cap
+            // (as the rule's own proposal).
+            let hi = s.reset_timeout_s[1]
+                .min(cur_reset * s.max_reset_factor)
+                .min(base.retry_after_cap_s)
+                .max(1.0);
+            let lo = s.reset_timeout_s[0]
+                .max(cur_reset / s.max_reset_factor)
+                .min(hi);
             let mut v: Vec<f64> = [p, (p * 0.8).round(), (p * 1.25).round()]
                 .into_iter()
                 .map(|x| x.clamp(lo, hi).round())

@@ -273,12 +273,23 @@ impl BreakerConfig {
             implausible_with_roles(&cfg.defaults, &cfg.default_roles, "defaults");
         if let Some(hosts) = doc.get("hosts").and_then(Value::as_mapping) {
             for (key, value) in hosts {
-                let raw = key
-                    .as_str()
-                    .ok_or_else(|| invalid("hosts", format!("host key {key:?} is not a string")))?;
-                let host = normalize_host(raw)
-                    .map_err(|e| invalid(&format!("hosts.{raw}"), e.to_string()))?;
+                // A key that names no host holds nothing the telemetry can reach; it
+                // does not fail the file either.
+                let Some(raw) = key.as_str() else {
+                    cfg.unusable.insert(
+                        format!("{key:?}"),
+                        format!("hosts: key {key:?} is not a host name"),
+                    );
+                    continue;
+                };
                 let at = format!("hosts.{raw}");
+                let host = match normalize_host(raw) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        cfg.unusable.insert(raw.to_owned(), format!("{at}: {e}"));
+                        continue;
+                    }
+                };
                 let entry = || -> Result<HostConfig, ConfigError> {
                     let mut hc = HostConfig {
                         policy: policy_override(value, &at, &invalid)?,

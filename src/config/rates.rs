@@ -328,12 +328,23 @@ impl RateLimits {
             .into_iter()
             .flatten()
         {
-            let raw = k
-                .as_str()
-                .ok_or_else(|| invalid("hosts", format!("host key {k:?} is not a string")))?;
-            let host =
-                normalize_host(raw).map_err(|e| invalid(&format!("hosts.{raw}"), e.to_string()))?;
+            // A key that names no host holds nothing the telemetry can reach; it does
+            // not fail the file either.
+            let Some(raw) = k.as_str() else {
+                out.unusable.insert(
+                    format!("{k:?}"),
+                    format!("hosts: key {k:?} is not a host name"),
+                );
+                continue;
+            };
             let at = format!("hosts.{raw}");
+            let host = match normalize_host(raw) {
+                Ok(h) => h,
+                Err(e) => {
+                    out.unusable.insert(raw.to_owned(), format!("{at}: {e}"));
+                    continue;
+                }
+            };
             // One host's bad entry holds that host, not the file.
             match roles(hv, &at) {
                 Ok((rates, waits)) => {

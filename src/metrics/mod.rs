@@ -544,7 +544,7 @@ pub fn analyze_each<E: From<PolarsError>>(
     let end_us = match opts.now_us {
         Some(n) => n,
         // Where the fleet's traffic ends (see `night`), not the latest row.
-        None => night::locate(events.clone())?.map_or(0, |n| n.end_us),
+        None => night::locate(events.clone(), opts.window_s)?.map_or(0, |n| n.end_us),
     };
     let window = Window {
         start_us: end_us - opts.window_s * US_PER_S,
@@ -905,13 +905,11 @@ fn rate_windows(
     let (roles, role_names) = (&keys.roles.of_row, &keys.roles.values);
     let (sources, processes) = (&keys.sources.of_row, &keys.processes);
 
-    // One pass: the counts per window (host, role, bucket, dense), and each limiter's
-    // first and last bucket.
-    let (n_roles, n_buckets) = (
-        role_names.len(),
-        ((window.end_us - window.start_us + bucket_us - 1) / bucket_us).max(1) as usize,
-    );
-    let cell = |h: u32, r: u32, b: usize| (h as usize * n_roles + r as usize) * n_buckets + b;
+    // One pass: the counts per window (host, role, bucket) that has calls, and each
+    // limiter's first and last bucket. Sparse: a window is held only when a row falls
+    // in it, so no count of distinct roles (free text a crawler bug can fill) or span of
+    // buckets sizes the table; at most one window a row.
+    let n_buckets = ((window.end_us - window.start_us + bucket_us - 1) / bucket_us).max(1) as usize;
     #[derive(Default, Clone, Copy)]
     struct Counts {
         requests: i64,
@@ -919,7 +917,7 @@ fn rate_windows(
         attempts_429: i64,
         attempts_head: i64,
     }
-    let mut windows = vec![Counts::default(); host_names.len() * n_roles * n_buckets];
+    let mut windows: PlHashMap<(u32, u32, usize), Counts> = PlHashMap::new();
     // Per host, role and limiter (a process, a machine): its first and last bucket.
     let mut spans: [Spans; 2] = Default::default();
     for i in 0..bucket.len() {
@@ -927,7 +925,7 @@ fn rate_windows(
             continue;
         };
         let (h, r) = (hosts[i], roles[i]);
-        let w = &mut windows[cell(h, r, b)];
+        let w = windows.entry((h, r, b)).or_default();
         let a = attempts[i];
         w.requests += 1;
         w.attempts += a;
@@ -941,39 +939,46 @@ fn rate_windows(
             span.1 = span.1.max(b);
         }
     }
-    // A limiter runs from its first call to its last: the spans covering each bucket.
+    // The windows with calls, in (host, role, bucket) order.
+    let mut kept: Vec<((u32, u32, usize), Counts)> = windows.into_iter().collect();
+    kept.sort_unstable_by_key(|(k, _)| *k);
+    // A limiter runs from its first call to its last: per window, the spans of its host
+    // and role that cover its bucket (first buckets and last buckets sorted per pair).
     let running = |limiters: &Spans| -> Vec<i64> {
-        let mut delta = vec![0i64; windows.len() + 1];
+        let mut by_pair: PlHashMap<(u32, u32), (Vec<usize>, Vec<usize>)> = PlHashMap::new();
         for (&(h, r, _), &(first, last)) in limiters {
-            delta[cell(h, r, first)] += 1;
-            delta[cell(h, r, last) + 1] -= 1;
+            let e = by_pair.entry((h, r)).or_default();
+            e.0.push(first);
+            e.1.push(last);
         }
-        delta
-            .iter()
-            .scan(0i64, |n, d| {
-                *n += d;
-                Some(*n)
+        for (firsts, lasts) in by_pair.values_mut() {
+            firsts.sort_unstable();
+            lasts.sort_unstable();
+        }
+        kept.iter()
+            .map(|&((h, r, b), _)| {
+                by_pair.get(&(h, r)).map_or(0, |(firsts, lasts)| {
+                    let started = firsts.partition_point(|&f| f <= b);
+                    let ended = lasts.partition_point(|&l| l < b);
+                    (started - ended) as i64
+                })
             })
             .collect()
     };
     let (processes, machines) = (running(&spans[0]), running(&spans[1]));
-    // The windows with calls, in (host, role, bucket) order.
-    let kept: Vec<usize> = (0..windows.len())
-        .filter(|&c| windows[c].requests > 0)
-        .collect();
-    let counts = |f: fn(&Counts) -> i64| kept.iter().map(|&c| f(&windows[c])).collect::<Vec<i64>>();
-    let buckets: Vec<i64> = kept.iter().map(|c| (c % n_buckets) as i64).collect();
+    let counts = |f: fn(&Counts) -> i64| kept.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
+    let buckets: Vec<i64> = kept.iter().map(|((_, _, b), _)| *b as i64).collect();
     df!(
-        "host" => kept.iter().map(|c| host_names[c / n_buckets / n_roles].as_deref()).collect::<Vec<_>>(),
-        "role" => kept.iter().map(|c| role_names[c / n_buckets % n_roles].as_deref()).collect::<Vec<_>>(),
+        "host" => kept.iter().map(|((h, _, _), _)| host_names[*h as usize].as_deref()).collect::<Vec<_>>(),
+        "role" => kept.iter().map(|((_, r, _), _)| role_names[*r as usize].as_deref()).collect::<Vec<_>>(),
         "bucket" => &buckets,
         "bucket_start" => buckets.iter().map(|b| window.start_us + b * bucket_us).collect::<Vec<i64>>(),
         "requests" => counts(|c| c.requests),
         "attempts" => counts(|c| c.attempts),
         "attempts_429" => counts(|c| c.attempts_429),
         "attempts_head" => counts(|c| c.attempts_head),
-        "processes" => kept.iter().map(|&c| processes[c]).collect::<Vec<i64>>(),
-        "machines" => kept.iter().map(|&c| machines[c]).collect::<Vec<i64>>(),
+        "processes" => processes,
+        "machines" => machines,
     )?
     .lazy()
     .with_column(col("bucket_start").cast(DataType::Datetime(TimeUnit::Microseconds, None)))

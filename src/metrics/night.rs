@@ -4,17 +4,23 @@
 //! ahead would otherwise leave a window holding that row alone).
 //!
 //! The rule, per source file (one crawler machine) and then over the fleet:
-//! - a source's traffic ends at its own last row that is reached from its bulk (the
-//!   99th percentile of its rows' times) without a gap longer than [`GAP_S`]: rows
-//!   past such a gap are a clock that jumped, or corrupt times;
-//! - a source whose median row lies more than [`AHEAD_S`] past the end of every other
-//!   source's traffic has its clock ahead of the fleet (a fleet that paused is a gap
-//!   of hours or days, not of a week) and does not set the end;
-//! - the night ends at the latest end of the other sources. Rows after it are set aside,
-//!   counted per source, and shown in the report.
+//! - a source's rows fall into segments wherever they pause for more than [`GAP_S`];
+//!   a segment of fewer than [`STRAY_ROWS`] rows, or of under 1% of the source's
+//!   largest one, is stray (a clock that jumped for a moment, corrupt times), unless it
+//!   is the largest; the source's traffic is its last segment that is not stray;
+//! - the sources' traffic forms clusters (traffic that overlaps, or pauses for at most
+//!   [`GAP_S`], is one cluster). The latest cluster is a clock ahead of the fleet when
+//!   it begins more than a window after the cluster before it ends and holds at most
+//!   half as many sources (a fleet that paused restarts whole; machines that kept a
+//!   wrong clock are a minority): it is set aside, and the next one is looked at;
+//! - the night ends at the last row of the latest cluster kept. Rows after it are set
+//!   aside, counted per source, and shown in the report.
 //!
-//! Every size here is the number of distinct (source, minute) pairs that hold rows,
-//! never a span of time: a time of 2100 costs one pair, like any other.
+//! Data alone cannot tell a clock ahead from a fleet that shrank to a third and restarted
+//! after a pause longer than the window: such a night is set aside loudly, named in the
+//! report, and `--now` sets the window. Every size here is the number of distinct
+//! (source, minute) pairs that hold rows, never a span of time: a time of 2100 costs
+//! one pair, like any other.
 
 use std::collections::BTreeMap;
 
@@ -22,13 +28,12 @@ use polars::prelude::*;
 
 use super::US_PER_S;
 
-/// A gap in a source's traffic longer than this, after its bulk, ends its traffic.
+/// A pause longer than this ends a segment of a source's traffic (an hour).
 pub const GAP_S: i64 = 3_600;
-/// A source whose median row is this far past every other source's end is ahead of
-/// the fleet (a week).
-pub const AHEAD_S: i64 = 7 * 86_400;
-/// The share of a source's rows at or before the point its traffic is walked from.
-const BULK_SHARE: f64 = 0.99;
+/// A segment of fewer rows than this, unless the source's largest, is stray.
+pub const STRAY_ROWS: u64 = 10;
+/// ... and so is one of under this share of the source's largest segment.
+const STRAY_SHARE: f64 = 0.01;
 
 /// The night the data holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,9 +60,9 @@ impl SetAside {
     /// Why the rows were set aside, for the report.
     pub fn reason(&self) -> &'static str {
         if self.clock_ahead {
-            "clock ahead of the fleet by more than a week: its rows do not set the window"
+            "clock ahead of the fleet: its traffic begins more than a window after the rest of the fleet's ends, on at most half as many machines"
         } else {
-            "after its traffic, past a gap of more than an hour: a clock that jumped or corrupt times"
+            "stray rows after its traffic, past a pause of more than an hour: a clock that jumped or corrupt times"
         }
     }
 }
@@ -93,48 +98,79 @@ pub fn decode(value: Option<&str>) -> Vec<SetAside> {
         .unwrap_or_default()
 }
 
-/// One source's rows per minute, in minute order.
-struct Minutes {
-    /// (minute, rows, latest time in µs).
-    buckets: Vec<(i64, u64, i64)>,
+/// A run of one source's traffic without a pause longer than [`GAP_S`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    first_us: i64,
+    last_us: i64,
+    rows: u64,
 }
 
-impl Minutes {
-    fn rows(&self) -> u64 {
-        self.buckets.iter().map(|b| b.1).sum()
-    }
-
-    /// The bucket holding the row of rank `ceil(share * rows)`.
-    fn at_share(&self, share: f64) -> usize {
-        let want = ((self.rows() as f64 * share).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            seen += b.1;
-            if seen >= want {
-                return i;
+/// A source's segments from its rows per minute (minute, rows, first µs, last µs), in
+/// minute order.
+fn segments(minutes: &[(i64, u64, i64, i64)]) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    for &(_, n, first, last) in minutes {
+        match out.last_mut() {
+            Some(seg) if first - seg.last_us <= GAP_S * US_PER_S => {
+                seg.last_us = last;
+                seg.rows += n;
             }
+            _ => out.push(Segment {
+                first_us: first,
+                last_us: last,
+                rows: n,
+            }),
         }
-        self.buckets.len() - 1
     }
-
-    /// The last row reached from the bulk without a gap longer than [`GAP_S`].
-    fn traffic_end_us(&self) -> i64 {
-        let gap_minutes = GAP_S / 60;
-        let mut k = self.at_share(BULK_SHARE);
-        while k + 1 < self.buckets.len() && self.buckets[k + 1].0 - self.buckets[k].0 <= gap_minutes
-        {
-            k += 1;
-        }
-        self.buckets[k].2
-    }
-
-    fn median_us(&self) -> i64 {
-        self.buckets[self.at_share(0.5)].0 * 60 * US_PER_S
-    }
+    out
 }
 
-/// Finds the night in `events` (the dataset's `http_events`); None when it has no rows.
-pub fn locate(events: LazyFrame) -> PolarsResult<Option<Night>> {
+/// A source's traffic: its last segment that is not stray.
+fn current_traffic(segments: &[Segment]) -> Segment {
+    let largest = segments.iter().map(|s| s.rows).max().unwrap_or(0);
+    let credible = |s: &Segment| {
+        s.rows == largest || (s.rows >= STRAY_ROWS && s.rows as f64 >= STRAY_SHARE * largest as f64)
+    };
+    *segments
+        .iter()
+        .rev()
+        .find(|s| credible(s))
+        .expect("the largest segment is credible")
+}
+
+/// The sources whose traffic is a clock ahead of the fleet (see the module's rule),
+/// from each source's traffic; `window_us` is the window's length.
+fn ahead_of_fleet<'a>(traffic: &BTreeMap<&'a str, Segment>, window_us: i64) -> Vec<&'a str> {
+    // Clusters of overlapping traffic (pauses up to GAP_S), in time order.
+    let mut by_start: Vec<(&str, Segment)> = traffic.iter().map(|(s, t)| (*s, *t)).collect();
+    by_start.sort_by_key(|(s, t)| (t.first_us, *s));
+    let mut clusters: Vec<(i64, i64, Vec<&str>)> = Vec::new();
+    for (source, t) in by_start {
+        match clusters.last_mut() {
+            Some(c) if t.first_us <= c.1.saturating_add(GAP_S * US_PER_S) => {
+                c.1 = c.1.max(t.last_us);
+                c.2.push(source);
+            }
+            _ => clusters.push((t.first_us, t.last_us, vec![source])),
+        }
+    }
+    let mut ahead = Vec::new();
+    while clusters.len() >= 2 {
+        let (latest, before) = (&clusters[clusters.len() - 1], &clusters[clusters.len() - 2]);
+        let far = latest.0 > before.1.saturating_add(window_us);
+        if !(far && 2 * latest.2.len() <= before.2.len()) {
+            break;
+        }
+        ahead.extend(clusters.pop().expect("two clusters").2);
+    }
+    ahead.sort_unstable();
+    ahead
+}
+
+/// Finds the night in `events` (the dataset's `http_events`) for a window of
+/// `window_s`; None when it has no rows.
+pub fn locate(events: LazyFrame, window_s: i64) -> PolarsResult<Option<Night>> {
     let ts = col("ts").cast(DataType::Int64);
     let per_minute = super::collect(
         events
@@ -145,52 +181,46 @@ pub fn locate(events: LazyFrame) -> PolarsResult<Option<Night>> {
                 ts.clone().alias("t"),
             ])
             .group_by([col("source"), col("minute")])
-            .agg([len().alias("n"), col("t").max().alias("last")])
+            .agg([
+                len().alias("n"),
+                col("t").min().alias("first"),
+                col("t").max().alias("last"),
+            ])
             .sort(["source", "minute"], Default::default()),
     )?;
     let sources = per_minute.column("source")?.str()?;
     let minutes = per_minute.column("minute")?.i64()?;
     let counts = per_minute.column("n")?.cast(&DataType::UInt64)?;
     let counts = counts.u64()?;
+    let firsts = per_minute.column("first")?.i64()?;
     let lasts = per_minute.column("last")?.i64()?;
-    let mut by_source: BTreeMap<&str, Minutes> = BTreeMap::new();
+    let mut by_source: BTreeMap<&str, Vec<(i64, u64, i64, i64)>> = BTreeMap::new();
     for i in 0..per_minute.height() {
-        let (Some(s), Some(m), Some(n), Some(l)) =
-            (sources.get(i), minutes.get(i), counts.get(i), lasts.get(i))
-        else {
+        let (Some(s), Some(m), Some(n), Some(f), Some(l)) = (
+            sources.get(i),
+            minutes.get(i),
+            counts.get(i),
+            firsts.get(i),
+            lasts.get(i),
+        ) else {
             continue;
         };
-        by_source
-            .entry(s)
-            .or_insert_with(|| Minutes {
-                buckets: Vec::new(),
-            })
-            .buckets
-            .push((m, n, l));
+        by_source.entry(s).or_default().push((m, n, f, l));
     }
     if by_source.is_empty() {
         return Ok(None);
     }
-    let ends: BTreeMap<&str, i64> = by_source
+    let traffic: BTreeMap<&str, Segment> = by_source
         .iter()
-        .map(|(s, m)| (*s, m.traffic_end_us()))
+        .map(|(s, m)| (*s, current_traffic(&segments(m))))
         .collect();
-    let ahead: Vec<&str> = by_source
-        .iter()
-        .filter(|(s, m)| {
-            let others = ends.iter().filter(|(o, _)| *o != *s).map(|(_, e)| *e).max();
-            others.is_some_and(|e| m.median_us() > e.saturating_add(AHEAD_S * US_PER_S))
-        })
-        .map(|(s, _)| *s)
-        .collect();
-    let end = ends
+    let ahead = ahead_of_fleet(&traffic, window_s.saturating_mul(US_PER_S));
+    let end = traffic
         .iter()
         .filter(|(s, _)| !ahead.contains(s))
-        .map(|(_, e)| *e)
-        // Every source ahead of every other (two sources a week apart): trust none
-        // more than another, and keep the latest as before.
+        .map(|(_, t)| t.last_us)
         .max()
-        .unwrap_or_else(|| ends.values().copied().max().expect("a source"));
+        .expect("the earliest cluster is never ahead");
     let end_us = end + 1;
     let after = super::collect(
         events
@@ -239,6 +269,10 @@ mod tests {
         )
     }
 
+    fn locate_day(events: LazyFrame) -> PolarsResult<Option<Night>> {
+        locate(events, 86_400)
+    }
+
     fn frame(parts: &[(Vec<String>, Vec<i64>)]) -> LazyFrame {
         let sources: Vec<String> = parts.iter().flat_map(|p| p.0.clone()).collect();
         let ts: Vec<i64> = parts.iter().flat_map(|p| p.1.clone()).collect();
@@ -253,7 +287,7 @@ mod tests {
         let a = rows("a", NIGHT, 1440, 60);
         let b = rows("b", NIGHT + 30 * US_PER_S, 1440, 60);
         let last = *b.1.last().unwrap();
-        let night = locate(frame(&[a, b])).unwrap().unwrap();
+        let night = locate_day(frame(&[a, b])).unwrap().unwrap();
         assert_eq!(night.end_us, last + 1);
         assert!(night.set_aside.is_empty());
     }
@@ -263,7 +297,7 @@ mod tests {
         let a = rows("a", NIGHT, 1440, 60);
         let last = *a.1.last().unwrap();
         let year_ahead = (vec!["a".to_owned()], vec![NIGHT + 365 * DAY]);
-        let night = locate(frame(&[a, year_ahead])).unwrap().unwrap();
+        let night = locate_day(frame(&[a, year_ahead])).unwrap().unwrap();
         assert_eq!(night.end_us, last + 1);
         assert_eq!(
             night.set_aside,
@@ -283,7 +317,7 @@ mod tests {
         let b = rows("b", NIGHT, 1440, 60);
         let last = *b.1.last().unwrap();
         let ahead = rows("c", NIGHT + 365 * DAY, 1440, 60);
-        let night = locate(frame(&[a, b, ahead])).unwrap().unwrap();
+        let night = locate_day(frame(&[a, b, ahead])).unwrap().unwrap();
         assert_eq!(night.end_us, last + 1);
         assert_eq!(night.set_aside.len(), 1);
         assert!(night.set_aside[0].clock_ahead && night.set_aside[0].rows == 1440);
@@ -295,7 +329,7 @@ mod tests {
         let old = rows("a", NIGHT - 2 * DAY, 1440, 60);
         let new = rows("b", NIGHT, 1440, 60);
         let last = *new.1.last().unwrap();
-        let night = locate(frame(&[old, new])).unwrap().unwrap();
+        let night = locate_day(frame(&[old, new])).unwrap().unwrap();
         assert_eq!(night.end_us, last + 1);
         assert!(night.set_aside.is_empty());
     }
@@ -307,12 +341,76 @@ mod tests {
         let t = *a.1.last().unwrap();
         a.0.extend(["a".to_owned(), "a".to_owned()]);
         a.1.extend([t + 50 * 60 * US_PER_S, t + 100 * 60 * US_PER_S]);
-        let night = locate(frame(&[a])).unwrap().unwrap();
+        let night = locate_day(frame(&[a])).unwrap().unwrap();
         assert_eq!(night.end_us, t + 100 * 60 * US_PER_S + 1);
     }
 
     #[test]
+    fn one_bad_row_of_a_small_source_is_stray() {
+        // 50 rows tonight and one a year ahead: the bad row is 2% of the source.
+        let mut a = rows("a", NIGHT, 50, 600);
+        let last = *a.1.last().unwrap();
+        a.0.push("a".into());
+        a.1.push(NIGHT + 365 * DAY);
+        let b = rows("b", NIGHT, 1440, 60);
+        let night = locate_day(frame(&[a, b])).unwrap().unwrap();
+        assert_eq!(night.end_us, NIGHT + 1439 * 60 * US_PER_S + 1);
+        assert!(last < night.end_us);
+        assert_eq!(night.set_aside.len(), 1);
+        assert!(!night.set_aside[0].clock_ahead);
+    }
+
+    #[test]
+    fn machines_sharing_a_wrong_clock_are_a_minority_of_the_fleet() {
+        // Four machines tonight, two with the same clock two days ahead.
+        let mut parts: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|s| rows(s, NIGHT, 1440, 60))
+            .collect();
+        let last = *parts[0].1.last().unwrap();
+        parts.push(rows("x", NIGHT + 2 * DAY + DAY / 2, 1440, 60));
+        parts.push(rows("y", NIGHT + 2 * DAY + DAY / 2, 1440, 60));
+        let night = locate_day(frame(&parts)).unwrap().unwrap();
+        assert_eq!(night.end_us, last + 1);
+        let ahead: Vec<&str> = night
+            .set_aside
+            .iter()
+            .filter(|a| a.clock_ahead)
+            .map(|a| a.source.as_str())
+            .collect();
+        assert_eq!(ahead, ["x", "y"]);
+    }
+
+    #[test]
+    fn a_long_history_of_nights_ends_tonight() {
+        // 200 nights of 8 h each, 16 h pauses between: tonight is 0.5% of the rows.
+        let mut a = (Vec::new(), Vec::new());
+        for k in 0..200 {
+            let (s, t) = rows("a", NIGHT - k * DAY, 480, 60);
+            a.0.extend(s);
+            a.1.extend(t);
+        }
+        let night = locate_day(frame(&[a])).unwrap().unwrap();
+        assert_eq!(night.end_us, NIGHT + 479 * 60 * US_PER_S + 1);
+        assert!(night.set_aside.is_empty());
+    }
+
+    #[test]
+    fn a_whole_fleet_that_restarts_after_a_long_pause_is_tonight() {
+        // Three machines ran a month ago; three (new files) run tonight.
+        let mut parts: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|s| rows(s, NIGHT - 30 * DAY, 1440, 60))
+            .collect();
+        parts.extend(["d", "e", "f"].iter().map(|s| rows(s, NIGHT, 1440, 60)));
+        let last = *parts[5].1.last().unwrap();
+        let night = locate_day(frame(&parts)).unwrap().unwrap();
+        assert_eq!(night.end_us, last + 1);
+        assert!(night.set_aside.is_empty());
+    }
+
+    #[test]
     fn no_rows_no_night() {
-        assert_eq!(locate(frame(&[])).unwrap(), None);
+        assert_eq!(locate_day(frame(&[])).unwrap(), None);
     }
 }

@@ -309,7 +309,8 @@ pub fn analyze_into(
     // past it are set aside, named in the metadata and the report.
     let night = match opts.now_us {
         Some(_) => None,
-        None => crate::metrics::night::locate(events.clone()).context("finding the night")?,
+        None => crate::metrics::night::locate(events.clone(), opts.window_s)
+            .context("finding the night")?,
     };
     let set_aside = night.as_ref().map_or(Vec::new(), |n| n.set_aside.clone());
     let opts = crate::metrics::AnalyzeOptions {

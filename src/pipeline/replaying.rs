@@ -125,6 +125,19 @@ impl WindowScans<'_> {
     }
 }
 
+/// The rows of hosts whose breakers.yaml entry the advisor can start from: a held
+/// host's values (`fail_max: 1000000000`, an entry the crawler rejects) neither size its
+/// replay nor weigh in the fleet's calibration.
+fn usable_hosts(config: &BreakerConfig) -> Expr {
+    if config.unusable_defaults.is_some() {
+        return lit(false);
+    }
+    let held: Vec<String> = config.unusable.keys().cloned().collect();
+    col("host")
+        .is_in(lit(Series::new("held".into(), held)).implode(false), false)
+        .not()
+}
+
 /// The window's traffic a group of hosts at a time (see [`crate::groups`]): each group's
 /// calls are in memory only while it is replayed, read from the dataset by their hosts.
 pub struct TrafficGroups<'a> {
@@ -170,7 +183,8 @@ impl<'a> TrafficGroups<'a> {
         let scans = self
             .window
             .scans()?
-            .filter(crate::groups::in_group(&self.groups, k));
+            .filter(crate::groups::in_group(&self.groups, k))
+            .filter(usable_hosts(self.config));
         let traffic = self.window.load(scans, self.config, self.model)?;
         tracing::debug!(
             group = k,

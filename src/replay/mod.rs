@@ -32,11 +32,14 @@ pub struct ReplayPolicy {
 
 impl ReplayPolicy {
     pub fn from_config(p: &crate::config::Policy, rolling: Option<Rolling>) -> Self {
+        // Saturated, not wrapped: a config can say anything (the advisor holds such a
+        // host, and its traffic is not replayed).
+        let count = |v: i64| v.clamp(1, i64::from(u32::MAX)) as u32;
         ReplayPolicy {
-            fail_max: p.fail_max.max(1) as u32,
+            fail_max: count(p.fail_max),
             reset_timeout_s: p.reset_timeout_s,
-            success_threshold: p.success_threshold.max(1) as u32,
-            trial_calls: p.trial_calls.max(1) as u32,
+            success_threshold: count(p.success_threshold),
+            trial_calls: count(p.trial_calls),
             retry_after_cap_s: p.retry_after_cap_s,
             rolling,
         }

@@ -120,6 +120,12 @@ impl Traffic {
             );
         }
         let expected = self.expected_calls_net?;
+        if expected == 0.0 && (self.calls_net as f64) < QUIET_MIN_EXPECTED {
+            return Some(format!(
+                "almost no calls in the window: {} network calls, and none in the {:.0} h before it although the data begins earlier (check --now, the telemetry files, and the rows set aside)",
+                self.calls_net, self.baseline_hours
+            ));
+        }
         (expected >= QUIET_MIN_EXPECTED && (self.calls_net as f64) < QUIET_SHARE * expected)
             .then(|| {
                 format!(
