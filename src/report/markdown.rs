@@ -364,7 +364,7 @@ fn blocks(r: &Report) -> Vec<Block> {
             Block::new(
                 "Adjusted input values",
                 5,
-                "### Adjusted input values\n\nValues outside what their column can mean, or unreadable, changed on export; the rows were kept.\n\n| source | value | values |\n|---|---|---:|\n".into(),
+                "### Adjusted input values\n\nValues outside what their column can mean, or unreadable, changed by the exports into this dataset; the rows were kept.\n\n| source | value | values |\n|---|---|---:|\n".into(),
                 r.adjusted
                     .iter()
                     .map(|(s, what, n)| md_row(&[s, what, &n.to_string()]))

@@ -11,10 +11,7 @@ use rusqlite::types::{Value, ValueRef};
 use sha2::{Digest, Sha256};
 
 use super::TelemetryError;
-use super::schema::{
-    ColumnSpec, EventRows, Kind, MAX_MILLISECONDS, MAX_RETRY_COUNT, MAX_SECONDS, MAX_TEXT_BYTES,
-    TableLayout, TableSpec,
-};
+use super::schema::{ColumnSpec, EventRows, Kind, MAX_TEXT_BYTES, TableLayout, TableSpec};
 use super::values::{
     Decoded, TimeError, decode_bool, decode_int, decode_text, decode_time, parse_recorded,
     parse_state,
@@ -629,7 +626,7 @@ fn append_value(spec: &ColumnSpec, builder: &mut ColBuilder, v: ValueRef<'_>) ->
                 }
                 Some(r) if i > r.max => {
                     b.append_value(r.max);
-                    return Fate::Adjusted(clamped_reason(r.max));
+                    return Fate::Adjusted(r.above);
                 }
                 _ => b.append_value(i),
             },
@@ -678,16 +675,6 @@ fn append_value(spec: &ColumnSpec, builder: &mut ColBuilder, v: ValueRef<'_>) ->
         _ => unreachable!("builders are made from the same spec"),
     }
     Fate::Kept
-}
-
-/// The reason a value above `max` was clamped, for the counts.
-fn clamped_reason(max: i64) -> &'static str {
-    match max {
-        MAX_SECONDS => "above 86400 s (a day), clamped",
-        MAX_MILLISECONDS => "above 86400000 ms (a day), clamped",
-        MAX_RETRY_COUNT => "above 100 retries, clamped",
-        _ => "above its range, clamped",
-    }
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.

@@ -49,6 +49,8 @@ pub struct ColumnSpec {
 pub struct Range {
     pub min: i64,
     pub max: i64,
+    /// Why a value above `max` was clamped, for the counts.
+    pub above: &'static str,
 }
 
 /// The longest duration in seconds a column keeps: a day, the default window. The
@@ -89,15 +91,19 @@ const fn col(name: &'static str, kind: Kind) -> ColumnSpec {
     }
 }
 
-/// An integer column whose values mean something between 0 and `max`.
-const fn bounded(name: &'static str, max: i64) -> ColumnSpec {
+/// An integer column whose values mean something between 0 and `max` (`above`: why a
+/// larger one is clamped).
+const fn bounded(name: &'static str, max: i64, above: &'static str) -> ColumnSpec {
     ColumnSpec {
         name,
         kind: Kind::Int,
         aliases: &[],
-        range: Some(Range { min: 0, max }),
+        range: Some(Range { min: 0, max, above }),
     }
 }
+
+const ABOVE_A_DAY_S: &str = "above 86400 s (a day), clamped";
+const ABOVE_A_DAY_MS: &str = "above 86400000 ms (a day), clamped";
 
 pub static HTTP_EVENTS: TableSpec = TableSpec {
     name: "http_events",
@@ -111,9 +117,9 @@ pub static HTTP_EVENTS: TableSpec = TableSpec {
         col("from_cache", Kind::Bool),
         col("revalidated", Kind::Bool),
         col("stale", Kind::Bool),
-        bounded("retry_count", MAX_RETRY_COUNT),
-        bounded("retry_after_s", MAX_SECONDS),
-        bounded("rate_delay_ms", MAX_MILLISECONDS),
+        bounded("retry_count", MAX_RETRY_COUNT, "above 100 retries, clamped"),
+        bounded("retry_after_s", MAX_SECONDS, ABOVE_A_DAY_S),
+        bounded("rate_delay_ms", MAX_MILLISECONDS, ABOVE_A_DAY_MS),
         ColumnSpec {
             name: "breaker_state",
             kind: Kind::State,
@@ -121,7 +127,7 @@ pub static HTTP_EVENTS: TableSpec = TableSpec {
             range: None,
         },
         col("breaker_recorded", Kind::Recorded),
-        bounded("elapsed_ms", MAX_MILLISECONDS),
+        bounded("elapsed_ms", MAX_MILLISECONDS, ABOVE_A_DAY_MS),
         col("error", Kind::Text),
     ],
 };
@@ -134,7 +140,7 @@ pub static BREAKER_TRANSITIONS: TableSpec = TableSpec {
         col("scope", Kind::Text),
         col("old_state", Kind::State),
         col("new_state", Kind::State),
-        bounded("reset_timeout_s", MAX_SECONDS),
+        bounded("reset_timeout_s", MAX_SECONDS, ABOVE_A_DAY_S),
         // The SQLite table the transition was read from: `breaker_transitions` or
         // `breaker_events` (a crawler may write both; `analyze` counts each once).
         col("origin", Kind::Text),
@@ -154,7 +160,7 @@ pub static BREAKER_OUTCOMES: TableSpec = TableSpec {
         // The breaker's state as the listener saw it (before a trip, after a close).
         col("state", Kind::State),
         // pybreaker's consecutive-failure counter (after the increment; 0 on success).
-        bounded("fail_counter", MAX_FAIL_COUNTER),
+        bounded("fail_counter", MAX_FAIL_COUNTER, "above 1000000, clamped"),
         // The exception class the failure carried (`HTTPStatusError`, `ReadTimeout`).
         col("exc_type", Kind::Text),
     ],
@@ -167,8 +173,8 @@ pub static RATE_EVENTS: TableSpec = TableSpec {
         col("run_id", Kind::Text),
         col("role", Kind::Text),
         col("action", Kind::Text),
-        bounded("delay_ms", MAX_MILLISECONDS),
-        bounded("max_delay_ms", MAX_MILLISECONDS),
+        bounded("delay_ms", MAX_MILLISECONDS, ABOVE_A_DAY_MS),
+        bounded("max_delay_ms", MAX_MILLISECONDS, ABOVE_A_DAY_MS),
     ],
 };
 
