@@ -273,23 +273,10 @@ impl BreakerConfig {
             implausible_with_roles(&cfg.defaults, &cfg.default_roles, "defaults");
         if let Some(hosts) = doc.get("hosts").and_then(Value::as_mapping) {
             for (key, value) in hosts {
-                // A key that names no host holds nothing the telemetry can reach; it
-                // does not fail the file either.
-                let Some(raw) = key.as_str() else {
-                    cfg.unusable.insert(
-                        format!("{key:?}"),
-                        format!("hosts: key {key:?} is not a host name"),
-                    );
+                let Some((raw, host)) = host_key(key, &mut cfg.unusable) else {
                     continue;
                 };
                 let at = format!("hosts.{raw}");
-                let host = match normalize_host(raw) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        cfg.unusable.insert(raw.to_owned(), format!("{at}: {e}"));
-                        continue;
-                    }
-                };
                 let entry = || -> Result<HostConfig, ConfigError> {
                     let mut hc = HostConfig {
                         policy: policy_override(value, &at, &invalid)?,
@@ -356,6 +343,29 @@ impl BreakerConfig {
             .get(host)
             .and_then(|h| h.classify.as_ref())
             .unwrap_or(&self.classify)
+    }
+}
+
+/// A `hosts:` key as (the key's text, the normalised host); None, recorded in
+/// `unusable`, when it names no host: such a key holds nothing the telemetry can reach,
+/// and it does not fail the file either.
+pub(crate) fn host_key<'v>(
+    key: &'v Value,
+    unusable: &mut BTreeMap<String, String>,
+) -> Option<(&'v str, String)> {
+    let Some(raw) = key.as_str() else {
+        unusable.insert(
+            format!("{key:?}"),
+            format!("hosts: key {key:?} is not a host name"),
+        );
+        return None;
+    };
+    match normalize_host(raw) {
+        Ok(host) => Some((raw, host)),
+        Err(e) => {
+            unusable.insert(raw.to_owned(), format!("hosts.{raw}: {e}"));
+            None
+        }
     }
 }
 
@@ -539,8 +549,10 @@ resolvers:
 
     #[test]
     fn a_bad_host_entry_holds_that_host_not_the_file() {
-        let text = "hosts:\n  a.example: {reset_timeout_s: 0}\n  b.example: {retry_after_cap_s: -1}\n  c.example: {fail_max: 1000000000}\n  d.example: {roles: {metadata: {reset_timeout_s: .inf}}}\n  ok.example: {fail_max: 7}\n";
-        let c = BreakerConfig::parse(text, Path::new("b.yaml")).unwrap();
+        let text = "hosts:\n  a.example: {reset_timeout_s: 0}\n  b.example: {retry_after_cap_s: -1}\n  c.example: {fail_max: 1000000000}\n  d.example: {roles: {metadata: {reset_timeout_s: .inf}}}\n  ok.example: {fail_max: 7}\n  123: {fail_max: 3}\n";
+        let long = "x".repeat(300);
+        let text = format!("{text}  {long}: {{fail_max: 3}}\n");
+        let c = BreakerConfig::parse(&text, Path::new("b.yaml")).unwrap();
         for (host, key) in [
             ("a.example", "hosts.a.example.reset_timeout_s"),
             ("b.example", "hosts.b.example.retry_after_cap_s"),
@@ -557,6 +569,19 @@ resolvers:
         assert!(!c.hosts.contains_key("a.example"));
         assert_eq!(c.policy("c.example", None).fail_max, 1_000_000_000);
         assert_eq!(c.unusable("ok.example"), None);
+        // Keys that name no host: recorded, the file still loads.
+        assert!(
+            c.unusable.keys().any(|k| k.contains("123")),
+            "{:?}",
+            c.unusable
+        );
+        assert!(
+            c.unusable
+                .get(&long)
+                .is_some_and(|w| w.contains("longer than any DNS name")),
+            "{:?}",
+            c.unusable
+        );
         assert_eq!(c.policy("ok.example", None).fail_max, 7);
 
         let absurd_defaults =

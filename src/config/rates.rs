@@ -332,23 +332,10 @@ impl RateLimits {
             .into_iter()
             .flatten()
         {
-            // A key that names no host holds nothing the telemetry can reach; it does
-            // not fail the file either.
-            let Some(raw) = k.as_str() else {
-                out.unusable.insert(
-                    format!("{k:?}"),
-                    format!("hosts: key {k:?} is not a host name"),
-                );
+            let Some((raw, host)) = super::host_key(k, &mut out.unusable) else {
                 continue;
             };
             let at = format!("hosts.{raw}");
-            let host = match normalize_host(raw) {
-                Ok(h) => h,
-                Err(e) => {
-                    out.unusable.insert(raw.to_owned(), format!("{at}: {e}"));
-                    continue;
-                }
-            };
             // One host's bad entry holds that host, not the file.
             match roles(hv, &at) {
                 Ok((rates, waits)) => {
@@ -552,6 +539,27 @@ pub fn patch_rates(text: &str, path: &Path, edits: &[RatesEdit]) -> Result<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_or_absurd_host_entry_holds_that_host_not_the_file() {
+        let text = "defaults:\n  metadata: {rates: [\"10/SECOND\"]}\nhosts:\n  a.example:\n    metadata: {rates: [\"0/SECOND\"]}\n  b.example:\n    metadata: {rates: [\"999999999/DAY\"]}\n  c.example:\n    metadata: {rates: [\"20000/3SECOND\"]}\n  d.example:\n    metadata: {rates: [\"5/SECOND\"], max_delay_ms: 100000000}\n  ok.example:\n    metadata: {rates: [\"5/SECOND\"]}\n";
+        let rl = RateLimits::parse(text, Path::new("r.yaml")).unwrap();
+        for (host, what) in [
+            ("a.example", "\"0/SECOND\" is not a rate"),
+            ("b.example", "999999999/DAY"),
+            ("c.example", "20000/3SECOND"),
+            ("d.example", "max_delay_ms is 100000000"),
+        ] {
+            let why = rl.unusable(host).unwrap_or_else(|| panic!("{host} held"));
+            assert!(why.contains(what), "{host}: {why}");
+        }
+        assert!(
+            !rl.hosts.contains_key("a.example"),
+            "a rejected entry reads as absent"
+        );
+        assert_eq!(rl.unusable("ok.example"), None);
+        assert_eq!(rl.hosts["ok.example"]["metadata"], ["5/SECOND"]);
+    }
 
     #[test]
     fn rates_parse_scale_and_print_in_their_form() {
