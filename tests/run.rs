@@ -631,6 +631,17 @@ fn a_retry_after_of_10_12_and_a_row_a_year_ahead_do_not_take_the_night_down() {
         changes_outside(&now, &touched),
         changes_outside(&was, &touched)
     );
+
+    // Told to end the window just after the row a year ahead, the run analyses that
+    // row alone, and says so: the week before it holds nothing though the data begins
+    // a year earlier.
+    let forced = tmp.path().join("forced");
+    let a = run_files(&files, &b, &r, &forced, &["--now", "2026-11-25T12:00:01Z"]).success();
+    let stdout = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains("warning: almost no calls in the window: 1 network calls, and none in the 168 h before it"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -4,19 +4,22 @@
 //! ahead would otherwise leave a window holding that row alone).
 //!
 //! The rule, per source file (one crawler machine) and then over the fleet:
-//! - a source's rows fall into segments wherever they pause for more than [`GAP_S`];
-//!   a segment of fewer than [`STRAY_ROWS`] rows, or of under 1% of the source's
-//!   largest one, is stray (a clock that jumped for a moment, corrupt times), unless it
-//!   is the largest; the source's traffic is its last segment that is not stray;
+//! - a source's rows fall into segments wherever they pause for more than [`GAP_S`],
+//!   each measured in the minutes that hold rows; a segment of fewer than
+//!   [`STRAY_MINUTES`], or of under 1% of the source's largest one (over at most a
+//!   window), is stray (a clock that jumped for a moment, a stuck clock, corrupt
+//!   times), unless it is the largest; the source's traffic is its last segment that is
+//!   not stray;
 //! - the sources' traffic forms clusters (traffic that overlaps, or pauses for at most
 //!   [`GAP_S`], is one cluster). The latest cluster is a clock ahead of the fleet when
 //!   it begins more than a window after the cluster before it ends and holds at most
-//!   half as many sources (a fleet that paused restarts whole; machines that kept a
-//!   wrong clock are a minority): it is set aside, and the next one is looked at;
+//!   half as many sources as the largest cluster before it (a fleet that paused
+//!   restarts whole; machines that kept a wrong clock are a minority): it is set aside,
+//!   and the next one is looked at;
 //! - the night ends at the last row of the latest cluster kept. Rows after it are set
 //!   aside, counted per source, and shown in the report.
 //!
-//! Data alone cannot tell a clock ahead from a fleet that shrank to a third and restarted
+//! Data alone cannot tell a clock ahead from a fleet that shrank to half and restarted
 //! after a pause longer than the window: such a night is set aside loudly, named in the
 //! report, and `--now` sets the window. Every size here is the number of distinct
 //! (source, minute) pairs that hold rows, never a span of time: a time of 2100 costs
@@ -30,9 +33,11 @@ use super::US_PER_S;
 
 /// A pause longer than this ends a segment of a source's traffic (an hour).
 pub const GAP_S: i64 = 3_600;
-/// A segment of fewer rows than this, unless the source's largest, is stray.
-pub const STRAY_ROWS: u64 = 10;
-/// ... and so is one of under this share of the source's largest segment.
+/// A segment of fewer minutes with rows than this, unless the source's largest, is
+/// stray...
+pub const STRAY_MINUTES: u64 = 10;
+/// ... and so is one of under this share of the source's largest segment (counted over
+/// at most one window).
 const STRAY_SHARE: f64 = 0.01;
 
 /// The night the data holds.
@@ -103,35 +108,38 @@ pub fn decode(value: Option<&str>) -> Vec<SetAside> {
 struct Segment {
     first_us: i64,
     last_us: i64,
-    rows: u64,
+    /// The distinct minutes that hold its rows: its size (a stuck clock writes many
+    /// rows in one minute; a night of traffic fills hundreds).
+    minutes: u64,
 }
 
 /// A source's segments from its rows per minute (minute, rows, first µs, last µs), in
 /// minute order.
 fn segments(minutes: &[(i64, u64, i64, i64)]) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
-    for &(_, n, first, last) in minutes {
+    for &(_, _, first, last) in minutes {
         match out.last_mut() {
             Some(seg) if first - seg.last_us <= GAP_S * US_PER_S => {
                 seg.last_us = last;
-                seg.rows += n;
+                seg.minutes += 1;
             }
             _ => out.push(Segment {
                 first_us: first,
                 last_us: last,
-                rows: n,
+                minutes: 1,
             }),
         }
     }
     out
 }
 
-/// A source's traffic: its last segment that is not stray.
-fn current_traffic(segments: &[Segment]) -> Segment {
-    let largest = segments.iter().map(|s| s.rows).max().unwrap_or(0);
-    let credible = |s: &Segment| {
-        s.rows == largest || (s.rows >= STRAY_ROWS && s.rows as f64 >= STRAY_SHARE * largest as f64)
-    };
+/// A source's traffic: its last segment that is not stray. A segment is measured in
+/// minutes, and against the largest one over at most a window (`window_minutes`), so a
+/// night after a month of unbroken traffic is no smaller than any other night.
+fn current_traffic(segments: &[Segment], window_minutes: u64) -> Segment {
+    let largest = segments.iter().map(|s| s.minutes).max().unwrap_or(0);
+    let floor = (STRAY_SHARE * largest.min(window_minutes) as f64).max(STRAY_MINUTES as f64);
+    let credible = |s: &Segment| s.minutes == largest || s.minutes as f64 >= floor;
     *segments
         .iter()
         .rev()
@@ -155,11 +163,20 @@ fn ahead_of_fleet<'a>(traffic: &BTreeMap<&'a str, Segment>, window_us: i64) -> V
             _ => clusters.push((t.first_us, t.last_us, vec![source])),
         }
     }
+    // The latest cluster against the one before it (how far) and the largest of those
+    // kept (how many): two machines each with its own wrong clock are two small
+    // clusters, both a minority of the fleet.
     let mut ahead = Vec::new();
     while clusters.len() >= 2 {
-        let (latest, before) = (&clusters[clusters.len() - 1], &clusters[clusters.len() - 2]);
+        let n = clusters.len();
+        let (latest, before) = (&clusters[n - 1], &clusters[n - 2]);
         let far = latest.0 > before.1.saturating_add(window_us);
-        if !(far && 2 * latest.2.len() <= before.2.len()) {
+        let fleet = clusters[..n - 1]
+            .iter()
+            .map(|c| c.2.len())
+            .max()
+            .unwrap_or(0);
+        if !(far && 2 * latest.2.len() <= fleet) {
             break;
         }
         ahead.extend(clusters.pop().expect("two clusters").2);
@@ -212,7 +229,10 @@ pub fn locate(events: LazyFrame, window_s: i64) -> PolarsResult<Option<Night>> {
     }
     let traffic: BTreeMap<&str, Segment> = by_source
         .iter()
-        .map(|(s, m)| (*s, current_traffic(&segments(m))))
+        .map(|(s, m)| {
+            let window_minutes = (window_s / 60).max(1) as u64;
+            (*s, current_traffic(&segments(m), window_minutes))
+        })
         .collect();
     let ahead = ahead_of_fleet(&traffic, window_s.saturating_mul(US_PER_S));
     let end = traffic
@@ -407,6 +427,37 @@ mod tests {
         let night = locate_day(frame(&parts)).unwrap().unwrap();
         assert_eq!(night.end_us, last + 1);
         assert!(night.set_aside.is_empty());
+    }
+
+    #[test]
+    fn two_machines_each_with_its_own_wrong_clock_are_both_set_aside() {
+        let mut parts: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|s| rows(s, NIGHT, 1440, 60))
+            .collect();
+        let last = *parts[0].1.last().unwrap();
+        parts.push(rows("x", NIGHT + 365 * DAY, 600, 60));
+        parts.push(rows("y", NIGHT + 730 * DAY, 600, 60));
+        let night = locate_day(frame(&parts)).unwrap().unwrap();
+        assert_eq!(night.end_us, last + 1);
+        assert!(night.set_aside.iter().all(|a| a.clock_ahead) && night.set_aside.len() == 2);
+    }
+
+    #[test]
+    fn a_stuck_clock_is_stray_and_a_night_after_a_long_run_is_tonight() {
+        // A hundred days without a pause, a pause, tonight's eight hours, and 5,000
+        // rows stamped in one minute of 2100.
+        let mut a = rows("a", NIGHT - 101 * DAY, 100 * 1440, 60);
+        let tonight = rows("a", NIGHT, 480, 60);
+        let last = *tonight.1.last().unwrap();
+        a.0.extend(tonight.0);
+        a.1.extend(tonight.1);
+        let stuck = 4_102_444_800 * US_PER_S; // 2100-01-01
+        a.0.extend(vec!["a".to_owned(); 5000]);
+        a.1.extend(vec![stuck; 5000]);
+        let night = locate_day(frame(&[a])).unwrap().unwrap();
+        assert_eq!(night.end_us, last + 1);
+        assert_eq!(night.set_aside[0].rows, 5000);
     }
 
     #[test]

@@ -363,6 +363,10 @@ pub fn analyze_into(
     })
 }
 
+/// The metrics tables' metadata key (under `breaker_advisor.`) of the baseline's covered
+/// hours.
+pub const BASELINE_HOURS_KEY: &str = "baseline_hours";
+
 /// The key-value metadata of the metrics tables: what they were computed from.
 fn metrics_metadata(
     window: &crate::metrics::Window,
@@ -379,6 +383,17 @@ fn metrics_metadata(
         ("bucket_s", opts.bucket_s.to_string()),
         ("half_life_buckets", opts.half_life_buckets.to_string()),
     ];
+    // The hours of the trailing baseline the data covers, whether or not any host had
+    // calls in them (the report's quiet-night warning compares the window with them).
+    if let (Some(b), Some(first)) = (opts.baseline_s, opts.data_start_us) {
+        let start = window.start_us - b * crate::metrics::US_PER_S;
+        let covered_h = if first < window.start_us {
+            (window.start_us - first.max(start)) as f64 / 3.6e9
+        } else {
+            0.0
+        };
+        meta.push((BASELINE_HOURS_KEY, covered_h.to_string()));
+    }
     if !set_aside.is_empty() {
         meta.push((
             crate::metrics::night::SET_ASIDE_KEY,

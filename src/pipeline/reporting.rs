@@ -105,7 +105,7 @@ impl ReportJob<'_> {
             incomplete: facts.incomplete,
             adjusted: facts.adjusted,
             set_aside: set_aside_of(self.metrics)?,
-            traffic: traffic_of(&hs, hours)?,
+            traffic: traffic_of(&hs, self.metrics, hours)?,
             outputs: self.outputs(),
             report_url: self.report_url.map(str::to_owned),
         });
@@ -453,30 +453,42 @@ fn input_adjustments(
     out
 }
 
+/// A `breaker_advisor.KEY` value of the metrics' metadata.
+fn metrics_meta(metrics: &Path, key: &str) -> anyhow::Result<Option<String>> {
+    let key = format!("breaker_advisor.{key}");
+    let meta = crate::output::parquet_metadata(&metrics.join("host_summary.parquet"))?;
+    Ok(meta.into_iter().find(|(k, _)| *k == key).map(|(_, v)| v))
+}
+
 /// The rows set aside after the night's end (none when the window was given), from
 /// the metrics' metadata.
 fn set_aside_of(metrics: &Path) -> anyhow::Result<Vec<crate::metrics::night::SetAside>> {
-    let key = format!("breaker_advisor.{}", crate::metrics::night::SET_ASIDE_KEY);
-    let meta = crate::output::parquet_metadata(&metrics.join("host_summary.parquet"))?;
     Ok(crate::metrics::night::decode(
-        meta.iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str()),
+        metrics_meta(metrics, crate::metrics::night::SET_ASIDE_KEY)?.as_deref(),
     ))
 }
 
 /// The traffic of the window beside the trailing baseline's, from host_summary:
 /// (network calls in the window, network calls a window of the same length held on
 /// average over the baseline, the baseline's covered hours).
-fn traffic_of(hs: &DataFrame, window_hours: f64) -> anyhow::Result<crate::report::Traffic> {
+fn traffic_of(
+    hs: &DataFrame,
+    metrics: &Path,
+    window_hours: f64,
+) -> anyhow::Result<crate::report::Traffic> {
     let sum = |c: &str| -> i64 {
         col_i64(hs, c)
             .map(|v| v.into_iter().flatten().sum())
             .unwrap_or(0)
     };
-    let covered_h = col_f64(hs, "baseline_hours")
-        .map(|v| v.into_iter().flatten().fold(0.0, f64::max))
-        .unwrap_or(0.0);
+    // From the metadata (metrics written before it was: the hosts' own column, which a
+    // baseline without calls leaves empty).
+    let covered_h = match metrics_meta(metrics, super::BASELINE_HOURS_KEY)? {
+        Some(v) => v.parse().unwrap_or(0.0),
+        None => col_f64(hs, "baseline_hours")
+            .map(|v| v.into_iter().flatten().fold(0.0, f64::max))
+            .unwrap_or(0.0),
+    };
     let baseline = sum("baseline_calls_net");
     Ok(crate::report::Traffic {
         calls_net: sum("calls_net"),

@@ -246,8 +246,12 @@ pub fn hidden_failures(
                     super::Outcome::Uncounted => run += c.retried_failures,
                 }
             }
+            // Bounded whatever the config says (a held host's fail_max of 10^9 would
+            // be 56 GB of calls for one open).
             let missing = match (old, new) {
-                ("closed", "open") => fail_max.saturating_sub(run),
+                ("closed", "open") => fail_max
+                    .min(crate::config::MAX_PLAUSIBLE_FAIL_MAX as u32)
+                    .saturating_sub(run),
                 ("half_open", "open") => u32::from(run == 0),
                 _ => 0,
             };
