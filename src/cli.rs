@@ -212,8 +212,9 @@ pub struct RunArgs {
     /// Window length: 24h, 90m, 7d.
     #[arg(long, default_value = "24h", value_parser = parse_duration_s)]
     pub window: i64,
-    /// End of the window, RFC 3339 or epoch seconds (default: where the fleet's traffic ends; rows past it are set aside). Also
-    /// the "now" of --push-cooldowns (default there: the system clock).
+    /// End of the window, RFC 3339 or epoch seconds (default: where the fleet's traffic
+    /// ends; rows past it are set aside). Also the "now" of --push-cooldowns (default
+    /// there: the system clock).
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
     /// For each host whose latest incident is still going on at the end of the window,

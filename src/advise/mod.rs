@@ -333,7 +333,7 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
         }
         let n = plan.breakers.len();
         // No proposal is computed from values the crawler rejects or no breaker means.
-        if let Some(why) = current.breakers.unusable(&h.host) {
+        if let Some(why) = current.breakers.unusable.reason(&h.host) {
             plan.held.push(unusable_hold(&h.host, "breakers.yaml", why));
         } else {
             advise_breaker(h, current, s, &mut plan);
@@ -348,7 +348,7 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
         }
         if let Some(rl) = current.ratelimits {
             let n = plan.rates.len();
-            match rl.unusable(&h.host) {
+            match rl.unusable.reason(&h.host) {
                 Some(why) => plan
                     .held
                     .push(unusable_hold(&h.host, "ratelimits.yaml", why)),

@@ -136,15 +136,33 @@ pub struct BreakerConfig {
     pub rolling: Option<Rolling>,
     /// Hosts whose values are shared through YAML anchors (left alone by the advisor).
     pub shared: anchors::Sharing,
-    /// Host entries the advisor cannot start from, with why (the key path and value): an
-    /// entry the crawler rejects (`fail_max: 0`, `reset_timeout_s: -1`; read here as
-    /// absent, so the rest of the file still loads) or one beyond what any breaker means
-    /// (`fail_max: 1000000000`; kept, since the crawler runs it). The advisor holds them.
-    pub unusable: BTreeMap<String, String>,
-    /// The same for `defaults` and `defaults.roles` (their values reach every host that
-    /// does not set its own): only values beyond any meaning, since a value the crawler
-    /// rejects there is an error of the whole file.
-    pub unusable_defaults: Option<String>,
+    /// Host entries the advisor cannot start from: an entry the crawler rejects
+    /// (`fail_max: 0`, `reset_timeout_s: -1`; read here as absent, so the rest of the
+    /// file still loads) or one beyond what any breaker means (`fail_max: 1000000000`;
+    /// kept, since the crawler runs it). The advisor holds them.
+    pub unusable: Unusable,
+}
+
+/// The entries of a config file the advisor cannot start from, with why (the key path
+/// and value); the same for breakers.yaml and ratelimits.yaml.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unusable {
+    /// Per normalised host (a key that names no host, as written).
+    pub hosts: BTreeMap<String, String>,
+    /// The `defaults` entries' (their values reach every host that does not set its
+    /// own): only values beyond any meaning, since a value the crawler rejects there is
+    /// an error of the whole file.
+    pub defaults: Option<String>,
+}
+
+impl Unusable {
+    /// Why the advisor cannot start from `host`'s values, if so.
+    pub fn reason(&self, host: &str) -> Option<&str> {
+        self.hosts
+            .get(host)
+            .or(self.defaults.as_ref())
+            .map(String::as_str)
+    }
 }
 
 /// The largest `fail_max` the advisor starts from: a breaker that needs more
@@ -269,7 +287,7 @@ impl BreakerConfig {
                 cooldown_s: num("cooldown_s")?,
             });
         }
-        cfg.unusable_defaults =
+        cfg.unusable.defaults =
             implausible_with_roles(&cfg.defaults, &cfg.default_roles, "defaults");
         if let Some(hosts) = doc.get("hosts").and_then(Value::as_mapping) {
             for (key, value) in hosts {
@@ -297,12 +315,13 @@ impl BreakerConfig {
                 match entry() {
                     Ok(hc) => {
                         if let Some(why) = implausible_with_roles(&hc.policy, &hc.roles, &at) {
-                            cfg.unusable.insert(host.clone(), why);
+                            cfg.unusable.hosts.insert(host.clone(), why);
                         }
                         cfg.hosts.insert(host, hc);
                     }
                     Err(ConfigError::Invalid { key, detail, .. }) => {
                         cfg.unusable
+                            .hosts
                             .insert(host, format!("{key}: {detail}, which the crawler rejects"));
                     }
                     Err(e) => return Err(e),
@@ -329,14 +348,6 @@ impl BreakerConfig {
         p
     }
 
-    /// Why the advisor cannot start from `host`'s values (see `unusable`), if so.
-    pub fn unusable(&self, host: &str) -> Option<&str> {
-        self.unusable
-            .get(host)
-            .or(self.unusable_defaults.as_ref())
-            .map(String::as_str)
-    }
-
     /// The classification that applies to a host.
     pub fn classify_for(&self, host: &str) -> &Classify {
         self.hosts
@@ -349,12 +360,9 @@ impl BreakerConfig {
 /// A `hosts:` key as (the key's text, the normalised host); None, recorded in
 /// `unusable`, when it names no host: such a key holds nothing the telemetry can reach,
 /// and it does not fail the file either.
-pub(crate) fn host_key<'v>(
-    key: &'v Value,
-    unusable: &mut BTreeMap<String, String>,
-) -> Option<(&'v str, String)> {
+pub(crate) fn host_key<'v>(key: &'v Value, unusable: &mut Unusable) -> Option<(&'v str, String)> {
     let Some(raw) = key.as_str() else {
-        unusable.insert(
+        unusable.hosts.insert(
             format!("{key:?}"),
             format!("hosts: key {key:?} is not a host name"),
         );
@@ -363,7 +371,9 @@ pub(crate) fn host_key<'v>(
     match normalize_host(raw) {
         Ok(host) => Some((raw, host)),
         Err(e) => {
-            unusable.insert(raw.to_owned(), format!("hosts.{raw}: {e}"));
+            unusable
+                .hosts
+                .insert(raw.to_owned(), format!("hosts.{raw}: {e}"));
             None
         }
     }
@@ -562,21 +572,25 @@ resolvers:
                 "hosts.d.example.roles.metadata.reset_timeout_s",
             ),
         ] {
-            let why = c.unusable(host).unwrap_or_else(|| panic!("{host} held"));
+            let why = c
+                .unusable
+                .reason(host)
+                .unwrap_or_else(|| panic!("{host} held"));
             assert!(why.contains(key), "{host}: {why}");
         }
         // Rejected entries read as absent; an implausible one is what the crawler runs.
         assert!(!c.hosts.contains_key("a.example"));
         assert_eq!(c.policy("c.example", None).fail_max, 1_000_000_000);
-        assert_eq!(c.unusable("ok.example"), None);
+        assert_eq!(c.unusable.reason("ok.example"), None);
         // Keys that name no host: recorded, the file still loads.
         assert!(
-            c.unusable.keys().any(|k| k.contains("123")),
+            c.unusable.hosts.keys().any(|k| k.contains("123")),
             "{:?}",
             c.unusable
         );
         assert!(
             c.unusable
+                .hosts
                 .get(&long)
                 .is_some_and(|w| w.contains("longer than any DNS name")),
             "{:?}",
@@ -588,7 +602,8 @@ resolvers:
             BreakerConfig::parse("defaults: {fail_max: 5000}", Path::new("b.yaml")).unwrap();
         assert!(
             absurd_defaults
-                .unusable("any.example")
+                .unusable
+                .reason("any.example")
                 .is_some_and(|w| w.contains("defaults.fail_max")),
         );
     }

@@ -182,19 +182,17 @@ pub struct RateLimits {
     pub backend: String,
     /// Hosts whose values are shared through YAML anchors (left alone by the advisor).
     pub shared: super::anchors::Sharing,
-    /// Host entries the advisor cannot start from, with why: one that does not parse
-    /// (`0/SECOND`; read as absent, so the rest of the file still loads) or a rate or
-    /// wait beyond what any limiter means (`999999999/DAY`; kept). The advisor holds them.
-    pub unusable: BTreeMap<String, String>,
-    /// The same for the `defaults:` entries, which reach every host without its own.
-    pub unusable_defaults: Option<String>,
+    /// Host entries the advisor cannot start from: one that does not parse (`0/SECOND`;
+    /// read as absent, so the rest of the file still loads) or a rate or wait beyond what
+    /// any limiter means (`999999999/DAY`; kept). The advisor holds them.
+    pub unusable: super::Unusable,
 }
 
 /// The fastest rate the advisor starts from, in calls per second: no crawler calls one
 /// host faster, so a rate above this limits nothing and scaling it means nothing.
 pub const MAX_PLAUSIBLE_PER_SECOND: f64 = 10_000.0;
 /// The longest limiter wait the advisor starts from (a day, in milliseconds).
-pub const MAX_PLAUSIBLE_DELAY_MS: u64 = 86_400_000;
+pub const MAX_PLAUSIBLE_DELAY_MS: u64 = (super::MAX_PLAUSIBLE_SECONDS * 1_000.0) as u64;
 
 /// Why a level's roles are beyond what any limiter means (`at`: its key path), naming
 /// the first such value; None when they are plausible.
@@ -230,14 +228,6 @@ fn implausible(
 }
 
 impl RateLimits {
-    /// Why the advisor cannot start from `host`'s rates (see `unusable`), if so.
-    pub fn unusable(&self, host: &str) -> Option<&str> {
-        self.unusable
-            .get(host)
-            .or(self.unusable_defaults.as_ref())
-            .map(String::as_str)
-    }
-
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::parse(&super::read_file(path)?, path)
     }
@@ -324,7 +314,7 @@ impl RateLimits {
         };
         if let Some(d) = doc.get("defaults") {
             (out.defaults, out.default_waits) = roles(d, "defaults")?;
-            out.unusable_defaults = implausible(&out.defaults, &out.default_waits, "defaults");
+            out.unusable.defaults = implausible(&out.defaults, &out.default_waits, "defaults");
         }
         for (k, hv) in doc
             .get("hosts")
@@ -340,13 +330,13 @@ impl RateLimits {
             match roles(hv, &at) {
                 Ok((rates, waits)) => {
                     if let Some(why) = implausible(&rates, &waits, &at) {
-                        out.unusable.insert(host.clone(), why);
+                        out.unusable.hosts.insert(host.clone(), why);
                     }
                     out.hosts.insert(host.clone(), rates);
                     out.host_waits.insert(host, waits);
                 }
                 Err(ConfigError::Invalid { key, detail, .. }) => {
-                    out.unusable.insert(host, format!("{key}: {detail}"));
+                    out.unusable.hosts.insert(host, format!("{key}: {detail}"));
                 }
                 Err(e) => return Err(e),
             }
@@ -550,14 +540,17 @@ mod tests {
             ("c.example", "20000/3SECOND"),
             ("d.example", "max_delay_ms is 100000000"),
         ] {
-            let why = rl.unusable(host).unwrap_or_else(|| panic!("{host} held"));
+            let why = rl
+                .unusable
+                .reason(host)
+                .unwrap_or_else(|| panic!("{host} held"));
             assert!(why.contains(what), "{host}: {why}");
         }
         assert!(
             !rl.hosts.contains_key("a.example"),
             "a rejected entry reads as absent"
         );
-        assert_eq!(rl.unusable("ok.example"), None);
+        assert_eq!(rl.unusable.reason("ok.example"), None);
         assert_eq!(rl.hosts["ok.example"]["metadata"], ["5/SECOND"]);
     }
 

@@ -113,11 +113,11 @@ struct Segment {
     minutes: u64,
 }
 
-/// A source's segments from its rows per minute (minute, rows, first µs, last µs), in
-/// minute order.
-fn segments(minutes: &[(i64, u64, i64, i64)]) -> Vec<Segment> {
+/// A source's segments from the first and last time (µs) of each minute that holds its
+/// rows, in minute order.
+fn segments(minutes: &[(i64, i64)]) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
-    for &(_, _, first, last) in minutes {
+    for &(first, last) in minutes {
         match out.last_mut() {
             Some(seg) if first - seg.last_us <= GAP_S * US_PER_S => {
                 seg.last_us = last;
@@ -198,31 +198,18 @@ pub fn locate(events: LazyFrame, window_s: i64) -> PolarsResult<Option<Night>> {
                 ts.clone().alias("t"),
             ])
             .group_by([col("source"), col("minute")])
-            .agg([
-                len().alias("n"),
-                col("t").min().alias("first"),
-                col("t").max().alias("last"),
-            ])
+            .agg([col("t").min().alias("first"), col("t").max().alias("last")])
             .sort(["source", "minute"], Default::default()),
     )?;
     let sources = per_minute.column("source")?.str()?;
-    let minutes = per_minute.column("minute")?.i64()?;
-    let counts = per_minute.column("n")?.cast(&DataType::UInt64)?;
-    let counts = counts.u64()?;
     let firsts = per_minute.column("first")?.i64()?;
     let lasts = per_minute.column("last")?.i64()?;
-    let mut by_source: BTreeMap<&str, Vec<(i64, u64, i64, i64)>> = BTreeMap::new();
+    let mut by_source: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
     for i in 0..per_minute.height() {
-        let (Some(s), Some(m), Some(n), Some(f), Some(l)) = (
-            sources.get(i),
-            minutes.get(i),
-            counts.get(i),
-            firsts.get(i),
-            lasts.get(i),
-        ) else {
+        let (Some(s), Some(f), Some(l)) = (sources.get(i), firsts.get(i), lasts.get(i)) else {
             continue;
         };
-        by_source.entry(s).or_default().push((m, n, f, l));
+        by_source.entry(s).or_default().push((f, l));
     }
     if by_source.is_empty() {
         return Ok(None);
@@ -242,6 +229,13 @@ pub fn locate(events: LazyFrame, window_s: i64) -> PolarsResult<Option<Night>> {
         .max()
         .expect("the earliest cluster is never ahead");
     let end_us = end + 1;
+    // The usual night has nothing after it: no second pass over the rows then.
+    if lasts.max().is_none_or(|l| l < end_us) {
+        return Ok(Some(Night {
+            end_us,
+            set_aside: Vec::new(),
+        }));
+    }
     let after = super::collect(
         events
             .filter(col("ts").cast(DataType::Int64).gt_eq(lit(end_us)))

@@ -129,10 +129,10 @@ impl WindowScans<'_> {
 /// host's values (`fail_max: 1000000000`, an entry the crawler rejects) neither size its
 /// replay nor weigh in the fleet's calibration.
 fn usable_hosts(config: &BreakerConfig) -> Expr {
-    if config.unusable_defaults.is_some() {
+    if config.unusable.defaults.is_some() {
         return lit(false);
     }
-    let held: Vec<String> = config.unusable.keys().cloned().collect();
+    let held: Vec<String> = config.unusable.hosts.keys().cloned().collect();
     col("host")
         .is_in(lit(Series::new("held".into(), held)).implode(false), false)
         .not()

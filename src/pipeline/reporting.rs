@@ -26,10 +26,20 @@ use crate::telemetry::parquet::scan_table;
 pub const STEP_SUMMARY_ENV: &str = "GITHUB_STEP_SUMMARY";
 
 pub fn window_of(metrics: &Path) -> anyhow::Result<(i64, i64)> {
-    let meta: BTreeMap<String, String> =
+    window_in(&metrics_meta(metrics)?, metrics)
+}
+
+/// The key-value metadata of a run's metrics (host_summary.parquet's).
+fn metrics_meta(metrics: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    Ok(
         crate::output::parquet_metadata(&metrics.join("host_summary.parquet"))?
             .into_iter()
-            .collect();
+            .collect(),
+    )
+}
+
+/// The analysis window in the metrics' metadata (`metrics` names them in the error).
+fn window_in(meta: &BTreeMap<String, String>, metrics: &Path) -> anyhow::Result<(i64, i64)> {
     let get = |k: &str| {
         meta.get(k)
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -70,7 +80,8 @@ impl ReportJob<'_> {
     /// GitHub job summary when there is one); returns the report's warnings, for the
     /// command's own output.
     pub fn write(&self) -> anyhow::Result<Vec<String>> {
-        let window = window_of(self.metrics)?;
+        let meta = metrics_meta(self.metrics)?;
+        let window = window_in(&meta, self.metrics)?;
         let hours = (window.1 - window.0) as f64 / 3.6e9;
         let hs = read_parquet(&self.metrics.join("host_summary.parquet"))?;
         let incidents_df = read_parquet(&self.metrics.join("incidents.parquet"))?;
@@ -104,8 +115,8 @@ impl ReportJob<'_> {
             rejected: facts.rejected,
             incomplete: facts.incomplete,
             adjusted: facts.adjusted,
-            set_aside: set_aside_of(self.metrics)?,
-            traffic: traffic_of(&hs, self.metrics, hours)?,
+            set_aside: set_aside_of(&meta),
+            traffic: traffic_of(&hs, &meta, hours),
             outputs: self.outputs(),
             report_url: self.report_url.map(str::to_owned),
         });
@@ -453,19 +464,11 @@ fn input_adjustments(
     out
 }
 
-/// A `breaker_advisor.KEY` value of the metrics' metadata.
-fn metrics_meta(metrics: &Path, key: &str) -> anyhow::Result<Option<String>> {
-    let key = format!("breaker_advisor.{key}");
-    let meta = crate::output::parquet_metadata(&metrics.join("host_summary.parquet"))?;
-    Ok(meta.into_iter().find(|(k, _)| *k == key).map(|(_, v)| v))
-}
-
 /// The rows set aside after the night's end (none when the window was given), from
 /// the metrics' metadata.
-fn set_aside_of(metrics: &Path) -> anyhow::Result<Vec<crate::metrics::night::SetAside>> {
-    Ok(crate::metrics::night::decode(
-        metrics_meta(metrics, crate::metrics::night::SET_ASIDE_KEY)?.as_deref(),
-    ))
+fn set_aside_of(meta: &BTreeMap<String, String>) -> Vec<crate::metrics::night::SetAside> {
+    let key = format!("breaker_advisor.{}", crate::metrics::night::SET_ASIDE_KEY);
+    crate::metrics::night::decode(meta.get(&key).map(String::as_str))
 }
 
 /// The traffic of the window beside the trailing baseline's, from host_summary:
@@ -473,9 +476,9 @@ fn set_aside_of(metrics: &Path) -> anyhow::Result<Vec<crate::metrics::night::Set
 /// average over the baseline, the baseline's covered hours).
 fn traffic_of(
     hs: &DataFrame,
-    metrics: &Path,
+    meta: &BTreeMap<String, String>,
     window_hours: f64,
-) -> anyhow::Result<crate::report::Traffic> {
+) -> crate::report::Traffic {
     let sum = |c: &str| -> i64 {
         col_i64(hs, c)
             .map(|v| v.into_iter().flatten().sum())
@@ -483,18 +486,19 @@ fn traffic_of(
     };
     // From the metadata (metrics written before it was: the hosts' own column, which a
     // baseline without calls leaves empty).
-    let covered_h = match metrics_meta(metrics, super::BASELINE_HOURS_KEY)? {
+    let key = format!("breaker_advisor.{}", super::BASELINE_HOURS_KEY);
+    let covered_h = match meta.get(&key) {
         Some(v) => v.parse().unwrap_or(0.0),
         None => col_f64(hs, "baseline_hours")
             .map(|v| v.into_iter().flatten().fold(0.0, f64::max))
             .unwrap_or(0.0),
     };
     let baseline = sum("baseline_calls_net");
-    Ok(crate::report::Traffic {
+    crate::report::Traffic {
         calls_net: sum("calls_net"),
         expected_calls_net: (covered_h > 0.0).then(|| baseline as f64 / covered_h * window_hours),
         baseline_hours: covered_h,
-    })
+    }
 }
 
 /// The fidelity table `run` wrote beside the metrics (empty when absent).

@@ -407,9 +407,9 @@ fn predicted_text(e: &crate::advise::Evidence) -> String {
     }
 }
 
-/// The report's warnings: a window with (almost) no calls, rows set aside.
-fn warnings(input: &ReportInput<'_>) -> Vec<String> {
-    let mut out: Vec<String> = input.traffic.warning().into_iter().collect();
+/// The report's warnings: a window with (almost) no calls (`quiet`), rows set aside.
+fn warnings(input: &ReportInput<'_>, quiet: Option<&String>) -> Vec<String> {
+    let mut out: Vec<String> = quiet.into_iter().cloned().collect();
     if !input.set_aside.is_empty() {
         let rows: u64 = input.set_aside.iter().map(|a| a.rows).sum();
         let ahead: Vec<&str> = input
@@ -616,8 +616,9 @@ impl Report {
             .into_iter()
             .map(|host| section(input, host, &changes, &incidents))
             .collect();
+        let quiet = input.traffic.warning();
         Report {
-            summary: match input.traffic.warning() {
+            summary: match &quiet {
                 Some(w) => format!("{} Warning: {w}.", summary_line(&changes, &replay_of)),
                 None => summary_line(&changes, &replay_of),
             },
@@ -657,7 +658,7 @@ impl Report {
                     )
                 })
                 .collect(),
-            warnings: warnings(input),
+            warnings: warnings(input, quiet.as_ref()),
             outputs: input.outputs.clone(),
             sections,
         }

@@ -53,10 +53,10 @@ pub struct Range {
     pub above: &'static str,
 }
 
-/// The longest duration in seconds a column keeps: a day, the default window. The
-/// crawler caps the cooldowns it sets (`retry_after_cap_s`, 900 s by default), and the
-/// advisor bounds the settings it proposes below this.
-pub const MAX_SECONDS: i64 = 86_400;
+/// The longest duration in seconds a column keeps: a day, the default window and the
+/// longest setting the advisor starts from (the crawler caps the cooldowns it sets,
+/// `retry_after_cap_s`, 900 s by default).
+pub const MAX_SECONDS: i64 = crate::config::MAX_PLAUSIBLE_SECONDS as i64;
 /// The same day in milliseconds (waits, elapsed times).
 pub const MAX_MILLISECONDS: i64 = MAX_SECONDS * 1_000;
 /// The most retries one row can stand for. The crawler retries 3 times by default; each
