@@ -545,4 +545,14 @@ pub struct SimulateArgs {
     /// and falls); ground_truth.json lists them.
     #[arg(long)]
     pub quotas: bool,
+    /// How the simulated crawler's breakers count: a YAML mapping of crawler-model
+    /// fields, as the settings file's `crawler:` section (default: the documented
+    /// model). Its cache-hit, exception, retry, final-outcome and cooldown-clearing
+    /// fields take effect; breakers stay one per machine, cooldowns follow --cooldowns.
+    #[arg(long, value_name = "FILE")]
+    pub crawler: Option<PathBuf>,
+    /// A request that raised on an exception leaves a row (no status, its error), as a
+    /// crawler that logs them would write.
+    #[arg(long)]
+    pub exception_rows: bool,
 }

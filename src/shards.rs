@@ -25,10 +25,11 @@ use crate::advise::Plan;
 use crate::cli::InputError;
 use crate::crawler::CrawlerModel;
 use crate::patch::PatchWindow;
+use crate::replay::calibrate::{Calibration, Evaluated};
 
 /// The shard record's file name inside `OUT/shard=I/`.
 pub const RECORD_FILE: &str = "shard.yaml";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// The metrics tables a merge concatenates, each ordered by host first.
 pub const MERGED_TABLES: [&str; 7] = [
@@ -123,14 +124,6 @@ pub struct ShardInputs {
     pub previous_patch_sha256: Option<String>,
 }
 
-/// One candidate crawler model and the recorded opens it missed on this shard's hosts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CandidateMiss {
-    pub model: CrawlerModel,
-    pub miss: u64,
-}
-
 /// `OUT/shard=I/shard.yaml`: what the merge needs of a shard besides its metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,8 +142,9 @@ pub struct ShardRecord {
     pub hosts: usize,
     /// The model this shard counted by.
     pub model: CrawlerModel,
-    /// With `crawler: auto`, every candidate's misses on this shard's hosts.
-    pub calibration: Option<Vec<CandidateMiss>>,
+    /// With `crawler: auto`, the calibration's fits on this shard's hosts (every model
+    /// its descent replayed) and what those hosts show.
+    pub calibration: Option<Evaluated>,
     pub plan: Plan,
     pub facts: DatasetFacts,
 }
@@ -164,7 +158,7 @@ impl ShardRecord {
         telemetry: &crate::telemetry::manifest::Manifest,
         hosts: usize,
         model: CrawlerModel,
-        calibration: Option<Vec<(CrawlerModel, u64)>>,
+        calibration: Option<Evaluated>,
         plan: Plan,
         facts: DatasetFacts,
     ) -> ShardRecord {
@@ -189,11 +183,7 @@ impl ShardRecord {
             data_start_us: telemetry.first_event_us(),
             hosts,
             model,
-            calibration: calibration.map(|c| {
-                c.into_iter()
-                    .map(|(model, miss)| CandidateMiss { model, miss })
-                    .collect()
-            }),
+            calibration,
             plan,
             facts,
         }
@@ -210,9 +200,8 @@ pub struct FleetModel {
     /// What every shard counted by: the model the fleet's calibration chose the night
     /// before (a shard cannot calibrate the fleet alone).
     pub counted: CrawlerModel,
-    /// With `crawler: auto`, every candidate's misses over the whole fleet, the
-    /// documented model first.
-    pub misses: Option<Vec<(CrawlerModel, u64)>>,
+    /// With `crawler: auto`, the fleet's calibration: one part per shard.
+    pub calibration: Option<Calibration>,
 }
 
 /// The shards of a night, read from `OUT/shard=*/`, in shard order.
@@ -379,9 +368,9 @@ impl Shards {
     }
 
     /// The model the shards counted by (they all must have, unless they have no hosts)
-    /// and, with `crawler: auto`, the fleet's calibration: every candidate's misses
-    /// summed over the shards.
-    pub fn model(&self) -> anyhow::Result<FleetModel> {
+    /// and, with `crawler: auto`, the fleet's calibration from `base` (the settings'
+    /// model): every shard's fits, summed where all of them replayed a model.
+    pub fn model(&self, base: &CrawlerModel) -> anyhow::Result<FleetModel> {
         // A shard without hosts counted nothing: any model gives its (empty) tables.
         let counting: Vec<&(PathBuf, ShardRecord)> =
             self.shards.iter().filter(|(_, r)| r.hosts > 0).collect();
@@ -397,38 +386,35 @@ impl Shards {
                 )));
             }
         }
-        let first = &self.shards[0].1;
-        let Some(c0) = &first.calibration else {
-            if let Some((folder, _)) = self.shards.iter().find(|(_, r)| r.calibration.is_some()) {
-                bail!(InputError(format!(
-                    "{}: calibrated the crawler model, shard 1 did not",
-                    folder.display()
-                )));
-            }
-            return Ok(FleetModel {
-                counted,
-                misses: None,
-            });
-        };
-        let mut misses: Vec<(CrawlerModel, u64)> =
-            c0.iter().map(|c| (c.model.clone(), 0)).collect();
-        for (folder, r) in &self.shards {
-            let same = r.calibration.as_ref().is_some_and(|c| {
-                c.len() == misses.len() && c.iter().zip(&misses).all(|(a, b)| a.model == b.0)
-            });
-            if !same {
-                bail!(InputError(format!(
-                    "{}: calibrated other candidate models than shard 1",
-                    folder.display()
-                )));
-            }
-            for (m, c) in misses.iter_mut().zip(r.calibration.iter().flatten()) {
-                m.1 += c.miss;
-            }
+        let calibrated = self.shards[0].1.calibration.is_some();
+        if let Some((folder, _)) = self
+            .shards
+            .iter()
+            .find(|(_, r)| r.calibration.is_some() != calibrated)
+        {
+            bail!(InputError(format!(
+                "{}: {} the crawler model, shard 1 {}",
+                folder.display(),
+                if calibrated {
+                    "did not calibrate"
+                } else {
+                    "calibrated"
+                },
+                if calibrated { "did" } else { "did not" }
+            )));
         }
+        let calibration = calibrated.then(|| {
+            Calibration::new(
+                base,
+                self.shards
+                    .iter()
+                    .filter_map(|(_, r)| r.calibration.clone())
+                    .collect(),
+            )
+        });
         Ok(FleetModel {
             counted,
-            misses: Some(misses),
+            calibration,
         })
     }
 
@@ -593,7 +579,23 @@ mod tests {
             &crate::telemetry::manifest::Manifest::default(),
             1,
             model.clone(),
-            Some(misses.to_vec()),
+            Some(Evaluated {
+                signs: crate::replay::calibrate::Signs {
+                    retried_rows: 1,
+                    ..Default::default()
+                },
+                fits: misses
+                    .iter()
+                    .map(|(m, d)| {
+                        let fit = crate::replay::calibrate::Fit {
+                            open_miss: *d,
+                            inferred: 0,
+                            score: *d,
+                        };
+                        (m.clone(), fit)
+                    })
+                    .collect(),
+            }),
             Plan::default(),
             DatasetFacts::default(),
         )
@@ -611,7 +613,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fleet_s_calibration_sums_every_shard_s_misses() {
+    fn the_fleet_s_calibration_sums_every_shard_s_fits() {
         let documented = CrawlerModel::default();
         let other = CrawlerModel {
             count_retries: !documented.count_retries,
@@ -625,19 +627,18 @@ mod tests {
             record("1/2", &documented, &misses(3, 0)),
             record("2/2", &documented, &misses(1, 5)),
         ]);
-        assert_eq!(
-            night.model().unwrap(),
-            FleetModel {
-                counted: documented.clone(),
-                misses: Some(vec![(documented.clone(), 4), (other.clone(), 5)]),
-            }
-        );
+        let fleet = night.model(&documented).unwrap();
+        assert_eq!(fleet.counted, documented);
+        let cal = fleet.calibration.unwrap();
+        assert_eq!(cal.fit(&documented).map(|f| f.open_miss), Some(4));
+        assert_eq!(cal.fit(&other).map(|f| f.open_miss), Some(5));
+        assert_eq!(cal.choose().model, documented, "4 < 5 over the fleet");
         // Shards that counted by different models do not merge...
         let night = shards(vec![
             record("1/2", &documented, &misses(3, 0)),
             record("2/2", &other, &misses(1, 5)),
         ]);
-        let err = night.model().unwrap_err().to_string();
+        let err = night.model(&documented).unwrap_err().to_string();
         assert!(
             err.contains("out/shard=2") && err.contains("another crawler model"),
             "{err}"
@@ -646,13 +647,15 @@ mod tests {
         let mut empty = record("3/3", &documented, &misses(0, 0));
         empty.hosts = 0;
         let night = shards(vec![
-            record("1/3", &other, &misses(3, 1)),
-            record("2/3", &other, &misses(2, 0)),
+            record("1/3", &other, &misses(30, 10)),
+            record("2/3", &other, &misses(20, 0)),
             empty,
         ]);
-        let fleet = night.model().unwrap();
+        let fleet = night.model(&documented).unwrap();
         assert_eq!(fleet.counted, other);
-        assert_eq!(fleet.misses, Some(vec![(documented, 5), (other, 1)]));
+        let cal = fleet.calibration.unwrap();
+        assert_eq!(cal.fit(&other).map(|f| f.open_miss), Some(10));
+        assert_eq!(cal.choose().model, other);
     }
 
     #[test]

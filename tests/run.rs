@@ -1239,3 +1239,102 @@ fn a_held_host_sizes_no_replay_and_weighs_nothing_in_the_calibration() {
     );
     assert!(!patch.breakers.changes.iter().any(|c| &c.host == host));
 }
+
+/// Simulates a 4-machine day of a crawler that counts as `crawler` says, runs it with
+/// `crawler: auto` from a breakers.yaml of the policies the simulated breakers ran, and
+/// returns metrics/crawler_model.yaml.
+fn calibrated_on(dir: &Path, crawler: breaker_advisor::crawler::CrawlerModel) -> serde_json::Value {
+    let dbs = common::sim_fleet(
+        &dir.join("sim"),
+        breaker_advisor::simulate::SimOptions {
+            machines: 4,
+            crawler,
+            ..breaker_advisor::simulate::SimOptions::new(dir, 24.0, 12, 0.3, 7)
+        },
+    );
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("sim").join("ground_truth.json")).unwrap(),
+    )
+    .unwrap();
+    let mut yaml = String::from("hosts:\n");
+    for h in truth["hosts"].as_array().unwrap() {
+        let p = &h["policy"];
+        yaml += &format!(
+            "  {}:\n    fail_max: {}\n    reset_timeout_s: {}\n    retry_after_cap_s: {}\n",
+            h["host"].as_str().unwrap(),
+            p["fail_max"],
+            p["reset_timeout_s"],
+            p["retry_after_cap_s"]
+        );
+    }
+    let b = dir.join("breakers.yaml");
+    std::fs::write(&b, yaml).unwrap();
+    let mut cmd = bin();
+    cmd.current_dir(dir).arg("run");
+    for db in &dbs {
+        cmd.arg("--telemetry").arg(db);
+    }
+    let out = dir.join("out");
+    cmd.arg("--config")
+        .arg(&b)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    yaml_serde::from_str(
+        &std::fs::read_to_string(out.join("metrics").join("crawler_model.yaml")).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn auto_finds_a_crawler_that_leaves_cache_hits_uncounted_and_keeps_the_documented_one() {
+    let documented = breaker_advisor::crawler::CrawlerModel::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let kept = calibrated_on(&tmp.path().join("documented"), documented.clone());
+    assert_eq!(kept["crawler"]["cache_hit_is_success"], true, "{kept:#}");
+    assert_eq!(kept["crawler"]["final_outcome_counted"], 2, "{kept:#}");
+    assert_eq!(kept["crawler"]["count_retries"], true, "{kept:#}");
+    assert!(
+        kept["calibration"]
+            .as_str()
+            .unwrap()
+            .starts_with("the documented model explains"),
+        "{kept:#}"
+    );
+    let field = |file: &serde_json::Value, name: &str| {
+        file["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == name)
+            .cloned()
+            .unwrap()
+    };
+    // The night has no row of a request that raised: it cannot show how exceptions count.
+    let exceptions = field(&kept, "exceptions_are_failures");
+    assert_eq!(exceptions["shown"], false, "{exceptions:#}");
+    assert!(exceptions["other_fit"].is_null());
+
+    let uncounted = breaker_advisor::crawler::CrawlerModel {
+        cache_hit_is_success: false,
+        ..documented
+    };
+    let found = calibrated_on(&tmp.path().join("cache"), uncounted);
+    assert_eq!(found["crawler"]["cache_hit_is_success"], false, "{found:#}");
+    assert_eq!(found["crawler"]["final_outcome_counted"], 2, "{found:#}");
+    let cache = field(&found, "cache_hit_is_success");
+    assert_eq!(
+        (&cache["start"], &cache["chosen"]),
+        (&"true".into(), &"false".into())
+    );
+    // The documented value, the rest as chosen, fits clearly worse.
+    let (chosen, other) = (
+        cache["fit"]["score"].as_u64().unwrap(),
+        cache["other_fit"]["score"].as_u64().unwrap(),
+    );
+    assert!(
+        breaker_advisor::replay::calibrate::clearly_better(chosen, other),
+        "{cache:#}"
+    );
+}

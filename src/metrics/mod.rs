@@ -218,6 +218,8 @@ fn status_in(
 ///   the host's most frequent retryable final status in the same UTC hour, else in the
 ///   whole data (the estimate of what was retried away), counted when it is a failure
 ///   status;
+/// - `retried_fail_attempts`: those failed retried attempts whatever the model counts
+///   (the replay's calls carry them, so calibration can try other models);
 /// - `retried_status`: that estimated status of the retried attempts (NULL without
 ///   retries, or when the host had no retryable final status to estimate it from);
 /// - `attempts_429`, `attempts_5xx`: attempts with that status, retried ones included;
@@ -282,10 +284,12 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
         .clone()
         .is_in(failure_list, false)
         .fill_null(lit(all_retry_fail));
+    // The retried attempts that failed, whatever the model counts.
+    let retried_fail_attempts = when(retried_fail)
+        .then(retried.clone())
+        .otherwise(lit(0i64));
     let retried_failures = if model.count_retries {
-        when(retried_fail)
-            .then(retried.clone())
-            .otherwise(lit(0i64))
+        retried_fail_attempts.clone()
     } else {
         lit(0i64)
     };
@@ -336,6 +340,7 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
             outcome.alias("outcome"),
             (retried.clone() + net.clone().cast(DataType::Int64)).alias("attempts"),
             retried_failures.clone().alias("retried_failures"),
+            retried_fail_attempts.alias("retried_fail_attempts"),
             when(retried.clone().gt(lit(0i64)))
                 .then(retried_status.clone())
                 .otherwise(lit(NULL).cast(DataType::Int64))

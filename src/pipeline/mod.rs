@@ -205,6 +205,15 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
             .map(crate::config::rates::RateLimits::load)
             .transpose()?,
         quotas: args.quotas,
+        crawler: match &args.crawler {
+            None => crate::crawler::CrawlerModel::default(),
+            Some(path) => {
+                let text = crate::config::read_file(path)?;
+                yaml_serde::from_str(&text)
+                    .map_err(|e| InputError(format!("{}: {e}", path.display())))?
+            }
+        },
+        exception_rows: args.exception_rows,
         ..SimOptions::new(&args.out, args.hours, args.hosts, args.rps, args.seed)
     };
     let summary =

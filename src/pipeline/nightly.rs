@@ -260,16 +260,23 @@ const FIXED_MODEL: &str = "fixed by the settings file (crawler:)";
 /// How a shard job chose its model under `crawler: auto`.
 const SHARD_MODEL: &str = "a shard counts by the model the fleet's calibration chose the night before (the previous patch file's; the documented one on the first night); the merge calibrates the fleet";
 
-/// How `crawler: auto` chose: the documented model (`documented`) or another one, and
-/// the recorded opens each misses in total.
-fn calibration_text(documented: bool, miss: u64, base_miss: u64) -> String {
-    if documented {
+/// How `crawler: auto` chose: the settings' model (`kept`) or another one, with the fits.
+fn calibration_text(kept: bool, choice: &crate::replay::calibrate::Choice) -> String {
+    let (f, b) = (choice.fit, choice.base_fit);
+    if kept {
         format!(
-            "the documented model reproduces the recorded opens best (total miss {base_miss} opens)"
+            "the documented model explains the recorded opens best (it misses {} opens and needs {} failures no row shows)",
+            b.open_miss, b.inferred
         )
     } else {
+        let moved: Vec<&str> = choice.path.iter().map(|f| f.key()).collect();
         format!(
-            "calibrated: this model misses the recorded opens by {miss} in total, the documented one by {base_miss}"
+            "calibrated ({} moved): this model misses the recorded opens by {} in total and needs {} failures no row shows; the documented one misses {} and needs {}",
+            moved.join(", "),
+            f.open_miss,
+            f.inferred,
+            b.open_miss,
+            b.inferred
         )
     }
 }
@@ -281,16 +288,22 @@ fn calibration_text(documented: bool, miss: u64, base_miss: u64) -> String {
 pub struct ModelFile {
     pub calibration: String,
     pub crawler: crate::crawler::CrawlerModel,
+    /// Per calibrated field: what the night showed, the value chosen, the fit of the
+    /// other value (empty when the settings fix the model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<crate::replay::calibrate::Finding>,
 }
 
 fn write_model(
     metrics: &Path,
     model: &crate::crawler::CrawlerModel,
     calibration: &str,
+    fields: Vec<crate::replay::calibrate::Finding>,
 ) -> anyhow::Result<()> {
     let text = yaml_serde::to_string(&ModelFile {
         calibration: calibration.to_owned(),
         crawler: model.clone(),
+        fields,
     })?;
     write_atomic(&metrics.join(MODEL_FILE), &text)?;
     Ok(())
@@ -639,13 +652,13 @@ pub fn run_job(args: &RunArgs) -> anyhow::Result<u8> {
     }
     night.export(&mut stdout)?;
     night.analyze(&night.settings.crawler.model, &mut stdout)?;
-    let (model, misses) = night.choose_model(&mut stdout)?;
+    let (model, calibration) = night.choose_model(&mut stdout)?;
     // The model the calibration chose, for the shards that start from this patch (a shard's own patch
     // is not written).
-    let calibrated = (misses.is_some() && night.shard.is_none()).then_some(&model);
+    let calibrated = (calibration.is_some() && night.shard.is_none()).then_some(&model);
     let advice = night.advise(&model, calibrated)?;
     if let Some(shard) = night.shard {
-        return night.record_shard(shard, advice, misses, &mut stdout);
+        return night.record_shard(shard, advice, calibration, &mut stdout);
     }
     let proposal = night.present(advice, &mut stdout)?;
     night.finish(&proposal, &model, None, &mut stdout)
@@ -776,24 +789,23 @@ impl<'a> Night<'a> {
         Ok(analyzed)
     }
 
-    /// The crawler model: the settings' one, or with `crawler: auto` the candidate that
-    /// reproduces the recorded opens best (then the metrics are counted again under it),
-    /// with every candidate's misses. Written to metrics/crawler_model.yaml.
-    #[allow(clippy::type_complexity)]
+    /// The crawler model: the settings' one, or with `crawler: auto` the one the
+    /// calibration reaches from it (then the metrics are counted again under it), with
+    /// the calibration. Written to metrics/crawler_model.yaml.
     fn choose_model(
         &self,
         stdout: &mut dyn Write,
     ) -> anyhow::Result<(
         crate::crawler::CrawlerModel,
-        Option<Vec<(crate::crawler::CrawlerModel, u64)>>,
+        Option<crate::replay::calibrate::Calibration>,
     )> {
         let mut model = self.settings.crawler.model.clone();
         if !self.settings.crawler.calibrate {
-            write_model(&self.metrics, &model, FIXED_MODEL)?;
+            write_model(&self.metrics, &model, FIXED_MODEL, Vec::new())?;
             return Ok((model, None));
         }
         let cfg = BreakerConfig::load(&self.config)?;
-        let misses = super::replaying::TrafficGroups::open(
+        let calibration = super::replaying::TrafficGroups::open(
             &self.dataset,
             &self.metrics,
             &cfg,
@@ -803,7 +815,7 @@ impl<'a> Night<'a> {
         .and_then(|groups| groups.calibrate())
         .context("loading the traffic to calibrate the crawler model")?;
         if self.shard.is_some() {
-            // One shard cannot calibrate the fleet (the merge sums every shard's misses):
+            // One shard cannot calibrate the fleet (the merge sums every shard's fits):
             // it counts by the fleet's choice of the night before.
             let counted = self
                 .previous()?
@@ -813,18 +825,18 @@ impl<'a> Night<'a> {
             if counted != model {
                 self.analyze(&counted, &mut std::io::sink())?;
             }
-            write_model(&self.metrics, &counted, SHARD_MODEL)?;
-            return Ok((counted, Some(misses)));
+            write_model(&self.metrics, &counted, SHARD_MODEL, Vec::new())?;
+            return Ok((counted, Some(calibration)));
         }
-        let (chosen, miss, base_miss) = crate::replay::traffic::choose(misses.clone());
-        let calibration = calibration_text(chosen == model, miss, base_miss);
-        writeln!(stdout, "crawler model: {calibration}")?;
-        if chosen != model {
-            model = chosen;
+        let choice = calibration.choose();
+        let text = calibration_text(choice.model == model, &choice);
+        writeln!(stdout, "crawler model: {text}")?;
+        if choice.model != model {
+            model = choice.model.clone();
             self.analyze(&model, &mut std::io::sink())?;
         }
-        write_model(&self.metrics, &model, &calibration)?;
-        Ok((model, Some(misses)))
+        write_model(&self.metrics, &model, &text, calibration.findings(&choice))?;
+        Ok((model, Some(calibration)))
     }
 
     /// The previous patch file, when there is one.
@@ -934,7 +946,7 @@ impl<'a> Night<'a> {
         &self,
         shard: crate::shards::Shard,
         advice: Advice,
-        misses: Option<Vec<(crate::crawler::CrawlerModel, u64)>>,
+        calibration: Option<crate::replay::calibrate::Calibration>,
         stdout: &mut dyn Write,
     ) -> anyhow::Result<u8> {
         let facts = super::reporting::dataset_facts(&self.dataset, &self.metrics, &advice.patch)?;
@@ -946,7 +958,7 @@ impl<'a> Night<'a> {
             &crate::telemetry::manifest::Manifest::load(&self.dataset)?,
             advice.evidence.len(),
             advice.model,
-            misses,
+            calibration.map(|c| c.summed()),
             advice.plan,
             facts,
         );
@@ -970,37 +982,40 @@ impl<'a> Night<'a> {
             self.previous()?.as_ref(),
         )?;
         // The shards are checked before the first output is written.
-        let fleet = shards.model()?;
+        let fleet = shards.model(&self.settings.crawler.model)?;
         shards.merge_metrics(&self.metrics)?;
         let model = fleet.counted;
-        let (calibration, calibrated) = match fleet.misses {
-            None => (FIXED_MODEL.to_owned(), None),
-            Some(misses) => {
-                let counted_miss = misses.iter().find(|(m, _)| *m == model).map(|m| m.1);
-                let (chosen, miss, base_miss) = crate::replay::traffic::choose(misses);
+        let (calibration, calibrated, findings) = match fleet.calibration {
+            None => (FIXED_MODEL.to_owned(), None, Vec::new()),
+            Some(cal) => {
+                let counted_fit = cal.fit(&model);
+                let choice = cal.choose();
                 let earlier = self
                     .previous()?
                     .is_some_and(|p| p.calibrated_model.is_some());
-                let text = if chosen == model {
-                    calibration_text(model == self.settings.crawler.model, miss, base_miss)
+                let text = if choice.model == model {
+                    calibration_text(model == self.settings.crawler.model, &choice)
                 } else {
                     format!(
-                        "the shards counted by {} ({}); tonight's calibration prefers another, which misses them by {miss} in total (the documented one by {base_miss}): shards that start from this patch file count by it",
+                        "the shards counted by {} ({}); tonight's calibration prefers another, which misses them by {} in total (the documented one by {}): shards that start from this patch file count by it",
                         if earlier {
                             "the model the fleet's calibration chose the night before"
                         } else {
                             "the documented model (the patch file records no earlier choice)"
                         },
-                        counted_miss.map_or_else(
-                            || "not among tonight's candidates".to_owned(),
-                            |m| format!("it misses the recorded opens by {m} in total")
-                        )
+                        counted_fit.map_or_else(
+                            || "not among tonight's fits".to_owned(),
+                            |f| format!("it misses the recorded opens by {} in total", f.open_miss)
+                        ),
+                        choice.fit.open_miss,
+                        choice.base_fit.open_miss
                     )
                 };
-                (text, Some(chosen))
+                let findings = cal.findings(&choice);
+                (text, Some(choice.model), findings)
             }
         };
-        write_model(&self.metrics, &model, &calibration)?;
+        write_model(&self.metrics, &model, &calibration, findings)?;
         let window = shards.window();
         writeln!(
             stdout,

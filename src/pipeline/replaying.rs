@@ -13,6 +13,7 @@ use crate::cli::ReplayArgs;
 use crate::config::BreakerConfig;
 use crate::crawler::CrawlerModel;
 use crate::output::read_parquet;
+use crate::replay::calibrate::{Calibration, Evaluated};
 use crate::replay::traffic::{Recorded, Traffic, TrafficInput};
 use crate::replay::{Figures, ReplayPolicy};
 use crate::telemetry::parquet::scan_table;
@@ -98,27 +99,21 @@ impl WindowScans<'_> {
         config: &BreakerConfig,
         model: &CrawlerModel,
     ) -> anyhow::Result<Traffic> {
-        // Calls carry their process and every retried failure whatever the model, so the
-        // replay (and calibration) can count them as the model says.
-        let load_model = CrawlerModel {
-            count_retries: true,
-            breaker_scope: crate::crawler::Scope::Process,
-            ..model.clone()
-        };
         // The classification streams from the scan into the calls' columns (its
-        // estimates read the few columns they need first).
+        // estimates read the few columns they need first). Calls carry their process, what
+        // they are and every retried failure whatever the model, so the replay (and
+        // calibration) can count them as a model says.
         let built = crate::replay::traffic::build(TrafficInput {
-            events: crate::metrics::classify(scans.events, config, &load_model),
+            events: crate::metrics::classify(scans.events, config, model),
             transitions: scans.transitions,
             outcomes: scans.outcomes,
             incidents: &self.incidents,
             window_us: self.window_us,
             config,
-            model: &load_model,
+            model,
         });
-        let mut traffic =
+        let traffic =
             anyhow::Context::context(built, "reading the window's calls and transitions")?;
-        traffic.model = crate::replay::ReplayModel::from(model);
         // The rows are gone; their pages go back before the next group.
         crate::groups::release_free_memory();
         Ok(traffic)
@@ -195,22 +190,31 @@ impl<'a> TrafficGroups<'a> {
         Ok(traffic)
     }
 
-    /// Calibration over every group: the candidate models' misses summed (see
-    /// [`Traffic::calibrate`]), the documented model first; `choose` picks one.
-    pub fn calibrate(&self) -> anyhow::Result<Vec<(CrawlerModel, u64)>> {
-        let mut misses: Vec<(CrawlerModel, u64)> = Vec::new();
+    /// Calibration over every group (see [`crate::replay::calibrate`]): each group's
+    /// descent from the settings' model, then the fits the fleet's descent needs that a
+    /// group did not compute (groups whose calls point elsewhere), read again.
+    pub fn calibrate(&self) -> anyhow::Result<Calibration> {
+        let mut parts = Vec::with_capacity(self.count());
         for k in 0..self.count() {
-            let traffic = self.load(k)?;
-            let group = traffic.misses(self.model);
-            if misses.is_empty() {
-                misses = group;
-            } else {
-                for (m, g) in misses.iter_mut().zip(group) {
-                    m.1 += g.1;
+            parts.push(Evaluated::on(&self.load(k)?, self.model));
+        }
+        let mut calibration = Calibration::new(self.model, parts);
+        // Each pass adds at least one fit; the descent asks for at most a few dozen.
+        for _ in 0..64 {
+            let missing = calibration.missing();
+            if missing.is_empty() {
+                break;
+            }
+            let mut groups: Vec<usize> = missing.iter().map(|(k, _)| *k).collect();
+            groups.dedup();
+            for k in groups {
+                let traffic = self.load(k)?;
+                for (_, m) in missing.iter().filter(|(g, _)| *g == k) {
+                    calibration.parts[k].fit_or_compute(&traffic, self.model, m);
                 }
             }
         }
-        Ok(misses)
+        Ok(calibration)
     }
 }
 
@@ -283,19 +287,50 @@ fn prepare(
     }
 }
 
+/// The model a replay counts by: the settings' fixed one; with `crawler: auto`, the one
+/// `run` chose for these metrics (metrics/crawler_model.yaml), else the calibration's on
+/// this dataset, as `run` would choose it.
+fn replay_model(
+    crawler: &crate::crawler::CrawlerSettings,
+    dataset: &Path,
+    metrics: &Path,
+    config: &BreakerConfig,
+    args: &ReplayArgs,
+) -> anyhow::Result<CrawlerModel> {
+    if !crawler.calibrate {
+        return Ok(crawler.model.clone());
+    }
+    let file = metrics.join(super::nightly::MODEL_FILE);
+    if file.is_file() {
+        let text = crate::config::read_file(&file)?;
+        let m: super::nightly::ModelFile =
+            yaml_serde::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        return Ok(m.crawler);
+    }
+    let calibration = TrafficGroups::open(
+        dataset,
+        metrics,
+        config,
+        &crawler.model,
+        args.scale.group_rows(),
+    )
+    .and_then(|g| g.calibrate())
+    .context("loading the traffic to calibrate the crawler model")?;
+    Ok(calibration.choose().model)
+}
+
 pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<u8> {
     let config = BreakerConfig::load(&args.config)?;
-    let model = crate::settings::load(args.settings.as_deref())?
-        .crawler
-        .model;
+    let crawler = crate::settings::load(args.settings.as_deref())?.crawler;
     let host = args
         .host
         .as_deref()
         .map(crate::hostname::normalize_host)
         .transpose()
         .map_err(|e| InputError(format!("--host: {e}")))?;
-    let (dataset, metrics, scratch) = prepare(args, &model)?;
+    let (dataset, metrics, scratch) = prepare(args, &crawler.model)?;
     let result = (|| -> anyhow::Result<()> {
+        let model = replay_model(&crawler, &dataset, &metrics, &config, args)?;
         let mut rows = Vec::new();
         let mut add = |traffic: &Traffic| -> anyhow::Result<()> {
             for t in &traffic.hosts {

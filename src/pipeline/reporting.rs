@@ -132,13 +132,13 @@ impl ReportJob<'_> {
     /// (what, how) line per field.
     fn model_lines(&self) -> anyhow::Result<Vec<(String, String)>> {
         let model_path = self.metrics.join(super::nightly::MODEL_FILE);
-        let (model, calibration) = if model_path.is_file() {
+        let (model, calibration, fields) = if model_path.is_file() {
             let text = crate::config::read_file(&model_path)?;
             let m: super::nightly::ModelFile = yaml_serde::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
-            (m.crawler, Some(m.calibration))
+            (m.crawler, Some(m.calibration), m.fields)
         } else {
-            (self.model.clone(), None)
+            (self.model.clone(), None, Vec::new())
         };
         let mut lines: Vec<(String, String)> = model
             .describe()
@@ -148,6 +148,11 @@ impl ReportJob<'_> {
         if let Some(c) = calibration {
             lines.push(("chosen".to_owned(), c));
         }
+        lines.extend(
+            fields
+                .iter()
+                .map(|f| (format!("night: {}", f.field), f.describe())),
+        );
         Ok(lines)
     }
 

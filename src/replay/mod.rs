@@ -13,6 +13,7 @@
 //! running share follows the failure rate of the incident the gap lies in (else the
 //! host's background rate); see `fill_gaps`.
 
+pub mod calibrate;
 pub mod traffic;
 
 use serde::Serialize;
@@ -89,6 +90,20 @@ pub enum Outcome {
     Uncounted,
 }
 
+/// What a row is, whatever the model: the model decides how the breaker counts it
+/// ([`ReplayModel::outcome`]), so calibration can try models on the same calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum Kind {
+    /// A response from the network: `Call::outcome` is its status's.
+    #[default]
+    Response,
+    /// A response served from the HTTP cache.
+    CacheHit,
+    /// A request that raised (a timeout, a connection error): a row with an error and
+    /// no status.
+    Exception,
+}
+
 /// One request as the crawler made it (one telemetry row), or a synthetic one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Call {
@@ -99,6 +114,7 @@ pub struct Call {
     /// Earlier attempts that failed and were retried; each went through the breaker.
     pub retried_failures: u32,
     pub outcome: Outcome,
+    pub kind: Kind,
     /// Retry-After of a 429/503 final response, seconds.
     pub retry_after_s: Option<f64>,
     /// How long the call took; a half-open trial occupies its slot that long.
@@ -138,6 +154,33 @@ pub struct ReplayModel {
     /// One cooldown for all of the host's instances (a shared store).
     pub fleet_cooldowns: bool,
     pub success_clears_cooldown: bool,
+    /// A cache hit counts as a success; otherwise it never reaches the breaker.
+    pub cache_hit_is_success: bool,
+    /// A request that raised counts as a failure.
+    pub exceptions_are_failures: bool,
+}
+
+impl ReplayModel {
+    /// How the breaker counts a call's final attempt under the model; `None` when the
+    /// call never reaches the breaker (a cache hit the crawler does not count).
+    pub fn outcome(&self, c: &Call) -> Option<Outcome> {
+        match c.kind {
+            Kind::Response => Some(c.outcome),
+            Kind::CacheHit => self.cache_hit_is_success.then_some(Outcome::Success),
+            Kind::Exception if self.exceptions_are_failures => Some(Outcome::Failure),
+            Kind::Exception => Some(Outcome::Uncounted),
+        }
+    }
+
+    /// The call's earlier attempts that the breaker counted as failures (those of a
+    /// request that raised too: their statuses are estimated as a response's are).
+    pub fn retried_failures(&self, c: &Call) -> u32 {
+        if self.count_retries && c.kind != Kind::CacheHit && !c.exact {
+            c.retried_failures
+        } else {
+            0
+        }
+    }
 }
 
 impl Default for ReplayModel {
@@ -154,6 +197,8 @@ impl From<&crate::crawler::CrawlerModel> for ReplayModel {
             fleet_breaker: m.breaker_scope == crate::crawler::Scope::Fleet,
             fleet_cooldowns: m.cooldown_scope == crate::crawler::Scope::Fleet,
             success_clears_cooldown: m.success_clears_cooldown,
+            cache_hit_is_success: m.cache_hit_is_success,
+            exceptions_are_failures: m.exceptions_are_failures,
         }
     }
 }
@@ -397,6 +442,9 @@ pub fn replay(
     };
     let mut inc_i = 0usize;
     for c in calls {
+        let Some(outcome) = model.outcome(c) else {
+            continue;
+        };
         run.f.calls += 1;
         run.f.synthetic_calls += u64::from(c.synthetic);
         while inc_i < incidents.len() && incidents[inc_i].end_s <= c.t_s {
@@ -411,11 +459,7 @@ pub fn replay(
             c.instance as usize
         };
         let t = c.t_s;
-        let retried = if model.count_retries && !c.exact {
-            c.retried_failures
-        } else {
-            0
-        };
+        let retried = model.retried_failures(c);
         // The retried attempts, then the final one: each must be admitted; a denied
         // attempt raises, which ends the request (and leaves no row).
         let mut blocked = false;
@@ -426,11 +470,11 @@ pub fn replay(
             }
             run.f.attempts += 1;
             let last = a == retried;
-            let failure = !last || c.failed();
+            let failure = !last || outcome == Outcome::Failure;
             if failure && unhealthy {
                 run.f.failures_let_through += 1;
             }
-            if !last || c.outcome != Outcome::Uncounted {
+            if !last || outcome != Outcome::Uncounted {
                 let ra = if last { c.retry_after_s } else { None };
                 run.record(i, t, failure, ra, Some(t + c.elapsed_s));
             }
@@ -444,9 +488,9 @@ pub fn replay(
             continue;
         }
         // The final outcome, recorded again after the retry loop.
-        if c.outcome != Outcome::Uncounted && !c.exact {
+        if outcome != Outcome::Uncounted && !c.exact {
             for _ in 1..model.final_outcome_counted {
-                run.record(i, t, c.failed(), c.retry_after_s, None);
+                run.record(i, t, outcome == Outcome::Failure, c.retry_after_s, None);
             }
         }
     }
@@ -531,6 +575,7 @@ pub fn fill_gaps(
                     } else {
                         Outcome::Success
                     },
+                    kind: Kind::Response,
                     retry_after_s: None,
                     elapsed_s: 0.0,
                     synthetic: true,
@@ -592,6 +637,7 @@ mod tests {
             } else {
                 Outcome::Success
             },
+            kind: Kind::Response,
             retry_after_s: None,
             elapsed_s: 0.0,
             synthetic: false,
@@ -619,6 +665,8 @@ mod tests {
             fleet_breaker: false,
             fleet_cooldowns: false,
             success_clears_cooldown: false,
+            cache_hit_is_success: true,
+            exceptions_are_failures: false,
         }
     }
 

@@ -8,8 +8,8 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use super::{
-    Call, Figures, Gap, Incident, Outcome, ReplayModel, ReplayPolicy, Span, fill_gaps, merge_gaps,
-    merge_spans, replay,
+    Call, Figures, Gap, Incident, Kind, Outcome, ReplayModel, ReplayPolicy, Span, fill_gaps,
+    merge_gaps, merge_spans, replay,
 };
 use crate::config::BreakerConfig;
 use crate::crawler::CrawlerModel;
@@ -36,8 +36,12 @@ pub struct HostTraffic {
     pub calls: Vec<Call>,
     /// Instances replayed from their logged outcomes.
     pub logged_instances: usize,
-    /// Failures the recorded opens prove but no row shows (see [`hidden_failures`]).
+    /// Failures the recorded opens prove but no row shows (see [`hidden_failures`]),
+    /// in `calls` as synthetic exact failures.
     pub inferred_failures: u64,
+    /// The recorded transitions (instance, time, old state, new state), in time order:
+    /// calibration infers each candidate model's hidden failures from them.
+    pub transitions: Vec<(u32, f64, &'static str, &'static str)>,
     pub incidents: Vec<Incident>,
     pub recorded: Recorded,
     /// The policy the crawler ran for the host (its busiest role's trial budget).
@@ -87,54 +91,6 @@ impl Traffic {
         self.hosts.iter().find(|h| h.host == host)
     }
 
-    /// Total miss of the recorded opens over all hosts when replayed under `model`.
-    pub fn open_miss(&self, model: &ReplayModel) -> u64 {
-        self.hosts
-            .iter()
-            .map(|t| {
-                replay(&t.calls, &t.policy, model, &t.incidents, self.hours)
-                    .opens
-                    .abs_diff(t.recorded.opens)
-            })
-            .sum()
-    }
-
-    /// Calibration: the candidate crawler models (breaker per process or per fleet,
-    /// retries counted or not, final outcome once or twice) replayed under the recorded
-    /// policies; the one whose replayed opens miss the recorded ones least, `base` on a
-    /// tie. Returns the chosen model and (its miss, `base`'s miss).
-    pub fn calibrate(&self, base: &CrawlerModel) -> (CrawlerModel, u64, u64) {
-        choose(self.misses(base))
-    }
-
-    /// Each candidate model of [`Traffic::calibrate`] with its total miss of the recorded
-    /// opens, `base` first.
-    pub fn misses(&self, base: &CrawlerModel) -> Vec<(CrawlerModel, u64)> {
-        let mut out = vec![(base.clone(), self.open_miss(&ReplayModel::from(base)))];
-        for fleet in [false, true] {
-            for count_retries in [true, false] {
-                for final_outcome_counted in [2, 1] {
-                    let candidate = CrawlerModel {
-                        breaker_scope: if fleet {
-                            crate::crawler::Scope::Fleet
-                        } else {
-                            crate::crawler::Scope::Process
-                        },
-                        count_retries,
-                        final_outcome_counted,
-                        ..base.clone()
-                    };
-                    if candidate == *base {
-                        continue;
-                    }
-                    let miss = self.open_miss(&ReplayModel::from(&candidate));
-                    out.push((candidate, miss));
-                }
-            }
-        }
-        out
-    }
-
     /// Replays every host under the policy the crawler ran and compares with what its
     /// breakers recorded, per instance.
     pub fn fidelity(&self) -> Vec<Fidelity> {
@@ -171,20 +127,6 @@ impl Traffic {
     pub fn replay(&self, t: &HostTraffic, policy: &ReplayPolicy) -> Figures {
         replay(&t.calls, policy, &self.model, &t.incidents, self.hours)
     }
-}
-
-/// The candidate that misses least (the first, `base`, on a tie), with its miss and
-/// `base`'s.
-pub fn choose(misses: Vec<(CrawlerModel, u64)>) -> (CrawlerModel, u64, u64) {
-    let base_miss = misses.first().map_or(0, |m| m.1);
-    let mut best: Option<(CrawlerModel, u64)> = None;
-    for (m, miss) in misses {
-        if best.as_ref().is_none_or(|b| miss < b.1) {
-            best = Some((m, miss));
-        }
-    }
-    let (model, miss) = best.unwrap_or_default();
-    (model, miss, base_miss)
 }
 
 fn us_to_s(v: i64) -> f64 {
@@ -226,24 +168,36 @@ pub fn hidden_failures(
         .max()
         .map_or(0, |m| m as usize + 1);
     let mut exact = vec![false; instances];
-    for c in calls.iter().filter(|c| c.exact) {
+    for c in calls.iter().filter(|c| c.exact && !c.synthetic) {
         exact[c.instance as usize] = true;
     }
     for inst in 0..instances as u32 {
         if exact[inst as usize] {
             continue;
         }
-        let mut own = calls.iter().filter(|c| c.instance == inst).peekable();
+        // The recorded calls only: synthetic ones (earlier inferences, gap fill) are not
+        // what the breaker saw.
+        let mut own = calls
+            .iter()
+            .filter(|c| c.instance == inst && !c.synthetic)
+            .peekable();
         let mut run = 0u32;
         for &(_, t, old, new) in transitions.iter().filter(|t| t.0 == inst) {
             // The calls up to the transition, as the breaker counted them.
             while let Some(c) = own.next_if(|c| c.t_s <= t) {
-                match c.outcome {
-                    super::Outcome::Failure => {
-                        run += c.retried_failures + model.final_outcome_counted;
+                let retried = model.retried_failures(c);
+                match model.outcome(c) {
+                    Some(super::Outcome::Failure) => {
+                        let repeats = if c.exact {
+                            1
+                        } else {
+                            model.final_outcome_counted
+                        };
+                        run = run.saturating_add(retried + repeats);
                     }
-                    super::Outcome::Success => run = 0,
-                    super::Outcome::Uncounted => run += c.retried_failures,
+                    Some(super::Outcome::Success) => run = 0,
+                    Some(super::Outcome::Uncounted) => run = run.saturating_add(retried),
+                    None => {}
                 }
             }
             // Bounded whatever the config says (a held host's fail_max of 10^9 would
@@ -261,6 +215,7 @@ pub fn hidden_failures(
                     instance: inst,
                     retried_failures: 0,
                     outcome: super::Outcome::Failure,
+                    kind: Kind::Response,
                     retry_after_s: None,
                     elapsed_s: 0.0,
                     synthetic: true,
@@ -276,6 +231,16 @@ pub fn hidden_failures(
     out
 }
 
+/// A recorded breaker state as the hidden-failure walk reads it.
+fn state(s: &str) -> &'static str {
+    match s {
+        "closed" => "closed",
+        "open" => "open",
+        "half_open" => "half_open",
+        _ => "other",
+    }
+}
+
 /// Builds every host's traffic: the rows the breakers counted, in one pass.
 pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     let TrafficInput {
@@ -287,21 +252,38 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         config,
         model,
     } = input;
+    // Calls carry their process whatever the model (a fleet-wide breaker is the replay's
+    // reading of them), so calibration can try either scope.
+    let per_process = CrawlerModel {
+        breaker_scope: crate::crawler::Scope::Process,
+        ..model.clone()
+    };
     let (ws, we) = (w0 as f64 / 1e6, w1 as f64 / 1e6);
     let hours = (we - ws) / 3600.0;
     // The rows the breakers counted, read once; each becomes a `Call` (56 bytes) and
     // the frame goes. Hosts, sources and instances come as codes (`RowKeys`).
+    // Every row a breaker may have counted (all but the denied ones), with what it is:
+    // the model decides how each counts (`ReplayModel::outcome`).
+    let blocked = col("breaker_recorded").eq(lit("blocked")).fill_null(false);
     let events = crate::metrics::collect(
-        events.filter(crate::metrics::breaker_counted()).select([
+        events.filter(blocked.not()).select([
             col("host"),
             col("role"),
             col("source"),
             col("run_id"),
             col("ts").cast(DataType::Int64).alias("t"),
             col("id").cast(DataType::Int64),
-            col("outcome").cast(DataType::Int64),
-            col("retried_failures").cast(DataType::Int64),
+            col("is_failure").cast(DataType::Int64).alias("outcome"),
+            col("retried_fail_attempts")
+                .cast(DataType::Int64)
+                .alias("retried_failures"),
             col("is_net"),
+            when(col("is_timeout"))
+                .then(lit(2i32))
+                .when(col("is_net"))
+                .then(lit(0i32))
+                .otherwise(lit(1i32))
+                .alias("kind"),
             when(col("status").eq(lit(429)).or(col("status").eq(lit(503))))
                 .then(col("retry_after_s").cast(DataType::Float64))
                 .otherwise(lit(NULL).cast(DataType::Float64))
@@ -310,26 +292,29 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         ]),
     )?;
     let transitions = crate::metrics::collect(
-        crate::metrics::with_instance(crate::metrics::dedupe_transitions(transitions), model)
-            .filter(col("scope").eq(lit("host")).or(col("scope").is_null()))
-            .select([
-                col("host"),
-                col("instance"),
-                col("ts").cast(DataType::Int64).alias("t"),
-                col("old_state"),
-                col("new_state"),
-                col("reset_timeout_s").cast(DataType::Float64),
-                col("source"),
-                col("id"),
-            ])
-            .sort(
-                ["host", "instance", "t", "source", "id"],
-                SortMultipleOptions::default(),
-            ),
+        crate::metrics::with_instance(
+            crate::metrics::dedupe_transitions(transitions),
+            &per_process,
+        )
+        .filter(col("scope").eq(lit("host")).or(col("scope").is_null()))
+        .select([
+            col("host"),
+            col("instance"),
+            col("ts").cast(DataType::Int64).alias("t"),
+            col("old_state"),
+            col("new_state"),
+            col("reset_timeout_s").cast(DataType::Float64),
+            col("source"),
+            col("id"),
+        ])
+        .sort(
+            ["host", "instance", "t", "source", "id"],
+            SortMultipleOptions::default(),
+        ),
     )?;
     let logged = crate::metrics::with_instance(
         outcomes.filter(col("scope").eq(lit("host")).or(col("scope").is_null())),
-        model,
+        &per_process,
     )
     .filter(col("outcome").is_not_null())
     .select([
@@ -344,7 +329,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     // its rows are skipped.
     let mut rows = Rows::default();
     rows.add_logged(&crate::metrics::collect(logged)?)?;
-    rows.add_events(&events, model.breaker_scope)?;
+    rows.add_events(&events, crate::crawler::Scope::Process)?;
     drop(events);
     let sources = &rows.sources;
     // Sources ranked by name (those of the calls and of the logged outcomes): the
@@ -438,15 +423,11 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
             c.seq = seq(rank[(c.seq >> SEQ_ID_BITS) as usize], c.seq & SEQ_ID_MASK);
         }
         recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
-        let hidden = hidden_failures(
-            &recorded_calls,
-            &host_transitions
-                .iter()
-                .map(|t| (index(&t.instance), t.t_s, t.old.as_str(), t.new.as_str()))
-                .collect::<Vec<_>>(),
-            policy.fail_max,
-            &ReplayModel::from(model),
-        );
+        let steps: Vec<(u32, f64, &'static str, &'static str)> = host_transitions
+            .iter()
+            .map(|t| (index(&t.instance), t.t_s, state(&t.old), state(&t.new)))
+            .collect();
+        let hidden = hidden_failures(&recorded_calls, &steps, policy.fail_max, &replay_model);
         let inferred = hidden.len() as u64;
         if !hidden.is_empty() {
             recorded_calls.extend(hidden);
@@ -563,6 +544,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         hosts.push(HostTraffic {
             host,
             inferred_failures: inferred,
+            transitions: steps,
             logged_instances: n_logged,
             instances,
             calls,
@@ -676,6 +658,7 @@ impl Rows {
         let outcome = df.column("outcome")?.i64()?;
         let retried = df.column("retried_failures")?.i64()?;
         let net = df.column("is_net")?.bool()?;
+        let kind = df.column("kind")?.i32()?;
         let ra = df.column("ra")?.f64()?;
         let el = df.column("elapsed")?.f64()?;
         // Each host's calls and network rows per role, by code; each instance's
@@ -689,9 +672,10 @@ impl Rows {
             .zip(outcome.iter())
             .zip(retried.iter())
             .zip(net.iter())
+            .zip(kind.iter())
             .zip(ra.iter())
             .zip(el.iter());
-        for (i, ((((((t, id), outcome), retried), net), ra), el)) in columns.enumerate() {
+        for (i, (((((((t, id), outcome), retried), net), kind), ra), el)) in columns.enumerate() {
             let inst = instances.of_row[i] as usize;
             if logged[inst] {
                 continue;
@@ -706,10 +690,15 @@ impl Rows {
                 t_s: us_to_s(t.unwrap_or(0)),
                 instance,
                 retried_failures: retried.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
-                outcome: match outcome {
-                    Some(1) => Outcome::Failure,
-                    Some(_) => Outcome::Success,
-                    None => Outcome::Uncounted,
+                outcome: match (kind, outcome) {
+                    (Some(0), Some(1)) => Outcome::Failure,
+                    (Some(2), _) => Outcome::Uncounted,
+                    _ => Outcome::Success,
+                },
+                kind: match kind {
+                    Some(2) => Kind::Exception,
+                    Some(1) => Kind::CacheHit,
+                    _ => Kind::Response,
                 },
                 retry_after_s: ra,
                 elapsed_s: el.unwrap_or(0.0).max(0.0) / 1000.0,
@@ -773,6 +762,7 @@ impl Rows {
                 } else {
                     Outcome::Success
                 },
+                kind: Kind::Response,
                 retry_after_s: None,
                 elapsed_s: 0.0,
                 synthetic: false,

@@ -77,6 +77,14 @@ pub struct SimOptions {
     /// landing roles, with a load that rises and falls through the night (ground
     /// truth: `quotas`).
     pub quotas: bool,
+    /// How the simulated crawler's breakers count (the documented model by default):
+    /// cache hits, exceptions, retried attempts, the final outcome's repeat and a
+    /// success clearing the cooldown follow it, so tests can cover crawlers that
+    /// account differently. Breakers stay one per machine; cooldowns follow `cooldowns`.
+    pub crawler: crate::crawler::CrawlerModel,
+    /// A request that raised on an exception (out of retries) leaves a row: no status,
+    /// the error (the documented crawler writes none).
+    pub exception_rows: bool,
 }
 
 impl SimOptions {
@@ -97,6 +105,8 @@ impl SimOptions {
             night: 1,
             ratelimits: None,
             quotas: false,
+            crawler: crate::crawler::CrawlerModel::default(),
+            exception_rows: false,
         }
     }
 
@@ -446,6 +456,9 @@ struct HostSim {
     next_call_s: f64,
     pending: BinaryHeap<Attempt>,
     seq: u64,
+    /// How the crawler's breakers count (`SimOptions::crawler`).
+    crawler: crate::crawler::CrawlerModel,
+    exception_rows: bool,
     /// Log every recorded outcome (the sink variant's listener events).
     log_outcomes: bool,
     outcomes: Vec<OutcomeEvent>,
@@ -719,6 +732,8 @@ impl HostSim {
             next_call_s: first,
             pending: BinaryHeap::new(),
             seq: 0,
+            crawler: opts.crawler.clone(),
+            exception_rows: opts.exception_rows,
             log_outcomes: opts.variant == Variant::Sink,
             outcomes: Vec::new(),
             limiters,
@@ -770,7 +785,7 @@ impl HostSim {
                 let cap = self.breakers[machine].policy.retry_after_cap_s;
                 self.cooldown_until[slot] = self.cooldown_until[slot].max(t + ra.min(cap));
             }
-        } else {
+        } else if self.crawler.success_clears_cooldown {
             self.cooldown_until[slot] = f64::NEG_INFINITY;
         }
         let before = tr.len();
@@ -918,12 +933,19 @@ impl HostSim {
         tr: &mut Vec<(usize, Transition)>,
     ) {
         let mut local = Vec::new();
-        let Some(state) = self.admit(machine, t, &mut local) else {
-            self.blocked(t);
-            tr.extend(local.into_iter().map(|x| (machine, x)));
-            return;
+        // A crawler that does not count cache hits never asks its breaker either.
+        let counted = self.crawler.cache_hit_is_success;
+        let state = if counted {
+            let Some(state) = self.admit(machine, t, &mut local) else {
+                self.blocked(t);
+                tr.extend(local.into_iter().map(|x| (machine, x)));
+                return;
+            };
+            self.record(machine, t, false, None, &mut local);
+            state
+        } else {
+            self.breakers[machine].state()
         };
-        self.record(machine, t, false, None, &mut local);
         self.truth.outcome.successes += 1;
         tr.extend(local.into_iter().map(|x| (machine, x)));
         let elapsed_ms = self.rng.random_range(0..3);
@@ -942,7 +964,7 @@ impl HostSim {
             retry_after_s: None,
             rate_delay_ms: 0,
             breaker_state: Some(state),
-            breaker_recorded: "success",
+            breaker_recorded: if counted { "success" } else { "none" },
             elapsed_ms,
             error: None,
         });
@@ -959,10 +981,18 @@ impl HostSim {
     ) {
         let (t, m) = (a.t, a.machine);
         let mut local = Vec::new();
+        let asks = a.made == 0 || self.crawler.count_retries;
         let state = match a.sent {
             Some(state) => state,
             None => {
-                let Some(state) = self.admit(m, t, &mut local) else {
+                // A crawler whose retries are not counted asks its breaker once per
+                // request.
+                let admitted = if asks {
+                    self.admit(m, t, &mut local)
+                } else {
+                    Some(self.breakers[m].state())
+                };
+                let Some(state) = admitted else {
                     tr.extend(local.into_iter().map(|x| (m, x)));
                     // Denied: `BreakerOpenError` is not retried and leaves no row.
                     self.blocked(t);
@@ -1084,19 +1114,23 @@ impl HostSim {
         }
         let retryable = status.is_none_or(|s| RETRYABLE.contains(&s));
         let ra = retry_after_s.map(|s| s as f64);
-        // An exception is not a breaker failure (no exception types are passed); a
-        // status is counted either way.
-        if status.is_some() {
-            self.record(m, t, failure, ra, &mut local);
+        // An exception is a breaker failure only when the crawler passes exception
+        // types; a status is counted either way. Without counted retries, only the
+        // request's last attempt is.
+        let counts = status.is_some() || self.crawler.exceptions_are_failures;
+        let breaker_failure = failure || status.is_none();
+        let will_retry = retryable && made <= self.max_retries;
+        if counts && (self.crawler.count_retries || !will_retry) {
+            self.record(m, t, breaker_failure, ra, &mut local);
             if state == State::HalfOpen {
-                if failure {
+                if breaker_failure {
                     self.truth.half_open_failures += 1;
                 } else {
                     self.truth.half_open_successes += 1;
                 }
             }
         }
-        if retryable && made <= self.max_retries {
+        if will_retry {
             // tenacity: Retry-After for 429/503 when sent, else a random exponential
             // wait (multiplier 0.75, at most 60 s).
             let wait = match ra.filter(|_| matches!(status, Some(429 | 503))) {
@@ -1117,14 +1151,18 @@ impl HostSim {
             tr.extend(local.into_iter().map(|x| (m, x)));
             return;
         }
-        if status.is_none() {
+        if status.is_none() && !self.exception_rows {
             // Out of retries on an exception: the request raised, no row.
             self.truth.raised += 1;
             tr.extend(local.into_iter().map(|x| (m, x)));
             return;
         }
-        // The final response, recorded once more after the retry loop.
-        self.record(m, t, failure, ra, &mut local);
+        // The final outcome, recorded once more after the retry loop.
+        if counts {
+            for _ in 1..self.crawler.final_outcome_counted.max(1) {
+                self.record(m, t, breaker_failure, ra, &mut local);
+            }
+        }
         tr.extend(local.into_iter().map(|x| (m, x)));
         self.truth.rows += 1;
         self.truth.network_rows += 1;
@@ -1143,7 +1181,11 @@ impl HostSim {
             retry_after_s,
             rate_delay_ms: a.rate_delay_ms,
             breaker_state: Some(state),
-            breaker_recorded: if failure { "failure" } else { "success" },
+            breaker_recorded: match (counts, breaker_failure) {
+                (false, _) => "none",
+                (true, true) => "failure",
+                (true, false) => "success",
+            },
             elapsed_ms,
             error,
         });

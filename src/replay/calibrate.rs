@@ -1,0 +1,675 @@
+//! Calibration: the crawler model the night's recorded breakers show.
+//!
+//! Every field that changes what a breaker counts is searched: breaker and cooldown
+//! scope, a success clearing the cooldown, retried attempts counted, the final outcome
+//! counted once or twice, a cache hit counted as a success, exceptions counted as
+//! failures. Not all 2^k models: the search starts from the configured (documented)
+//! model and moves one field at a time while the fit clearly improves ([`descend`],
+//! [`clearly_better`]). A field the
+//! night cannot show (no cache hits, no exception rows, no retried rows, no cooldowns,
+//! one process per host) is not moved: its signature is absent from the calls, so every
+//! model agrees on it and the fit cannot tell ([`Signs`]).
+//!
+//! The fit of a model ([`Fit`]) replays every host's recorded policy on the same calls
+//! (calls carry what they are, whatever the model: `Call::kind`) and compares with the
+//! recorded transitions. An open the model cannot reproduce is a miss; an open it reaches
+//! only by inventing failures that no row shows (requests that raised and left no row,
+//! [`super::traffic::hidden_failures`]) costs those failures: a model that counts too
+//! little explains every open by invention, and is charged for it. The score weighs a
+//! missed open as the host's `fail_max` failures.
+//!
+//! Fits are sums over hosts, so host groups and shards add theirs; the fleet's choice is
+//! the same descent over the summed fits.
+
+use serde::{Deserialize, Serialize};
+
+use super::traffic::{Traffic, hidden_failures};
+use super::{Call, Kind, Outcome, ReplayModel, replay};
+use crate::crawler::{CrawlerModel, Scope};
+
+/// How well a model explains the recorded breakers on some hosts (sums over hosts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fit {
+    /// |replayed - recorded| opens, per breaker (per host under a fleet-wide one),
+    /// summed.
+    pub open_miss: u64,
+    /// Failures no row shows that the recorded opens need under the model.
+    pub inferred: u64,
+    /// What the search minimises: each host's open miss times its `fail_max` (an open
+    /// the model cannot place is that many failures unaccounted for), plus `inferred`.
+    pub score: u64,
+}
+
+impl std::ops::AddAssign for Fit {
+    fn add_assign(&mut self, o: Fit) {
+        self.open_miss = self.open_miss.saturating_add(o.open_miss);
+        self.inferred = self.inferred.saturating_add(o.inferred);
+        self.score = self.score.saturating_add(o.score);
+    }
+}
+
+/// A model field the calibration moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    BreakerScope,
+    CooldownScope,
+    SuccessClearsCooldown,
+    CountRetries,
+    FinalOutcomeCounted,
+    CacheHitIsSuccess,
+    ExceptionsAreFailures,
+}
+
+impl Field {
+    pub const ALL: [Field; 7] = [
+        Field::FinalOutcomeCounted,
+        Field::CountRetries,
+        Field::CacheHitIsSuccess,
+        Field::ExceptionsAreFailures,
+        Field::BreakerScope,
+        Field::CooldownScope,
+        Field::SuccessClearsCooldown,
+    ];
+
+    /// Its key in the `crawler:` section.
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::BreakerScope => "breaker_scope",
+            Field::CooldownScope => "cooldown_scope",
+            Field::SuccessClearsCooldown => "success_clears_cooldown",
+            Field::CountRetries => "count_retries",
+            Field::FinalOutcomeCounted => "final_outcome_counted",
+            Field::CacheHitIsSuccess => "cache_hit_is_success",
+            Field::ExceptionsAreFailures => "exceptions_are_failures",
+        }
+    }
+
+    /// Its value in `m`, as the settings file writes it.
+    pub fn value(self, m: &CrawlerModel) -> String {
+        match self {
+            Field::BreakerScope => m.breaker_scope.as_str().to_owned(),
+            Field::CooldownScope => m.cooldown_scope.as_str().to_owned(),
+            Field::SuccessClearsCooldown => m.success_clears_cooldown.to_string(),
+            Field::CountRetries => m.count_retries.to_string(),
+            Field::FinalOutcomeCounted => m.final_outcome_counted.to_string(),
+            Field::CacheHitIsSuccess => m.cache_hit_is_success.to_string(),
+            Field::ExceptionsAreFailures => m.exceptions_are_failures.to_string(),
+        }
+    }
+
+    /// `m` with this field moved to its other value (the final outcome: once <-> twice).
+    pub fn moved(self, m: &CrawlerModel) -> CrawlerModel {
+        let other = |s: Scope| match s {
+            Scope::Process => Scope::Fleet,
+            Scope::Fleet => Scope::Process,
+        };
+        let mut out = m.clone();
+        match self {
+            Field::BreakerScope => out.breaker_scope = other(m.breaker_scope),
+            Field::CooldownScope => out.cooldown_scope = other(m.cooldown_scope),
+            Field::SuccessClearsCooldown => {
+                out.success_clears_cooldown = !m.success_clears_cooldown;
+            }
+            Field::CountRetries => out.count_retries = !m.count_retries,
+            Field::FinalOutcomeCounted => {
+                out.final_outcome_counted = if m.final_outcome_counted >= 2 { 1 } else { 2 };
+            }
+            Field::CacheHitIsSuccess => out.cache_hit_is_success = !m.cache_hit_is_success,
+            Field::ExceptionsAreFailures => {
+                out.exceptions_are_failures = !m.exceptions_are_failures;
+            }
+        }
+        out
+    }
+
+    /// `m` with this field as in `base`.
+    fn reset(self, m: &CrawlerModel, base: &CrawlerModel) -> CrawlerModel {
+        if self.value(m) == self.value(base) {
+            m.clone()
+        } else {
+            self.moved(m)
+        }
+    }
+}
+
+/// What the night's calls hold that could show each field: without its signature a
+/// field changes no replay, and the night cannot tell its value. Sums over hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signs {
+    /// Recorded transitions to open.
+    pub opens: u64,
+    /// Rows whose final status failed.
+    pub failed_rows: u64,
+    /// Rows with failed retried attempts.
+    pub retried_rows: u64,
+    pub cache_hits: u64,
+    /// Rows of requests that raised (no status, an error).
+    pub exceptions: u64,
+    /// Failed rows with a Retry-After, and failures under a rolling-window rule: what
+    /// sets a cooldown.
+    pub cooldown_failures: u64,
+    /// Hosts with more than one breaker instance (process).
+    pub shared_hosts: u64,
+    /// Outcomes the breakers logged themselves: their instances are replayed from them,
+    /// whatever the rows stand for.
+    #[serde(default)]
+    pub logged: u64,
+}
+
+impl std::ops::AddAssign for Signs {
+    fn add_assign(&mut self, o: Signs) {
+        self.opens += o.opens;
+        self.failed_rows += o.failed_rows;
+        self.retried_rows += o.retried_rows;
+        self.cache_hits += o.cache_hits;
+        self.exceptions += o.exceptions;
+        self.cooldown_failures += o.cooldown_failures;
+        self.shared_hosts += o.shared_hosts;
+        self.logged += o.logged;
+    }
+}
+
+impl Signs {
+    pub fn of(traffic: &Traffic) -> Signs {
+        let mut s = Signs::default();
+        for t in &traffic.hosts {
+            s.opens += t.recorded.opens;
+            s.shared_hosts += u64::from(t.instances.len() > 1);
+            let rolling = t.policy.rolling.is_some();
+            s.logged += t.calls.iter().filter(|c| c.exact && !c.synthetic).count() as u64;
+            for c in t.calls.iter().filter(|c| !c.synthetic && !c.exact) {
+                match c.kind {
+                    Kind::CacheHit => s.cache_hits += 1,
+                    Kind::Exception => s.exceptions += 1,
+                    Kind::Response => {
+                        let failed = c.outcome == Outcome::Failure;
+                        s.failed_rows += u64::from(failed);
+                        s.cooldown_failures +=
+                            u64::from(failed && (c.retry_after_s.is_some() || rolling));
+                    }
+                }
+                s.retried_rows += u64::from(c.retried_failures > 0);
+            }
+        }
+        s
+    }
+
+    /// Whether the night holds the field's signature.
+    pub fn shows(&self, f: Field) -> bool {
+        match f {
+            Field::BreakerScope => self.shared_hosts > 0,
+            Field::CooldownScope => self.shared_hosts > 0 && self.cooldown_failures > 0,
+            Field::SuccessClearsCooldown => self.cooldown_failures > 0,
+            Field::CountRetries => self.retried_rows > 0,
+            Field::FinalOutcomeCounted => self.failed_rows + self.exceptions > 0,
+            Field::CacheHitIsSuccess => self.cache_hits > 0,
+            Field::ExceptionsAreFailures => self.exceptions > 0,
+        }
+    }
+
+    /// What the night held for the field, in words.
+    pub fn describe(&self, f: Field) -> String {
+        let shown = self.shows(f);
+        let what = match f {
+            Field::BreakerScope => {
+                format!("{} hosts called from several processes", self.shared_hosts)
+            }
+            Field::CooldownScope => format!(
+                "{} failures that set a cooldown, on {} hosts called from several processes",
+                self.cooldown_failures, self.shared_hosts
+            ),
+            Field::SuccessClearsCooldown => {
+                format!("{} failures that set a cooldown", self.cooldown_failures)
+            }
+            Field::CountRetries => {
+                format!("{} rows with failed retried attempts", self.retried_rows)
+            }
+            Field::FinalOutcomeCounted => format!(
+                "{} failed rows and {} rows of requests that raised",
+                self.failed_rows, self.exceptions
+            ),
+            Field::CacheHitIsSuccess => format!("{} cache hits", self.cache_hits),
+            Field::ExceptionsAreFailures => {
+                format!("{} rows of requests that raised", self.exceptions)
+            }
+        };
+        match (shown, self.logged) {
+            (true, _) => what,
+            (false, 0) => format!("{what}: the night cannot show it"),
+            (false, n) => format!(
+                "{what}: the night cannot show it (the breakers logged {n} outcomes themselves, and their replay reads those, not the rows)"
+            ),
+        }
+    }
+
+    /// `m` with every field the night cannot show as in `base`: every such model has
+    /// the same fit.
+    fn canonical(&self, m: &CrawlerModel, base: &CrawlerModel) -> CrawlerModel {
+        Field::ALL
+            .iter()
+            .filter(|f| !self.shows(**f))
+            .fold(m.clone(), |m, f| f.reset(&m, base))
+    }
+}
+
+/// The fit of `model` on every host of `traffic`: each host's recorded policy replayed
+/// on its calls, with the failures the recorded opens need under `model` in place of
+/// those inferred under the model the traffic was built with.
+pub fn fit(traffic: &Traffic, model: &CrawlerModel) -> Fit {
+    let rm = ReplayModel::from(model);
+    let mut total = Fit::default();
+    for t in &traffic.hosts {
+        let hidden = hidden_failures(&t.calls, &t.transitions, t.policy.fail_max, &rm);
+        let key = |c: &Call| (c.t_s, c.instance);
+        let order = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        let mut built: Vec<(f64, u32)> = t
+            .calls
+            .iter()
+            .filter(|c| c.synthetic && c.exact)
+            .map(key)
+            .collect();
+        let mut wanted: Vec<(f64, u32)> = hidden.iter().map(key).collect();
+        built.sort_by(order);
+        wanted.sort_by(order);
+        let same = built.len() == wanted.len()
+            && built
+                .iter()
+                .zip(&wanted)
+                .all(|(b, w)| b.0 == w.0 && b.1 == w.1);
+        let merged: Vec<Call>;
+        let calls: &[Call] = if same {
+            &t.calls
+        } else {
+            merged = with_hidden(&t.calls, hidden.clone());
+            &merged
+        };
+        let f = replay(calls, &t.policy, &rm, &t.incidents, traffic.hours);
+        // Per breaker: one process's extra opens do not cancel another's missing ones.
+        let open_miss = if rm.fleet_breaker {
+            f.opens.abs_diff(t.recorded.opens)
+        } else {
+            t.recorded
+                .instance_opens
+                .iter()
+                .zip(f.instance_opens.iter().chain(std::iter::repeat(&0)))
+                .map(|(r, p)| r.abs_diff(*p))
+                .sum()
+        };
+        let inferred = hidden.len() as u64;
+        total += Fit {
+            open_miss,
+            inferred,
+            score: open_miss
+                .saturating_mul(u64::from(t.policy.fail_max.max(1)))
+                .saturating_add(inferred),
+        };
+    }
+    total
+}
+
+/// `calls` without their inferred failures, with `hidden` instead, in replay order.
+fn with_hidden(calls: &[Call], mut hidden: Vec<Call>) -> Vec<Call> {
+    let mut out: Vec<Call> = calls
+        .iter()
+        .filter(|c| !(c.synthetic && c.exact))
+        .copied()
+        .collect();
+    hidden.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+    out.append(&mut hidden);
+    out.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+    out
+}
+
+/// The descent: from `base`, move the one field (among those `signs` shows) whose move
+/// lowers the score most, while that move is [`clearly_better`]. `fit_of` gives a model's fit, or `None` when
+/// it is unknown (such a move is not taken). Returns the model reached and its path.
+pub fn descend(
+    base: &CrawlerModel,
+    signs: &Signs,
+    mut fit_of: impl FnMut(&CrawlerModel) -> Option<Fit>,
+) -> Option<(CrawlerModel, Fit, Vec<Field>)> {
+    let mut current = base.clone();
+    let mut best = fit_of(base)?;
+    let mut path = Vec::new();
+    // Each round fixes one more field: at most every field once.
+    for _ in 0..Field::ALL.len() {
+        let mut step: Option<(Field, CrawlerModel, Fit)> = None;
+        for f in Field::ALL
+            .iter()
+            .filter(|f| signs.shows(**f) && !path.contains(*f))
+        {
+            let candidate = f.moved(&current);
+            if let Some(fit) = fit_of(&candidate)
+                && fit.score < step.as_ref().map_or(best.score, |s| s.2.score)
+            {
+                step = Some((*f, candidate, fit));
+            }
+        }
+        let Some((f, m, fit)) = step else { break };
+        if !clearly_better(fit.score, best.score) {
+            break;
+        }
+        path.push(f);
+        current = m;
+        best = fit;
+    }
+    Some((current, best, path))
+}
+
+/// Whether a score clearly beats the current one: by more than twice the current
+/// one's square root. The score counts misses and unseen failures, which vary about
+/// that much between nights of one crawler (the rows only approximate the attempts: a
+/// request's retried attempts are placed at its row, their statuses estimated), so a
+/// smaller gain is as likely the reconstruction's noise as the crawler's accounting.
+pub fn clearly_better(score: u64, current: u64) -> bool {
+    score < current && (current - score) as f64 > 2.0 * (current as f64).sqrt()
+}
+
+/// The fits a descent over one set of hosts computed, with what those hosts show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evaluated {
+    pub signs: Signs,
+    pub fits: Vec<(CrawlerModel, Fit)>,
+}
+
+impl Evaluated {
+    /// The descent on one group's traffic, every fit it computed kept.
+    pub fn on(traffic: &Traffic, base: &CrawlerModel) -> Evaluated {
+        let mut e = Evaluated {
+            signs: Signs::of(traffic),
+            fits: Vec::new(),
+        };
+        let signs = e.signs;
+        descend(base, &signs, |m| Some(e.fit_or_compute(traffic, base, m)));
+        e
+    }
+
+    /// The fit of `m` on these hosts, when known (a field these hosts cannot show
+    /// changes nothing).
+    pub fn get(&self, m: &CrawlerModel, base: &CrawlerModel) -> Option<Fit> {
+        let m = self.signs.canonical(m, base);
+        self.fits.iter().find(|(k, _)| *k == m).map(|(_, f)| *f)
+    }
+
+    /// The fit of `m`, computed on `traffic` (these hosts') when not known yet.
+    pub fn fit_or_compute(
+        &mut self,
+        traffic: &Traffic,
+        base: &CrawlerModel,
+        m: &CrawlerModel,
+    ) -> Fit {
+        if let Some(f) = self.get(m, base) {
+            return f;
+        }
+        let m = self.signs.canonical(m, base);
+        let f = fit(traffic, &m);
+        self.fits.push((m, f));
+        f
+    }
+}
+
+/// The fleet's calibration from its parts (host groups, or shards).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    pub base: CrawlerModel,
+    pub signs: Signs,
+    pub parts: Vec<Evaluated>,
+}
+
+/// What the calibration chose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub model: CrawlerModel,
+    pub fit: Fit,
+    pub base_fit: Fit,
+    /// The fields moved, in the order the descent moved them.
+    pub path: Vec<Field>,
+}
+
+impl Calibration {
+    pub fn new(base: &CrawlerModel, parts: Vec<Evaluated>) -> Calibration {
+        let mut signs = Signs::default();
+        for p in &parts {
+            signs += p.signs;
+        }
+        Calibration {
+            base: base.clone(),
+            signs,
+            parts,
+        }
+    }
+
+    /// The fleet's fit of `m`: the sum of the parts', when every part knows it.
+    pub fn fit(&self, m: &CrawlerModel) -> Option<Fit> {
+        let mut total = Fit::default();
+        for p in &self.parts {
+            total += p.get(m, &self.base)?;
+        }
+        Some(total)
+    }
+
+    /// The parts as one: every model each part knows, with the summed fits (a shard's
+    /// record, for the merge to add to the other shards').
+    pub fn summed(&self) -> Evaluated {
+        let mut fits: Vec<(CrawlerModel, Fit)> = Vec::new();
+        for p in &self.parts {
+            for (m, _) in &p.fits {
+                let m = self.signs.canonical(m, &self.base);
+                if fits.iter().any(|(k, _)| *k == m) {
+                    continue;
+                }
+                if let Some(f) = self.fit(&m) {
+                    fits.push((m, f));
+                }
+            }
+        }
+        Evaluated {
+            signs: self.signs,
+            fits,
+        }
+    }
+
+    /// The models the fleet's descent needs and some part does not know yet, per part.
+    pub fn missing(&self) -> Vec<(usize, CrawlerModel)> {
+        let mut asked = Vec::new();
+        descend(&self.base, &self.signs, |m| {
+            asked.push(m.clone());
+            self.fit(m)
+        });
+        let mut out = Vec::new();
+        for m in asked {
+            for (k, p) in self.parts.iter().enumerate() {
+                if p.get(&m, &self.base).is_none() {
+                    let c = p.signs.canonical(&m, &self.base);
+                    if !out.contains(&(k, c.clone())) {
+                        out.push((k, c));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The fleet's descent over the summed fits.
+    pub fn choose(&self) -> Choice {
+        let base_fit = self.fit(&self.base).unwrap_or_default();
+        match descend(&self.base, &self.signs, |m| self.fit(m)) {
+            Some((model, fit, path)) => Choice {
+                model,
+                fit,
+                base_fit,
+                path,
+            },
+            None => Choice {
+                model: self.base.clone(),
+                fit: base_fit,
+                base_fit,
+                path: Vec::new(),
+            },
+        }
+    }
+
+    /// Per field: what the night held for it, the value chosen, and the fit with that
+    /// field moved back (or away) from the chosen model, when known.
+    pub fn findings(&self, choice: &Choice) -> Vec<Finding> {
+        Field::ALL
+            .iter()
+            .map(|f| {
+                let other = f.moved(&choice.model);
+                Finding {
+                    field: f.key().to_owned(),
+                    start: f.value(&self.base),
+                    chosen: f.value(&choice.model),
+                    night: self.signs.describe(*f),
+                    shown: self.signs.shows(*f),
+                    fit: choice.fit,
+                    other: f.value(&other),
+                    other_fit: if self.signs.shows(*f) {
+                        self.fit(&other)
+                    } else {
+                        None
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// What the calibration found for one field (metrics/crawler_model.yaml, the report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finding {
+    pub field: String,
+    /// The value the search started from (the settings' model).
+    pub start: String,
+    pub chosen: String,
+    /// What the night held that could show it.
+    pub night: String,
+    /// Whether it could.
+    pub shown: bool,
+    /// The chosen model's fit.
+    pub fit: Fit,
+    /// The field's other value, and the fit with it (the rest as chosen), when computed.
+    pub other: String,
+    pub other_fit: Option<Fit>,
+}
+
+impl Finding {
+    /// One line: the value, and why.
+    pub fn describe(&self) -> String {
+        let moved = if self.chosen == self.start {
+            String::new()
+        } else {
+            format!(" (moved from {})", self.start)
+        };
+        let evidence = match (&self.other_fit, self.shown) {
+            (_, false) => self.night.clone(),
+            (Some(o), true) => format!(
+                "{}; {} = {} misses {} opens and needs {} unseen failures, against {} and {}",
+                self.night,
+                self.field,
+                self.other,
+                o.open_miss,
+                o.inferred,
+                self.fit.open_miss,
+                self.fit.inferred
+            ),
+            (None, true) => format!(
+                "{}; {} = {} not replayed",
+                self.night, self.field, self.other
+            ),
+        };
+        format!("{}{moved}: {evidence}", self.chosen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fit(score: u64) -> Fit {
+        Fit {
+            open_miss: score,
+            inferred: 0,
+            score,
+        }
+    }
+
+    #[test]
+    fn the_descent_moves_one_field_at_a_time_while_the_score_falls() {
+        let base = CrawlerModel::default();
+        let signs = Signs {
+            failed_rows: 1,
+            cache_hits: 1,
+            exceptions: 1,
+            ..Signs::default()
+        };
+        // The truth: cache hits uncounted, exceptions failures, the final outcome once.
+        let truth = Field::FinalOutcomeCounted
+            .moved(&Field::ExceptionsAreFailures.moved(&Field::CacheHitIsSuccess.moved(&base)));
+        let distance = |m: &CrawlerModel| {
+            Field::ALL
+                .iter()
+                .filter(|f| f.value(m) != f.value(&truth))
+                .count() as u64
+        };
+        let mut asked = 0;
+        let (model, f, path) = descend(&base, &signs, |m| {
+            asked += 1;
+            Some(fit(distance(m) * 100))
+        })
+        .unwrap();
+        assert_eq!(model, truth);
+        assert_eq!(f.score, 0);
+        assert_eq!(path.len(), 3);
+        // Three fields shown: 1 + 3 + 2 + 1 fits, not 2^3 (the scopes, retries and
+        // cooldowns are not shown, so never moved).
+        assert_eq!(asked, 7);
+        // A gain within the reconstruction's noise moves nothing: 1000 -> 950 (less
+        // than 2 x sqrt(1000) = 63).
+        let (model, _, path) =
+            descend(&base, &signs, |m| Some(fit(950 + 50 * distance(m) / 3))).unwrap();
+        assert_eq!((model, path.len()), (base.clone(), 0));
+        assert!(clearly_better(930, 1000) && !clearly_better(940, 1000));
+        // Nothing shown: the base stays.
+        let (model, _, path) =
+            descend(&base, &Signs::default(), |m| Some(fit(distance(m)))).unwrap();
+        assert_eq!((model, path.len()), (base.clone(), 0));
+    }
+
+    #[test]
+    fn fields_a_part_cannot_show_share_its_fits_and_parts_sum() {
+        let base = CrawlerModel::default();
+        let cache_only = Signs {
+            cache_hits: 3,
+            ..Signs::default()
+        };
+        let moved = Field::CacheHitIsSuccess.moved(&base);
+        let part = |signs: Signs, a: u64, b: u64| Evaluated {
+            signs,
+            fits: vec![(base.clone(), fit(a)), (moved.clone(), fit(b))],
+        };
+        let with_final = Signs {
+            failed_rows: 2,
+            cache_hits: 1,
+            ..Signs::default()
+        };
+        let cal = Calibration::new(&base, vec![part(cache_only, 5, 1), part(with_final, 4, 1)]);
+        // The first part cannot show the final outcome: its fit under a model that
+        // moves it is its base fit.
+        let final_once = Field::FinalOutcomeCounted.moved(&base);
+        assert_eq!(cal.parts[0].get(&final_once, &base), Some(fit(5)));
+        assert_eq!(cal.parts[1].get(&final_once, &base), None);
+        assert_eq!(cal.fit(&moved), Some(fit(2)));
+        // The fleet's descent needs the second part's final-outcome moves.
+        let missing = cal.missing();
+        assert!(missing.contains(&(1, final_once.clone())), "{missing:?}");
+        assert!(missing.iter().all(|(k, _)| *k == 1));
+        // Unknown moves are not taken: the cache field alone.
+        let choice = cal.choose();
+        assert_eq!(
+            (choice.model, choice.fit.score, choice.base_fit.score),
+            (moved, 2, 9)
+        );
+    }
+}
