@@ -294,6 +294,20 @@ pub struct ModelFile {
     pub fields: Vec<crate::replay::calibrate::Finding>,
 }
 
+impl ModelFile {
+    /// The model file of a metrics folder, when `run` wrote one.
+    pub fn load(metrics: &Path) -> anyhow::Result<Option<ModelFile>> {
+        let path = metrics.join(MODEL_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = crate::config::read_file(&path)?;
+        let m =
+            yaml_serde::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(Some(m))
+    }
+}
+
 fn write_model(
     metrics: &Path,
     model: &crate::crawler::CrawlerModel,

@@ -196,7 +196,10 @@ impl<'a> TrafficGroups<'a> {
     pub fn calibrate(&self) -> anyhow::Result<Calibration> {
         let mut parts = Vec::with_capacity(self.count());
         for k in 0..self.count() {
-            parts.push(Evaluated::on(&self.load(k)?, self.model));
+            let traffic = self.load(k)?;
+            parts.push(Evaluated::search(traffic.signs(), self.model, |m| {
+                traffic.fit(m)
+            }));
         }
         let mut calibration = Calibration::new(self.model, parts);
         // Each pass adds at least one fit; the descent asks for at most a few dozen.
@@ -210,7 +213,7 @@ impl<'a> TrafficGroups<'a> {
             for k in groups {
                 let traffic = self.load(k)?;
                 for (_, m) in missing.iter().filter(|(g, _)| *g == k) {
-                    calibration.parts[k].fit_or_compute(&traffic, self.model, m);
+                    calibration.parts[k].fit_or_compute(self.model, m, |m| traffic.fit(m));
                 }
             }
         }
@@ -300,11 +303,7 @@ fn replay_model(
     if !crawler.calibrate {
         return Ok(crawler.model.clone());
     }
-    let file = metrics.join(super::nightly::MODEL_FILE);
-    if file.is_file() {
-        let text = crate::config::read_file(&file)?;
-        let m: super::nightly::ModelFile =
-            yaml_serde::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if let Some(m) = super::nightly::ModelFile::load(metrics)? {
         return Ok(m.crawler);
     }
     let calibration = TrafficGroups::open(

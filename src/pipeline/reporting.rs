@@ -131,14 +131,9 @@ impl ReportJob<'_> {
     /// The crawler model the run counted by (written by `run`), else the one given, one
     /// (what, how) line per field.
     fn model_lines(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let model_path = self.metrics.join(super::nightly::MODEL_FILE);
-        let (model, calibration, fields) = if model_path.is_file() {
-            let text = crate::config::read_file(&model_path)?;
-            let m: super::nightly::ModelFile = yaml_serde::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
-            (m.crawler, Some(m.calibration), m.fields)
-        } else {
-            (self.model.clone(), None, Vec::new())
+        let (model, calibration, fields) = match super::nightly::ModelFile::load(self.metrics)? {
+            Some(m) => (m.crawler, Some(m.calibration), m.fields),
+            None => (self.model.clone(), None, Vec::new()),
         };
         let mut lines: Vec<(String, String)> = model
             .describe()

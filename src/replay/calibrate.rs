@@ -23,8 +23,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::traffic::{Traffic, hidden_failures};
-use super::{Call, Kind, Outcome, ReplayModel, replay};
 use crate::crawler::{CrawlerModel, Scope};
 
 /// How well a model explains the recorded breakers on some hosts (sums over hosts).
@@ -170,30 +168,6 @@ impl std::ops::AddAssign for Signs {
 }
 
 impl Signs {
-    pub fn of(traffic: &Traffic) -> Signs {
-        let mut s = Signs::default();
-        for t in &traffic.hosts {
-            s.opens += t.recorded.opens;
-            s.shared_hosts += u64::from(t.instances.len() > 1);
-            let rolling = t.policy.rolling.is_some();
-            s.logged += t.calls.iter().filter(|c| c.exact && !c.synthetic).count() as u64;
-            for c in t.calls.iter().filter(|c| !c.synthetic && !c.exact) {
-                match c.kind {
-                    Kind::CacheHit => s.cache_hits += 1,
-                    Kind::Exception => s.exceptions += 1,
-                    Kind::Response => {
-                        let failed = c.outcome == Outcome::Failure;
-                        s.failed_rows += u64::from(failed);
-                        s.cooldown_failures +=
-                            u64::from(failed && (c.retry_after_s.is_some() || rolling));
-                    }
-                }
-                s.retried_rows += u64::from(c.retried_failures > 0);
-            }
-        }
-        s
-    }
-
     /// Whether the night holds the field's signature.
     pub fn shows(&self, f: Field) -> bool {
         match f {
@@ -252,74 +226,6 @@ impl Signs {
     }
 }
 
-/// The fit of `model` on every host of `traffic`: each host's recorded policy replayed
-/// on its calls, with the failures the recorded opens need under `model` in place of
-/// those inferred under the model the traffic was built with.
-pub fn fit(traffic: &Traffic, model: &CrawlerModel) -> Fit {
-    let rm = ReplayModel::from(model);
-    let mut total = Fit::default();
-    for t in &traffic.hosts {
-        let hidden = hidden_failures(&t.calls, &t.transitions, t.policy.fail_max, &rm);
-        let key = |c: &Call| (c.t_s, c.instance);
-        let order = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-        let mut built: Vec<(f64, u32)> = t
-            .calls
-            .iter()
-            .filter(|c| c.synthetic && c.exact)
-            .map(key)
-            .collect();
-        let mut wanted: Vec<(f64, u32)> = hidden.iter().map(key).collect();
-        built.sort_by(order);
-        wanted.sort_by(order);
-        let same = built.len() == wanted.len()
-            && built
-                .iter()
-                .zip(&wanted)
-                .all(|(b, w)| b.0 == w.0 && b.1 == w.1);
-        let merged: Vec<Call>;
-        let calls: &[Call] = if same {
-            &t.calls
-        } else {
-            merged = with_hidden(&t.calls, hidden.clone());
-            &merged
-        };
-        let f = replay(calls, &t.policy, &rm, &t.incidents, traffic.hours);
-        // Per breaker: one process's extra opens do not cancel another's missing ones.
-        let open_miss = if rm.fleet_breaker {
-            f.opens.abs_diff(t.recorded.opens)
-        } else {
-            t.recorded
-                .instance_opens
-                .iter()
-                .zip(f.instance_opens.iter().chain(std::iter::repeat(&0)))
-                .map(|(r, p)| r.abs_diff(*p))
-                .sum()
-        };
-        let inferred = hidden.len() as u64;
-        total += Fit {
-            open_miss,
-            inferred,
-            score: open_miss
-                .saturating_mul(u64::from(t.policy.fail_max.max(1)))
-                .saturating_add(inferred),
-        };
-    }
-    total
-}
-
-/// `calls` without their inferred failures, with `hidden` instead, in replay order.
-fn with_hidden(calls: &[Call], mut hidden: Vec<Call>) -> Vec<Call> {
-    let mut out: Vec<Call> = calls
-        .iter()
-        .filter(|c| !(c.synthetic && c.exact))
-        .copied()
-        .collect();
-    hidden.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
-    out.append(&mut hidden);
-    out.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
-    out
-}
-
 /// The descent: from `base`, move the one field (among those `signs` shows) whose move
 /// lowers the score most, while that move is [`clearly_better`]. `fit_of` gives a model's fit, or `None` when
 /// it is unknown (such a move is not taken). Returns the model reached and its path.
@@ -373,14 +279,20 @@ pub struct Evaluated {
 }
 
 impl Evaluated {
-    /// The descent on one group's traffic, every fit it computed kept.
-    pub fn on(traffic: &Traffic, base: &CrawlerModel) -> Evaluated {
+    /// The descent on one group's hosts, which show `signs`, every fit it computed
+    /// kept; `fit_of` replays a model on them (`Traffic::fit`).
+    pub fn search(
+        signs: Signs,
+        base: &CrawlerModel,
+        mut fit_of: impl FnMut(&CrawlerModel) -> Fit,
+    ) -> Evaluated {
         let mut e = Evaluated {
-            signs: Signs::of(traffic),
+            signs,
             fits: Vec::new(),
         };
-        let signs = e.signs;
-        descend(base, &signs, |m| Some(e.fit_or_compute(traffic, base, m)));
+        descend(base, &signs, |m| {
+            Some(e.fit_or_compute(base, m, &mut fit_of))
+        });
         e
     }
 
@@ -391,18 +303,18 @@ impl Evaluated {
         self.fits.iter().find(|(k, _)| *k == m).map(|(_, f)| *f)
     }
 
-    /// The fit of `m`, computed on `traffic` (these hosts') when not known yet.
+    /// The fit of `m`, from `fit_of` (a replay on these hosts) when not known yet.
     pub fn fit_or_compute(
         &mut self,
-        traffic: &Traffic,
         base: &CrawlerModel,
         m: &CrawlerModel,
+        fit_of: impl FnOnce(&CrawlerModel) -> Fit,
     ) -> Fit {
         if let Some(f) = self.get(m, base) {
             return f;
         }
         let m = self.signs.canonical(m, base);
-        let f = fit(traffic, &m);
+        let f = fit_of(&m);
         self.fits.push((m, f));
         f
     }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use polars::prelude::*;
 use serde::Serialize;
 
+use super::calibrate::{Fit, Signs};
 use super::{
     Call, Figures, Gap, Incident, Kind, Outcome, ReplayModel, ReplayPolicy, Span, fill_gaps,
     merge_gaps, merge_spans, replay,
@@ -91,6 +92,86 @@ impl Traffic {
         self.hosts.iter().find(|h| h.host == host)
     }
 
+    /// What the hosts' calls hold that could show each calibrated field.
+    pub fn signs(&self) -> Signs {
+        let mut s = Signs::default();
+        for t in &self.hosts {
+            s.opens += t.recorded.opens;
+            s.shared_hosts += u64::from(t.instances.len() > 1);
+            let rolling = t.policy.rolling.is_some();
+            s.logged += t.calls.iter().filter(|c| c.exact && !c.synthetic).count() as u64;
+            for c in t.calls.iter().filter(|c| !c.synthetic && !c.exact) {
+                match c.kind {
+                    Kind::CacheHit => s.cache_hits += 1,
+                    Kind::Exception => s.exceptions += 1,
+                    Kind::Response => {
+                        let failed = c.outcome == Outcome::Failure;
+                        s.failed_rows += u64::from(failed);
+                        s.cooldown_failures +=
+                            u64::from(failed && (c.retry_after_s.is_some() || rolling));
+                    }
+                }
+                s.retried_rows += u64::from(c.retried_failures > 0);
+            }
+        }
+        s
+    }
+
+    /// The calibration's fit of `model` on every host: each host's recorded policy
+    /// replayed on its calls, with the failures the recorded opens need under `model`
+    /// in place of those inferred under the model the traffic was built with.
+    pub fn fit(&self, model: &CrawlerModel) -> Fit {
+        let rm = ReplayModel::from(model);
+        let mut total = Fit::default();
+        for t in &self.hosts {
+            let hidden = hidden_failures(&t.calls, &t.transitions, t.policy.fail_max, &rm);
+            let key = |c: &Call| (c.t_s, c.instance);
+            let order = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+            let mut built: Vec<(f64, u32)> = t
+                .calls
+                .iter()
+                .filter(|c| c.synthetic && c.exact)
+                .map(key)
+                .collect();
+            let mut wanted: Vec<(f64, u32)> = hidden.iter().map(key).collect();
+            built.sort_by(order);
+            wanted.sort_by(order);
+            let same = built.len() == wanted.len()
+                && built
+                    .iter()
+                    .zip(&wanted)
+                    .all(|(b, w)| b.0 == w.0 && b.1 == w.1);
+            let merged: Vec<Call>;
+            let calls: &[Call] = if same {
+                &t.calls
+            } else {
+                merged = with_hidden(&t.calls, hidden.clone());
+                &merged
+            };
+            let f = replay(calls, &t.policy, &rm, &t.incidents, self.hours);
+            // Per breaker: one process's extra opens do not cancel another's missing ones.
+            let open_miss = if rm.fleet_breaker {
+                f.opens.abs_diff(t.recorded.opens)
+            } else {
+                t.recorded
+                    .instance_opens
+                    .iter()
+                    .zip(f.instance_opens.iter().chain(std::iter::repeat(&0)))
+                    .map(|(r, p)| r.abs_diff(*p))
+                    .sum()
+            };
+            let inferred = hidden.len() as u64;
+            total += Fit {
+                open_miss,
+                inferred,
+                score: open_miss
+                    .saturating_mul(u64::from(t.policy.fail_max.max(1)))
+                    .saturating_add(inferred),
+            };
+        }
+        total
+    }
+
     /// Replays every host under the policy the crawler ran and compares with what its
     /// breakers recorded, per instance.
     pub fn fidelity(&self) -> Vec<Fidelity> {
@@ -127,6 +208,19 @@ impl Traffic {
     pub fn replay(&self, t: &HostTraffic, policy: &ReplayPolicy) -> Figures {
         replay(&t.calls, policy, &self.model, &t.incidents, self.hours)
     }
+}
+
+/// `calls` without their inferred failures, with `hidden` instead, in replay order.
+fn with_hidden(calls: &[Call], mut hidden: Vec<Call>) -> Vec<Call> {
+    let mut out: Vec<Call> = calls
+        .iter()
+        .filter(|c| !(c.synthetic && c.exact))
+        .copied()
+        .collect();
+    hidden.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+    out.append(&mut hidden);
+    out.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+    out
 }
 
 fn us_to_s(v: i64) -> f64 {
