@@ -545,6 +545,11 @@ pub struct SimulateArgs {
     /// and falls); ground_truth.json lists them.
     #[arg(long)]
     pub quotas: bool,
+    /// The quotas' windows, dealt to the quota hosts in turn (second, minute, hour,
+    /// day; comma-separated): `minute,hour` gives every other quota host a per-hour
+    /// quota. Implies --quotas.
+    #[arg(long, value_name = "UNITS", value_delimiter = ',', value_parser = quota_window)]
+    pub quota_windows: Vec<f64>,
     /// How the simulated crawler's breakers count: a YAML mapping of crawler-model
     /// fields, as the settings file's `crawler:` section (default: the documented
     /// model). Its cache-hit, exception, retry, final-outcome and cooldown-clearing
@@ -555,4 +560,10 @@ pub struct SimulateArgs {
     /// crawler that logs them would write.
     #[arg(long)]
     pub exception_rows: bool,
+}
+
+/// A quota window named by the unit a rate string uses, in seconds.
+fn quota_window(unit: &str) -> Result<f64, String> {
+    crate::config::rates::unit_seconds(unit)
+        .ok_or_else(|| format!("{unit:?} is not a window: second, minute, hour or day"))
 }

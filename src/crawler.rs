@@ -139,6 +139,10 @@ impl<'de> Deserialize<'de> for CrawlerSettings {
 /// a proposal for one of them goes to "needs a crawler change", never into the file.
 pub const IGNORED_SETTING_SUCCESS_THRESHOLD: &str = "breakers.py ~637: `_get_or_create_host_breaker` always passes success_threshold=1 to pybreaker";
 
+/// Where the crawler leaves requests that raised uncounted: a proposal to count them
+/// goes to "needs a crawler change".
+pub const UNCOUNTED_EXCEPTIONS: &str = "networking.py ~332: the breaker is built with `BreakerClassification()`, whose failure_exceptions is empty";
+
 impl CrawlerModel {
     /// The settings the crawler runs for `host` (and `role`, for the half-open trial
     /// budget): host-level `fail_max`, `reset_timeout_s` and `retry_after_cap_s` (else
@@ -203,6 +207,7 @@ impl CrawlerModel {
             BreakerKey::SuccessThreshold if !self.honours_success_threshold => {
                 Some(IGNORED_SETTING_SUCCESS_THRESHOLD)
             }
+            BreakerKey::FailureExceptions => Some(UNCOUNTED_EXCEPTIONS),
             _ => None,
         }
     }

@@ -559,7 +559,7 @@ fn scaled_rates_keep_their_unit_and_a_step_rounding_eats_is_held() {
 /// and answered the rest with 429 (the quota slides, so a third of the throttled
 /// windows took a little less); without, one window in five got 429s, whatever its
 /// count.
-fn windows(knee: bool) -> Vec<breaker_advisor::advise::quota::Window> {
+fn windows(knee: bool) -> Vec<(i64, breaker_advisor::advise::quota::Window)> {
     use breaker_advisor::advise::quota::Window;
     (0..600)
         .map(|i: i64| {
@@ -570,12 +570,7 @@ fn windows(knee: bool) -> Vec<breaker_advisor::advise::quota::Window> {
             } else {
                 (sent, i64::from(i % 5 == 0) * 40)
             };
-            Window {
-                accepted,
-                attempts_429: refused,
-                head: 0,
-                limiters: 4,
-            }
+            (i, Window::bucket(accepted, refused, 0, 4))
         })
         .collect()
 }
@@ -600,7 +595,7 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
     let r = &plan.rates[0];
     assert!(
         r.reason
-            .contains("the server took at most 420 metadata attempts in a throttled 60 s window"),
+            .contains("the server took at most 420 metadata attempts in a throttled minute"),
         "{}",
         r.reason
     );
@@ -622,10 +617,14 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
 
     // Next night the per-minute rate is there: a lower quota lowers it.
     let mut lower = h.clone();
-    for w in &mut lower.roles[0].windows {
+    for (_, w) in &mut lower.roles[0].windows {
         let sent = w.accepted + w.attempts_429;
-        w.accepted = sent.min(200);
-        w.attempts_429 = (sent - 200).max(0);
+        *w = breaker_advisor::advise::quota::Window::bucket(
+            sent.min(200),
+            (sent - 200).max(0),
+            0,
+            4,
+        );
     }
     let current = with_rates("50/SECOND", "99/MINUTE");
     let plan = plan_with(&[lower], &s, &Default::default(), &current);

@@ -174,6 +174,30 @@ fn incidents_match_the_ground_truth() {
         "no rate-limit incident got its Retry-After"
     );
 
+    // One incident per outage: the breakers' opens stand alone as an incident only where
+    // no incident the rows show overlaps them.
+    let ends = col_ts_us(&incidents, "end");
+    let mut breaker_only = 0;
+    for i in 0..incidents.height() {
+        if kinds[i].as_deref() != Some("breaker") {
+            continue;
+        }
+        breaker_only += 1;
+        for j in 0..incidents.height() {
+            assert!(
+                j == i
+                    || hosts[j] != hosts[i]
+                    || kinds[j].as_deref() == Some("breaker")
+                    || ends[j] <= starts[i]
+                    || ends[i] <= starts[j],
+                "{:?}: a breaker incident over a {:?} one",
+                hosts[i],
+                kinds[j]
+            );
+        }
+    }
+    eprintln!("{breaker_only} breaker-only incidents");
+
     // Every bucket is labelled, and unhealthy buckets are exactly those inside incidents.
     let ts = ParquetReader::new(
         std::fs::File::open(data.join("metrics/host_timeseries.parquet")).unwrap(),

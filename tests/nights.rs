@@ -9,8 +9,9 @@ use breaker_advisor::config::rates::RateLimits;
 use breaker_advisor::simulate::SimOptions;
 use serde_json::Value;
 
-/// Six hosts (healthy, 429 episodes, outages, flapping, timeouts with a quota, chronic
-/// noise with a quota), 8 hours, one machine, under the given files.
+/// Six hosts (healthy, 429 episodes, outages, flapping, timeouts with a quota per
+/// minute, chronic noise with a quota per hour), 8 hours, one machine, under the given
+/// files.
 fn night(dir: &Path, k: u32, cfg: &Path) -> Value {
     let config = breaker_advisor::config::BreakerConfig::load(&cfg.join("breakers.yaml")).unwrap();
     let rates = RateLimits::load(&cfg.join("ratelimits.yaml")).unwrap();
@@ -20,6 +21,7 @@ fn night(dir: &Path, k: u32, cfg: &Path) -> Value {
             config: Some(config),
             ratelimits: Some(rates),
             quotas: true,
+            quota_windows: vec![60.0, 3600.0],
             night: k,
             ..SimOptions::new(dir, 8.0, 6, 2.0, 7)
         },
@@ -74,27 +76,29 @@ fn the_advice_makes_the_next_night_better() {
     let tmp = tempfile::tempdir().unwrap();
     let (orig, cfg, first) = first_night(tmp.path(), |b| b);
 
-    // Each quota host's metadata and landing rates now hold a per-minute rate at or
-    // under the server's quota; the host throttled in episodes of its own and the
-    // healthy one keep theirs.
+    // Each quota host's metadata and landing rates now hold a rate in the quota's own
+    // unit (a minute on one host, an hour on the other), at or under the server's
+    // quota; the host throttled in episodes of its own and the healthy one keep theirs.
     let patched = RateLimits::load(&cfg.join("ratelimits.yaml")).unwrap();
     let before = RateLimits::load(&orig.join("ratelimits.yaml")).unwrap();
     for name in ["unpaywall.org", "archive.org"] {
         for q in host(&first, name)["quotas"].as_array().unwrap() {
             let role = q["role"].as_str().unwrap();
+            let unit =
+                breaker_advisor::config::rates::unit_of(q["window_s"].as_f64().unwrap()).unwrap();
             let rates = patched.rates_for(name, role).unwrap();
-            let minute = rates
+            let limit = rates
                 .iter()
-                .find_map(|r| r.strip_suffix("/MINUTE"))
+                .find_map(|r| r.strip_suffix(&format!("/{unit}")))
                 .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("{name} {role}: no per-minute rate in {rates:?}"));
+                .unwrap_or_else(|| panic!("{name} {role}: no rate per {unit} in {rates:?}"));
             assert!(
-                minute <= q["limit"].as_u64().unwrap(),
-                "{name} {role}: {minute}/MINUTE over {q}"
+                limit <= q["limit"].as_u64().unwrap(),
+                "{name} {role}: {limit}/{unit} over {q}"
             );
             assert!(
-                minute * 2 >= q["limit"].as_u64().unwrap(),
-                "{name} {role}: {minute}/MINUTE"
+                limit * 2 >= q["limit"].as_u64().unwrap(),
+                "{name} {role}: {limit}/{unit}"
             );
         }
     }

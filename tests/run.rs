@@ -147,8 +147,9 @@ fn a_memory_budget_changes_how_hosts_are_grouped_and_nothing_else() {
 fn hosts_sharing_values_through_an_anchor_are_held_and_the_others_advised() {
     let tmp = tempfile::tempdir().unwrap();
     let (b, r) = sample_configs(tmp.path());
-    // api.openalex.org defines &fast; the IDN host takes it through a merge key. Both
-    // get advice from the sample as plain values (tested above).
+    // api.openalex.org defines &fast; the IDN host takes it through a merge key (the
+    // same values it sets plainly). api.openalex.org gets advice from the sample as
+    // plain values (tested above): with the anchor, a change would move both.
     let text = std::fs::read_to_string(&b).unwrap();
     let shared = text
         .replacen("  api.openalex.org:\n", "  api.openalex.org: &fast\n", 1)
@@ -170,21 +171,25 @@ fn hosts_sharing_values_through_an_anchor_are_held_and_the_others_advised() {
         PatchFile::load(&out.join("breakers.patch.yaml")).unwrap(),
     );
     let sharing = ["api.openalex.org", "xn--mnchen-3ya.example"];
-    for h in sharing {
-        assert!(was.breakers.changes.iter().any(|c| c.host == h), "{h}");
-        assert!(!now.breakers.changes.iter().any(|c| c.host == h), "{h}");
-        let held = now
-            .held
+    assert!(
+        was.breakers
+            .changes
             .iter()
-            .find(|x| x.host == h && x.reason.starts_with("breakers.yaml left alone"))
-            .unwrap_or_else(|| panic!("{h} held: {:?}", now.held));
-        let other = sharing.iter().find(|o| **o != h).unwrap();
-        assert!(
-            held.reason.contains("&fast") && held.reason.contains(&format!("hosts.{other}")),
-            "{}",
-            held.reason
-        );
+            .any(|c| c.host == "api.openalex.org")
+    );
+    for h in sharing {
+        assert!(!now.breakers.changes.iter().any(|c| c.host == h), "{h}");
     }
+    let held = now
+        .held
+        .iter()
+        .find(|x| x.host == "api.openalex.org" && x.reason.starts_with("breakers.yaml left alone"))
+        .unwrap_or_else(|| panic!("api.openalex.org held: {:?}", now.held));
+    assert!(
+        held.reason.contains("&fast") && held.reason.contains("hosts.xn--mnchen-3ya.example"),
+        "{}",
+        held.reason
+    );
     // Every other host keeps its advice, and the write went through with the anchor.
     let others = |p: &PatchFile| -> Vec<String> {
         let mut v: Vec<String> = p
@@ -711,8 +716,8 @@ fn absurd_config_values_hold_their_host_and_the_others_are_advised() {
     );
     let bad_b = edit(
         &b,
-        "fail_max: 6\n    reset_timeout_s: 90\n    retry_after_cap_s: 600\n\n  xn--",
-        "fail_max: 6\n    reset_timeout_s: -1\n    retry_after_cap_s: 600\n\n  xn--",
+        "fail_max: 3\n    reset_timeout_s: 30\n\n  www.ncbi",
+        "fail_max: 3\n    reset_timeout_s: -1\n\n  www.ncbi",
     );
     edit(&r, "[\"1/3SECOND\", \"1000/DAY\"]", "[\"0/SECOND\"]");
     let bad_r = edit(&r, "[\"50/SECOND\", \"10000/HOUR\"]", "[\"999999999/DAY\"]");
@@ -725,11 +730,7 @@ fn absurd_config_values_hold_their_host_and_the_others_are_advised() {
             "breakers.yaml",
             "hosts.api.openalex.org.fail_max is 1000000000",
         ),
-        (
-            "europepmc.org",
-            "breakers.yaml",
-            "hosts.europepmc.org.reset_timeout_s",
-        ),
+        ("doi.org", "breakers.yaml", "hosts.doi.org.reset_timeout_s"),
         (
             "export.arxiv.org",
             "ratelimits.yaml",
@@ -756,7 +757,7 @@ fn absurd_config_values_hold_their_host_and_the_others_are_advised() {
     }
     let held_hosts = [
         "api.openalex.org",
-        "europepmc.org",
+        "doi.org",
         "export.arxiv.org",
         "api.crossref.org",
     ];
@@ -1337,4 +1338,78 @@ fn auto_finds_a_crawler_that_leaves_cache_hits_uncounted_and_keeps_the_documente
         breaker_advisor::replay::calibrate::clearly_better(chosen, other),
         "{cache:#}"
     );
+}
+
+/// A crawler that writes a row for each request that raised: the timeout host's night
+/// replayed as if its timeouts counted goes to "needs a crawler change" with its
+/// benefit; hosts without timeouts get no such entry. The model is the documented one,
+/// fixed in the settings (on such a night `crawler: auto` still moves count_retries:
+/// the calibration's open issue, not this rule's).
+#[test]
+fn counting_timeouts_is_a_crawler_change_with_its_replayed_benefit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let dbs = common::sim_fleet(
+        &dir.join("sim"),
+        breaker_advisor::simulate::SimOptions {
+            exception_rows: true,
+            ..breaker_advisor::simulate::SimOptions::new(dir, 24.0, 6, 1.0, 7)
+        },
+    );
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("sim").join("ground_truth.json")).unwrap(),
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.current_dir(dir).arg("run");
+    for db in &dbs {
+        cmd.arg("--telemetry").arg(db);
+    }
+    let patch = dir.join("breakers.patch.yaml");
+    let settings = dir.join("breaker-advisor.yaml");
+    std::fs::write(&settings, "crawler:\n  count_retries: true\n").unwrap();
+    cmd.arg("--settings")
+        .arg(&settings)
+        .arg("--config")
+        .arg(Path::new(ROOT).join("data-samples").join("breakers.yaml"))
+        .arg("--patch-file")
+        .arg(&patch)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .assert()
+        .success();
+    let file: serde_json::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(&patch).unwrap()).unwrap();
+    let changes: Vec<&serde_json::Value> = file["needs_crawler_change"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["key"] == "failure_exceptions")
+                .collect()
+        })
+        .unwrap_or_default();
+    for h in truth["hosts"].as_array().unwrap() {
+        let name = h["host"].as_str().unwrap();
+        let entry = changes.iter().find(|c| c["host"] == name);
+        match h["regime"].as_str().unwrap() {
+            "timeouts" => {
+                let c = entry.unwrap_or_else(|| panic!("no timeouts entry for {name}: {file:#}"));
+                let e = &c["evidence"];
+                let now = e["raised_attempts_in_incidents_now"].as_i64().unwrap();
+                let then = e["raised_attempts_in_incidents_if_counted"]
+                    .as_i64()
+                    .unwrap();
+                assert!(then < now, "{name}: {c:#}");
+                assert!(
+                    c["ignored_by"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("networking.py"),
+                    "{c:#}"
+                );
+            }
+            "healthy" => assert!(entry.is_none(), "{name}: {entry:?}"),
+            _ => {}
+        }
+    }
 }

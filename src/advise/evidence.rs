@@ -18,9 +18,10 @@ pub struct RoleEvidence {
     /// predate per-attempt counts (the rules then read the rows).
     pub attempts: i64,
     pub attempts_429: i64,
-    /// The role's traffic per window of `window_s` (`rate_windows.parquet`), for the
-    /// quota estimate; empty when not read.
-    pub windows: Vec<super::quota::Window>,
+    /// The role's traffic per bucket of `window_s` seconds (`rate_windows.parquet`),
+    /// with the bucket's number, in bucket order, for the quota estimate; empty when
+    /// not read.
+    pub windows: Vec<(i64, super::quota::Window)>,
     pub window_s: f64,
 }
 
@@ -215,20 +216,23 @@ pub fn attach_rate_windows(
         Some(c) => ints(rate_windows, c)?,
         None => Vec::new(),
     };
-    let mut by: BTreeMap<(&str, &str), Vec<super::quota::Window>> = BTreeMap::new();
+    let b = ints(rate_windows, "bucket")?;
+    let mut by: BTreeMap<(&str, &str), Vec<(i64, super::quota::Window)>> = BTreeMap::new();
     for i in 0..h.len() {
-        by.entry((&h[i], &r[i]))
-            .or_default()
-            .push(super::quota::Window {
-                accepted: a[i].unwrap_or(0) - k[i].unwrap_or(0),
-                attempts_429: k[i].unwrap_or(0),
-                head: heads.get(i).copied().flatten().unwrap_or(0),
-                limiters: p.get(i).copied().flatten().unwrap_or(1),
-            });
+        by.entry((&h[i], &r[i])).or_default().push((
+            b[i].unwrap_or(0),
+            super::quota::Window::bucket(
+                a[i].unwrap_or(0) - k[i].unwrap_or(0),
+                k[i].unwrap_or(0),
+                heads.get(i).copied().flatten().unwrap_or(0),
+                p.get(i).copied().flatten().unwrap_or(1),
+            ),
+        ));
     }
     for host in hosts.iter_mut() {
         for role in &mut host.roles {
-            if let Some(ws) = by.remove(&(host.host.as_str(), role.role.as_str())) {
+            if let Some(mut ws) = by.remove(&(host.host.as_str(), role.role.as_str())) {
+                ws.sort_by_key(|&(b, _)| b);
                 role.windows = ws;
                 role.window_s = window_s;
             }

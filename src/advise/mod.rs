@@ -238,6 +238,16 @@ pub struct CrawlerChange {
     pub evidence: Evidence,
 }
 
+impl CrawlerChange {
+    /// The change as a reader says it: `failure_exceptions` from none to timeouts.
+    pub fn values(&self) -> (String, String) {
+        match self.key {
+            BreakerKey::FailureExceptions => ("none".into(), "timeouts, connection errors".into()),
+            _ => (self.from.to_string(), self.to.to_string()),
+        }
+    }
+}
+
 /// A host the advisor looked at and left alone, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,6 +308,21 @@ pub trait ReplayCheck {
     fn recorded_opens(&self, _host: &str) -> Option<u64> {
         None
     }
+    /// The host's night under `policy` as the crawler counts now and as it would if
+    /// requests that raised (timeouts, connection errors) were breaker failures, with
+    /// the rows of such requests; None when the night has none or they count already.
+    fn raised_counted(&self, _host: &str, _policy: &ReplayPolicy) -> Option<RaisedCounted> {
+        None
+    }
+}
+
+/// A host's night replayed as if the crawler counted requests that raised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaisedCounted {
+    /// Rows of requests that raised.
+    pub rows: u64,
+    pub now: Figures,
+    pub then: Figures,
 }
 
 /// What the advisor reads besides the evidence.
@@ -405,6 +430,74 @@ struct Proposal {
     evidence: Evidence,
 }
 
+/// Requests that raised as breaker failures, a crawler change: where the night has
+/// rows of them and counting them would keep attempts out of the host's incidents
+/// without blocking as many healthy calls, the replayed benefit goes to "needs a
+/// crawler change".
+fn raised_rule(h: &HostEvidence, r: &dyn ReplayCheck, plan: &mut Plan) {
+    let Some(base) = r.current(&h.host) else {
+        return;
+    };
+    let Some(RaisedCounted { rows, now, then }) = r.raised_counted(&h.host, &base) else {
+        return;
+    };
+    let kept = now
+        .raised_attempts_in_incidents
+        .saturating_sub(then.raised_attempts_in_incidents);
+    let lost = then.false_trips.saturating_sub(now.false_trips);
+    if kept == 0 || lost >= kept {
+        return;
+    }
+    let hours = |s: f64| s / 3600.0;
+    plan.crawler_changes.push(CrawlerChange {
+        host: h.host.clone(),
+        role: None,
+        key: BreakerKey::FailureExceptions,
+        from: Num::Int(0),
+        to: 1,
+        reason: format!(
+            "{rows} rows of requests that raised (timeouts, connection errors), which no breaker counts: counted as failures, the replay keeps {kept} of their {} attempts ({:.1} of {:.1} worker hours) out of incidents, with {} opens outside incidents instead of {} and {} healthy calls blocked instead of {}",
+            now.raised_attempts_in_incidents,
+            hours(now.raised_seconds_in_incidents - then.raised_seconds_in_incidents),
+            hours(now.raised_seconds_in_incidents),
+            then.opens_outside_incidents,
+            now.opens_outside_incidents,
+            then.false_trips,
+            now.false_trips,
+        ),
+        ignored_by: crate::crawler::UNCOUNTED_EXCEPTIONS.to_owned(),
+        evidence: ev(&[
+            ("raised_rows", Num::Int(rows as i64)),
+            (
+                "raised_attempts_in_incidents_now",
+                Num::Int(now.raised_attempts_in_incidents as i64),
+            ),
+            (
+                "raised_attempts_in_incidents_if_counted",
+                Num::Int(then.raised_attempts_in_incidents as i64),
+            ),
+            (
+                "raised_seconds_in_incidents_now",
+                Num::real(now.raised_seconds_in_incidents),
+            ),
+            (
+                "raised_seconds_in_incidents_if_counted",
+                Num::real(then.raised_seconds_in_incidents),
+            ),
+            (
+                "opens_outside_incidents_now",
+                Num::Int(now.opens_outside_incidents as i64),
+            ),
+            (
+                "opens_outside_incidents_if_counted",
+                Num::Int(then.opens_outside_incidents as i64),
+            ),
+            ("false_trips_now", Num::Int(now.false_trips as i64)),
+            ("false_trips_if_counted", Num::Int(then.false_trips as i64)),
+        ]),
+    });
+}
+
 fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, plan: &mut Plan) {
     let cfg = current.breakers;
     let model = current.model;
@@ -458,6 +551,7 @@ fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, p
         });
     }
     if let Some(r) = current.replay {
+        raised_rule(h, r, plan);
         proposals = replay_gate(h, proposals, r, s, &mut plan.held);
     }
     let proposals = hold_reversals(h, proposals, current.previous, s, &mut plan.held);
@@ -1134,8 +1228,8 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
         // The server's quota, read from the role's windows, comes first: 429s that do
         // not come from the role's own rate slow nothing down, and a knee below the
         // current rates sets them just under it.
-        let quota = (!r.windows.is_empty()).then(|| quota::estimate(&r.windows));
-        match &quota {
+        let found = (!r.windows.is_empty()).then(|| quota::find(&r.windows, r.window_s));
+        match found.as_ref().map(|f| &f.quota) {
             Some(Quota::Unrelated {
                 windows,
                 throttled,
@@ -1149,7 +1243,7 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
                         reason: format!(
                             "ratelimits.yaml {} rates kept: 429s come at every rate ({throttled} of {windows} windows of {} s throttled: {:.0}% of the busiest quarter, {:.0}% of the quietest half), not from the host's own rate",
                             r.role,
-                            r.window_s,
+                            found.as_ref().map_or(r.window_s, |f| f.window_s),
                             busy * 100.0,
                             quiet * 100.0
                         ),
@@ -1157,18 +1251,20 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
                 }
                 continue;
             }
-            Some(q @ Quota::Knee { .. }) => {
+            Some(Quota::Knee { .. }) => {
                 let count_head = rl.wait_for(&h.host, &r.role).count_head;
-                quota_rates(
-                    h,
-                    r,
-                    q,
-                    (current, &base, m_cur, count_head),
-                    (n, k, lo, hi),
-                    s,
-                    a,
-                    plan,
-                );
+                if let Some(found) = &found {
+                    quota_rates(
+                        h,
+                        r,
+                        found,
+                        (current, &base, m_cur, count_head),
+                        (n, k, lo, hi),
+                        s,
+                        a,
+                        plan,
+                    );
+                }
                 continue;
             }
             _ => {}
@@ -1266,19 +1362,6 @@ fn share_evidence(
     ]
 }
 
-/// The rate unit a window of `window_s` seconds is, if any.
-fn window_unit(window_s: f64) -> Option<&'static str> {
-    [
-        (1.0, "SECOND"),
-        (60.0, "MINUTE"),
-        (3600.0, "HOUR"),
-        (86_400.0, "DAY"),
-    ]
-    .into_iter()
-    .find(|(s, _)| *s == window_s)
-    .map(|(_, u)| u)
-}
-
 /// Rule 4, from the server's quota (`quota::Quota::Knee`): each limiter's rate over the
 /// quota's own window (`N/MINUTE` for 60 s windows) set just under the ceiling the
 /// server was seen to take, shared among the limiters, rounded down. The rate of that
@@ -1290,7 +1373,7 @@ fn window_unit(window_s: f64) -> Option<&'static str> {
 fn quota_rates(
     h: &HostEvidence,
     r: &evidence::RoleEvidence,
-    q: &Quota,
+    found: &quota::Found,
     (current, base, m_cur, count_head): (&[String], &[String], f64, bool),
     (n, k, lo, hi): (i64, i64, f64, f64),
     s: &AdviseSettings,
@@ -1303,16 +1386,17 @@ fn quota_rates(
         ceiling,
         busiest,
         limiters,
-    } = *q
+    } = found.quota
     else {
         return;
     };
-    let Some(unit) = window_unit(r.window_s) else {
+    let window_s = found.window_s;
+    let Some(unit) = crate::config::rates::unit_of(window_s) else {
         plan.held.push(Held {
             host: h.host.clone(),
             reason: format!(
                 "ratelimits.yaml {} rates kept: the server throttles at ~{ceiling} attempts per {} s window, which no rate unit expresses",
-                r.role, r.window_s
+                r.role, window_s
             ),
         });
         return;
@@ -1320,7 +1404,7 @@ fn quota_rates(
     let limiters = limiters.max(1);
     // HEAD requests skip the limiter unless `count_head`, but the server counts them:
     // the limiter gets the ceiling less their share.
-    let (heads, sent) = r.windows.iter().fold((0i64, 0i64), |(h, a), w| {
+    let (heads, sent) = r.windows.iter().fold((0i64, 0i64), |(h, a), (_, w)| {
         (h + w.head, a + w.accepted + w.attempts_429)
     });
     let head_share = if count_head || sent == 0 {
@@ -1342,8 +1426,8 @@ fn quota_rates(
         .iter()
         .filter_map(|x| crate::config::rates::crawler_reading(x))
         .map(|(limit, interval_s)| {
-            if interval_s <= r.window_s {
-                (limit as f64 * r.window_s / interval_s).ceil()
+            if interval_s <= window_s {
+                (limit as f64 * window_s / interval_s).ceil()
             } else {
                 // A coarser rate's whole limit may pass in one of our windows.
                 limit as f64
@@ -1360,11 +1444,13 @@ fn quota_rates(
         None => to.push(new_rate.clone()),
     }
     let mut reason = format!(
-        "the server took at most {ceiling} {} attempts in a throttled {} s window ({throttled} of {windows} windows throttled, the busiest sent {busiest}) from {limiters} rate limiter{}: {new_rate} per limiter {}, just under its quota",
+        "the server took at most {ceiling} {} attempts in a throttled {} ({throttled} of {windows} windows throttled, the busiest sent {busiest}) from {limiters} rate limiter{}: {new_rate} per limiter {}, just under its quota; its 429s follow the count over the last {} (share of throttled windows at the ceiling, per window length: {})",
         r.role,
-        r.window_s,
+        unit.to_ascii_lowercase(),
         if limiters == 1 { "" } else { "s" },
         if at.is_some() { "instead" } else { "added" },
+        unit.to_ascii_lowercase(),
+        found.describe(),
     );
     if head_share > 0.0 {
         reason.push_str(&format!(
@@ -1383,6 +1469,29 @@ fn quota_rates(
         .entry(h.host.clone())
         .or_default()
         .insert(r.role.clone(), to.clone());
+    let mut evidence = ev(&[
+        &share_evidence(r, (n, k, lo, hi), a)[..],
+        &[
+            ("quota_window_s", Num::real(window_s)),
+            ("quota_ceiling", Num::Int(ceiling)),
+            ("quota_busiest", Num::Int(busiest)),
+            ("quota_windows", Num::Int(windows as i64)),
+            ("quota_windows_throttled", Num::Int(throttled as i64)),
+            ("quota_limiters", Num::Int(limiters)),
+            ("quota_head_share", Num::real(head_share)),
+        ],
+    ]
+    .concat());
+    // How clearly the window was found, where it could be measured.
+    for x in &found.scales {
+        if let Some(v) = x.separation {
+            let name = crate::config::rates::unit_of(x.window_s).unwrap_or("WINDOW");
+            evidence.insert(
+                format!("quota_separation_{}", name.to_ascii_lowercase()),
+                Num::real(v),
+            );
+        }
+    }
     plan.rates.push(RateChange {
         host: h.host.clone(),
         role: r.role.clone(),
@@ -1392,18 +1501,7 @@ fn quota_rates(
         multiplier_to: Num::real(m_cur),
         base: base.to_vec(),
         reason,
-        evidence: ev(&[
-            &share_evidence(r, (n, k, lo, hi), a)[..],
-            &[
-                ("quota_ceiling", Num::Int(ceiling)),
-                ("quota_busiest", Num::Int(busiest)),
-                ("quota_windows", Num::Int(windows as i64)),
-                ("quota_windows_throttled", Num::Int(throttled as i64)),
-                ("quota_limiters", Num::Int(limiters)),
-                ("quota_head_share", Num::real(head_share)),
-            ],
-        ]
-        .concat()),
+        evidence,
     });
 }
 

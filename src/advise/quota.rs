@@ -12,6 +12,12 @@
 //! window can look quiet. What holds is the ceiling: the most the server took in a
 //! window in which it also throttled is at most its quota, and close to it.
 //!
+//! A quota counts over its own window (a second, a minute, an hour, a day), which need
+//! not be the metrics' buckets: [`find`] rolls the buckets up into a count over the
+//! last window of each length the crawler's rate strings can express, and keeps the
+//! length at whose ceiling the throttled windows sit (see [`separation`]) before reading the
+//! ceiling with [`estimate`].
+//!
 //! Pure: no I/O, no clock. Rules (each a golden case in the tests):
 //! - no 429 at all: unthrottled;
 //! - fewer than `MIN_WINDOWS` windows, or fewer than `MIN_THROTTLED` throttled ones:
@@ -40,12 +46,26 @@ pub struct Window {
     /// Rate limiters running for the role in the window: processes, machines or 1, as
     /// the limiter's backend shares them.
     pub limiters: i64,
+    /// 429s in the window's last bucket: a window counted back from a bucket is
+    /// throttled when that bucket was. Equal to `attempts_429` for a one-bucket window.
+    pub ending_429: i64,
 }
 
 impl Window {
-    /// The server answered at least one attempt with 429.
+    /// One bucket's counts as a window.
+    pub fn bucket(accepted: i64, attempts_429: i64, head: i64, limiters: i64) -> Self {
+        Window {
+            accepted,
+            attempts_429,
+            head,
+            limiters,
+            ending_429: attempts_429,
+        }
+    }
+
+    /// The server answered at least one attempt with 429 at the window's end.
     pub fn throttled(&self) -> bool {
-        self.attempts_429 > 0
+        self.ending_429 > 0
     }
 }
 
@@ -152,17 +172,160 @@ pub fn estimate(windows: &[Window]) -> Quota {
     }
 }
 
+/// The least [`separation`] that names a quota's window.
+pub const MIN_SEPARATION: f64 = 0.3;
+
+/// The counts over one window length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scale {
+    pub window_s: f64,
+    /// [`separation`] of its counts; None with too few throttled windows.
+    pub separation: Option<f64>,
+}
+
+/// The quota read at the window length that explains the 429s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// The window the quota counts over, seconds.
+    pub window_s: f64,
+    pub quota: Quota,
+    /// Every length tried, shortest first.
+    pub scales: Vec<Scale>,
+}
+
+impl Found {
+    /// "hour 0.97 (minute 0.31, day 0.62)": how clearly the window was found.
+    pub fn describe(&self) -> String {
+        let name = |w: f64| {
+            crate::config::rates::unit_of(w)
+                .map_or_else(|| format!("{w} s"), str::to_ascii_lowercase)
+        };
+        let score = |s: &Scale| match s.separation {
+            Some(v) => format!("{} {v:.2}", name(s.window_s)),
+            None => format!("{} -", name(s.window_s)),
+        };
+        let chosen = self.scales.iter().find(|s| s.window_s == self.window_s);
+        let others: Vec<String> = self
+            .scales
+            .iter()
+            .filter(|s| s.window_s != self.window_s)
+            .map(score)
+            .collect();
+        match (chosen, others.is_empty()) {
+            (Some(c), true) => score(c),
+            (Some(c), false) => format!("{} ({})", score(c), others.join(", ")),
+            (None, _) => others.join(", "),
+        }
+    }
+}
+
+/// The windows counted back `k` buckets from each bucket of `buckets` (sorted by
+/// bucket number, one entry per bucket with traffic): the attempts taken and the 429s
+/// over the last `k` buckets, throttled when the bucket itself was.
+pub fn rolled(buckets: &[(i64, Window)], k: i64) -> Vec<Window> {
+    let mut out = Vec::with_capacity(buckets.len());
+    let mut sum = Window::default();
+    let mut first = 0usize;
+    for &(b, w) in buckets {
+        sum.accepted += w.accepted;
+        sum.attempts_429 += w.attempts_429;
+        sum.head += w.head;
+        while first < buckets.len() && buckets[first].0 <= b.saturating_sub(k) {
+            let old = buckets[first].1;
+            sum.accepted -= old.accepted;
+            sum.attempts_429 -= old.attempts_429;
+            sum.head -= old.head;
+            first += 1;
+        }
+        out.push(Window {
+            limiters: w.limiters,
+            ending_429: w.attempts_429,
+            ..sum
+        });
+    }
+    out
+}
+
+/// A window is at the ceiling when it took at least this share of the most any
+/// throttled window took.
+pub const AT_CEILING: f64 = 0.9;
+
+/// How clearly the throttled windows sit at a ceiling: the share of them that took at
+/// least [`AT_CEILING`] of the most any of them took. A server holds a window's count
+/// at its quota and throttles the rest, so over the quota's own length most throttled
+/// windows are full; over a shorter length a throttled window took whatever the longer
+/// count left (few are full), and over a longer one the full windows are diluted.
+/// None with fewer than [`MIN_THROTTLED`] throttled windows.
+pub fn separation(windows: &[Window]) -> Option<f64> {
+    let throttled: Vec<i64> = windows
+        .iter()
+        .filter(|w| w.throttled())
+        .map(|w| w.accepted)
+        .collect();
+    let ceiling = *throttled.iter().max()?;
+    if throttled.len() < MIN_THROTTLED {
+        return None;
+    }
+    let full = throttled
+        .iter()
+        .filter(|&&a| a as f64 >= AT_CEILING * ceiling as f64)
+        .count();
+    Some(full as f64 / throttled.len() as f64)
+}
+
+/// Reads the quota of a role from its buckets of `bucket_s` seconds (sorted by bucket
+/// number): at each window length a rate string can express that is a whole number of
+/// buckets, the counts over the last window; the shortest length whose throttled
+/// windows sit at its ceiling ([`separation`] at least [`MIN_SEPARATION`]) is the
+/// quota's (a quota per minute fills the hours too, so a longer length is taken only
+/// where the shorter ones show no ceiling), and [`estimate`] reads it there. Without
+/// one, the buckets' own length.
+pub fn find(buckets: &[(i64, Window)], bucket_s: f64) -> Found {
+    let own: Vec<Window> = buckets.iter().map(|&(_, w)| w).collect();
+    let mut scales: Vec<(Scale, i64)> = Vec::new();
+    if bucket_s >= 1.0 {
+        for (_, window_s) in crate::config::rates::UNITS {
+            let k = window_s / bucket_s;
+            if k >= 1.0 && k.fract() == 0.0 {
+                let k = k as i64;
+                let separation = if k == 1 {
+                    separation(&own)
+                } else {
+                    separation(&rolled(buckets, k))
+                };
+                scales.push((
+                    Scale {
+                        window_s,
+                        separation,
+                    },
+                    k,
+                ));
+            }
+        }
+    }
+    let chosen = scales
+        .iter()
+        .find(|(s, _)| s.separation.is_some_and(|v| v >= MIN_SEPARATION))
+        .or_else(|| scales.iter().find(|(_, k)| *k == 1))
+        .map(|(s, k)| (s.window_s, *k));
+    let (window_s, quota) = match chosen {
+        Some((window_s, 1)) | Some((window_s, 0)) => (window_s, estimate(&own)),
+        Some((window_s, k)) => (window_s, estimate(&rolled(buckets, k))),
+        None => (bucket_s, estimate(&own)),
+    };
+    Found {
+        window_s,
+        quota,
+        scales: scales.into_iter().map(|(s, _)| s).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn w(accepted: i64, attempts_429: i64) -> Window {
-        Window {
-            accepted,
-            attempts_429,
-            head: 0,
-            limiters: 4,
-        }
+        Window::bucket(accepted, attempts_429, 0, 4)
     }
 
     #[test]
@@ -259,5 +422,105 @@ mod tests {
             "{:?}",
             estimate(&ws)
         );
+    }
+
+    /// A day of one-minute buckets under a demand that swings between half and one and
+    /// a half times `mean` over four hours, against a server that takes at most
+    /// `quota` attempts in any `k` buckets and refuses the rest with 429.
+    fn day_under(quota: i64, k: usize, mean: f64) -> Vec<(i64, Window)> {
+        let mut accepted: Vec<i64> = Vec::new();
+        let mut out = Vec::new();
+        for b in 0..1440usize {
+            let phase = std::f64::consts::TAU * b as f64 / 240.0;
+            let demand = (mean * (1.0 + 0.5 * phase.sin())).round() as i64;
+            let taken: i64 = accepted[b.saturating_sub(k - 1)..].iter().sum();
+            let a = demand.min((quota - taken).max(0));
+            accepted.push(a);
+            out.push((b as i64, Window::bucket(a, demand - a, 0, 1)));
+        }
+        out
+    }
+
+    #[test]
+    fn the_quota_is_read_at_its_own_window() {
+        let mean = 50.0;
+        for (window_s, k) in [(60.0, 1usize), (3600.0, 60), (86_400.0, 1440)] {
+            let quota = (0.8 * mean * k as f64) as i64;
+            let found = find(&day_under(quota, k, mean), 60.0);
+            assert_eq!(found.window_s, window_s, "{}", found.describe());
+            match found.quota {
+                Quota::Knee { ceiling, .. } => assert_eq!(ceiling, quota, "{window_s}"),
+                ref other => panic!("{window_s}: {other:?}"),
+            }
+            // Every length a minute's buckets make is tried: minute, hour and day.
+            assert_eq!(found.scales.len(), 3);
+            let own = found
+                .scales
+                .iter()
+                .find(|s| s.window_s == window_s)
+                .unwrap();
+            assert!(own.separation.unwrap() > 0.5, "{}", found.describe());
+        }
+    }
+
+    #[test]
+    fn a_count_over_a_shorter_window_does_not_explain_the_quota() {
+        // An hour's quota: once it has filled, a throttled minute takes what expired an
+        // hour before, whatever the minute's load, so few throttled minutes are full,
+        // while every throttled hour is.
+        let found = find(&day_under(2400, 60, 50.0), 60.0);
+        let score = |w: f64| {
+            found
+                .scales
+                .iter()
+                .find(|s| s.window_s == w)
+                .and_then(|s| s.separation)
+                .unwrap()
+        };
+        assert!(score(60.0) < MIN_SEPARATION, "{}", found.describe());
+        assert!(score(3600.0) > 0.9, "{}", found.describe());
+        assert_eq!(
+            found.describe(),
+            format!(
+                "hour {:.2} (minute {:.2}, day {:.2})",
+                score(3600.0),
+                score(60.0),
+                score(86_400.0)
+            )
+        );
+    }
+
+    #[test]
+    fn rolled_windows_count_back_from_each_bucket() {
+        let b = |n: i64, a: i64, k: i64| (n, Window::bucket(a, k, 1, 2));
+        // Buckets 0, 1, 5 and 6 (2 to 4 had no traffic), three buckets back.
+        let ws = rolled(&[b(0, 10, 0), b(1, 5, 1), b(5, 7, 0), b(6, 1, 2)], 3);
+        let got: Vec<(i64, i64, i64, i64)> = ws
+            .iter()
+            .map(|w| (w.accepted, w.attempts_429, w.ending_429, w.head))
+            .collect();
+        assert_eq!(
+            got,
+            [(10, 0, 0, 1), (15, 1, 1, 2), (7, 0, 0, 1), (8, 2, 2, 2)]
+        );
+        assert!(ws[3].throttled() && !ws[2].throttled());
+    }
+
+    #[test]
+    fn separation_is_the_share_of_throttled_windows_at_the_ceiling() {
+        // Ceiling 10: throttled 10, 9 and 9 are at it (at least 9), 4 and 2 are not;
+        // unthrottled windows do not count.
+        let ws = [
+            w(10, 1),
+            w(9, 2),
+            w(9, 1),
+            w(4, 1),
+            w(2, 3),
+            w(20, 0),
+            w(1, 0),
+        ];
+        assert_eq!(separation(&ws), Some(0.6));
+        assert_eq!(separation(&ws[..4]), None, "too few throttled windows");
+        assert_eq!(separation(&[w(5, 0), w(6, 0)]), None);
     }
 }

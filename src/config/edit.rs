@@ -14,6 +14,8 @@ use super::{BreakerConfig, ConfigError};
 use crate::hostname::normalize_host;
 
 /// A breaker setting the advisor may change (serialised as its breakers.yaml name).
+/// `FailureExceptions` is the crawler's `BreakerClassification.failure_exceptions`,
+/// which breakers.yaml cannot set: it is only ever a crawler change.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -24,6 +26,7 @@ pub enum BreakerKey {
     RetryAfterCapS,
     SuccessThreshold,
     TrialCalls,
+    FailureExceptions,
 }
 
 impl BreakerKey {
@@ -34,6 +37,7 @@ impl BreakerKey {
             BreakerKey::RetryAfterCapS => "retry_after_cap_s",
             BreakerKey::SuccessThreshold => "success_threshold",
             BreakerKey::TrialCalls => "trial_calls",
+            BreakerKey::FailureExceptions => "failure_exceptions",
         }
     }
 

@@ -79,6 +79,8 @@ impl PolicyOverride {
             RetryAfterCapS => self.retry_after_cap_s,
             SuccessThreshold => self.success_threshold.map(|v| v as f64),
             TrialCalls => self.trial_calls.map(|v| v as f64),
+            // The crawler's classification, not a breakers.yaml setting.
+            FailureExceptions => None,
         }
     }
 

@@ -13,7 +13,7 @@ use super::edit::{check_only_edited, child_mapping, existing_host_key, parse_for
 use crate::hostname::normalize_host;
 
 /// The rate units the crawler knows, with their length in seconds, finest first.
-const UNITS: [(&str, f64); 4] = [
+pub const UNITS: [(&str, f64); 4] = [
     ("SECOND", 1.0),
     ("MINUTE", 60.0),
     ("HOUR", 3600.0),
@@ -93,6 +93,19 @@ impl Rate {
             unit: "DAY".to_owned(),
         }
     }
+}
+
+/// The window of a unit named in any case (`minute`, `HOUR`).
+pub fn unit_seconds(unit: &str) -> Option<f64> {
+    UNITS
+        .iter()
+        .find(|(u, _)| u.eq_ignore_ascii_case(unit.trim()))
+        .map(|&(_, s)| s)
+}
+
+/// The unit whose window is `window_s` seconds, if any.
+pub fn unit_of(window_s: f64) -> Option<&'static str> {
+    UNITS.iter().find(|(_, s)| *s == window_s).map(|&(u, _)| u)
 }
 
 /// A rate string as the crawler's `RateLimitRegistry._parse_rates` reads it: the limit

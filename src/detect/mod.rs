@@ -279,10 +279,12 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
         i = j;
     }
 
-    let mut unhealthy = vec![false; height];
     let mut rows: Vec<(String, &str, IncidentSpan, i64, i64)> = Vec::new();
+    // Each host's incidents so far: bucket range in the table's row numbers, and row.
+    let mut ranges: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); runs.len()];
     let n_all: Vec<f64> = calls.iter().map(|v| v.unwrap_or(0.0)).collect();
     let has_opens = host_timeseries.get_column_index(BREAKER_KIND.1).is_some();
+    // The breakers' evidence comes last: it only adds what the rows did not show.
     let kinds = KINDS
         .iter()
         .copied()
@@ -296,18 +298,42 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
         } else {
             n_all.clone()
         };
-        for &(a, b) in &runs {
+        for (&(a, b), host_ranges) in runs.iter().zip(&mut ranges) {
             let host = hosts.get(a).unwrap_or_default().to_owned();
             let spans = incidents(&k_all[a..b], &n_all[a..b], opts)
                 .map_err(|e| polars_err!(ComputeError: "host {host}, {kind} failures: {e}"))?;
             for span in spans {
-                for flag in &mut unhealthy[a + span.start..a + span.end] {
-                    *flag = true;
+                let (first, end) = (a + span.start, a + span.end);
+                let start_us = starts.get(first).unwrap_or(0);
+                let end_us = starts.get(end - 1).unwrap_or(0) + bucket_us;
+                // One incident per outage: an incident is what the host did, and the
+                // breakers' opens are evidence for it. Where an incident the rows show
+                // overlaps the breakers' one, it takes in the breakers' span (their
+                // opens often come first: the failures that left no row); elsewhere
+                // the breakers' incident stands alone.
+                if kind == BREAKER_KIND.0 {
+                    let mut merged = false;
+                    for r in host_ranges.iter_mut().filter(|r| r.0 < end && first < r.1) {
+                        merged = true;
+                        let row = &mut rows[r.2];
+                        (r.0, r.1) = (r.0.min(first), r.1.max(end));
+                        (row.3, row.4) = (row.3.min(start_us), row.4.max(end_us));
+                        (row.2.start, row.2.end) = (r.0 - a, r.1 - a);
+                        row.2.ongoing |= span.ongoing;
+                    }
+                    if merged {
+                        continue;
+                    }
                 }
-                let start_us = starts.get(a + span.start).unwrap_or(0);
-                let end_us = starts.get(a + span.end - 1).unwrap_or(0) + bucket_us;
+                host_ranges.push((first, end, rows.len()));
                 rows.push((host.clone(), kind, span, start_us, end_us));
             }
+        }
+    }
+    let mut unhealthy = vec![false; height];
+    for &(first, end, _) in ranges.iter().flatten() {
+        for flag in &mut unhealthy[first..end] {
+            *flag = true;
         }
     }
     rows.sort_by(|x, y| (x.0.as_str(), x.3, x.1).cmp(&(y.0.as_str(), y.3, y.1)));

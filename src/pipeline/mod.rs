@@ -204,7 +204,12 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(crate::config::rates::RateLimits::load)
             .transpose()?,
-        quotas: args.quotas,
+        quotas: args.quotas || !args.quota_windows.is_empty(),
+        quota_windows: if args.quota_windows.is_empty() {
+            vec![60.0]
+        } else {
+            args.quota_windows.clone()
+        },
         crawler: match &args.crawler {
             None => crate::crawler::CrawlerModel::default(),
             Some(path) => {

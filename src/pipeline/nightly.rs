@@ -411,8 +411,8 @@ pub fn write_plan(w: &mut dyn Write, patch: &PatchFile) -> std::io::Result<()> {
                 "  {:<32} {:<18} {:>6} -> {:<6} {} [{}]",
                 c.host,
                 c.key.name(),
-                c.from.to_string(),
-                c.to,
+                c.values().0,
+                c.values().1,
                 c.reason,
                 c.ignored_by
             )?;

@@ -429,4 +429,32 @@ impl crate::advise::ReplayCheck for Traffic {
     fn recorded_opens(&self, host: &str) -> Option<u64> {
         self.get(host).map(|t| t.recorded.opens)
     }
+
+    fn raised_counted(
+        &self,
+        host: &str,
+        policy: &ReplayPolicy,
+    ) -> Option<crate::advise::RaisedCounted> {
+        if self.model.exceptions_are_failures {
+            return None;
+        }
+        let t = self.get(host)?;
+        let rows = t
+            .calls
+            .iter()
+            .filter(|c| c.kind == crate::replay::Kind::Exception && !c.synthetic)
+            .count() as u64;
+        if rows == 0 {
+            return None;
+        }
+        let counting = crate::replay::ReplayModel {
+            exceptions_are_failures: true,
+            ..self.model
+        };
+        Some(crate::advise::RaisedCounted {
+            rows,
+            now: self.replay(t, policy),
+            then: crate::replay::replay(&t.calls, policy, &counting, &t.incidents, self.hours),
+        })
+    }
 }

@@ -113,6 +113,10 @@ pub struct Call {
     pub instance: u32,
     /// Earlier attempts that failed and were retried; each went through the breaker.
     pub retried_failures: u32,
+    /// Of `retried_failures`, those taken to have raised (a timeout, a connection
+    /// error) rather than failed with a status, which the breaker counts only where it
+    /// counts exceptions (see `traffic::estimate_retried_raised`).
+    pub retried_raised: u32,
     pub outcome: Outcome,
     pub kind: Kind,
     /// Retry-After of a 429/503 final response, seconds.
@@ -172,13 +176,18 @@ impl ReplayModel {
         }
     }
 
-    /// The call's earlier attempts that the breaker counted as failures (those of a
-    /// request that raised too: their statuses are estimated as a response's are).
+    /// The call's earlier attempts that the breaker counted as failures: those that
+    /// failed with a status, and those that raised where exceptions count.
     pub fn retried_failures(&self, c: &Call) -> u32 {
-        if self.count_retries && c.kind != Kind::CacheHit && !c.exact {
-            c.retried_failures
+        if !self.count_retries || c.exact || c.kind == Kind::CacheHit {
+            return 0;
+        }
+        let raised = c.retried_raised.min(c.retried_failures);
+        let statuses = c.retried_failures - raised;
+        if self.exceptions_are_failures {
+            statuses + raised
         } else {
-            0
+            statuses
         }
     }
 }
@@ -255,6 +264,13 @@ pub struct Figures {
     pub end_to_close_s: Option<f64>,
     /// closed -> open within three reset timeouts of a close (of the same breaker).
     pub flaps: u64,
+    /// Opens outside every incident.
+    pub opens_outside_incidents: u64,
+    /// Attempts of requests that raised (rows of timeouts, connection errors) sent
+    /// during incidents by requests the breakers let through, and the worker time those
+    /// requests held (their elapsed time).
+    pub raised_attempts_in_incidents: u64,
+    pub raised_seconds_in_incidents: f64,
 }
 
 impl Figures {
@@ -487,6 +503,12 @@ pub fn replay(
             }
             continue;
         }
+        // A request that raised and was let through sent all its attempts, counted or
+        // not (an attempt the breaker does not count passes it as the one before did).
+        if unhealthy && c.kind == Kind::Exception && !c.synthetic {
+            run.f.raised_attempts_in_incidents += u64::from(c.retried_failures) + 1;
+            run.f.raised_seconds_in_incidents += c.elapsed_s;
+        }
         // The final outcome, recorded again after the retry loop.
         if outcome != Outcome::Uncounted && !c.exact {
             for _ in 1..model.final_outcome_counted {
@@ -509,6 +531,15 @@ pub fn replay(
     };
     opens_at.sort_by(f64::total_cmp);
     closes_at.sort_by(f64::total_cmp);
+    // Incidents are sorted and disjoint: the first that ends after an open is the only
+    // one that can hold it.
+    f.opens_outside_incidents = opens_at
+        .iter()
+        .filter(|&&t| {
+            let i = incidents.partition_point(|i| i.end_s <= t);
+            incidents.get(i).is_none_or(|i| t < i.start_s)
+        })
+        .count() as u64;
     let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     f.onset_to_open_s = mean(
         incidents
@@ -570,6 +601,7 @@ pub fn fill_gaps(
                     t_s: t,
                     instance: g.instance,
                     retried_failures: 0,
+                    retried_raised: 0,
                     outcome: if failure {
                         Outcome::Failure
                     } else {
@@ -632,6 +664,7 @@ mod tests {
             t_s: t,
             instance: 0,
             retried_failures: 0,
+            retried_raised: 0,
             outcome: if failure {
                 Outcome::Failure
             } else {

@@ -210,6 +210,53 @@ impl Traffic {
     }
 }
 
+/// A row keeps only its final outcome: whether its retried attempts failed with a
+/// status or raised (a timeout, a connection error) it does not say, and a breaker
+/// that ignores exceptions counts only the first. Where the host's rows show requests
+/// that raised, each response's retried attempts are taken to have raised in the share
+/// that the host's failed requests of the same hour did (rows that raised against rows
+/// that failed with a status; the night's share where the hour has none), spread over
+/// the hour's rows in time order so the counts add up. Without such rows, none raised.
+/// `calls` are in time order.
+pub fn estimate_retried_raised(calls: &mut [Call]) {
+    let hour = |t: f64| (t / 3600.0).floor() as i64;
+    let recorded = |c: &Call| !c.synthetic && !c.exact;
+    // Per hour (raised, failed with a status); the night's in `all`.
+    let mut hours: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    let mut all = (0u64, 0u64);
+    for c in calls.iter().filter(|c| recorded(c)) {
+        let add = match c.kind {
+            Kind::Exception => (1, 0),
+            Kind::Response if c.failed() => (0, 1),
+            _ => continue,
+        };
+        let e = hours.entry(hour(c.t_s)).or_default();
+        *e = (e.0 + add.0, e.1 + add.1);
+        all = (all.0 + add.0, all.1 + add.1);
+    }
+    if all.0 == 0 {
+        return;
+    }
+    let mut carry: BTreeMap<i64, f64> = BTreeMap::new();
+    for c in calls
+        .iter_mut()
+        .filter(|c| c.kind == Kind::Response && c.retried_failures > 0)
+        .filter(|c| !c.synthetic && !c.exact)
+    {
+        let h = hour(c.t_s);
+        let (raised, statuses) = hours
+            .get(&h)
+            .copied()
+            .filter(|&(r, f)| r + f > 0)
+            .unwrap_or(all);
+        let acc = carry.entry(h).or_default();
+        *acc += f64::from(c.retried_failures) * raised as f64 / (raised + statuses) as f64;
+        let whole = acc.floor().min(f64::from(c.retried_failures));
+        *acc -= whole;
+        c.retried_raised = whole as u32;
+    }
+}
+
 /// `calls` without their inferred failures, with `hidden` instead, in replay order.
 fn with_hidden(calls: &[Call], mut hidden: Vec<Call>) -> Vec<Call> {
     let mut out: Vec<Call> = calls
@@ -308,6 +355,7 @@ pub fn hidden_failures(
                     t_s: t,
                     instance: inst,
                     retried_failures: 0,
+                    retried_raised: 0,
                     outcome: super::Outcome::Failure,
                     kind: Kind::Response,
                     retry_after_s: None,
@@ -517,6 +565,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
             c.seq = seq(rank[(c.seq >> SEQ_ID_BITS) as usize], c.seq & SEQ_ID_MASK);
         }
         recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+        estimate_retried_raised(&mut recorded_calls);
         let steps: Vec<(u32, f64, &'static str, &'static str)> = host_transitions
             .iter()
             .map(|t| (index(&t.instance), t.t_s, state(&t.old), state(&t.new)))
@@ -780,10 +829,14 @@ impl Rows {
             }
             let instance = *code[inst]
                 .get_or_insert_with(|| self.host(&instances.names[inst][0]).code(&names[inst]));
+            let retried_failures = retried.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
             calls[h].push(Call {
                 t_s: us_to_s(t.unwrap_or(0)),
                 instance,
-                retried_failures: retried.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                retried_failures,
+                // A request that raised retried the same exception; a response's are
+                // estimated once the host's calls are all read.
+                retried_raised: if kind == Some(2) { retried_failures } else { 0 },
                 outcome: match (kind, outcome) {
                     (Some(0), Some(1)) => Outcome::Failure,
                     (Some(2), _) => Outcome::Uncounted,
@@ -851,6 +904,7 @@ impl Rows {
                 t_s: us_to_s(t.get(i).unwrap_or(0)),
                 instance: code,
                 retried_failures: 0,
+                retried_raised: 0,
                 outcome: if failed.get(i).unwrap_or(false) {
                     Outcome::Failure
                 } else {

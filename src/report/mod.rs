@@ -549,8 +549,8 @@ impl Report {
                 label: display_host(&c.host),
                 anchor: anchor(&c.host),
                 setting: setting_name(c.role.as_deref(), c.key),
-                from: c.from.to_string(),
-                to: c.to.to_string(),
+                from: c.values().0,
+                to: c.values().1,
                 reason: c.reason.clone(),
                 ignored_by: c.ignored_by.clone(),
             })

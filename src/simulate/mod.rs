@@ -77,6 +77,11 @@ pub struct SimOptions {
     /// landing roles, with a load that rises and falls through the night (ground
     /// truth: `quotas`).
     pub quotas: bool,
+    /// The quotas' windows in seconds, dealt to the quota hosts in turn (timeout host,
+    /// then chronic-noise host, by index): `[60.0]` gives every one a per-minute quota,
+    /// `[60.0, 3600.0]` alternates minute and hour. Each allows 80% of the host's mean
+    /// requests over its window.
+    pub quota_windows: Vec<f64>,
     /// How the simulated crawler's breakers count (the documented model by default):
     /// cache hits, exceptions, retried attempts, the final outcome's repeat and a
     /// success clearing the cooldown follow it, so tests can cover crawlers that
@@ -105,6 +110,7 @@ impl SimOptions {
             night: 1,
             ratelimits: None,
             quotas: false,
+            quota_windows: vec![60.0],
             crawler: crate::crawler::CrawlerModel::default(),
             exception_rows: false,
         }
@@ -611,9 +617,9 @@ fn peak(wave_phase: Option<f64>) -> f64 {
     if wave_phase.is_some() { WAVE_PEAK } else { 1.0 }
 }
 
-/// A quota host's quotas: per 60 s, 80% of the mean requests its metadata and landing
-/// roles send (artifacts come from a CDN without one).
-fn quotas_for(regime: Regime, rps: f64) -> Vec<ServerQuota> {
+/// A quota host's quotas: per `window_s`, 80% of the mean requests its metadata and
+/// landing roles send (artifacts come from a CDN without one).
+fn quotas_for(regime: Regime, rps: f64, window_s: f64) -> Vec<ServerQuota> {
     if !matches!(regime, Regime::Chronic | Regime::Timeouts) {
         return Vec::new();
     }
@@ -622,10 +628,21 @@ fn quotas_for(regime: Regime, rps: f64) -> Vec<ServerQuota> {
         .into_iter()
         .map(|(role, share)| ServerQuota {
             role,
-            limit: ((0.8 * rps * 60.0 * share * 0.92).round() as u64).max(3),
-            window_s: 60.0,
+            limit: ((0.8 * rps * window_s * share * 0.92).round() as u64).max(3),
+            window_s,
         })
         .collect()
+}
+
+/// The window of host `idx`'s quota: the quota hosts (two in each round of
+/// `REGIMES`) take `windows` in turn.
+fn quota_window(idx: usize, regime: Regime, windows: &[f64]) -> f64 {
+    let rank = 2 * (idx / REGIMES.len()) + usize::from(regime == Regime::Chronic);
+    windows
+        .get(rank % windows.len().max(1))
+        .copied()
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .unwrap_or(60.0)
 }
 
 impl HostSim {
@@ -665,7 +682,11 @@ impl HostSim {
             None => policy_for(regime),
         };
         let quotas = if opts.quotas {
-            quotas_for(regime, opts.rps)
+            quotas_for(
+                regime,
+                opts.rps,
+                quota_window(idx, regime, &opts.quota_windows),
+            )
         } else {
             Vec::new()
         };
