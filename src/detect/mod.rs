@@ -62,8 +62,10 @@ pub const KINDS: [(&str, &str); 3] = [("429", "e429"), ("5xx", "e5xx"), ("timeou
 
 /// The breakers' own evidence: a recorded open means the breaker had just counted
 /// `fail_max` consecutive failures, most of them in requests that raised and left no row.
-/// `open_failures` counts them, over `attempts + open_failures`; an incident of kind
-/// `breaker` is a period in which the host's breakers kept opening.
+/// `open_failures` counts them; with the rows' failed attempts (`failures`: retried
+/// ones too, which show a timeout host's incident where no final row does), over
+/// `attempts + open_failures`, they make what the breakers saw fail; an incident of
+/// kind `breaker` is a period in which that rose.
 pub const BREAKER_KIND: (&str, &str) = ("breaker", "open_failures");
 
 /// Change points (segment starts, never 0) of one series of failures `k` in calls `n`.
@@ -291,13 +293,22 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
         .chain(has_opens.then_some(BREAKER_KIND));
     for (kind, column) in kinds {
         let k_col = host_timeseries.column(column)?.cast(&DataType::Float64)?;
-        let k_all: Vec<f64> = k_col.f64()?.iter().map(|v| v.unwrap_or(0.0)).collect();
+        let mut k_all: Vec<f64> = k_col.f64()?.iter().map(|v| v.unwrap_or(0.0)).collect();
         // The open evidence is on top of the attempts the rows show.
         let n_all: Vec<f64> = if kind == BREAKER_KIND.0 {
             n_all.iter().zip(&k_all).map(|(n, k)| n + k).collect()
         } else {
             n_all.clone()
         };
+        // What the breakers saw fail: the opens' failures and the rows' failed attempts.
+        if kind == BREAKER_KIND.0 && host_timeseries.get_column_index("failures").is_some() {
+            let f = host_timeseries
+                .column("failures")?
+                .cast(&DataType::Float64)?;
+            for (k, f) in k_all.iter_mut().zip(f.f64()?.iter()) {
+                *k += f.unwrap_or(0.0);
+            }
+        }
         for (&(a, b), host_ranges) in runs.iter().zip(&mut ranges) {
             let host = hosts.get(a).unwrap_or_default().to_owned();
             let spans = incidents(&k_all[a..b], &n_all[a..b], opts)
