@@ -1444,12 +1444,22 @@ fn quota_rates(
         None => to.push(new_rate.clone()),
     }
     let mut reason = format!(
-        "the server took at most {ceiling} {} attempts in a throttled {} ({throttled} of {windows} windows throttled, the busiest sent {busiest}) from {limiters} rate limiter{}: {new_rate} per limiter {}, just under its quota; its 429s follow the count over the last {} (share of throttled windows at the ceiling, per window length: {})",
+        "the server took at most {ceiling} {} attempts in a throttled {} ({throttled} of {windows} windows throttled, the busiest sent {busiest}) from {limiters} rate limiter{}: {new_rate} per limiter {}, just under its quota; {} (share of throttled windows at the ceiling, per window length: {})",
         r.role,
         unit.to_ascii_lowercase(),
         if limiters == 1 { "" } else { "s" },
         if at.is_some() { "instead" } else { "added" },
-        unit.to_ascii_lowercase(),
+        if found.clear() {
+            format!(
+                "its 429s follow the count over the last {}",
+                unit.to_ascii_lowercase()
+            )
+        } else {
+            format!(
+                "no window length showed a ceiling clearly, so it is read per {}",
+                unit.to_ascii_lowercase()
+            )
+        },
         found.describe(),
     );
     if head_share > 0.0 {

@@ -194,6 +194,14 @@ pub struct Found {
 }
 
 impl Found {
+    /// The throttled windows sat at a ceiling at the chosen length; false when no
+    /// length showed one and the buckets' own length was read.
+    pub fn clear(&self) -> bool {
+        self.scales.iter().any(|s| {
+            s.window_s == self.window_s && s.separation.is_some_and(|v| v >= MIN_SEPARATION)
+        })
+    }
+
     /// "hour 0.97 (minute 0.31, day 0.62)": how clearly the window was found.
     pub fn describe(&self) -> String {
         let name = |w: f64| {
@@ -221,27 +229,37 @@ impl Found {
 
 /// The windows counted back `k` buckets from each bucket of `buckets` (sorted by
 /// bucket number, one entry per bucket with traffic): the attempts taken and the 429s
-/// over the last `k` buckets, throttled when the bucket itself was.
+/// over the last `k` buckets, throttled when the bucket itself was. Only whole windows:
+/// a bucket less than `k` after the first one would count a window the data covers in
+/// part (the traffic before it is not in the data), so it gives none.
 pub fn rolled(buckets: &[(i64, Window)], k: i64) -> Vec<Window> {
-    let mut out = Vec::with_capacity(buckets.len());
-    let mut sum = Window::default();
+    let Some(&(start, _)) = buckets.first() else {
+        return Vec::new();
+    };
+    let clamp = |x: i128| x.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+    let mut out = Vec::new();
+    let (mut accepted, mut refused, mut head) = (0i128, 0i128, 0i128);
     let mut first = 0usize;
     for &(b, w) in buckets {
-        sum.accepted += w.accepted;
-        sum.attempts_429 += w.attempts_429;
-        sum.head += w.head;
+        accepted += i128::from(w.accepted);
+        refused += i128::from(w.attempts_429);
+        head += i128::from(w.head);
         while first < buckets.len() && buckets[first].0 <= b.saturating_sub(k) {
             let old = buckets[first].1;
-            sum.accepted -= old.accepted;
-            sum.attempts_429 -= old.attempts_429;
-            sum.head -= old.head;
+            accepted -= i128::from(old.accepted);
+            refused -= i128::from(old.attempts_429);
+            head -= i128::from(old.head);
             first += 1;
         }
-        out.push(Window {
-            limiters: w.limiters,
-            ending_429: w.attempts_429,
-            ..sum
-        });
+        if b.saturating_sub(start) >= k.saturating_sub(1) {
+            out.push(Window {
+                accepted: clamp(accepted),
+                attempts_429: clamp(refused),
+                head: clamp(head),
+                limiters: w.limiters,
+                ending_429: w.attempts_429,
+            });
+        }
     }
     out
 }
@@ -309,7 +327,7 @@ pub fn find(buckets: &[(i64, Window)], bucket_s: f64) -> Found {
         .or_else(|| scales.iter().find(|(_, k)| *k == 1))
         .map(|(s, k)| (s.window_s, *k));
     let (window_s, quota) = match chosen {
-        Some((window_s, 1)) | Some((window_s, 0)) => (window_s, estimate(&own)),
+        Some((window_s, 1)) => (window_s, estimate(&own)),
         Some((window_s, k)) => (window_s, estimate(&rolled(buckets, k))),
         None => (bucket_s, estimate(&own)),
     };
@@ -424,13 +442,13 @@ mod tests {
         );
     }
 
-    /// A day of one-minute buckets under a demand that swings between half and one and
-    /// a half times `mean` over four hours, against a server that takes at most
+    /// Three days of one-minute buckets under a demand that swings between half and
+    /// one and a half times `mean` over four hours, against a server that takes at most
     /// `quota` attempts in any `k` buckets and refuses the rest with 429.
     fn day_under(quota: i64, k: usize, mean: f64) -> Vec<(i64, Window)> {
         let mut accepted: Vec<i64> = Vec::new();
         let mut out = Vec::new();
-        for b in 0..1440usize {
+        for b in 0..3 * 1440usize {
             let phase = std::f64::consts::TAU * b as f64 / 240.0;
             let demand = (mean * (1.0 + 0.5 * phase.sin())).round() as i64;
             let taken: i64 = accepted[b.saturating_sub(k - 1)..].iter().sum();
@@ -450,6 +468,10 @@ mod tests {
             assert_eq!(found.window_s, window_s, "{}", found.describe());
             match found.quota {
                 Quota::Knee { ceiling, .. } => assert_eq!(ceiling, quota, "{window_s}"),
+                // A day's quota that stays full holds every day's count at the quota,
+                // throttled or not: no knee to read the ceiling from, so nothing is
+                // slowed down (a gap: the rates rule acts on knees only).
+                Quota::Unrelated { .. } if k == 1440 => {}
                 ref other => panic!("{window_s}: {other:?}"),
             }
             // Every length a minute's buckets make is tried: minute, hour and day.
@@ -461,6 +483,10 @@ mod tests {
                 .unwrap();
             assert!(own.separation.unwrap() > 0.5, "{}", found.describe());
         }
+        // One day of data holds one whole day's window: too few to say anything there.
+        let one_day = &day_under(57_600, 1440, mean)[..1440];
+        let day = find(one_day, 60.0).scales[2].clone();
+        assert_eq!((day.window_s, day.separation), (86_400.0, None));
     }
 
     #[test]
@@ -493,17 +519,19 @@ mod tests {
     #[test]
     fn rolled_windows_count_back_from_each_bucket() {
         let b = |n: i64, a: i64, k: i64| (n, Window::bucket(a, k, 1, 2));
-        // Buckets 0, 1, 5 and 6 (2 to 4 had no traffic), three buckets back.
-        let ws = rolled(&[b(0, 10, 0), b(1, 5, 1), b(5, 7, 0), b(6, 1, 2)], 3);
+        // Buckets 0, 1, 2, 5 and 6 (3 and 4 had no traffic), three buckets back: bucket
+        // 2 gives the first whole window.
+        let ws = rolled(
+            &[b(0, 10, 0), b(1, 5, 1), b(2, 3, 0), b(5, 7, 0), b(6, 1, 2)],
+            3,
+        );
         let got: Vec<(i64, i64, i64, i64)> = ws
             .iter()
             .map(|w| (w.accepted, w.attempts_429, w.ending_429, w.head))
             .collect();
-        assert_eq!(
-            got,
-            [(10, 0, 0, 1), (15, 1, 1, 2), (7, 0, 0, 1), (8, 2, 2, 2)]
-        );
-        assert!(ws[3].throttled() && !ws[2].throttled());
+        assert_eq!(got, [(18, 1, 0, 3), (7, 0, 0, 1), (8, 2, 2, 2)]);
+        assert!(ws[2].throttled() && !ws[1].throttled());
+        assert!(rolled(&[], 3).is_empty());
     }
 
     #[test]

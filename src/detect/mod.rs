@@ -62,10 +62,11 @@ pub const KINDS: [(&str, &str); 3] = [("429", "e429"), ("5xx", "e5xx"), ("timeou
 
 /// The breakers' own evidence: a recorded open means the breaker had just counted
 /// `fail_max` consecutive failures, most of them in requests that raised and left no row.
-/// `open_failures` counts them; with the rows' failed attempts (`failures`: retried
-/// ones too, which show a timeout host's incident where no final row does), over
-/// `attempts + open_failures`, they make what the breakers saw fail; an incident of
-/// kind `breaker` is a period in which that rose.
+/// `open_failures` counts them; added to the rows' failed attempts (`failures`:
+/// retried ones too, which show a timeout host's incident where no final row does),
+/// over `attempts + open_failures`, they are the host's failures as the rows and the
+/// opens show them (an open's visible failures count twice: an upper bound, for
+/// finding onsets); an incident of kind `breaker` is a period in which that rose.
 pub const BREAKER_KIND: (&str, &str) = ("breaker", "open_failures");
 
 /// Change points (segment starts, never 0) of one series of failures `k` in calls `n`.
@@ -300,7 +301,7 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
         } else {
             n_all.clone()
         };
-        // What the breakers saw fail: the opens' failures and the rows' failed attempts.
+        // The opens' failures and the rows' failed attempts.
         if kind == BREAKER_KIND.0 && host_timeseries.get_column_index("failures").is_some() {
             let f = host_timeseries
                 .column("failures")?
@@ -320,19 +321,23 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
                 // One incident per outage: an incident is what the host did, and the
                 // breakers' opens are evidence for it. Where an incident the rows show
                 // overlaps the breakers' one, it takes in the breakers' span (their
-                // opens often come first: the failures that left no row); elsewhere
-                // the breakers' incident stands alone.
+                // opens often come first: the failures that left no row) and keeps its
+                // own levels and counts; elsewhere the breakers' incident stands alone.
+                // Of several, the one it overlaps most (the first on a tie), so one
+                // outage never becomes two incidents of the same span.
                 if kind == BREAKER_KIND.0 {
-                    let mut merged = false;
-                    for r in host_ranges.iter_mut().filter(|r| r.0 < end && first < r.1) {
-                        merged = true;
+                    let overlap =
+                        |r: &(usize, usize, usize)| r.1.min(end).saturating_sub(r.0.max(first));
+                    let best = host_ranges
+                        .iter_mut()
+                        .filter(|r| overlap(r) > 0)
+                        .reduce(|x, y| if overlap(y) > overlap(x) { y } else { x });
+                    if let Some(r) = best {
                         let row = &mut rows[r.2];
                         (r.0, r.1) = (r.0.min(first), r.1.max(end));
                         (row.3, row.4) = (row.3.min(start_us), row.4.max(end_us));
                         (row.2.start, row.2.end) = (r.0 - a, r.1 - a);
                         row.2.ongoing |= span.ongoing;
-                    }
-                    if merged {
                         continue;
                     }
                 }
@@ -524,5 +529,84 @@ mod tests {
         // second incident has only a 200; b's 429 carried no Retry-After.
         assert_eq!(medians, [Some(45.0), None, None]);
         assert_eq!(out.height(), 3);
+    }
+
+    #[test]
+    fn a_breaker_span_widens_the_incident_it_overlaps_and_stands_alone_elsewhere() {
+        // 400 one-minute buckets of 100 attempts: 5xx at 40% in 100..140, the breakers'
+        // opens from 95 (before the rows show it) to 140, and opens alone in 250..270.
+        let n = 400usize;
+        let in_range = |i: usize, a: usize, b: usize| (a..b).contains(&i);
+        let e5xx: Vec<i64> = (0..n)
+            .map(|i| if in_range(i, 100, 140) { 40 } else { 0 })
+            .collect();
+        let open_failures: Vec<i64> = (0..n)
+            .map(|i| {
+                if in_range(i, 95, 140) || in_range(i, 250, 270) {
+                    20
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let ts = df!(
+            "host" => vec!["h.example"; n],
+            "bucket" => (0..n as i64).collect::<Vec<_>>(),
+            "bucket_start" => (0..n as i64).map(|i| i * 60_000_000).collect::<Vec<_>>(),
+            "attempts" => vec![100i64; n],
+            "e429" => vec![0i64; n],
+            "e5xx" => e5xx.clone(),
+            "timeouts" => vec![0i64; n],
+            "failures" => e5xx,
+            "open_failures" => open_failures,
+        )
+        .unwrap()
+        .lazy()
+        .with_column(col("bucket_start").cast(DataType::Datetime(TimeUnit::Microseconds, None)))
+        .collect()
+        .unwrap();
+        let d = detect(&ts, &DetectOptions::default()).unwrap();
+        let kinds: Vec<&str> = d
+            .incidents
+            .column("kind")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap_or_default())
+            .collect();
+        let buckets: Vec<i64> = d
+            .incidents
+            .column("buckets")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap_or_default())
+            .collect();
+        assert_eq!(kinds, ["5xx", "breaker"]);
+        // 95..140 and 250..270.
+        assert_eq!(buckets, [45, 20]);
+        let unhealthy: Vec<bool> = d
+            .host_timeseries
+            .column("unhealthy")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap_or_default())
+            .collect();
+        let marked: Vec<usize> = (0..n).filter(|&i| unhealthy[i]).collect();
+        assert_eq!(marked, (95..140).chain(250..270).collect::<Vec<_>>());
+        // The merged incident keeps the rows' level.
+        let level = d
+            .incidents
+            .column("level_during")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0)
+            .unwrap();
+        assert!((level - 0.4).abs() < 1e-9, "{level}");
     }
 }

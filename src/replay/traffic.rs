@@ -1049,4 +1049,54 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn retried_attempts_raise_in_the_share_of_the_hour_and_count_only_where_exceptions_do() {
+        let call = |t_s: f64, kind: Kind, outcome: Outcome, retried: u32| Call {
+            t_s,
+            instance: 0,
+            retried_failures: retried,
+            retried_raised: if kind == Kind::Exception { retried } else { 0 },
+            outcome,
+            kind,
+            retry_after_s: None,
+            elapsed_s: 0.0,
+            synthetic: false,
+            exact: false,
+            seq: 0,
+        };
+        // Hour 0: one row that raised and one that failed with a status (half raised);
+        // two successes after 3 and 1 retried failures share 2 raised attempts (1.5 then
+        // 0.5 carried). Hour 1 has no failed row: the night's share (1 of 2).
+        let mut calls = vec![
+            call(10.0, Kind::Exception, Outcome::Uncounted, 3),
+            call(20.0, Kind::Response, Outcome::Failure, 0),
+            call(30.0, Kind::Response, Outcome::Success, 3),
+            call(40.0, Kind::Response, Outcome::Success, 1),
+            call(3700.0, Kind::Response, Outcome::Success, 2),
+        ];
+        let mut without = calls.clone();
+        estimate_retried_raised(&mut calls);
+        let raised: Vec<u32> = calls.iter().map(|c| c.retried_raised).collect();
+        assert_eq!(raised, [3, 0, 1, 1, 1]);
+        // A breaker that ignores exceptions counts the attempts that failed with a
+        // status; one that counts them, every retried failure.
+        let documented = ReplayModel::default();
+        let counting = ReplayModel {
+            exceptions_are_failures: true,
+            ..documented
+        };
+        let counted = |m: &ReplayModel| {
+            calls
+                .iter()
+                .map(|c| m.retried_failures(c))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counted(&documented), [0, 0, 2, 0, 1]);
+        assert_eq!(counted(&counting), [3, 0, 3, 1, 2]);
+        // Without a row that raised, no response's retried attempts raised.
+        without.remove(0);
+        estimate_retried_raised(&mut without);
+        assert!(without.iter().all(|c| c.retried_raised == 0));
+    }
 }
