@@ -20,9 +20,10 @@
 --   retried_failures  the retried attempts the breaker counted as failures. Their status
 --                     is the final one when that is retryable (the retries ran out), else
 --                     the host's most frequent retryable final status in the same UTC hour,
---                     else in the window: what was retried away is not logged
---   retried_status    that estimated status (NULL without retries, or when the host has
---                     no retryable final status in the window)
+--                     else in the window: what was retried away is not logged. A request
+--                     that raised retried the same exception: none counted
+--   retried_status    that estimated status (NULL without retries, for a request that
+--                     raised, or when the host has no retryable final status in the window)
 --   attempts_429, attempts_5xx  attempts with that status, retried ones included
 --   breaker_failures  retried_failures, plus 2 for a final failure
 --   run_key           the breaker instance within the source: the row's run_id, else its
@@ -91,6 +92,8 @@ classified AS (
     END AS outcome,
     CASE WHEN w.is_net THEN GREATEST(coalesce(w.retry_count, 0), 0) ELSE 0 END AS retried,
     CASE
+      -- A request that raised retried the same exception: no status to estimate.
+      WHEN w.status IS NULL AND w.error IS NOT NULL THEN NULL
       WHEN coalesce(w.status IN (429, 500, 502, 503, 504), false) THEN w.status
       ELSE coalesce(h.hour_retry_status, m.host_retry_status)
     END AS retried_status,
@@ -106,14 +109,21 @@ SELECT
   is_net, is_timeout, is_failure, is_neutral, outcome, run_key,
   CASE WHEN retried > 0 THEN retried_status END AS retried_status,
   retried + CASE WHEN is_net THEN 1 ELSE 0 END AS attempts,
-  -- Every retryable status is a failure status, so an unknown one counts as a failure.
-  CASE WHEN coalesce(retried_status IN (429, 500, 502, 503, 504, 408), true) THEN retried ELSE 0 END
-    AS retried_failures,
+  -- Every retryable status is a failure status, so an unknown one counts as a failure;
+  -- the retried attempts of a request that raised are exceptions, which no breaker counts.
+  CASE
+    WHEN is_timeout THEN 0
+    WHEN coalesce(retried_status IN (429, 500, 502, 503, 504, 408), true) THEN retried
+    ELSE 0
+  END AS retried_failures,
   CASE WHEN is_net AND status = 429 THEN 1 ELSE 0 END
     + CASE WHEN retried_status = 429 THEN retried ELSE 0 END AS attempts_429,
   CASE WHEN is_net AND status >= 500 AND status < 600 THEN 1 ELSE 0 END
     + CASE WHEN retried_status >= 500 AND retried_status < 600 THEN retried ELSE 0 END
     AS attempts_5xx,
-  CASE WHEN coalesce(retried_status IN (429, 500, 502, 503, 504, 408), true) THEN retried ELSE 0 END
-    + CASE WHEN is_failure THEN 2 ELSE 0 END AS breaker_failures
+  CASE
+    WHEN is_timeout THEN 0
+    WHEN coalesce(retried_status IN (429, 500, 502, 503, 504, 408), true) THEN retried
+    ELSE 0
+  END + CASE WHEN is_failure THEN 2 ELSE 0 END AS breaker_failures
 FROM classified

@@ -413,8 +413,8 @@ type GenRow = (u8, i64, Option<i64>, bool, i64, u8);
 
 /// Bursts as the documented crawler's breakers count them, one breaker per host and
 /// process: a row's retries are failures (every retryable status is a failure status by
-/// default), its final failure is recorded twice, a request that raised is not counted,
-/// a cache hit is a success.
+/// default), its final failure is recorded twice, a request that raised is not counted
+/// (nor its retries: the same exception), a cache hit is a success.
 fn naive_bursts(rows: &[GenRow]) -> BTreeMap<String, Vec<u64>> {
     let failure = [429, 500, 502, 503, 504, 408];
     let mut sorted: Vec<_> = rows.iter().enumerate().collect();
@@ -433,11 +433,14 @@ fn naive_bursts(rows: &[GenRow]) -> BTreeMap<String, Vec<u64>> {
             close(&mut out, *h, r);
             continue;
         }
-        *r += *retries as u64;
         match status {
+            // It retried the same exception: nothing the breaker counts.
             None => {}
-            Some(s) if failure.contains(s) => *r += 2,
-            Some(_) => close(&mut out, *h, r),
+            Some(s) if failure.contains(s) => *r += *retries as u64 + 2,
+            Some(_) => {
+                *r += *retries as u64;
+                close(&mut out, *h, r);
+            }
         }
     }
     for ((h, _), mut r) in run {

@@ -217,11 +217,13 @@ fn status_in(
 ///   status is the row's final status when that is retryable (the retries ran out), else
 ///   the host's most frequent retryable final status in the same UTC hour, else in the
 ///   whole data (the estimate of what was retried away), counted when it is a failure
-///   status;
+///   status; a request that raised retried the same exception, so its earlier attempts
+///   count only where exceptions do;
 /// - `retried_fail_attempts`: those failed retried attempts whatever the model counts
 ///   (the replay's calls carry them, so calibration can try other models);
 /// - `retried_status`: that estimated status of the retried attempts (NULL without
-///   retries, or when the host had no retryable final status to estimate it from);
+///   retries, for a request that raised, or when the host had no retryable final status
+///   to estimate it from);
 /// - `attempts_429`, `attempts_5xx`: attempts with that status, retried ones included;
 /// - `breaker_failures`: failures the breaker recorded for the row (the retried ones and
 ///   the final one, counted `final_outcome_counted` times).
@@ -277,7 +279,11 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
                 .clip(lit(0i64), lit(crate::telemetry::schema::MAX_RETRY_COUNT)),
         )
         .otherwise(lit(0i64));
-    let retried_status = when(retryable(col("status")))
+    // A request that raised retried the same exception: its retried attempts have no
+    // status to estimate.
+    let retried_status = when(exception.clone())
+        .then(lit(NULL).cast(DataType::Int64))
+        .when(retryable(col("status")))
         .then(col("status"))
         .otherwise(col("estimated_retry_status"));
     let retried_fail = retried_status
@@ -285,13 +291,15 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
         .is_in(failure_list, false)
         .fill_null(lit(all_retry_fail));
     // The retried attempts that failed, whatever the model counts.
-    let retried_fail_attempts = when(retried_fail)
+    let retried_fail_attempts = when(exception.clone().or(retried_fail))
         .then(retried.clone())
         .otherwise(lit(0i64));
-    let retried_failures = if model.count_retries {
-        retried_fail_attempts.clone()
-    } else {
-        lit(0i64)
+    let retried_failures = match (model.count_retries, model.exceptions_are_failures) {
+        (false, _) => lit(0i64),
+        (true, true) => retried_fail_attempts.clone(),
+        (true, false) => when(exception.clone())
+            .then(lit(0i64))
+            .otherwise(retried_fail_attempts.clone()),
     };
     let final_failure = net.clone().and(failure.clone());
     let outcome = when(blocked)
