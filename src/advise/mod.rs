@@ -453,6 +453,8 @@ fn raised_rule(h: &HostEvidence, r: &dyn ReplayCheck, plan: &mut Plan) {
         host: h.host.clone(),
         role: None,
         key: BreakerKey::FailureExceptions,
+        // In the patch file: 0, no exception type counted; 1, timeouts and connection
+        // errors (`CrawlerChange::values` says so in words).
         from: Num::Int(0),
         to: 1,
         reason: format!(
