@@ -754,6 +754,72 @@ impl ReplayCheck for FakeReplayFrom {
     }
 }
 
+/// A replay like `FakeReplay` that replays 10 opens of a host whose breakers recorded
+/// `self.0`.
+struct FakeReplayMissing(u64, fn(&ReplayPolicy) -> u64);
+
+impl ReplayCheck for FakeReplayMissing {
+    fn current(&self, host: &str) -> Option<ReplayPolicy> {
+        FakeReplay(self.1).current(host)
+    }
+    fn figures(&self, host: &str, p: &ReplayPolicy) -> Figures {
+        Figures {
+            opens: 10,
+            ..FakeReplay(self.1).figures(host, p)
+        }
+    }
+    fn recorded_opens(&self, _host: &str) -> Option<u64> {
+        Some(self.0)
+    }
+}
+
+#[test]
+fn a_replay_that_misses_the_recorded_opens_needs_a_gain_clearly_larger_than_the_miss() {
+    let mut h = host("a.example");
+    h.opens = 4;
+    h.retry_after_samples = 120;
+    h.retry_after_median_s = Some(100.0); // heuristic: 60 -> 100
+    // 10 replayed against 12 recorded: a miss of 17%. A longer reset_timeout_s halves
+    // the cost (a gain of 50%, more than twice 17%): the change stands, the miss said.
+    let halves = |p: &ReplayPolicy| if p.reset_timeout_s > 60.0 { 500 } else { 1000 };
+    let plan = plan_with_replay(&h, &FakeReplayMissing(12, halves));
+    let c = &plan.breakers[0];
+    assert!(
+        c.reason.contains("the replay misses the recorded opens by 17% (12 recorded, 10 replayed): the gain of 50% is more than twice that"),
+        "{}",
+        c.reason
+    );
+    assert_eq!(c.evidence["replay_open_miss_share"], Num::real(2.0 / 12.0));
+    // A gain of 20% is within twice the miss: held, with both numbers.
+    let fifth = |p: &ReplayPolicy| if p.reset_timeout_s > 60.0 { 800 } else { 1000 };
+    let plan = plan_with_replay(&h, &FakeReplayMissing(12, fifth));
+    assert!(plan.breakers.is_empty(), "{:?}", plan.breakers);
+    let held = plan.held.iter().find(|x| x.host == "a.example").unwrap();
+    assert!(
+        held.reason.contains("misses the recorded opens by 17%")
+            && held.reason.contains("the best gain, 20%"),
+        "{}",
+        held.reason
+    );
+    // Within the tolerance (11 against 10): any gain stands, nothing said.
+    let plan = plan_with_replay(&h, &FakeReplayMissing(11, fifth));
+    assert!(
+        !plan.breakers[0].reason.contains("misses"),
+        "{}",
+        plan.breakers[0].reason
+    );
+    // 10 against 25: a miss of 60%, the replay does not stand for the host.
+    let plan = plan_with_replay(&h, &FakeReplayMissing(25, halves));
+    assert!(plan.breakers.is_empty());
+    assert!(
+        plan.held
+            .iter()
+            .any(|x| x.reason.starts_with("the replay does not reproduce")),
+        "{:?}",
+        plan.held
+    );
+}
+
 fn plan_with_replay(h: &HostEvidence, r: &dyn ReplayCheck) -> Plan {
     plan_with_replay_under(h, r, &AdviseSettings::default())
 }

@@ -68,9 +68,9 @@ pub struct AdviseSettings {
     pub max_rate_step: f64,
     /// No rate change smaller than this share of the current multiplier.
     pub rate_band: f64,
-    /// No breaker change for a host whose replay of the recorded policy misses its
-    /// recorded opens by more than this share (and by more than one open): the crawler
-    /// model does not explain that host.
+    /// A host whose replay of the recorded policy misses its recorded opens by more than
+    /// this share (and by more than one open) gets a breaker change only when the
+    /// replayed gain is more than twice the miss, and none past `MAX_REPLAY_MISS`.
     pub fidelity_tolerance: f64,
     /// Hysteresis across nights: a breaker value that moved last night moves back only
     /// when the replay gains at least this share of its current cost (new evidence).
@@ -296,6 +296,11 @@ impl Plan {
         }
     }
 }
+
+/// A replay that misses more than this share of the recorded opens does not stand for
+/// the host: no breaker change. Between `fidelity_tolerance` and this, the miss is an
+/// uncertainty a change's gain must clearly exceed.
+pub const MAX_REPLAY_MISS: f64 = 0.5;
 
 /// Replays a host's traffic under a policy (the pipeline implements it over the
 /// dataset; tests over made-up calls).
@@ -736,19 +741,27 @@ fn replay_gate(
         None => vec![base.success_threshold],
     };
     let now = r.figures(&h.host, &base);
-    if let Some(recorded) = r.recorded_opens(&h.host) {
-        let miss = (now.opens as f64 - recorded as f64).abs();
-        if miss > (s.fidelity_tolerance * recorded as f64).max(1.0) {
-            held.push(Held {
-                host: h.host.clone(),
-                reason: format!(
-                    "the replay does not reproduce the recorded breakers: {recorded} opens recorded, {} replayed under the crawler model (more than {:.0}% apart); no breaker change until it does",
-                    now.opens,
-                    s.fidelity_tolerance * 100.0
-                ),
-            });
-            return Vec::new();
-        }
+    // How far the replay is from the recorded breakers, where more than the tolerance:
+    // an uncertainty on every gain it shows (recorded opens, share of them missed).
+    let miss = r
+        .recorded_opens(&h.host)
+        .map(|recorded| {
+            let miss = (now.opens as f64 - recorded as f64).abs();
+            (recorded, miss, miss / (recorded as f64).max(1.0))
+        })
+        .filter(|&(recorded, miss, _)| miss > (s.fidelity_tolerance * recorded as f64).max(1.0));
+    if let Some((recorded, _, share)) = miss
+        && share > MAX_REPLAY_MISS
+    {
+        held.push(Held {
+            host: h.host.clone(),
+            reason: format!(
+                "the replay does not reproduce the recorded breakers: {recorded} opens recorded, {} replayed under the crawler model (more than {:.0}% apart); no breaker change until it does",
+                now.opens,
+                MAX_REPLAY_MISS * 100.0
+            ),
+        });
+        return Vec::new();
     }
     // The best point of each fail_max candidate, in replay order.
     let mut candidates: Vec<(ReplayPolicy, Figures)> = Vec::new();
@@ -801,6 +814,33 @@ fn replay_gate(
         // Every breaker change of the host goes: they were proposed together.
         return Vec::new();
     }
+    // A replay that misses the recorded opens by x% carries a change only when its gain
+    // is clearly larger: more than twice the miss.
+    let gain = (now.cost() - bf.cost()) as f64 / now.cost() as f64;
+    let mut uncertainty = String::new();
+    if let Some((recorded, _, share)) = miss {
+        let said = format!(
+            "the replay misses the recorded opens by {:.0}% ({recorded} recorded, {} replayed)",
+            share * 100.0,
+            now.opens
+        );
+        if gain <= 2.0 * share {
+            held.push(Held {
+                host: h.host.clone(),
+                reason: format!(
+                    "replay: {said}, and the best gain, {:.0}% (cost {} now, {} at best), is not clearly larger (more than twice the miss)",
+                    gain * 100.0,
+                    summary(&now),
+                    summary(&bf)
+                ),
+            });
+            return Vec::new();
+        }
+        uncertainty = format!(
+            "; {said}: the gain of {:.0}% is more than twice that",
+            gain * 100.0
+        );
+    }
     let mut out = Vec::new();
     for mut p in proposals {
         if gridded(p.key) {
@@ -824,6 +864,11 @@ fn replay_gate(
             }
             p.reason
                 .push_str(&format!("; replay cost {} -> {}", now.cost(), bf.cost()));
+            p.reason.push_str(&uncertainty);
+            if let Some((_, _, share)) = miss {
+                p.evidence
+                    .insert("replay_open_miss_share".into(), Num::real(share));
+            }
             for (k, v) in [
                 ("replay_cost_current", now.cost()),
                 ("replay_cost_proposed", bf.cost()),
