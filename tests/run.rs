@@ -1216,19 +1216,9 @@ fn a_held_host_sizes_no_replay_and_weighs_nothing_in_the_calibration() {
     assert!(*n > 0, "the simulated fleet's breakers opened");
     let b = tmp.path().join("breakers.yaml");
     std::fs::write(&b, format!("hosts:\n  {host}:\n    fail_max: 1000000000\n")).unwrap();
-    let mut cmd = bin();
-    cmd.current_dir(tmp.path()).arg("run");
-    for db in &dbs {
-        cmd.arg("--telemetry").arg(db);
-    }
     // The default settings: `crawler: auto` calibrates on every host it replays.
     let out = tmp.path().join("out");
-    cmd.arg("--config")
-        .arg(&b)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    run_sim(tmp.path(), &dbs, &b, &out, &[]).success();
     assert!(children_peak_rss() < 1 << 30);
     let patch = PatchFile::load(&out.join("breakers.patch.yaml")).unwrap();
     assert!(
@@ -1239,6 +1229,28 @@ fn a_held_host_sizes_no_replay_and_weighs_nothing_in_the_calibration() {
         patch.held
     );
     assert!(!patch.breakers.changes.iter().any(|c| &c.host == host));
+}
+
+/// `run` in `dir` on simulated `dbs` under `config` (no ratelimits.yaml), writing to
+/// `out`, with `extra` arguments.
+fn run_sim(
+    dir: &Path,
+    dbs: &[std::path::PathBuf],
+    config: &Path,
+    out: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> assert_cmd::assert::Assert {
+    let mut cmd = bin();
+    cmd.current_dir(dir).arg("run");
+    for db in dbs {
+        cmd.arg("--telemetry").arg(db);
+    }
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .assert()
 }
 
 /// Simulates a 4-machine day of a crawler that counts as `crawler` says, runs it with
@@ -1270,18 +1282,8 @@ fn calibrated_on(dir: &Path, crawler: breaker_advisor::crawler::CrawlerModel) ->
     }
     let b = dir.join("breakers.yaml");
     std::fs::write(&b, yaml).unwrap();
-    let mut cmd = bin();
-    cmd.current_dir(dir).arg("run");
-    for db in &dbs {
-        cmd.arg("--telemetry").arg(db);
-    }
     let out = dir.join("out");
-    cmd.arg("--config")
-        .arg(&b)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    run_sim(dir, &dbs, &b, &out, &[]).success();
     yaml_serde::from_str(
         &std::fs::read_to_string(out.join("metrics").join("crawler_model.yaml")).unwrap(),
     )
@@ -1360,24 +1362,17 @@ fn counting_timeouts_is_a_crawler_change_with_its_replayed_benefit() {
         &std::fs::read_to_string(dir.join("sim").join("ground_truth.json")).unwrap(),
     )
     .unwrap();
-    let mut cmd = bin();
-    cmd.current_dir(dir).arg("run");
-    for db in &dbs {
-        cmd.arg("--telemetry").arg(db);
-    }
     let patch = dir.join("breakers.patch.yaml");
     let settings = dir.join("breaker-advisor.yaml");
     std::fs::write(&settings, "crawler:\n  count_retries: true\n").unwrap();
-    cmd.arg("--settings")
-        .arg(&settings)
-        .arg("--config")
-        .arg(Path::new(ROOT).join("data-samples").join("breakers.yaml"))
-        .arg("--patch-file")
-        .arg(&patch)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .assert()
-        .success();
+    let config = Path::new(ROOT).join("data-samples").join("breakers.yaml");
+    let extra = [
+        "--settings".as_ref(),
+        settings.as_os_str(),
+        "--patch-file".as_ref(),
+        patch.as_os_str(),
+    ];
+    run_sim(dir, &dbs, &config, &dir.join("out"), &extra).success();
     let file: serde_json::Value =
         yaml_serde::from_str(&std::fs::read_to_string(&patch).unwrap()).unwrap();
     let changes: Vec<&serde_json::Value> = file["needs_crawler_change"]

@@ -743,14 +743,12 @@ fn replay_gate(
     let now = r.figures(&h.host, &base);
     // How far the replay is from the recorded breakers, where more than the tolerance:
     // an uncertainty on every gain it shows (recorded opens, share of them missed).
-    let miss = r
-        .recorded_opens(&h.host)
-        .map(|recorded| {
-            let miss = (now.opens as f64 - recorded as f64).abs();
-            (recorded, miss, miss / (recorded as f64).max(1.0))
-        })
-        .filter(|&(recorded, miss, _)| miss > (s.fidelity_tolerance * recorded as f64).max(1.0));
-    if let Some((recorded, _, share)) = miss
+    let miss = r.recorded_opens(&h.host).and_then(|recorded| {
+        let missed = (now.opens as f64 - recorded as f64).abs();
+        (missed > (s.fidelity_tolerance * recorded as f64).max(1.0))
+            .then(|| (recorded, missed / (recorded as f64).max(1.0)))
+    });
+    if let Some((recorded, share)) = miss
         && share > MAX_REPLAY_MISS
     {
         held.push(Held {
@@ -818,7 +816,7 @@ fn replay_gate(
     // is clearly larger: more than twice the miss.
     let gain = (now.cost() - bf.cost()) as f64 / now.cost() as f64;
     let mut uncertainty = String::new();
-    if let Some((recorded, _, share)) = miss {
+    if let Some((recorded, share)) = miss {
         let said = format!(
             "the replay misses the recorded opens by {:.0}% ({recorded} recorded, {} replayed)",
             share * 100.0,
@@ -865,7 +863,7 @@ fn replay_gate(
             p.reason
                 .push_str(&format!("; replay cost {} -> {}", now.cost(), bf.cost()));
             p.reason.push_str(&uncertainty);
-            if let Some((_, _, share)) = miss {
+            if let Some((_, share)) = miss {
                 p.evidence
                     .insert("replay_open_miss_share".into(), Num::real(share));
             }
@@ -1276,13 +1274,16 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
         // not come from the role's own rate slow nothing down, and a knee below the
         // current rates sets them just under it.
         let found = (!r.windows.is_empty()).then(|| quota::find(&r.windows, r.window_s));
-        match found.as_ref().map(|f| &f.quota) {
-            Some(Quota::Unrelated {
-                windows,
-                throttled,
-                busy,
-                quiet,
-            }) => {
+        match found.as_ref().map(|f| (f, &f.quota)) {
+            Some((
+                f,
+                Quota::Unrelated {
+                    windows,
+                    throttled,
+                    busy,
+                    quiet,
+                },
+            )) => {
                 // Said only where the share of 429s alone would have slowed the role down.
                 if lo > a.high_429_ratio {
                     plan.held.push(Held {
@@ -1290,7 +1291,7 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
                         reason: format!(
                             "ratelimits.yaml {} rates kept: 429s come at every rate ({throttled} of {windows} windows of {} s throttled: {:.0}% of the busiest quarter, {:.0}% of the quietest half), not from the host's own rate",
                             r.role,
-                            found.as_ref().map_or(r.window_s, |f| f.window_s),
+                            f.window_s,
                             busy * 100.0,
                             quiet * 100.0
                         ),
@@ -1298,20 +1299,18 @@ fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings, plan: &mu
                 }
                 continue;
             }
-            Some(Quota::Knee { .. }) => {
+            Some((f, Quota::Knee { .. })) => {
                 let count_head = rl.wait_for(&h.host, &r.role).count_head;
-                if let Some(found) = &found {
-                    quota_rates(
-                        h,
-                        r,
-                        found,
-                        (current, &base, m_cur, count_head),
-                        (n, k, lo, hi),
-                        s,
-                        a,
-                        plan,
-                    );
-                }
+                quota_rates(
+                    h,
+                    r,
+                    f,
+                    (current, &base, m_cur, count_head),
+                    (n, k, lo, hi),
+                    s,
+                    a,
+                    plan,
+                );
                 continue;
             }
             _ => {}

@@ -299,37 +299,35 @@ pub fn separation(windows: &[Window]) -> Option<f64> {
 /// where the shorter ones show no ceiling), and [`estimate`] reads it there. Without
 /// one, the buckets' own length.
 pub fn find(buckets: &[(i64, Window)], bucket_s: f64) -> Found {
-    let own: Vec<Window> = buckets.iter().map(|&(_, w)| w).collect();
-    let mut scales: Vec<(Scale, i64)> = Vec::new();
+    // Each length's windows (a bucket's own for a length of one bucket), kept for the
+    // estimate at the chosen one.
+    let mut scales: Vec<(Scale, Vec<Window>)> = Vec::new();
     if bucket_s >= 1.0 {
         for (_, window_s) in crate::config::rates::UNITS {
             let k = window_s / bucket_s;
             if k >= 1.0 && k.fract() == 0.0 {
-                let k = k as i64;
-                let separation = if k == 1 {
-                    separation(&own)
-                } else {
-                    separation(&rolled(buckets, k))
-                };
+                let windows = rolled(buckets, k as i64);
+                let separation = separation(&windows);
                 scales.push((
                     Scale {
                         window_s,
                         separation,
                     },
-                    k,
+                    windows,
                 ));
             }
         }
     }
     let chosen = scales
         .iter()
-        .find(|(s, _)| s.separation.is_some_and(|v| v >= MIN_SEPARATION))
-        .or_else(|| scales.iter().find(|(_, k)| *k == 1))
-        .map(|(s, k)| (s.window_s, *k));
+        .position(|(s, _)| s.separation.is_some_and(|v| v >= MIN_SEPARATION))
+        .or_else(|| scales.iter().position(|(s, _)| s.window_s == bucket_s));
     let (window_s, quota) = match chosen {
-        Some((window_s, 1)) => (window_s, estimate(&own)),
-        Some((window_s, k)) => (window_s, estimate(&rolled(buckets, k))),
-        None => (bucket_s, estimate(&own)),
+        Some(i) => (scales[i].0.window_s, estimate(&scales[i].1)),
+        None => {
+            let own: Vec<Window> = buckets.iter().map(|&(_, w)| w).collect();
+            (bucket_s, estimate(&own))
+        }
     };
     Found {
         window_s,

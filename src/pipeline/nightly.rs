@@ -406,13 +406,14 @@ pub fn write_plan(w: &mut dyn Write, patch: &PatchFile) -> std::io::Result<()> {
             patch.needs_crawler_change.len()
         )?;
         for c in &patch.needs_crawler_change {
+            let (from, to) = c.values();
             writeln!(
                 w,
                 "  {:<32} {:<18} {:>6} -> {:<6} {} [{}]",
                 c.host,
                 c.key.name(),
-                c.values().0,
-                c.values().1,
+                from,
+                to,
                 c.reason,
                 c.ignored_by
             )?;

@@ -544,15 +544,18 @@ impl Report {
         let crawler_changes = p
             .needs_crawler_change
             .iter()
-            .map(|c| CrawlerChangeRow {
-                host: c.host.clone(),
-                label: display_host(&c.host),
-                anchor: anchor(&c.host),
-                setting: setting_name(c.role.as_deref(), c.key),
-                from: c.values().0,
-                to: c.values().1,
-                reason: c.reason.clone(),
-                ignored_by: c.ignored_by.clone(),
+            .map(|c| {
+                let (from, to) = c.values();
+                CrawlerChangeRow {
+                    host: c.host.clone(),
+                    label: display_host(&c.host),
+                    anchor: anchor(&c.host),
+                    setting: setting_name(c.role.as_deref(), c.key),
+                    from,
+                    to,
+                    reason: c.reason.clone(),
+                    ignored_by: c.ignored_by.clone(),
+                }
             })
             .collect();
         let fidelity = input
