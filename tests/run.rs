@@ -489,19 +489,9 @@ fn run_files(
     out: &Path,
     extra: &[&str],
 ) -> assert_cmd::assert::Assert {
-    let mut cmd = bin();
-    cmd.current_dir(out.parent().unwrap()).arg("run");
-    for f in files {
-        cmd.arg("--telemetry").arg(f);
-    }
-    cmd.arg("--config")
-        .arg(b)
-        .arg("--ratelimits")
-        .arg(r)
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .assert()
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--ratelimits".as_ref(), r.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    run_sim(out.parent().unwrap(), files, b, out, &args)
 }
 
 /// The breaker and rate changes of a patch file outside `hosts`, one line each, sorted.
@@ -1231,8 +1221,8 @@ fn a_held_host_sizes_no_replay_and_weighs_nothing_in_the_calibration() {
     assert!(!patch.breakers.changes.iter().any(|c| &c.host == host));
 }
 
-/// `run` in `dir` on simulated `dbs` under `config` (no ratelimits.yaml), writing to
-/// `out`, with `extra` arguments.
+/// `run` in `dir` on the telemetry files `dbs` under `config`, writing to `out`, with
+/// `extra` arguments (a ratelimits.yaml among them, if any).
 fn run_sim(
     dir: &Path,
     dbs: &[std::path::PathBuf],
