@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use breaker_advisor::advise::{
-    AdviseSettings, Current, HostEvidence, IncidentEvidence, Num, Plan, RateBaselines, ReplayCheck,
-    RoleEvidence, advise,
+    AdviseSettings, Current, HostEvidence, IncidentEvidence, Num, Plan, Previous, RateBaselines,
+    ReplayCheck, RoleEvidence, advise,
 };
 use breaker_advisor::config::BreakerConfig;
 use breaker_advisor::config::edit::BreakerKey;
@@ -118,7 +118,7 @@ fn plan_with(
             ratelimits: Some(&rl),
             baselines,
             replay: None,
-            previous: &[],
+            previous: Previous::default(),
         },
         s,
     )
@@ -135,7 +135,7 @@ fn plan_under(h: &HostEvidence, model: &CrawlerModel, s: &AdviseSettings) -> Pla
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: None,
-            previous: &[],
+            previous: Previous::default(),
         },
         s,
     )
@@ -319,7 +319,7 @@ fn clamps_hold_whatever_the_evidence() {
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: None,
-            previous: &[],
+            previous: Previous::default(),
         },
         &s,
     );
@@ -399,7 +399,7 @@ fn consistently_successful_trials_relax_back_to_one() {
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: None,
-            previous: &[],
+            previous: Previous::default(),
         },
         &AdviseSettings::default(),
     );
@@ -415,7 +415,7 @@ fn consistently_successful_trials_relax_back_to_one() {
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: None,
-            previous: &[],
+            previous: Previous::default(),
         },
         &AdviseSettings::default(),
     );
@@ -834,7 +834,7 @@ fn plan_with_replay_under(h: &HostEvidence, r: &dyn ReplayCheck, s: &AdviseSetti
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: Some(r),
-            previous: &[],
+            previous: Previous::default(),
         },
         s,
     )
@@ -848,15 +848,18 @@ fn replay_keeps_a_proposal_only_if_it_beats_the_current_settings() {
     h.retry_after_median_s = Some(100.0); // heuristic: 60 -> 100
 
     // Longer is better in this replay: the grid's 125 (100 x 1.25) wins.
-    let plan = plan_with_replay(&h, &FakeReplay(|p| (1000.0 - p.reset_timeout_s) as u64));
+    let plan = plan_with_replay(
+        &h,
+        &FakeReplay(|p| (2000.0 - 10.0 * p.reset_timeout_s) as u64),
+    );
     let c = &plan.breakers[0];
     assert_eq!(
         (c.from.as_f64(), c.to),
         (60.0, 120),
         "x1.25 is 125, beyond the x2 step"
     );
-    assert_eq!(c.evidence["replay_cost_current"], Num::Int(940));
-    assert_eq!(c.evidence["replay_cost_proposed"], Num::Int(880));
+    assert_eq!(c.evidence["replay_cost_current"], Num::Int(1400));
+    assert_eq!(c.evidence["replay_cost_proposed"], Num::Int(800));
 
     // Nothing beats the current settings: no breaker change, held with both costs.
     let plan = plan_with_replay(&h, &FakeReplay(|_| 7));
@@ -928,14 +931,17 @@ fn a_value_moved_last_night_moves_back_only_on_new_evidence() {
                 ratelimits: None,
                 baselines: &RateBaselines::new(),
                 replay: Some(r),
-                previous,
+                previous: Previous {
+                    breakers: previous,
+                    ..Previous::default()
+                },
             },
             &AdviseSettings::default(),
         )
     };
-    // A small replay gain (940 -> 880, 6%): back to 120 would undo last night for
-    // little; held, with both nights' numbers.
-    let weak = FakeReplay(|p| (1000.0 - p.reset_timeout_s) as u64);
+    // A modest replay gain (880 -> 760, 14%): enough for a change, but back to 120
+    // would undo last night for little; held, with both nights' numbers.
+    let weak = FakeReplay(|p| (1000.0 - 2.0 * p.reset_timeout_s) as u64);
     assert_eq!(
         plan_of(&weak, &[]).breakers[0].to,
         120,
@@ -949,7 +955,7 @@ fn a_value_moved_last_night_moves_back_only_on_new_evidence() {
         .find(|x| x.reason.contains("last night"))
         .expect("held");
     assert!(
-        held.reason.contains("moved 120 -> 60 last night") && held.reason.contains("gains 6%"),
+        held.reason.contains("moved 120 -> 60 last night") && held.reason.contains("gains 14%"),
         "{}",
         held.reason
     );
@@ -1012,7 +1018,7 @@ fn the_replay_chooses_fail_max_among_the_candidates_and_names_them() {
     // A replay that prefers 4 moves it one step less than the heuristic, and the
     // evidence follows the chosen value.
     let c = chosen(&FakeReplayFrom(5, |p| {
-        u64::from(p.fail_max.abs_diff(4)) + 1
+        10 * (u64::from(p.fail_max.abs_diff(4)) + 1)
     }))
     .unwrap();
     assert_eq!(c.to, 4);
@@ -1033,7 +1039,7 @@ fn the_replay_chooses_fail_max_among_the_candidates_and_names_them() {
     a.background_bursts = [vec![1; 150], vec![2; 38], vec![3; 12]].concat();
     let plan = plan_with_replay_under(
         &a,
-        &FakeReplayFrom(3, |p| u64::from(p.fail_max.abs_diff(5))),
+        &FakeReplayFrom(3, |p| 10 * u64::from(p.fail_max.abs_diff(5))),
         &AdviseSettings::default(),
     );
     let c = &plan.breakers[0];
@@ -1043,7 +1049,7 @@ fn the_replay_chooses_fail_max_among_the_candidates_and_names_them() {
     );
     assert!(
         c.reason
-            .contains("3: 12, 0, 2; 4: 0, 0, 1; 5: 0, 0, 0; the replay chooses 5"),
+            .contains("3: 12, 0, 20; 4: 0, 0, 10; 5: 0, 0, 0; the replay chooses 5"),
         "{}",
         c.reason
     );
@@ -1084,5 +1090,244 @@ fn noise_that_trips_the_breaker_raises_it_even_when_outages_come_in_short_bursts
             .any(|x| x.reason.contains("no value separates")),
         "{:#?}",
         plan.held
+    );
+}
+
+/// a.example with Retry-After evidence: the reset rule proposes 60 -> 100, and a 10%
+/// 429 share lowers its metadata rates.
+fn retry_after_host() -> HostEvidence {
+    let mut h = host("a.example");
+    h.opens = 4;
+    h.retry_after_samples = 120;
+    h.retry_after_median_s = Some(100.0);
+    h.roles[0].e429 = 5_000;
+    h
+}
+
+/// The plan for `h` under the given config texts, settings and memory of earlier nights.
+fn plan_remembering(
+    breakers: &str,
+    rates: &str,
+    h: &HostEvidence,
+    s: &AdviseSettings,
+    previous: Previous<'_>,
+) -> Plan {
+    let cfg = BreakerConfig::parse(breakers, Path::new("breakers.yaml")).unwrap();
+    let rl = RateLimits::parse(rates, Path::new("ratelimits.yaml")).unwrap();
+    advise(
+        std::slice::from_ref(h),
+        &Current {
+            breakers: &cfg,
+            model: &CrawlerModel::default(),
+            ratelimits: Some(&rl),
+            baselines: &RateBaselines::new(),
+            replay: None,
+            previous,
+        },
+        s,
+    )
+}
+
+#[test]
+fn a_gain_below_the_minimum_is_left_alone_with_its_numbers() {
+    let mut h = host("a.example");
+    h.opens = 4;
+    h.retry_after_samples = 120;
+    h.retry_after_median_s = Some(100.0);
+    let held = |plan: &Plan| {
+        assert!(plan.breakers.is_empty(), "{:?}", plan.breakers);
+        plan.held
+            .iter()
+            .find(|x| x.reason.contains("too small"))
+            .map(|x| x.reason.clone())
+            .expect("held as too small")
+    };
+    // 940 -> 880: 60 calls, but 6% of the cost.
+    let share = FakeReplay(|p| (1000.0 - p.reset_timeout_s) as u64);
+    let why = held(&plan_with_replay(&h, &share));
+    assert!(why.contains("60 of 940 calls (6%)"), "{why}");
+    assert!(why.contains("(at least 10% and 5 calls)"), "{why}");
+    // 18 -> 16: 11% of the cost, but 2 calls.
+    let calls = FakeReplay(|p| (20.0 - p.reset_timeout_s / 30.0) as u64);
+    let why = held(&plan_with_replay(&h, &calls));
+    assert!(why.contains("2 of 18 calls (11%)"), "{why}");
+    // The thresholds are the operator's: at zero both changes go through.
+    let any = AdviseSettings {
+        min_gain_share: 0.0,
+        min_gain_calls: 0,
+        ..AdviseSettings::default()
+    };
+    assert_eq!(plan_with_replay_under(&h, &share, &any).breakers[0].to, 120);
+    // (100 and 120 both cost 16 there: the tie goes to the rule's own 100.)
+    assert_eq!(plan_with_replay_under(&h, &calls, &any).breakers[0].to, 100);
+}
+
+#[test]
+fn a_pin_holds_a_value_a_role_or_a_host_in_the_file_or_the_settings() {
+    let s = AdviseSettings::default();
+    let h = retry_after_host();
+    let none = Previous::default();
+    let plan = plan_remembering(BREAKERS, RATES, &h, &s, none);
+    assert_eq!(
+        change(&plan, "a.example", None, BreakerKey::ResetTimeoutS),
+        Some((60.0, 100)),
+        "unpinned, both change"
+    );
+    assert_eq!(plan.rates.len(), 1);
+
+    // The value's own line: that value stays, the host's others move.
+    let value = BREAKERS.replace(
+        "    reset_timeout_s: 60\n",
+        "    reset_timeout_s: 60 # breaker-advisor: keep\n",
+    );
+    let plan = plan_remembering(&value, RATES, &h, &s, none);
+    assert!(plan.breakers.is_empty(), "{:?}", plan.breakers);
+    assert_eq!(plan.rates.len(), 1, "a breakers.yaml pin holds no rate");
+    let why = &plan.held[0].reason;
+    assert!(
+        why.starts_with("pinned: reset_timeout_s 60 -> 100 not proposed")
+            && why.contains("breakers.yaml line 11, hosts.a.example.reset_timeout_s"),
+        "{why}"
+    );
+    let other = BREAKERS.replace(
+        "    fail_max: 3\n",
+        "    fail_max: 3 # breaker-advisor: keep\n",
+    );
+    let plan = plan_remembering(&other, RATES, &h, &s, none);
+    assert_eq!(
+        change(&plan, "a.example", None, BreakerKey::ResetTimeoutS),
+        Some((60.0, 100)),
+        "a pin on fail_max holds fail_max only"
+    );
+
+    // The host's key line: the whole host, in that file.
+    let host_pin = BREAKERS.replace("  a.example:\n", "  a.example:  # breaker-advisor: keep\n");
+    let plan = plan_remembering(&host_pin, RATES, &h, &s, none);
+    assert!(plan.breakers.is_empty() && plan.rates.len() == 1);
+    assert!(plan.held[0].reason.contains("line 9, hosts.a.example)"));
+
+    // A role's line in ratelimits.yaml holds its rates.
+    let role_pin = RATES.replace(
+        "    metadata: {rates: [\"50/SECOND\", \"10000/HOUR\"]}",
+        "    metadata: {rates: [\"50/SECOND\", \"10000/HOUR\"]} # breaker-advisor: keep",
+    );
+    let plan = plan_remembering(BREAKERS, &role_pin, &h, &s, none);
+    assert!(plan.rates.is_empty(), "{:?}", plan.rates);
+    assert_eq!(plan.breakers.len(), 1);
+    assert!(
+        plan.held[0]
+            .reason
+            .starts_with("pinned: metadata rates 50/SECOND, 10000/HOUR -> 40/SECOND, 8000/HOUR"),
+        "{}",
+        plan.held[0].reason
+    );
+
+    // The settings file: a host's key, and a whole host (both files).
+    let pinned = |pins: &str| AdviseSettings {
+        pins: yaml_serde::from_str(pins).unwrap(),
+        ..AdviseSettings::default()
+    };
+    let key = pinned("[{host: A.Example, key: reset_timeout_s}]");
+    key.validate().unwrap();
+    let plan = plan_remembering(BREAKERS, RATES, &h, &key, none);
+    assert!(plan.breakers.is_empty() && plan.rates.len() == 1);
+    assert!(
+        plan.held[0]
+            .reason
+            .contains("advise.pins in breaker-advisor.yaml")
+    );
+    let whole = pinned("[{host: a.example}]");
+    let plan = plan_remembering(BREAKERS, RATES, &h, &whole, none);
+    assert!(plan.breakers.is_empty() && plan.rates.is_empty());
+    assert_eq!(plan.held.len(), 2);
+    assert!(
+        pinned("[{host: a.example, key: fail_maxx}]")
+            .validate()
+            .is_err()
+    );
+}
+
+#[test]
+fn a_change_a_person_set_back_is_held_for_the_configured_nights_then_proposed_again() {
+    let s = AdviseSettings::default();
+    let h = retry_after_host();
+    // Last night's patch moved reset_timeout_s 60 -> 100 and the rates down; the files
+    // say 60 and the old rates again: a person set both back.
+    let last = plan_remembering(BREAKERS, RATES, &h, &s, Previous::default());
+    assert_eq!((last.breakers.len(), last.rates.len()), (1, 1));
+    let night = |tonight: &str, reverted: &[_], breakers: &str| {
+        plan_remembering(
+            breakers,
+            RATES,
+            &h,
+            &s,
+            Previous {
+                breakers: &last.breakers,
+                breakers_applied: true,
+                rates: &last.rates,
+                rates_applied: true,
+                reverted,
+                tonight,
+            },
+        )
+    };
+    let first = night("2026-12-06", &[], BREAKERS);
+    assert!(first.breakers.is_empty() && first.rates.is_empty());
+    assert_eq!(first.reverted.len(), 2);
+    assert!(first.reverted.iter().all(|r| r.since == "2026-12-06"));
+    let why = &first.held[0].reason;
+    assert!(
+        why.starts_with(
+            "reverted by a person on 2026-12-06: reset_timeout_s was set back from 100 to 60"
+        ) && why.contains("not proposed again before 2026-12-13"),
+        "{why}"
+    );
+    assert!(first.held[1].reason.contains("rates was set back"));
+
+    // Six nights on, the memory (carried by the patch file) still holds them, from the
+    // night the revert was seen; last night's patch no longer lists the changes.
+    let later = |tonight: &str| {
+        plan_remembering(
+            BREAKERS,
+            RATES,
+            &h,
+            &s,
+            Previous {
+                reverted: &first.reverted,
+                tonight,
+                ..Previous::default()
+            },
+        )
+    };
+    let sixth = later("2026-12-12");
+    assert!(sixth.breakers.is_empty() && sixth.rates.is_empty());
+    assert_eq!(sixth.reverted, first.reverted);
+    // The seventh night, the hold is over: proposed again, nothing remembered.
+    let seventh = later("2026-12-13");
+    assert_eq!((seventh.breakers.len(), seventh.rates.len()), (1, 1));
+    assert!(seventh.reverted.is_empty());
+
+    // A patch never applied (not written, the files as it found them): no revert.
+    let unpatched = plan_remembering(
+        BREAKERS,
+        RATES,
+        &h,
+        &s,
+        Previous {
+            breakers: &last.breakers,
+            rates: &last.rates,
+            tonight: "2026-12-06",
+            ..Previous::default()
+        },
+    );
+    assert!(unpatched.reverted.is_empty());
+    assert_eq!((unpatched.breakers.len(), unpatched.rates.len()), (1, 1));
+    // A patch that was applied (the file says 100) is no revert.
+    let applied = BREAKERS.replace("    reset_timeout_s: 60\n", "    reset_timeout_s: 100\n");
+    let plan = night("2026-12-06", &[], &applied);
+    assert!(
+        plan.reverted.iter().all(|r| r.key == "rates"),
+        "{:?}",
+        plan.reverted
     );
 }

@@ -373,6 +373,8 @@ fn fleet(n: usize) -> Fleet {
             })
             .collect(),
         needs_crawler_change: Vec::new(),
+        reverted: Vec::new(),
+        written: false,
         calibrated_model: None,
     };
     Fleet {

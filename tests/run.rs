@@ -163,8 +163,16 @@ fn hosts_sharing_values_through_an_anchor_are_held_and_the_others_advised() {
     let plain = tmp.path().join("plain.yaml");
     std::fs::write(&plain, &text).unwrap();
     let (out, base) = (tmp.path().join("out"), tmp.path().join("base"));
-    run_job(&base, &plain, &r, &[]).success();
-    run_job(&out, &b, &r, &["--write"]).success();
+    // Every gain proposed: the sample's small ones show the other hosts' advice.
+    let settings = tmp.path().join("every-gain.yaml");
+    std::fs::write(
+        &settings,
+        "advise:\n  min_gain_share: 0\n  min_gain_calls: 0\n",
+    )
+    .unwrap();
+    let every = ["--settings", settings.to_str().unwrap()];
+    run_job(&base, &plain, &r, &every).success();
+    run_job(&out, &b, &r, &[&every[..], &["--write"]].concat()).success();
 
     let (was, now) = (
         PatchFile::load(&base.join("breakers.patch.yaml")).unwrap(),
@@ -530,8 +538,10 @@ fn window_of(out: &Path) -> (String, String) {
 
 /// The settings of a run whose crawler model is fixed: the calibration sums every
 /// host's misses by design, so only a fixed model makes one host's rows unable to move
-/// another host's advice.
-const FIXED_MODEL: &str = "crawler:\n  breaker_scope: process\n";
+/// another host's advice. Every replayed gain is proposed, however small, so a test that
+/// holds one host sees the sample's other hosts' changes go on.
+const FIXED_MODEL: &str =
+    "crawler:\n  breaker_scope: process\nadvise:\n  min_gain_share: 0\n  min_gain_calls: 0\n";
 
 /// The sample's night in a fresh folder under a fixed crawler model: its config files,
 /// copies of its telemetry (for a test to add rows to), and its run into `plain`.
@@ -1089,6 +1099,8 @@ fn hostile_values_in_any_column_never_take_the_night_down() {
             let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let dir = tmp.path().join(format!("case-{n}"));
             std::fs::create_dir(&dir).unwrap();
+            // The settings the base night ran under.
+            std::fs::write(dir.join("breaker-advisor.yaml"), FIXED_MODEL).unwrap();
             let copies: Vec<std::path::PathBuf> = files
                 .iter()
                 .map(|f| {
@@ -1397,4 +1409,72 @@ fn counting_timeouts_is_a_crawler_change_with_its_replayed_benefit() {
             _ => {}
         }
     }
+}
+
+#[test]
+fn a_change_set_back_by_hand_is_held_and_remembered_by_the_patch_file() {
+    use breaker_advisor::config::edit::{BreakerEdit, patch_breakers};
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, r) = sample_configs(tmp.path());
+    let out = tmp.path().join("out");
+    run_job(&out, &b, &r, &["--write"]).success();
+    let applied = PatchFile::load(&out.join("breakers.patch.yaml")).unwrap();
+    let c = applied
+        .breakers
+        .changes
+        .first()
+        .expect("the sample proposes a breaker change")
+        .clone();
+    // A person sets the value back by hand.
+    let text = std::fs::read_to_string(&b).unwrap();
+    let edit = BreakerEdit {
+        host: Some(c.host.clone()),
+        role: c.role.clone(),
+        key: c.key,
+        value: c.from.as_f64() as i64,
+    };
+    std::fs::write(&b, patch_breakers(&text, &b, &[edit]).unwrap()).unwrap();
+
+    run_job(&out, &b, &r, &[]).success();
+    let next = PatchFile::load(&out.join("breakers.patch.yaml")).unwrap();
+    assert!(
+        !next
+            .breakers
+            .changes
+            .iter()
+            .any(|x| x.host == c.host && x.key == c.key),
+        "{:?}",
+        next.breakers.changes
+    );
+    let held = next
+        .held
+        .iter()
+        .find(|h| h.host == c.host && h.reason.starts_with("reverted by a person on 2025-11-25"))
+        .unwrap_or_else(|| panic!("held: {:#?}", next.held));
+    assert!(
+        held.reason.contains(&format!(
+            "{} was set back from {} to {}",
+            c.key.name(),
+            c.to,
+            c.from
+        )) && held.reason.contains("before 2025-12-02"),
+        "{}",
+        held.reason
+    );
+    assert_eq!(next.reverted.len(), 1, "{:?}", next.reverted);
+    assert_eq!(
+        (
+            next.reverted[0].key.as_str(),
+            next.reverted[0].since.as_str()
+        ),
+        (c.key.name(), "2025-11-25")
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("reverted by a person"), "{report}");
+
+    // The next run's previous patch no longer lists the change: the memory holds it, and
+    // a rerun writes the same patch.
+    run_job(&out, &b, &r, &[]).success();
+    let again = PatchFile::load(&out.join("breakers.patch.yaml")).unwrap();
+    assert_eq!(again, next);
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::anchors::Shared;
 use crate::config::edit::BreakerKey;
+use crate::config::pins::{PIN_MARK, Pin, Pins};
 use crate::config::rates::{Rate, RateLimits};
 use crate::config::{BreakerConfig, Policy};
 use crate::crawler::CrawlerModel;
@@ -75,6 +76,18 @@ pub struct AdviseSettings {
     /// Hysteresis across nights: a breaker value that moved last night moves back only
     /// when the replay gains at least this share of its current cost (new evidence).
     pub reversal_min_gain: f64,
+    /// A breaker change must gain at least this share of the replayed cost...
+    pub min_gain_share: f64,
+    /// ...and at least this many calls (failed calls let into incidents plus healthy
+    /// calls blocked); a smaller gain is noise, not worth a review: the host is left
+    /// alone with its numbers.
+    pub min_gain_calls: u64,
+    /// Values, roles and hosts the operator holds from the settings file (beside the
+    /// `# breaker-advisor: keep` comments in the config files themselves).
+    pub pins: Vec<Pin>,
+    /// A change a person set back (the previous patch moved A -> B, the config says A
+    /// again) is not proposed again for this many nights.
+    pub revert_hold_nights: u32,
 }
 
 impl Default for AdviseSettings {
@@ -103,7 +116,11 @@ impl Default for AdviseSettings {
             max_rate_step: 0.25,
             rate_band: 0.01,
             fidelity_tolerance: 0.10,
-            reversal_min_gain: 0.10,
+            reversal_min_gain: 0.25,
+            min_gain_share: 0.10,
+            min_gain_calls: 5,
+            pins: Vec::new(),
+            revert_hold_nights: 7,
         }
     }
 }
@@ -127,13 +144,27 @@ impl AdviseSettings {
             && self.flap_reset_factor > 1.0
             && self.max_false_trips_per_day >= 0.0
             && self.fidelity_tolerance >= 0.0
-            && self.reversal_min_gain >= 0.0;
+            && self.reversal_min_gain >= 0.0
+            && (0.0..1.0).contains(&self.min_gain_share);
+        if let Some(p) = self.pins.iter().find(|p| {
+            crate::hostname::normalize_host(&p.host).is_err()
+                || p.key.as_deref().is_some_and(|k| {
+                    k != "rates"
+                        && BreakerKey::from_spelling(k)
+                            .is_none_or(|b| b == BreakerKey::FailureExceptions)
+                })
+        }) {
+            return Err(format!(
+                "advise settings: pin {:?}: the host must be a host name and the key one of fail_max, reset_timeout_s, retry_after_cap_s, success_threshold, trial_calls, rates",
+                p
+            ));
+        }
         if ok {
             Ok(())
         } else {
             Err(
                 "advise settings: limits must be [low, high] with low >= 1 (reset > 0), \
-                 steps and factors above 1, max_rate_step in [0, 1), bands >= 0"
+                 steps and factors above 1, max_rate_step and min_gain_share in [0, 1), bands >= 0"
                     .into(),
             )
         }
@@ -270,6 +301,26 @@ pub struct Plan {
     pub held: Vec<Held>,
     /// The baselines to carry into the next run (earlier ones plus any recorded now).
     pub baselines: RateBaselines,
+    /// Changes a person set back, held for `revert_hold_nights` (carried to the next
+    /// run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reverted: Vec<Reverted>,
+}
+
+/// A change the tool made that a person set back: the previous patch file moved `key`
+/// from `from` to `to`, and the config said `from` again on the night `since`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reverted {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A breakers.yaml key, or `rates` (ratelimits.yaml).
+    pub key: String,
+    pub from: String,
+    pub to: String,
+    /// The night the revert was first seen (YYYY-MM-DD, the window's end).
+    pub since: String,
 }
 
 impl Plan {
@@ -284,6 +335,7 @@ impl Plan {
         self.crawler_changes.extend(other.crawler_changes);
         self.rates.extend(other.rates);
         self.held.extend(other.held);
+        self.reverted.extend(other.reverted);
         let mut baselines = other.baselines;
         if self.baselines.is_empty() {
             std::mem::swap(&mut self.baselines, &mut baselines);
@@ -340,8 +392,26 @@ pub struct Current<'a> {
     pub baselines: &'a RateBaselines,
     /// When given, breaker proposals must beat the current settings in a replay.
     pub replay: Option<&'a dyn ReplayCheck>,
-    /// The breaker changes of the previous patch file (last night's), for hysteresis.
-    pub previous: &'a [BreakerChange],
+    /// What the previous patch file (last night's) says.
+    pub previous: Previous<'a>,
+}
+
+/// The advisor's memory of earlier nights: the previous patch file's changes (for
+/// hysteresis, and to see a change a person set back) and the reverts it remembers, with
+/// tonight's date.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Previous<'a> {
+    pub breakers: &'a [BreakerChange],
+    /// The previous patch was applied to breakers.yaml (its run wrote it, or the file
+    /// changed since the patch was made from it): only then is a value back at a
+    /// change's `from` a person's revert rather than a patch never applied.
+    pub breakers_applied: bool,
+    pub rates: &'a [RateChange],
+    /// The same for ratelimits.yaml.
+    pub rates_applied: bool,
+    pub reverted: &'a [Reverted],
+    /// Tonight (YYYY-MM-DD, the window's end); empty: no memory of reverts is kept.
+    pub tonight: &'a str,
 }
 
 /// Proposes changes for every host with evidence, in host order.
@@ -361,6 +431,13 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
             });
             continue;
         }
+        let reverted = reverts(&h.host, current, s);
+        let word = OperatorWord {
+            host: &h.host,
+            settings: &s.pins,
+            reverted: &reverted,
+            hold_nights: s.revert_hold_nights,
+        };
         let n = plan.breakers.len();
         // No proposal is computed from values the crawler rejects or no breaker means.
         if let Some(why) = current.breakers.unusable.reason(&h.host) {
@@ -368,6 +445,17 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
         } else {
             advise_breaker(h, current, s, &mut plan);
         }
+        hold_by_word(&mut plan.breakers, n, &mut plan.held, &h.host, |c| {
+            let change = format!("{} {} -> {}", c.key.name(), c.from, c.to);
+            let pins = &current.breakers.pins;
+            word.hold(
+                pins,
+                "breakers.yaml",
+                c.role.as_deref(),
+                c.key.name(),
+                &change,
+            )
+        });
         if let Some(sh) = current.breakers.shared.get(&h.host) {
             let held: Vec<String> = plan
                 .breakers
@@ -384,6 +472,15 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
                     .push(unusable_hold(&h.host, "ratelimits.yaml", why)),
                 None => advise_rates(h, rl, s, &mut plan),
             }
+            hold_by_word(&mut plan.rates, n, &mut plan.held, &h.host, |c| {
+                let change = format!(
+                    "{} rates {} -> {}",
+                    c.role,
+                    c.from.join(", "),
+                    c.to.join(", ")
+                );
+                word.hold(&rl.pins, "ratelimits.yaml", Some(&c.role), "rates", &change)
+            });
             if let Some(sh) = rl.shared.get(&h.host) {
                 let held: Vec<String> = plan
                     .rates
@@ -393,8 +490,148 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
                 hold_shared(&mut plan.held, &h.host, "ratelimits.yaml", &held, sh);
             }
         }
+        plan.reverted.extend(reverted);
     }
     plan
+}
+
+/// The changes a person set back that still hold for `host` tonight: those remembered
+/// from earlier nights, within `revert_hold_nights` of the night they were seen, and
+/// those of the previous patch file whose key the config has at its `from` value again.
+fn reverts(host: &str, current: &Current<'_>, s: &AdviseSettings) -> Vec<Reverted> {
+    let prev = &current.previous;
+    if prev.tonight.is_empty() || s.revert_hold_nights == 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<Reverted> = prev
+        .reverted
+        .iter()
+        .filter(|r| r.host == host)
+        .filter(|r| {
+            nights_between(&r.since, prev.tonight)
+                .is_some_and(|n| (0..i64::from(s.revert_hold_nights)).contains(&n))
+        })
+        .cloned()
+        .collect();
+    let mut seen = |role: Option<&str>, key: &str, from: String, to: String| {
+        if !out
+            .iter()
+            .any(|r| r.role.as_deref() == role && r.key == key)
+        {
+            out.push(Reverted {
+                host: host.to_owned(),
+                role: role.map(str::to_owned),
+                key: key.to_owned(),
+                from,
+                to,
+                since: prev.tonight.to_owned(),
+            });
+        }
+    };
+    for c in prev
+        .breakers
+        .iter()
+        .filter(|c| prev.breakers_applied && c.host == host)
+    {
+        let says = current
+            .breakers
+            .policy(host, c.role.as_deref())
+            .value(c.key);
+        if says.is_some_and(|v| Num::real(v) == c.from && v != c.to as f64) {
+            seen(
+                c.role.as_deref(),
+                c.key.name(),
+                c.from.to_string(),
+                c.to.to_string(),
+            );
+        }
+    }
+    if let Some(rl) = current.ratelimits.filter(|_| prev.rates_applied) {
+        for c in prev
+            .rates
+            .iter()
+            .filter(|c| c.host == host && c.from != c.to)
+        {
+            if rl.rates_for(host, &c.role) == Some(&c.from) {
+                seen(Some(&c.role), "rates", c.from.join(", "), c.to.join(", "));
+            }
+        }
+    }
+    out
+}
+
+/// Whole days from `since` to `tonight` (both YYYY-MM-DD); None when either is not a date.
+fn nights_between(since: &str, tonight: &str) -> Option<i64> {
+    let d = |t: &str| chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").ok();
+    Some((d(tonight)? - d(since)?).num_days())
+}
+
+/// What the operator said about a host: pins in the settings file and the config files,
+/// and changes a person set back.
+struct OperatorWord<'a> {
+    host: &'a str,
+    settings: &'a [Pin],
+    reverted: &'a [Reverted],
+    hold_nights: u32,
+}
+
+impl OperatorWord<'_> {
+    /// Why `change` (of `key`, at the host level or in `role`, in `file`) is not
+    /// proposed, if the operator's word holds it.
+    fn hold(
+        &self,
+        pins: &Pins,
+        file: &str,
+        role: Option<&str>,
+        key: &str,
+        change: &str,
+    ) -> Option<String> {
+        if let Some(p) = pins.find(self.host, role, key) {
+            return Some(format!(
+                "pinned: {change} not proposed (`# {PIN_MARK}` at {file} line {}, {})",
+                p.line, p.path
+            ));
+        }
+        if self.settings.iter().any(|p| p.holds(self.host, role, key)) {
+            return Some(format!(
+                "pinned: {change} not proposed (advise.pins in breaker-advisor.yaml)"
+            ));
+        }
+        let r = self
+            .reverted
+            .iter()
+            .find(|r| r.role.as_deref() == role && r.key == key)?;
+        let until = chrono::NaiveDate::parse_from_str(&r.since, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.checked_add_days(chrono::Days::new(u64::from(self.hold_nights))))
+            .map_or_else(|| "later".to_owned(), |d| d.format("%Y-%m-%d").to_string());
+        Some(format!(
+            "reverted by a person on {}: {key} was set back from {} to {}; {change} is not proposed again before {until} (advise.revert_hold_nights: {})",
+            r.since, r.to, r.from, self.hold_nights
+        ))
+    }
+}
+
+/// Takes the host's changes from `changes[n..]` that the operator's word holds into
+/// holds of their own, keeping the others in order.
+fn hold_by_word<T>(
+    changes: &mut Vec<T>,
+    n: usize,
+    held: &mut Vec<Held>,
+    host: &str,
+    why: impl Fn(&T) -> Option<String>,
+) {
+    let mut kept = Vec::new();
+    for c in changes.drain(n..) {
+        match why(&c) {
+            Some(reason) => held.push(Held {
+                host: host.to_owned(),
+                reason,
+            }),
+            None => kept.push(c),
+        }
+    }
+    changes.extend(kept);
 }
 
 /// The hold of a host whose entry in `file` the advisor cannot start from.
@@ -561,7 +798,7 @@ fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, p
         raised_rule(h, r, plan);
         proposals = replay_gate(h, proposals, r, s, &mut plan.held);
     }
-    let proposals = hold_reversals(h, proposals, current.previous, s, &mut plan.held);
+    let proposals = hold_reversals(h, proposals, current.previous.breakers, s, &mut plan.held);
 
     for mut p in proposals {
         // The host-level value applies to every role except where the host's own role
@@ -812,9 +1049,26 @@ fn replay_gate(
         // Every breaker change of the host goes: they were proposed together.
         return Vec::new();
     }
+    // A gain too small to be worth a review is noise: the host is left alone.
+    let saved = now.cost() - bf.cost();
+    let gain = saved as f64 / now.cost() as f64;
+    if gain < s.min_gain_share || saved < s.min_gain_calls {
+        held.push(Held {
+            host: h.host.clone(),
+            reason: format!(
+                "replay: the best gain, {saved} of {} calls ({:.0}%), is too small to be worth a change (at least {:.0}% and {} calls): cost {} now, {} at best",
+                now.cost(),
+                gain * 100.0,
+                s.min_gain_share * 100.0,
+                s.min_gain_calls,
+                summary(&now),
+                summary(&bf)
+            ),
+        });
+        return Vec::new();
+    }
     // A replay that misses the recorded opens by x% carries a change only when its gain
     // is clearly larger: more than twice the miss.
-    let gain = (now.cost() - bf.cost()) as f64 / now.cost() as f64;
     let mut uncertainty = String::new();
     if let Some((recorded, share)) = miss {
         let said = format!(

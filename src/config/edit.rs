@@ -41,6 +41,22 @@ impl BreakerKey {
         }
     }
 
+    pub const ALL: [BreakerKey; 6] = [
+        BreakerKey::FailMax,
+        BreakerKey::ResetTimeoutS,
+        BreakerKey::RetryAfterCapS,
+        BreakerKey::SuccessThreshold,
+        BreakerKey::TrialCalls,
+        BreakerKey::FailureExceptions,
+    ];
+
+    /// The key a spelling in breakers.yaml stands for: its name or an alias.
+    pub fn from_spelling(s: &str) -> Option<BreakerKey> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s || k.aliases().contains(&s))
+    }
+
     /// Spellings the crawler also reads; an existing alias is edited in place.
     fn aliases(self) -> &'static [&'static str] {
         match self {

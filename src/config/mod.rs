@@ -4,6 +4,7 @@
 
 pub mod anchors;
 pub mod edit;
+pub mod pins;
 pub mod rates;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,6 +66,21 @@ impl Default for Policy {
             retry_after_cap_s: 900.0,
             success_threshold: 1,
             trial_calls: 1,
+        }
+    }
+}
+
+impl Policy {
+    /// The resolved value of a breakers.yaml key (None for what is not one).
+    pub fn value(&self, key: edit::BreakerKey) -> Option<f64> {
+        use edit::BreakerKey::*;
+        match key {
+            FailMax => Some(self.fail_max as f64),
+            ResetTimeoutS => Some(self.reset_timeout_s),
+            RetryAfterCapS => Some(self.retry_after_cap_s),
+            SuccessThreshold => Some(self.success_threshold as f64),
+            TrialCalls => Some(self.trial_calls as f64),
+            FailureExceptions => None,
         }
     }
 }
@@ -138,6 +154,8 @@ pub struct BreakerConfig {
     pub rolling: Option<Rolling>,
     /// Hosts whose values are shared through YAML anchors (left alone by the advisor).
     pub shared: anchors::Sharing,
+    /// Values, roles and hosts the operator pinned (`# breaker-advisor: keep`).
+    pub pins: pins::Pins,
     /// Host entries the advisor cannot start from: an entry the crawler rejects
     /// (`fail_max: 0`, `reset_timeout_s: -1`; read here as absent, so the rest of the
     /// file still loads) or one beyond what any breaker means (`fail_max: 1000000000`;
@@ -257,6 +275,7 @@ impl BreakerConfig {
         };
         let mut cfg = BreakerConfig {
             shared: anchors::sharing(text),
+            pins: pins::pins(text, pins::Layout::Breakers),
             ..BreakerConfig::default()
         };
         if doc.is_null() {

@@ -195,6 +195,8 @@ pub struct RateLimits {
     pub backend: String,
     /// Hosts whose values are shared through YAML anchors (left alone by the advisor).
     pub shared: super::anchors::Sharing,
+    /// Roles and hosts the operator pinned (`# breaker-advisor: keep`).
+    pub pins: super::pins::Pins,
     /// Host entries the advisor cannot start from: one that does not parse (`0/SECOND`;
     /// read as absent, so the rest of the file still loads) or a rate or wait beyond what
     /// any limiter means (`999999999/DAY`; kept). The advisor holds them.
@@ -261,6 +263,7 @@ impl RateLimits {
                 .unwrap_or("memory")
                 .to_ascii_lowercase(),
             shared: super::anchors::sharing(text),
+            pins: super::pins::pins(text, super::pins::Layout::Ratelimits),
             ..RateLimits::default()
         };
         type Roles = (BTreeMap<String, Vec<String>>, BTreeMap<String, RoleWait>);

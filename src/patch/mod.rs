@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::advise::{BreakerChange, CrawlerChange, Held, Plan, RateBaselines, RateChange};
+use crate::advise::{
+    BreakerChange, CrawlerChange, Held, Plan, RateBaselines, RateChange, Reverted,
+};
 use crate::config::edit::{BreakerEdit, patch_breakers};
 use crate::config::rates::{RateLimits, RatesEdit, patch_rates};
 use crate::config::{BreakerConfig, ConfigError};
@@ -92,6 +94,14 @@ pub struct PatchFile {
     /// Proposals for settings the crawler ignores (never applied to the files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs_crawler_change: Vec<CrawlerChange>,
+    /// Changes a person set back, not proposed again for `advise.revert_hold_nights`
+    /// from the night they were seen (carried from patch to patch).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reverted: Vec<Reverted>,
+    /// The run that made this patch also wrote it into the config files (`run
+    /// --write`): a config back at a change's `from` value later is a person's revert.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub written: bool,
     /// With `crawler: auto`, the model the fleet's calibration chose: the next night's
     /// shard jobs count by it (one shard cannot calibrate the fleet alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +156,8 @@ impl PatchFile {
             baselines: plan.baselines.clone(),
             held: plan.held.clone(),
             needs_crawler_change: plan.crawler_changes.clone(),
+            reverted: plan.reverted.clone(),
+            written: false,
             calibrated_model: None,
         };
         p.settle_version(previous);
@@ -159,6 +171,13 @@ impl PatchFile {
         previous: Option<&PatchFile>,
     ) -> PatchFile {
         self.calibrated_model = model.cloned();
+        self.settle_version(previous);
+        self
+    }
+
+    /// The same patch, saying whether its run writes it into the config files.
+    pub fn with_written(mut self, written: bool, previous: Option<&PatchFile>) -> PatchFile {
+        self.written = written;
         self.settle_version(previous);
         self
     }

@@ -78,7 +78,27 @@ pub fn advise_from(
         ratelimits: inputs.ratelimits.as_ref(),
         baselines: &baselines,
         replay: None,
-        previous: previous.map_or(&[][..], |p| &p.breakers.changes[..]),
+        previous: crate::advise::Previous {
+            breakers: previous.map_or(&[][..], |p| &p.breakers.changes[..]),
+            // Patched: written by its run, or the file changed since the patch was made
+            // from it (applied by `apply`). Else a value at a change's `from` is a patch
+            // never applied (a run without --write, then a rerun), not a revert.
+            breakers_applied: previous.is_some_and(|p| {
+                p.written || p.breakers.base_sha256 != sha256_hex(inputs.breakers_text.as_bytes())
+            }),
+            rates: previous
+                .and_then(|p| p.ratelimits.as_ref())
+                .map_or(&[][..], |r| &r.changes[..]),
+            rates_applied: previous.is_some_and(|p| {
+                p.written
+                    || p.ratelimits
+                        .as_ref()
+                        .zip(inputs.ratelimits_text.as_deref())
+                        .is_some_and(|(r, t)| r.base_sha256 != sha256_hex(t.as_bytes()))
+            }),
+            reverted: previous.map_or(&[][..], |p| &p.reverted[..]),
+            tonight: inputs.window.end.get(..10).unwrap_or_default(),
+        },
     };
     let evidence = &inputs.evidence;
     // With the dataset at hand, breaker proposals must win a replay of the window: a
@@ -892,7 +912,12 @@ impl<'a> Night<'a> {
 
     /// Stage 5, patch: the edited texts, and what a reviewer reads first: proposed/,
     /// changes.diff, the plan.
-    fn present(&self, advice: Advice, stdout: &mut dyn Write) -> anyhow::Result<Proposal> {
+    fn present(&self, mut advice: Advice, stdout: &mut dyn Write) -> anyhow::Result<Proposal> {
+        // With --write the patch says so: the next night reads a config back at a
+        // change's `from` value as a person's revert.
+        advice.patch = advice
+            .patch
+            .with_written(self.args.write, self.previous()?.as_ref());
         let edits = compute_edits(
             &advice.patch,
             &self.patch_path,
@@ -1118,19 +1143,11 @@ impl<'a> Night<'a> {
         Ok(0)
     }
 
-    /// The patch file, then (with --write) both config files or neither. The patch file
-    /// comes last of the outputs: it carries the version and baselines the next run
-    /// builds on, so it is only replaced once everything else of this run is written.
+    /// With --write, both config files or neither; then the patch file. The patch file
+    /// comes last: it carries the version, the baselines and the reverts the next run
+    /// builds on, and says whether its changes were written, so it is only replaced
+    /// once everything else of this run is written.
     fn commit(&self, p: &Proposal, stdout: &mut dyn Write) -> anyhow::Result<()> {
-        write_atomic(&self.patch_path, p.advice.patch.to_yaml())?;
-        writeln!(
-            stdout,
-            "patch: {} (v{}), proposed files in {}, diff in {}",
-            self.patch_path.display(),
-            p.advice.patch.patch_version,
-            self.out.join("proposed").display(),
-            self.out.join("changes.diff").display()
-        )?;
         if self.args.write {
             let mut writes: Vec<(&Path, &[u8])> = Vec::new();
             for (applied, path) in [
@@ -1146,6 +1163,15 @@ impl<'a> Night<'a> {
                 writeln!(stdout, "wrote {}", path.display())?;
             }
         }
+        write_atomic(&self.patch_path, p.advice.patch.to_yaml())?;
+        writeln!(
+            stdout,
+            "patch: {} (v{}), proposed files in {}, diff in {}",
+            self.patch_path.display(),
+            p.advice.patch.patch_version,
+            self.out.join("proposed").display(),
+            self.out.join("changes.diff").display()
+        )?;
         Ok(())
     }
 }

@@ -245,6 +245,9 @@ fn change_cells(c: &ChangeRow) -> String {
     ])
 }
 
+/// Below the changes: how the operator keeps a value for good.
+const HOW_TO_SAY_NO: &str = "\n<sub>To keep a value, end its line in breakers.yaml or ratelimits.yaml with `# breaker-advisor: keep` (at the end of a host's key line it keeps the whole host), or list it under `advise.pins` in breaker-advisor.yaml. A change set back by hand after it was merged is not proposed again for `advise.revert_hold_nights` nights (7 by default).</sub>\n\n";
+
 /// The body's sections in display order, each with its cut rank.
 fn blocks(r: &Report) -> Vec<Block> {
     let mut out = Vec::new();
@@ -263,7 +266,7 @@ fn blocks(r: &Report) -> Vec<Block> {
                 "### Changes\n\n| host | setting | change | why | predicted (replay of the window) |\n|---|---|---|---|---|\n".into(),
                 r.changes.iter().map(change_cells).collect(),
             )
-            .with_tail("\n"),
+            .with_tail(HOW_TO_SAY_NO),
         );
         // The evidence, folded per host (its breaker and rate changes together), in
         // the order the hosts first appear in the table.
