@@ -124,6 +124,14 @@ pub fn in_group(groups: &[Vec<String>], k: usize) -> Expr {
     }
 }
 
+/// The rows of `hosts` (normalised names) only.
+pub fn among(hosts: &[String]) -> Expr {
+    col("host").is_in(
+        lit(Series::new("hosts".into(), hosts.to_vec())).implode(false),
+        false,
+    )
+}
+
 /// Returns the allocator's free pages to the system: glibc keeps the pages Polars frees
 /// in its arenas, so without this the process would hold the largest group's peak for
 /// the rest of the run. Called after each group.

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use breaker_advisor::advise::{
-    AdviseSettings, Current, HostEvidence, IncidentEvidence, Num, Plan, Previous, RateBaselines,
-    ReplayCheck, RoleEvidence, advise,
+    AdviseSettings, Confidence, Current, HostEvidence, IncidentEvidence, Num, Plan, Previous,
+    RateBaselines, ReplayCheck, RoleEvidence, advise,
 };
 use breaker_advisor::config::BreakerConfig;
 use breaker_advisor::config::edit::BreakerKey;
@@ -920,6 +920,7 @@ fn a_value_moved_last_night_moves_back_only_on_new_evidence() {
         to: 60,
         reason: "last night".into(),
         evidence: Default::default(),
+        confidence: None,
     }];
     let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
     let plan_of = |r: &dyn ReplayCheck, previous: &[BreakerChange]| {
@@ -969,12 +970,131 @@ fn a_value_moved_last_night_moves_back_only_on_new_evidence() {
         "{}",
         c.reason
     );
-    // Moving on the same way as last night (30 -> 60, now 60 -> 120) is no reversal.
+    // Moving on the same way as last night (30 -> 60, now 60 -> 120) is no reversal,
+    // but a staircase: it needs high confidence, which one night cannot give.
     let onward = [BreakerChange {
         from: Num::Int(30),
         ..last[0].clone()
     }];
-    assert_eq!(plan_of(&weak, &onward).breakers[0].to, 120);
+    let plan = plan_of(&weak, &onward);
+    assert!(plan.breakers.is_empty(), "{:?}", plan.breakers);
+    assert!(
+        plan.held[0]
+            .reason
+            .contains("moved 30 -> 60 last night; moving it on to 120 the next night needs high confidence across the nights replayed, and it has low"),
+        "{}",
+        plan.held[0].reason
+    );
+    // Every night replayed says so: it moves on.
+    let every = FakeNights(
+        |p| (1000.0 - 5.0 * p.reset_timeout_s) as u64,
+        |_, p| (1000.0 - 5.0 * p.reset_timeout_s) as u64,
+    );
+    let plan = plan_of(&every, &onward);
+    assert_eq!(plan.breakers[0].to, 120);
+    assert_eq!(plan.breakers[0].confidence, Some(Confidence::High));
+}
+
+/// A replay like `FakeReplay` (tonight) with three earlier nights, night `k` costing
+/// `self.1(k, policy)`.
+struct FakeNights(fn(&ReplayPolicy) -> u64, fn(u32, &ReplayPolicy) -> u64);
+
+impl ReplayCheck for FakeNights {
+    fn current(&self, host: &str) -> Option<ReplayPolicy> {
+        FakeReplay(self.0).current(host)
+    }
+    fn figures(&self, host: &str, p: &ReplayPolicy) -> Figures {
+        FakeReplay(self.0).figures(host, p)
+    }
+    fn past_figures(&self, _host: &str, p: &ReplayPolicy) -> Vec<(u32, Figures)> {
+        (1..=3)
+            .map(|k| {
+                let f = Figures {
+                    false_trips: (self.1)(k, p),
+                    ..Figures::default()
+                };
+                (k, f)
+            })
+            .collect()
+    }
+}
+
+/// Tonight's cost of a reset timeout in the multi-night tests: 700 at 60, 400 at 120.
+fn tonight_cost(p: &ReplayPolicy) -> u64 {
+    (1000.0 - 5.0 * p.reset_timeout_s) as u64
+}
+
+#[test]
+fn the_nights_before_tonight_choose_the_value_and_rate_its_confidence() {
+    let mut h = host("a.example");
+    h.opens = 4;
+    h.retry_after_samples = 120;
+    h.retry_after_median_s = Some(100.0);
+    // Tonight alone: 700 -> 400 at 120, one night's evidence.
+    let plan = plan_with_replay(&h, &FakeReplay(tonight_cost));
+    let c = &plan.breakers[0];
+    assert_eq!((c.to, c.confidence), (120, Some(Confidence::Low)));
+    assert!(
+        c.reason.contains("confidence low: one night replayed"),
+        "{}",
+        c.reason
+    );
+
+    // Every night alike: it wins all four, high.
+    let plan = plan_with_replay(&h, &FakeNights(tonight_cost, |_, p| tonight_cost(p)));
+    let c = &plan.breakers[0];
+    assert_eq!((c.to, c.confidence), (120, Some(Confidence::High)));
+    assert_eq!(c.evidence["replay_nights"], Num::Int(4));
+    assert_eq!(c.evidence["replay_nights_won"], Num::Int(4));
+    assert!(
+        c.reason
+            .contains("it wins 4 of the 4 nights replayed, a weighted gain of 43%"),
+        "{}",
+        c.reason
+    );
+
+    // Tonight prefers 120, the three nights before prefer the current 60 (800 against
+    // 1100 at 120): weighed by half a night back, the best gain is under the minimum.
+    let plan = plan_with_replay(
+        &h,
+        &FakeNights(tonight_cost, |_, p| {
+            (500.0 + 5.0 * p.reset_timeout_s) as u64
+        }),
+    );
+    assert!(plan.breakers.is_empty(), "{:?}", plan.breakers);
+    let why = &plan.held[0].reason;
+    assert!(
+        why.contains("too small") && why.contains("over the 4 nights replayed"),
+        "{why}"
+    );
+
+    // Tonight and last night win, the two before lose a little: mixed, low. The night
+    // two back alone losing: three of four, medium.
+    let mixed: fn(u32, &ReplayPolicy) -> u64 = |k, p| {
+        if k == 1 {
+            (1000.0 - 5.0 * p.reset_timeout_s) as u64
+        } else {
+            (600.0 + p.reset_timeout_s) as u64
+        }
+    };
+    let plan = plan_with_replay(&h, &FakeNights(tonight_cost, mixed));
+    assert_eq!(plan.breakers[0].confidence, Some(Confidence::Low));
+    let once: fn(u32, &ReplayPolicy) -> u64 = |k, p| {
+        if k == 2 {
+            (600.0 + p.reset_timeout_s) as u64
+        } else {
+            (1000.0 - 5.0 * p.reset_timeout_s) as u64
+        }
+    };
+    let plan = plan_with_replay(&h, &FakeNights(tonight_cost, once));
+    let c = &plan.breakers[0];
+    assert_eq!(c.confidence, Some(Confidence::Medium), "{}", c.reason);
+    assert!(
+        c.reason
+            .contains("it wins 3 of the 4 nights replayed (loses 1)"),
+        "{}",
+        c.reason
+    );
 }
 
 #[test]

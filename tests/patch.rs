@@ -27,6 +27,7 @@ fn change(host: &str, role: Option<&str>, key: BreakerKey, from: i64, to: i64) -
         to,
         reason: "test".into(),
         evidence: Default::default(),
+        confidence: None,
     }
 }
 

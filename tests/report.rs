@@ -324,6 +324,7 @@ fn fleet(n: usize) -> Fleet {
             to: 90,
             reason: "incidents last 3300 s (median of 3); the breaker flaps: 4 times it reopened soon after closing; reset_timeout_s moves towards 3300 within this run's step and limits; replay cost 303 -> 201".into(),
             evidence: ev(i),
+            confidence: None,
         })
         .collect();
     let rates = hosts
@@ -520,7 +521,7 @@ fn the_pr_body_of_a_500_host_night_fits_githubs_limit() {
     assert!(md.starts_with("## breaker-advisor"), "{}", &md[..200]);
     assert!(md.contains("**1000 changes on 500 hosts"), "{}", &md[..400]);
     assert!(md.contains("[report.html](https://github.com/acme/crawler/actions/runs/42)"));
-    assert!(md.contains("| host | setting | change | why | predicted"));
+    assert!(md.contains("| host | setting | change | confidence | why | predicted"));
     let rows = md
         .lines()
         .filter(|l| l.contains("| breakers.yaml: reset\\_timeout\\_s | 45 → 90 |"))

@@ -1478,3 +1478,81 @@ fn a_change_set_back_by_hand_is_held_and_remembered_by_the_patch_file() {
     let again = PatchFile::load(&out.join("breakers.patch.yaml")).unwrap();
     assert_eq!(again, next);
 }
+
+/// Copies of the sample's telemetry with every time `days` earlier: the same night, the
+/// days before it.
+fn telemetry_days_before(dir: &Path, days: u32) -> Vec<std::path::PathBuf> {
+    sample_telemetry()
+        .iter()
+        .map(|f| {
+            let to = dir.join(format!(
+                "{days}-days-before-{}",
+                f.file_name().unwrap().to_string_lossy()
+            ));
+            std::fs::copy(f, &to).unwrap();
+            let conn = rusqlite::Connection::open(&to).unwrap();
+            let shift = format!("'-{days} day'");
+            conn.execute_batch(&format!(
+                "UPDATE http_events SET timestamp = date(timestamp, {shift}) || substr(timestamp, 11);
+                 UPDATE breaker_events SET timestamp = date(timestamp, {shift}) || substr(timestamp, 11),
+                   payload = json_set(payload, '$.ts', json_extract(payload, '$.ts') - {secs});",
+                secs = 86_400 * days
+            ))
+            .unwrap();
+            to
+        })
+        .collect()
+}
+
+#[test]
+fn the_nights_before_tonight_in_the_dataset_rate_a_change_s_confidence() {
+    use breaker_advisor::advise::{Confidence, Num};
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, r) = sample_configs(tmp.path());
+    let telemetry = tmp.path().join("telemetry");
+    std::fs::create_dir(&telemetry).unwrap();
+    let tonight = telemetry_copies(&telemetry);
+
+    // The sample alone: one night of evidence.
+    let alone = tmp.path().join("alone");
+    run_files(&tonight, &b, &r, &alone, &[]).success();
+    let patch = PatchFile::load(&alone.join("breakers.patch.yaml")).unwrap();
+    let c = patch.breakers.changes.first().expect("the sample's change");
+    assert_eq!(c.confidence, Some(Confidence::Low));
+    assert_eq!(c.evidence["replay_nights"], Num::Int(1));
+    let report = std::fs::read_to_string(alone.join("report.md")).unwrap();
+    assert!(report.contains("| low, 1 of 1 night |"), "{report}");
+
+    // The same night on the two days before it too: it wins on all three, high.
+    let mut files = tonight.clone();
+    files.extend(telemetry_days_before(&telemetry, 1));
+    files.extend(telemetry_days_before(&telemetry, 2));
+    let out = tmp.path().join("out");
+    run_files(&files, &b, &r, &out, &[]).success();
+    let three = PatchFile::load(&out.join("breakers.patch.yaml")).unwrap();
+    let d = three
+        .breakers
+        .changes
+        .iter()
+        .find(|x| x.host == c.host && x.key == c.key)
+        .unwrap_or_else(|| panic!("{:#?}", three.breakers.changes));
+    assert_eq!(d.confidence, Some(Confidence::High), "{}", d.reason);
+    assert_eq!(d.evidence["replay_nights"], Num::Int(3));
+    assert_eq!(d.evidence["replay_nights_won"], Num::Int(3));
+    assert!(
+        d.reason.contains("it wins 3 of the 3 nights replayed"),
+        "{}",
+        d.reason
+    );
+    // Tonight's own figures are tonight's: the earlier nights only add evidence.
+    assert_eq!(
+        d.evidence["replay_cost_current"],
+        c.evidence["replay_cost_current"]
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| high, 3 of 3 nights |"), "{report}");
+    assert!(
+        !out.join(".earlier-nights").exists(),
+        "the scratch folder is removed"
+    );
+}

@@ -88,6 +88,11 @@ pub struct AdviseSettings {
     /// A change a person set back (the previous patch moved A -> B, the config says A
     /// again) is not proposed again for this many nights.
     pub revert_hold_nights: u32,
+    /// The replay check weighs this many nights (tonight and the ones before it that
+    /// the dataset holds)...
+    pub evidence_nights: u32,
+    /// ...each night's cost weighed by half every this many nights back.
+    pub evidence_half_life_nights: f64,
 }
 
 impl Default for AdviseSettings {
@@ -121,6 +126,8 @@ impl Default for AdviseSettings {
             min_gain_calls: 5,
             pins: Vec::new(),
             revert_hold_nights: 7,
+            evidence_nights: 7,
+            evidence_half_life_nights: 1.0,
         }
     }
 }
@@ -145,7 +152,9 @@ impl AdviseSettings {
             && self.max_false_trips_per_day >= 0.0
             && self.fidelity_tolerance >= 0.0
             && self.reversal_min_gain >= 0.0
-            && (0.0..1.0).contains(&self.min_gain_share);
+            && (0.0..1.0).contains(&self.min_gain_share)
+            && self.evidence_nights >= 1
+            && self.evidence_half_life_nights > 0.0;
         if let Some(p) = self.pins.iter().find(|p| {
             crate::hostname::normalize_host(&p.host).is_err()
                 || p.key.as_deref().is_some_and(|k| {
@@ -226,6 +235,9 @@ pub struct BreakerChange {
     pub to: i64,
     pub reason: String,
     pub evidence: Evidence,
+    /// How far the replayed gain holds across the nights replayed (none: not replayed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
 }
 
 /// A proposed ratelimits.yaml change of one host's role rates.
@@ -279,6 +291,28 @@ impl CrawlerChange {
     }
 }
 
+/// How far a breaker change's replayed gain holds across the nights replayed: high
+/// when it wins on at least three nights, three in four of them, and loses on none;
+/// medium when it wins on more nights than it loses; low on one night's evidence or
+/// mixed nights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    Low,
+    Medium,
+    High,
+}
+
+impl Confidence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        }
+    }
+}
+
 /// A host the advisor looked at and left alone, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,6 +362,45 @@ impl Plan {
         self.breakers.is_empty() && self.rates.is_empty()
     }
 
+    /// Replaces the entries of `hosts` with `other`'s (the same hosts advised again),
+    /// keeping every list in the order of `order` (the evidence's host order).
+    pub fn replace_hosts(
+        &mut self,
+        other: Plan,
+        hosts: &std::collections::BTreeSet<String>,
+        order: &[HostEvidence],
+    ) {
+        let rank: BTreeMap<&str, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.host.as_str(), i))
+            .collect();
+        let at = |h: &str| rank.get(h).copied().unwrap_or(usize::MAX);
+        fn merge<T>(
+            mine: &mut Vec<T>,
+            theirs: Vec<T>,
+            host: impl Fn(&T) -> &str,
+            keep: impl Fn(&str) -> bool,
+            at: impl Fn(&str) -> usize,
+        ) {
+            mine.retain(|x| keep(host(x)));
+            mine.extend(theirs);
+            mine.sort_by_key(|x| at(host(x)));
+        }
+        let keep = |h: &str| !hosts.contains(h);
+        merge(&mut self.breakers, other.breakers, |c| &c.host, keep, at);
+        merge(
+            &mut self.crawler_changes,
+            other.crawler_changes,
+            |c| &c.host,
+            keep,
+            at,
+        );
+        merge(&mut self.rates, other.rates, |c| &c.host, keep, at);
+        merge(&mut self.held, other.held, |c| &c.host, keep, at);
+        merge(&mut self.reverted, other.reverted, |c| &c.host, keep, at);
+    }
+
     /// Appends the plan `advise` made for `hosts`, which come after this plan's hosts:
     /// the plan of a fleet is the plans of its groups of hosts, in order.
     pub fn append(&mut self, other: Plan, hosts: &[HostEvidence]) {
@@ -360,6 +433,12 @@ pub trait ReplayCheck {
     /// The host's current policy as the replay runs it; None: no traffic to replay.
     fn current(&self, host: &str) -> Option<ReplayPolicy>;
     fn figures(&self, host: &str, policy: &ReplayPolicy) -> Figures;
+    /// The host's earlier nights under `policy`, each with how many nights before
+    /// tonight it is (1: last night), newest first; only nights that hold the host's
+    /// traffic. Empty: tonight is all the evidence.
+    fn past_figures(&self, _host: &str, _policy: &ReplayPolicy) -> Vec<(u32, Figures)> {
+        Vec::new()
+    }
     /// The opens the recorded breakers made, to check the replay against; None when
     /// unknown.
     fn recorded_opens(&self, _host: &str) -> Option<u64> {
@@ -670,6 +749,7 @@ struct Proposal {
     to: i64,
     reason: String,
     evidence: Evidence,
+    confidence: Option<Confidence>,
 }
 
 /// Requests that raised as breaker failures, a crawler change: where the night has
@@ -827,6 +907,7 @@ fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, p
             to: p.to,
             reason: p.reason,
             evidence: p.evidence,
+            confidence: p.confidence,
         });
     }
 }
@@ -834,7 +915,8 @@ fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, p
 /// Hysteresis across nights: a proposal that moves a value back the way last night's
 /// change moved it (last night 45 -> 90, tonight 90 -> 60) needs new evidence: a replay
 /// gain of at least `reversal_min_gain` of the current cost. Without it the value stays
-/// and the host is held with both nights' numbers.
+/// and the host is held with both nights' numbers. One that moves it on (tonight 90 ->
+/// 160) needs high confidence: no staircase of nightly changes to one setting.
 fn hold_reversals(
     h: &HostEvidence,
     proposals: Vec<Proposal>,
@@ -852,9 +934,28 @@ fn hold_reversals(
             continue;
         };
         let (was, now) = (last.to as f64 - last.from.as_f64(), p.to as f64 - p.from);
-        // Only a move back from the value last night's change set.
-        if was * now >= 0.0 || p.from != last.to as f64 {
+        // Only a move from the value last night's change set (the patch was applied).
+        if p.from != last.to as f64 {
             out.push(p);
+            continue;
+        }
+        // Onward, the next night again: a staircase of nightly changes, unless the
+        // replay of every night says so. (Without a replay there is no confidence.)
+        if was * now >= 0.0 {
+            match p.confidence {
+                Some(c) if c != Confidence::High => held.push(Held {
+                    host: h.host.clone(),
+                    reason: format!(
+                        "{} moved {} -> {} last night; moving it on to {} the next night needs high confidence across the nights replayed, and it has {}",
+                        p.key.name(),
+                        last.from,
+                        last.to,
+                        p.to,
+                        c.name()
+                    ),
+                }),
+                _ => out.push(p),
+            }
             continue;
         }
         let cost = |k: &str| p.evidence.get(k).map(|v| v.as_f64());
@@ -978,6 +1079,17 @@ fn replay_gate(
         None => vec![base.success_threshold],
     };
     let now = r.figures(&h.host, &base);
+    let over_nights = |p: &ReplayPolicy, tonight: &Figures| NightCosts {
+        tonight: tonight.cost(),
+        past: r
+            .past_figures(&h.host, p)
+            .into_iter()
+            .filter(|(k, _)| *k < s.evidence_nights)
+            .map(|(k, f)| (k, f.cost()))
+            .collect(),
+    };
+    let hl = s.evidence_half_life_nights;
+    let now_n = over_nights(&base, &now);
     // How far the replay is from the recorded breakers, where more than the tolerance:
     // an uncertainty on every gain it shows (recorded opens, share of them missed).
     let miss = r.recorded_opens(&h.host).and_then(|recorded| {
@@ -998,10 +1110,11 @@ fn replay_gate(
         });
         return Vec::new();
     }
-    // The best point of each fail_max candidate, in replay order.
-    let mut candidates: Vec<(ReplayPolicy, Figures)> = Vec::new();
+    // The best point of each fail_max candidate, in replay order, by its cost over the
+    // nights replayed (tonight alone when the dataset holds no earlier night).
+    let mut candidates: Vec<(ReplayPolicy, Figures, NightCosts)> = Vec::new();
     for &f in &fail_opts {
-        let mut best: Option<(ReplayPolicy, Figures)> = None;
+        let mut best: Option<(ReplayPolicy, Figures, NightCosts)> = None;
         for &rt in &reset_opts {
             for &st in &st_opts {
                 let p = ReplayPolicy {
@@ -1011,8 +1124,12 @@ fn replay_gate(
                     ..base
                 };
                 let fig = r.figures(&h.host, &p);
-                if best.as_ref().is_none_or(|(_, b)| fig.cost() < b.cost()) {
-                    best = Some((p, fig));
+                let n = over_nights(&p, &fig);
+                if best
+                    .as_ref()
+                    .is_none_or(|(_, _, b)| n.weighted(hl) < b.weighted(hl))
+                {
+                    best = Some((p, fig, n));
                 }
             }
         }
@@ -1020,12 +1137,15 @@ fn replay_gate(
     }
     let best = candidates
         .iter()
-        .fold(None::<&(ReplayPolicy, Figures)>, |b, c| match b {
-            Some(b) if b.1.cost() <= c.1.cost() => Some(b),
-            _ => Some(c),
-        })
+        .fold(
+            None::<&(ReplayPolicy, Figures, NightCosts)>,
+            |b, c| match b {
+                Some(b) if b.2.weighted(hl) <= c.2.weighted(hl) => Some(b),
+                _ => Some(c),
+            },
+        )
         .cloned();
-    let Some((bp, bf)) = best else {
+    let Some((bp, bf, bn)) = best else {
         return proposals;
     };
     let summary = |f: &Figures| {
@@ -1037,11 +1157,23 @@ fn replay_gate(
             f.opens
         )
     };
-    if bf.cost() >= now.cost() {
+    let nights = now_n.nights();
+    let across = |n: &NightCosts| format!("{:.0}", n.weighted(hl) / now_n.weight_sum(hl));
+    let over = if nights > 1 {
+        format!(
+            "; over the {nights} nights replayed, weighted (half-life {hl} night{}), {} now and {} at best a night",
+            if hl == 1.0 { "" } else { "s" },
+            across(&now_n),
+            across(&bn)
+        )
+    } else {
+        String::new()
+    };
+    if bn.weighted(hl) >= now_n.weighted(hl) {
         held.push(Held {
             host: h.host.clone(),
             reason: format!(
-                "replay: the proposed breaker settings do not beat the current ones (cost {} now, {} at best)",
+                "replay: the proposed breaker settings do not beat the current ones (cost {} now, {} at best{over})",
                 summary(&now),
                 summary(&bf)
             ),
@@ -1050,14 +1182,15 @@ fn replay_gate(
         return Vec::new();
     }
     // A gain too small to be worth a review is noise: the host is left alone.
-    let saved = now.cost() - bf.cost();
-    let gain = saved as f64 / now.cost() as f64;
-    if gain < s.min_gain_share || saved < s.min_gain_calls {
+    let saved = now_n.weighted(hl) - bn.weighted(hl);
+    let gain = saved / now_n.weighted(hl);
+    let saved_a_night = (saved / now_n.weight_sum(hl)).round() as u64;
+    if gain < s.min_gain_share || saved_a_night < s.min_gain_calls {
         held.push(Held {
             host: h.host.clone(),
             reason: format!(
-                "replay: the best gain, {saved} of {} calls ({:.0}%), is too small to be worth a change (at least {:.0}% and {} calls): cost {} now, {} at best",
-                now.cost(),
+                "replay: the best gain, {saved_a_night} of {} calls ({:.0}%), is too small to be worth a change (at least {:.0}% and {} calls): cost {} now, {} at best{over}",
+                across(&now_n),
                 gain * 100.0,
                 s.min_gain_share * 100.0,
                 s.min_gain_calls,
@@ -1093,6 +1226,25 @@ fn replay_gate(
             gain * 100.0
         );
     }
+    let (won, lost) = now_n.won_lost(&bn);
+    let confidence = confidence(nights, won, lost);
+    let confident = format!(
+        "; confidence {}: {}",
+        confidence.name(),
+        if nights == 1 {
+            "one night replayed".to_owned()
+        } else {
+            format!(
+                "it wins {won} of the {nights} nights replayed{}, a weighted gain of {:.0}%",
+                if lost > 0 {
+                    format!(" (loses {lost})")
+                } else {
+                    String::new()
+                },
+                gain * 100.0
+            )
+        }
+    );
     let mut out = Vec::new();
     for mut p in proposals {
         if gridded(p.key) {
@@ -1111,12 +1263,15 @@ fn replay_gate(
             }
             if p.key == BreakerKey::FailMax {
                 set_background_proposed(&mut p, &bg);
-                p.reason
-                    .push_str(&candidates_text(&candidates, &bg, bp.fail_max));
+                let rows: Vec<(ReplayPolicy, Figures)> =
+                    candidates.iter().map(|(p, f, _)| (*p, f.clone())).collect();
+                p.reason.push_str(&candidates_text(&rows, &bg, bp.fail_max));
             }
             p.reason
                 .push_str(&format!("; replay cost {} -> {}", now.cost(), bf.cost()));
             p.reason.push_str(&uncertainty);
+            p.reason.push_str(&confident);
+            p.confidence = Some(confidence);
             if let Some((_, share)) = miss {
                 p.evidence
                     .insert("replay_open_miss_share".into(), Num::real(share));
@@ -1130,13 +1285,82 @@ fn replay_gate(
                 ("replay_let_through_proposed", bf.failures_let_through),
                 ("replay_opens_current", now.opens),
                 ("replay_opens_proposed", bf.opens),
+                ("replay_nights", nights as u64),
+                ("replay_nights_won", won as u64),
             ] {
                 p.evidence.insert(k.into(), Num::Int(v as i64));
             }
+            p.evidence
+                .insert("replay_weighted_gain_share".into(), Num::real(gain));
         }
         out.push(p);
     }
     out
+}
+
+/// A policy's replayed cost on each night replayed: tonight and the earlier nights that
+/// hold the host's traffic (nights before tonight, cost).
+#[derive(Debug, Clone)]
+struct NightCosts {
+    tonight: u64,
+    past: Vec<(u32, u64)>,
+}
+
+impl NightCosts {
+    fn weight(k: u32, half_life: f64) -> f64 {
+        0.5f64.powf(f64::from(k) / half_life)
+    }
+
+    /// The cost summed over the nights, each weighed by half every `half_life` nights
+    /// back (tonight weighs 1).
+    fn weighted(&self, half_life: f64) -> f64 {
+        self.tonight as f64
+            + self
+                .past
+                .iter()
+                .map(|&(k, c)| Self::weight(k, half_life) * c as f64)
+                .sum::<f64>()
+    }
+
+    fn weight_sum(&self, half_life: f64) -> f64 {
+        1.0 + self
+            .past
+            .iter()
+            .map(|&(k, _)| Self::weight(k, half_life))
+            .sum::<f64>()
+    }
+
+    fn nights(&self) -> usize {
+        1 + self.past.len()
+    }
+
+    /// Nights on which `other` costs less than this, and more.
+    fn won_lost(&self, other: &NightCosts) -> (usize, usize) {
+        let mut pairs = vec![(self.tonight, other.tonight)];
+        for (k, c) in &self.past {
+            if let Some((_, o)) = other.past.iter().find(|(j, _)| j == k) {
+                pairs.push((*c, *o));
+            }
+        }
+        (
+            pairs.iter().filter(|(a, b)| b < a).count(),
+            pairs.iter().filter(|(a, b)| b > a).count(),
+        )
+    }
+}
+
+/// High: it wins on at least three nights, three in four of the nights replayed, and
+/// loses on none; medium: it wins on more nights than it loses and on at least half of
+/// them; low: one night, or mixed nights. (The weighted gain is above the minimum
+/// whatever the confidence: below it there is no change.)
+fn confidence(nights: usize, won: usize, lost: usize) -> Confidence {
+    if won >= 3 && 4 * won >= 3 * nights && lost == 0 {
+        Confidence::High
+    } else if nights >= 2 && won > lost && 2 * won >= nights {
+        Confidence::Medium
+    } else {
+        Confidence::Low
+    }
 }
 
 /// "; fail_max candidates (false opens a day expected from the background bursts,
@@ -1299,6 +1523,7 @@ fn fail_max_rule(
         to,
         reason,
         evidence,
+        confidence: None,
     };
     set_background_proposed(&mut p, &bg);
     Some(p)
@@ -1399,6 +1624,7 @@ fn reset_rule(
         to: to as i64,
         reason: with_limit_note(reasons.join("; "), target.round(), to, "reset_timeout_s"),
         evidence,
+        confidence: None,
     })
 }
 
@@ -1455,6 +1681,7 @@ fn half_open_rule(
                 to,
                 reason: reason.clone(),
                 evidence: evidence.clone(),
+                confidence: None,
             });
         }
         let trial = 1.clamp(s.trial_calls[0], s.trial_calls[1]);
@@ -1466,6 +1693,7 @@ fn half_open_rule(
                 to: trial,
                 reason,
                 evidence: evidence.clone(),
+                confidence: None,
             });
         }
     } else if cur.success_threshold > s.success_threshold[0]
@@ -1485,6 +1713,7 @@ fn half_open_rule(
                 ok_lo * 100.0
             ),
             evidence,
+            confidence: None,
         });
     }
     out

@@ -72,6 +72,9 @@ pub struct AnalyzeOptions {
     /// host, which every shard counts alike): the baseline is covered from there. None:
     /// from the first call in the frames' baseline.
     pub data_start_us: Option<i64>,
+    /// Only these hosts' rows (the earlier nights of the advice's multi-night evidence,
+    /// for the hosts it replays); None: every host.
+    pub hosts: Option<Vec<String>>,
 }
 
 impl Default for AnalyzeOptions {
@@ -87,6 +90,7 @@ impl Default for AnalyzeOptions {
             crawler: CrawlerModel::default(),
             group_rows: crate::groups::rows_for_budget(crate::groups::DEFAULT_BUDGET),
             data_start_us: None,
+            hosts: None,
         }
     }
 }

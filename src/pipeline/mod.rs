@@ -2,7 +2,9 @@
 //! failures to exit codes. The one place that turns stage results into user output.
 
 pub mod cooldowns;
+pub mod layout;
 pub mod nightly;
+pub mod past_nights;
 pub mod replaying;
 pub mod reporting;
 
@@ -315,9 +317,13 @@ pub fn analyze_into(
         }
         None => (BreakerConfig::default(), "code-defaults".to_owned()),
     };
-    let events = scan_table(data, &HTTP_EVENTS)?;
-    let transitions = scan_table(data, &BREAKER_TRANSITIONS)?;
-    let outcomes = scan_table(data, &BREAKER_OUTCOMES)?;
+    let only = |scan: polars::prelude::LazyFrame| match &opts.hosts {
+        None => scan,
+        Some(hosts) => scan.filter(crate::groups::among(hosts)),
+    };
+    let events = only(scan_table(data, &HTTP_EVENTS)?);
+    let transitions = only(scan_table(data, &BREAKER_TRANSITIONS)?);
+    let outcomes = only(scan_table(data, &BREAKER_OUTCOMES)?);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // Without --now, the night ends where the fleet's traffic does; rows a clock put
     // past it are set aside, named in the metadata and the report.

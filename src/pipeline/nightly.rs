@@ -1,10 +1,13 @@
 //! The advice end of the pipeline: `advise`, `apply` and the nightly `run` job.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use super::layout::{FIDELITY_FILE, write_model};
+use super::past_nights::{EarlierNights, Recorded, Recorder, replay_earlier_nights};
 use super::{InputError, analyze_into, detect_into};
 use crate::advise::{AdviseSettings, Current, Plan, advise, evidence};
 use crate::cli::{AdviseArgs, ApplyArgs, RunArgs};
@@ -52,10 +55,12 @@ pub struct Advice {
 
 /// The dataset for the advisor's replay check, read a host group of at most
 /// `group_rows` rows of the window at a time.
-#[derive(Debug, Clone, Copy)]
 pub struct ReplayData<'a> {
     pub dataset: &'a Path,
     pub group_rows: u64,
+    /// How to read the nights before tonight, for the evidence of several nights
+    /// (`advise.evidence_nights`); None: tonight alone.
+    pub earlier: Option<EarlierNights<'a>>,
 }
 
 /// Stage 4: reads the metrics and incidents in `metrics`, the current config files and
@@ -108,6 +113,7 @@ pub fn advise_from(
         Some(ReplayData {
             dataset,
             group_rows,
+            earlier,
         }) => {
             let groups = super::replaying::TrafficGroups::open(
                 dataset,
@@ -119,6 +125,7 @@ pub fn advise_from(
             .context("loading the traffic for the replay check")?;
             let mut plan = crate::advise::Plan::default();
             let mut fidelity = Vec::new();
+            let mut recorded = Recorded::default();
             let mut rest = &evidence[..];
             for k in 0..groups.count() {
                 let n = rest
@@ -131,11 +138,41 @@ pub fn advise_from(
                     .load(k)
                     .context("loading the traffic for the replay check")?;
                 fidelity.extend(traffic.fidelity());
+                let recorder = Recorder::new(&traffic);
                 let with_replay = Current {
-                    replay: Some(&traffic),
+                    replay: Some(&recorder),
                     ..current
                 };
                 plan.append(advise(mine, &with_replay, settings), mine);
+                recorded.extend(recorder.into_recorded());
+            }
+            // The hosts replayed on a grid tonight are replayed on the nights before it
+            // and advised again with every night's figures.
+            if let Some(e) = &earlier {
+                let (_, end_us) = super::layout::window_of(metrics)?;
+                let tonight = super::past_nights::Night {
+                    dataset,
+                    config: &inputs.config,
+                    model,
+                    end_us,
+                };
+                let nights =
+                    replay_earlier_nights(&mut recorded, e, &tonight, settings.evidence_nights)
+                        .context("replaying the nights before tonight")?;
+                if nights > 0 {
+                    let hosts: BTreeSet<String> = recorded.gridded_hosts().into_iter().collect();
+                    let again: Vec<_> = evidence
+                        .iter()
+                        .filter(|h| hosts.contains(&h.host))
+                        .cloned()
+                        .collect();
+                    let with_nights = Current {
+                        replay: Some(&recorded),
+                        ..current
+                    };
+                    let second = advise(&again, &with_nights, settings);
+                    plan.replace_hosts(second, &hosts, evidence);
+                }
             }
             (plan, fidelity)
         }
@@ -194,7 +231,7 @@ impl AdviceInputs {
             fingerprint.extend_from_slice(sha256_hex(&bytes).as_bytes());
             tables.push(read_parquet(&path)?);
         }
-        let (w0, w1) = super::reporting::window_of(metrics)?;
+        let (w0, w1) = super::layout::window_of(metrics)?;
         let window = PatchWindow {
             start: format_utc(w0 as f64 / 1e6),
             end: format_utc(w1 as f64 / 1e6),
@@ -271,9 +308,6 @@ impl AdviceInputs {
     }
 }
 
-/// The crawler model a run counted by, beside the metrics.
-pub const MODEL_FILE: &str = "crawler_model.yaml";
-
 /// How the model was chosen when the settings fix it.
 const FIXED_MODEL: &str = "fixed by the settings file (crawler:)";
 
@@ -300,51 +334,6 @@ fn calibration_text(kept: bool, choice: &crate::replay::calibrate::Choice) -> St
         )
     }
 }
-
-/// The model a run's metrics were counted by, and how it was chosen, as YAML (the
-/// `crawler:` section it amounts to, for the report and for the next run's settings).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelFile {
-    pub calibration: String,
-    pub crawler: crate::crawler::CrawlerModel,
-    /// Per calibrated field: what the night showed, the value chosen, the fit of the
-    /// other value (empty when the settings fix the model).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<crate::replay::calibrate::Finding>,
-}
-
-impl ModelFile {
-    /// The model file of a metrics folder, when `run` wrote one.
-    pub fn load(metrics: &Path) -> anyhow::Result<Option<ModelFile>> {
-        let path = metrics.join(MODEL_FILE);
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let text = crate::config::read_file(&path)?;
-        let m =
-            yaml_serde::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(Some(m))
-    }
-}
-
-fn write_model(
-    metrics: &Path,
-    model: &crate::crawler::CrawlerModel,
-    calibration: &str,
-    fields: Vec<crate::replay::calibrate::Finding>,
-) -> anyhow::Result<()> {
-    let text = yaml_serde::to_string(&ModelFile {
-        calibration: calibration.to_owned(),
-        crawler: model.clone(),
-        fields,
-    })?;
-    write_atomic(&metrics.join(MODEL_FILE), &text)?;
-    Ok(())
-}
-
-/// The fidelity file beside the metrics: `replay_fidelity.parquet`.
-pub const FIDELITY_FILE: &str = "replay_fidelity.parquet";
 
 /// Writes the replay's fidelity per host beside the metrics, for the report and for
 /// analysts.
@@ -472,6 +461,8 @@ pub fn run_advise(args: &AdviseArgs) -> anyhow::Result<u8> {
         dataset.as_deref().map(|dataset| ReplayData {
             dataset,
             group_rows: args.scale.group_rows(),
+            // `advise` weighs tonight alone; `run` the nights before it too.
+            earlier: None,
         }),
         &args.config,
         args.ratelimits.as_deref(),
@@ -891,11 +882,19 @@ impl<'a> Night<'a> {
         calibrated: Option<&crate::crawler::CrawlerModel>,
     ) -> anyhow::Result<Advice> {
         let previous = self.previous()?;
+        let scratch = self.out.join(".earlier-nights");
+        let earlier = EarlierNights {
+            config_path: &self.config,
+            analyze: self.analyze_options(model)?,
+            detect: super::detect_options(&self.settings.detect),
+            scratch: &scratch,
+        };
         let mut advice = advise_from(
             &self.metrics,
             Some(ReplayData {
                 dataset: &self.dataset,
                 group_rows: self.args.scale.group_rows(),
+                earlier: Some(earlier),
             }),
             &self.config,
             self.ratelimits.as_deref(),
@@ -1129,7 +1128,7 @@ impl<'a> Night<'a> {
         self.commit(proposal, stdout)?;
         let args = self.args;
         if args.push_cooldowns {
-            let (_, end_us) = super::reporting::window_of(&self.metrics)?;
+            let (_, end_us) = super::layout::window_of(&self.metrics)?;
             push_cooldowns(args, &proposal.advice, end_us as f64 / 1e6, stdout)?;
         }
         let n = proposal.advice.patch.change_count();

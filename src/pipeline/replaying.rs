@@ -64,7 +64,7 @@ impl WindowScans<'_> {
     fn open<'a>(dataset: &'a Path, metrics: &Path) -> anyhow::Result<WindowScans<'a>> {
         Ok(WindowScans {
             dataset,
-            window_us: super::reporting::window_of(metrics)?,
+            window_us: super::layout::window_of(metrics)?,
             incidents: read_parquet(&metrics.join("incidents.parquet"))?,
         })
     }
@@ -303,7 +303,7 @@ fn replay_model(
     if !crawler.calibrate {
         return Ok(crawler.model.clone());
     }
-    if let Some(m) = super::nightly::ModelFile::load(metrics)? {
+    if let Some(m) = super::layout::ModelFile::load(metrics)? {
         return Ok(m.crawler);
     }
     let calibration = TrafficGroups::open(

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use polars::prelude::*;
 
-use super::InputError;
+use super::layout::{metrics_meta, window_in, window_of};
 use crate::advise::evidence;
 use crate::cli::ReportArgs;
 use crate::config::BreakerConfig;
@@ -24,38 +24,6 @@ use crate::telemetry::parquet::scan_table;
 
 /// Environment variable of GitHub Actions' job summary; the Markdown is appended to it.
 pub const STEP_SUMMARY_ENV: &str = "GITHUB_STEP_SUMMARY";
-
-pub fn window_of(metrics: &Path) -> anyhow::Result<(i64, i64)> {
-    window_in(&metrics_meta(metrics)?, metrics)
-}
-
-/// The key-value metadata of a run's metrics (host_summary.parquet's).
-fn metrics_meta(metrics: &Path) -> anyhow::Result<BTreeMap<String, String>> {
-    Ok(
-        crate::output::parquet_metadata(&metrics.join("host_summary.parquet"))?
-            .into_iter()
-            .collect(),
-    )
-}
-
-/// The analysis window in the metrics' metadata (`metrics` names them in the error).
-fn window_in(meta: &BTreeMap<String, String>, metrics: &Path) -> anyhow::Result<(i64, i64)> {
-    let get = |k: &str| {
-        meta.get(k)
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|d| d.timestamp_micros())
-    };
-    match (
-        get("breaker_advisor.window_start"),
-        get("breaker_advisor.window_end"),
-    ) {
-        (Some(a), Some(b)) => Ok((a, b)),
-        _ => bail!(InputError(format!(
-            "{}: no analysis window in its metadata",
-            metrics.join("host_summary.parquet").display()
-        ))),
-    }
-}
 
 /// What the report stage reads: a run's folders, its patch and the config it was made
 /// against.
@@ -102,7 +70,7 @@ impl ReportJob<'_> {
         let report = Report::build(&ReportInput {
             patch: self.patch,
             model: self.model_lines()?,
-            fidelity: read_fidelity(&self.metrics.join(super::nightly::FIDELITY_FILE))?,
+            fidelity: read_fidelity(&self.metrics.join(super::layout::FIDELITY_FILE))?,
             window,
             hosts,
             evidence: &evidence,
@@ -131,7 +99,7 @@ impl ReportJob<'_> {
     /// The crawler model the run counted by (written by `run`), else the one given, one
     /// (what, how) line per field.
     fn model_lines(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let (model, calibration, fields) = match super::nightly::ModelFile::load(self.metrics)? {
+        let (model, calibration, fields) = match super::layout::ModelFile::load(self.metrics)? {
             Some(m) => (m.crawler, Some(m.calibration), m.fields),
             None => (self.model.clone(), None, Vec::new()),
         };

@@ -240,6 +240,7 @@ fn change_cells(c: &ChangeRow) -> String {
         &c.label,
         &format!("{}: {}", c.file, c.setting),
         &format!("{} → {}", c.from, c.to),
+        &c.confidence,
         &c.why,
         predicted,
     ])
@@ -263,7 +264,7 @@ fn blocks(r: &Report) -> Vec<Block> {
             Block::new(
                 "Changes",
                 1,
-                "### Changes\n\n| host | setting | change | why | predicted (replay of the window) |\n|---|---|---|---|---|\n".into(),
+                "### Changes\n\n| host | setting | change | confidence | why | predicted (replay of the window) |\n|---|---|---|---|---|---|\n".into(),
                 r.changes.iter().map(change_cells).collect(),
             )
             .with_tail(HOW_TO_SAY_NO),

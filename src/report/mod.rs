@@ -163,6 +163,9 @@ pub struct ChangeRow {
     pub reason: String,
     /// The replay's prediction in one line (empty when not replayed).
     pub predicted: String,
+    /// How far the replayed gain holds across the nights replayed ("high, 4 of 4
+    /// nights"); "—" when not replayed.
+    pub confidence: String,
     pub evidence: Vec<EvidenceRow>,
 }
 
@@ -476,6 +479,19 @@ fn summary_line(
     line
 }
 
+/// "high, 4 of 4 nights": the change's confidence and the nights it won.
+fn confidence_text(c: &crate::advise::BreakerChange) -> String {
+    let Some(conf) = c.confidence else {
+        return "—".into();
+    };
+    let n = |k: &str| c.evidence.get(k).map(|v| v.as_f64() as u64);
+    match (n("replay_nights_won"), n("replay_nights")) {
+        (Some(won), Some(1)) => format!("{}, {won} of 1 night", conf.name()),
+        (Some(won), Some(nights)) => format!("{}, {won} of {nights} nights", conf.name()),
+        _ => conf.name().to_owned(),
+    }
+}
+
 impl Report {
     pub fn build(input: &ReportInput<'_>) -> Report {
         let p = input.patch;
@@ -493,6 +509,7 @@ impl Report {
                 why: first_clause(&c.reason),
                 reason: c.reason.clone(),
                 predicted: predicted_text(&c.evidence),
+                confidence: confidence_text(c),
                 evidence: evidence_rows(&c.evidence),
             });
             replay_of.entry(c.host.as_str()).or_insert(&c.evidence);
@@ -518,6 +535,7 @@ impl Report {
                     why: first_clause(&c.reason),
                     reason: c.reason.clone(),
                     predicted: String::new(),
+                    confidence: "—".into(),
                     evidence: evidence_rows(&c.evidence),
                 });
             }
