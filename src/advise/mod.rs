@@ -551,6 +551,10 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
                     .push(unusable_hold(&h.host, "ratelimits.yaml", why)),
                 None => advise_rates(h, rl, s, &mut plan),
             }
+            let last_night = current.previous.rates;
+            hold_by_word(&mut plan.rates, n, &mut plan.held, &h.host, |c| {
+                settling(c, last_night)
+            });
             hold_by_word(&mut plan.rates, n, &mut plan.held, &h.host, |c| {
                 let change = format!(
                     "{} rates {} -> {}",
@@ -689,6 +693,39 @@ impl OperatorWord<'_> {
             r.since, r.to, r.from, self.hold_nights
         ))
     }
+}
+
+/// A role's rates that last night's applied patch lowered are lowered again the next
+/// night only while its 429s stay above `aimd.high_429_ratio` (the lower bound of the
+/// share): once under it, last night's step worked, and a further step of a rounding or
+/// two is a staircase of nightly changes, not a fix. Raising back is AIMD's own climb
+/// and goes on.
+fn settling(c: &RateChange, last_night: &[RateChange]) -> Option<String> {
+    let last = last_night
+        .iter()
+        .find(|l| l.host == c.host && l.role == c.role && l.to == c.from && l.from != l.to)?;
+    // Lower: some unit's rate falls, or a unit is added (a new limit).
+    let parsed =
+        |rates: &[String]| -> Vec<Rate> { rates.iter().filter_map(|r| Rate::parse(r)).collect() };
+    let (from, to) = (parsed(&c.from), parsed(&c.to));
+    let lowers = to.iter().any(|t| {
+        from.iter()
+            .find(|f| f.unit == t.unit && f.per == t.per)
+            .is_none_or(|f| t.per_second() < f.per_second())
+    });
+    let v = |k: &str| c.evidence.get(k).map(|n| n.as_f64());
+    let (lo, high) = (v("e429_lo95")?, v("high_429_ratio")?);
+    (lowers && lo <= high).then(|| {
+        format!(
+            "{} rates moved {} -> {} last night and 429s are now under the threshold ({:.1}% lower bound, at most {:.1}%): left to settle, not lowered again to {}",
+            c.role,
+            last.from.join(", "),
+            last.to.join(", "),
+            lo * 100.0,
+            high * 100.0,
+            c.to.join(", ")
+        )
+    })
 }
 
 /// Takes the host's changes from `changes[n..]` that the operator's word holds into
@@ -2076,6 +2113,60 @@ fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rate_change(from: &[&str], to: &[&str], lo: f64) -> RateChange {
+        let v = |x: &[&str]| x.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        RateChange {
+            host: "a.example".into(),
+            role: "metadata".into(),
+            from: v(from),
+            to: v(to),
+            multiplier_from: Num::Int(1),
+            multiplier_to: Num::Int(1),
+            base: v(from),
+            reason: String::new(),
+            evidence: ev(&[
+                ("e429_lo95", Num::real(lo)),
+                ("high_429_ratio", Num::real(0.05)),
+            ]),
+        }
+    }
+
+    #[test]
+    fn rates_lowered_last_night_settle_once_429s_are_under_the_threshold() {
+        let last = [rate_change(
+            &["10/SECOND"],
+            &["10/SECOND", "23/MINUTE"],
+            0.2,
+        )];
+        // Lowered again with 429s under the threshold: a staircase, held.
+        let again = rate_change(
+            &["10/SECOND", "23/MINUTE"],
+            &["10/SECOND", "22/MINUTE"],
+            0.01,
+        );
+        let why = settling(&again, &last).expect("held");
+        assert!(
+            why.contains("moved 10/SECOND -> 10/SECOND, 23/MINUTE last night")
+                && why.contains("1.0% lower bound, at most 5.0%"),
+            "{why}"
+        );
+        // Still above it: last night's step was not enough, it goes on.
+        let more = rate_change(
+            &["10/SECOND", "23/MINUTE"],
+            &["10/SECOND", "20/MINUTE"],
+            0.08,
+        );
+        assert!(settling(&more, &last).is_none());
+        // Raising back is AIMD's climb; and a role last night did not move is free.
+        let up = rate_change(
+            &["10/SECOND", "23/MINUTE"],
+            &["10/SECOND", "24/MINUTE"],
+            0.0,
+        );
+        assert!(settling(&up, &last).is_none());
+        assert!(settling(&again, &[]).is_none());
+    }
 
     #[test]
     fn failure_weighted_median_follows_the_failures() {

@@ -218,13 +218,17 @@ pub fn replay_earlier_nights(
             let opts = crate::metrics::AnalyzeOptions {
                 now_us: Some(end),
                 hosts: Some(hosts.clone()),
+                // The replay needs the night's rows and incidents, not how it compares
+                // with the week before it.
+                baseline_s: None,
                 ..e.analyze.clone()
             };
             let analyzed = super::analyze_into(dataset, &metrics, Some(e.config_path), &opts)?;
             if analyzed.hosts == 0 {
                 continue;
             }
-            super::detect_into(&metrics, Some(dataset), &e.detect)?;
+            // The incidents' spans are what the replay needs (not their Retry-After).
+            super::detect_into(&metrics, None, &e.detect)?;
             let groups = super::replaying::TrafficGroups::open(
                 dataset,
                 &metrics,
