@@ -304,6 +304,36 @@ fn timeseries_keeps_empty_buckets_without_reading_them_as_healthy() {
 }
 
 #[test]
+fn a_host_with_too_little_data_gets_a_summary_row_and_no_time_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    // a.example: 20 calls in the window; b.example: 4.
+    let mut rows = Vec::new();
+    for i in 0..20 {
+        rows.push((i as f64 * 10.0, "a.example", "metadata", Some(200), 0, None));
+    }
+    for i in 0..4 {
+        rows.push((i as f64 * 10.0, "b.example", "metadata", Some(503), 0, None));
+    }
+    let db = sqlite_from_sql(&tmp.path().join("t.sqlite"), &telemetry_sql(&rows));
+    let opts = AnalyzeOptions {
+        window_s: 300,
+        now_us: Some(((T0 + 300.0) * 1e6) as i64),
+        bucket_s: 60,
+        min_series_calls: 10,
+        ..AnalyzeOptions::default()
+    };
+    let m = export_and_analyze(&db, tmp.path(), &opts);
+    assert_eq!(
+        col_str(&m.host_summary, "host"),
+        ["a.example", "b.example"].map(|h| Some(h.to_string()))
+    );
+    let series: std::collections::BTreeSet<Option<String>> =
+        col_str(&m.host_timeseries, "host").into_iter().collect();
+    assert_eq!(series, [Some("a.example".to_string())].into());
+    assert_eq!(m.host_timeseries.height(), 5);
+}
+
+#[test]
 fn simulator_ground_truth_is_reproduced_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     for variant in [Variant::Schema, Variant::Sink] {

@@ -522,6 +522,14 @@ fn the_pr_body_of_a_500_host_night_fits_githubs_limit() {
     assert!(md.contains("**1000 changes on 500 hosts"), "{}", &md[..400]);
     assert!(md.contains("[report.html](https://github.com/acme/crawler/actions/runs/42)"));
     assert!(md.contains("| host | setting | change | confidence | why | predicted"));
+    // Hosts with too little data cost a line, not a row each; report.html names them.
+    assert!(
+        md.contains("500 host(s) had too little data to advise"),
+        "{md}"
+    );
+    assert!(!md.contains("held-"), "no quiet host is listed");
+    let page = breaker_advisor::report::html(&render(&fleet)).unwrap();
+    assert!(page.contains("Too little data to advise (500 hosts"));
     let rows = md
         .lines()
         .filter(|l| l.contains("| breakers.yaml: reset\\_timeout\\_s | 45 → 90 |"))

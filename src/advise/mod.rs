@@ -427,6 +427,10 @@ impl Plan {
 /// uncertainty a change's gain must clearly exceed.
 pub const MAX_REPLAY_MISS: f64 = 0.5;
 
+/// How a hold of a host with fewer network calls than `min_calls` begins: such a host
+/// costs a row, not a replay, a chart or a change-point search.
+pub const TOO_LITTLE_DATA: &str = "too little data";
+
 /// Replays a host's traffic under a policy (the pipeline implements it over the
 /// dataset; tests over made-up calls).
 pub trait ReplayCheck {
@@ -504,7 +508,7 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
             plan.held.push(Held {
                 host: h.host.clone(),
                 reason: format!(
-                    "too little data: {} network calls in {:.0} h (minimum {})",
+                    "{TOO_LITTLE_DATA}: {} network calls in {:.0} h (minimum {})",
                     h.calls_net, h.window_hours, s.min_calls
                 ),
             });

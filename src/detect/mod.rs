@@ -39,6 +39,9 @@ pub struct DetectOptions {
     pub min_excess: f64,
     /// ...and last at least this many buckets (a one-bucket spike is not an incident).
     pub min_incident_buckets: usize,
+    /// No change-point search for a host with fewer network calls in the window: too
+    /// little data to act on (`advise.min_calls`); its time series is kept as it is.
+    pub min_calls: i64,
 }
 
 impl Default for DetectOptions {
@@ -53,6 +56,7 @@ impl Default for DetectOptions {
             bocpd_prior_scale: 0.01,
             min_excess: 0.02,
             min_incident_buckets: 2,
+            min_calls: 0,
         }
     }
 }
@@ -282,6 +286,21 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
         i = j;
     }
 
+    // Hosts with too little data to act on get no change-point search.
+    let net = match host_timeseries.get_column_index("calls_net") {
+        Some(_) => host_timeseries
+            .column("calls_net")?
+            .cast(&DataType::Float64)?,
+        None => calls.clone().into_series().into(),
+    };
+    let net = net.f64()?;
+    let searched: Vec<bool> = runs
+        .iter()
+        .map(|&(a, b)| {
+            opts.min_calls <= 0
+                || (a..b).map(|i| net.get(i).unwrap_or(0.0)).sum::<f64>() >= opts.min_calls as f64
+        })
+        .collect();
     let mut rows: Vec<(String, &str, IncidentSpan, i64, i64)> = Vec::new();
     // Each host's incidents so far: bucket range in the table's row numbers, and row.
     let mut ranges: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); runs.len()];
@@ -310,7 +329,12 @@ pub fn detect(host_timeseries: &DataFrame, opts: &DetectOptions) -> PolarsResult
                 *k += f.unwrap_or(0.0);
             }
         }
-        for (&(a, b), host_ranges) in runs.iter().zip(&mut ranges) {
+        for ((&(a, b), host_ranges), _) in runs
+            .iter()
+            .zip(&mut ranges)
+            .zip(&searched)
+            .filter(|(_, s)| **s)
+        {
             let host = hosts.get(a).unwrap_or_default().to_owned();
             let spans = incidents(&k_all[a..b], &n_all[a..b], opts)
                 .map_err(|e| polars_err!(ComputeError: "host {host}, {kind} failures: {e}"))?;
@@ -448,6 +472,43 @@ mod tests {
             .into_iter()
             .map(|s| (s.start, s.end, s.ongoing))
             .collect()
+    }
+
+    #[test]
+    fn a_host_with_too_little_data_gets_no_change_point_search() {
+        // The same outage (80% failures over buckets 300..330) on a host with 5 calls a
+        // bucket (3150 calls) and on one with 1 (630 calls).
+        let (k5, n5) = series(&[(300, 0.0), (30, 0.8), (300, 0.0)], 5.0);
+        let (k1, n1) = series(&[(300, 0.0), (30, 1.0), (300, 0.0)], 1.0);
+        let len = k5.len();
+        let hosts: Vec<&str> = [vec!["a.example"; len], vec!["b.example"; len]].concat();
+        let buckets: Vec<i64> = (0..2).flat_map(|_| 0..len as i64).collect();
+        let starts: Vec<i64> = buckets.iter().map(|b| b * 60_000_000).collect();
+        let zeros = vec![0.0; 2 * len];
+        let ts = df!(
+            "host" => hosts,
+            "bucket" => buckets,
+            "bucket_start" => starts,
+            "calls_net" => [n5, n1].concat(),
+            "e429" => zeros.clone(),
+            "e5xx" => [k5, k1].concat(),
+            "timeouts" => zeros,
+        )
+        .unwrap();
+        let hosts_with = |min_calls: i64| -> Vec<String> {
+            let d = detect(
+                &ts,
+                &DetectOptions {
+                    min_calls,
+                    ..DetectOptions::default()
+                },
+            )
+            .unwrap();
+            let h = d.incidents.column("host").unwrap().str().unwrap().clone();
+            h.iter().flatten().map(str::to_owned).collect()
+        };
+        assert_eq!(hosts_with(0), ["a.example", "b.example"]);
+        assert_eq!(hosts_with(1000), ["a.example"]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod columns;
 pub mod night;
 pub mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::*;
 
@@ -75,6 +75,10 @@ pub struct AnalyzeOptions {
     /// Only these hosts' rows (the earlier nights of the advice's multi-night evidence,
     /// for the hosts it replays); None: every host.
     pub hosts: Option<Vec<String>>,
+    /// Hosts with fewer rows in the window than this get no time series (and so no
+    /// change-point search): too little data to act on (`run` passes
+    /// `advise.min_calls`); 0: every host has one.
+    pub min_series_calls: i64,
 }
 
 impl Default for AnalyzeOptions {
@@ -91,6 +95,7 @@ impl Default for AnalyzeOptions {
             group_rows: crate::groups::rows_for_budget(crate::groups::DEFAULT_BUDGET),
             data_start_us: None,
             hosts: None,
+            min_series_calls: 0,
         }
     }
 }
@@ -588,18 +593,31 @@ pub fn analyze_each<E: From<PolarsError>>(
     let events = window.select(events).select(EVENT_COLUMNS.map(col));
     let outcomes = window.select(outcomes);
     let transitions = window.select(transitions);
+    // A host weighs its rows and its time series' buckets (every host with enough rows
+    // has them all).
+    let buckets = (opts.window_s / opts.bucket_s.max(1)).max(0) as u64;
+    let rows = groups::host_counts(events.clone())?;
+    let series: Option<BTreeSet<String>> = (opts.min_series_calls > 0).then(|| {
+        rows.iter()
+            .filter(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX) >= opts.min_series_calls)
+            .map(|(h, _)| h.clone())
+            .collect()
+    });
+    let counts: Vec<(String, u64)> = rows
+        .into_iter()
+        .map(|(h, n)| {
+            let with_series = series.as_ref().is_none_or(|s| s.contains(&h));
+            let weight = n + if with_series { buckets } else { 0 };
+            (h, weight)
+        })
+        .collect();
     let hosts = HostFrames {
         config,
         window,
         baseline: &baseline,
         opts,
+        series: series.as_ref(),
     };
-    // A host weighs its rows and its time series' buckets (every host has them all).
-    let buckets = (opts.window_s / opts.bucket_s.max(1)).max(0) as u64;
-    let counts: Vec<(String, u64)> = groups::host_counts(events.clone())?
-        .into_iter()
-        .map(|(h, n)| (h, n + buckets))
-        .collect();
     let groups = groups::plan(&counts, opts.group_rows);
     lap("host counts");
     // Each group reads its own rows from the scans (a host range the Parquet reader
@@ -664,6 +682,8 @@ struct HostFrames<'a> {
     window: Window,
     baseline: &'a DataFrame,
     opts: &'a AnalyzeOptions,
+    /// The hosts that get a time series (`AnalyzeOptions::min_series_calls`); None: all.
+    series: Option<&'a BTreeSet<String>>,
 }
 
 impl HostFrames<'_> {
@@ -713,7 +733,23 @@ impl HostFrames<'_> {
             let events = rows.clone().lazy();
             let role_counts = role_counts(events.clone())?;
             let open_failures = open_evidence(transitions.clone(), &policies, window, opts);
-            let host_timeseries = timeseries(events.clone(), open_failures, &hosts, window, opts)?;
+            let host_timeseries = match self.series {
+                None => timeseries(events.clone(), open_failures, &hosts, window, opts)?,
+                Some(series) => {
+                    let with: Vec<String> = hosts
+                        .iter()
+                        .filter(|h| series.contains(*h))
+                        .cloned()
+                        .collect();
+                    timeseries(
+                        events.clone().filter(crate::groups::among(&with)),
+                        open_failures.filter(crate::groups::among(&with)),
+                        &with,
+                        window,
+                        opts,
+                    )?
+                }
+            };
             let host_role_summary = role_counts
                 .clone()
                 .lazy()

@@ -428,9 +428,10 @@ fn metrics_metadata(
 fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
     use crate::detect::DetectOptions;
     // Flags, then the settings file's `detect:` section, then the built-in defaults.
-    let file_settings = crate::settings::load(args.settings.as_deref())?.detect;
-    let base = detect_options(&file_settings);
+    let settings = crate::settings::load(args.settings.as_deref())?;
+    let base = detect_options(&settings.detect);
     let opts = DetectOptions {
+        min_calls: settings.advise.min_calls,
         detector: args.detector.unwrap_or(base.detector),
         penalty_ln_n: args.penalty.unwrap_or(base.penalty_ln_n),
         min_excess: args.min_excess.unwrap_or(base.min_excess),

@@ -428,11 +428,23 @@ pub fn write_plan(w: &mut dyn Write, patch: &PatchFile) -> std::io::Result<()> {
             )?;
         }
     }
-    if !patch.held.is_empty() {
-        writeln!(w, "left alone: {} host(s)", patch.held.len())?;
-        for h in &patch.held {
+    // Hosts with too little data are counted, not listed (the patch file has them).
+    let (quiet, held): (Vec<_>, Vec<_>) = patch
+        .held
+        .iter()
+        .partition(|h| h.reason.starts_with(crate::advise::TOO_LITTLE_DATA));
+    if !held.is_empty() {
+        writeln!(w, "left alone: {} host(s)", held.len())?;
+        for h in &held {
             writeln!(w, "  {:<32} {}", h.host, h.reason)?;
         }
+    }
+    if !quiet.is_empty() {
+        writeln!(
+            w,
+            "too little data to advise: {} host(s) (advise.min_calls; listed in the patch file and report.html)",
+            quiet.len()
+        )?;
     }
     Ok(())
 }
@@ -776,6 +788,8 @@ impl<'a> Night<'a> {
             baseline_s: Some(7 * 86_400),
             crawler: model.clone(),
             group_rows: self.args.scale.group_rows(),
+            // Too little data to act on: no time series, no change-point search.
+            min_series_calls: self.settings.advise.min_calls,
             ..crate::metrics::AnalyzeOptions::default()
         })
     }
@@ -805,7 +819,10 @@ impl<'a> Night<'a> {
         let detected = detect_into(
             &self.metrics,
             Some(&self.dataset),
-            &super::detect_options(&self.settings.detect),
+            &crate::detect::DetectOptions {
+                min_calls: self.settings.advise.min_calls,
+                ..super::detect_options(&self.settings.detect)
+            },
         )?;
         writeln!(
             stdout,
@@ -886,7 +903,10 @@ impl<'a> Night<'a> {
         let earlier = EarlierNights {
             config_path: &self.config,
             analyze: self.analyze_options(model)?,
-            detect: super::detect_options(&self.settings.detect),
+            detect: crate::detect::DetectOptions {
+                min_calls: self.settings.advise.min_calls,
+                ..super::detect_options(&self.settings.detect)
+            },
             scratch: &scratch,
         };
         let mut advice = advise_from(

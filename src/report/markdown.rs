@@ -385,6 +385,17 @@ fn blocks(r: &Report) -> Vec<Block> {
             r.held.iter().map(|(h, _, why)| md_row(&[h, why])).collect(),
         ));
     }
+    if !r.quiet.is_empty() {
+        out.push(Block::new(
+            "Too little data",
+            0,
+            format!(
+                "<sub>{} host(s) had too little data to advise (fewer network calls in the window than `advise.min_calls`): no replay, no change-point search; report.html names them.</sub>\n\n",
+                r.quiet.len()
+            ),
+            Vec::new(),
+        ));
+    }
     if r.incidents.is_empty() {
         out.push(Block::new(
             "Incidents",

@@ -250,6 +250,9 @@ pub struct Report {
     pub incidents: Vec<IncidentRow>,
     pub noisiest: Vec<NoisyRow>,
     pub held: Vec<(String, String, String)>,
+    /// Hosts with too little data to advise (held with `advise::TOO_LITTLE_DATA`): a
+    /// count in the PR body, their names in report.html.
+    pub quiet: Vec<String>,
     pub rejected: Vec<(String, String, u64)>,
     pub incomplete: Vec<(String, String, String)>,
     /// (source, what, values) changed on export.
@@ -479,6 +482,11 @@ fn summary_line(
     line
 }
 
+/// A host held for too little data: a name in a list, not a row of its own.
+fn is_quiet(h: &crate::advise::Held) -> bool {
+    h.reason.starts_with(crate::advise::TOO_LITTLE_DATA)
+}
+
 /// "high, 4 of 4 nights": the change's confidence and the nights it won.
 fn confidence_text(c: &crate::advise::BreakerChange) -> String {
     let Some(conf) = c.confidence else {
@@ -576,10 +584,18 @@ impl Report {
                 }
             })
             .collect();
+        // Hosts with too little data cost nothing here: no replay is judged on them.
+        let quiet: BTreeSet<&str> = p
+            .held
+            .iter()
+            .filter(|h| is_quiet(h))
+            .map(|h| h.host.as_str())
+            .collect();
         let fidelity = input
             .fidelity
             .iter()
             .filter(|f| f.recorded_opens > 0 || f.replayed_opens > 0)
+            .filter(|f| !quiet.contains(f.host.as_str()))
             .map(|f| FidelityRow {
                 host: f.host.clone(),
                 label: display_host(&f.host),
@@ -661,7 +677,14 @@ impl Report {
             held: p
                 .held
                 .iter()
+                .filter(|h| !is_quiet(h))
                 .map(|h| (display_host(&h.host), anchor(&h.host), h.reason.clone()))
+                .collect(),
+            quiet: p
+                .held
+                .iter()
+                .filter(|h| is_quiet(h))
+                .map(|h| display_host(&h.host))
                 .collect(),
             rejected: input.rejected.clone(),
             incomplete: input.incomplete.clone(),
