@@ -75,7 +75,7 @@ pub fn advise_from(
     previous: Option<&PatchFile>,
 ) -> anyhow::Result<Advice> {
     settings.validate().map_err(InputError)?;
-    let inputs = AdviceInputs::read(metrics, config, ratelimits)?;
+    let inputs = AdviceInputs::read(metrics, config, ratelimits, settings.min_calls)?;
     let baselines = previous.map(|p| p.baselines.clone()).unwrap_or_default();
     let current = Current {
         breakers: &inputs.config,
@@ -180,6 +180,12 @@ pub fn advise_from(
     Ok(inputs.advice(plan, fidelity, model, config, ratelimits, previous))
 }
 
+/// The shards' plans of a night, merged, and the model the fleet's calibration chose.
+pub struct MergedPlan<'a> {
+    pub plan: Plan,
+    pub calibrated: Option<&'a crate::crawler::CrawlerModel>,
+}
+
 /// The advice of a plan made elsewhere (the shards of a night, merged) for the metrics
 /// in `metrics` and the current config files.
 pub fn advice_of_plan(
@@ -188,10 +194,11 @@ pub fn advice_of_plan(
     ratelimits: Option<&Path>,
     model: &crate::crawler::CrawlerModel,
     previous: Option<&PatchFile>,
-    plan: Plan,
-    calibrated: Option<&crate::crawler::CrawlerModel>,
+    merged: MergedPlan<'_>,
+    min_calls: i64,
 ) -> anyhow::Result<Advice> {
-    let inputs = AdviceInputs::read(metrics, config, ratelimits)?;
+    let MergedPlan { plan, calibrated } = merged;
+    let inputs = AdviceInputs::read(metrics, config, ratelimits, min_calls)?;
     let mut advice = inputs.advice(plan, Vec::new(), model, config, ratelimits, previous);
     advice.patch = advice.patch.with_calibrated_model(calibrated, previous);
     Ok(advice)
@@ -210,10 +217,14 @@ struct AdviceInputs {
 }
 
 impl AdviceInputs {
+    /// `min_calls`: the rate windows of hosts with fewer network calls are not read (the
+    /// advisor holds such a host before it looks at its rates; a fleet of many small
+    /// hosts has about one window per call).
     fn read(
         metrics: &Path,
         config: &Path,
         ratelimits: Option<&Path>,
+        min_calls: i64,
     ) -> anyhow::Result<AdviceInputs> {
         let mut tables = Vec::new();
         let mut fingerprint = Vec::new();
@@ -229,7 +240,12 @@ impl AdviceInputs {
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             fingerprint.extend_from_slice(name.as_bytes());
             fingerprint.extend_from_slice(sha256_hex(&bytes).as_bytes());
-            tables.push(read_parquet(&path)?);
+            drop(bytes);
+            if name == "rate_windows" {
+                tables.push(read_rate_windows(&path, &tables[0], min_calls)?);
+            } else {
+                tables.push(read_parquet(&path)?);
+            }
         }
         let (w0, w1) = super::layout::window_of(metrics)?;
         let window = PatchWindow {
@@ -306,6 +322,35 @@ impl AdviceInputs {
             ratelimits_text: self.ratelimits_text,
         }
     }
+}
+
+/// The rate windows of the hosts in `host_summary` with at least `min_calls` network
+/// calls, read with that filter pushed into the Parquet scan.
+fn read_rate_windows(
+    path: &Path,
+    host_summary: &polars::prelude::DataFrame,
+    min_calls: i64,
+) -> anyhow::Result<polars::prelude::DataFrame> {
+    use polars::prelude::*;
+    let busy = host_summary
+        .clone()
+        .lazy()
+        .filter(col("calls_net").gt_eq(lit(min_calls)))
+        .select([col("host")])
+        .collect()?;
+    let hosts: Vec<String> = busy
+        .column("host")?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect();
+    let windows = LazyFrame::scan_parquet(
+        PlRefPath::new(path.display().to_string()),
+        ScanArgsParquet::default(),
+    )
+    .and_then(|scan| scan.filter(crate::groups::among(&hosts)).collect());
+    anyhow::Context::with_context(windows, || format!("reading {}", path.display()))
 }
 
 /// How the model was chosen when the settings fix it.
@@ -1090,8 +1135,11 @@ impl<'a> Night<'a> {
             self.ratelimits.as_deref(),
             &model,
             self.previous()?.as_ref(),
-            shards.plan(),
-            calibrated.as_ref(),
+            MergedPlan {
+                plan: shards.plan(),
+                calibrated: calibrated.as_ref(),
+            },
+            self.settings.advise.min_calls,
         )?;
         let proposal = self.present(advice, stdout)?;
         self.finish(&proposal, &model, Some(&shards.facts()), stdout)
