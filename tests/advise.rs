@@ -1422,10 +1422,48 @@ fn a_change_a_person_set_back_is_held_for_the_configured_nights_then_proposed_ag
     let sixth = later("2026-12-12");
     assert!(sixth.breakers.is_empty() && sixth.rates.is_empty());
     assert_eq!(sixth.reverted, first.reverted);
-    // The seventh night, the hold is over: proposed again, nothing remembered.
+    // The seventh night, the hold is over: proposed again (without a replay there is
+    // no confidence to ask for), and the memory goes with the change.
     let seventh = later("2026-12-13");
     assert_eq!((seventh.breakers.len(), seventh.rates.len()), (1, 1));
     assert!(seventh.reverted.is_empty());
+    // With a replay, the breaker change comes back only with high confidence: one
+    // night's evidence (low) keeps it held and remembered; every night alike lets it go.
+    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
+    let replayed = |r: &dyn ReplayCheck| {
+        advise(
+            std::slice::from_ref(&h),
+            &Current {
+                breakers: &cfg,
+                model: &CrawlerModel::default(),
+                ratelimits: None,
+                baselines: &RateBaselines::new(),
+                replay: Some(r),
+                previous: Previous {
+                    reverted: &first.reverted,
+                    tonight: "2026-12-13",
+                    ..Previous::default()
+                },
+            },
+            &s,
+        )
+    };
+    let low = replayed(&FakeReplay(tonight_cost));
+    assert!(low.breakers.is_empty(), "{:?}", low.breakers);
+    assert!(
+        low.held.iter().any(|x| x.reason.contains(
+            "after the hold, reset_timeout_s 60 -> 120 comes back only with high confidence across the nights replayed, and it has low"
+        )),
+        "{:?}",
+        low.held
+    );
+    let remembered = |p: &Plan| p.reverted.iter().any(|r| r.key == "reset_timeout_s");
+    assert!(remembered(&low));
+    let high = replayed(&FakeNights(tonight_cost, |_, p| tonight_cost(p)));
+    assert_eq!(high.breakers[0].confidence, Some(Confidence::High));
+    assert!(!remembered(&high), "{:?}", high.reverted);
+    // (The rates' revert stays remembered: this run reads no ratelimits.yaml.)
+    assert!(high.reverted.iter().all(|r| r.key == "rates"));
 
     // A patch never applied (not written, the files as it found them): no revert.
     let unpatched = plan_remembering(

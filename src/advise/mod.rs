@@ -520,6 +520,7 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
             settings: &s.pins,
             reverted: &reverted,
             hold_nights: s.revert_hold_nights,
+            tonight: current.previous.tonight,
         };
         let n = plan.breakers.len();
         // No proposal is computed from values the crawler rejects or no breaker means.
@@ -531,13 +532,8 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
         hold_by_word(&mut plan.breakers, n, &mut plan.held, &h.host, |c| {
             let change = format!("{} {} -> {}", c.key.name(), c.from, c.to);
             let pins = &current.breakers.pins;
-            word.hold(
-                pins,
-                "breakers.yaml",
-                c.role.as_deref(),
-                c.key.name(),
-                &change,
-            )
+            let at = (c.role.as_deref(), c.key.name());
+            word.hold(pins, "breakers.yaml", at, &change, c.confidence)
         });
         if let Some(sh) = current.breakers.shared.get(&h.host) {
             let held: Vec<String> = plan
@@ -566,7 +562,8 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
                     c.from.join(", "),
                     c.to.join(", ")
                 );
-                word.hold(&rl.pins, "ratelimits.yaml", Some(&c.role), "rates", &change)
+                let at = (Some(c.role.as_str()), "rates");
+                word.hold(&rl.pins, "ratelimits.yaml", at, &change, None)
             });
             if let Some(sh) = rl.shared.get(&h.host) {
                 let held: Vec<String> = plan
@@ -577,7 +574,18 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
                 hold_shared(&mut plan.held, &h.host, "ratelimits.yaml", &held, sh);
             }
         }
-        plan.reverted.extend(reverted);
+        // A change that goes through tonight after its hold weighed the person's no:
+        // its revert is forgotten.
+        let through = |r: &Reverted| {
+            plan.breakers
+                .iter()
+                .any(|c| c.host == r.host && c.role == r.role && c.key.name() == r.key)
+                || plan.rates.iter().any(|c| {
+                    c.host == r.host && r.key == "rates" && r.role.as_deref() == Some(&c.role)
+                })
+        };
+        let kept: Vec<Reverted> = reverted.into_iter().filter(|r| !through(r)).collect();
+        plan.reverted.extend(kept);
     }
     plan
 }
@@ -595,8 +603,9 @@ fn reverts(host: &str, current: &Current<'_>, s: &AdviseSettings) -> Vec<Reverte
         .iter()
         .filter(|r| r.host == host)
         .filter(|r| {
-            nights_between(&r.since, prev.tonight)
-                .is_some_and(|n| (0..i64::from(s.revert_hold_nights)).contains(&n))
+            nights_between(&r.since, prev.tonight).is_some_and(|n| {
+                (0..i64::from(s.revert_hold_nights) * REVERT_MEMORY_HOLDS).contains(&n)
+            })
         })
         .cloned()
         .collect();
@@ -647,6 +656,11 @@ fn reverts(host: &str, current: &Current<'_>, s: &AdviseSettings) -> Vec<Reverte
     out
 }
 
+/// A revert is remembered this many holds long: after its hold, a change of that key is
+/// proposed again only with high confidence (then it is forgotten, the person's no
+/// having been weighed), and after this the key is free again.
+const REVERT_MEMORY_HOLDS: i64 = 4;
+
 /// Whole days from `since` to `tonight` (both YYYY-MM-DD); None when either is not a date.
 fn nights_between(since: &str, tonight: &str) -> Option<i64> {
     let d = |t: &str| chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").ok();
@@ -660,6 +674,8 @@ struct OperatorWord<'a> {
     settings: &'a [Pin],
     reverted: &'a [Reverted],
     hold_nights: u32,
+    /// Tonight (YYYY-MM-DD).
+    tonight: &'a str,
 }
 
 impl OperatorWord<'_> {
@@ -669,9 +685,9 @@ impl OperatorWord<'_> {
         &self,
         pins: &Pins,
         file: &str,
-        role: Option<&str>,
-        key: &str,
+        (role, key): (Option<&str>, &str),
         change: &str,
+        confidence: Option<Confidence>,
     ) -> Option<String> {
         if let Some(p) = pins.find(self.host, role, key) {
             return Some(format!(
@@ -691,19 +707,35 @@ impl OperatorWord<'_> {
         let until = chrono::NaiveDate::parse_from_str(&r.since, "%Y-%m-%d")
             .ok()
             .and_then(|d| d.checked_add_days(chrono::Days::new(u64::from(self.hold_nights))))
-            .map_or_else(|| "later".to_owned(), |d| d.format("%Y-%m-%d").to_string());
-        Some(format!(
-            "reverted by a person on {}: {key} was set back from {} to {}; {change} is not proposed again before {until} (advise.revert_hold_nights: {})",
-            r.since, r.to, r.from, self.hold_nights
-        ))
+            .map(|d| d.format("%Y-%m-%d").to_string());
+        let said = format!(
+            "reverted by a person on {}: {key} was set back from {} to {}",
+            r.since, r.to, r.from
+        );
+        match until.filter(|u| u.as_str() > self.tonight) {
+            Some(u) => Some(format!(
+                "{said}; {change} is not proposed again before {u} (advise.revert_hold_nights: {})",
+                self.hold_nights
+            )),
+            // The hold is over: back only with high confidence (a rate, which is not
+            // replayed, on its own evidence).
+            None => match confidence {
+                Some(c) if c != Confidence::High => Some(format!(
+                    "{said}; after the hold, {change} comes back only with high confidence across the nights replayed, and it has {}",
+                    c.name()
+                )),
+                _ => None,
+            },
+        }
     }
 }
 
 /// A role's rates that last night's applied patch lowered are lowered again the next
-/// night only while its 429s stay above `aimd.high_429_ratio` (the lower bound of the
-/// share): once under it, last night's step worked, and a further step of a rounding or
-/// two is a staircase of nightly changes, not a fix. Raising back is AIMD's own climb
-/// and goes on.
+/// night only while the lower bound of its 429 share stays above twice
+/// `aimd.high_429_ratio` (last night's step clearly did not work): below that, a further
+/// step is a staircase of nightly changes (the rates' own confidence: they are not
+/// replayed), and the rates settle for a night. Raising back is AIMD's own climb and
+/// goes on.
 fn settling(c: &RateChange, last_night: &[RateChange]) -> Option<String> {
     let last = last_night
         .iter()
@@ -719,9 +751,9 @@ fn settling(c: &RateChange, last_night: &[RateChange]) -> Option<String> {
     });
     let v = |k: &str| c.evidence.get(k).map(|n| n.as_f64());
     let (lo, high) = (v("e429_lo95")?, v("high_429_ratio")?);
-    (lowers && lo <= high).then(|| {
+    (lowers && lo <= 2.0 * high).then(|| {
         format!(
-            "{} rates moved {} -> {} last night and 429s are now under the threshold ({:.1}% lower bound, at most {:.1}%): left to settle, not lowered again to {}",
+            "{} rates moved {} -> {} last night and their 429s are not clearly above the threshold ({:.1}% lower bound, not above twice {:.1}%): left to settle a night, not lowered again to {}",
             c.role,
             last.from.join(", "),
             last.to.join(", "),
@@ -2152,14 +2184,21 @@ mod tests {
         let why = settling(&again, &last).expect("held");
         assert!(
             why.contains("moved 10/SECOND -> 10/SECOND, 23/MINUTE last night")
-                && why.contains("1.0% lower bound, at most 5.0%"),
+                && why.contains("1.0% lower bound, not above twice 5.0%"),
             "{why}"
         );
-        // Still above it: last night's step was not enough, it goes on.
-        let more = rate_change(
+        // Between the threshold and twice it: not clearly failing, held too.
+        let some = rate_change(
             &["10/SECOND", "23/MINUTE"],
             &["10/SECOND", "20/MINUTE"],
             0.08,
+        );
+        assert!(settling(&some, &last).is_some());
+        // Clearly above: last night's step was not enough, it goes on.
+        let more = rate_change(
+            &["10/SECOND", "23/MINUTE"],
+            &["10/SECOND", "20/MINUTE"],
+            0.12,
         );
         assert!(settling(&more, &last).is_none());
         // Raising back is AIMD's climb; and a role last night did not move is free.

@@ -548,6 +548,13 @@ impl Report {
                 });
             }
         }
+        // A host's changes are one group of rows (its breaker and rate changes together),
+        // hosts in the order of their first change.
+        let mut first: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            first.entry(c.host.clone()).or_insert(i);
+        }
+        changes.sort_by_key(|c| first[&c.host]);
         let incident_row = |i: &IncidentLine| IncidentRow {
             host: i.host.clone(),
             label: display_host(&i.host),
