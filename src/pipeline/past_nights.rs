@@ -219,8 +219,10 @@ pub fn replay_earlier_nights(
                 now_us: Some(end),
                 hosts: Some(hosts.clone()),
                 // The replay needs the night's rows and incidents, not how it compares
-                // with the week before it.
+                // with the week before it; and every one of these hosts' series, even on
+                // a night it had few calls (tonight it had enough to be advised).
                 baseline_s: None,
+                min_series_calls: 0,
                 ..e.analyze.clone()
             };
             let analyzed = super::analyze_into(dataset, &metrics, Some(e.config_path), &opts)?;
@@ -228,7 +230,11 @@ pub fn replay_earlier_nights(
                 continue;
             }
             // The incidents' spans are what the replay needs (not their Retry-After).
-            super::detect_into(&metrics, None, &e.detect)?;
+            let every_host = crate::detect::DetectOptions {
+                min_calls: 0,
+                ..e.detect.clone()
+            };
+            super::detect_into(&metrics, None, &every_host)?;
             let groups = super::replaying::TrafficGroups::open(
                 dataset,
                 &metrics,
