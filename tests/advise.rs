@@ -1068,6 +1068,15 @@ fn the_nights_before_tonight_choose_the_value_and_rate_its_confidence() {
         "{why}"
     );
 
+    // The nights weighed are bounded: each earlier one is analysed again.
+    for (nights, ok) in [(0, false), (1, true), (90, true), (91, false)] {
+        let s = AdviseSettings {
+            evidence_nights: nights,
+            ..AdviseSettings::default()
+        };
+        assert_eq!(s.validate().is_ok(), ok, "evidence_nights {nights}");
+    }
+
     // Tonight and last night win, the two before lose a little: mixed, low. The night
     // two back alone losing: three of four, medium.
     let mixed: fn(u32, &ReplayPolicy) -> u64 = |k, p| {

@@ -26,6 +26,10 @@ use quota::Quota;
 
 pub use evidence::{HostEvidence, IncidentEvidence, RoleEvidence};
 
+/// The most nights the replay check weighs: each earlier night is analysed again for the
+/// hosts it replays, so the setting bounds that work.
+pub const MAX_EVIDENCE_NIGHTS: u32 = 90;
+
 /// The advisor's limits, gates and bands (the `advise:` section of the settings file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -153,7 +157,7 @@ impl AdviseSettings {
             && self.fidelity_tolerance >= 0.0
             && self.reversal_min_gain >= 0.0
             && (0.0..1.0).contains(&self.min_gain_share)
-            && self.evidence_nights >= 1
+            && (1..=MAX_EVIDENCE_NIGHTS).contains(&self.evidence_nights)
             && self.evidence_half_life_nights > 0.0;
         if let Some(p) = self.pins.iter().find(|p| {
             crate::hostname::normalize_host(&p.host).is_err()
@@ -173,7 +177,8 @@ impl AdviseSettings {
         } else {
             Err(
                 "advise settings: limits must be [low, high] with low >= 1 (reset > 0), \
-                 steps and factors above 1, max_rate_step and min_gain_share in [0, 1), bands >= 0"
+                 steps and factors above 1, max_rate_step and min_gain_share in [0, 1), bands >= 0, \
+                 evidence_nights in 1..=90, evidence_half_life_nights > 0"
                     .into(),
             )
         }
