@@ -428,12 +428,14 @@ impl Shards {
                 .extend(p.crawler_changes.iter().cloned());
             plan.rates.extend(p.rates.iter().cloned());
             plan.held.extend(p.held.iter().cloned());
+            plan.reverted.extend(p.reverted.iter().cloned());
         }
         // Stable: a host's entries keep the order its shard gave them.
         plan.breakers.sort_by(|a, b| a.host.cmp(&b.host));
         plan.crawler_changes.sort_by(|a, b| a.host.cmp(&b.host));
         plan.rates.sort_by(|a, b| a.host.cmp(&b.host));
         plan.held.sort_by(|a, b| a.host.cmp(&b.host));
+        plan.reverted.sort_by(|a, b| a.host.cmp(&b.host));
         // Every shard carries the previous night's baselines of every host; the shard
         // that owns a host may have recorded or changed its own.
         let hosts: BTreeSet<&String> = self

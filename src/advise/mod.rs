@@ -532,7 +532,7 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
         if let Some(why) = current.breakers.unusable.reason(&h.host) {
             plan.held.push(unusable_hold(&h.host, "breakers.yaml", why));
         } else {
-            advise_breaker(h, current, s, &mut plan);
+            advise_breaker(h, current, s, &word, &mut plan);
         }
         hold_by_word(&mut plan.breakers, n, &mut plan.held, &h.host, |c| {
             let change = format!("{} {} -> {}", c.key.name(), c.from, c.to);
@@ -742,18 +742,22 @@ impl OperatorWord<'_> {
 /// replayed), and the rates settle for a night. Raising back is AIMD's own climb and
 /// goes on.
 fn settling(c: &RateChange, last_night: &[RateChange]) -> Option<String> {
-    let last = last_night
-        .iter()
-        .find(|l| l.host == c.host && l.role == c.role && l.to == c.from && l.from != l.to)?;
     // Lower: some unit's rate falls, or a unit is added (a new limit).
-    let parsed =
-        |rates: &[String]| -> Vec<Rate> { rates.iter().filter_map(|r| Rate::parse(r)).collect() };
-    let (from, to) = (parsed(&c.from), parsed(&c.to));
-    let lowers = to.iter().any(|t| {
-        from.iter()
-            .find(|f| f.unit == t.unit && f.per == t.per)
-            .is_none_or(|f| t.per_second() < f.per_second())
-    });
+    let lowers = |from: &[String], to: &[String]| {
+        let parsed = |rates: &[String]| -> Vec<Rate> {
+            rates.iter().filter_map(|r| Rate::parse(r)).collect()
+        };
+        let (from, to) = (parsed(from), parsed(to));
+        to.iter().any(|t| {
+            from.iter()
+                .find(|f| f.unit == t.unit && f.per == t.per)
+                .is_none_or(|f| t.per_second() < f.per_second())
+        })
+    };
+    let last = last_night.iter().find(|l| {
+        l.host == c.host && l.role == c.role && l.to == c.from && lowers(&l.from, &l.to)
+    })?;
+    let lowers = lowers(&c.from, &c.to);
     let v = |k: &str| c.evidence.get(k).map(|n| n.as_f64());
     let (lo, high) = (v("e429_lo95")?, v("high_429_ratio")?);
     (lowers && lo <= 2.0 * high).then(|| {
@@ -900,7 +904,13 @@ fn raised_rule(h: &HostEvidence, r: &dyn ReplayCheck, plan: &mut Plan) {
     });
 }
 
-fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, plan: &mut Plan) {
+fn advise_breaker(
+    h: &HostEvidence,
+    current: &Current<'_>,
+    s: &AdviseSettings,
+    word: &OperatorWord<'_>,
+    plan: &mut Plan,
+) {
     let cfg = current.breakers;
     let model = current.model;
     let role = h.dominant_role();
@@ -952,6 +962,22 @@ fn advise_breaker(h: &HostEvidence, current: &Current<'_>, s: &AdviseSettings, p
             evidence: p.evidence,
         });
     }
+    // What a pin or a recent revert holds leaves the grid before the replay, which then
+    // keeps it at its current value: the other keys' changes are judged without it.
+    proposals.retain(|p| {
+        let change = format!("{} {} -> {}", p.key.name(), Num::real(p.from), p.to);
+        let at = (p.role.as_deref(), p.key.name());
+        match word.hold(&current.breakers.pins, "breakers.yaml", at, &change, None) {
+            Some(reason) => {
+                plan.held.push(Held {
+                    host: h.host.clone(),
+                    reason,
+                });
+                false
+            }
+            None => true,
+        }
+    });
     if let Some(r) = current.replay {
         raised_rule(h, r, plan);
         proposals = replay_gate(h, proposals, r, s, &mut plan.held);
@@ -2213,6 +2239,13 @@ mod tests {
             0.0,
         );
         assert!(settling(&up, &last).is_none());
+        // Last night raised them (AIMD's climb): a cut tonight backs off, not held.
+        let raised = [rate_change(
+            &["10/SECOND", "22/MINUTE"],
+            &["10/SECOND", "23/MINUTE"],
+            0.0,
+        )];
+        assert!(settling(&again, &raised).is_none());
         assert!(settling(&again, &[]).is_none());
     }
 

@@ -36,13 +36,24 @@ impl Pin {
     /// None) or in `role`.
     pub fn holds(&self, host: &str, role: Option<&str>, key: &str) -> bool {
         let host_matches = normalize_host(&self.host).is_ok_and(|h| h == host);
+        // An alias (`reset`) holds the key it spells.
+        let canonical = |k: &str| {
+            super::edit::BreakerKey::from_spelling(k)
+                .map_or_else(|| k.to_owned(), |b| b.name().to_owned())
+        };
+        let key_matches = self
+            .key
+            .as_deref()
+            .is_none_or(|k| canonical(k) == canonical(key));
         let role_matches = match (self.role.as_deref(), role) {
-            (None, _) => self.key.is_none() || role.is_none(),
+            // A host-level key; `rates` are per role, so a role-less `rates` pin holds
+            // every role's.
+            (None, _) => self.key.is_none() || role.is_none() || key == "rates",
             (Some("*"), r) => r.is_some(),
             (Some(p), Some(r)) => p == r,
             (Some(_), None) => false,
         };
-        host_matches && role_matches && self.key.as_deref().is_none_or(|k| k == key)
+        host_matches && role_matches && key_matches
     }
 }
 
@@ -300,7 +311,21 @@ hosts:
         assert!(pin.holds("api.example", None, "fail_max"));
         assert!(!pin.holds("api.example", Some("artifact"), "fail_max"));
         assert!(!pin.holds("api.example", None, "reset_timeout_s"));
-        let host = Pin { key: None, ..pin };
+        let host = Pin {
+            key: None,
+            ..pin.clone()
+        };
         assert!(host.holds("api.example", Some("artifact"), "trial_calls"));
+        let alias = Pin {
+            key: Some("reset".into()),
+            ..pin.clone()
+        };
+        assert!(alias.holds("api.example", None, "reset_timeout_s"));
+        let rates = Pin {
+            key: Some("rates".into()),
+            ..pin
+        };
+        assert!(rates.holds("api.example", Some("metadata"), "rates"));
+        assert!(!rates.holds("api.example", None, "fail_max"));
     }
 }

@@ -235,12 +235,13 @@ pub fn replay_earlier_nights(
                 ..e.detect.clone()
             };
             super::detect_into(&metrics, None, &every_host)?;
-            let groups = super::replaying::TrafficGroups::open(
+            let groups = super::replaying::TrafficGroups::open_for(
                 dataset,
                 &metrics,
                 config,
                 model,
                 e.analyze.group_rows,
+                Some(hosts.clone()),
             )?;
             let mut any = false;
             for g in 0..groups.count() {

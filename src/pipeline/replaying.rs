@@ -140,6 +140,8 @@ pub struct TrafficGroups<'a> {
     config: &'a BreakerConfig,
     model: &'a CrawlerModel,
     groups: Vec<Vec<String>>,
+    /// Only these hosts' traffic (the earlier nights of the advice); None: every host.
+    only: Option<Vec<String>>,
 }
 
 impl<'a> TrafficGroups<'a> {
@@ -151,14 +153,30 @@ impl<'a> TrafficGroups<'a> {
         model: &'a CrawlerModel,
         group_rows: u64,
     ) -> anyhow::Result<TrafficGroups<'a>> {
+        Self::open_for(dataset, metrics, config, model, group_rows, None)
+    }
+
+    /// As `open`, for the traffic of `only` these hosts (None: every host).
+    pub fn open_for(
+        dataset: &'a Path,
+        metrics: &Path,
+        config: &'a BreakerConfig,
+        model: &'a CrawlerModel,
+        group_rows: u64,
+        only: Option<Vec<String>>,
+    ) -> anyhow::Result<TrafficGroups<'a>> {
         let window = WindowScans::open(dataset, metrics)?;
-        let events = window.scans()?.events;
+        let mut events = window.scans()?.events;
+        if let Some(hosts) = &only {
+            events = events.filter(crate::groups::among(hosts));
+        }
         let groups = crate::groups::plan(&crate::groups::host_counts(events)?, group_rows);
         Ok(TrafficGroups {
             window,
             config,
             model,
             groups,
+            only,
         })
     }
 
@@ -175,11 +193,14 @@ impl<'a> TrafficGroups<'a> {
     /// The traffic of group `k`.
     pub fn load(&self, k: usize) -> anyhow::Result<Traffic> {
         let clock = std::time::Instant::now();
-        let scans = self
+        let mut scans = self
             .window
             .scans()?
             .filter(crate::groups::in_group(&self.groups, k))
             .filter(usable_hosts(self.config));
+        if let Some(hosts) = &self.only {
+            scans = scans.filter(crate::groups::among(hosts));
+        }
         let traffic = self.window.load(scans, self.config, self.model)?;
         tracing::debug!(
             group = k,
