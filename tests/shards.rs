@@ -191,3 +191,55 @@ fn a_merge_refuses_missing_shards_other_inputs_and_a_dataset_of_another_shard() 
         .failure()
         .stderr(predicates::str::contains("holds shard 1/2"));
 }
+
+#[test]
+fn a_sharded_night_remembers_a_change_a_person_set_back_as_a_single_run_does() {
+    use breaker_advisor::config::edit::{BreakerEdit, patch_breakers};
+    use breaker_advisor::patch::PatchFile;
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, r) = sample_configs(tmp.path());
+    let night = &["--now", NOW];
+    // Last night's patch, written into the config files...
+    let first = workdir(tmp.path(), "first");
+    run(&first, &b, &r, true, &[&night[..], &["--write"]].concat()).success();
+    let last = first.join("out/breakers.patch.yaml");
+    let c = PatchFile::load(&last).unwrap().breakers.changes[0].clone();
+    // ...then a person sets one value back.
+    let text = std::fs::read_to_string(&b).unwrap();
+    let back = BreakerEdit {
+        host: Some(c.host.clone()),
+        role: c.role.clone(),
+        key: c.key,
+        value: c.from.as_f64() as i64,
+    };
+    std::fs::write(&b, patch_breakers(&text, &b, &[back]).unwrap()).unwrap();
+    let from_last_night = |dir: &Path| {
+        std::fs::create_dir_all(dir.join("out")).unwrap();
+        std::fs::copy(&last, dir.join("out/breakers.patch.yaml")).unwrap();
+    };
+    let single = workdir(tmp.path(), "single");
+    from_last_night(&single);
+    run(&single, &b, &r, true, night).success();
+    let fleet = workdir(tmp.path(), "fleet");
+    from_last_night(&fleet);
+    for i in 1..=2 {
+        let shard = format!("{i}/2");
+        run(
+            &fleet,
+            &b,
+            &r,
+            true,
+            &[&night[..], &["--shard", &shard]].concat(),
+        )
+        .success();
+    }
+    run(&fleet, &b, &r, false, &["--merge-shards"]).success();
+    let patch = PatchFile::load(&single.join("out/breakers.patch.yaml")).unwrap();
+    assert_eq!(patch.reverted.len(), 1, "{:?}", patch.reverted);
+    assert_eq!(patch.reverted[0].host, c.host);
+    assert!(
+        read(&single.join("out/breakers.patch.yaml"))
+            == read(&fleet.join("out/breakers.patch.yaml")),
+        "the merged patch file differs"
+    );
+}
