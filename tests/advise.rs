@@ -825,6 +825,16 @@ fn plan_with_replay(h: &HostEvidence, r: &dyn ReplayCheck) -> Plan {
 }
 
 fn plan_with_replay_under(h: &HostEvidence, r: &dyn ReplayCheck, s: &AdviseSettings) -> Plan {
+    plan_remembering_replay(h, r, s, Previous::default())
+}
+
+/// The plan for one host of BREAKERS under a replay and a memory of earlier nights.
+fn plan_remembering_replay(
+    h: &HostEvidence,
+    r: &dyn ReplayCheck,
+    s: &AdviseSettings,
+    previous: Previous<'_>,
+) -> Plan {
     let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
     advise(
         std::slice::from_ref(h),
@@ -834,7 +844,7 @@ fn plan_with_replay_under(h: &HostEvidence, r: &dyn ReplayCheck, s: &AdviseSetti
             ratelimits: None,
             baselines: &RateBaselines::new(),
             replay: Some(r),
-            previous: Previous::default(),
+            previous,
         },
         s,
     )
@@ -922,23 +932,12 @@ fn a_value_moved_last_night_moves_back_only_on_new_evidence() {
         evidence: Default::default(),
         confidence: None,
     }];
-    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
     let plan_of = |r: &dyn ReplayCheck, previous: &[BreakerChange]| {
-        advise(
-            std::slice::from_ref(&h),
-            &Current {
-                breakers: &cfg,
-                model: &CrawlerModel::default(),
-                ratelimits: None,
-                baselines: &RateBaselines::new(),
-                replay: Some(r),
-                previous: Previous {
-                    breakers: previous,
-                    ..Previous::default()
-                },
-            },
-            &AdviseSettings::default(),
-        )
+        let last_night = Previous {
+            breakers: previous,
+            ..Previous::default()
+        };
+        plan_remembering_replay(&h, r, &AdviseSettings::default(), last_night)
     };
     // A modest replay gain (880 -> 760, 14%): enough for a change, but back to 120
     // would undo last night for little; held, with both nights' numbers.
@@ -1438,24 +1437,13 @@ fn a_change_a_person_set_back_is_held_for_the_configured_nights_then_proposed_ag
     assert!(seventh.reverted.is_empty());
     // With a replay, the breaker change comes back only with high confidence: one
     // night's evidence (low) keeps it held and remembered; every night alike lets it go.
-    let cfg = BreakerConfig::parse(BREAKERS, Path::new("breakers.yaml")).unwrap();
     let replayed = |r: &dyn ReplayCheck| {
-        advise(
-            std::slice::from_ref(&h),
-            &Current {
-                breakers: &cfg,
-                model: &CrawlerModel::default(),
-                ratelimits: None,
-                baselines: &RateBaselines::new(),
-                replay: Some(r),
-                previous: Previous {
-                    reverted: &first.reverted,
-                    tonight: "2026-12-13",
-                    ..Previous::default()
-                },
-            },
-            &s,
-        )
+        let memory = Previous {
+            reverted: &first.reverted,
+            tonight: "2026-12-13",
+            ..Previous::default()
+        };
+        plan_remembering_replay(&h, r, &s, memory)
     };
     let low = replayed(&FakeReplay(tonight_cost));
     assert!(low.breakers.is_empty(), "{:?}", low.breakers);
