@@ -1413,7 +1413,6 @@ fn counting_timeouts_is_a_crawler_change_with_its_replayed_benefit() {
 
 #[test]
 fn a_change_set_back_by_hand_is_held_and_remembered_by_the_patch_file() {
-    use breaker_advisor::config::edit::{BreakerEdit, patch_breakers};
     let tmp = tempfile::tempdir().unwrap();
     let (b, r) = sample_configs(tmp.path());
     let out = tmp.path().join("out");
@@ -1426,14 +1425,7 @@ fn a_change_set_back_by_hand_is_held_and_remembered_by_the_patch_file() {
         .expect("the sample proposes a breaker change")
         .clone();
     // A person sets the value back by hand.
-    let text = std::fs::read_to_string(&b).unwrap();
-    let edit = BreakerEdit {
-        host: Some(c.host.clone()),
-        role: c.role.clone(),
-        key: c.key,
-        value: c.from.as_f64() as i64,
-    };
-    std::fs::write(&b, patch_breakers(&text, &b, &[edit]).unwrap()).unwrap();
+    common::set_back(&b, &c);
 
     run_job(&out, &b, &r, &[]).success();
     let next = PatchFile::load(&out.join("breakers.patch.yaml")).unwrap();

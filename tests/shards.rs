@@ -194,7 +194,6 @@ fn a_merge_refuses_missing_shards_other_inputs_and_a_dataset_of_another_shard() 
 
 #[test]
 fn a_sharded_night_remembers_a_change_a_person_set_back_as_a_single_run_does() {
-    use breaker_advisor::config::edit::{BreakerEdit, patch_breakers};
     use breaker_advisor::patch::PatchFile;
     let tmp = tempfile::tempdir().unwrap();
     let (b, r) = sample_configs(tmp.path());
@@ -205,14 +204,7 @@ fn a_sharded_night_remembers_a_change_a_person_set_back_as_a_single_run_does() {
     let last = first.join("out/breakers.patch.yaml");
     let c = PatchFile::load(&last).unwrap().breakers.changes[0].clone();
     // ...then a person sets one value back.
-    let text = std::fs::read_to_string(&b).unwrap();
-    let back = BreakerEdit {
-        host: Some(c.host.clone()),
-        role: c.role.clone(),
-        key: c.key,
-        value: c.from.as_f64() as i64,
-    };
-    std::fs::write(&b, patch_breakers(&text, &b, &[back]).unwrap()).unwrap();
+    common::set_back(&b, &c);
     let from_last_night = |dir: &Path| {
         std::fs::create_dir_all(dir.join("out")).unwrap();
         std::fs::copy(&last, dir.join("out/breakers.patch.yaml")).unwrap();

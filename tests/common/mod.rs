@@ -208,3 +208,16 @@ pub fn added_lines<'a>(before: &str, after: &'a str) -> Vec<&'a str> {
         })
         .collect()
 }
+
+/// Sets a breakers.yaml value back to where `change` found it, as a person would.
+pub fn set_back(config: &Path, change: &breaker_advisor::advise::BreakerChange) {
+    use breaker_advisor::config::edit::{BreakerEdit, patch_breakers};
+    let text = std::fs::read_to_string(config).unwrap();
+    let back = BreakerEdit {
+        host: Some(change.host.clone()),
+        role: change.role.clone(),
+        key: change.key,
+        value: change.from.as_f64() as i64,
+    };
+    std::fs::write(config, patch_breakers(&text, config, &[back]).unwrap()).unwrap();
+}
