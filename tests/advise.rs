@@ -1067,6 +1067,26 @@ fn the_nights_before_tonight_choose_the_value_and_rate_its_confidence() {
         "{why}"
     );
 
+    // An operator who wants the nights to agree first: one night's change waits.
+    let medium = AdviseSettings {
+        min_confidence: Confidence::Medium,
+        ..AdviseSettings::default()
+    };
+    let plan = plan_with_replay_under(&h, &FakeReplay(tonight_cost), &medium);
+    assert!(plan.breakers.is_empty(), "{:?}", plan.breakers);
+    assert!(
+        plan.held[0]
+            .reason
+            .contains("confidence low: below advise.min_confidence (medium)"),
+        "{}",
+        plan.held[0].reason
+    );
+    let agree = FakeNights(tonight_cost, |_, p| tonight_cost(p));
+    assert_eq!(
+        plan_with_replay_under(&h, &agree, &medium).breakers.len(),
+        1
+    );
+
     // The nights weighed are bounded: each earlier one is analysed again.
     for (nights, ok) in [(0, false), (1, true), (90, true), (91, false)] {
         let s = AdviseSettings {

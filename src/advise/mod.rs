@@ -97,6 +97,10 @@ pub struct AdviseSettings {
     pub evidence_nights: u32,
     /// ...each night's cost weighed by half every this many nights back.
     pub evidence_half_life_nights: f64,
+    /// A replayed breaker change below this confidence is left alone (`low`: every
+    /// change that wins; `medium` or `high` wait for the nights to agree, at the price
+    /// of advice on a first night).
+    pub min_confidence: Confidence,
 }
 
 impl Default for AdviseSettings {
@@ -132,6 +136,7 @@ impl Default for AdviseSettings {
             revert_hold_nights: 7,
             evidence_nights: 7,
             evidence_half_life_nights: 1.0,
+            min_confidence: Confidence::Low,
         }
     }
 }
@@ -300,7 +305,7 @@ impl CrawlerChange {
 /// when it wins on at least three nights, three in four of them, and loses on none;
 /// medium when it wins on more nights than it loses; low on one night's evidence or
 /// mixed nights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Confidence {
     Low,
@@ -1332,6 +1337,19 @@ fn replay_gate(
     }
     let (won, lost) = now_n.won_lost(&bn);
     let confidence = confidence(nights, won, lost);
+    if confidence < s.min_confidence {
+        held.push(Held {
+            host: h.host.clone(),
+            reason: format!(
+                "replay: the best change gains {:.0}% over {nights} night{} replayed (it wins {won}), confidence {}: below advise.min_confidence ({})",
+                gain * 100.0,
+                if nights == 1 { "" } else { "s" },
+                confidence.name(),
+                s.min_confidence.name()
+            ),
+        });
+        return Vec::new();
+    }
     let confident = format!(
         "; confidence {}: {}",
         confidence.name(),
