@@ -331,6 +331,14 @@ pub struct Held {
     pub reason: String,
 }
 
+impl Held {
+    /// Held for fewer network calls than `min_calls` (`TOO_LITTLE_DATA`): a host that
+    /// costs a row, not a line of its own in the report or the plan printout.
+    pub fn is_too_little_data(&self) -> bool {
+        self.reason.starts_with(TOO_LITTLE_DATA)
+    }
+}
+
 /// Rates first recorded per host and role (the reference of the multipliers).
 pub type RateBaselines = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 

@@ -474,10 +474,7 @@ pub fn write_plan(w: &mut dyn Write, patch: &PatchFile) -> std::io::Result<()> {
         }
     }
     // Hosts with too little data are counted, not listed (the patch file has them).
-    let (quiet, held): (Vec<_>, Vec<_>) = patch
-        .held
-        .iter()
-        .partition(|h| h.reason.starts_with(crate::advise::TOO_LITTLE_DATA));
+    let (quiet, held): (Vec<_>, Vec<_>) = patch.held.iter().partition(|h| h.is_too_little_data());
     if !held.is_empty() {
         writeln!(w, "left alone: {} host(s)", held.len())?;
         for h in &held {

@@ -482,11 +482,6 @@ fn summary_line(
     line
 }
 
-/// A host held for too little data: a name in a list, not a row of its own.
-fn is_quiet(h: &crate::advise::Held) -> bool {
-    h.reason.starts_with(crate::advise::TOO_LITTLE_DATA)
-}
-
 /// "high, 4 of 4 nights": the change's confidence and the nights it won.
 fn confidence_text(c: &crate::advise::BreakerChange) -> String {
     let Some(conf) = c.confidence else {
@@ -591,13 +586,11 @@ impl Report {
                 }
             })
             .collect();
-        // Hosts with too little data cost nothing here: no replay is judged on them.
-        let quiet: BTreeSet<&str> = p
-            .held
-            .iter()
-            .filter(|h| is_quiet(h))
-            .map(|h| h.host.as_str())
-            .collect();
+        // Hosts held for too little data are a name in a list, not a row of their own,
+        // and cost nothing in the fidelity table: no replay is judged on them.
+        let (quiet_held, held): (Vec<&crate::advise::Held>, Vec<&crate::advise::Held>) =
+            p.held.iter().partition(|h| h.is_too_little_data());
+        let quiet: BTreeSet<&str> = quiet_held.iter().map(|h| h.host.as_str()).collect();
         let fidelity = input
             .fidelity
             .iter()
@@ -681,18 +674,11 @@ impl Report {
             fidelity,
             incidents,
             noisiest,
-            held: p
-                .held
+            held: held
                 .iter()
-                .filter(|h| !is_quiet(h))
                 .map(|h| (display_host(&h.host), anchor(&h.host), h.reason.clone()))
                 .collect(),
-            quiet: p
-                .held
-                .iter()
-                .filter(|h| is_quiet(h))
-                .map(|h| display_host(&h.host))
-                .collect(),
+            quiet: quiet_held.iter().map(|h| display_host(&h.host)).collect(),
             rejected: input.rejected.clone(),
             incomplete: input.incomplete.clone(),
             adjusted: input.adjusted.clone(),
