@@ -359,6 +359,13 @@ pub struct Plan {
     pub reverted: Vec<Reverted>,
 }
 
+impl Reverted {
+    /// Whether this is the revert of `key` at the host level (`role` None) or in `role`.
+    fn is_of(&self, role: Option<&str>, key: &str) -> bool {
+        self.role.as_deref() == role && self.key == key
+    }
+}
+
 /// A change the tool made that a person set back: the previous patch file moved `key`
 /// from `from` to `to`, and the config said `from` again on the night `since`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -597,10 +604,11 @@ pub fn advise(hosts: &[HostEvidence], current: &Current<'_>, s: &AdviseSettings)
         let through = |r: &Reverted| {
             plan.breakers
                 .iter()
-                .any(|c| c.host == r.host && c.role == r.role && c.key.name() == r.key)
-                || plan.rates.iter().any(|c| {
-                    c.host == r.host && r.key == "rates" && r.role.as_deref() == Some(&c.role)
-                })
+                .any(|c| c.host == r.host && r.is_of(c.role.as_deref(), c.key.name()))
+                || plan
+                    .rates
+                    .iter()
+                    .any(|c| c.host == r.host && r.is_of(Some(&c.role), "rates"))
         };
         let kept: Vec<Reverted> = reverted.into_iter().filter(|r| !through(r)).collect();
         plan.reverted.extend(kept);
@@ -628,10 +636,7 @@ fn reverts(host: &str, current: &Current<'_>, s: &AdviseSettings) -> Vec<Reverte
         .cloned()
         .collect();
     let mut seen = |role: Option<&str>, key: &str, from: String, to: String| {
-        if !out
-            .iter()
-            .any(|r| r.role.as_deref() == role && r.key == key)
-        {
+        if !out.iter().any(|r| r.is_of(role, key)) {
             out.push(Reverted {
                 host: host.to_owned(),
                 role: role.map(str::to_owned),
@@ -718,10 +723,7 @@ impl OperatorWord<'_> {
                 "pinned: {change} not proposed (advise.pins in breaker-advisor.yaml)"
             ));
         }
-        let r = self
-            .reverted
-            .iter()
-            .find(|r| r.role.as_deref() == role && r.key == key)?;
+        let r = self.reverted.iter().find(|r| r.is_of(role, key))?;
         let until = chrono::NaiveDate::parse_from_str(&r.since, "%Y-%m-%d")
             .ok()
             .and_then(|d| d.checked_add_days(chrono::Days::new(u64::from(self.hold_nights))))
