@@ -6,11 +6,6 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::simulate::Variant;
 
-/// An error caused by the input or the invocation, not by a bug: exit code 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
-
 /// Proposes circuit-breaker and rate-limit settings per host from a crawler fleet's
 /// HTTP telemetry. The nightly job exports the telemetry SQLite files to Parquet,
 /// computes per-host metrics, and turns them into a reviewed breakers.yaml change.
@@ -241,7 +236,7 @@ pub struct RunArgs {
         requires = "now",
         conflicts_with_all = ["merge_shards", "write", "check", "push_cooldowns", "report_url"]
     )]
-    pub shard: Option<crate::shards::Shard>,
+    pub shard: Option<crate::shard::Shard>,
     /// Make the fleet's patch, diff and report from the shard jobs' OUT/shard=*/
     /// folders (every shard of the night, made from the same config, settings and patch
     /// file); reads no telemetry.
@@ -390,7 +385,7 @@ pub struct ExportArgs {
     /// name), for fleets advised by several jobs; the dataset then holds that shard
     /// night after night.
     #[arg(long, value_name = "I/N")]
-    pub shard: Option<crate::shards::Shard>,
+    pub shard: Option<crate::shard::Shard>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

@@ -84,7 +84,7 @@ pub fn plan(counts: &[(String, u64)], max_rows: u64) -> Vec<Vec<String>> {
 
 /// The rows per host of a frame with a `host` column, in host order.
 pub fn host_counts(lf: LazyFrame) -> PolarsResult<Vec<(String, u64)>> {
-    let df = crate::metrics::collect(
+    let df = crate::frame::collect(
         lf.group_by([col("host")])
             .agg([len().cast(DataType::UInt64).alias("n")])
             .sort(["host"], SortMultipleOptions::default()),

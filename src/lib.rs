@@ -16,20 +16,31 @@
 //! - [`simulate`]: synthetic telemetry with ground truth, deterministic from a seed.
 //! - [`cooldown`]: the shared cooldown stores (SQLite, Redis) in the crawler's formats.
 //! - [`settings`]: the tool's own settings file.
-//! - [`hostname`]: host normalisation shared by every stage.
+//! - [`hostname`]: host normalisation shared by every stage; [`breaker_state`]: the
+//!   breaker's three states.
+//! - [`frame`]: how a Polars query is collected (streaming).
+//! - [`layout`]: the run folder, typed: every file a stage writes and the next reads.
 //! - [`groups`]: host groups, how the stages after export bound their memory.
-//! - [`shards`]: a fleet advised by N shard jobs and one merge.
+//! - [`shard`]: `--shard I/N` and the host hash; [`shards`]: a fleet advised by N shard
+//!   jobs and one merge.
 //! - [`cli`]: the command line (clap derive); [`pipeline`] runs a parsed command.
+//! - [`error`]: the input error and the exit status, below everything.
+
+#[macro_use]
+pub mod error;
 
 pub mod advise;
+pub mod breaker_state;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod cooldown;
 pub mod crawler;
 pub mod detect;
+pub mod frame;
 pub mod groups;
 pub mod hostname;
+pub mod layout;
 pub mod metrics;
 pub mod output;
 pub mod patch;
@@ -37,6 +48,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod report;
 pub mod settings;
+pub mod shard;
 pub mod shards;
 pub mod simulate;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! The `breaker-advisor` binary: parse arguments, set up logging, run, map the outcome
-//! to an exit code (0 ok, 1 input or usage error, 2 internal error, 3 changes proposed
-//! under `run --check`).
+//! to an exit status (`error::ExitStatus`: 0 ok, 1 input or usage error, 2 internal
+//! error, 3 changes proposed under `run --check`).
 
 use std::process::ExitCode;
 
@@ -14,11 +14,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     pipeline::init_logging(cli.verbose, cli.quiet);
     match pipeline::run(cli.command) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) if pipeline::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Ok(status) => status.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(pipeline::exit_code(&e))
+            let status = pipeline::exit_status(&e);
+            if status != breaker_advisor::error::ExitStatus::Success {
+                eprintln!("error: {e:#}");
+            }
+            status.into()
         }
     }
 }

@@ -13,84 +13,20 @@
 //! their plans in host order, and writes what one run over the whole fleet writes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::advise::Plan;
-use crate::cli::InputError;
 use crate::crawler::CrawlerModel;
+use crate::layout::{MetricsFolder, RunFolder, SHARD_PREFIX, SHARD_RECORD, Table};
 use crate::patch::PatchWindow;
 use crate::replay::calibrate::{Calibration, Evaluated};
+use crate::shard::Shard;
 
-/// The shard record's file name inside `OUT/shard=I/`.
-pub const RECORD_FILE: &str = "shard.yaml";
 const FORMAT_VERSION: u32 = 2;
-
-/// The metrics tables a merge concatenates, each ordered by host first.
-pub const MERGED_TABLES: [&str; 7] = [
-    "host_summary",
-    "host_role_summary",
-    "bursts",
-    "host_timeseries",
-    "rate_windows",
-    "incidents",
-    "replay_fidelity",
-];
-
-/// Shard `index` of `count` (1-based, as `--shard 1/4`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
-impl FromStr for Shard {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?}: a shard is I/N with 1 <= I <= N, for example 2/4");
-        let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count): (u32, u32) = (
-            i.trim().parse().map_err(|_| bad())?,
-            n.trim().parse().map_err(|_| bad())?,
-        );
-        if index == 0 || index > count {
-            return Err(bad());
-        }
-        Ok(Shard { index, count })
-    }
-}
-
-impl fmt::Display for Shard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
-
-impl Shard {
-    /// Whether this shard advises `host` (a normalised host name).
-    pub fn owns(&self, host: &str) -> bool {
-        host_hash(host) % u64::from(self.count) == u64::from(self.index - 1)
-    }
-
-    /// `OUT/shard=I`.
-    pub fn folder(&self, out: &Path) -> PathBuf {
-        out.join(format!("shard={}", self.index))
-    }
-}
-
-/// FNV-1a (64 bits) of the host's bytes: stable across runs, machines and versions, so
-/// a host stays in its shard night after night.
-pub fn host_hash(host: &str) -> u64 {
-    host.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
 
 /// What the report reads from the dataset rather than from the metrics: the input
 /// losses the manifest records, and the Retry-After values and breaker open spans of
@@ -242,10 +178,10 @@ impl Shards {
                 } else {
                     "previous patch file"
                 };
-                bail!(InputError(format!(
+                bail_input!(
                     "{}: made from another {which} than this merge's; run the shards and the merge on the same config, settings and patch file",
-                    folder.join(RECORD_FILE).display()
-                )));
+                    folder.join(SHARD_RECORD).display()
+                );
             }
         }
         Ok(shards)
@@ -255,7 +191,7 @@ impl Shards {
     pub fn present(out: &Path) -> bool {
         std::fs::read_dir(out).is_ok_and(|d| {
             d.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("shard="))
+                .any(|e| e.file_name().to_string_lossy().starts_with(SHARD_PREFIX))
         })
     }
 
@@ -267,45 +203,42 @@ impl Shards {
             std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(i) = name.strip_prefix("shard=") else {
+            let Some(i) = name.strip_prefix(SHARD_PREFIX) else {
                 continue;
             };
             let folder = e.path();
-            let path = folder.join(RECORD_FILE);
+            let path = folder.join(SHARD_RECORD);
             if !path.is_file() {
-                bail!(InputError(format!(
-                    "{}: the shard job did not finish (no {RECORD_FILE})",
+                bail_input!(
+                    "{}: the shard job did not finish (no {SHARD_RECORD})",
                     folder.display()
-                )));
+                );
             }
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let record: ShardRecord = yaml_serde::from_str(&text)
-                .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+            let record: ShardRecord =
+                yaml_serde::from_str(&text).map_err(|e| input_error!("{}: {e}", path.display()))?;
             if record.format_version != FORMAT_VERSION {
-                bail!(InputError(format!(
+                bail_input!(
                     "{}: format_version {}, this tool reads {FORMAT_VERSION}",
                     path.display(),
                     record.format_version
-                )));
+                );
             }
             let shard: Shard = record
                 .shard
                 .parse()
-                .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+                .map_err(|e| input_error!("{}: {e}", path.display()))?;
             if i != shard.index.to_string() {
-                bail!(InputError(format!(
-                    "{}: holds shard {shard}, not shard {i}",
-                    folder.display()
-                )));
+                bail_input!("{}: holds shard {shard}, not shard {i}", folder.display());
             }
             found.insert(shard.index, (folder, record));
         }
         let Some((_, (_, first))) = found.first_key_value() else {
-            bail!(InputError(format!(
+            bail_input!(
                 "{}: no shard=I/ folders; run `run --shard I/N` for each shard first",
                 out.display()
-            )));
+            );
         };
         let count: u32 = first.shard.parse::<Shard>().map(|s| s.count).unwrap_or(0);
         let missing: Vec<String> = (1..=count)
@@ -313,32 +246,32 @@ impl Shards {
             .map(|i| format!("{i}/{count}"))
             .collect();
         if !missing.is_empty() {
-            bail!(InputError(format!(
+            bail_input!(
                 "{}: shard(s) {} missing; every shard must finish before the merge",
                 out.display(),
                 missing.join(", ")
-            )));
+            );
         }
         let shards: Vec<(PathBuf, ShardRecord)> = found.into_values().collect();
         let (folder0, r0) = &shards[0];
         let tool = env!("CARGO_PKG_VERSION");
         for (folder, r) in &shards {
             let differs = |what: &str| {
-                InputError(format!(
+                input_error!(
                     "{} and {} differ in {what}: the shards of one night must be made by the same tool from the same inputs",
-                    folder0.join(RECORD_FILE).display(),
-                    folder.join(RECORD_FILE).display()
-                ))
+                    folder0.join(SHARD_RECORD).display(),
+                    folder.join(SHARD_RECORD).display()
+                )
             };
             if r.shard.parse::<Shard>().map(|s| s.count).unwrap_or(0) != count {
                 return Err(differs("their shard count").into());
             }
             if r.tool_version != tool {
-                bail!(InputError(format!(
+                bail_input!(
                     "{}: made by breaker-advisor {}, this is {tool}",
-                    folder.join(RECORD_FILE).display(),
+                    folder.join(SHARD_RECORD).display(),
                     r.tool_version
-                )));
+                );
             }
             if r.window != r0.window {
                 return Err(differs("their window (pass the same --now to every shard)").into());
@@ -380,10 +313,10 @@ impl Shards {
             .clone();
         for (folder, r) in &counting {
             if r.model != counted {
-                bail!(InputError(format!(
+                bail_input!(
                     "{}: counted by another crawler model than the other shards",
                     folder.display()
-                )));
+                );
             }
         }
         let calibrated = self.shards[0].1.calibration.is_some();
@@ -392,7 +325,7 @@ impl Shards {
             .iter()
             .find(|(_, r)| r.calibration.is_some() != calibrated)
         {
-            bail!(InputError(format!(
+            bail_input!(
                 "{}: {} the crawler model, shard 1 {}",
                 folder.display(),
                 if calibrated {
@@ -401,7 +334,7 @@ impl Shards {
                     "calibrated"
                 },
                 if calibrated { "did" } else { "did not" }
-            )));
+            );
         }
         let calibration = calibrated.then(|| {
             Calibration::new(
@@ -489,15 +422,14 @@ impl Shards {
     /// Writes the fleet's metrics tables into `metrics`: each shard's table, stacked and
     /// ordered by host (a host's rows are all in one shard, in their order). Every shard
     /// must have written its tables with the same metadata (window, config, settings).
-    pub fn merge_metrics(&self, metrics: &Path) -> anyhow::Result<()> {
+    pub fn merge_metrics(&self, metrics: &MetricsFolder) -> anyhow::Result<()> {
         // Every table is read and checked before the first one is written.
         let mut merged = Vec::new();
-        for name in MERGED_TABLES {
-            let file = format!("{name}.parquet");
+        for table in Table::MERGED {
             let mut frames = Vec::new();
             let mut meta: Option<(PathBuf, Vec<(String, String)>)> = None;
             for (folder, _) in &self.shards {
-                let path = folder.join("metrics").join(&file);
+                let path = RunFolder::new(folder).metrics().table(table);
                 let read = || -> anyhow::Result<_> {
                     Ok((
                         crate::output::parquet_metadata(&path)?,
@@ -507,11 +439,11 @@ impl Shards {
                 let (m, df) = read().with_context(|| format!("reading {}", path.display()))?;
                 match &meta {
                     None => meta = Some((path.clone(), m)),
-                    Some((first, m0)) if *m0 != m => bail!(InputError(format!(
+                    Some((first, m0)) if *m0 != m => bail_input!(
                         "{} and {} were written with different metadata (window, config or settings)",
                         first.display(),
                         path.display()
-                    ))),
+                    ),
                     Some(_) => {}
                 }
                 frames.push(df.lazy());
@@ -525,9 +457,9 @@ impl Shards {
                     )
                     .collect()
                 })
-                .map_err(|e| anyhow::anyhow!("merging the shards' {file}: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("merging the shards' {}: {e}", table.file_name()))?;
             df.rechunk_mut();
-            merged.push((metrics.join(&file), df, meta));
+            merged.push((metrics.table(table), df, meta));
         }
         std::fs::create_dir_all(metrics)
             .with_context(|| format!("creating {}", metrics.display()))?;
@@ -541,29 +473,6 @@ impl Shards {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_shard_is_parsed_checked_and_owns_a_stable_share_of_hosts() {
-        let s: Shard = "2/3".parse().unwrap();
-        assert_eq!((s.index, s.count), (2, 3));
-        assert_eq!(s.to_string(), "2/3");
-        for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
-            assert!(bad.parse::<Shard>().is_err(), "{bad}");
-        }
-        // FNV-1a's published test vector: the hash does not depend on the platform.
-        assert_eq!(host_hash("a"), 0xaf63_dc4c_8601_ec8c);
-        let hosts: Vec<String> = (0..300).map(|i| format!("h{i}.example")).collect();
-        let shards: Vec<Shard> = (1..=3).map(|i| Shard { index: i, count: 3 }).collect();
-        for h in &hosts {
-            assert_eq!(shards.iter().filter(|s| s.owns(h)).count(), 1, "{h}");
-        }
-        for s in &shards {
-            let n = hosts.iter().filter(|h| s.owns(h)).count();
-            assert!((70..=130).contains(&n), "shard {s} owns {n} of 300");
-        }
-        let whole = Shard { index: 1, count: 1 };
-        assert!(hosts.iter().all(|h| whole.owns(h)));
-    }
 
     fn record(shard: &str, model: &CrawlerModel, misses: &[(CrawlerModel, u64)]) -> ShardRecord {
         ShardRecord::new(

@@ -4,6 +4,9 @@
 //! `.ci/run` runs it as its own step, `cargo test --release --test acceptance`, and fails
 //! when the folder is missing.
 
+// Only a few of the shared helpers are used here; the `it` binary uses them all.
+#[allow(dead_code)]
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::path::Path;
@@ -12,7 +15,7 @@ use breaker_advisor::config::BreakerConfig;
 use breaker_advisor::config::edit::{BreakerEdit, BreakerKey, patch_breakers};
 use breaker_advisor::config::rates::RateLimits;
 use breaker_advisor::patch::{Applied, RatelimitsSection, apply_ratelimits, sha256_hex};
-use common::{added_lines, is_subsequence, rate_change};
+use common::{added_lines, rate_change};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -171,4 +174,10 @@ fn the_real_ratelimits_file_changes_only_the_edited_rates() {
         out.contains("rates: [\"16/MINUTE\", \"800/DAY\"]"),
         "{added:?}"
     );
+}
+
+/// Whether `small` is a subsequence of `big` (every original line kept, in order).
+fn is_subsequence(small: &[&str], big: &[&str]) -> bool {
+    let mut it = big.iter();
+    small.iter().all(|line| it.any(|b| b == line))
 }

@@ -88,9 +88,6 @@ impl std::fmt::Display for SetAside {
     }
 }
 
-/// The metrics tables' metadata key (under `breaker_advisor.`) of the rows set aside.
-pub const SET_ASIDE_KEY: &str = "set_aside";
-
 /// The rows set aside as the metadata value (JSON).
 pub fn encode(set_aside: &[SetAside]) -> String {
     serde_json::to_string(set_aside).expect("plain data serializes")
@@ -189,7 +186,7 @@ fn ahead_of_fleet<'a>(traffic: &BTreeMap<&'a str, Segment>, window_us: i64) -> V
 /// `window_s`; None when it has no rows.
 pub fn locate(events: LazyFrame, window_s: i64) -> PolarsResult<Option<Night>> {
     let ts = col("ts").cast(DataType::Int64);
-    let per_minute = super::collect(
+    let per_minute = crate::frame::collect(
         events
             .clone()
             .select([
@@ -236,7 +233,7 @@ pub fn locate(events: LazyFrame, window_s: i64) -> PolarsResult<Option<Night>> {
             set_aside: Vec::new(),
         }));
     }
-    let after = super::collect(
+    let after = crate::frame::collect(
         events
             .filter(col("ts").cast(DataType::Int64).gt_eq(lit(end_us)))
             .group_by([col("source")])

@@ -225,7 +225,8 @@ pub fn replay_earlier_nights(
                 min_series_calls: 0,
                 ..e.analyze.clone()
             };
-            let analyzed = super::analyze_into(dataset, &metrics, Some(e.config_path), &opts)?;
+            let analyzed =
+                super::analyze::analyze_into(dataset, &metrics, Some(e.config_path), &opts)?;
             if analyzed.hosts == 0 {
                 continue;
             }
@@ -234,8 +235,8 @@ pub fn replay_earlier_nights(
                 min_calls: 0,
                 ..e.detect.clone()
             };
-            super::detect_into(&metrics, None, &every_host)?;
-            let groups = super::replaying::TrafficGroups::open_for(
+            super::detect::detect_into(&metrics, None, &every_host)?;
+            let groups = super::replay::TrafficGroups::open_for(
                 dataset,
                 &metrics,
                 config,

@@ -495,6 +495,33 @@ impl Finding {
     }
 }
 
+/// How the model was chosen when the settings fix it.
+pub const FIXED_MODEL: &str = "fixed by the settings file (crawler:)";
+
+/// How a shard job chose its model under `crawler: auto`.
+pub const SHARD_MODEL: &str = "a shard counts by the model the fleet's calibration chose the night before (the previous patch file's; the documented one on the first night); the merge calibrates the fleet";
+
+/// How `crawler: auto` chose: the settings' model (`kept`) or another one, with the fits.
+pub fn calibration_text(kept: bool, choice: &Choice) -> String {
+    let (f, b) = (choice.fit, choice.base_fit);
+    if kept {
+        format!(
+            "the documented model explains the recorded opens best (it misses {} opens and needs {} failures no row shows)",
+            b.open_miss, b.inferred
+        )
+    } else {
+        let moved: Vec<&str> = choice.path.iter().map(|f| f.key()).collect();
+        format!(
+            "calibrated ({} moved): this model misses the recorded opens by {} in total and needs {} failures no row shows; the documented one misses {} and needs {}",
+            moved.join(", "),
+            f.open_miss,
+            f.inferred,
+            b.open_miss,
+            b.inferred
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

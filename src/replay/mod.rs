@@ -281,12 +281,7 @@ impl Figures {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Closed,
-    Open,
-    HalfOpen,
-}
+use crate::breaker_state::BreakerState as State;
 
 /// One breaker instance's state.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! transitions and the incidents, shaped from lazy frames of the dataset (the pipeline
 //! opens the scans) into [`HostTraffic`], with the recorded breaker's gaps filled.
 
+use crate::breaker_state::BreakerState;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use polars::prelude::*;
@@ -42,7 +43,7 @@ pub struct HostTraffic {
     pub inferred_failures: u64,
     /// The recorded transitions (instance, time, old state, new state), in time order:
     /// calibration infers each candidate model's hidden failures from them.
-    pub transitions: Vec<(u32, f64, &'static str, &'static str)>,
+    pub transitions: Vec<(u32, f64, Option<BreakerState>, Option<BreakerState>)>,
     pub incidents: Vec<Incident>,
     pub recorded: Recorded,
     /// The policy the crawler ran for the host (its busiest role's trial budget).
@@ -297,7 +298,7 @@ pub struct TrafficInput<'a> {
 /// order). Instances replayed from logged outcomes need none: their record is complete.
 pub fn hidden_failures(
     calls: &[Call],
-    transitions: &[(u32, f64, &str, &str)],
+    transitions: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
     fail_max: u32,
     model: &ReplayModel,
 ) -> Vec<Call> {
@@ -344,10 +345,10 @@ pub fn hidden_failures(
             // Bounded whatever the config says (a held host's fail_max of 10^9 would
             // be 56 GB of calls for one open).
             let missing = match (old, new) {
-                ("closed", "open") => fail_max
+                (Some(BreakerState::Closed), Some(BreakerState::Open)) => fail_max
                     .min(crate::config::MAX_PLAUSIBLE_FAIL_MAX as u32)
                     .saturating_sub(run),
-                ("half_open", "open") => u32::from(run == 0),
+                (Some(BreakerState::HalfOpen), Some(BreakerState::Open)) => u32::from(run == 0),
                 _ => 0,
             };
             for _ in 0..missing {
@@ -365,7 +366,7 @@ pub fn hidden_failures(
                     seq: 0,
                 });
             }
-            if new == "open" || new == "closed" {
+            if matches!(new, Some(BreakerState::Open | BreakerState::Closed)) {
                 run = 0;
             }
         }
@@ -373,14 +374,16 @@ pub fn hidden_failures(
     out
 }
 
-/// A recorded breaker state as the hidden-failure walk reads it.
-fn state(s: &str) -> &'static str {
-    match s {
-        "closed" => "closed",
-        "open" => "open",
-        "half_open" => "half_open",
-        _ => "other",
-    }
+/// A recorded breaker state as the hidden-failure walk reads it: the canonical
+/// spellings the export writes, nothing else.
+fn state(s: &str) -> Option<BreakerState> {
+    [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+    ]
+    .into_iter()
+    .find(|b| b.as_str() == s)
 }
 
 /// Builds every host's traffic: the rows the breakers counted, in one pass.
@@ -407,7 +410,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     // Every row a breaker may have counted (all but the denied ones), with what it is:
     // the model decides how each counts (`ReplayModel::outcome`).
     let blocked = col("breaker_recorded").eq(lit("blocked")).fill_null(false);
-    let events = crate::metrics::collect(
+    let events = crate::frame::collect(
         events.filter(blocked.not()).select([
             col("host"),
             col("role"),
@@ -433,7 +436,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
             col("elapsed_ms").cast(DataType::Float64).alias("elapsed"),
         ]),
     )?;
-    let transitions = crate::metrics::collect(
+    let transitions = crate::frame::collect(
         crate::metrics::with_instance(
             crate::metrics::dedupe_transitions(transitions),
             &per_process,
@@ -470,7 +473,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     // The logged outcomes first: an instance that logged them is replayed from them, and
     // its rows are skipped.
     let mut rows = Rows::default();
-    rows.add_logged(&crate::metrics::collect(logged)?)?;
+    rows.add_logged(&crate::frame::collect(logged)?)?;
     rows.add_events(&events, crate::crawler::Scope::Process)?;
     drop(events);
     let sources = &rows.sources;
@@ -486,8 +489,8 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     struct Transition {
         instance: String,
         t_s: f64,
-        old: String,
-        new: String,
+        old: Option<BreakerState>,
+        new: Option<BreakerState>,
         reset_s: Option<f64>,
     }
     let mut recorded_transitions: BTreeMap<String, Vec<Transition>> = BTreeMap::new();
@@ -505,8 +508,8 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
                 .push(Transition {
                     instance: inst[i].clone(),
                     t_s: us_to_s(t[i]),
-                    old: old[i].clone(),
-                    new: new[i].clone(),
+                    old: state(&old[i]),
+                    new: state(&new[i]),
                     reset_s: reset[i],
                 });
         }
@@ -566,9 +569,9 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         }
         recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
         estimate_retried_raised(&mut recorded_calls);
-        let steps: Vec<(u32, f64, &'static str, &'static str)> = host_transitions
+        let steps: Vec<(u32, f64, Option<BreakerState>, Option<BreakerState>)> = host_transitions
             .iter()
-            .map(|t| (index(&t.instance), t.t_s, state(&t.old), state(&t.new)))
+            .map(|t| (index(&t.instance), t.t_s, t.old, t.new))
             .collect();
         let hidden = hidden_failures(&recorded_calls, &steps, policy.fail_max, &replay_model);
         let inferred = hidden.len() as u64;
@@ -624,7 +627,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         let mut gaps = Vec::new();
         for (k, tr) in host_transitions.iter().enumerate() {
             let inst = index(&tr.instance);
-            if tr.new == "open" {
+            if tr.new == Some(BreakerState::Open) {
                 recorded.opens += 1;
                 recorded.instance_opens[inst as usize] += 1;
                 let reset_s = tr.reset_s.unwrap_or(policy.reset_timeout_s);
@@ -638,10 +641,10 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
                     end_s: next.min(tr.t_s + reset_s),
                 });
             }
-            if tr.old == "half_open" && tr.new == "closed" {
+            if tr.old == Some(BreakerState::HalfOpen) && tr.new == Some(BreakerState::Closed) {
                 recorded.half_open_closed += 1;
             }
-            if tr.old == "half_open" && tr.new == "open" {
+            if tr.old == Some(BreakerState::HalfOpen) && tr.new == Some(BreakerState::Open) {
                 recorded.half_open_reopened += 1;
             }
         }

@@ -3,6 +3,7 @@
 //! Rendering only: the pipeline gathers the inputs; nothing here reads files or clocks.
 
 pub mod markdown;
+pub mod plan_text;
 pub mod svg;
 
 pub use markdown::{PR_BODY_LIMIT, markdown, md};
@@ -13,6 +14,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::advise::{HostEvidence, failure_weighted_median};
+use crate::clock::utc_minute;
 use crate::hostname::display_host;
 use crate::metrics::stats::nearest_rank;
 use crate::patch::PatchFile;
@@ -264,12 +266,6 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub outputs: Vec<(String, String)>,
     pub sections: Vec<HostSection>,
-}
-
-fn utc(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us)
-        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
 }
 
 fn pct(k: i64, n: i64) -> String {
@@ -555,11 +551,11 @@ impl Report {
             label: display_host(&i.host),
             anchor: anchor(&i.host),
             kind: i.kind.clone(),
-            start: utc(i.start_us),
+            start: utc_minute(i.start_us),
             end: if i.ongoing {
                 "ongoing".into()
             } else {
-                utc(i.end_us)
+                utc_minute(i.end_us)
             },
             levels: format!(
                 "{} → {} → {}",
@@ -660,8 +656,8 @@ impl Report {
                 None => summary_line(&changes, &replay_of),
             },
             report_url: input.report_url.clone(),
-            window_start: utc(input.window.0),
-            window_end: utc(input.window.1),
+            window_start: utc_minute(input.window.0),
+            window_end: utc_minute(input.window.1),
             patch_version: p.patch_version,
             input_fingerprint: p.input_fingerprint.clone(),
             sources: input.sources,
@@ -690,8 +686,8 @@ impl Report {
                         a.source.clone(),
                         a.reason().to_owned(),
                         a.rows,
-                        utc(a.first_us),
-                        utc(a.last_us),
+                        utc_minute(a.first_us),
+                        utc_minute(a.last_us),
                     )
                 })
                 .collect(),
@@ -709,7 +705,10 @@ fn section(
     incidents: &[IncidentRow],
 ) -> HostSection {
     let ev = input.evidence.iter().find(|e| e.host == host);
-    let (cur_fail, cur_reset) = input.current.get(host).copied().unwrap_or((5, 60.0));
+    let (cur_fail, cur_reset) = input.current.get(host).copied().unwrap_or_else(|| {
+        let d = crate::config::Policy::default();
+        (d.fail_max, d.reset_timeout_s)
+    });
     let proposed = |key: &str| {
         input
             .patch
@@ -730,8 +729,8 @@ fn section(
             label: format!(
                 "{} incident {} – {}",
                 i.kind,
-                utc(i.start_us),
-                utc(i.end_us)
+                utc_minute(i.start_us),
+                utc_minute(i.end_us)
             ),
         })
         .collect();

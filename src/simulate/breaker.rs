@@ -24,22 +24,7 @@ impl Default for BreakerPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-        }
-    }
-}
+pub use crate::breaker_state::BreakerState as State;
 
 /// A state change, as the crawler logs it.
 #[derive(Debug, Clone, Copy, PartialEq)]

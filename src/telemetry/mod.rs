@@ -133,7 +133,7 @@ pub struct ExportOptions {
     pub progress: bool,
     /// Export only the rows of this shard's hosts (every row is still read and checked,
     /// so every shard counts the same rejected rows).
-    pub shard: Option<crate::shards::Shard>,
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl ExportOptions {

@@ -275,7 +275,7 @@ pub fn read_table(
     after_id: i64,
     batch_rows: usize,
     hosts: &mut HostCache,
-    shard: Option<crate::shards::Shard>,
+    shard: Option<crate::shard::Shard>,
     sink: &mut BatchSink<'_>,
     progress: &dyn Fn(u64),
 ) -> Result<TableCounts, TelemetryError> {
@@ -342,7 +342,7 @@ struct Decoder<'a> {
     /// out once, not per row.
     sources: Vec<ValueSource>,
     checks: Vec<(usize, RowCheck)>,
-    shard: Option<crate::shards::Shard>,
+    shard: Option<crate::shard::Shard>,
 }
 
 impl<'a> Decoder<'a> {
@@ -350,7 +350,7 @@ impl<'a> Decoder<'a> {
         source: &'a str,
         layout: &'a TableLayout,
         batch_rows: usize,
-        shard: Option<crate::shards::Shard>,
+        shard: Option<crate::shard::Shard>,
     ) -> Self {
         let spec = layout.spec;
         let sources = spec

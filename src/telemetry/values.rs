@@ -1,6 +1,7 @@
 //! Decoding of single SQLite values into canonical ones: times, breaker states,
 //! integers and booleans stored loosely (SQLite columns are dynamically typed).
 
+use crate::breaker_state::BreakerState;
 use chrono::{DateTime, NaiveDateTime};
 use rusqlite::types::ValueRef;
 
@@ -16,24 +17,6 @@ pub enum TimeError {
     Unparsable,
     /// A time, but before 1990 or after 2200: a clock or a unit that is off.
     OutOfRange,
-}
-
-/// A canonical breaker state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl BreakerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
 }
 
 /// Normalises `closed`, `OPEN`, `half-open`, `HalfOpen` and pybreaker reprs such as
