@@ -139,12 +139,6 @@ pub(super) fn replay_gate(
     s: &AdviseSettings,
     held: &mut Vec<Held>,
 ) -> Vec<Proposal> {
-    let gridded = |k: BreakerKey| {
-        matches!(
-            k,
-            BreakerKey::FailMax | BreakerKey::ResetTimeoutS | BreakerKey::SuccessThreshold
-        )
-    };
     let Some(base) = r.current(&h.host) else {
         return proposals;
     };
@@ -152,81 +146,15 @@ pub(super) fn replay_gate(
         return proposals;
     }
     let bg = Background::of(h);
-    let find = |k: BreakerKey| proposals.iter().find(|p| p.key == k).map(|p| p.to);
-    let cur_fail = base.fail_max as i64;
-    // In replay order: the proposal first, then by distance from it (ties go to the
-    // earlier), the lower value first.
-    let fail_opts: Vec<u32> = match find(BreakerKey::FailMax) {
-        Some(p) => {
-            let floor = bg.floor(s);
-            let (lo, hi) = if p > cur_fail {
-                (cur_fail, p + 1)
-            } else {
-                (p - 1, cur_fail)
-            };
-            let mut v: Vec<i64> = (lo..=hi)
-                .filter(|v| (s.fail_max[0]..=s.fail_max[1]).contains(v))
-                .filter(|v| (v - cur_fail).abs() <= s.max_fail_max_step)
-                .filter(|v| *v >= cur_fail || *v >= floor)
-                .collect();
-            v.sort_by_key(|v| ((v - p).abs(), *v));
-            if v.is_empty() {
-                v.push(p);
-            }
-            v.into_iter().map(|v| v as u32).collect()
-        }
-        None => vec![base.fail_max],
-    };
-    let cur_reset = base.reset_timeout_s;
-    let reset_opts: Vec<f64> = match find(BreakerKey::ResetTimeoutS) {
-        Some(p) => {
-            let p = p as f64;
-            // Within the limits and the step, and never past the host's Retry-After cap
-            // (as the rule's own proposal).
-            let hi = s.reset_timeout_s[1]
-                .min(cur_reset * s.max_reset_factor)
-                .min(base.retry_after_cap_s)
-                .max(1.0);
-            let lo = s.reset_timeout_s[0]
-                .max(cur_reset / s.max_reset_factor)
-                .min(hi);
-            let mut v: Vec<f64> = [p, (p * 0.8).round(), (p * 1.25).round()]
-                .into_iter()
-                .map(|x| x.clamp(lo, hi).round())
-                // Points inside the hysteresis band are not changes.
-                .filter(|x| (x - cur_reset).abs() > s.reset_band * cur_reset)
-                .collect();
-            v.dedup();
-            if v.is_empty() {
-                v.push(cur_reset);
-            }
-            v
-        }
-        None => vec![cur_reset],
-    };
-    let st_opts: Vec<u32> = match find(BreakerKey::SuccessThreshold) {
-        Some(p) => vec![p as u32, base.success_threshold],
-        None => vec![base.success_threshold],
+    let grid = Grid::around(&proposals, &base, &bg, s);
+    let costs = Costs {
+        r,
+        host: &h.host,
+        s,
     };
     let now = r.figures(&h.host, &base);
-    let over_nights = |p: &ReplayPolicy, tonight: &Figures| NightCosts {
-        tonight: tonight.cost(),
-        past: r
-            .past_figures(&h.host, p)
-            .into_iter()
-            .filter(|(k, _)| *k < s.evidence_nights)
-            .map(|(k, f)| (k, f.cost()))
-            .collect(),
-    };
-    let hl = s.evidence_half_life_nights;
-    let now_n = over_nights(&base, &now);
-    // How far the replay is from the recorded breakers, where more than the tolerance:
-    // an uncertainty on every gain it shows (recorded opens, share of them missed).
-    let miss = r.recorded_opens(&h.host).and_then(|recorded| {
-        let missed = (now.opens as f64 - recorded as f64).abs();
-        (missed > (s.fidelity_tolerance * recorded as f64).max(1.0))
-            .then(|| (recorded, missed / (recorded as f64).max(1.0)))
-    });
+    let now_n = costs.over_nights(&base, &now);
+    let miss = replay_miss(r.recorded_opens(&h.host), now.opens, s);
     if let Some((recorded, share)) = miss
         && share > MAX_REPLAY_MISS
     {
@@ -240,31 +168,8 @@ pub(super) fn replay_gate(
         });
         return Vec::new();
     }
-    // The best point of each fail_max candidate, in replay order, by its cost over the
-    // nights replayed (tonight alone when the dataset holds no earlier night).
-    let mut candidates: Vec<(ReplayPolicy, Figures, NightCosts)> = Vec::new();
-    for &f in &fail_opts {
-        let mut best: Option<(ReplayPolicy, Figures, NightCosts)> = None;
-        for &rt in &reset_opts {
-            for &st in &st_opts {
-                let p = ReplayPolicy {
-                    fail_max: f,
-                    reset_timeout_s: rt,
-                    success_threshold: st,
-                    ..base
-                };
-                let fig = r.figures(&h.host, &p);
-                let n = over_nights(&p, &fig);
-                if best
-                    .as_ref()
-                    .is_none_or(|(_, _, b)| n.weighted(hl) < b.weighted(hl))
-                {
-                    best = Some((p, fig, n));
-                }
-            }
-        }
-        candidates.extend(best);
-    }
+    let candidates = grid.best_per_fail_max(&base, &costs);
+    let hl = costs.half_life();
     let best = candidates
         .iter()
         .fold(
@@ -275,9 +180,205 @@ pub(super) fn replay_gate(
             },
         )
         .cloned();
-    let Some((bp, bf, bn)) = best else {
+    let Some(best) = best else {
         return proposals;
     };
+    let verdict = judge(&now, &now_n, best, miss, s);
+    match verdict {
+        Err(reason) => {
+            held.push(Held {
+                host: h.host.clone(),
+                reason,
+            });
+            // Every breaker change of the host goes: they were proposed together.
+            Vec::new()
+        }
+        Ok(v) => carry(proposals, &v, &now, &candidates, &bg),
+    }
+}
+
+/// The keys the replay weighs on its grid.
+fn gridded(k: BreakerKey) -> bool {
+    matches!(
+        k,
+        BreakerKey::FailMax | BreakerKey::ResetTimeoutS | BreakerKey::SuccessThreshold
+    )
+}
+
+/// How far the replay of the recorded policy is from the recorded breakers, where more
+/// than the tolerance: (recorded opens, share of them missed), an uncertainty on every
+/// gain it shows.
+fn replay_miss(recorded: Option<u64>, replayed: u64, s: &AdviseSettings) -> Option<(u64, f64)> {
+    recorded.and_then(|recorded| {
+        let missed = (replayed as f64 - recorded as f64).abs();
+        (missed > (s.fidelity_tolerance * recorded as f64).max(1.0))
+            .then(|| (recorded, missed / (recorded as f64).max(1.0)))
+    })
+}
+
+/// The points the replay tries, each key's values in replay order.
+struct Grid {
+    fail_max: Vec<u32>,
+    reset_timeout_s: Vec<f64>,
+    success_threshold: Vec<u32>,
+}
+
+impl Grid {
+    fn around(
+        proposals: &[Proposal],
+        base: &ReplayPolicy,
+        bg: &Background<'_>,
+        s: &AdviseSettings,
+    ) -> Grid {
+        let find = |k: BreakerKey| proposals.iter().find(|p| p.key == k).map(|p| p.to);
+        let cur_fail = base.fail_max as i64;
+        // In replay order: the proposal first, then by distance from it (ties go to the
+        // earlier), the lower value first.
+        let fail_max: Vec<u32> = match find(BreakerKey::FailMax) {
+            Some(p) => {
+                let floor = bg.floor(s);
+                let (lo, hi) = if p > cur_fail {
+                    (cur_fail, p + 1)
+                } else {
+                    (p - 1, cur_fail)
+                };
+                let mut v: Vec<i64> = (lo..=hi)
+                    .filter(|v| (s.fail_max[0]..=s.fail_max[1]).contains(v))
+                    .filter(|v| (v - cur_fail).abs() <= s.max_fail_max_step)
+                    .filter(|v| *v >= cur_fail || *v >= floor)
+                    .collect();
+                v.sort_by_key(|v| ((v - p).abs(), *v));
+                if v.is_empty() {
+                    v.push(p);
+                }
+                v.into_iter().map(|v| v as u32).collect()
+            }
+            None => vec![base.fail_max],
+        };
+        let cur_reset = base.reset_timeout_s;
+        let reset_timeout_s: Vec<f64> = match find(BreakerKey::ResetTimeoutS) {
+            Some(p) => {
+                let p = p as f64;
+                // Within the limits and the step, and never past the host's Retry-After cap
+                // (as the rule's own proposal).
+                let hi = s.reset_timeout_s[1]
+                    .min(cur_reset * s.max_reset_factor)
+                    .min(base.retry_after_cap_s)
+                    .max(1.0);
+                let lo = s.reset_timeout_s[0]
+                    .max(cur_reset / s.max_reset_factor)
+                    .min(hi);
+                let mut v: Vec<f64> = [p, (p * 0.8).round(), (p * 1.25).round()]
+                    .into_iter()
+                    .map(|x| x.clamp(lo, hi).round())
+                    // Points inside the hysteresis band are not changes.
+                    .filter(|x| (x - cur_reset).abs() > s.reset_band * cur_reset)
+                    .collect();
+                v.dedup();
+                if v.is_empty() {
+                    v.push(cur_reset);
+                }
+                v
+            }
+            None => vec![cur_reset],
+        };
+        let success_threshold: Vec<u32> = match find(BreakerKey::SuccessThreshold) {
+            Some(p) => vec![p as u32, base.success_threshold],
+            None => vec![base.success_threshold],
+        };
+        Grid {
+            fail_max,
+            reset_timeout_s,
+            success_threshold,
+        }
+    }
+
+    /// The best point of each fail_max candidate, in replay order, by its cost over the
+    /// nights replayed (tonight alone when the dataset holds no earlier night).
+    fn best_per_fail_max(
+        &self,
+        base: &ReplayPolicy,
+        costs: &Costs<'_>,
+    ) -> Vec<(ReplayPolicy, Figures, NightCosts)> {
+        let hl = costs.half_life();
+        let mut candidates = Vec::new();
+        for &f in &self.fail_max {
+            let mut best: Option<(ReplayPolicy, Figures, NightCosts)> = None;
+            for &rt in &self.reset_timeout_s {
+                for &st in &self.success_threshold {
+                    let p = ReplayPolicy {
+                        fail_max: f,
+                        reset_timeout_s: rt,
+                        success_threshold: st,
+                        ..*base
+                    };
+                    let fig = costs.r.figures(costs.host, &p);
+                    let n = costs.over_nights(&p, &fig);
+                    if best
+                        .as_ref()
+                        .is_none_or(|(_, _, b)| n.weighted(hl) < b.weighted(hl))
+                    {
+                        best = Some((p, fig, n));
+                    }
+                }
+            }
+            candidates.extend(best);
+        }
+        candidates
+    }
+}
+
+/// A policy's cost on tonight and on each earlier night replayed.
+struct Costs<'a> {
+    r: &'a dyn ReplayCheck,
+    host: &'a str,
+    s: &'a AdviseSettings,
+}
+
+impl Costs<'_> {
+    fn over_nights(&self, p: &ReplayPolicy, tonight: &Figures) -> NightCosts {
+        NightCosts {
+            tonight: tonight.cost(),
+            past: self
+                .r
+                .past_figures(self.host, p)
+                .into_iter()
+                .filter(|(k, _)| *k < self.s.evidence_nights)
+                .map(|(k, f)| (k, f.cost()))
+                .collect(),
+        }
+    }
+
+    fn half_life(&self) -> f64 {
+        self.s.evidence_half_life_nights
+    }
+}
+
+/// The best point, when it is worth a change, and what the changes' reasons say of it.
+struct Verdict {
+    best: ReplayPolicy,
+    figures: Figures,
+    gain: f64,
+    nights: usize,
+    won: usize,
+    confidence: Confidence,
+    miss: Option<(u64, f64)>,
+    /// The reason's clauses: the replay's miss, the confidence.
+    uncertainty: String,
+    confident: String,
+}
+
+/// Whether the best point is worth a change: it beats the current settings over the
+/// nights, by at least the minimum gain, by more than twice the replay's miss, with the
+/// confidence asked for. Err: the host's hold reason.
+fn judge(
+    now: &Figures,
+    now_n: &NightCosts,
+    (bp, bf, bn): (ReplayPolicy, Figures, NightCosts),
+    miss: Option<(u64, f64)>,
+    s: &AdviseSettings,
+) -> Result<Verdict, String> {
+    let hl = s.evidence_half_life_nights;
     let summary = |f: &Figures| {
         format!(
             "{} (false trips {}, failures let through {}, opens {})",
@@ -293,42 +394,33 @@ pub(super) fn replay_gate(
         format!(
             "; over the {nights} nights replayed, weighted (half-life {hl} night{}), {} now and {} at best a night",
             if hl == 1.0 { "" } else { "s" },
-            across(&now_n),
+            across(now_n),
             across(&bn)
         )
     } else {
         String::new()
     };
     if bn.weighted(hl) >= now_n.weighted(hl) {
-        held.push(Held {
-            host: h.host.clone(),
-            reason: format!(
-                "replay: the proposed breaker settings do not beat the current ones (cost {} now, {} at best{over})",
-                summary(&now),
-                summary(&bf)
-            ),
-        });
-        // Every breaker change of the host goes: they were proposed together.
-        return Vec::new();
+        return Err(format!(
+            "replay: the proposed breaker settings do not beat the current ones (cost {} now, {} at best{over})",
+            summary(now),
+            summary(&bf)
+        ));
     }
     // A gain too small to be worth a review is noise: the host is left alone.
     let saved = now_n.weighted(hl) - bn.weighted(hl);
     let gain = saved / now_n.weighted(hl);
     let saved_a_night = (saved / now_n.weight_sum(hl)).round() as u64;
     if gain < s.min_gain_share || saved_a_night < s.min_gain_calls {
-        held.push(Held {
-            host: h.host.clone(),
-            reason: format!(
-                "replay: the best gain, {saved_a_night} of {} calls ({:.0}%), is too small to be worth a change (at least {:.0}% and {} calls): cost {} now, {} at best{over}",
-                across(&now_n),
-                gain * 100.0,
-                s.min_gain_share * 100.0,
-                s.min_gain_calls,
-                summary(&now),
-                summary(&bf)
-            ),
-        });
-        return Vec::new();
+        return Err(format!(
+            "replay: the best gain, {saved_a_night} of {} calls ({:.0}%), is too small to be worth a change (at least {:.0}% and {} calls): cost {} now, {} at best{over}",
+            across(now_n),
+            gain * 100.0,
+            s.min_gain_share * 100.0,
+            s.min_gain_calls,
+            summary(now),
+            summary(&bf)
+        ));
     }
     // A replay that misses the recorded opens by x% carries a change only when its gain
     // is clearly larger: more than twice the miss.
@@ -340,16 +432,12 @@ pub(super) fn replay_gate(
             now.opens
         );
         if gain <= 2.0 * share {
-            held.push(Held {
-                host: h.host.clone(),
-                reason: format!(
-                    "replay: {said}, and the best gain, {:.0}% (cost {} now, {} at best), is not clearly larger (more than twice the miss)",
-                    gain * 100.0,
-                    summary(&now),
-                    summary(&bf)
-                ),
-            });
-            return Vec::new();
+            return Err(format!(
+                "replay: {said}, and the best gain, {:.0}% (cost {} now, {} at best), is not clearly larger (more than twice the miss)",
+                gain * 100.0,
+                summary(now),
+                summary(&bf)
+            ));
         }
         uncertainty = format!(
             "; {said}: the gain of {:.0}% is more than twice that",
@@ -359,17 +447,13 @@ pub(super) fn replay_gate(
     let (won, lost) = now_n.won_lost(&bn);
     let confidence = confidence(nights, won, lost);
     if confidence < s.min_confidence {
-        held.push(Held {
-            host: h.host.clone(),
-            reason: format!(
-                "replay: the best change gains {:.0}% over {nights} night{} replayed (it wins {won}), confidence {}: below advise.min_confidence ({})",
-                gain * 100.0,
-                if nights == 1 { "" } else { "s" },
-                confidence.name(),
-                s.min_confidence.name()
-            ),
-        });
-        return Vec::new();
+        return Err(format!(
+            "replay: the best change gains {:.0}% over {nights} night{} replayed (it wins {won}), confidence {}: below advise.min_confidence ({})",
+            gain * 100.0,
+            if nights == 1 { "" } else { "s" },
+            confidence.name(),
+            s.min_confidence.name()
+        ));
     }
     let confident = format!(
         "; confidence {}: {}",
@@ -388,6 +472,39 @@ pub(super) fn replay_gate(
             )
         }
     );
+    Ok(Verdict {
+        best: bp,
+        figures: bf,
+        gain,
+        nights,
+        won,
+        confidence,
+        miss,
+        uncertainty,
+        confident,
+    })
+}
+
+/// The host's proposals with the best point's values, its candidates (for fail_max) and
+/// the replay's evidence.
+fn carry(
+    proposals: Vec<Proposal>,
+    v: &Verdict,
+    now: &Figures,
+    candidates: &[(ReplayPolicy, Figures, NightCosts)],
+    bg: &Background<'_>,
+) -> Vec<Proposal> {
+    let Verdict {
+        best: bp,
+        figures: bf,
+        gain,
+        nights,
+        won,
+        confidence,
+        miss,
+        uncertainty,
+        confident,
+    } = v;
     let mut out = Vec::new();
     for mut p in proposals {
         if gridded(p.key) {
@@ -405,17 +522,17 @@ pub(super) fn replay_gate(
                 p.to = v;
             }
             if p.key == BreakerKey::FailMax {
-                set_background_proposed(&mut p, &bg);
+                set_background_proposed(&mut p, bg);
                 let rows: Vec<(ReplayPolicy, Figures)> =
                     candidates.iter().map(|(p, f, _)| (*p, f.clone())).collect();
-                p.reason.push_str(&candidates_text(&rows, &bg, bp.fail_max));
+                p.reason.push_str(&candidates_text(&rows, bg, bp.fail_max));
             }
             p.reason
                 .push_str(&format!("; replay cost {} -> {}", now.cost(), bf.cost()));
-            p.reason.push_str(&uncertainty);
-            p.reason.push_str(&confident);
-            p.confidence = Some(confidence);
-            if let Some((_, share)) = miss {
+            p.reason.push_str(uncertainty);
+            p.reason.push_str(confident);
+            p.confidence = Some(*confidence);
+            if let Some((_, share)) = *miss {
                 p.evidence
                     .insert("replay_open_miss_share".into(), Num::real(share));
             }
@@ -428,13 +545,13 @@ pub(super) fn replay_gate(
                 ("replay_let_through_proposed", bf.failures_let_through),
                 ("replay_opens_current", now.opens),
                 ("replay_opens_proposed", bf.opens),
-                ("replay_nights", nights as u64),
-                ("replay_nights_won", won as u64),
+                ("replay_nights", *nights as u64),
+                ("replay_nights_won", *won as u64),
             ] {
                 p.evidence.insert(k.into(), Num::Int(v as i64));
             }
             p.evidence
-                .insert("replay_weighted_gain_share".into(), Num::real(gain));
+                .insert("replay_weighted_gain_share".into(), Num::real(*gain));
         }
         out.push(p);
     }

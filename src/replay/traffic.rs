@@ -403,10 +403,57 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         breaker_scope: crate::crawler::Scope::Process,
         ..model.clone()
     };
-    let (ws, we) = (w0 as f64 / 1e6, w1 as f64 / 1e6);
-    let hours = (we - ws) / 3600.0;
-    // The rows the breakers counted, read once; each becomes a `Call` (56 bytes) and
-    // the frame goes. Hosts, sources and instances come as codes (`RowKeys`).
+    let window_s = (w0 as f64 / 1e6, w1 as f64 / 1e6);
+    let hours = (window_s.1 - window_s.0) / 3600.0;
+    let (events, transitions, logged) = read_tables(events, transitions, outcomes, &per_process)?;
+    // The logged outcomes first: an instance that logged them is replayed from them, and
+    // its rows are skipped.
+    let mut rows = Rows::default();
+    rows.add_logged(&crate::frame::collect(logged)?)?;
+    rows.add_events(&events, crate::crawler::Scope::Process)?;
+    drop(events);
+    let rank = source_ranks(&rows.sources);
+    let mut recorded_transitions = transitions_by_host(&transitions)?;
+    let mut incident_spans = incidents_by_host(incidents)?;
+    let replay_model = ReplayModel::from(model);
+    let mut hosts = Vec::new();
+    for (host, host_rows) in std::mem::take(&mut rows.hosts) {
+        let host_transitions = recorded_transitions.remove(&host).unwrap_or_default();
+        let spans = merge_spans(incident_spans.remove(&host).unwrap_or_default());
+        let logged = |name: &str| rows.is_logged(&host, name);
+        let mut traffic = host_traffic(
+            HostInput {
+                host: &host,
+                rows: host_rows,
+                transitions: host_transitions,
+                spans,
+                rank: &rank,
+                window_s,
+                config,
+                model,
+                replay_model: &replay_model,
+            },
+            logged,
+        );
+        traffic.host = host;
+        hosts.push(traffic);
+    }
+    Ok(Traffic {
+        hours,
+        model: replay_model,
+        hosts,
+    })
+}
+
+/// The rows the breakers counted (each becomes a `Call` of 56 bytes and the frame goes;
+/// hosts, sources and instances come as codes, `RowKeys`), the recorded transitions per
+/// instance in time order, and the logged outcomes (lazy).
+fn read_tables(
+    events: LazyFrame,
+    transitions: LazyFrame,
+    outcomes: LazyFrame,
+    per_process: &CrawlerModel,
+) -> PolarsResult<(DataFrame, DataFrame, LazyFrame)> {
     // Every row a breaker may have counted (all but the denied ones), with what it is:
     // the model decides how each counts (`ReplayModel::outcome`).
     let blocked = col("breaker_recorded").eq(lit("blocked")).fill_null(false);
@@ -437,29 +484,26 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         ]),
     )?;
     let transitions = crate::frame::collect(
-        crate::metrics::with_instance(
-            crate::metrics::dedupe_transitions(transitions),
-            &per_process,
-        )
-        .filter(col("scope").eq(lit("host")).or(col("scope").is_null()))
-        .select([
-            col("host"),
-            col("instance"),
-            col("ts").cast(DataType::Int64).alias("t"),
-            col("old_state"),
-            col("new_state"),
-            col("reset_timeout_s").cast(DataType::Float64),
-            col("source"),
-            col("id"),
-        ])
-        .sort(
-            ["host", "instance", "t", "source", "id"],
-            SortMultipleOptions::default(),
-        ),
+        crate::metrics::with_instance(crate::metrics::dedupe_transitions(transitions), per_process)
+            .filter(col("scope").eq(lit("host")).or(col("scope").is_null()))
+            .select([
+                col("host"),
+                col("instance"),
+                col("ts").cast(DataType::Int64).alias("t"),
+                col("old_state"),
+                col("new_state"),
+                col("reset_timeout_s").cast(DataType::Float64),
+                col("source"),
+                col("id"),
+            ])
+            .sort(
+                ["host", "instance", "t", "source", "id"],
+                SortMultipleOptions::default(),
+            ),
     )?;
     let logged = crate::metrics::with_instance(
         outcomes.filter(col("scope").eq(lit("host")).or(col("scope").is_null())),
-        &per_process,
+        per_process,
     )
     .filter(col("outcome").is_not_null())
     .select([
@@ -470,240 +514,291 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
         col("id").cast(DataType::Int64),
         col("outcome").eq(lit("failure")).alias("failed"),
     ]);
-    // The logged outcomes first: an instance that logged them is replayed from them, and
-    // its rows are skipped.
-    let mut rows = Rows::default();
-    rows.add_logged(&crate::frame::collect(logged)?)?;
-    rows.add_events(&events, crate::crawler::Scope::Process)?;
-    drop(events);
-    let sources = &rows.sources;
-    // Sources ranked by name (those of the calls and of the logged outcomes): the
-    // tie-break of calls at the same instant. Provisional code 0 is a row without one.
+    Ok((events, transitions, logged))
+}
+
+/// Sources ranked by name (those of the calls and of the logged outcomes): the tie-break
+/// of calls at the same instant. Provisional code 0 is a row without one.
+fn source_ranks(sources: &HashMap<String, u64>) -> Vec<u64> {
     let mut by_name: Vec<(&String, u64)> = sources.iter().map(|(s, c)| (s, *c)).collect();
     by_name.sort();
     let mut rank = vec![0u64; sources.len() + 1];
     for (r, (_, code)) in by_name.iter().enumerate() {
         rank[*code as usize] = r as u64;
     }
-    // Transitions per host and instance, in time order.
-    struct Transition {
-        instance: String,
-        t_s: f64,
-        old: Option<BreakerState>,
-        new: Option<BreakerState>,
-        reset_s: Option<f64>,
-    }
-    let mut recorded_transitions: BTreeMap<String, Vec<Transition>> = BTreeMap::new();
-    {
-        let h = strings(&transitions, "host")?;
-        let inst = strings(&transitions, "instance")?;
-        let t = micros(&transitions, "t")?;
-        let old = strings(&transitions, "old_state")?;
-        let new = strings(&transitions, "new_state")?;
-        let reset = floats(&transitions, "reset_timeout_s")?;
-        for i in 0..transitions.height() {
-            recorded_transitions
-                .entry(h[i].clone())
-                .or_default()
-                .push(Transition {
-                    instance: inst[i].clone(),
-                    t_s: us_to_s(t[i]),
-                    old: state(&old[i]),
-                    new: state(&new[i]),
-                    reset_s: reset[i],
-                });
-        }
-    }
+    rank
+}
 
-    let mut incident_spans: BTreeMap<String, Vec<Span>> = BTreeMap::new();
-    {
-        let h = strings(incidents, "host")?;
-        let (start, end) = (micros(incidents, "start")?, micros(incidents, "end")?);
-        for i in 0..incidents.height() {
-            incident_spans.entry(h[i].clone()).or_default().push(Span {
-                start_s: us_to_s(start[i]),
-                end_s: us_to_s(end[i]),
-            });
-        }
-    }
+/// A recorded transition of one instance.
+struct Transition {
+    instance: String,
+    t_s: f64,
+    old: Option<BreakerState>,
+    new: Option<BreakerState>,
+    reset_s: Option<f64>,
+}
 
-    let replay_model = ReplayModel::from(model);
-    let mut hosts = Vec::new();
-    for (host, host_rows) in std::mem::take(&mut rows.hosts) {
-        let host_transitions = recorded_transitions.remove(&host).unwrap_or_default();
-        let mut instances: Vec<String> = host_rows
-            .instances
-            .iter()
-            .cloned()
-            .chain(host_transitions.iter().map(|t| t.instance.clone()))
-            .collect();
-        instances.sort();
-        instances.dedup();
-        let index = |name: &str| {
-            instances
-                .binary_search_by(|n| n.as_str().cmp(name))
-                .unwrap_or(0) as u32
-        };
-        // Provisional codes (first seen) to positions in the sorted instance list.
-        let remap: Vec<u32> = host_rows.instances.iter().map(|n| index(n)).collect();
-        // The busiest role over network rows (ties: the first by name).
-        let busiest = host_rows
-            .roles
-            .iter()
-            .fold(None::<(&str, u64)>, |best, (r, n)| match best {
-                Some((_, b)) if b >= *n => best,
-                _ => Some((r.as_str(), *n)),
-            })
-            .map(|(r, _)| r.to_owned());
-        let policy = ReplayPolicy::from_config(
-            &model.policy(config, &host, busiest.as_deref()),
-            config.rolling,
-        );
-
-        // The rows' calls, then the logged outcomes', as they were read.
-        let mut recorded_calls = host_rows.calls;
-        recorded_calls.extend(host_rows.logged_calls);
-        for c in &mut recorded_calls {
-            c.instance = remap[c.instance as usize];
-            c.seq = seq(rank[(c.seq >> SEQ_ID_BITS) as usize], c.seq & SEQ_ID_MASK);
-        }
-        recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
-        estimate_retried_raised(&mut recorded_calls);
-        let steps: Vec<(u32, f64, Option<BreakerState>, Option<BreakerState>)> = host_transitions
-            .iter()
-            .map(|t| (index(&t.instance), t.t_s, t.old, t.new))
-            .collect();
-        let hidden = hidden_failures(&recorded_calls, &steps, policy.fail_max, &replay_model);
-        let inferred = hidden.len() as u64;
-        if !hidden.is_empty() {
-            recorded_calls.extend(hidden);
-            recorded_calls.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
-        }
-
-        // Incidents of different kinds may overlap: health is their union, and each
-        // merged span's failure rate is measured on the recorded calls inside it; the
-        // background rate on the calls outside.
-        let spans = merge_spans(incident_spans.remove(&host).unwrap_or_default());
-        let mut inside = vec![(0u64, 0u64); spans.len()];
-        let (mut out_k, mut out_n) = (0u64, 0u64);
-        for c in &recorded_calls {
-            match spans
-                .iter()
-                .position(|sp| sp.start_s <= c.t_s && c.t_s < sp.end_s)
-            {
-                Some(j) => {
-                    inside[j].0 += u64::from(c.failed());
-                    inside[j].1 += 1;
-                }
-                None => {
-                    out_k += u64::from(c.failed());
-                    out_n += 1;
-                }
-            }
-        }
-        let background = out_k as f64 / out_n.max(1) as f64;
-        let incs: Vec<Incident> = spans
-            .iter()
-            .zip(&inside)
-            .map(|(sp, (k, n))| Incident {
-                start_s: sp.start_s,
-                end_s: sp.end_s,
-                rate: if *n > 0 {
-                    *k as f64 / *n as f64
-                } else {
-                    background
-                },
-            })
-            .collect();
-
-        // What the recorded breakers did, and their gaps: each open span until its reset
-        // timeout ran out (the logged one, else the configured one) or the instance's next
-        // transition came, and the Retry-After cooldowns honoured (capped), in the
-        // cooldown scope of the model.
-        let mut recorded = Recorded {
-            instance_opens: vec![0; instances.len()],
-            ..Recorded::default()
-        };
-        let mut gaps = Vec::new();
-        for (k, tr) in host_transitions.iter().enumerate() {
-            let inst = index(&tr.instance);
-            if tr.new == Some(BreakerState::Open) {
-                recorded.opens += 1;
-                recorded.instance_opens[inst as usize] += 1;
-                let reset_s = tr.reset_s.unwrap_or(policy.reset_timeout_s);
-                let next = host_transitions[k + 1..]
-                    .iter()
-                    .find(|n| n.instance == tr.instance)
-                    .map_or(we, |n| n.t_s);
-                gaps.push(Gap {
-                    instance: inst,
-                    start_s: tr.t_s,
-                    end_s: next.min(tr.t_s + reset_s),
-                });
-            }
-            if tr.old == Some(BreakerState::HalfOpen) && tr.new == Some(BreakerState::Closed) {
-                recorded.half_open_closed += 1;
-            }
-            if tr.old == Some(BreakerState::HalfOpen) && tr.new == Some(BreakerState::Open) {
-                recorded.half_open_reopened += 1;
-            }
-        }
-        for c in &recorded_calls {
-            if let (true, Some(ra)) = (c.failed(), c.retry_after_s) {
-                let end = (c.t_s + ra.min(policy.retry_after_cap_s)).min(we);
-                let blocked: Vec<u32> = if replay_model.fleet_cooldowns {
-                    (0..instances.len() as u32).collect()
-                } else {
-                    vec![c.instance]
-                };
-                gaps.extend(blocked.into_iter().map(|instance| Gap {
-                    instance,
-                    start_s: c.t_s,
-                    end_s: end,
-                }));
-            }
-        }
-        let gaps = merge_gaps(gaps);
-        // Each instance's call rate while it was not blocked, measured over at least a
-        // tenth of the window: an instance blocked nearly all day would otherwise get an
-        // absurd rate (its few probes over a few seconds) and millions of synthetic calls.
-        let mut counts = vec![0u64; instances.len()];
-        for c in &recorded_calls {
-            counts[c.instance as usize] += 1;
-        }
-        let rates: Vec<f64> = (0..instances.len())
-            .map(|i| {
-                let gap_s: f64 = gaps
-                    .iter()
-                    .filter(|g| g.instance as usize == i)
-                    .map(|g| g.end_s - g.start_s)
-                    .sum();
-                let open_time = ((we - ws) - gap_s).max(0.1 * (we - ws)).max(1.0);
-                counts[i] as f64 / open_time
-            })
-            .collect();
-        let calls = fill_gaps(recorded_calls, &gaps, &incs, background, &rates);
-        let n_logged = instances
-            .iter()
-            .filter(|n| rows.is_logged(&host, n))
-            .count();
-        hosts.push(HostTraffic {
-            host,
-            inferred_failures: inferred,
-            transitions: steps,
-            logged_instances: n_logged,
-            instances,
-            calls,
-            incidents: incs,
-            recorded,
-            policy,
+/// Transitions per host and instance, in time order.
+fn transitions_by_host(transitions: &DataFrame) -> PolarsResult<BTreeMap<String, Vec<Transition>>> {
+    let mut out: BTreeMap<String, Vec<Transition>> = BTreeMap::new();
+    let h = strings(transitions, "host")?;
+    let inst = strings(transitions, "instance")?;
+    let t = micros(transitions, "t")?;
+    let old = strings(transitions, "old_state")?;
+    let new = strings(transitions, "new_state")?;
+    let reset = floats(transitions, "reset_timeout_s")?;
+    for i in 0..transitions.height() {
+        out.entry(h[i].clone()).or_default().push(Transition {
+            instance: inst[i].clone(),
+            t_s: us_to_s(t[i]),
+            old: state(&old[i]),
+            new: state(&new[i]),
+            reset_s: reset[i],
         });
     }
-    Ok(Traffic {
-        hours,
-        model: replay_model,
-        hosts,
-    })
+    Ok(out)
+}
+
+/// The incidents' spans per host.
+fn incidents_by_host(incidents: &DataFrame) -> PolarsResult<BTreeMap<String, Vec<Span>>> {
+    let mut out: BTreeMap<String, Vec<Span>> = BTreeMap::new();
+    let h = strings(incidents, "host")?;
+    let (start, end) = (micros(incidents, "start")?, micros(incidents, "end")?);
+    for i in 0..incidents.height() {
+        out.entry(h[i].clone()).or_default().push(Span {
+            start_s: us_to_s(start[i]),
+            end_s: us_to_s(end[i]),
+        });
+    }
+    Ok(out)
+}
+
+/// What one host's traffic is built from.
+struct HostInput<'a> {
+    host: &'a str,
+    rows: HostRows,
+    transitions: Vec<Transition>,
+    /// The host's incidents, merged.
+    spans: Vec<Span>,
+    rank: &'a [u64],
+    window_s: (f64, f64),
+    config: &'a BreakerConfig,
+    model: &'a CrawlerModel,
+    replay_model: &'a ReplayModel,
+}
+
+/// One host's traffic: its calls per instance in time order (with the failures the
+/// recorded opens prove and the gaps filled), its incidents with their failure rates,
+/// and what its recorded breakers did. `logged`: whether an instance logged outcomes.
+fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraffic {
+    let HostInput {
+        host,
+        rows: host_rows,
+        transitions: host_transitions,
+        spans,
+        rank,
+        window_s: (ws, we),
+        config,
+        model,
+        replay_model,
+    } = input;
+    let mut instances: Vec<String> = host_rows
+        .instances
+        .iter()
+        .cloned()
+        .chain(host_transitions.iter().map(|t| t.instance.clone()))
+        .collect();
+    instances.sort();
+    instances.dedup();
+    let index = |name: &str| {
+        instances
+            .binary_search_by(|n| n.as_str().cmp(name))
+            .unwrap_or(0) as u32
+    };
+    // Provisional codes (first seen) to positions in the sorted instance list.
+    let remap: Vec<u32> = host_rows.instances.iter().map(|n| index(n)).collect();
+    // The busiest role over network rows (ties: the first by name).
+    let busiest = host_rows
+        .roles
+        .iter()
+        .fold(None::<(&str, u64)>, |best, (r, n)| match best {
+            Some((_, b)) if b >= *n => best,
+            _ => Some((r.as_str(), *n)),
+        })
+        .map(|(r, _)| r.to_owned());
+    let policy = ReplayPolicy::from_config(
+        &model.policy(config, host, busiest.as_deref()),
+        config.rolling,
+    );
+
+    // The rows' calls, then the logged outcomes', as they were read.
+    let mut recorded_calls = host_rows.calls;
+    recorded_calls.extend(host_rows.logged_calls);
+    for c in &mut recorded_calls {
+        c.instance = remap[c.instance as usize];
+        c.seq = seq(rank[(c.seq >> SEQ_ID_BITS) as usize], c.seq & SEQ_ID_MASK);
+    }
+    recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+    estimate_retried_raised(&mut recorded_calls);
+    let steps: Vec<(u32, f64, Option<BreakerState>, Option<BreakerState>)> = host_transitions
+        .iter()
+        .map(|t| (index(&t.instance), t.t_s, t.old, t.new))
+        .collect();
+    let hidden = hidden_failures(&recorded_calls, &steps, policy.fail_max, replay_model);
+    let inferred = hidden.len() as u64;
+    if !hidden.is_empty() {
+        recorded_calls.extend(hidden);
+        recorded_calls.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
+    }
+
+    let (incs, background) = incidents_with_rates(&spans, &recorded_calls);
+    let (recorded, gaps) = recorded_breakers(
+        &host_transitions,
+        &recorded_calls,
+        &index,
+        instances.len(),
+        &policy,
+        replay_model.fleet_cooldowns,
+        we,
+    );
+    let rates = unblocked_rates(&recorded_calls, &gaps, instances.len(), (ws, we));
+    let calls = fill_gaps(recorded_calls, &gaps, &incs, background, &rates);
+    let n_logged = instances.iter().filter(|n| logged(n)).count();
+    HostTraffic {
+        host: String::new(),
+        inferred_failures: inferred,
+        transitions: steps,
+        logged_instances: n_logged,
+        instances,
+        calls,
+        incidents: incs,
+        recorded,
+        policy,
+    }
+}
+
+/// The host's incidents with their failure rates, and the background rate. Incidents of
+/// different kinds may overlap: health is their union (`spans` are merged), and each
+/// span's failure rate is measured on the recorded calls inside it; the background rate
+/// on the calls outside.
+fn incidents_with_rates(spans: &[Span], recorded_calls: &[Call]) -> (Vec<Incident>, f64) {
+    let mut inside = vec![(0u64, 0u64); spans.len()];
+    let (mut out_k, mut out_n) = (0u64, 0u64);
+    for c in recorded_calls {
+        match spans
+            .iter()
+            .position(|sp| sp.start_s <= c.t_s && c.t_s < sp.end_s)
+        {
+            Some(j) => {
+                inside[j].0 += u64::from(c.failed());
+                inside[j].1 += 1;
+            }
+            None => {
+                out_k += u64::from(c.failed());
+                out_n += 1;
+            }
+        }
+    }
+    let background = out_k as f64 / out_n.max(1) as f64;
+    let incs: Vec<Incident> = spans
+        .iter()
+        .zip(&inside)
+        .map(|(sp, (k, n))| Incident {
+            start_s: sp.start_s,
+            end_s: sp.end_s,
+            rate: if *n > 0 {
+                *k as f64 / *n as f64
+            } else {
+                background
+            },
+        })
+        .collect();
+    (incs, background)
+}
+
+/// What the recorded breakers did, and their gaps: each open span until its reset
+/// timeout ran out (the logged one, else the configured one) or the instance's next
+/// transition came, and the Retry-After cooldowns honoured (capped), in the cooldown
+/// scope of the model (`fleet_cooldowns`: every instance waits).
+fn recorded_breakers(
+    host_transitions: &[Transition],
+    recorded_calls: &[Call],
+    index: &dyn Fn(&str) -> u32,
+    instances: usize,
+    policy: &ReplayPolicy,
+    fleet_cooldowns: bool,
+    we: f64,
+) -> (Recorded, Vec<Gap>) {
+    let mut recorded = Recorded {
+        instance_opens: vec![0; instances],
+        ..Recorded::default()
+    };
+    let mut gaps = Vec::new();
+    for (k, tr) in host_transitions.iter().enumerate() {
+        let inst = index(&tr.instance);
+        if tr.new == Some(BreakerState::Open) {
+            recorded.opens += 1;
+            recorded.instance_opens[inst as usize] += 1;
+            let reset_s = tr.reset_s.unwrap_or(policy.reset_timeout_s);
+            let next = host_transitions[k + 1..]
+                .iter()
+                .find(|n| n.instance == tr.instance)
+                .map_or(we, |n| n.t_s);
+            gaps.push(Gap {
+                instance: inst,
+                start_s: tr.t_s,
+                end_s: next.min(tr.t_s + reset_s),
+            });
+        }
+        if tr.old == Some(BreakerState::HalfOpen) && tr.new == Some(BreakerState::Closed) {
+            recorded.half_open_closed += 1;
+        }
+        if tr.old == Some(BreakerState::HalfOpen) && tr.new == Some(BreakerState::Open) {
+            recorded.half_open_reopened += 1;
+        }
+    }
+    for c in recorded_calls {
+        if let (true, Some(ra)) = (c.failed(), c.retry_after_s) {
+            let end = (c.t_s + ra.min(policy.retry_after_cap_s)).min(we);
+            let blocked: Vec<u32> = if fleet_cooldowns {
+                (0..instances as u32).collect()
+            } else {
+                vec![c.instance]
+            };
+            gaps.extend(blocked.into_iter().map(|instance| Gap {
+                instance,
+                start_s: c.t_s,
+                end_s: end,
+            }));
+        }
+    }
+    (recorded, merge_gaps(gaps))
+}
+
+/// Each instance's call rate while it was not blocked, measured over at least a tenth of
+/// the window: an instance blocked nearly all day would otherwise get an absurd rate (its
+/// few probes over a few seconds) and millions of synthetic calls.
+fn unblocked_rates(
+    recorded_calls: &[Call],
+    gaps: &[Gap],
+    instances: usize,
+    (ws, we): (f64, f64),
+) -> Vec<f64> {
+    let mut counts = vec![0u64; instances];
+    for c in recorded_calls {
+        counts[c.instance as usize] += 1;
+    }
+    (0..instances)
+        .map(|i| {
+            let gap_s: f64 = gaps
+                .iter()
+                .filter(|g| g.instance as usize == i)
+                .map(|g| g.end_s - g.start_s)
+                .sum();
+            let open_time = ((we - ws) - gap_s).max(0.1 * (we - ws)).max(1.0);
+            counts[i] as f64 / open_time
+        })
+        .collect()
 }
 
 /// A call's `seq`: its source's rank above the low bits of its row id.
