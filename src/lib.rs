@@ -24,7 +24,8 @@
 //! - [`shard`]: `--shard I/N` and the host hash; [`shards`]: a fleet advised by N shard
 //!   jobs and one merge.
 //! - [`cli`]: the command line (clap derive); [`pipeline`] runs a parsed command.
-//! - [`error`]: the input error and the exit status, below everything.
+//! - [`error`]: the input error and the exit status, below everything; [`clock`]: `--now`
+//!   and the UTC formats; [`output`]: every file written after export (atomic).
 
 #[macro_use]
 pub mod error;

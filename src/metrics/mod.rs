@@ -4,7 +4,7 @@
 //! scans it is given and writes only its host groups' scratch files, removed after
 //! (the pipeline writes the outputs).
 //!
-//! Definitions (documented in ARCHITECTURE.md, "Metrics tables"):
+//! Definitions (documented in TABLES.md, "Metrics tables"):
 //! - network call: a row with `from_cache` not true; cached rows count in
 //!   `calls_total` and `cache_hits` only.
 //! - breaker failure: a network call whose status is in the host's failure statuses, or
