@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two builds give the same bytes: simulates the 10-million-event night of bench/export.sh
 # (40 hosts, 3 requests/s, 24 h), then with each binary exports it, analyzes it (24 h
-# window) and runs the nightly job on it, and compares every output file's SHA-256. For
+# window), runs the nightly job on it and one command that fails on its input, and
+# compares every output file's SHA-256 and each command's output and exit status. For
 # refactors that must not change behaviour (BENCHMARKS.md, "The house walked").
 #
 # Usage: bench/identical.sh WORKDIR BIN_BEFORE BIN_AFTER
@@ -18,19 +19,29 @@ for side in before after; do
   out="$work/cur"
   rm -rf "$out" "${work:?}/$side"
   mkdir -p "$out"
-  "$bin" -q export --telemetry "$sim/telemetry.sqlite" --out "$out/dataset" > /dev/null
-  "$bin" -q analyze --data "$out/dataset" --out "$out/metrics" --window 24h > /dev/null
-  "$bin" -q run --telemetry "$sim/telemetry.sqlite" --config data-samples/breakers.yaml \
-    --ratelimits data-samples/ratelimits.yaml --out "$out/run" > /dev/null
+  mkdir -p "$out/log"
+  # Each command's stdout, stderr and exit status are compared too.
+  step() { # name command...
+    local name=$1; shift
+    set +e
+    "$@" > "$out/log/$name.out" 2> "$out/log/$name.err"
+    echo $? > "$out/log/$name.status"
+    set -e
+  }
+  step export "$bin" -q export --telemetry "$sim/telemetry.sqlite" --out "$out/dataset"
+  step analyze "$bin" -q analyze --data "$out/dataset" --out "$out/metrics" --window 24h
+  step run "$bin" -q run --telemetry "$sim/telemetry.sqlite" --config data-samples/breakers.yaml \
+    --ratelimits data-samples/ratelimits.yaml --out "$out/run"
+  step missing "$bin" -q advise --metrics "$out/no-such-folder" --config data-samples/breakers.yaml
   mv "$out" "$work/$side"
 done
 # The dataset's part files carry their export's run number and the manifest its paths;
 # the analyze outputs, the patch, the diff and the reports are compared whole.
 compare() {
-  (cd "$work/$1" && find metrics run -type f ! -path 'run/dataset/*' | sort | xargs sha256sum)
+  (cd "$work/$1" && find metrics run log -type f ! -path 'run/dataset/*' | sort | xargs sha256sum)
 }
 if diff <(compare before) <(compare after) > "$work/diff.txt"; then
-  echo "identical: $(compare before | wc -l) files (metrics/, run/ without its dataset)"
+  echo "identical: $(compare before | wc -l) files (metrics/, run/ without its dataset, each command's stdout, stderr and exit status)"
 else
   echo "DIFFERENT:"; cat "$work/diff.txt"; exit 1
 fi

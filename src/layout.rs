@@ -70,8 +70,7 @@ impl Table {
     }
 }
 
-/// What every key of the tool's Parquet metadata starts with.
-pub const META_PREFIX: &str = "breaker_advisor.";
+pub use crate::output::META_PREFIX;
 
 /// The metadata keys of the metrics tables (without [`META_PREFIX`]).
 pub mod meta {
@@ -136,6 +135,16 @@ impl RunFolder {
     /// `OUT/proposed`: the config files as the patch would leave them.
     pub fn proposed(&self) -> PathBuf {
         self.root.join("proposed")
+    }
+
+    /// `OUT/proposed/breakers.yaml`, whatever the input is called.
+    pub fn proposed_breakers(&self) -> PathBuf {
+        self.proposed().join("breakers.yaml")
+    }
+
+    /// `OUT/proposed/ratelimits.yaml`, whatever the input is called.
+    pub fn proposed_ratelimits(&self) -> PathBuf {
+        self.proposed().join("ratelimits.yaml")
     }
 
     /// `OUT/changes.diff`: the unified diff of the config files.

@@ -8,6 +8,10 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// What every key of the tool's Parquet metadata starts with (the dataset's and the
+/// metrics'); `parquet_metadata` reads only these.
+pub const META_PREFIX: &str = "breaker_advisor.";
+
 /// A file that could not be written, named.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {source}", path.display())]
@@ -255,7 +259,7 @@ pub fn parquet_metadata(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .filter(|kv| kv.key.starts_with("breaker_advisor."))
+        .filter(|kv| kv.key.starts_with(META_PREFIX))
         .map(|kv| (kv.key, kv.value.unwrap_or_default()))
         .collect())
 }

@@ -2,18 +2,28 @@
 //! and Retry-After, `trial_calls` from the half-open outcomes, and the rule for
 //! failures the crawler raises without counting.
 
-use super::*;
+use crate::config::edit::BreakerKey;
+use crate::config::{BreakerConfig, Policy};
+use crate::crawler::CrawlerModel;
+use crate::metrics::stats::{nearest_rank, wilson_lower};
 
-/// A proposal for one key of a host (or of one of its roles).
-pub(super) struct Proposal {
-    pub(super) key: BreakerKey,
-    pub(super) role: Option<String>,
-    pub(super) from: f64,
-    pub(super) to: i64,
-    pub(super) reason: String,
-    pub(super) evidence: Evidence,
-    pub(super) confidence: Option<Confidence>,
-}
+use super::Current;
+use super::evidence::HostEvidence;
+use super::gate::RaisedCounted;
+use super::gate::ReplayCheck;
+use super::gate::hold_reversals;
+use super::gate::replay_gate;
+use super::plan::BreakerChange;
+use super::plan::CrawlerChange;
+use super::plan::Evidence;
+use super::plan::Held;
+use super::plan::Num;
+use super::plan::Plan;
+use super::plan::ev;
+use super::proposal::{Background, Proposal, set_background_proposed};
+use super::rates::with_limit_note;
+use super::settings::AdviseSettings;
+use super::word::OperatorWord;
 
 /// Requests that raised as breaker failures, a crawler change: where the night has
 /// rows of them and counting them would keep attempts out of the host's incidents
@@ -197,47 +207,6 @@ pub(super) fn advise_breaker(
     }
 }
 
-/// What the background bursts (failure bursts outside every incident, one breaker
-/// instance each, counted as the crawler's breaker counts) say of a fail_max: a burst
-/// that reaches it opens that instance's breaker while the host is healthy, a false
-/// open.
-pub(super) struct Background<'a> {
-    pub(super) bursts: &'a [u64],
-    pub(super) days: f64,
-}
-
-impl<'a> Background<'a> {
-    pub(super) fn of(h: &'a HostEvidence) -> Self {
-        Background {
-            bursts: &h.background_bursts,
-            days: (h.window_hours / 24.0).max(1.0 / 24.0),
-        }
-    }
-
-    /// Background bursts that reach `fail_max` (each one false open) in the window.
-    pub(super) fn reaching(&self, fail_max: i64) -> usize {
-        self.bursts
-            .iter()
-            .filter(|&&l| l as i64 >= fail_max)
-            .count()
-    }
-
-    /// Expected false opens per 24 hours at `fail_max`.
-    pub(super) fn false_opens_per_day(&self, fail_max: i64) -> f64 {
-        self.reaching(fail_max) as f64 / self.days
-    }
-
-    /// The lowest fail_max above the bursts' q95 whose expected false opens per day are
-    /// within `max_false_trips_per_day` (the upper limit if none is).
-    pub(super) fn floor(&self, s: &AdviseSettings) -> i64 {
-        let mut low = nearest_rank(self.bursts, 0.95) as i64 + 1;
-        while low < s.fail_max[1] && self.false_opens_per_day(low) > s.max_false_trips_per_day {
-            low += 1;
-        }
-        low
-    }
-}
-
 /// Rule 2: `fail_max` above the background bursts (so noise does not trip the
 /// breaker: `Background::floor`) and at most the typical burst inside incidents (so an
 /// outage trips it). Noise that trips the breaker more often than the budget raises it
@@ -333,18 +302,6 @@ pub(super) fn fail_max_rule(
     };
     set_background_proposed(&mut p, &bg);
     Some(p)
-}
-
-/// The background figures of a fail_max proposal's value.
-pub(super) fn set_background_proposed(p: &mut Proposal, bg: &Background<'_>) {
-    p.evidence.insert(
-        "background_reaching_proposed".into(),
-        Num::Int(bg.reaching(p.to) as i64),
-    );
-    p.evidence.insert(
-        "false_opens_per_day_proposed".into(),
-        Num::real(bg.false_opens_per_day(p.to)),
-    );
 }
 
 /// Rules 1 and 5: `reset_timeout_s` from the median Retry-After (capped by the host's

@@ -1,7 +1,18 @@
 //! The replay check: a breaker proposal replayed over the night (and the nights before),
 //! its gain against the current settings, the minimum gain and the confidence.
 
-use super::*;
+use crate::config::edit::BreakerKey;
+use crate::replay::{Figures, ReplayPolicy};
+
+use super::evidence::HostEvidence;
+use super::plan::BreakerChange;
+use super::plan::Confidence;
+use super::plan::Held;
+use super::plan::Num;
+use super::proposal::Background;
+use super::proposal::Proposal;
+use super::proposal::set_background_proposed;
+use super::settings::AdviseSettings;
 
 /// A replay that misses more than this share of the recorded opens does not stand for
 /// the host: no breaker change. Between `fidelity_tolerance` and this, the miss is an

@@ -13,6 +13,7 @@ pub mod quota;
 mod breaker;
 mod gate;
 mod plan;
+mod proposal;
 mod rates;
 mod settings;
 mod word;
@@ -24,19 +25,10 @@ use rates::*;
 pub use settings::*;
 use word::*;
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-
+use crate::config::BreakerConfig;
 use crate::config::anchors::Shared;
-use crate::config::edit::BreakerKey;
-use crate::config::pins::{PIN_MARK, Pin, Pins};
-use crate::config::rates::{Rate, RateLimits};
-use crate::config::{BreakerConfig, Policy};
+use crate::config::rates::RateLimits;
 use crate::crawler::CrawlerModel;
-use crate::metrics::stats::{nearest_rank, wilson_lower, wilson_upper};
-use crate::replay::{Figures, ReplayPolicy};
-use quota::Quota;
 
 pub use evidence::{HostEvidence, IncidentEvidence, RoleEvidence};
 
@@ -197,6 +189,7 @@ fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::stats::nearest_rank;
 
     fn rate_change(from: &[&str], to: &[&str], lo: f64) -> RateChange {
         let v = |x: &[&str]| x.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();

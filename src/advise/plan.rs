@@ -1,7 +1,13 @@
 //! The advisor's answer: a plan of breaker, rate and crawler changes, each with its
 //! evidence and reason, and the hosts held with theirs.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::edit::BreakerKey;
+
+use super::evidence::HostEvidence;
 
 /// An evidence value: an integer count or a (rounded) measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

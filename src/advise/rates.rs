@@ -1,7 +1,20 @@
 //! The rate rules: AIMD on the 429 share, the quota found at its own time scale, and
 //! the settling of a role's rates after a lowering.
 
-use super::*;
+use crate::config::rates::{Rate, RateLimits};
+use crate::metrics::stats::{wilson_lower, wilson_upper};
+
+use super::evidence;
+use super::evidence::HostEvidence;
+use super::plan::Held;
+use super::plan::Num;
+use super::plan::Plan;
+use super::plan::RateChange;
+use super::plan::ev;
+use super::quota;
+use super::quota::Quota;
+use super::round3;
+use super::settings::AdviseSettings;
 
 /// A role's rates that last night's applied patch lowered are lowered again the next
 /// night only while the lower bound of its 429 share stays above twice

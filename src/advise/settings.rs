@@ -1,7 +1,12 @@
 //! The advisor's settings (`advise:` in breaker-advisor.yaml): the rules' thresholds,
 //! steps and bounds, the evidence of several nights, pins and reverts.
 
-use super::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::edit::BreakerKey;
+use crate::config::pins::Pin;
+
+use super::plan::Confidence;
 
 /// The most nights the replay check weighs: each earlier night is analysed again for the
 /// hosts it replays, so the setting bounds that work.

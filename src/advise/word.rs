@@ -1,7 +1,14 @@
 //! The operator's word: pins (`# breaker-advisor: keep`, `advise.pins`) and reverts of
 //! last night's changes, which hold a key for a while and raise the bar after.
 
-use super::*;
+use crate::config::pins::{PIN_MARK, Pin, Pins};
+
+use super::Current;
+use super::plan::Confidence;
+use super::plan::Held;
+use super::plan::Num;
+use super::plan::Reverted;
+use super::settings::AdviseSettings;
 
 /// The changes a person set back that still hold for `host` tonight: those remembered
 /// from earlier nights, within `revert_hold_nights` of the night they were seen, and

@@ -1,7 +1,21 @@
 //! Bursts: runs of consecutive failures a breaker counted, per breaker instance, from
 //! the rows or from the crawler's logged outcomes, and their quantiles per host.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+
+use crate::crawler::Scope;
+use crate::frame::collect;
+
+use super::AnalyzeOptions;
+use super::classify::INSTANCE_SEPARATOR;
+use super::classify::breaker_counted;
+use super::classify::with_instance;
+use super::keys::RowKeys;
+use super::keys::flags;
+use super::keys::values;
+use super::stats;
 
 /// Over rows sorted by host and instance: whether a row is the first, and the last, of
 /// its breaker instance.

@@ -2,7 +2,15 @@
 //! 429, 5xx, timeout, ...), whether the breaker counted it, and the breaker instance
 //! (process or fleet) it belongs to.
 
-use super::*;
+use polars::prelude::*;
+
+use crate::config::BreakerConfig;
+use crate::crawler::{CrawlerModel, Scope};
+use crate::frame::collect;
+
+use super::US_PER_S;
+use super::left_join;
+use super::list_lit;
 
 /// `status in <the host's list>`, with per-host classification overrides when the
 /// crawler model honours them.

@@ -1,7 +1,11 @@
 //! Interned row keys for the per-row passes (bursts here, the replay's traffic): host,
 //! role and instance codes, and the columns read out as plain vectors.
 
-use super::*;
+use polars::prelude::*;
+
+use crate::crawler::Scope;
+
+use super::classify::INSTANCE_SEPARATOR;
 
 /// A column's values as a plain vector, NULL as `null` (reading a ChunkedArray by
 /// index looks up the chunk every time).

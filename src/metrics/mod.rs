@@ -34,12 +34,12 @@ pub use summary::*;
 pub use timeseries::*;
 pub use transitions::*;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use polars::prelude::*;
 
 use crate::config::BreakerConfig;
-use crate::crawler::{CrawlerModel, Scope};
+use crate::crawler::CrawlerModel;
 use crate::frame::collect;
 use crate::layout::Table;
 
@@ -184,6 +184,13 @@ pub struct Metrics {
     /// Attempts and 429 attempts per host, role and bucket (`rate_windows.parquet`):
     /// what the advisor reads the server's quota from.
     pub rate_windows: DataFrame,
+}
+
+fn count_where(cond: Expr, name: &str) -> Expr {
+    cond.cast(DataType::UInt32)
+        .sum()
+        .cast(DataType::Int64)
+        .alias(name)
 }
 
 /// A left join that keeps the left rows in their order: the window expressions after

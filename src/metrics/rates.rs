@@ -1,7 +1,14 @@
 //! Rate windows: requests accepted and throttled per host, role and window, the
 //! evidence the rate advice reads.
 
-use super::*;
+use polars::prelude::*;
+
+use super::AnalyzeOptions;
+use super::US_PER_S;
+use super::Window;
+use super::keys::RowKeys;
+use super::keys::flags;
+use super::keys::values;
 
 /// The first and last bucket of each host, role and rate limiter.
 pub(super) type Spans = PlHashMap<(u32, u32, u32), (usize, usize)>;

@@ -1,15 +1,21 @@
 //! The per-host and per-role counts (the SQL in `queries/`), their ratios with Wilson
 //! bounds, the policy columns, and the trailing baseline.
 
-use super::*;
-use crate::breaker_state::BreakerState;
+use polars::prelude::*;
 
-pub(super) fn count_where(cond: Expr, name: &str) -> Expr {
-    cond.cast(DataType::UInt32)
-        .sum()
-        .cast(DataType::Int64)
-        .alias(name)
-}
+use crate::breaker_state::BreakerState;
+use crate::config::BreakerConfig;
+use crate::crawler::CrawlerModel;
+use crate::frame::collect;
+
+use super::CollectStreaming;
+use super::EVENT_COLUMNS;
+use super::Window;
+use super::classify::classify;
+use super::first_event_us;
+use super::left_join;
+use super::stats;
+use super::transitions::dedupe_transitions;
 
 /// The set-based counts, in SQL files that also run unchanged in DuckDB (queries/).
 pub const HOST_COUNTS_SQL: &str = include_str!("../../queries/host_counts.sql");

@@ -1,7 +1,15 @@
 //! The per-host time series: calls and failures per bucket and their EWMA rates, the
 //! input of change-point detection and of the report's charts.
 
-use super::*;
+use polars::prelude::*;
+
+use super::AnalyzeOptions;
+use super::CollectStreaming;
+use super::US_PER_S;
+use super::Window;
+use super::count_where;
+use super::left_join;
+use super::summary::sum_as;
 
 /// Per host and bucket: counts, raw ratios, and EWMA ratios. The counts are per attempt,
 /// what the host answered (a retried 429 is a 429 the host sent): `calls_net` rows,

@@ -1,8 +1,17 @@
 //! Breaker transitions: deduplicated (several sinks log the same change), counted per
 //! host (opens, half-open outcomes, flapping) with the evidence around each open.
 
-use super::*;
+use polars::prelude::*;
+
 use crate::breaker_state::BreakerState;
+
+use super::AnalyzeOptions;
+use super::CollectStreaming;
+use super::US_PER_S;
+use super::Window;
+use super::classify::with_instance;
+use super::count_where;
+use super::left_join;
 
 /// Transitions recorded in both `breaker_transitions` and `breaker_events` (a crawler
 /// may write both), counted once: a transition of the same breaker instance (source,

@@ -1,7 +1,14 @@
 //! `advise`: the metrics, the current config files and the previous patch in, the plan
 //! and its patch file out; the replay check reads the dataset a host group at a time.
 
-use super::past_nights::{EarlierNights, Recorded, Recorder, replay_earlier_nights};
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use polars::prelude::DataFrame;
+
 use crate::advise::{AdviseSettings, Current, Plan, advise, evidence};
 use crate::cli::AdviseArgs;
 use crate::clock::format_utc;
@@ -11,10 +18,8 @@ use crate::error::{ExitStatus, InputError};
 use crate::layout::{MetricsFolder, Table, meta, meta_key};
 use crate::output::{read_parquet, write_atomic};
 use crate::patch::{ConfigText, PatchFile, PatchWindow, sha256_hex};
-use anyhow::Context;
-use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::Path;
+
+use super::past_nights::{EarlierNights, Recorded, Recorder, replay_earlier_nights};
 
 /// A run's advice with the texts it was made for.
 pub struct Advice {
@@ -206,6 +211,8 @@ impl AdviceInputs {
     ) -> anyhow::Result<AdviceInputs> {
         let metrics = MetricsFolder::new(metrics);
         let mut fingerprint = Vec::new();
+        // Each table in turn: there, hashed into the fingerprint, read.
+        let mut tables: BTreeMap<Table, DataFrame> = BTreeMap::new();
         for table in Table::ADVICE_INPUTS {
             let path = metrics.table(table);
             if !path.is_file() {
@@ -219,11 +226,25 @@ impl AdviceInputs {
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             fingerprint.extend_from_slice(table.name().as_bytes());
             fingerprint.extend_from_slice(sha256_hex(&bytes).as_bytes());
+            drop(bytes);
+            let df = match table {
+                // Host summary comes first in ADVICE_INPUTS: the rate windows of the
+                // hosts with too few calls are not read.
+                Table::RateWindows => {
+                    read_rate_windows(&path, &tables[&Table::HostSummary], min_calls)?
+                }
+                _ => read_parquet(&path)?,
+            };
+            tables.insert(table, df);
         }
-        let read = |table: Table| read_parquet(&metrics.table(table));
-        let host_summary = read(Table::HostSummary)?;
+        let mut take = |table: Table| tables.remove(&table).expect("read above");
+        let (host_summary, rate_windows) = (take(Table::HostSummary), take(Table::RateWindows));
+        let (host_role_summary, bursts, incidents) = (
+            take(Table::HostRoleSummary),
+            take(Table::Bursts),
+            take(Table::Incidents),
+        );
         let rate_windows_path = metrics.table(Table::RateWindows);
-        let rate_windows = read_rate_windows(&rate_windows_path, &host_summary, min_calls)?;
         let (w0, w1) = metrics.window()?;
         let window = PatchWindow {
             start: format_utc(w0 as f64 / 1e6),
@@ -232,9 +253,9 @@ impl AdviceInputs {
         let hours = (w1 - w0) as f64 / 3.6e9;
         let mut evidence = evidence::gather(
             &host_summary,
-            &read(Table::HostRoleSummary)?,
-            &read(Table::Bursts)?,
-            &read(Table::Incidents)?,
+            &host_role_summary,
+            &bursts,
+            &incidents,
             hours,
         )
         .with_context(|| format!("reading the metrics in {}", metrics.display()))?;

@@ -1,12 +1,14 @@
 //! `analyze`: the dataset's metrics tables for the night's window, written group by
 //! group and published together, with the metadata the later stages read.
 
+use std::io::Write;
+
+use anyhow::Context;
+
 use crate::cli::AnalyzeArgs;
 use crate::clock::{format_utc, parse_now_us};
 use crate::layout::{MetricsFolder, Table, meta, meta_key};
 use crate::telemetry::parquet::scan_table;
-use anyhow::Context;
-use std::io::Write;
 
 pub(super) fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     if !(args.half_life > 0.0 && args.half_life.is_finite()) {

@@ -1,12 +1,13 @@
 //! `apply`: a patch file onto the config files, both or neither, each edit the smallest
 //! that keeps every comment.
 
+use std::io::Write;
+use std::path::Path;
+
 use crate::cli::ApplyArgs;
 use crate::error::ExitStatus;
 use crate::output::write_all_atomic;
 use crate::patch::{Applied, PatchFile, apply_breakers, apply_ratelimits, unified_diff};
-use std::io::Write;
-use std::path::Path;
 
 /// The new texts of both config files under a patch, computed before anything is
 /// written so a refused section leaves both files untouched.

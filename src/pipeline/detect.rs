@@ -1,10 +1,11 @@
 //! `detect`: incidents from the metrics' time series, and the series labelled.
 
+use std::io::Write;
+
 use crate::cli::DetectArgs;
 use crate::layout::{MetricsFolder, Table, meta, meta_key};
 use crate::output::{parquet_metadata, read_parquet, write_parquet_atomic};
 use crate::telemetry::parquet::scan_table;
-use std::io::Write;
 
 pub(super) fn run_detect(args: &DetectArgs) -> anyhow::Result<()> {
     use crate::detect::DetectOptions;

@@ -1,9 +1,10 @@
 //! `export`: the telemetry SQLite files to the Parquet dataset, and its summary.
 
-use crate::cli::ExportArgs;
-use crate::telemetry::{ExportOptions, ExportSummary, export};
 use std::io::Write;
 use std::time::Duration;
+
+use crate::cli::ExportArgs;
+use crate::telemetry::{ExportOptions, ExportSummary, export};
 
 pub(super) fn run_export(args: &ExportArgs) -> anyhow::Result<()> {
     if args.batch_rows == 0 {

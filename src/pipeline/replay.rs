@@ -12,7 +12,7 @@ use crate::cli::ReplayArgs;
 use crate::config::BreakerConfig;
 use crate::crawler::CrawlerModel;
 use crate::error::ExitStatus;
-use crate::layout::{MetricsFolder, Table};
+use crate::layout::{MetricsFolder, RunFolder, Table};
 use crate::output::read_parquet;
 use crate::replay::calibrate::{Calibration, Evaluated};
 use crate::replay::traffic::{Recorded, Traffic, TrafficInput};
@@ -289,12 +289,13 @@ fn prepare(
             {
                 return Ok((data.clone(), metrics, None));
             }
-            let metrics = scratch.join("metrics");
+            let metrics = RunFolder::new(&scratch).metrics().root().to_owned();
             analyze(data, &metrics)?;
             Ok((data.clone(), metrics, Some(scratch)))
         }
         (None, false) => {
-            let dataset = scratch.join("dataset");
+            let run = RunFolder::new(&scratch);
+            let dataset = run.dataset();
             let summary = crate::telemetry::export(
                 &args.telemetry,
                 &crate::telemetry::ExportOptions {
@@ -305,7 +306,7 @@ fn prepare(
             if let Some(f) = summary.failed().next() {
                 bail_input!("{}: {}", f.source, f.error.clone().unwrap_or_default());
             }
-            let metrics = scratch.join("metrics");
+            let metrics = run.metrics().root().to_owned();
             analyze(&dataset, &metrics)?;
             Ok((dataset, metrics, Some(scratch)))
         }

@@ -1,16 +1,12 @@
-//! The advice end of the pipeline: `advise`, `apply` and the nightly `run` job.
+//! `run`, the nightly job: export, analyze, choose the crawler model, advise, present
+//! (proposed files, diff, plan), report, commit; and the two ends of a sharded night
+//! (a shard job's record, the merge).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::advise::{Advice, MergedPlan, ReplayData, advice_of_plan, advise_from};
-use super::analyze::analyze_into;
-use super::apply::{Edits, compute_edits};
-use super::detect::detect_into;
-use super::model_file::write_model;
-use super::past_nights::EarlierNights;
 use crate::cli::RunArgs;
 use crate::clock::format_utc;
 use crate::config::BreakerConfig;
@@ -19,6 +15,13 @@ use crate::layout::{MetricsFolder, RunFolder};
 use crate::output::{write_all_atomic, write_atomic};
 use crate::patch::{Applied, PatchFile, sha256_hex, unified_diff};
 use crate::replay::calibrate::{FIXED_MODEL, SHARD_MODEL, calibration_text};
+
+use super::advise::{Advice, MergedPlan, ReplayData, advice_of_plan, advise_from};
+use super::analyze::analyze_into;
+use super::apply::{Edits, compute_edits};
+use super::detect::detect_into;
+use super::model_file::write_model;
+use super::past_nights::EarlierNights;
 
 /// The sample inputs `run` uses when given no telemetry: every
 /// `data-samples/telemetry*.sqlite` (one file per crawler machine).
@@ -380,15 +383,15 @@ impl<'a> Night<'a> {
         let mut diff = String::new();
         // Fixed names in proposed/, whatever the inputs are called; the diff names the
         // real paths.
-        for (name, applied, path, before) in [
+        for (proposed_file, applied, path, before) in [
             (
-                "breakers.yaml",
+                self.out.proposed_breakers(),
                 &edits.breakers,
                 Some(self.config.as_path()),
                 Some(advice.breakers_text.as_str()),
             ),
             (
-                "ratelimits.yaml",
+                self.out.proposed_ratelimits(),
                 &edits.ratelimits,
                 self.ratelimits.as_deref(),
                 advice.ratelimits_text.as_deref(),
@@ -401,7 +404,7 @@ impl<'a> Night<'a> {
                 Applied::Changed(t) => t.as_str(),
                 _ => before,
             };
-            write_atomic(&proposed.join(name), after)?;
+            write_atomic(&proposed_file, after)?;
             diff.push_str(&unified_diff(&path.display().to_string(), before, after));
         }
         write_atomic(&self.out.changes_diff(), &diff)?;

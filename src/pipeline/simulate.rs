@@ -1,9 +1,11 @@
 //! `simulate`: synthetic telemetry with its ground truth.
 
+use std::io::Write;
+
+use anyhow::Context;
+
 use crate::cli::SimulateArgs;
 use crate::simulate::{SimOptions, simulate};
-use anyhow::Context;
-use std::io::Write;
 
 pub(super) fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     if args.hosts == 0 {

@@ -2,20 +2,21 @@
 //! transitions and the incidents, shaped from lazy frames of the dataset (the pipeline
 //! opens the scans) into [`HostTraffic`], with the recorded breaker's gaps filled.
 
-use crate::breaker_state::BreakerState;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use polars::prelude::*;
 use serde::Serialize;
+
+use crate::breaker_state::BreakerState;
+use crate::config::BreakerConfig;
+use crate::crawler::CrawlerModel;
+use crate::metrics::columns::{floats, micros, strings};
 
 use super::calibrate::{Fit, Signs};
 use super::{
     Call, Figures, Gap, Incident, Kind, Outcome, ReplayModel, ReplayPolicy, Span, fill_gaps,
     merge_gaps, merge_spans, replay,
 };
-use crate::config::BreakerConfig;
-use crate::crawler::CrawlerModel;
-use crate::metrics::columns::{floats, micros, strings};
 
 /// What the recorded breakers did on a host (from its transitions).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -2,7 +2,32 @@
 //! requests through each machine's breaker and rate limiter as the crawler sends them
 //! (attempts, retries, cache hits, the rows they leave).
 
-use super::*;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp};
+
+use crate::config::DEFAULT_FAILURE_STATUSES;
+use crate::crawler::Scope;
+use crate::metrics::stats::BurstStats;
+
+use super::breaker::{Admission, Breaker, BreakerPolicy, State, Transition};
+use super::limits::{Acquired, Limiter, QuotaCounter, ServerQuota};
+use super::options::SimOptions;
+use super::options::Variant;
+use super::truth::Event;
+use super::truth::HostTransition;
+use super::truth::HostTruth;
+use super::truth::Incident;
+use super::truth::IncidentKind;
+use super::truth::InstanceTruth;
+use super::truth::Level;
+use super::truth::Outcome;
+use super::truth::OutcomeEvent;
+use super::truth::RateEvent;
+use super::truth::Regime;
 
 pub(super) const REGIMES: [Regime; 6] = [
     Regime::Healthy,

@@ -25,20 +25,11 @@ use host::*;
 pub use options::*;
 pub use truth::*;
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::path::PathBuf;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Exp};
 use serde::Serialize;
 
 use crate::config::DEFAULT_FAILURE_STATUSES;
-use crate::crawler::Scope;
-use crate::metrics::stats::BurstStats;
-use breaker::{Admission, Breaker, BreakerPolicy, State, Transition};
-use limits::{Acquired, Limiter, QuotaCounter, ServerQuota};
 
 /// Summary of a simulation run.
 #[derive(Debug, Clone, Serialize)]

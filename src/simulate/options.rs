@@ -1,7 +1,11 @@
 //! What to simulate: the fleet's shape (hosts, machines, processes, hours, rate), the
 //! crawler's accounting switches, quotas, and where the telemetry files go.
 
-use super::*;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::crawler::Scope;
 
 /// Which real telemetry variant to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]

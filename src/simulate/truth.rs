@@ -2,7 +2,14 @@
 //! policy, each breaker instance's opens and burst statistics, and the rows the
 //! telemetry files are written from.
 
-use super::*;
+use serde::Serialize;
+
+use crate::crawler::Scope;
+use crate::metrics::stats::BurstStats;
+
+use super::breaker::{BreakerPolicy, State, Transition};
+use super::limits::ServerQuota;
+use super::options::Variant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,9 +1,10 @@
 //! Decoding of single SQLite values into canonical ones: times, breaker states,
 //! integers and booleans stored loosely (SQLite columns are dynamically typed).
 
-use crate::breaker_state::BreakerState;
 use chrono::{DateTime, NaiveDateTime};
 use rusqlite::types::ValueRef;
+
+use crate::breaker_state::BreakerState;
 
 /// Earliest and latest plausible event times (1990-01-01 and 2200-01-01, in µs): a value
 /// outside is a unit mistake (milliseconds, say) and is rejected rather than exported.
