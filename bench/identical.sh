@@ -29,6 +29,8 @@ for side in before after; do
     set -e
   }
   step export "$bin" -q export --telemetry "$sim/telemetry.sqlite" --out "$out/dataset"
+  # The export's summary says how long it took: the one line that is not the same twice.
+  sed -i -E 's/, [0-9.]+ s \([0-9]+ rows\/s\)$//' "$out/log/export.out"
   step analyze "$bin" -q analyze --data "$out/dataset" --out "$out/metrics" --window 24h
   step run "$bin" -q run --telemetry "$sim/telemetry.sqlite" --config data-samples/breakers.yaml \
     --ratelimits data-samples/ratelimits.yaml --out "$out/run"

@@ -505,32 +505,22 @@ fn carry(
     candidates: &[(ReplayPolicy, Figures, NightCosts)],
     bg: &Background<'_>,
 ) -> Vec<Proposal> {
-    let Verdict {
-        best: bp,
-        figures: bf,
-        gain,
-        nights,
-        won,
-        confidence,
-        miss,
-        uncertainty,
-        confident,
-    } = v;
+    let (bp, bf) = (&v.best, &v.figures);
     let mut out = Vec::new();
     for mut p in proposals {
         if gridded(p.key) {
-            let v = match p.key {
+            let to = match p.key {
                 BreakerKey::FailMax => bp.fail_max as i64,
                 BreakerKey::ResetTimeoutS => bp.reset_timeout_s as i64,
                 _ => bp.success_threshold as i64,
             };
-            if v as f64 == p.from {
+            if to as f64 == p.from {
                 continue;
             }
-            if v != p.to {
+            if to != p.to {
                 p.reason
-                    .push_str(&format!("; the replay grid prefers {v} to {}", p.to));
-                p.to = v;
+                    .push_str(&format!("; the replay grid prefers {to} to {}", p.to));
+                p.to = to;
             }
             if p.key == BreakerKey::FailMax {
                 set_background_proposed(&mut p, bg);
@@ -540,14 +530,14 @@ fn carry(
             }
             p.reason
                 .push_str(&format!("; replay cost {} -> {}", now.cost(), bf.cost()));
-            p.reason.push_str(uncertainty);
-            p.reason.push_str(confident);
-            p.confidence = Some(*confidence);
-            if let Some((_, share)) = *miss {
+            p.reason.push_str(&v.uncertainty);
+            p.reason.push_str(&v.confident);
+            p.confidence = Some(v.confidence);
+            if let Some((_, share)) = v.miss {
                 p.evidence
                     .insert("replay_open_miss_share".into(), Num::real(share));
             }
-            for (k, v) in [
+            for (k, n) in [
                 ("replay_cost_current", now.cost()),
                 ("replay_cost_proposed", bf.cost()),
                 ("replay_false_trips_current", now.false_trips),
@@ -556,13 +546,13 @@ fn carry(
                 ("replay_let_through_proposed", bf.failures_let_through),
                 ("replay_opens_current", now.opens),
                 ("replay_opens_proposed", bf.opens),
-                ("replay_nights", *nights as u64),
-                ("replay_nights_won", *won as u64),
+                ("replay_nights", v.nights as u64),
+                ("replay_nights_won", v.won as u64),
             ] {
-                p.evidence.insert(k.into(), Num::Int(v as i64));
+                p.evidence.insert(k.into(), Num::Int(n as i64));
             }
             p.evidence
-                .insert("replay_weighted_gain_share".into(), Num::real(*gain));
+                .insert("replay_weighted_gain_share".into(), Num::real(v.gain));
         }
         out.push(p);
     }
