@@ -63,10 +63,11 @@ struct WindowScans<'a> {
 
 impl WindowScans<'_> {
     fn open<'a>(dataset: &'a Path, metrics: &Path) -> anyhow::Result<WindowScans<'a>> {
+        let metrics = MetricsFolder::new(metrics);
         Ok(WindowScans {
             dataset,
-            window_us: MetricsFolder::new(metrics).window()?,
-            incidents: read_parquet(&MetricsFolder::new(metrics).table(Table::Incidents))?,
+            window_us: metrics.window()?,
+            incidents: read_parquet(&metrics.table(Table::Incidents))?,
         })
     }
 
