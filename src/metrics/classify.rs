@@ -214,21 +214,47 @@ pub fn classify(events: LazyFrame, config: &BreakerConfig, model: &CrawlerModel)
         .drop(cols(["estimated_retry_status"]))
 }
 
+/// The longest latency one attempt is taken to have had (the crawler's connect and read
+/// timeouts, with room): a longer one is a clock or a bug, and left unknown.
+pub const MAX_LATENCY_MS: i64 = 60_000;
+
 /// Rows read into memory (a group's, once), classified, without the columns only the
-/// classification reads (`from_cache`, `error`, `retry_count`, `breaker_recorded`): on
-/// the streaming engine, which evaluates it a morsel at a time (the in-memory engine held
-/// several full-length temporaries of every new column at once).
+/// classification reads (`from_cache`, `error`, `retry_count`, `breaker_recorded`,
+/// `elapsed_ms`, `rate_delay_ms`): on the streaming engine, which evaluates it a morsel
+/// at a time (the in-memory engine held several full-length temporaries of every new
+/// column at once). Besides `classify`'s columns:
+/// - `latency_ms`: how long a network row's request that was not retried took after its
+///   limiter wait, its one attempt's latency (NULL for a retried one, or unknown). The
+///   crawler writes a row when its request ends; its one attempt reached the server that
+///   long before.
 pub fn classified(
     rows: LazyFrame,
     config: &BreakerConfig,
     model: &CrawlerModel,
 ) -> PolarsResult<DataFrame> {
-    collect(classify(rows, config, model).drop(cols([
-        "from_cache",
-        "error",
-        "retry_count",
-        "breaker_recorded",
-    ])))
+    let latency = col("elapsed_ms") - col("rate_delay_ms").fill_null(lit(0i64));
+    let single = col("is_net").and(col("retry_count").fill_null(lit(0i64)).eq(lit(0i64)));
+    collect(
+        classify(rows, config, model)
+            .with_column(
+                when(
+                    single
+                        .and(latency.clone().gt_eq(lit(0i64)))
+                        .and(latency.clone().lt_eq(lit(MAX_LATENCY_MS))),
+                )
+                .then(latency.cast(DataType::Int32))
+                .otherwise(lit(NULL).cast(DataType::Int32))
+                .alias("latency_ms"),
+            )
+            .drop(cols([
+                "from_cache",
+                "error",
+                "retry_count",
+                "breaker_recorded",
+                "elapsed_ms",
+                "rate_delay_ms",
+            ])),
+    )
 }
 
 /// The classified rows a breaker counted something for: a final outcome, or retried

@@ -46,7 +46,7 @@ use crate::layout::Table;
 pub const US_PER_S: i64 = 1_000_000;
 
 /// The `http_events` columns the metrics read.
-pub const EVENT_COLUMNS: [&str; 14] = [
+pub const EVENT_COLUMNS: [&str; 16] = [
     "host",
     "role",
     "method",
@@ -61,6 +61,8 @@ pub const EVENT_COLUMNS: [&str; 14] = [
     "retry_count",
     "breaker_state",
     "breaker_recorded",
+    "elapsed_ms",
+    "rate_delay_ms",
 ];
 
 /// Settings of one analysis.

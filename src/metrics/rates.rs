@@ -35,21 +35,28 @@ pub(super) fn rate_windows(
         .lazy()
         .select([
             when(col("is_net"))
-                .then((col("ts").cast(DataType::Int64) - lit(window.start_us)) / lit(bucket_us))
+                .then(col("ts").cast(DataType::Int64))
                 .otherwise(lit(NULL).cast(DataType::Int64))
-                .fill_null(lit(-1i64))
-                .alias("bucket"),
+                .alias("ts"),
+            col("latency_ms"),
             col("attempts").cast(DataType::Int64),
             col("attempts_429").cast(DataType::Int64),
             col("method").eq(lit("HEAD")).fill_null(false).alias("head"),
         ])
         .collect()?;
-    let bucket = values(columns.column("bucket")?.i64()?, -1);
+    let (hosts, host_names) = (&keys.hosts.of_row, &keys.hosts.values);
+    let bucket = sent_buckets(
+        columns.column("ts")?.i64()?,
+        columns.column("latency_ms")?.i32()?,
+        hosts,
+        host_names.len(),
+        window.start_us,
+        bucket_us,
+    );
     let attempts = values(columns.column("attempts")?.i64()?, 0);
     let attempts_429 = values(columns.column("attempts_429")?.i64()?, 0);
     let head = flags(columns.column("head")?.bool()?);
     drop(columns);
-    let (hosts, host_names) = (&keys.hosts.of_row, &keys.hosts.values);
     let (roles, role_names) = (&keys.roles.of_row, &keys.roles.values);
     let (sources, processes) = (&keys.sources.of_row, &keys.processes);
 
@@ -131,4 +138,63 @@ pub(super) fn rate_windows(
     .lazy()
     .with_column(col("bucket_start").cast(DataType::Datetime(TimeUnit::Microseconds, None)))
     .collect()
+}
+
+/// Each network row's bucket by when its last attempt reached the server, as a quota
+/// counts it (-1: not a network row, or no time). A row is written when its request
+/// ends (its time, `ts`): a request that was not retried reached the server its latency
+/// earlier (`latency_ms`), a retried one the host's mean latency of those. Buckets
+/// before the window's start are -1.
+fn sent_buckets(
+    ts: &Int64Chunked,
+    latency_ms: &Int32Chunked,
+    hosts: &[u32],
+    n_hosts: usize,
+    start_us: i64,
+    bucket_us: i64,
+) -> Vec<i64> {
+    // Per host (codes index the host names): the latencies' sum and count.
+    let mut sums = vec![(0i64, 0i64); n_hosts];
+    for (h, l) in hosts.iter().zip(latency_ms.iter()) {
+        if let (Some(l), Some(s)) = (l, sums.get_mut(*h as usize)) {
+            *s = (s.0 + i64::from(l), s.1 + 1);
+        }
+    }
+    let mean_us: Vec<i64> = sums
+        .iter()
+        .map(|&(sum, n)| if n > 0 { sum * 1_000 / n } else { 0 })
+        .collect();
+    ts.iter()
+        .zip(latency_ms.iter())
+        .zip(hosts)
+        .map(|((t, l), h)| {
+            let Some(t) = t else { return -1 };
+            let lag = l.map_or_else(
+                || mean_us.get(*h as usize).copied().unwrap_or(0),
+                |l| i64::from(l) * 1_000,
+            );
+            let since = t.saturating_sub(lag).saturating_sub(start_us);
+            if since < 0 { -1 } else { since / bucket_us }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_counts_in_the_bucket_its_last_attempt_reached_the_server() {
+        // Buckets of 60 s from 0. Host 0: a request that took 0.8 s ended at 60.5 s (sent
+        // in bucket 0); a retried one ending at 60.2 s took the mean latency of the host
+        // (0.8, 0.1 and 0.5 s: bucket 0); one at 120.3 s of 0.1 s stays in bucket 2. Host 1 has no latency:
+        // its retried row keeps its time. A row without a time, or sent before the
+        // window, has none.
+        let s = |v: f64| Some((v * 1e6) as i64);
+        let ts = Int64Chunked::from_iter([s(60.5), s(60.2), s(120.3), s(61.0), None, s(0.1)]);
+        let latency = Int32Chunked::from_iter([Some(800), None, Some(100), None, None, Some(500)]);
+        let hosts = [0, 0, 0, 1, 0, 0];
+        let b = sent_buckets(&ts, &latency, &hosts, 2, 0, 60_000_000);
+        assert_eq!(b, [0, 0, 2, 1, -1, -1]);
+    }
 }

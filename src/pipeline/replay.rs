@@ -465,7 +465,7 @@ impl crate::advise::ReplayCheck for Traffic {
         let rows = t
             .calls
             .iter()
-            .filter(|c| c.kind == crate::replay::Kind::Exception && !c.synthetic)
+            .filter(|c| c.kind == crate::replay::Kind::Exception && !c.synthetic && !c.retry)
             .count() as u64;
         if rows == 0 {
             return None;

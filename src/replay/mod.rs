@@ -16,6 +16,8 @@
 pub mod calibrate;
 pub mod traffic;
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
 pub use crate::config::Rolling;
@@ -128,6 +130,13 @@ pub struct Call {
     /// One outcome the breaker logged itself (`breaker_outcomes`): counted once, no
     /// retries, whatever the model says about rows.
     pub exact: bool,
+    /// An earlier attempt of the request whose row is the call with the same `seq`,
+    /// placed in time by the row's elapsed time (`traffic::spread_retries`): it failed
+    /// with a status (`Kind::Response`) or raised (`Kind::Exception`).
+    pub retry: bool,
+    /// The call's retried attempts are calls of their own (`retry`), not replayed with
+    /// it.
+    pub spread: bool,
     /// Recorded order among calls at the same instant (source rank, then row id), so a
     /// replay never depends on the order rows were read in.
     pub seq: u64,
@@ -168,6 +177,12 @@ impl ReplayModel {
     /// How the breaker counts a call's final attempt under the model; `None` when the
     /// call never reaches the breaker (a cache hit the crawler does not count).
     pub fn outcome(&self, c: &Call) -> Option<Outcome> {
+        if c.retry {
+            // A retried attempt reaches the breaker where retries count, and then only
+            // as what counts: a status, or an exception where exceptions do.
+            let counted = c.kind != Kind::Exception || self.exceptions_are_failures;
+            return (self.count_retries && counted).then_some(Outcome::Failure);
+        }
         match c.kind {
             Kind::Response => Some(c.outcome),
             Kind::CacheHit => self.cache_hit_is_success.then_some(Outcome::Success),
@@ -179,7 +194,7 @@ impl ReplayModel {
     /// The call's earlier attempts that the breaker counted as failures: those that
     /// failed with a status, and those that raised where exceptions count.
     pub fn retried_failures(&self, c: &Call) -> u32 {
-        if !self.count_retries || c.exact || c.kind == Kind::CacheHit {
+        if !self.count_retries || c.exact || c.spread || c.kind == Kind::CacheHit {
             return 0;
         }
         let raised = c.retried_raised.min(c.retried_failures);
@@ -452,12 +467,15 @@ pub fn replay(
         closes_at: Vec::new(),
     };
     let mut inc_i = 0usize;
+    // Requests whose retried attempt was denied: their later attempts never happened.
+    let mut denied: HashSet<u64> = HashSet::new();
     for c in calls {
         let Some(outcome) = model.outcome(c) else {
             continue;
         };
-        run.f.calls += 1;
-        run.f.synthetic_calls += u64::from(c.synthetic);
+        if (c.retry || c.spread) && denied.contains(&c.seq) {
+            continue;
+        }
         while inc_i < incidents.len() && incidents[inc_i].end_s <= c.t_s {
             inc_i += 1;
         }
@@ -469,6 +487,25 @@ pub fn replay(
         } else {
             c.instance as usize
         };
+        if c.retry {
+            // One failed attempt of a request, at its own time.
+            if !run.admits(i, c.t_s) {
+                denied.insert(c.seq);
+                run.f.calls += 1;
+                if unhealthy {
+                    run.f.blocked_in_incidents += 1;
+                } else {
+                    run.f.false_trips += 1;
+                }
+                continue;
+            }
+            run.f.attempts += 1;
+            run.f.failures_let_through += u64::from(unhealthy);
+            run.record(i, c.t_s, true, None, Some(c.t_s + c.elapsed_s));
+            continue;
+        }
+        run.f.calls += 1;
+        run.f.synthetic_calls += u64::from(c.synthetic);
         let t = c.t_s;
         let retried = model.retried_failures(c);
         // The retried attempts, then the final one: each must be admitted; a denied
@@ -501,8 +538,14 @@ pub fn replay(
         // A request that raised and was let through sent all its attempts, counted or
         // not (an attempt the breaker does not count passes it as the one before did).
         if unhealthy && c.kind == Kind::Exception && !c.synthetic {
-            run.f.raised_attempts_in_incidents += u64::from(c.retried_failures) + 1;
-            run.f.raised_seconds_in_incidents += c.elapsed_s;
+            let attempts = u64::from(c.retried_failures) + 1;
+            run.f.raised_attempts_in_incidents += attempts;
+            // A spread call's elapsed time is one attempt's share of the request's.
+            run.f.raised_seconds_in_incidents += if c.spread {
+                c.elapsed_s * attempts as f64
+            } else {
+                c.elapsed_s
+            };
         }
         // The final outcome, recorded again after the retry loop.
         if outcome != Outcome::Uncounted && !c.exact {
@@ -607,6 +650,8 @@ pub fn fill_gaps(
                     elapsed_s: 0.0,
                     synthetic: true,
                     exact: false,
+                    retry: false,
+                    spread: false,
                     seq: u64::MAX,
                 });
                 t += step;
@@ -670,6 +715,8 @@ mod tests {
             elapsed_s: 0.0,
             synthetic: false,
             exact: false,
+            retry: false,
+            spread: false,
             seq: 0,
         }
     }
@@ -875,5 +922,48 @@ mod tests {
         ]);
         assert_eq!(merged.len(), 2);
         assert_eq!((merged[0].start_s, merged[0].end_s), (1.0, 9.0));
+    }
+
+    #[test]
+    fn a_requests_attempts_at_their_own_times_stop_where_the_breaker_denies_one() {
+        let p = ReplayPolicy {
+            fail_max: 2,
+            ..policy()
+        };
+        let attempt = |t: f64, seq: u64| Call {
+            retry: true,
+            seq,
+            ..call(t, true)
+        };
+        let last = |t: f64, seq: u64| Call {
+            spread: true,
+            seq,
+            ..call(t, true)
+        };
+        // Request 1 fails twice and opens the breaker; request 2's first attempt is
+        // denied, so its second attempt and its row never happen.
+        let calls = [
+            attempt(0.0, 1),
+            attempt(1.0, 2),
+            last(2.0, 1),
+            attempt(3.0, 2),
+            last(4.0, 2),
+        ];
+        let incident = [Incident {
+            start_s: -1.0,
+            end_s: 10.0,
+            rate: 1.0,
+        }];
+        let f = replay(&calls, &p, &plain(), &incident, 1.0);
+        assert_eq!(f.opens, 1);
+        assert_eq!((f.attempts, f.failures_let_through), (2, 2));
+        assert_eq!(f.blocked_in_incidents, 2, "request 1's row and request 2");
+        // Where retries do not count, only the rows reach the breaker.
+        let final_only = ReplayModel {
+            count_retries: false,
+            ..plain()
+        };
+        let f = replay(&calls, &p, &final_only, &incident, 1.0);
+        assert_eq!((f.opens, f.attempts), (1, 2));
     }
 }

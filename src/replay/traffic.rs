@@ -102,7 +102,11 @@ impl Traffic {
             s.shared_hosts += u64::from(t.instances.len() > 1);
             let rolling = t.policy.rolling.is_some();
             s.logged += t.calls.iter().filter(|c| c.exact && !c.synthetic).count() as u64;
-            for c in t.calls.iter().filter(|c| !c.synthetic && !c.exact) {
+            for c in t
+                .calls
+                .iter()
+                .filter(|c| !c.synthetic && !c.exact && !c.retry)
+            {
                 match c.kind {
                     Kind::CacheHit => s.cache_hits += 1,
                     Kind::Exception => s.exceptions += 1,
@@ -212,17 +216,115 @@ impl Traffic {
     }
 }
 
+/// The crawler's client timeouts (`_DEFAULT_TIMEOUT`, httpx_transport.py ~152): an
+/// attempt that timed out held its request at least the connect timeout, and is taken
+/// to have held it the read timeout where the night has no row of a request that raised
+/// to say how long.
+const CONNECT_TIMEOUT_S: f64 = 5.0;
+const READ_TIMEOUT_S: f64 = 30.0;
+
+/// At most this many Retry-After rows are read back for one request's span.
+const RETRY_AFTER_LOOKBACK: usize = 64;
+
+/// tenacity's longest fallback waits before `retries` retries
+/// (`wait_random_exponential(multiplier=0.75, max=60)`, networking.py ~638).
+fn backoff_max_s(retries: u32) -> f64 {
+    (1..=retries.min(crate::telemetry::schema::MAX_RETRY_COUNT as u32))
+        .map(|n| (0.75 * 2f64.powi(n as i32)).min(60.0))
+        .sum()
+}
+
+/// The longest a request with `retries` retries can take in the crawler: every attempt
+/// timed out, every wait was tenacity's longest or a Retry-After at its default cap. A
+/// longer elapsed time (a clock step, a bug) is not spread over.
+fn longest_request_s(retries: u32) -> f64 {
+    let attempts = f64::from(retries.min(crate::telemetry::schema::MAX_RETRY_COUNT as u32) + 1);
+    attempts * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S)
+        + backoff_max_s(retries)
+        + (attempts - 1.0) * crate::config::Policy::default().retry_after_cap_s
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mid = v.len() / 2;
+    let (_, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
+    Some(*m)
+}
+
 /// A row keeps only its final outcome: whether its retried attempts failed with a
 /// status or raised (a timeout, a connection error) it does not say, and a breaker
-/// that ignores exceptions counts only the first. Where the host's rows show requests
-/// that raised, each response's retried attempts are taken to have raised in the share
-/// that the host's failed requests of the same hour did (rows that raised against rows
-/// that failed with a status; the night's share where the hour has none), spread over
-/// the hour's rows in time order so the counts add up. Without such rows, none raised.
+/// that ignores exceptions counts only the first. Its elapsed time does: it covers the
+/// whole request (networking.py ~855, ~1265), and what its attempts' responses and
+/// waits do not explain was spent waiting on attempts that timed out. Per response
+/// row with retries, the time left after its attempts' latency (the host's median of
+/// rows without retries), tenacity's longest waits and the Retry-After the host sent in
+/// the request's span is taken as timed-out attempts: none under the connect timeout,
+/// else one per started read timeout (the per-attempt time of the host's rows that
+/// raised, where it has them), at most its retries.
+///
+/// A row without an elapsed time falls back on the host's rows: where they show
+/// requests that raised, its retried attempts raised in the share that the host's
+/// failed requests of the same hour did (rows that raised against rows that failed
+/// with a status; the night's share where the hour has none), spread over the hour's
+/// rows in time order so the counts add up. Without such rows, none raised.
 /// `calls` are in time order.
 pub fn estimate_retried_raised(calls: &mut [Call]) {
+    let recorded = |c: &Call| !c.synthetic && !c.exact && !c.retry;
+    let latency = median(
+        calls
+            .iter()
+            .filter(|c| recorded(c) && c.kind == Kind::Response && c.retried_failures == 0)
+            .filter(|c| c.elapsed_s > 0.0)
+            .map(|c| c.elapsed_s)
+            .collect(),
+    )
+    .unwrap_or(0.0);
+    let timeout = median(
+        calls
+            .iter()
+            .filter(|c| recorded(c) && c.kind == Kind::Exception && c.elapsed_s > 0.0)
+            .map(|c| c.elapsed_s / f64::from(c.retried_failures + 1))
+            .collect(),
+    )
+    .filter(|t| *t >= CONNECT_TIMEOUT_S)
+    .unwrap_or(READ_TIMEOUT_S);
+    // The Retry-After the host sent, in time order.
+    let retry_after: Vec<(f64, f64)> = calls
+        .iter()
+        .filter(|c| recorded(c) && c.failed())
+        .filter_map(|c| c.retry_after_s.map(|ra| (c.t_s, ra)))
+        .collect();
+    for c in calls.iter_mut() {
+        if !(recorded(c) && c.kind == Kind::Response && c.retried_failures > 0) {
+            continue;
+        }
+        if c.elapsed_s <= 0.0 {
+            continue;
+        }
+        let k = c.retried_failures;
+        let hi = retry_after.partition_point(|(t, _)| *t <= c.t_s);
+        let lo = retry_after
+            .partition_point(|(t, _)| *t < c.t_s - c.elapsed_s)
+            .max(hi.saturating_sub(RETRY_AFTER_LOOKBACK))
+            .min(hi);
+        let near = retry_after[lo..hi].iter().map(|x| x.1).fold(0.0, f64::max);
+        let waits = backoff_max_s(k) + near * f64::from(k);
+        let left = c.elapsed_s - f64::from(k + 1) * latency - waits;
+        c.retried_raised = if left < CONNECT_TIMEOUT_S {
+            0
+        } else {
+            ((left / timeout).ceil().min(f64::from(k))) as u32
+        };
+    }
+    by_share(calls);
+}
+
+/// The fallback of `estimate_retried_raised` for rows without an elapsed time.
+fn by_share(calls: &mut [Call]) {
     let hour = |t: f64| (t / 3600.0).floor() as i64;
-    let recorded = |c: &Call| !c.synthetic && !c.exact;
+    let recorded = |c: &Call| !c.synthetic && !c.exact && !c.retry;
     // Per hour (raised, failed with a status); the night's in `all`.
     let mut hours: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     let mut all = (0u64, 0u64);
@@ -243,7 +345,7 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
     for c in calls
         .iter_mut()
         .filter(|c| c.kind == Kind::Response && c.retried_failures > 0)
-        .filter(|c| !c.synthetic && !c.exact)
+        .filter(|c| recorded(c) && c.elapsed_s <= 0.0)
     {
         let h = hour(c.t_s);
         let (raised, statuses) = hours
@@ -257,6 +359,66 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
         *acc -= whole;
         c.retried_raised = whole as u32;
     }
+}
+
+/// Each row's retried attempts as calls of their own, at their times. The crawler
+/// writes a row when its request ends, and its `elapsed_ms` is the whole request's:
+/// every attempt, every wait (networking.py ~855, ~1265). The attempts are spread
+/// evenly over it, the last at the row's time, so a request's failures interleave with
+/// the other requests' outcomes as the breaker counted them, instead of arriving back to
+/// back. Those estimated to have raised come first. Each call's `elapsed_s` becomes
+/// one attempt's share. `calls` are in replay order, and so is the result.
+pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
+    let spread =
+        |c: &Call| c.retried_failures > 0 && !c.synthetic && !c.exact && c.kind != Kind::CacheHit;
+    let extra: usize = calls
+        .iter()
+        .filter(|c| spread(c))
+        .map(|c| c.retried_failures as usize)
+        .sum();
+    if extra == 0 {
+        return calls;
+    }
+    let mut out = Vec::with_capacity(calls.len() + extra);
+    for c in calls {
+        if !spread(&c) {
+            out.push(c);
+            continue;
+        }
+        let k = c.retried_failures;
+        let share = c.elapsed_s.min(longest_request_s(k)) / f64::from(k + 1);
+        let raised = c.retried_raised.min(k);
+        for j in 0..k {
+            out.push(Call {
+                t_s: c.t_s - f64::from(k - j) * share,
+                retried_failures: 0,
+                retried_raised: 0,
+                outcome: Outcome::Failure,
+                kind: if j < raised {
+                    Kind::Exception
+                } else {
+                    Kind::Response
+                },
+                retry_after_s: None,
+                elapsed_s: share,
+                retry: true,
+                ..c
+            });
+        }
+        out.push(Call {
+            elapsed_s: share,
+            spread: true,
+            ..c
+        });
+    }
+    // A request's attempts before its row at the same instant (no elapsed time).
+    out.sort_by(|a, b| {
+        a.t_s
+            .total_cmp(&b.t_s)
+            .then(a.seq.cmp(&b.seq))
+            .then(b.retry.cmp(&a.retry))
+    });
+    out
 }
 
 /// `calls` without their inferred failures, with `hidden` instead, in replay order.
@@ -331,7 +493,7 @@ pub fn hidden_failures(
                 let retried = model.retried_failures(c);
                 match model.outcome(c) {
                     Some(super::Outcome::Failure) => {
-                        let repeats = if c.exact {
+                        let repeats = if c.exact || c.retry {
                             1
                         } else {
                             model.final_outcome_counted
@@ -364,6 +526,8 @@ pub fn hidden_failures(
                     elapsed_s: 0.0,
                     synthetic: true,
                     exact: true,
+                    retry: false,
+                    spread: false,
                     seq: 0,
                 });
             }
@@ -663,7 +827,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         we,
     );
     let rates = unblocked_rates(&recorded_calls, &gaps, instances.len(), (ws, we));
-    let calls = fill_gaps(recorded_calls, &gaps, &incs, background, &rates);
+    let calls = spread_retries(fill_gaps(recorded_calls, &gaps, &incs, background, &rates));
     let n_logged = instances.iter().filter(|n| logged(n)).count();
     HostTraffic {
         host: String::new(),
@@ -950,6 +1114,8 @@ impl Rows {
                 elapsed_s: el.unwrap_or(0.0).max(0.0) / 1000.0,
                 synthetic: false,
                 exact: false,
+                retry: false,
+                spread: false,
                 seq: seq(
                     sources[keys.sources.of_row[i] as usize],
                     id.unwrap_or(0) as u64,
@@ -1014,6 +1180,8 @@ impl Rows {
                 elapsed_s: 0.0,
                 synthetic: false,
                 exact: true,
+                retry: false,
+                spread: false,
                 seq: seq(source, id.get(i).unwrap_or(0) as u64),
             });
         }
@@ -1162,6 +1330,8 @@ mod tests {
             elapsed_s: 0.0,
             synthetic: false,
             exact: false,
+            retry: false,
+            spread: false,
             seq: 0,
         };
         // Hour 0: one row that raised and one that failed with a status (half raised);
@@ -1197,5 +1367,91 @@ mod tests {
         without.remove(0);
         estimate_retried_raised(&mut without);
         assert!(without.iter().all(|c| c.retried_raised == 0));
+    }
+
+    fn row(t_s: f64, kind: Kind, retried: u32, elapsed_s: f64) -> Call {
+        Call {
+            t_s,
+            instance: 0,
+            retried_failures: retried,
+            retried_raised: 0,
+            outcome: if kind == Kind::Exception {
+                Outcome::Uncounted
+            } else {
+                Outcome::Success
+            },
+            kind,
+            retry_after_s: None,
+            elapsed_s,
+            synthetic: false,
+            exact: false,
+            retry: false,
+            spread: false,
+            seq: t_s as u64,
+        }
+    }
+
+    #[test]
+    fn the_time_a_request_spent_beyond_its_responses_and_waits_was_spent_timing_out() {
+        // Latency 0.2 s (rows without retries); a request that raised after 1 retry in
+        // 50 s timed out at 25 s per attempt. tenacity waits at most 1.5 s, then 3 s.
+        let mut throttled = row(300.0, Kind::Response, 0, 0.2);
+        throttled.outcome = Outcome::Failure;
+        throttled.retry_after_s = Some(20.0);
+        let mut calls = vec![
+            row(0.0, Kind::Response, 0, 0.2),
+            row(1.0, Kind::Response, 0, 0.2),
+            row(2.0, Kind::Exception, 1, 50.0),
+            // 3 attempts' latency, both waits and a timeout (shorter than 25 s): one raised.
+            row(100.0, Kind::Response, 2, 0.6 + 4.5 + 20.0),
+            // Latency and waits only, or less than a connect timeout more: none.
+            row(200.0, Kind::Response, 2, 0.6 + 4.5 + 4.0),
+            // More than both retries could have timed out: both, no more.
+            row(250.0, Kind::Response, 2, 200.0),
+            throttled,
+            // The Retry-After sent during the request explains its time: none.
+            row(310.0, Kind::Response, 1, 0.4 + 1.5 + 20.0),
+            // No elapsed time: the night's share of rows that raised (1 of 2 failed).
+            row(400.0, Kind::Response, 2, 0.0),
+        ];
+        estimate_retried_raised(&mut calls);
+        let raised: Vec<u32> = calls.iter().map(|c| c.retried_raised).collect();
+        assert_eq!(raised, [0, 0, 0, 1, 0, 2, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_rows_retried_attempts_are_spread_over_its_elapsed_time_before_it() {
+        let mut request = row(100.0, Kind::Response, 2, 9.0);
+        request.outcome = Outcome::Failure;
+        request.retried_raised = 1;
+        let calls = spread_retries(vec![row(95.0, Kind::Response, 0, 0.2), request]);
+        let seen: Vec<(f64, Kind, bool, bool, f64)> = calls
+            .iter()
+            .map(|c| (c.t_s, c.kind, c.retry, c.spread, c.elapsed_s))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (94.0, Kind::Exception, true, false, 3.0),
+                (95.0, Kind::Response, false, false, 0.2),
+                (97.0, Kind::Response, true, false, 3.0),
+                (100.0, Kind::Response, false, true, 3.0),
+            ]
+        );
+        assert!(calls.iter().filter(|c| c.retry).all(|c| c.failed()));
+        // A documented breaker counts the attempt that failed with a status and the
+        // final outcome; the request's retries are calls of their own, not repeated.
+        let documented = ReplayModel::default();
+        assert_eq!(documented.outcome(&calls[0]), None);
+        assert_eq!(documented.outcome(&calls[2]), Some(Outcome::Failure));
+        assert_eq!(documented.retried_failures(&calls[3]), 0);
+        // Without an elapsed time they stay at the row's instant, before it; an elapsed
+        // time longer than any request could take is not spread over.
+        let mut instant = row(50.0, Kind::Response, 1, 0.0);
+        instant.seq = 7;
+        let calls = spread_retries(vec![instant, row(50.0, Kind::Response, 0, 0.0)]);
+        assert!(calls[0].retry && calls[1].spread && calls.iter().all(|c| c.t_s == 50.0));
+        let calls = spread_retries(vec![row(86_400.0, Kind::Response, 1, 86_400.0)]);
+        assert!(calls[0].t_s > 86_400.0 - longest_request_s(1));
     }
 }

@@ -51,6 +51,16 @@ pub struct Breaker {
     open_until_s: f64,
     /// A Retry-After cooldown: calls are blocked until then without a state change.
     cooldown_until_s: f64,
+    /// Half-open probes per role (metadata, landing, artifact): those left and when the
+    /// budget was given (`_enforce_half_open_probe_limit`, breakers.py ~683).
+    probes: [Option<Probes>; 3],
+}
+
+/// A role's half-open probe budget.
+#[derive(Debug, Clone, Copy)]
+struct Probes {
+    remaining: u32,
+    given_at_s: f64,
 }
 
 impl Breaker {
@@ -62,6 +72,7 @@ impl Breaker {
             half_open_successes: 0,
             open_until_s: f64::NEG_INFINITY,
             cooldown_until_s: f64::NEG_INFINITY,
+            probes: [None; 3],
         }
     }
 
@@ -74,20 +85,45 @@ impl Breaker {
         self.consecutive_failures
     }
 
-    /// Asks to call at `now_s`; an open breaker past its reset timeout turns half-open.
-    pub fn admit(&mut self, now_s: f64, transitions: &mut Vec<Transition>) -> Admission {
+    /// Asks to call at `now_s` for a role (0..3); an open breaker past its reset timeout
+    /// turns half-open, where each role has `trial_calls` probes, given again after
+    /// `reset_timeout_s` or by a success of the role (the crawler's registry).
+    pub fn admit(
+        &mut self,
+        now_s: f64,
+        role: usize,
+        transitions: &mut Vec<Transition>,
+    ) -> Admission {
         if now_s < self.cooldown_until_s {
             return Admission::Blocked;
         }
         match self.state {
-            State::Open if now_s < self.open_until_s => Admission::Blocked,
+            State::Open if now_s < self.open_until_s => return Admission::Blocked,
             State::Open => {
                 self.set(State::HalfOpen, now_s, transitions);
                 self.half_open_successes = 0;
-                Admission::Allowed(State::HalfOpen)
             }
-            s => Admission::Allowed(s),
+            _ => {}
         }
+        if self.state == State::HalfOpen {
+            let allowed = self.policy.trial_calls.max(1);
+            let reset = self.policy.reset_timeout_s;
+            let p = self.probes[role.min(2)]
+                .filter(|p| now_s - p.given_at_s <= reset)
+                .unwrap_or(Probes {
+                    remaining: allowed,
+                    given_at_s: now_s,
+                });
+            if p.remaining == 0 {
+                self.probes[role.min(2)] = Some(p);
+                return Admission::Blocked;
+            }
+            self.probes[role.min(2)] = Some(Probes {
+                remaining: p.remaining - 1,
+                ..p
+            });
+        }
+        Admission::Allowed(self.state)
     }
 
     /// Records a call's outcome. `retry_after_s` is the server's Retry-After on a
@@ -95,6 +131,7 @@ impl Breaker {
     pub fn record(
         &mut self,
         now_s: f64,
+        role: usize,
         failure: bool,
         retry_after_s: Option<f64>,
         transitions: &mut Vec<Transition>,
@@ -102,6 +139,9 @@ impl Breaker {
         if let Some(ra) = retry_after_s.filter(|_| failure) {
             let until = now_s + ra.min(self.policy.retry_after_cap_s);
             self.cooldown_until_s = self.cooldown_until_s.max(until);
+        }
+        if !failure {
+            self.probes[role.min(2)] = None;
         }
         match (self.state, failure) {
             (State::Closed, true) => {
@@ -156,17 +196,20 @@ mod tests {
         let mut tr = Vec::new();
         for t in 0..3 {
             assert_eq!(
-                b.admit(t as f64, &mut tr),
+                b.admit(t as f64, 0, &mut tr),
                 Admission::Allowed(State::Closed)
             );
-            b.record(t as f64, true, None, &mut tr);
+            b.record(t as f64, 0, true, None, &mut tr);
         }
         assert_eq!(b.state(), State::Open);
-        assert_eq!(b.admit(5.0, &mut tr), Admission::Blocked);
-        assert_eq!(b.admit(12.0, &mut tr), Admission::Allowed(State::HalfOpen));
-        b.record(12.0, false, None, &mut tr);
+        assert_eq!(b.admit(5.0, 0, &mut tr), Admission::Blocked);
+        assert_eq!(
+            b.admit(12.0, 0, &mut tr),
+            Admission::Allowed(State::HalfOpen)
+        );
+        b.record(12.0, 0, false, None, &mut tr);
         assert_eq!(b.state(), State::HalfOpen);
-        b.record(13.0, false, None, &mut tr);
+        b.record(13.0, 0, false, None, &mut tr);
         assert_eq!(b.state(), State::Closed);
         let kinds: Vec<_> = tr.iter().map(|t| (t.from, t.to)).collect();
         assert_eq!(
@@ -180,15 +223,42 @@ mod tests {
     }
 
     #[test]
+    fn half_open_gives_each_role_its_trial_calls_until_a_success_or_the_reset_timeout() {
+        let mut b = Breaker::new(BreakerPolicy {
+            fail_max: 1,
+            reset_timeout_s: 10.0,
+            success_threshold: 2,
+            trial_calls: 1,
+            ..BreakerPolicy::default()
+        });
+        let mut tr = Vec::new();
+        b.record(0.0, 0, true, None, &mut tr);
+        let half_open = Admission::Allowed(State::HalfOpen);
+        assert_eq!(b.admit(10.0, 0, &mut tr), half_open);
+        // The role's one probe is out: another of the same role waits, another role's
+        // gets its own.
+        assert_eq!(b.admit(10.1, 0, &mut tr), Admission::Blocked);
+        assert_eq!(b.admit(10.2, 1, &mut tr), half_open);
+        // A success of the role gives its budget back (one success of two: still
+        // half-open).
+        b.record(10.5, 0, false, None, &mut tr);
+        assert_eq!(b.state(), State::HalfOpen);
+        assert_eq!(b.admit(10.6, 0, &mut tr), half_open);
+        assert_eq!(b.admit(10.7, 1, &mut tr), Admission::Blocked);
+        // After the reset timeout the budget is given again.
+        assert_eq!(b.admit(20.3, 1, &mut tr), half_open);
+    }
+
+    #[test]
     fn retry_after_blocks_without_a_transition_and_is_capped() {
         let mut b = Breaker::new(BreakerPolicy {
             retry_after_cap_s: 30.0,
             ..BreakerPolicy::default()
         });
         let mut tr = Vec::new();
-        b.record(0.0, true, Some(600.0), &mut tr);
-        assert_eq!(b.admit(29.0, &mut tr), Admission::Blocked);
-        assert_eq!(b.admit(30.0, &mut tr), Admission::Allowed(State::Closed));
+        b.record(0.0, 0, true, Some(600.0), &mut tr);
+        assert_eq!(b.admit(29.0, 0, &mut tr), Admission::Blocked);
+        assert_eq!(b.admit(30.0, 0, &mut tr), Admission::Allowed(State::Closed));
         assert!(tr.is_empty());
     }
 }

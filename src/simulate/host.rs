@@ -78,6 +78,22 @@ pub(super) struct Attempt {
     /// Admitted by the breaker and given a limiter slot: sent at `t` without asking
     /// either again.
     pub(super) sent: Option<State>,
+    /// When the request began (its first attempt, before any wait): the crawler's
+    /// `elapsed_ms` runs from here to the row (networking.py ~855, ~1265).
+    pub(super) started: f64,
+    /// The server's answer to an attempt sent earlier: the breaker counts it at `t`, the
+    /// end of the response, as `on_failure` / `on_success` run after the call returns.
+    pub(super) answer: Option<Answer>,
+}
+
+/// The server's answer to one attempt, drawn when it was sent.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Answer {
+    /// The breaker state the attempt was admitted in.
+    state: State,
+    status: Option<i64>,
+    retry_after_s: Option<i64>,
+    error: Option<&'static str>,
 }
 
 impl PartialEq for Attempt {
@@ -444,13 +460,14 @@ impl HostSim {
         &mut self,
         machine: usize,
         t: f64,
+        role: &str,
         tr: &mut Vec<Transition>,
     ) -> Option<State> {
         if t < self.cooldown_until[self.cooldown_slot(machine)] {
             return None;
         }
         let before = tr.len();
-        let admitted = match self.breakers[machine].admit(t, tr) {
+        let admitted = match self.breakers[machine].admit(t, role_idx(role), tr) {
             Admission::Blocked => None,
             Admission::Allowed(s) => Some(s),
         };
@@ -464,6 +481,7 @@ impl HostSim {
         &mut self,
         machine: usize,
         t: f64,
+        role: &str,
         failure: bool,
         retry_after_s: Option<f64>,
         tr: &mut Vec<Transition>,
@@ -479,7 +497,7 @@ impl HostSim {
         }
         let before = tr.len();
         let state_before = self.breakers[machine].state();
-        self.breakers[machine].record(t, failure, None, tr);
+        self.breakers[machine].record(t, role_idx(role), failure, None, tr);
         self.tag(machine, before, tr);
         self.truth.instances[machine].outcome(failure);
         if self.log_outcomes {
@@ -593,6 +611,8 @@ impl HostSim {
                         url_hash,
                         rate_delay_ms,
                         sent: None,
+                        started: t,
+                        answer: None,
                     })
                 }
                 _ => None,
@@ -630,12 +650,12 @@ impl HostSim {
         // A crawler that does not count cache hits never asks its breaker either.
         let counted = self.crawler.cache_hit_is_success;
         let state = if counted {
-            let Some(state) = self.admit(machine, t, &mut local) else {
+            let Some(state) = self.admit(machine, t, role, &mut local) else {
                 self.blocked(t);
                 tr.extend(local.into_iter().map(|x| (machine, x)));
                 return;
             };
-            self.record(machine, t, false, None, &mut local);
+            self.record(machine, t, role, false, None, &mut local);
             state
         } else {
             self.breakers[machine].state()
@@ -664,15 +684,25 @@ impl HostSim {
         });
     }
 
-    /// One attempt of a request: admitted or denied, answered, counted; then a retry is
+    /// One attempt of a request: admitted or denied and sent (its answer comes back
+    /// after its latency), or an answer that came back and is counted; then a retry is
     /// scheduled after tenacity's wait, or the request ends with its row.
     pub(super) fn attempt(
         &mut self,
         idx: usize,
-        mut a: Attempt,
+        a: Attempt,
         events: &mut Vec<Event>,
         tr: &mut Vec<(usize, Transition)>,
     ) {
+        match a.answer {
+            Some(answer) => self.answered(idx, a, answer, events, tr),
+            None => self.send(a, tr),
+        }
+    }
+
+    /// Asks the breaker and the limiter, then sends the attempt: the server answers it
+    /// at once, and the answer is counted when the response ends.
+    fn send(&mut self, mut a: Attempt, tr: &mut Vec<(usize, Transition)>) {
         let (t, m) = (a.t, a.machine);
         let mut local = Vec::new();
         let asks = a.made == 0 || self.crawler.count_retries;
@@ -682,7 +712,7 @@ impl HostSim {
                 // A crawler whose retries are not counted asks its breaker once per
                 // request.
                 let admitted = if asks {
-                    self.admit(m, t, &mut local)
+                    self.admit(m, t, a.role, &mut local)
                 } else {
                     Some(self.breakers[m].state())
                 };
@@ -737,6 +767,7 @@ impl HostSim {
                 state
             }
         };
+        tr.extend(local.into_iter().map(|x| (m, x)));
         let incident = self.incident_at(t).cloned();
         let p_fail = incident
             .as_ref()
@@ -794,7 +825,6 @@ impl HostSim {
         } else if r.random_bool(0.05) {
             status = Some(304);
         }
-        let made = a.made + 1;
         self.truth.attempts += 1;
         self.truth.attempts_429 += u64::from(status == Some(429));
         let failure = status.is_some_and(|s| DEFAULT_FAILURE_STATUSES.contains(&s));
@@ -806,6 +836,40 @@ impl HostSim {
             o.timeouts_in_incidents += u64::from(status.is_none());
             o.failed_in_severe_incidents += u64::from(failure && i.level == Level::Severe);
         }
+        self.seq += 1;
+        self.pending.push(Attempt {
+            t: ((t + elapsed_ms as f64 / 1000.0) * 1e6).round() / 1e6,
+            seq: self.seq,
+            answer: Some(Answer {
+                state,
+                status,
+                retry_after_s,
+                error,
+            }),
+            ..a
+        });
+    }
+
+    /// An attempt's response ended at `a.t`: the breaker counts it, and the request
+    /// retries after tenacity's wait or ends with its row.
+    fn answered(
+        &mut self,
+        idx: usize,
+        a: Attempt,
+        answer: Answer,
+        events: &mut Vec<Event>,
+        tr: &mut Vec<(usize, Transition)>,
+    ) {
+        let (t, m) = (a.t, a.machine);
+        let Answer {
+            state,
+            status,
+            retry_after_s,
+            error,
+        } = answer;
+        let mut local = Vec::new();
+        let made = a.made + 1;
+        let failure = status.is_some_and(|s| DEFAULT_FAILURE_STATUSES.contains(&s));
         let retryable = status.is_none_or(|s| RETRYABLE.contains(&s));
         let ra = retry_after_s.map(|s| s as f64);
         // An exception is a breaker failure only when the crawler passes exception
@@ -815,7 +879,7 @@ impl HostSim {
         let breaker_failure = failure || status.is_none();
         let will_retry = retryable && made <= self.max_retries;
         if counts && (self.crawler.count_retries || !will_retry) {
-            self.record(m, t, breaker_failure, ra, &mut local);
+            self.record(m, t, a.role, breaker_failure, ra, &mut local);
             if state == State::HalfOpen {
                 if breaker_failure {
                     self.truth.half_open_failures += 1;
@@ -836,10 +900,11 @@ impl HostSim {
             };
             self.seq += 1;
             self.pending.push(Attempt {
-                t: ((t + wait + elapsed_ms as f64 / 1000.0) * 1e6).round() / 1e6,
+                t: ((t + wait) * 1e6).round() / 1e6,
                 seq: self.seq,
                 made,
                 sent: None,
+                answer: None,
                 ..a
             });
             tr.extend(local.into_iter().map(|x| (m, x)));
@@ -854,7 +919,7 @@ impl HostSim {
         // The final outcome, recorded once more after the retry loop.
         if counts {
             for _ in 1..self.crawler.final_outcome_counted.max(1) {
-                self.record(m, t, breaker_failure, ra, &mut local);
+                self.record(m, t, a.role, breaker_failure, ra, &mut local);
             }
         }
         tr.extend(local.into_iter().map(|x| (m, x)));
@@ -863,6 +928,8 @@ impl HostSim {
         self.truth.failures += u64::from(failure);
         self.truth.outcome.successes += u64::from(status.is_some_and(|s| (200..400).contains(&s)));
         events.push(Event {
+            // The row is written when the request ends, its elapsed time the whole
+            // request's: every attempt, wait and limiter delay.
             ts_us: (t * 1e6).round() as i64,
             host_idx: idx,
             machine: m,
@@ -880,7 +947,7 @@ impl HostSim {
                 (true, true) => "failure",
                 (true, false) => "success",
             },
-            elapsed_ms,
+            elapsed_ms: ((t - a.started) * 1000.0).round() as i64,
             error,
         });
     }

@@ -588,9 +588,10 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
         windows: windows(true),
         window_s: 60.0,
     };
-    // The server took at most 420 a minute from 4 limiters: each limiter gets 99 a
-    // minute (95% of its 105), a per-minute rate added beside the per-second and
-    // per-hour ones, which let a minute's burst through.
+    // The server took at most 420 a minute from 4 limiters: each limiter gets 101 a
+    // minute (its 105 less its share of the margin: a request and two seconds at 420 a
+    // minute), a per-minute rate added beside the per-second and per-hour ones, which
+    // let a minute's burst through.
     let plan = plan_for(&[h.clone()], &s);
     let r = &plan.rates[0];
     assert!(
@@ -602,14 +603,14 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
     assert_eq!(r.evidence["quota_ceiling"], Num::Int(420));
     assert_eq!(r.evidence["quota_limiters"], Num::Int(4));
     let mut want = r.from.clone();
-    want.push("99/MINUTE".into());
+    want.push("101/MINUTE".into());
     assert_eq!(r.to, want);
     assert_eq!(r.multiplier_from, r.multiplier_to);
     // The new rates are the multiplier's reference from now on: speeding back up
     // scales them, never the old ones over the quota.
     assert_eq!(plan.baselines["a.example"]["metadata"], r.to);
 
-    // A per-second rate already holds the role under 99 a minute (1/SECOND is 60),
+    // A per-second rate already holds the role under 101 a minute (1/SECOND is 60),
     // whatever the per-minute one says: nothing to change.
     let tight = with_rates("1/SECOND", "100/MINUTE");
     let plan = plan_with(&[h.clone()], &s, &Default::default(), &tight);
@@ -626,14 +627,14 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
             4,
         );
     }
-    let current = with_rates("50/SECOND", "99/MINUTE");
+    let current = with_rates("50/SECOND", "101/MINUTE");
     let plan = plan_with(&[lower], &s, &Default::default(), &current);
     let r = &plan.rates[0];
-    // The target is 47 (95% of 50 per limiter); the step bound (busiest 499 sent, 124
-    // per limiter, no lower than 93 tonight) stops at the ceiling instead: never above
+    // The target is 48 (50 per limiter, less the margin); the step bound (busiest 499
+    // sent, 124 per limiter, no lower than 93 tonight) stops at the ceiling instead: never above
     // what the server was seen to take.
     assert_eq!(r.to, ["50/SECOND", "50/MINUTE"], "{}", r.reason);
-    assert!(r.reason.contains("moves towards 47/MINUTE"), "{}", r.reason);
+    assert!(r.reason.contains("moves towards 48/MINUTE"), "{}", r.reason);
 
     // 429s at every rate (1 window in 5, whatever its count): not the host's own rate,
     // so no slow-down even though 10% of the attempts got one.

@@ -153,8 +153,10 @@ fn ground_truth_matches_what_each_breaker_logged() {
             );
         }
 
-        // An open breaker denies its machine's calls: no network row of that machine
-        // between an open and the next half-open of the same breaker.
+        // An open breaker denies its machine's calls: no network request of that machine
+        // began between an open and the next half-open of the same breaker (a row is
+        // written when its request ends, `elapsed_ms` after it began; one in flight
+        // when the breaker opened ends while it is open).
         let mut stmt = conn
             .prepare(
                 "SELECT host, json_extract(payload, '$.ts'), payload FROM breaker_events
@@ -174,8 +176,10 @@ fn ground_truth_matches_what_each_breaker_logged() {
                     .query_row(
                         "SELECT count(*) FROM http_events WHERE lower(rtrim(host, '.')) = ?1
                          AND from_cache = 0
-                         AND (julianday(timestamp) - 2440587.5) * 86400.0 > ?2 + 0.001
-                         AND (julianday(timestamp) - 2440587.5) * 86400.0 < ?3 - 0.001",
+                         AND (julianday(timestamp) - 2440587.5) * 86400.0
+                             - elapsed_ms / 1000.0 > ?2 + 0.002
+                         AND (julianday(timestamp) - 2440587.5) * 86400.0
+                             - elapsed_ms / 1000.0 < ?3 - 0.002",
                         rusqlite::params![w[0].0, w[0].1, w[1].1],
                         |r| r.get::<_, i64>(0),
                     )
