@@ -469,11 +469,15 @@ pub fn replay(
     let mut inc_i = 0usize;
     // Requests whose retried attempt was denied: their later attempts never happened.
     let mut denied: HashSet<u64> = HashSet::new();
+    // Requests admitted at their first attempt where retries are not counted: the
+    // breaker is asked once for the whole request.
+    let mut asked: HashSet<u64> = HashSet::new();
     for c in calls {
-        let Some(outcome) = model.outcome(c) else {
+        if c.retry && denied.contains(&c.seq) || c.spread && denied.remove(&c.seq) {
             continue;
-        };
-        if (c.retry || c.spread) && denied.contains(&c.seq) {
+        }
+        let outcome = model.outcome(c);
+        if outcome.is_none() && !c.retry {
             continue;
         }
         while inc_i < incidents.len() && incidents[inc_i].end_s <= c.t_s {
@@ -488,8 +492,12 @@ pub fn replay(
             c.instance as usize
         };
         if c.retry {
-            // One failed attempt of a request, at its own time.
-            if !run.admits(i, c.t_s) {
+            // One failed attempt of a request, at its own time: it asks the breaker where
+            // retries count; where they do not, the request's first attempt asks for the
+            // whole request, and only the final outcome is counted.
+            let asks = model.count_retries || asked.insert(c.seq);
+            if asks && !run.admits(i, c.t_s) {
+                asked.remove(&c.seq);
                 denied.insert(c.seq);
                 run.f.calls += 1;
                 if unhealthy {
@@ -501,9 +509,13 @@ pub fn replay(
             }
             run.f.attempts += 1;
             run.f.failures_let_through += u64::from(unhealthy);
-            run.record(i, c.t_s, true, None, Some(c.t_s + c.elapsed_s));
+            if outcome.is_some() {
+                run.record(i, c.t_s, true, None, Some(c.t_s + c.elapsed_s));
+            }
             continue;
         }
+        let Some(outcome) = outcome else { continue };
+        let admitted = c.spread && asked.remove(&c.seq);
         run.f.calls += 1;
         run.f.synthetic_calls += u64::from(c.synthetic);
         let t = c.t_s;
@@ -512,7 +524,7 @@ pub fn replay(
         // attempt raises, which ends the request (and leaves no row).
         let mut blocked = false;
         for a in 0..=retried {
-            if !run.admits(i, t) {
+            if !(admitted || run.admits(i, t)) {
                 blocked = true;
                 break;
             }
@@ -958,12 +970,17 @@ mod tests {
         assert_eq!(f.opens, 1);
         assert_eq!((f.attempts, f.failures_let_through), (2, 2));
         assert_eq!(f.blocked_in_incidents, 2, "request 1's row and request 2");
-        // Where retries do not count, only the rows reach the breaker.
+        // Where retries do not count, a request asks the breaker once, at its first
+        // attempt, and only its final outcome is counted: every attempt is sent, the
+        // two rows open the breaker, and a third request is denied at its first attempt
+        // (its row never happens).
         let final_only = ReplayModel {
             count_retries: false,
             ..plain()
         };
-        let f = replay(&calls, &p, &final_only, &incident, 1.0);
-        assert_eq!((f.opens, f.attempts), (1, 2));
+        let mut more = calls.to_vec();
+        more.extend([attempt(5.0, 3), last(6.0, 3)]);
+        let f = replay(&more, &p, &final_only, &incident, 1.0);
+        assert_eq!((f.opens, f.attempts, f.blocked_in_incidents), (1, 5, 1));
     }
 }
