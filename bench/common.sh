@@ -8,3 +8,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/breaker-advisor/target
 cargo build --release --quiet
 bin="$CARGO_TARGET_DIR/release/breaker-advisor"
 mkdir -p "$work"
+
+# Seconds between two `date +%s.%N` stamps; KiB (from /usr/bin/time's %M) as MiB; the
+# median of numbers.
+secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$@"; }
+mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.0f}')" "$1"; }
+median() { python3 -c "import sys, statistics; print(statistics.median(float(v) for v in sys.argv[1:]))" "$@"; }

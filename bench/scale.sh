@@ -13,9 +13,6 @@
 #   about 8 minutes and 10 GB of disk; one run about 6 minutes).
 source "$(dirname "$0")/common.sh"
 
-secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$@"; }
-mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.0f}')" "$1"; }
-
 runs="${SCALE_RUNS:-3}"
 for rps in ${SCALE_RPS:-1.5 3 6}; do
   sim="$work/day-rps$rps"

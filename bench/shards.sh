@@ -9,10 +9,6 @@
 # Usage: bench/shards.sh [WORKDIR]   (SHARDS="2 4": the shard counts to measure)
 source "$(dirname "$0")/common.sh"
 
-secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$@"; }
-mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.0f}')" "$1"; }
-median() { python3 -c "import sys, statistics; print(statistics.median(float(v) for v in sys.argv[1:]))" "$@"; }
-
 sim="$work/day-rps3"
 if [ ! -f "$sim/telemetry.sqlite" ]; then
   "$bin" -q simulate --out "$sim" --hosts 40 --rps 3 --hours 24 --seed 7 > /dev/null
