@@ -143,6 +143,19 @@ pub const IGNORED_SETTING_SUCCESS_THRESHOLD: &str = "breakers.py ~637: `_get_or_
 /// goes to "needs a crawler change".
 pub const UNCOUNTED_EXCEPTIONS: &str = "networking.py ~332: the breaker is built with `BreakerClassification()`, whose failure_exceptions is empty";
 
+/// The crawler's client timeouts (`_DEFAULT_TIMEOUT`, httpx_transport.py ~152): an
+/// attempt that timed out held its request at least the connect timeout, at most the
+/// read timeout after it.
+pub const CONNECT_TIMEOUT_S: f64 = 5.0;
+pub const READ_TIMEOUT_S: f64 = 30.0;
+
+/// tenacity's longest fallback wait before retry `n` (1 for the first), where the
+/// server sent no Retry-After: `wait_random_exponential(multiplier=0.75, max=60)`
+/// (networking.py ~638) waits a random time up to this.
+pub fn backoff_cap_s(n: u32) -> f64 {
+    (0.75 * 2f64.powi(n.min(64) as i32)).min(60.0)
+}
+
 impl CrawlerModel {
     /// The settings the crawler runs for `host` (and `role`, for the half-open trial
     /// budget): host-level `fail_max`, `reset_timeout_s` and `retry_after_cap_s` (else

@@ -186,10 +186,10 @@ mod tests {
     #[test]
     fn a_row_counts_in_the_bucket_its_last_attempt_reached_the_server() {
         // Buckets of 60 s from 0. Host 0: a request that took 0.8 s ended at 60.5 s (sent
-        // in bucket 0); a retried one ending at 60.2 s took the mean latency of the host
-        // (0.8, 0.1 and 0.5 s: bucket 0); one at 120.3 s of 0.1 s stays in bucket 2. Host 1 has no latency:
-        // its retried row keeps its time. A row without a time, or sent before the
-        // window, has none.
+        // in bucket 0); a retried one ending at 60.2 s took the host's mean latency (of
+        // 0.8, 0.1 and 0.5 s: bucket 0); one at 120.3 s of 0.1 s stays in bucket 2.
+        // Host 1 has no latency: its retried row keeps its time. A row without a time,
+        // or sent before the window, has none.
         let s = |v: f64| Some((v * 1e6) as i64);
         let ts = Int64Chunked::from_iter([s(60.5), s(60.2), s(120.3), s(61.0), None, s(0.1)]);
         let latency = Int32Chunked::from_iter([Some(800), None, Some(100), None, None, Some(500)]);

@@ -228,7 +228,8 @@ impl Signs {
 
 /// The descent: from `base`, move the one field (among those `signs` shows) whose move
 /// lowers the score most, while that move is [`clearly_better`]. `fit_of` gives a
-/// model's fit, or `None` when it is unknown (such a move is not taken). Returns the model reached and its path.
+/// model's fit, or `None` when it is unknown (such a move is not taken). Returns the
+/// model reached and its path.
 pub fn descend(
     base: &CrawlerModel,
     signs: &Signs,
@@ -266,8 +267,8 @@ pub fn descend(
 /// one's square root. The score counts misses and unseen failures, which vary about
 /// that much between nights of one crawler (the rows only approximate the attempts: a
 /// request's retried attempts are spread over its elapsed time, their statuses
-/// estimated), so a
-/// smaller gain is as likely the reconstruction's noise as the crawler's accounting.
+/// estimated), so a smaller gain is as likely the reconstruction's noise as the
+/// crawler's accounting.
 pub fn clearly_better(score: u64, current: u64) -> bool {
     score < current && (current - score) as f64 > 2.0 * (current as f64).sqrt()
 }

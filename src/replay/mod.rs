@@ -294,6 +294,15 @@ impl Figures {
     pub fn cost(&self) -> u64 {
         self.false_trips + self.failures_let_through
     }
+
+    /// A request the breaker denied: spared during an incident, a false trip outside.
+    fn blocked(&mut self, unhealthy: bool) {
+        if unhealthy {
+            self.blocked_in_incidents += 1;
+        } else {
+            self.false_trips += 1;
+        }
+    }
 }
 
 use crate::breaker_state::BreakerState as State;
@@ -500,11 +509,7 @@ pub fn replay(
                 asked.remove(&c.seq);
                 denied.insert(c.seq);
                 run.f.calls += 1;
-                if unhealthy {
-                    run.f.blocked_in_incidents += 1;
-                } else {
-                    run.f.false_trips += 1;
-                }
+                run.f.blocked(unhealthy);
                 continue;
             }
             run.f.attempts += 1;
@@ -540,11 +545,7 @@ pub fn replay(
             }
         }
         if blocked {
-            if unhealthy {
-                run.f.blocked_in_incidents += 1;
-            } else {
-                run.f.false_trips += 1;
-            }
+            run.f.blocked(unhealthy);
             continue;
         }
         // A request that raised and was let through sent all its attempts, counted or

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::breaker_state::BreakerState;
 use crate::config::BreakerConfig;
-use crate::crawler::CrawlerModel;
+use crate::crawler::{CONNECT_TIMEOUT_S, CrawlerModel, READ_TIMEOUT_S};
 use crate::metrics::columns::{floats, micros, strings};
 
 use super::calibrate::{Fit, Signs};
@@ -216,21 +216,13 @@ impl Traffic {
     }
 }
 
-/// The crawler's client timeouts (`_DEFAULT_TIMEOUT`, httpx_transport.py ~152): an
-/// attempt that timed out held its request at least the connect timeout, and is taken
-/// to have held it the read timeout where the night has no row of a request that raised
-/// to say how long.
-const CONNECT_TIMEOUT_S: f64 = 5.0;
-const READ_TIMEOUT_S: f64 = 30.0;
-
 /// At most this many Retry-After rows are read back for one request's span.
 const RETRY_AFTER_LOOKBACK: usize = 64;
 
-/// tenacity's longest fallback waits before `retries` retries
-/// (`wait_random_exponential(multiplier=0.75, max=60)`, networking.py ~638).
+/// tenacity's longest fallback waits before `retries` retries, in all.
 fn backoff_max_s(retries: u32) -> f64 {
     (1..=retries.min(crate::telemetry::schema::MAX_RETRY_COUNT as u32))
-        .map(|n| (0.75 * 2f64.powi(n as i32)).min(60.0))
+        .map(crate::crawler::backoff_cap_s)
         .sum()
 }
 

@@ -796,6 +796,8 @@ impl HostSim {
                 Some(IncidentKind::Timeouts) => {
                     status = None;
                     error = Some("ReadTimeout");
+                    // The crawler's read timeout (crate::crawler::READ_TIMEOUT_S); a
+                    // literal keeps the draws' integer type.
                     elapsed_ms = 30_000;
                 }
                 Some(IncidentKind::Outage | IncidentKind::Flapping) => {
@@ -893,10 +895,9 @@ impl HostSim {
             // wait (multiplier 0.75, at most 60 s).
             let wait = match ra.filter(|_| matches!(status, Some(429 | 503))) {
                 Some(ra) => ra,
-                None => {
-                    let cap = (0.75 * 2f64.powi(made as i32)).min(60.0);
-                    self.rng.random_range(0.0..cap)
-                }
+                None => self
+                    .rng
+                    .random_range(0.0..crate::crawler::backoff_cap_s(made)),
             };
             self.seq += 1;
             self.pending.push(Attempt {
