@@ -30,11 +30,9 @@ for ((i = 1; i <= runs; i++)); do
     b="$bin"; [ "$who" = baseline ] && b="$base_bin"
     dir="$work/run-$who"
     rm -rf "$dir" && mkdir -p "$dir" && cp "$work/seed-$who/previous.patch.yaml" "$dir/"
-    t0=$(date +%s.%N)
-    (cd "$dir" && /usr/bin/time -f "%M" -o "$work/rss" "$b" -q run "${common[@]}" > /dev/null)
-    t1=$(date +%s.%N)
-    times[$who]+="$(secs "$t0" "$t1") "
-    rss[$who]+="$(mib "$(cat "$work/rss")") "
+    read -r secs_ mib_ <<< "$(timed_with "$b" "$dir" run "${common[@]}")"
+    times[$who]+="$secs_ "
+    rss[$who]+="$mib_ "
   done
 done
 echo "| binary | runs | median time | median peak RSS |"

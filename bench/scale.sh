@@ -27,12 +27,10 @@ for ((i = 1; i <= runs; i++)); do
   for rps in ${SCALE_RPS:-1.5 3 6}; do
     sim="$work/day-rps$rps"
     rm -rf "$sim/out"
-    t0=$(date +%s.%N)
-    /usr/bin/time -f "%M" -o "$work/rss" "$bin" -q run --telemetry "$sim/telemetry.sqlite" \
-      --config "$sim/breakers.yaml" --out "$sim/out" > /dev/null
-    t1=$(date +%s.%N)
-    run_times[$rps]+="$(secs "$t0" "$t1") "
-    run_rss[$rps]+="$(mib "$(cat "$work/rss")") "
+    read -r secs_ mib_ <<< "$(timed "$sim" run --telemetry "$sim/telemetry.sqlite" \
+      --config "$sim/breakers.yaml" --out "$sim/out")"
+    run_times[$rps]+="$secs_ "
+    run_rss[$rps]+="$mib_ "
   done
 done
 echo "| scale | events | runs | median time | peak RSS (median run) | events/s |"

@@ -18,16 +18,6 @@ python3 bench/config_from_ground_truth.py "$sim/ground_truth.json" "$sim/breaker
 # (ts is epoch seconds in this schema variant.)
 now=$(sqlite3 "$sim/telemetry.sqlite" "SELECT strftime('%Y-%m-%dT00:00:00Z', max(ts), 'unixepoch', '+1 day') FROM http_events")
 
-# Runs "$@" in folder $1 (the rest: breaker-advisor arguments); prints "seconds MiB".
-timed() {
-  local dir="$1"; shift
-  local t0 t1
-  t0=$(date +%s.%N)
-  (cd "$dir" && /usr/bin/time -f "%M" -o "$work/rss" "$bin" -q "$@" > /dev/null)
-  t1=$(date +%s.%N)
-  echo "$(secs "$t0" "$t1") $(mib "$(cat "$work/rss")")"
-}
-
 echo "| job | run 1 | run 2 | run 3 | median time | median peak RSS |"
 echo "|---|---:|---:|---:|---:|---:|"
 row() {
