@@ -9,6 +9,7 @@ largest share missed). Prints a Markdown table for BENCHMARKS.md.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,8 @@ def night(bin_, work, seed, fields, exception_rows):
     run(sys.executable, ROOT / "bench/config_from_ground_truth.py", sim / "ground_truth.json", breakers)
     files = sorted(sim.glob("telemetry*.sqlite"))
     out = work / "out"
+    # A dataset left by an earlier run holds other rows of these files' names.
+    shutil.rmtree(out, ignore_errors=True)
     targs = []
     for f in files:
         targs += ["--telemetry", f]

@@ -355,11 +355,18 @@ fn by_share(calls: &mut [Call]) {
 
 /// Each row's retried attempts as calls of their own, at their times. The crawler
 /// writes a row when its request ends, and its `elapsed_ms` is the whole request's:
-/// every attempt, every wait (networking.py ~855, ~1265). The attempts are spread
-/// evenly over it, the last at the row's time, so a request's failures interleave with
-/// the other requests' outcomes as the breaker counted them, instead of arriving back to
-/// back. Those estimated to have raised come first. Each call's `elapsed_s` becomes
-/// one attempt's share. `calls` are in replay order, and so is the result.
+/// every attempt, every wait (networking.py ~855, ~1265). The first attempt is placed
+/// where the request began (the row's time less its elapsed time), the others evenly
+/// after it up to the final one at the row's time, so a request's failures interleave
+/// with the other requests' outcomes as the breaker counted them, instead of arriving
+/// back to back. A request that was retried mostly waited (tenacity's backoff, a
+/// Retry-After) after an answer that came back at once: a 429 or 503 under a quota
+/// takes tens of milliseconds, and its Retry-After cooldown then holds the process's
+/// other requests. Spread evenly with the last attempt at the row's time instead, the
+/// first failure landed among requests that in fact came after it, and on quota hosts
+/// the replay of the documented crawler opened two to seven times as often as its
+/// breakers did. Those estimated to have raised come first. Each call's `elapsed_s`
+/// becomes one attempt's share. `calls` are in replay order, and so is the result.
 pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
     let spread =
         |c: &Call| c.retried_failures > 0 && !c.synthetic && !c.exact && c.kind != Kind::CacheHit;
@@ -378,11 +385,13 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
             continue;
         }
         let k = c.retried_failures;
-        let share = c.elapsed_s.min(longest_request_s(k)) / f64::from(k + 1);
+        let span = c.elapsed_s.min(longest_request_s(k));
+        let share = span / f64::from(k + 1);
+        let (start, step) = (c.t_s - span, span / f64::from(k));
         let raised = c.retried_raised.min(k);
         for j in 0..k {
             out.push(Call {
-                t_s: c.t_s - f64::from(k - j) * share,
+                t_s: start + f64::from(j) * step,
                 retried_failures: 0,
                 retried_raised: 0,
                 outcome: Outcome::Failure,
@@ -808,7 +817,17 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         recorded_calls.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
     }
 
-    let (incs, background) = incidents_with_rates(&spans, &recorded_calls);
+    let spans = trimmed_to_failures(&spans, &recorded_calls, &steps);
+    let trials: Vec<(f64, bool)> = steps
+        .iter()
+        .filter(|(_, _, old, _)| *old == Some(BreakerState::HalfOpen))
+        .filter_map(|(_, t, _, new)| match new {
+            Some(BreakerState::Open) => Some((*t, true)),
+            Some(BreakerState::Closed) => Some((*t, false)),
+            _ => None,
+        })
+        .collect();
+    let (incs, background) = incidents_with_rates(&spans, &recorded_calls, &trials);
     let (recorded, gaps) = recorded_breakers(
         &host_transitions,
         &recorded_calls,
@@ -834,21 +853,137 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
     }
 }
 
+/// The span of `spans` (sorted, disjoint) that holds `t`.
+fn span_at(spans: &[Span], t: f64) -> Option<usize> {
+    let i = spans.partition_point(|sp| sp.end_s <= t);
+    spans.get(i).is_some_and(|sp| sp.start_s <= t).then_some(i)
+}
+
+/// The incidents as the replay weighs them. `detect` finds incidents in buckets, so a
+/// span starts up to a bucket before the host failed and ends up to a bucket after it
+/// recovered: a call a longer reset timeout blocks in those minutes is a healthy call
+/// lost, not a failure spared. Each span is cut to its first and last failure: the
+/// rows' (a retried row's first attempt where the request began, its time less its
+/// elapsed time, at most as long as a request can take; its last failed attempt one
+/// attempt's share before its row when it then succeeded) and the breakers' opens. A
+/// span without any keeps its bounds. Where a breaker kept failing its half-open trials
+/// the host failed too, whether or not the rows showed enough to find an incident
+/// there ([`open_chains`]): those spans are added, and the result is sorted and
+/// disjoint.
+fn trimmed_to_failures(
+    spans: &[Span],
+    recorded_calls: &[Call],
+    steps: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
+) -> Vec<Span> {
+    let mut bounds = vec![(f64::INFINITY, f64::NEG_INFINITY); spans.len()];
+    let mut add = |at: f64, first: f64, last: f64| {
+        if let Some(j) = span_at(spans, at) {
+            bounds[j].0 = bounds[j].0.min(first);
+            bounds[j].1 = bounds[j].1.max(last);
+        }
+    };
+    for c in recorded_calls.iter().filter(|c| c.failed_attempts() > 0) {
+        let k = c.retried_failures;
+        let took = c.elapsed_s.clamp(0.0, longest_request_s(k));
+        let first = c.t_s - if k > 0 { took } else { 0.0 };
+        let last = if c.failed() {
+            c.t_s
+        } else {
+            c.t_s - took / f64::from(k + 1)
+        };
+        add(c.t_s, first, last);
+    }
+    for &(_, t, old, new) in steps {
+        if new == Some(BreakerState::Open) && old != Some(BreakerState::Open) {
+            add(t, t, t);
+        }
+    }
+    let cut = spans.iter().zip(&bounds).map(|(sp, &(first, last))| {
+        if first <= last {
+            // An instant gets a millisecond, so that it holds its call.
+            Span {
+                start_s: first,
+                end_s: last + 1e-3,
+            }
+        } else {
+            *sp
+        }
+    });
+    merge_spans(open_chains(steps, spans).into_iter().chain(cut).collect())
+}
+
+/// Each breaker's runs of failing probes, from its recorded transitions: from an open
+/// (closed -> open) to the last half-open trial that failed, and on to halfway to the
+/// trial that closed it (the host recovered in between, as far as the night can tell).
+/// The host failed all along (each reopen is a trial that failed), whether or not the
+/// rows showed enough to find an incident there. An open whose first trial succeeded
+/// counts so only inside an incident `detect` found (`spans`); elsewhere it is an
+/// instant, since a burst of background failures looks the same, and the calls it
+/// blocked stay false trips.
+fn open_chains(
+    steps: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
+    spans: &[Span],
+) -> Vec<Span> {
+    let mut open: HashMap<u32, (f64, f64)> = HashMap::new();
+    let mut out = Vec::new();
+    for &(inst, t, old, new) in steps {
+        match (old, new) {
+            (Some(BreakerState::HalfOpen), Some(BreakerState::Open)) => {
+                if let Some(chain) = open.get_mut(&inst) {
+                    chain.1 = t;
+                }
+            }
+            (_, Some(BreakerState::Open)) => {
+                if let Some((a, b)) = open.insert(inst, (t, t)) {
+                    out.push(Span {
+                        start_s: a,
+                        end_s: b + 1e-3,
+                    });
+                }
+            }
+            (_, Some(BreakerState::Closed)) => {
+                if let Some((a, b)) = open.remove(&inst) {
+                    let failing = b > a || span_at(spans, a).is_some();
+                    let recovered = if failing { (t - b).max(0.0) / 2.0 } else { 0.0 };
+                    out.push(Span {
+                        start_s: a,
+                        end_s: b + recovered + 1e-3,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out.extend(open.into_values().map(|(a, b)| Span {
+        start_s: a,
+        end_s: b + 1e-3,
+    }));
+    out
+}
+
 /// The host's incidents with their failure rates, and the background rate. Incidents of
-/// different kinds may overlap: health is their union (`spans` are merged), and each
-/// span's failure rate is measured on the recorded calls inside it; the background rate
-/// on the calls outside.
-fn incidents_with_rates(spans: &[Span], recorded_calls: &[Call]) -> (Vec<Incident>, f64) {
-    let mut inside = vec![(0u64, 0u64); spans.len()];
+/// different kinds may overlap: health is their union (`spans` are merged). A span's
+/// rate is what the synthetic calls of the recorded breakers' gaps inside it fail at,
+/// and the rows inside it say little about those gaps: a breaker opens when the host
+/// fails, and the requests it then denies leave no row, so the rows come from the
+/// span's healthier minutes. The recorded half-open trials (`trials`: when, and whether
+/// it failed) are the night's sample of the host while a breaker was open: where the
+/// span has some, its rate is their failure share, with the rows' share of failed
+/// attempts as one more trial; without any, the rows' share. The background rate is the
+/// rows' outside every span.
+fn incidents_with_rates(
+    spans: &[Span],
+    recorded_calls: &[Call],
+    trials: &[(f64, bool)],
+) -> (Vec<Incident>, f64) {
+    // Per span: failed attempts and attempts of the rows, failed and all trials.
+    let mut inside = vec![(0u64, 0u64, 0u64, 0u64); spans.len()];
     let (mut out_k, mut out_n) = (0u64, 0u64);
     for c in recorded_calls {
-        match spans
-            .iter()
-            .position(|sp| sp.start_s <= c.t_s && c.t_s < sp.end_s)
-        {
+        match span_at(spans, c.t_s) {
             Some(j) => {
-                inside[j].0 += u64::from(c.failed());
-                inside[j].1 += 1;
+                inside[j].0 += c.failed_attempts();
+                inside[j].1 += 1 + u64::from(c.retried_failures);
             }
             None => {
                 out_k += u64::from(c.failed());
@@ -856,18 +991,27 @@ fn incidents_with_rates(spans: &[Span], recorded_calls: &[Call]) -> (Vec<Inciden
             }
         }
     }
+    for &(t, failed) in trials {
+        if let Some(j) = span_at(spans, t) {
+            inside[j].2 += u64::from(failed);
+            inside[j].3 += 1;
+        }
+    }
     let background = out_k as f64 / out_n.max(1) as f64;
     let incs: Vec<Incident> = spans
         .iter()
         .zip(&inside)
-        .map(|(sp, (k, n))| Incident {
-            start_s: sp.start_s,
-            end_s: sp.end_s,
-            rate: if *n > 0 {
-                *k as f64 / *n as f64
+        .map(|(sp, &(k, n, tk, tn))| {
+            let rows = if n > 0 {
+                k as f64 / n as f64
             } else {
                 background
-            },
+            };
+            Incident {
+                start_s: sp.start_s,
+                end_s: sp.end_s,
+                rate: (tk as f64 + rows) / (tn as f64 + 1.0),
+            }
         })
         .collect();
     (incs, background)
@@ -1424,9 +1568,9 @@ mod tests {
         assert_eq!(
             seen,
             [
-                (94.0, Kind::Exception, true, false, 3.0),
+                (91.0, Kind::Exception, true, false, 3.0),
                 (95.0, Kind::Response, false, false, 0.2),
-                (97.0, Kind::Response, true, false, 3.0),
+                (95.5, Kind::Response, true, false, 3.0),
                 (100.0, Kind::Response, false, true, 3.0),
             ]
         );
@@ -1444,6 +1588,114 @@ mod tests {
         let calls = spread_retries(vec![instant, row(50.0, Kind::Response, 0, 0.0)]);
         assert!(calls[0].retry && calls[1].spread && calls.iter().all(|c| c.t_s == 50.0));
         let calls = spread_retries(vec![row(86_400.0, Kind::Response, 1, 86_400.0)]);
-        assert!(calls[0].t_s > 86_400.0 - longest_request_s(1));
+        assert_eq!(calls[0].t_s, 86_400.0 - longest_request_s(1));
+    }
+
+    #[test]
+    fn an_incident_is_weighed_from_its_first_failure_to_its_last_and_where_trials_kept_failing() {
+        use BreakerState::{Closed, HalfOpen, Open};
+        // `detect` found 0..600 s and 3000..3300 s in one-minute buckets.
+        let spans = [
+            Span {
+                start_s: 0.0,
+                end_s: 600.0,
+            },
+            Span {
+                start_s: 3000.0,
+                end_s: 3300.0,
+            },
+        ];
+        let mut failed = row(130.0, Kind::Response, 0, 0.5);
+        failed.outcome = Outcome::Failure;
+        let calls = [
+            row(30.0, Kind::Response, 0, 0.5),
+            // Two retried attempts failed, then it succeeded: it began at 110 s and its
+            // last failure was one attempt's share (3 s of 9) before its row.
+            row(119.0, Kind::Response, 2, 9.0),
+            failed,
+            row(500.0, Kind::Response, 0, 0.5),
+            // A healthy row in the second span: no failure to cut it to.
+            row(3100.0, Kind::Response, 0, 0.5),
+            // An absurd elapsed time reaches back no further than a request can take.
+            row(3200.0, Kind::Response, 1, 1e9),
+        ];
+        // A breaker opened at 150 s and failed two trials; another opened at 2000 s,
+        // outside both spans, failed one trial at 2030 s and closed at 2060 s: the host
+        // failed there though `detect` found nothing.
+        let steps = [
+            (0, 150.0, Some(Closed), Some(Open)),
+            (0, 180.0, Some(HalfOpen), Some(Open)),
+            (0, 210.0, Some(HalfOpen), Some(Open)),
+            (0, 240.0, Some(HalfOpen), Some(Closed)),
+            (1, 2000.0, Some(Closed), Some(Open)),
+            (1, 2030.0, Some(HalfOpen), Some(Open)),
+            (1, 2060.0, Some(HalfOpen), Some(Closed)),
+            // Outside the spans, a first trial that succeeded: background noise as far
+            // as the night can tell, an instant.
+            (2, 4000.0, Some(Closed), Some(Open)),
+            (2, 4030.0, Some(HalfOpen), Some(Closed)),
+        ];
+        let got: Vec<(f64, f64)> = trimmed_to_failures(&spans, &calls, &steps)
+            .iter()
+            .map(|sp| {
+                (
+                    (sp.start_s * 1e3).round() / 1e3,
+                    (sp.end_s * 1e3).round() / 1e3,
+                )
+            })
+            .collect();
+        // The second span: the absurd row's request began a longest request before it,
+        // its failed attempt half of that.
+        let longest = longest_request_s(1);
+        let round = |v: f64| (v * 1e3).round() / 1e3;
+        assert_eq!(
+            got,
+            [
+                // The first span: rows from 110 s to 130 s, the open at 150 s, and its
+                // trials failing until 210 s, recovered halfway to 240 s.
+                (110.0, 225.001),
+                (2000.0, 2045.001),
+                (
+                    round(3200.0 - longest),
+                    round(3200.0 - longest / 2.0 + 1e-3)
+                ),
+                (4000.0, 4000.001),
+            ]
+        );
+        assert!(3200.0 - longest > 2045.0);
+    }
+
+    #[test]
+    fn gaps_inside_an_incident_fail_as_its_half_open_trials_did() {
+        let spans = [Span {
+            start_s: 0.0,
+            end_s: 100.0,
+        }];
+        let mut failed = row(10.0, Kind::Response, 0, 0.5);
+        failed.outcome = Outcome::Failure;
+        // Nine rows of ten succeeded (the breaker kept the failing minutes out), and
+        // one of them had a retried failure: 2 failed attempts of 11. Three trials
+        // failed and one succeeded: (3 + 2/11) / (4 + 1).
+        let mut calls: Vec<Call> = (0..9)
+            .map(|i| row(20.0 + f64::from(i), Kind::Response, 0, 0.5))
+            .collect();
+        calls[0].retried_failures = 1;
+        calls.push(failed);
+        let trials = [
+            (30.0, true),
+            (40.0, true),
+            (50.0, true),
+            (60.0, false),
+            (200.0, true),
+        ];
+        let (incs, background) = incidents_with_rates(&spans, &calls, &trials);
+        assert!(
+            (incs[0].rate - (3.0 + 2.0 / 11.0) / 5.0).abs() < 1e-12,
+            "{incs:?}"
+        );
+        assert_eq!(background, 0.0);
+        // Without trials, the rows' share of failed attempts.
+        let (incs, _) = incidents_with_rates(&spans, &calls, &[]);
+        assert!((incs[0].rate - 2.0 / 11.0).abs() < 1e-12, "{incs:?}");
     }
 }
