@@ -25,22 +25,40 @@ use super::rates::with_limit_note;
 use super::settings::AdviseSettings;
 use super::word::OperatorWord;
 
-/// Requests that raised as breaker failures, a crawler change: where the night has
-/// rows of them and counting them would keep attempts out of the host's incidents
-/// without blocking as many healthy calls, the replayed benefit goes to "needs a
-/// crawler change".
-pub(super) fn raised_rule(h: &HostEvidence, r: &dyn ReplayCheck, plan: &mut Plan) {
+/// Requests that raised as breaker failures, a crawler change: where the night shows
+/// attempts that raised (rows of requests that raised, or retried attempts that timed
+/// out before one that answered) and counting them would keep attempts out of the
+/// host's incidents without blocking as many healthy calls, the replayed benefit goes
+/// to "needs a crawler change", when the attempts kept out less the healthy calls lost
+/// are a gain worth a change (`min_gain_calls`, and `min_gain_share` of those attempts).
+/// Without rows of requests that raised, the reason says what the missing rows hide:
+/// the requests whose every attempt raised.
+pub(super) fn raised_rule(
+    h: &HostEvidence,
+    r: &dyn ReplayCheck,
+    s: &AdviseSettings,
+    plan: &mut Plan,
+) {
     let Some(base) = r.current(&h.host) else {
         return;
     };
-    let Some(RaisedCounted { rows, now, then }) = r.raised_counted(&h.host, &base) else {
+    let Some(RaisedCounted {
+        rows,
+        retried,
+        now,
+        then,
+    }) = r.raised_counted(&h.host, &base)
+    else {
         return;
     };
     let kept = now
         .raised_attempts_in_incidents
         .saturating_sub(then.raised_attempts_in_incidents);
     let lost = then.false_trips.saturating_sub(now.false_trips);
-    if kept == 0 || lost >= kept {
+    let gain = kept.saturating_sub(lost);
+    let worth =
+        (s.min_gain_share * now.raised_attempts_in_incidents as f64).max(s.min_gain_calls as f64);
+    if gain == 0 || (gain as f64) < worth {
         return;
     }
     let hours = |s: f64| s / 3600.0;
@@ -53,7 +71,8 @@ pub(super) fn raised_rule(h: &HostEvidence, r: &dyn ReplayCheck, plan: &mut Plan
         from: Num::Int(0),
         to: 1,
         reason: format!(
-            "{rows} rows of requests that raised (timeouts, connection errors), which no breaker counts: counted as failures, the replay keeps {kept} of their {} attempts ({:.1} of {:.1} worker hours) out of incidents, with {} opens outside incidents instead of {} and {} healthy calls blocked instead of {}",
+            "{}, which no breaker counts: counted as failures, the replay keeps {kept} of the {} attempts that raised in incidents ({:.1} of {:.1} worker hours) out of them, with {} opens outside incidents instead of {} and {} healthy calls blocked instead of {}{}",
+            raised_evidence(rows, retried),
             now.raised_attempts_in_incidents,
             hours(now.raised_seconds_in_incidents - then.raised_seconds_in_incidents),
             hours(now.raised_seconds_in_incidents),
@@ -61,10 +80,16 @@ pub(super) fn raised_rule(h: &HostEvidence, r: &dyn ReplayCheck, plan: &mut Plan
             now.opens_outside_incidents,
             then.false_trips,
             now.false_trips,
+            if rows == 0 {
+                "; the crawler writes no row for a request that raised (its row is written after the retry loop, networking.py ~1278), so the requests whose every attempt timed out, and the worker time they held, are not in this count"
+            } else {
+                ""
+            },
         ),
         ignored_by: crate::crawler::UNCOUNTED_EXCEPTIONS.to_owned(),
         evidence: ev(&[
             ("raised_rows", Num::Int(rows as i64)),
+            ("raised_retried_attempts", Num::Int(retried as i64)),
             (
                 "raised_attempts_in_incidents_now",
                 Num::Int(now.raised_attempts_in_incidents as i64),
@@ -93,6 +118,18 @@ pub(super) fn raised_rule(h: &HostEvidence, r: &dyn ReplayCheck, plan: &mut Plan
             ("false_trips_if_counted", Num::Int(then.false_trips as i64)),
         ]),
     });
+}
+
+/// What the night shows of attempts that raised, in words.
+fn raised_evidence(rows: u64, retried: u64) -> String {
+    let rows_text = format!("{rows} rows of requests that raised (timeouts, connection errors)");
+    let retried_text =
+        format!("{retried} retried attempts that timed out before one that answered");
+    match (rows, retried) {
+        (0, _) => retried_text,
+        (_, 0) => rows_text,
+        _ => format!("{rows_text} and {retried_text}"),
+    }
 }
 
 pub(super) fn advise_breaker(
@@ -170,7 +207,7 @@ pub(super) fn advise_breaker(
         }
     });
     if let Some(r) = current.replay {
-        raised_rule(h, r, plan);
+        raised_rule(h, r, s, plan);
         proposals = replay_gate(h, proposals, r, s, &mut plan.held);
     }
     let proposals = hold_reversals(h, proposals, current.previous.breakers, s, &mut plan.held);

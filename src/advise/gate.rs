@@ -49,6 +49,9 @@ pub trait ReplayCheck {
 pub struct RaisedCounted {
     /// Rows of requests that raised.
     pub rows: u64,
+    /// Retried attempts that raised (timed out) before one that answered, in rows
+    /// that answered.
+    pub retried: u64,
     pub now: Figures,
     pub then: Figures,
 }

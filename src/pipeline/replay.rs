@@ -462,12 +462,15 @@ impl crate::advise::ReplayCheck for Traffic {
             return None;
         }
         let t = self.get(host)?;
-        let rows = t
-            .calls
-            .iter()
-            .filter(|c| c.kind == crate::replay::Kind::Exception && !c.synthetic && !c.retry)
-            .count() as u64;
-        if rows == 0 {
+        let raised = |retry: bool| {
+            t.calls
+                .iter()
+                .filter(|c| c.kind == crate::replay::Kind::Exception && !c.synthetic)
+                .filter(|c| c.retry == retry)
+                .count() as u64
+        };
+        let (rows, retried) = (raised(false), raised(true));
+        if rows + retried == 0 {
             return None;
         }
         let counting = crate::replay::ReplayModel {
@@ -476,6 +479,7 @@ impl crate::advise::ReplayCheck for Traffic {
         };
         Some(crate::advise::RaisedCounted {
             rows,
+            retried,
             now: self.replay(t, policy),
             then: crate::replay::replay(&t.calls, policy, &counting, &t.incidents, self.hours),
         })

@@ -281,9 +281,11 @@ pub struct Figures {
     pub flaps: u64,
     /// Opens outside every incident.
     pub opens_outside_incidents: u64,
-    /// Attempts of requests that raised (rows of timeouts, connection errors) sent
-    /// during incidents by requests the breakers let through, and the worker time those
-    /// requests held (their elapsed time).
+    /// Attempts that raised (timeouts, connection errors) sent during incidents by
+    /// requests the breakers let through: every attempt of a row of a request that
+    /// raised, and the retried attempts estimated to have raised before one that
+    /// answered (`traffic::estimate_retried_raised`); and the worker time they held
+    /// (the row's elapsed time, an attempt's share of it).
     pub raised_attempts_in_incidents: u64,
     pub raised_seconds_in_incidents: f64,
 }
@@ -514,6 +516,12 @@ pub fn replay(
             }
             run.f.attempts += 1;
             run.f.failures_let_through += u64::from(unhealthy);
+            // An attempt that timed out before one that answered: its share of the
+            // request's time.
+            if unhealthy && c.kind == Kind::Exception {
+                run.f.raised_attempts_in_incidents += 1;
+                run.f.raised_seconds_in_incidents += c.elapsed_s;
+            }
             if outcome.is_some() {
                 run.record(i, c.t_s, true, None, Some(c.t_s + c.elapsed_s));
             }

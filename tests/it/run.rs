@@ -1347,16 +1347,42 @@ fn auto_finds_a_crawler_that_leaves_cache_hits_uncounted_and_keeps_the_documente
 /// A crawler that writes a row for each request that raised: the timeout host's night
 /// replayed as if its timeouts counted goes to "needs a crawler change" with its
 /// benefit; hosts without timeouts get no such entry. The model is the documented one,
-/// fixed in the settings (on such a night `crawler: auto` still moves count_retries:
-/// the calibration's open issue, not this rule's).
+/// fixed in the settings, so that the rule is tested apart from the calibration.
 #[test]
 fn counting_timeouts_is_a_crawler_change_with_its_replayed_benefit() {
+    for c in timeouts_entries(true) {
+        assert!(c["evidence"]["raised_rows"].as_i64().unwrap() > 0, "{c:#}");
+    }
+}
+
+/// The documented crawler writes no row for a request that raised: the timeouts its
+/// rows still show (retried attempts that timed out before one that answered) carry
+/// the entry, and its reason says what the missing rows hide.
+#[test]
+fn without_rows_of_requests_that_raised_the_retried_timeouts_carry_the_entry() {
+    for c in timeouts_entries(false) {
+        let e = &c["evidence"];
+        assert_eq!(e["raised_rows"], 0, "{c:#}");
+        assert!(e["raised_retried_attempts"].as_i64().unwrap() > 0, "{c:#}");
+        let reason = c["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("retried attempts that timed out")
+                && reason.contains("writes no row for a request that raised"),
+            "{reason}"
+        );
+    }
+}
+
+/// The "needs a crawler change" entries for counting timeouts on a simulated night
+/// (with or without rows of requests that raised), checked against the ground truth:
+/// one per timeout host, with a replayed benefit; none on a healthy host.
+fn timeouts_entries(exception_rows: bool) -> Vec<serde_json::Value> {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let dbs = common::sim_fleet(
         &dir.join("sim"),
         breaker_advisor::simulate::SimOptions {
-            exception_rows: true,
+            exception_rows,
             ..breaker_advisor::simulate::SimOptions::new(dir, 24.0, 6, 1.0, 7)
         },
     );
@@ -1377,14 +1403,16 @@ fn counting_timeouts_is_a_crawler_change_with_its_replayed_benefit() {
     run_sim(dir, &dbs, &config, &dir.join("out"), &extra).success();
     let file: serde_json::Value =
         yaml_serde::from_str(&std::fs::read_to_string(&patch).unwrap()).unwrap();
-    let changes: Vec<&serde_json::Value> = file["needs_crawler_change"]
+    let changes: Vec<serde_json::Value> = file["needs_crawler_change"]
         .as_array()
         .map(|a| {
             a.iter()
                 .filter(|c| c["key"] == "failure_exceptions")
+                .cloned()
                 .collect()
         })
         .unwrap_or_default();
+    let mut found = Vec::new();
     for h in truth["hosts"].as_array().unwrap() {
         let name = h["host"].as_str().unwrap();
         let entry = changes.iter().find(|c| c["host"] == name);
@@ -1404,11 +1432,14 @@ fn counting_timeouts_is_a_crawler_change_with_its_replayed_benefit() {
                         .starts_with("networking.py"),
                     "{c:#}"
                 );
+                found.push((*c).clone());
             }
             "healthy" => assert!(entry.is_none(), "{name}: {entry:?}"),
             _ => {}
         }
     }
+    assert!(!found.is_empty(), "no timeout host in the fleet");
+    found
 }
 
 #[test]
