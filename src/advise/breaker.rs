@@ -124,7 +124,7 @@ pub(super) fn raised_rule(
 fn raised_evidence(rows: u64, retried: u64) -> String {
     let rows_text = format!("{rows} rows of requests that raised (timeouts, connection errors)");
     let retried_text =
-        format!("{retried} retried attempts that timed out before one that answered");
+        format!("{retried} retried attempts estimated to have timed out before one that answered");
     match (rows, retried) {
         (0, _) => retried_text,
         (_, 0) => rows_text,

@@ -49,8 +49,8 @@ pub trait ReplayCheck {
 pub struct RaisedCounted {
     /// Rows of requests that raised.
     pub rows: u64,
-    /// Retried attempts that raised (timed out) before one that answered, in rows
-    /// that answered.
+    /// Retried attempts estimated to have raised (timed out) before one that
+    /// answered, in rows that answered (`replay::traffic::estimate_retried_raised`).
     pub retried: u64,
     pub now: Figures,
     pub then: Figures,

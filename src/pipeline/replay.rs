@@ -462,14 +462,17 @@ impl crate::advise::ReplayCheck for Traffic {
             return None;
         }
         let t = self.get(host)?;
-        let raised = |retry: bool| {
-            t.calls
-                .iter()
-                .filter(|c| c.kind == crate::replay::Kind::Exception && !c.synthetic)
-                .filter(|c| c.retry == retry)
-                .count() as u64
-        };
-        let (rows, retried) = (raised(false), raised(true));
+        use crate::replay::Kind;
+        let recorded = t.calls.iter().filter(|c| !c.synthetic && !c.retry);
+        let rows = recorded
+            .clone()
+            .filter(|c| c.kind == Kind::Exception)
+            .count() as u64;
+        // The retried attempts estimated to have raised before one that answered.
+        let retried = recorded
+            .filter(|c| c.kind == Kind::Response)
+            .map(|c| u64::from(c.retried_raised.min(c.retried_failures)))
+            .sum();
         if rows + retried == 0 {
             return None;
         }

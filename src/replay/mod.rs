@@ -558,15 +558,15 @@ pub fn replay(
         }
         // A request that raised and was let through sent all its attempts, counted or
         // not (an attempt the breaker does not count passes it as the one before did).
+        // A spread row's retried attempts were counted as calls of their own (above),
+        // each with its share of the request's time: the row is its last attempt.
         if unhealthy && c.kind == Kind::Exception && !c.synthetic {
-            let attempts = u64::from(c.retried_failures) + 1;
-            run.f.raised_attempts_in_incidents += attempts;
-            // A spread call's elapsed time is one attempt's share of the request's.
-            run.f.raised_seconds_in_incidents += if c.spread {
-                c.elapsed_s * attempts as f64
+            run.f.raised_attempts_in_incidents += if c.spread {
+                1
             } else {
-                c.elapsed_s
+                u64::from(c.retried_failures) + 1
             };
+            run.f.raised_seconds_in_incidents += c.elapsed_s;
         }
         // The final outcome, recorded again after the retry loop.
         if outcome != Outcome::Uncounted && !c.exact {
@@ -705,6 +705,8 @@ pub fn merge_gaps(mut gaps: Vec<Gap>) -> Vec<Gap> {
 
 /// Merges spans into sorted disjoint ones.
 pub fn merge_spans(mut spans: Vec<Span>) -> Vec<Span> {
+    // An empty or inverted span holds nothing, and would break the order.
+    spans.retain(|s| s.end_s > s.start_s);
     spans.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
     let mut out: Vec<Span> = Vec::new();
     for s in spans {
@@ -991,5 +993,45 @@ mod tests {
         more.extend([attempt(5.0, 3), last(6.0, 3)]);
         let f = replay(&more, &p, &final_only, &incident, 1.0);
         assert_eq!((f.opens, f.attempts, f.blocked_in_incidents), (1, 5, 1));
+    }
+
+    #[test]
+    fn each_attempt_that_raised_in_an_incident_counts_once_with_its_share_of_the_time() {
+        // A request that raised after two retried attempts that raised (90 s in all),
+        // and a request that answered after one retried attempt estimated to have timed
+        // out (30 s): spread as the traffic does, four attempts raised, each with its
+        // share of its request's time (30 s each, and 15 s).
+        let raised = Call {
+            kind: Kind::Exception,
+            outcome: Outcome::Uncounted,
+            retried_failures: 2,
+            retried_raised: 2,
+            elapsed_s: 90.0,
+            seq: 1,
+            ..call(100.0, false)
+        };
+        let answered = Call {
+            retried_failures: 1,
+            retried_raised: 1,
+            elapsed_s: 30.0,
+            seq: 2,
+            ..call(150.0, false)
+        };
+        let calls = traffic::spread_retries(vec![raised, answered]);
+        assert_eq!(calls.len(), 5);
+        let incident = [Incident {
+            start_s: 0.0,
+            end_s: 200.0,
+            rate: 1.0,
+        }];
+        let f = replay(&calls, &policy(), &ReplayModel::default(), &incident, 1.0);
+        assert_eq!(f.raised_attempts_in_incidents, 4);
+        assert!(
+            (f.raised_seconds_in_incidents - 105.0).abs() < 1e-9,
+            "{f:?}"
+        );
+        // Outside every incident, none.
+        let f = replay(&calls, &policy(), &ReplayModel::default(), &[], 1.0);
+        assert_eq!(f.raised_attempts_in_incidents, 0);
     }
 }

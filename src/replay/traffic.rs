@@ -817,7 +817,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         recorded_calls.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
     }
 
-    let spans = trimmed_to_failures(&spans, &recorded_calls, &steps);
+    let spans = trimmed_to_failures(&spans, &recorded_calls, &steps, policy.reset_timeout_s);
     let trials: Vec<(f64, bool)> = steps
         .iter()
         .filter(|(_, _, old, _)| *old == Some(BreakerState::HalfOpen))
@@ -827,7 +827,8 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
             _ => None,
         })
         .collect();
-    let (incs, background) = incidents_with_rates(&spans, &recorded_calls, &trials);
+    let (incs, background) =
+        incidents_with_rates(&spans, &recorded_calls, &trials, policy.reset_timeout_s);
     let (recorded, gaps) = recorded_breakers(
         &host_transitions,
         &recorded_calls,
@@ -864,9 +865,10 @@ fn span_at(spans: &[Span], t: f64) -> Option<usize> {
 /// recovered: a call a longer reset timeout blocks in those minutes is a healthy call
 /// lost, not a failure spared. Each span is cut to its first and last failure: the
 /// rows' (a retried row's first attempt where the request began, its time less its
-/// elapsed time, at most as long as a request can take; its last failed attempt one
-/// attempt's share before its row when it then succeeded) and the breakers' opens. A
-/// span without any keeps its bounds. Where a breaker kept failing its half-open trials
+/// elapsed time when that is no longer than a request can take; its last failed
+/// attempt one attempt's share before its row when it then succeeded; a row of a
+/// request that raised at its time) and the breakers' opens. A span without any keeps
+/// its bounds. Where a breaker kept failing its half-open trials
 /// the host failed too, whether or not the rows showed enough to find an incident
 /// there ([`open_chains`]): those spans are added, and the result is sorted and
 /// disjoint.
@@ -874,6 +876,7 @@ fn trimmed_to_failures(
     spans: &[Span],
     recorded_calls: &[Call],
     steps: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
+    reset_s: f64,
 ) -> Vec<Span> {
     let mut bounds = vec![(f64::INFINITY, f64::NEG_INFINITY); spans.len()];
     let mut add = |at: f64, first: f64, last: f64| {
@@ -882,11 +885,17 @@ fn trimmed_to_failures(
             bounds[j].1 = bounds[j].1.max(last);
         }
     };
-    for c in recorded_calls.iter().filter(|c| c.failed_attempts() > 0) {
+    for c in recorded_calls.iter().filter(|c| attempts_failed(c) > 0) {
         let k = c.retried_failures;
-        let took = c.elapsed_s.clamp(0.0, longest_request_s(k));
-        let first = c.t_s - if k > 0 { took } else { 0.0 };
-        let last = if c.failed() {
+        // The first failed attempt where the request began (as `spread_retries` puts
+        // it), the last one an attempt's share of the request's time before its row
+        // when it then succeeded; an elapsed time longer than a request can take says
+        // nothing of when it began.
+        let took = Some(c.elapsed_s)
+            .filter(|e| (0.0..=longest_request_s(k)).contains(e) && k > 0)
+            .unwrap_or(0.0);
+        let first = c.t_s - took;
+        let last = if c.failed() || c.kind == Kind::Exception {
             c.t_s
         } else {
             c.t_s - took / f64::from(k + 1)
@@ -909,12 +918,19 @@ fn trimmed_to_failures(
             *sp
         }
     });
-    merge_spans(open_chains(steps, spans).into_iter().chain(cut).collect())
+    merge_spans(
+        open_chains(steps, spans, reset_s)
+            .into_iter()
+            .chain(cut)
+            .collect(),
+    )
 }
 
 /// Each breaker's runs of failing probes, from its recorded transitions: from an open
 /// (closed -> open) to the last half-open trial that failed, and on to halfway to the
-/// trial that closed it (the host recovered in between, as far as the night can tell).
+/// trial that closed it (the host recovered in between, as far as the night can tell;
+/// at most a reset timeout, `reset_s`, after the last failed trial when no call came
+/// for a while).
 /// The host failed all along (each reopen is a trial that failed), whether or not the
 /// rows showed enough to find an incident there. An open whose first trial succeeded
 /// counts so only inside an incident `detect` found (`spans`); elsewhere it is an
@@ -923,6 +939,7 @@ fn trimmed_to_failures(
 fn open_chains(
     steps: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
     spans: &[Span],
+    reset_s: f64,
 ) -> Vec<Span> {
     let mut open: HashMap<u32, (f64, f64)> = HashMap::new();
     let mut out = Vec::new();
@@ -944,7 +961,11 @@ fn open_chains(
             (_, Some(BreakerState::Closed)) => {
                 if let Some((a, b)) = open.remove(&inst) {
                     let failing = b > a || span_at(spans, a).is_some();
-                    let recovered = if failing { (t - b).max(0.0) / 2.0 } else { 0.0 };
+                    let recovered = if failing {
+                        ((t - b) / 2.0).clamp(0.0, reset_s.max(0.0))
+                    } else {
+                        0.0
+                    };
                     out.push(Span {
                         start_s: a,
                         end_s: b + recovered + 1e-3,
@@ -961,38 +982,53 @@ fn open_chains(
     out
 }
 
-/// The host's incidents with their failure rates, and the background rate. Incidents of
-/// different kinds may overlap: health is their union (`spans` are merged). A span's
-/// rate is what the synthetic calls of the recorded breakers' gaps inside it fail at,
-/// and the rows inside it say little about those gaps: a breaker opens when the host
-/// fails, and the requests it then denies leave no row, so the rows come from the
-/// span's healthier minutes. The recorded half-open trials (`trials`: when, and whether
-/// it failed) are the night's sample of the host while a breaker was open: where the
-/// span has some, its rate is their failure share, with the rows' share of failed
-/// attempts as one more trial; without any, the rows' share. The background rate is the
-/// rows' outside every span.
+/// Failed attempts a row stands for: its retried ones, and its last when it failed or
+/// raised.
+fn attempts_failed(c: &Call) -> u64 {
+    c.failed_attempts() + u64::from(c.kind == Kind::Exception)
+}
+
+/// The host's incidents with their failure rates, and the background rate, both per
+/// attempt. Incidents of different kinds may overlap: health is their union (`spans`
+/// are merged). A span's rate is what the synthetic calls of the recorded breakers'
+/// gaps inside it fail at, and the rows inside it say little about those gaps: a
+/// breaker opens when the host fails, and the requests it then denies leave no row, so
+/// the rows come from the span's healthier minutes. The recorded half-open trials
+/// (`trials`: when, and whether it failed) are the night's sample of the host while a
+/// breaker was open: where the span has some, its rate is their failure share, with the
+/// rows' share of failed attempts as one more trial; without any, the rows' share. A
+/// trial belongs to the span that holds it, or to the one that ended at most `reset_s`
+/// before it (the trial that closed a run of failed ones, see [`open_chains`]). The
+/// background rate is the rows' outside every span.
 fn incidents_with_rates(
     spans: &[Span],
     recorded_calls: &[Call],
     trials: &[(f64, bool)],
+    reset_s: f64,
 ) -> (Vec<Incident>, f64) {
     // Per span: failed attempts and attempts of the rows, failed and all trials.
     let mut inside = vec![(0u64, 0u64, 0u64, 0u64); spans.len()];
     let (mut out_k, mut out_n) = (0u64, 0u64);
     for c in recorded_calls {
+        let (k, n) = (attempts_failed(c), 1 + u64::from(c.retried_failures));
         match span_at(spans, c.t_s) {
             Some(j) => {
-                inside[j].0 += c.failed_attempts();
-                inside[j].1 += 1 + u64::from(c.retried_failures);
+                inside[j].0 += k;
+                inside[j].1 += n;
             }
             None => {
-                out_k += u64::from(c.failed());
-                out_n += 1;
+                out_k += k;
+                out_n += n;
             }
         }
     }
     for &(t, failed) in trials {
-        if let Some(j) = span_at(spans, t) {
+        let closed = || {
+            let i = spans.partition_point(|sp| sp.end_s <= t);
+            i.checked_sub(1)
+                .filter(|&j| t - spans[j].end_s <= reset_s.max(0.0))
+        };
+        if let Some(j) = span_at(spans, t).or_else(closed) {
             inside[j].2 += u64::from(failed);
             inside[j].3 += 1;
         }
@@ -1609,24 +1645,25 @@ mod tests {
         failed.outcome = Outcome::Failure;
         let calls = [
             row(30.0, Kind::Response, 0, 0.5),
-            // Two retried attempts failed, then it succeeded: it began at 110 s and its
-            // last failure was one attempt's share (3 s of 9) before its row.
+            // Two retried attempts failed, then it succeeded: it began at 110 s, and
+            // its last failure is taken an attempt's share (3 s of 9) before its row.
             row(119.0, Kind::Response, 2, 9.0),
             failed,
             row(500.0, Kind::Response, 0, 0.5),
             // A healthy row in the second span: no failure to cut it to.
             row(3100.0, Kind::Response, 0, 0.5),
-            // An absurd elapsed time reaches back no further than a request can take.
+            // An elapsed time longer than a request can take says nothing of when it
+            // began: its failure is at its row.
             row(3200.0, Kind::Response, 1, 1e9),
         ];
-        // A breaker opened at 150 s and failed two trials; another opened at 2000 s,
-        // outside both spans, failed one trial at 2030 s and closed at 2060 s: the host
-        // failed there though `detect` found nothing.
         let steps = [
+            // A breaker opened at 150 s and failed two trials, the last at 210 s.
             (0, 150.0, Some(Closed), Some(Open)),
             (0, 180.0, Some(HalfOpen), Some(Open)),
             (0, 210.0, Some(HalfOpen), Some(Open)),
             (0, 240.0, Some(HalfOpen), Some(Closed)),
+            // Another opened at 2000 s, outside both spans, failed a trial and closed:
+            // the host failed there though `detect` found nothing.
             (1, 2000.0, Some(Closed), Some(Open)),
             (1, 2030.0, Some(HalfOpen), Some(Open)),
             (1, 2060.0, Some(HalfOpen), Some(Closed)),
@@ -1634,8 +1671,13 @@ mod tests {
             // as the night can tell, an instant.
             (2, 4000.0, Some(Closed), Some(Open)),
             (2, 4030.0, Some(HalfOpen), Some(Closed)),
+            // No call for an hour after a failed trial: it recovered within a reset
+            // timeout as far as the replay weighs it.
+            (3, 5000.0, Some(Closed), Some(Open)),
+            (3, 5060.0, Some(HalfOpen), Some(Open)),
+            (3, 8660.0, Some(HalfOpen), Some(Closed)),
         ];
-        let got: Vec<(f64, f64)> = trimmed_to_failures(&spans, &calls, &steps)
+        let got: Vec<(f64, f64)> = trimmed_to_failures(&spans, &calls, &steps, 60.0)
             .iter()
             .map(|sp| {
                 (
@@ -1644,10 +1686,6 @@ mod tests {
                 )
             })
             .collect();
-        // The second span: the absurd row's request began a longest request before it,
-        // its failed attempt half of that.
-        let longest = longest_request_s(1);
-        let round = |v: f64| (v * 1e3).round() / 1e3;
         assert_eq!(
             got,
             [
@@ -1655,14 +1693,11 @@ mod tests {
                 // trials failing until 210 s, recovered halfway to 240 s.
                 (110.0, 225.001),
                 (2000.0, 2045.001),
-                (
-                    round(3200.0 - longest),
-                    round(3200.0 - longest / 2.0 + 1e-3)
-                ),
+                (3200.0, 3200.001),
                 (4000.0, 4000.001),
+                (5000.0, 5120.001),
             ]
         );
-        assert!(3200.0 - longest > 2045.0);
     }
 
     #[test]
@@ -1675,27 +1710,31 @@ mod tests {
         failed.outcome = Outcome::Failure;
         // Nine rows of ten succeeded (the breaker kept the failing minutes out), and
         // one of them had a retried failure: 2 failed attempts of 11. Three trials
-        // failed and one succeeded: (3 + 2/11) / (4 + 1).
+        // failed and two succeeded: (3 + 2/11) / (5 + 1).
         let mut calls: Vec<Call> = (0..9)
             .map(|i| row(20.0 + f64::from(i), Kind::Response, 0, 0.5))
             .collect();
         calls[0].retried_failures = 1;
         calls.push(failed);
+        // The trial at 130 s closed the breaker after the span (its run of failed trials
+        // ends halfway to it): it belongs to the span. The one at 300 s, more than a
+        // reset timeout after it, does not.
         let trials = [
             (30.0, true),
             (40.0, true),
             (50.0, true),
             (60.0, false),
-            (200.0, true),
+            (130.0, false),
+            (300.0, true),
         ];
-        let (incs, background) = incidents_with_rates(&spans, &calls, &trials);
+        let (incs, background) = incidents_with_rates(&spans, &calls, &trials, 60.0);
         assert!(
-            (incs[0].rate - (3.0 + 2.0 / 11.0) / 5.0).abs() < 1e-12,
+            (incs[0].rate - (3.0 + 2.0 / 11.0) / 6.0).abs() < 1e-12,
             "{incs:?}"
         );
         assert_eq!(background, 0.0);
         // Without trials, the rows' share of failed attempts.
-        let (incs, _) = incidents_with_rates(&spans, &calls, &[]);
+        let (incs, _) = incidents_with_rates(&spans, &calls, &[], 60.0);
         assert!((incs[0].rate - 2.0 / 11.0).abs() < 1e-12, "{incs:?}");
     }
 }

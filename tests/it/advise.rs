@@ -5,7 +5,7 @@ use std::path::Path;
 
 use breaker_advisor::advise::{
     AdviseSettings, Confidence, Current, HostEvidence, IncidentEvidence, Num, Plan, Previous,
-    RateBaselines, ReplayCheck, RoleEvidence, advise,
+    RaisedCounted, RateBaselines, ReplayCheck, RoleEvidence, advise,
 };
 use breaker_advisor::config::BreakerConfig;
 use breaker_advisor::config::edit::BreakerKey;
@@ -819,6 +819,70 @@ fn a_replay_that_misses_the_recorded_opens_needs_a_gain_clearly_larger_than_the_
         "{:?}",
         plan.held
     );
+}
+
+/// A replay of a host whose 1,000 attempts that raised in incidents fall by `self.0`
+/// if the crawler counted them, at `self.1` more healthy calls blocked.
+struct FakeRaised(u64, u64);
+
+impl ReplayCheck for FakeRaised {
+    fn current(&self, host: &str) -> Option<ReplayPolicy> {
+        FakeReplay(|_| 100).current(host)
+    }
+    fn figures(&self, host: &str, p: &ReplayPolicy) -> Figures {
+        FakeReplay(|_| 100).figures(host, p)
+    }
+    fn raised_counted(&self, _host: &str, _p: &ReplayPolicy) -> Option<RaisedCounted> {
+        let now = Figures {
+            raised_attempts_in_incidents: 1000,
+            raised_seconds_in_incidents: 30_000.0,
+            false_trips: 100,
+            ..Figures::default()
+        };
+        let then = Figures {
+            raised_attempts_in_incidents: 1000 - self.0,
+            raised_seconds_in_incidents: 30.0 * (1000 - self.0) as f64,
+            false_trips: 100 + self.1,
+            ..Figures::default()
+        };
+        Some(RaisedCounted {
+            rows: 0,
+            retried: 1000,
+            now,
+            then,
+        })
+    }
+}
+
+#[test]
+fn counting_timeouts_goes_to_needs_a_crawler_change_only_for_a_gain_worth_a_change() {
+    let h = host("a.example");
+    let entries = |kept, lost| {
+        plan_with_replay(&h, &FakeRaised(kept, lost))
+            .crawler_changes
+            .into_iter()
+            .filter(|c| c.key == BreakerKey::FailureExceptions)
+            .collect::<Vec<_>>()
+    };
+    // 300 attempts kept out for 50 healthy calls: a gain of 250, a quarter of the
+    // attempts. Its reason says what the missing rows hide.
+    let got = entries(300, 50);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0]
+            .reason
+            .contains("1000 retried attempts estimated to have timed out")
+            && got[0].reason.contains("keeps 300 of the 1000 attempts")
+            && got[0]
+                .reason
+                .contains("writes no row for a request that raised"),
+        "{}",
+        got[0].reason
+    );
+    // A gain of 90, under a tenth of the attempts (the default min_gain_share): none.
+    assert!(entries(140, 50).is_empty());
+    // As many healthy calls lost as attempts kept out: none.
+    assert!(entries(300, 300).is_empty());
 }
 
 fn plan_with_replay(h: &HostEvidence, r: &dyn ReplayCheck) -> Plan {

@@ -1366,7 +1366,7 @@ fn without_rows_of_requests_that_raised_the_retried_timeouts_carry_the_entry() {
         assert!(e["raised_retried_attempts"].as_i64().unwrap() > 0, "{c:#}");
         let reason = c["reason"].as_str().unwrap();
         assert!(
-            reason.contains("retried attempts that timed out")
+            reason.contains("retried attempts estimated to have timed out")
                 && reason.contains("writes no row for a request that raised"),
             "{reason}"
         );
