@@ -16,7 +16,7 @@ use crate::layout::{MetricsFolder, RunFolder, Table};
 use crate::output::read_parquet;
 use crate::replay::calibrate::{Calibration, Evaluated};
 use crate::replay::traffic::{Recorded, Traffic, TrafficInput};
-use crate::replay::{Figures, ReplayPolicy};
+use crate::replay::{Figures, Kind, ReplayPolicy};
 use crate::telemetry::parquet::scan_table;
 
 /// Loads the window's traffic from `dataset`, with the incidents and window of
@@ -462,7 +462,6 @@ impl crate::advise::ReplayCheck for Traffic {
             return None;
         }
         let t = self.get(host)?;
-        use crate::replay::Kind;
         let recorded = t.calls.iter().filter(|c| !c.synthetic && !c.retry);
         let rows = recorded
             .clone()

@@ -868,10 +868,9 @@ fn span_at(spans: &[Span], t: f64) -> Option<usize> {
 /// elapsed time when that is no longer than a request can take; its last failed
 /// attempt one attempt's share before its row when it then succeeded; a row of a
 /// request that raised at its time) and the breakers' opens. A span without any keeps
-/// its bounds. Where a breaker kept failing its half-open trials
-/// the host failed too, whether or not the rows showed enough to find an incident
-/// there ([`open_chains`]): those spans are added, and the result is sorted and
-/// disjoint.
+/// its bounds. Where a breaker kept failing its half-open trials the host failed too,
+/// whether or not the rows showed enough to find an incident there ([`open_chains`]):
+/// those spans are added, and the result is sorted and disjoint.
 fn trimmed_to_failures(
     spans: &[Span],
     recorded_calls: &[Call],
@@ -930,12 +929,11 @@ fn trimmed_to_failures(
 /// (closed -> open) to the last half-open trial that failed, and on to halfway to the
 /// trial that closed it (the host recovered in between, as far as the night can tell;
 /// at most a reset timeout, `reset_s`, after the last failed trial when no call came
-/// for a while).
-/// The host failed all along (each reopen is a trial that failed), whether or not the
-/// rows showed enough to find an incident there. An open whose first trial succeeded
-/// counts so only inside an incident `detect` found (`spans`); elsewhere it is an
-/// instant, since a burst of background failures looks the same, and the calls it
-/// blocked stay false trips.
+/// for a while). The host failed all along (each reopen is a trial that failed),
+/// whether or not the rows showed enough to find an incident there. An open whose
+/// first trial succeeded counts so only inside an incident `detect` found (`spans`);
+/// elsewhere it is an instant, since a burst of background failures looks the same,
+/// and the calls it blocked stay false trips.
 fn open_chains(
     steps: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
     spans: &[Span],
