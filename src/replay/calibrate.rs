@@ -479,14 +479,15 @@ impl Finding {
         let evidence = match (&self.other_fit, self.shown) {
             (_, false) => self.night.clone(),
             (Some(o), true) => format!(
-                "{}; {} = {} misses {} opens and needs {} unseen failures, against {} and {}",
+                "{}; {} = {} misses {} opens and needs {} unseen failures, against {} and {}{}",
                 self.night,
                 self.field,
                 self.other,
                 o.open_miss,
                 o.inferred,
                 self.fit.open_miss,
-                self.fit.inferred
+                self.fit.inferred,
+                self.undecided(o)
             ),
             (None, true) => format!(
                 "{}; {} = {} not replayed",
@@ -494,6 +495,24 @@ impl Finding {
             ),
         };
         format!("{}{moved}: {evidence}", self.chosen)
+    }
+
+    /// Where the other value fits as well or a little better: the night could not
+    /// tell them apart, or not beyond the noise of its reconstruction
+    /// ([`clearly_better`]), so the value chosen stands for lack of evidence.
+    fn undecided(&self, o: &Fit) -> String {
+        if o.score == self.fit.score {
+            "; the same fit: the night cannot tell the two apart".to_owned()
+        } else if o.score < self.fit.score {
+            format!(
+                "; {} fits better by {}, within the night's noise ({:.0}): not evidence enough to choose it",
+                self.other,
+                self.fit.score - o.score,
+                2.0 * (self.fit.score as f64).sqrt()
+            )
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -611,6 +630,60 @@ mod tests {
         assert_eq!(
             (choice.model, choice.fit.score, choice.base_fit.score),
             (moved, 2, 9)
+        );
+    }
+
+    #[test]
+    fn a_finding_says_when_the_night_cannot_tell_the_values_apart() {
+        let finding = |other: Fit| Finding {
+            field: "success_clears_cooldown".into(),
+            start: "true".into(),
+            chosen: "true".into(),
+            night: "19 failures that set a cooldown".into(),
+            shown: true,
+            fit: Fit {
+                open_miss: 8,
+                inferred: 694,
+                score: 726,
+            },
+            other: "false".into(),
+            other_fit: Some(other),
+        };
+        let same = finding(Fit {
+            open_miss: 8,
+            inferred: 694,
+            score: 726,
+        });
+        assert!(
+            same.describe()
+                .ends_with("the same fit: the night cannot tell the two apart"),
+            "{}",
+            same.describe()
+        );
+        // 50 better, under twice the square root of 726 (54): not chosen, and said so.
+        let close = finding(Fit {
+            open_miss: 4,
+            inferred: 672,
+            score: 676,
+        });
+        assert!(!clearly_better(676, 726));
+        assert!(
+            close.describe().ends_with(
+                "false fits better by 50, within the night's noise (54): not evidence enough to choose it"
+            ),
+            "{}",
+            close.describe()
+        );
+        // A worse fit needs no word.
+        let worse = finding(Fit {
+            open_miss: 30,
+            inferred: 700,
+            score: 790,
+        });
+        assert!(
+            worse.describe().ends_with("against 8 and 694"),
+            "{}",
+            worse.describe()
         );
     }
 }
