@@ -270,7 +270,12 @@ pub fn descend(
 /// estimated), so a smaller gain is as likely the reconstruction's noise as the
 /// crawler's accounting.
 pub fn clearly_better(score: u64, current: u64) -> bool {
-    score < current && (current - score) as f64 > 2.0 * (current as f64).sqrt()
+    score < current && (current - score) as f64 > noise(current)
+}
+
+/// How far a score varies by the reconstruction's noise alone (see [`clearly_better`]).
+fn noise(score: u64) -> f64 {
+    2.0 * (score as f64).sqrt()
 }
 
 /// The fits a descent over one set of hosts computed, with what those hosts show.
@@ -508,7 +513,7 @@ impl Finding {
                 "; {} fits better by {}, within the night's noise ({:.0}): not evidence enough to choose it",
                 self.other,
                 self.fit.score - o.score,
-                2.0 * (self.fit.score as f64).sqrt()
+                noise(self.fit.score)
             )
         } else {
             String::new()

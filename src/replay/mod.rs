@@ -516,8 +516,8 @@ pub fn replay(
             }
             run.f.attempts += 1;
             run.f.failures_let_through += u64::from(unhealthy);
-            // An attempt that timed out before one that answered: its share of the
-            // request's time.
+            // A retried attempt that raised (before a row that raised, or before one
+            // that answered): its share of the request's time.
             if unhealthy && c.kind == Kind::Exception {
                 run.f.raised_attempts_in_incidents += 1;
                 run.f.raised_seconds_in_incidents += c.elapsed_s;
