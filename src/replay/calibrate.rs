@@ -152,6 +152,76 @@ pub struct Signs {
     /// whatever the rows stand for.
     #[serde(default)]
     pub logged: u64,
+    /// What the rows' own `breaker_recorded` column says.
+    #[serde(default)]
+    pub said: Said,
+}
+
+/// What the rows' `breaker_recorded` column says the breaker did with each kind of row:
+/// the crawler's own word on the fields it names (a cache hit counted or not, an
+/// exception counted or not), read only where the crawler fills the column. Sums over
+/// hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Said {
+    /// Rows of responses from the network, and those whose column says `success` or
+    /// `failure` (a crawler that fills it).
+    pub responses: u64,
+    pub responses_said: u64,
+    /// Cache hits recorded as a success, and as untouched (`none`, `cache-hit`).
+    pub cache_success: u64,
+    pub cache_untouched: u64,
+    /// Rows of requests that raised recorded as a failure, and as `none`.
+    pub exceptions_failure: u64,
+    pub exceptions_none: u64,
+}
+
+impl std::ops::AddAssign for Said {
+    fn add_assign(&mut self, o: Said) {
+        self.responses += o.responses;
+        self.responses_said += o.responses_said;
+        self.cache_success += o.cache_success;
+        self.cache_untouched += o.cache_untouched;
+        self.exceptions_failure += o.exceptions_failure;
+        self.exceptions_none += o.exceptions_none;
+    }
+}
+
+/// Rows of a kind the column must speak for before its word identifies a field.
+pub const SAID_MIN_ROWS: u64 = 10;
+
+/// The share of those rows that must agree (and of the network rows that must fill
+/// the column at all).
+pub const SAID_AGREEMENT: f64 = 0.9;
+
+impl Said {
+    /// Whether the crawler fills the column: nine in ten network rows say what the
+    /// breaker recorded.
+    fn filled(&self) -> bool {
+        self.responses > 0 && self.responses_said as f64 >= SAID_AGREEMENT * self.responses as f64
+    }
+
+    /// The field's value the column identifies, with the rows that say so and the rows
+    /// it speaks for; `None` where it names no such field, is not filled, speaks for too
+    /// few rows, or is split.
+    pub fn identifies(&self, f: Field) -> Option<(bool, u64, u64)> {
+        let (yes, no) = match f {
+            Field::CacheHitIsSuccess => (self.cache_success, self.cache_untouched),
+            Field::ExceptionsAreFailures => (self.exceptions_failure, self.exceptions_none),
+            _ => return None,
+        };
+        let n = yes + no;
+        if !self.filled() || n < SAID_MIN_ROWS {
+            return None;
+        }
+        let agree = |k: u64| k as f64 >= SAID_AGREEMENT * n as f64;
+        if agree(yes) {
+            Some((true, yes, n))
+        } else if agree(no) {
+            Some((false, no, n))
+        } else {
+            None
+        }
+    }
 }
 
 impl std::ops::AddAssign for Signs {
@@ -164,6 +234,7 @@ impl std::ops::AddAssign for Signs {
         self.cooldown_failures += o.cooldown_failures;
         self.shared_hosts += o.shared_hosts;
         self.logged += o.logged;
+        self.said += o.said;
     }
 }
 
@@ -208,12 +279,47 @@ impl Signs {
             }
         };
         match (shown, self.logged) {
-            (true, _) => what,
+            (true, _) => match (f, self.identified(f)) {
+                (_, None) => what,
+                (Field::CacheHitIsSuccess, Some((v, k, n))) => format!(
+                    "{what}; the rows' breaker_recorded says {k} of {n} {}",
+                    if v {
+                        "were counted as a success"
+                    } else {
+                        "left the breaker untouched"
+                    }
+                ),
+                (_, Some((v, k, n))) => format!(
+                    "{what}; the rows' breaker_recorded says {k} of {n} {}",
+                    if v {
+                        "were counted as a failure"
+                    } else {
+                        "were not counted"
+                    }
+                ),
+            },
             (false, 0) => format!("{what}: the night cannot show it"),
             (false, n) => format!(
                 "{what}: the night cannot show it (the breakers logged {n} outcomes themselves, and their replay reads those, not the rows)"
             ),
         }
+    }
+
+    /// Where the rows' `breaker_recorded` identifies the field: its value, the rows that
+    /// say so, and the rows the column speaks for.
+    pub fn identified(&self, f: Field) -> Option<(bool, u64, u64)> {
+        self.said.identifies(f)
+    }
+
+    /// `base` with every field the rows' own word identifies set as they say: where the
+    /// descent starts (the recorded transitions can still move it, clearly).
+    pub fn start(&self, base: &CrawlerModel) -> CrawlerModel {
+        Field::ALL
+            .iter()
+            .fold(base.clone(), |m, f| match self.identified(*f) {
+                Some((v, _, _)) if f.value(&m) != v.to_string() => f.moved(&m),
+                _ => m,
+            })
     }
 
     /// `m` with every field the night cannot show as in `base`: every such model has
@@ -226,24 +332,32 @@ impl Signs {
     }
 }
 
-/// The descent: from `base`, move the one field (among those `signs` shows) whose move
-/// lowers the score most, while that move is [`clearly_better`]. `fit_of` gives a
-/// model's fit, or `None` when it is unknown (such a move is not taken). Returns the
-/// model reached and its path.
+/// The descent: from `base` with the fields the rows' own word identifies
+/// ([`Signs::start`]), move the one field (among the others `signs` shows) whose move
+/// lowers the score most, while that move is [`clearly_better`]. A field the rows
+/// identify is not moved: the fit's reconstruction (estimated attempts, inferred
+/// failures) is weaker evidence than the crawler's record of what it counted. `fit_of` gives a model's fit,
+/// or `None` when it is unknown (such a move is not taken); `base` is always asked, so
+/// its fit can be reported. Returns the model reached, its fit and the fields moved.
 pub fn descend(
     base: &CrawlerModel,
     signs: &Signs,
     mut fit_of: impl FnMut(&CrawlerModel) -> Option<Fit>,
 ) -> Option<(CrawlerModel, Fit, Vec<Field>)> {
-    let mut current = base.clone();
-    let mut best = fit_of(base)?;
+    let base_fit = fit_of(base);
+    let mut current = signs.start(base);
+    let mut best = if current == *base {
+        base_fit?
+    } else {
+        fit_of(&current)?
+    };
     let mut path = Vec::new();
     // Each round fixes one more field: at most every field once.
     for _ in 0..Field::ALL.len() {
         let mut step: Option<(Field, CrawlerModel, Fit)> = None;
         for f in Field::ALL
             .iter()
-            .filter(|f| signs.shows(**f) && !path.contains(*f))
+            .filter(|f| signs.shows(**f) && signs.identified(**f).is_none() && !path.contains(*f))
         {
             let candidate = f.moved(&current);
             if let Some(fit) = fit_of(&candidate)
@@ -341,6 +455,8 @@ pub struct Choice {
     pub model: CrawlerModel,
     pub fit: Fit,
     pub base_fit: Fit,
+    /// The fields the rows' own word set (where the descent started).
+    pub identified: Vec<Field>,
     /// The fields moved, in the order the descent moved them.
     pub path: Vec<Field>,
 }
@@ -412,17 +528,24 @@ impl Calibration {
     /// The fleet's descent over the summed fits.
     pub fn choose(&self) -> Choice {
         let base_fit = self.fit(&self.base).unwrap_or_default();
+        let start = self.signs.start(&self.base);
+        let identified: Vec<Field> = Field::ALL
+            .into_iter()
+            .filter(|f| f.value(&start) != f.value(&self.base))
+            .collect();
         match descend(&self.base, &self.signs, |m| self.fit(m)) {
             Some((model, fit, path)) => Choice {
                 model,
                 fit,
                 base_fit,
+                identified,
                 path,
             },
             None => Choice {
                 model: self.base.clone(),
                 fit: base_fit,
                 base_fit,
+                identified: Vec::new(),
                 path: Vec::new(),
             },
         }
@@ -536,7 +659,12 @@ pub fn calibration_text(kept: bool, choice: &Choice) -> String {
             b.open_miss, b.inferred
         )
     } else {
-        let moved: Vec<&str> = choice.path.iter().map(|f| f.key()).collect();
+        let mut moved: Vec<String> = choice
+            .identified
+            .iter()
+            .map(|f| format!("{} as the rows' breaker_recorded says", f.key()))
+            .collect();
+        moved.extend(choice.path.iter().map(|f| f.key().to_owned()));
         format!(
             "calibrated ({} moved): this model misses the recorded opens by {} in total and needs {} failures no row shows; the documented one misses {} and needs {}",
             moved.join(", "),
@@ -689,6 +817,93 @@ mod tests {
             worse.describe().ends_with("against 8 and 694"),
             "{}",
             worse.describe()
+        );
+    }
+
+    #[test]
+    fn the_rows_own_word_identifies_a_field_where_the_crawler_fills_it() {
+        let said = Said {
+            responses: 1000,
+            responses_said: 1000,
+            cache_success: 0,
+            cache_untouched: 40,
+            exceptions_failure: 12,
+            exceptions_none: 0,
+        };
+        assert_eq!(
+            said.identifies(Field::CacheHitIsSuccess),
+            Some((false, 40, 40))
+        );
+        assert_eq!(
+            said.identifies(Field::ExceptionsAreFailures),
+            Some((true, 12, 12))
+        );
+        // The column names no other field.
+        assert_eq!(said.identifies(Field::FinalOutcomeCounted), None);
+        // Too few rows, a split word, or a crawler that does not fill the column: none.
+        let few = Said {
+            exceptions_failure: 9,
+            ..said
+        };
+        assert_eq!(few.identifies(Field::ExceptionsAreFailures), None);
+        let split = Said {
+            cache_success: 30,
+            cache_untouched: 70,
+            ..said
+        };
+        assert_eq!(split.identifies(Field::CacheHitIsSuccess), None);
+        let unfilled = Said {
+            responses_said: 800,
+            ..said
+        };
+        assert_eq!(unfilled.identifies(Field::CacheHitIsSuccess), None);
+
+        // The descent starts from that word and does not move it; the other fields are
+        // searched as before.
+        let base = CrawlerModel::default();
+        let signs = Signs {
+            failed_rows: 5,
+            cache_hits: 40,
+            exceptions: 12,
+            said,
+            ..Signs::default()
+        };
+        let start = signs.start(&base);
+        assert!(!start.cache_hit_is_success && start.exceptions_are_failures);
+        // A fit that prefers the documented cache field (100 better) does not move it.
+        let (model, _, path) = descend(&base, &signs, |m| {
+            Some(fit(if m.cache_hit_is_success { 100 } else { 200 }))
+        })
+        .unwrap();
+        assert_eq!((model, path), (start.clone(), Vec::new()));
+        let cal = Calibration::new(
+            &base,
+            vec![Evaluated::search(signs, &base, |m| {
+                fit(if m.cache_hit_is_success { 100 } else { 200 })
+            })],
+        );
+        let choice = cal.choose();
+        assert_eq!(
+            choice.identified,
+            [Field::CacheHitIsSuccess, Field::ExceptionsAreFailures]
+        );
+        assert_eq!(choice.base_fit.score, 100);
+        let text = calibration_text(false, &choice);
+        assert!(
+            text.starts_with("calibrated (cache_hit_is_success as the rows' breaker_recorded says, exceptions_are_failures as the rows' breaker_recorded says moved)"),
+            "{text}"
+        );
+        let finding = cal
+            .findings(&choice)
+            .into_iter()
+            .find(|f| f.field == "cache_hit_is_success")
+            .unwrap();
+        assert!(
+            finding
+                .night
+                .ends_with("the rows' breaker_recorded says 40 of 40 left the breaker untouched"),
+            "{}",
+            finding.night
         );
     }
 }

@@ -16,7 +16,8 @@
 pub mod calibrate;
 pub mod traffic;
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
 
 use serde::Serialize;
 
@@ -145,6 +146,17 @@ pub struct Call {
 impl Call {
     pub fn failed(&self) -> bool {
         self.outcome == Outcome::Failure
+    }
+
+    /// When the breaker counted it: a retried attempt that raised when its timeout
+    /// fired (`elapsed_s` after it was sent); any other call when it was sent (a
+    /// status answers at once; a row is written when its last attempt ends).
+    pub fn counted_at(&self) -> f64 {
+        if self.retry && self.kind == Kind::Exception {
+            self.t_s + self.elapsed_s
+        } else {
+            self.t_s
+        }
     }
 
     /// Failed attempts the crawler sent for this request.
@@ -454,6 +466,37 @@ impl Run<'_> {
     }
 }
 
+/// A failed attempt sent and counted later (`Call::counted_at`), in the replay's queue.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    at: f64,
+    seq: u64,
+    instance: usize,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.at
+            .total_cmp(&o.at)
+            .then(self.seq.cmp(&o.seq))
+            .then(self.instance.cmp(&o.instance))
+    }
+}
+
 /// Replays `calls` (sorted by time) under `policy` and `model`; `incidents` (sorted)
 /// say when the host was unhealthy; `hours` scales `opens_per_hour`.
 pub fn replay(
@@ -483,7 +526,16 @@ pub fn replay(
     // Requests admitted at their first attempt where retries are not counted: the
     // breaker is asked once for the whole request.
     let mut asked: HashSet<u64> = HashSet::new();
+    // Attempts sent and not answered yet (a timeout counted when it fires), the
+    // earliest first: each is counted before any call that comes after it.
+    let mut pending: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
     for c in calls {
+        while let Some(Reverse(p)) = pending.peek().copied()
+            && p.at <= c.t_s
+        {
+            pending.pop();
+            run.record(p.instance, p.at, true, None, Some(p.at));
+        }
         if c.retry && denied.contains(&c.seq) || c.spread && denied.remove(&c.seq) {
             continue;
         }
@@ -523,7 +575,16 @@ pub fn replay(
                 run.f.raised_seconds_in_incidents += c.elapsed_s;
             }
             if outcome.is_some() {
-                run.record(i, c.t_s, true, None, Some(c.t_s + c.elapsed_s));
+                let at = c.counted_at();
+                if at > c.t_s {
+                    pending.push(Reverse(Pending {
+                        at,
+                        seq: c.seq,
+                        instance: i,
+                    }));
+                } else {
+                    run.record(i, c.t_s, true, None, Some(c.t_s + c.elapsed_s));
+                }
             }
             continue;
         }
@@ -574,6 +635,9 @@ pub fn replay(
                 run.record(i, t, outcome == Outcome::Failure, c.retry_after_s, None);
             }
         }
+    }
+    while let Some(Reverse(p)) = pending.pop() {
+        run.record(p.instance, p.at, true, None, Some(p.at));
     }
     let Run {
         mut f,
@@ -999,8 +1063,9 @@ mod tests {
     fn each_attempt_that_raised_in_an_incident_counts_once_with_its_share_of_the_time() {
         // A request that raised after two retried attempts that raised (90 s in all),
         // and a request that answered after one retried attempt estimated to have timed
-        // out (30 s): spread as the traffic does, four attempts raised, each with its
-        // share of its request's time (30 s each, and 15 s).
+        // out (30 s): spread as the traffic does, four attempts raised. A retried one
+        // lasted until the next attempt was sent, at most a read timeout (30 s each);
+        // the row's own attempt its share of the request's time (30 s).
         let raised = Call {
             kind: Kind::Exception,
             outcome: Outcome::Uncounted,
@@ -1027,11 +1092,58 @@ mod tests {
         let f = replay(&calls, &policy(), &ReplayModel::default(), &incident, 1.0);
         assert_eq!(f.raised_attempts_in_incidents, 4);
         assert!(
-            (f.raised_seconds_in_incidents - 105.0).abs() < 1e-9,
+            (f.raised_seconds_in_incidents - 120.0).abs() < 1e-9,
             "{f:?}"
         );
         // Outside every incident, none.
         let f = replay(&calls, &policy(), &ReplayModel::default(), &[], 1.0);
         assert_eq!(f.raised_attempts_in_incidents, 0);
+    }
+
+    #[test]
+    fn an_attempt_that_raised_is_counted_when_its_timeout_fires() {
+        // Sent at 0, it timed out at 30. Meanwhile a success at 10 and a failure at 20:
+        // the breaker (fail_max 2, exceptions counted) saw success, failure, timeout,
+        // and opened at 30. Counted when sent, the success would have reset it.
+        let timeout = Call {
+            kind: Kind::Exception,
+            retry: true,
+            outcome: Outcome::Failure,
+            elapsed_s: 30.0,
+            seq: 1,
+            ..call(0.0, true)
+        };
+        let calls = [
+            timeout,
+            Call {
+                seq: 2,
+                ..call(10.0, false)
+            },
+            Call {
+                seq: 3,
+                ..call(20.0, true)
+            },
+        ];
+        let counting = ReplayModel {
+            exceptions_are_failures: true,
+            final_outcome_counted: 1,
+            ..ReplayModel::default()
+        };
+        let p = ReplayPolicy {
+            fail_max: 2,
+            ..policy()
+        };
+        let f = replay(&calls, &p, &counting, &[], 1.0);
+        assert_eq!((f.opens, f.attempts), (1, 3));
+        // Where exceptions are not counted, the timeout changes nothing.
+        let uncounted = ReplayModel {
+            exceptions_are_failures: false,
+            ..counting
+        };
+        let f = replay(&calls, &p, &uncounted, &[], 1.0);
+        assert_eq!(f.opens, 0);
+        // Still counted when no call comes after it.
+        let f = replay(&[timeout, calls[2]], &p, &counting, &[], 1.0);
+        assert_eq!(f.opens, 1);
     }
 }

@@ -12,7 +12,7 @@ use crate::config::BreakerConfig;
 use crate::crawler::{CONNECT_TIMEOUT_S, CrawlerModel, READ_TIMEOUT_S};
 use crate::metrics::columns::{floats, micros, strings};
 
-use super::calibrate::{Fit, Signs};
+use super::calibrate::{Fit, Said, Signs};
 use super::{
     Call, Figures, Gap, Incident, Kind, Outcome, ReplayModel, ReplayPolicy, Span, fill_gaps,
     merge_gaps, merge_spans, replay,
@@ -49,6 +49,8 @@ pub struct HostTraffic {
     pub recorded: Recorded,
     /// The policy the crawler ran for the host (its busiest role's trial budget).
     pub policy: ReplayPolicy,
+    /// What its rows' `breaker_recorded` says.
+    pub said: Said,
 }
 
 /// The traffic of every host (or one) over a window.
@@ -102,6 +104,7 @@ impl Traffic {
             s.shared_hosts += u64::from(t.instances.len() > 1);
             let rolling = t.policy.rolling.is_some();
             s.logged += t.calls.iter().filter(|c| c.exact && !c.synthetic).count() as u64;
+            s.said += t.said;
             for c in t
                 .calls
                 .iter()
@@ -368,8 +371,15 @@ fn by_share(calls: &mut [Call]) {
 /// breakers did. Those estimated to have raised come first. Each call's `elapsed_s`
 /// becomes one attempt's share. `calls` are in replay order, and so is the result.
 pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
-    let spread =
-        |c: &Call| c.retried_failures > 0 && !c.synthetic && !c.exact && c.kind != Kind::CacheHit;
+    // Not twice: a spread row keeps its count of retried attempts.
+    let spread = |c: &Call| {
+        c.retried_failures > 0
+            && !c.synthetic
+            && !c.exact
+            && !c.spread
+            && !c.retry
+            && c.kind != Kind::CacheHit
+    };
     let extra: usize = calls
         .iter()
         .filter(|c| spread(c))
@@ -390,18 +400,21 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
         let (start, step) = (c.t_s - span, span / f64::from(k));
         let raised = c.retried_raised.min(k);
         for j in 0..k {
+            // An attempt that raised is counted when its timeout fires, at most the gap
+            // to the next attempt after it was sent (`Call::counted_at`).
+            let (kind, lasted) = if j < raised {
+                (Kind::Exception, step.min(READ_TIMEOUT_S))
+            } else {
+                (Kind::Response, share)
+            };
             out.push(Call {
                 t_s: start + f64::from(j) * step,
                 retried_failures: 0,
                 retried_raised: 0,
                 outcome: Outcome::Failure,
-                kind: if j < raised {
-                    Kind::Exception
-                } else {
-                    Kind::Response
-                },
+                kind,
                 retry_after_s: None,
-                elapsed_s: share,
+                elapsed_s: lasted,
                 retry: true,
                 ..c
             });
@@ -453,6 +466,20 @@ pub struct TrafficInput<'a> {
     pub model: &'a CrawlerModel,
 }
 
+/// One instance's recorded calls (not the synthetic ones: earlier inferences, gap fill,
+/// are not what the breaker saw), each retried attempt a call of its own
+/// ([`spread_retries`]), in the order its breaker counted them (`Call::counted_at`).
+fn counted_in_order(calls: &[Call], instance: u32) -> Vec<Call> {
+    let own: Vec<Call> = calls
+        .iter()
+        .filter(|c| c.instance == instance && !c.synthetic)
+        .copied()
+        .collect();
+    let mut own = spread_retries(own);
+    own.sort_by(|a, b| a.counted_at().total_cmp(&b.counted_at()));
+    own
+}
+
 /// Failures a breaker counted that no row shows. A recorded open proves that the breaker
 /// had just counted `fail_max` consecutive failures, and a reopen from half-open one
 /// failed trial; most of them were attempts of requests that raised (denied during their
@@ -483,14 +510,12 @@ pub fn hidden_failures(
         }
         // The recorded calls only: synthetic ones (earlier inferences, gap fill) are not
         // what the breaker saw.
-        let mut own = calls
-            .iter()
-            .filter(|c| c.instance == inst && !c.synthetic)
-            .peekable();
+        let own = counted_in_order(calls, inst);
+        let mut own = own.iter().peekable();
         let mut run = 0u32;
         for &(_, t, old, new) in transitions.iter().filter(|t| t.0 == inst) {
             // The calls up to the transition, as the breaker counted them.
-            while let Some(c) = own.next_if(|c| c.t_s <= t) {
+            while let Some(c) = own.next_if(|c| c.counted_at() <= t) {
                 let retried = model.retried_failures(c);
                 match model.outcome(c) {
                     Some(super::Outcome::Failure) => {
@@ -647,6 +672,19 @@ fn read_tables(
                 .otherwise(lit(NULL).cast(DataType::Float64))
                 .alias("ra"),
             col("elapsed_ms").cast(DataType::Float64).alias("elapsed"),
+            // What the row says the breaker recorded: 1 success, 2 failure, 0 untouched.
+            when(col("breaker_recorded").eq(lit("success")))
+                .then(lit(1i32))
+                .when(col("breaker_recorded").eq(lit("failure")))
+                .then(lit(2i32))
+                .when(
+                    col("breaker_recorded")
+                        .eq(lit("none"))
+                        .or(col("breaker_recorded").eq(lit("cache-hit"))),
+                )
+                .then(lit(0i32))
+                .otherwise(lit(NULL).cast(DataType::Int32))
+                .alias("said"),
         ]),
     )?;
     let transitions = crate::frame::collect(
@@ -798,6 +836,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
     );
 
     // The rows' calls, then the logged outcomes', as they were read.
+    let host_rows_said = host_rows.said;
     let mut recorded_calls = host_rows.calls;
     recorded_calls.extend(host_rows.logged_calls);
     for c in &mut recorded_calls {
@@ -851,6 +890,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         incidents: incs,
         recorded,
         policy,
+        said: host_rows_said,
     }
 }
 
@@ -1163,6 +1203,7 @@ struct Rows {
 #[derive(Default)]
 struct HostRows {
     calls: Vec<Call>,
+    said: Said,
     logged_calls: Vec<Call>,
     instances: Vec<String>,
     codes: HashMap<String, u32>,
@@ -1237,10 +1278,12 @@ impl Rows {
         let kind = df.column("kind")?.i32()?;
         let ra = df.column("ra")?.f64()?;
         let el = df.column("elapsed")?.f64()?;
+        let said = df.column("said")?.i32()?;
         // Each host's calls and network rows per role, by code; each instance's
         // provisional code in its host (given on first sight, as rows come).
         let mut calls: Vec<Vec<Call>> = vec![Vec::new(); keys.hosts.values.len()];
         let mut roles = vec![vec![0u64; keys.roles.values.len()]; keys.hosts.values.len()];
+        let mut says = vec![Said::default(); keys.hosts.values.len()];
         let mut code: Vec<Option<u32>> = vec![None; names.len()];
         let columns = t
             .iter()
@@ -1250,8 +1293,11 @@ impl Rows {
             .zip(net.iter())
             .zip(kind.iter())
             .zip(ra.iter())
-            .zip(el.iter());
-        for (i, (((((((t, id), outcome), retried), net), kind), ra), el)) in columns.enumerate() {
+            .zip(el.iter())
+            .zip(said.iter());
+        for (i, ((((((((t, id), outcome), retried), net), kind), ra), el), said)) in
+            columns.enumerate()
+        {
             let inst = instances.of_row[i] as usize;
             if logged[inst] {
                 continue;
@@ -1259,6 +1305,18 @@ impl Rows {
             let h = keys.hosts.of_row[i] as usize;
             if net.unwrap_or(false) {
                 roles[h][keys.roles.of_row[i] as usize] += 1;
+            }
+            let say = &mut says[h];
+            match (kind, said) {
+                (Some(0), s) => {
+                    say.responses += 1;
+                    say.responses_said += u64::from(matches!(s, Some(1 | 2)));
+                }
+                (Some(1), Some(1)) => say.cache_success += 1,
+                (Some(1), Some(0)) => say.cache_untouched += 1,
+                (Some(2), Some(2)) => say.exceptions_failure += 1,
+                (Some(2), Some(0)) => say.exceptions_none += 1,
+                _ => {}
             }
             let instance = *code[inst]
                 .get_or_insert_with(|| self.host(&instances.names[inst][0]).code(&names[inst]));
@@ -1292,12 +1350,13 @@ impl Rows {
                 ),
             });
         }
-        for (h, (calls, roles)) in calls.into_iter().zip(roles).enumerate() {
+        for (h, ((calls, roles), say)) in calls.into_iter().zip(roles).zip(says).enumerate() {
             if calls.is_empty() {
                 continue;
             }
             let hr = self.host(&keys.hosts.name(h as u32));
             hr.calls.extend(calls);
+            hr.said += say;
             for (r, n) in roles.into_iter().enumerate() {
                 match keys.roles.values[r].as_deref() {
                     Some(role) if n > 0 && !role.is_empty() => {
@@ -1602,13 +1661,20 @@ mod tests {
         assert_eq!(
             seen,
             [
-                (91.0, Kind::Exception, true, false, 3.0),
+                (91.0, Kind::Exception, true, false, 4.5),
                 (95.0, Kind::Response, false, false, 0.2),
                 (95.5, Kind::Response, true, false, 3.0),
                 (100.0, Kind::Response, false, true, 3.0),
             ]
         );
         assert!(calls.iter().filter(|c| c.retry).all(|c| c.failed()));
+        // The attempt that raised lasted until the next one was sent (at most a read
+        // timeout): the breaker counted it then, after the row at 95. The one that
+        // failed with a status was counted when it was sent.
+        let counted: Vec<f64> = calls.iter().map(Call::counted_at).collect();
+        assert_eq!(counted, [95.5, 95.0, 95.5, 100.0]);
+        // Spreading twice changes nothing: the spread row keeps its count.
+        assert_eq!(spread_retries(calls.clone()), calls);
         // A documented breaker counts the attempt that failed with a status and the
         // final outcome; the request's retries are calls of their own, not repeated.
         let documented = ReplayModel::default();
@@ -1734,5 +1800,34 @@ mod tests {
         // Without trials, the rows' share of failed attempts.
         let (incs, _) = incidents_with_rates(&spans, &calls, &[], 60.0);
         assert!((incs[0].rate - 2.0 / 11.0).abs() < 1e-12, "{incs:?}");
+    }
+
+    #[test]
+    fn the_failures_an_open_needs_are_counted_on_each_attempt_at_its_own_time() {
+        // Before the open at 96: a request's two retried attempts failed at 90 and 95
+        // (its row, a success, comes at 100). They count before the open, so fail_max 3
+        // needs one failure no row shows, not three.
+        let mut request = row(100.0, Kind::Response, 2, 10.0);
+        request.seq = 1;
+        let open = [(
+            0,
+            96.0,
+            Some(BreakerState::Closed),
+            Some(BreakerState::Open),
+        )];
+        let model = ReplayModel::default();
+        assert_eq!(hidden_failures(&[request], &open, 3, &model).len(), 1);
+        // The same, already spread: the same answer.
+        let spread = spread_retries(vec![request]);
+        assert_eq!(hidden_failures(&spread, &open, 3, &model).len(), 1);
+        // Attempts that raised count where exceptions do, when their timeout fires:
+        // sent at 90 and 95 with 5 s each, the second is counted at 100, after the open.
+        request.retried_raised = 2;
+        let counting = ReplayModel {
+            exceptions_are_failures: true,
+            ..model
+        };
+        assert_eq!(hidden_failures(&[request], &open, 3, &counting).len(), 2);
+        assert_eq!(hidden_failures(&[request], &open, 3, &model).len(), 3);
     }
 }
