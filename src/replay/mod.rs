@@ -141,6 +141,22 @@ pub struct Call {
     /// Recorded order among calls at the same instant (source rank, then row id), so a
     /// replay never depends on the order rows were read in.
     pub seq: u64,
+    /// The request's role ([`role_index`]): each has its own half-open probes.
+    pub role: u8,
+}
+
+/// Roles with half-open probes of their own: the crawler's three, and one for any other.
+pub const ROLES: usize = 4;
+
+/// A role's index in [`Call::role`]: `metadata`, `landing`, `artifact`, then any other
+/// (a synthetic call, made up to fill a gap, is a `metadata` one).
+pub fn role_index(role: &str) -> u8 {
+    match role {
+        "metadata" => 0,
+        "landing" => 1,
+        "artifact" => 2,
+        _ => 3,
+    }
 }
 
 impl Call {
@@ -148,11 +164,12 @@ impl Call {
         self.outcome == Outcome::Failure
     }
 
-    /// When the breaker counted it: a retried attempt that raised when its timeout
-    /// fired (`elapsed_s` after it was sent); any other call when it was sent (a
-    /// status answers at once; a row is written when its last attempt ends).
+    /// When the breaker counted it: an attempt that raised, placed where it was sent
+    /// (a retried one, or a spread row's last one: `traffic::spread_retries`), when
+    /// its timeout fired, `elapsed_s` later; any other call at its time (a status
+    /// answers at once; a row not spread is written when its last attempt ends).
     pub fn counted_at(&self) -> f64 {
-        if self.retry && self.kind == Kind::Exception {
+        if self.kind == Kind::Exception && (self.retry || self.spread) {
             self.t_s + self.elapsed_s
         } else {
             self.t_s
@@ -328,8 +345,9 @@ struct Breaker {
     consecutive: u32,
     open_until: f64,
     ho_successes: u32,
-    /// End times of half-open trials in flight.
-    in_flight: Vec<f64>,
+    /// Per role ([`Call::role`]): the half-open probes left, and when the budget was
+    /// given (renewed `reset_timeout_s` later, or by the role's success).
+    probes: [Option<(u32, f64)>; ROLES],
     /// Failure times of the rolling window.
     window: std::collections::VecDeque<f64>,
     last_close: f64,
@@ -343,7 +361,7 @@ impl Breaker {
             consecutive: 0,
             open_until: f64::NEG_INFINITY,
             ho_successes: 0,
-            in_flight: Vec::new(),
+            probes: [None; ROLES],
             window: std::collections::VecDeque::new(),
             last_close: f64::NEG_INFINITY,
             opens: 0,
@@ -372,11 +390,16 @@ impl Run<'_> {
         }
     }
 
-    /// `allow()`: whether the instance admits an attempt at `t`.
-    fn admits(&mut self, i: usize, t: f64) -> bool {
+    /// `allow()`: whether the instance admits an attempt of `role` at `t`. In
+    /// half-open each role has `trial_calls` probes, given again `reset_timeout_s`
+    /// after they were given (the crawler's `_enforce_half_open_probe_limit`), however
+    /// long the probes take to answer.
+    fn admits(&mut self, i: usize, t: f64, role: u8) -> bool {
         if t < self.cooldown_until[self.cooldown_slot(i)] {
             return false;
         }
+        let reset = self.policy.reset_timeout_s;
+        let allowed = self.policy.trial_calls.max(1);
         let b = &mut self.breakers[i];
         if b.state == State::Open {
             if t < b.open_until {
@@ -384,15 +407,28 @@ impl Run<'_> {
             }
             b.state = State::HalfOpen;
             b.ho_successes = 0;
-            b.in_flight.clear();
         }
         if b.state == State::HalfOpen {
-            b.in_flight.retain(|end| *end > t);
-            if b.in_flight.len() as u32 >= self.policy.trial_calls {
+            let slot = &mut b.probes[usize::from(role).min(ROLES - 1)];
+            let (left, given) = slot
+                .filter(|(_, given)| t - given <= reset)
+                .unwrap_or((allowed, t));
+            if left == 0 {
+                *slot = Some((0, given));
                 return false;
             }
+            *slot = Some((left - 1, given));
         }
         true
+    }
+
+    /// A failure counted when its attempt ended (`Call::counted_at`), with the final
+    /// outcome's repeats.
+    fn record_pending(&mut self, p: Pending) {
+        self.record(p.instance, p.at, p.role, true, None, true);
+        for _ in 1..p.times {
+            self.record(p.instance, p.at, p.role, true, None, false);
+        }
     }
 
     fn open(&mut self, i: usize, t: f64) {
@@ -407,9 +443,18 @@ impl Run<'_> {
         self.opens_at.push(t);
     }
 
-    /// `on_failure` / `on_success` of one recorded outcome; `trial_end` is set for an
-    /// attempt (which occupies a half-open slot), not for the repeat after the loop.
-    fn record(&mut self, i: usize, t: f64, failure: bool, ra: Option<f64>, trial_end: Option<f64>) {
+    /// `on_failure` / `on_success` of one recorded outcome of `role`; `attempt` for an
+    /// attempt (a half-open trial), not for the repeat after the loop. A success gives
+    /// the role its half-open probes again.
+    fn record(
+        &mut self,
+        i: usize,
+        t: f64,
+        role: u8,
+        failure: bool,
+        ra: Option<f64>,
+        attempt: bool,
+    ) {
         let slot = self.cooldown_slot(i);
         if failure {
             if let Some(ra) = ra {
@@ -431,6 +476,9 @@ impl Run<'_> {
             self.cooldown_until[slot] = f64::NEG_INFINITY;
         }
         let b = &mut self.breakers[i];
+        if !failure {
+            b.probes[usize::from(role).min(ROLES - 1)] = None;
+        }
         match (b.state, failure) {
             (State::Closed, true) => {
                 b.consecutive += 1;
@@ -440,7 +488,7 @@ impl Run<'_> {
             }
             (State::Closed, false) => b.consecutive = 0,
             (State::HalfOpen, true) => {
-                if trial_end.is_some() {
+                if attempt {
                     self.f.half_open_trials += 1;
                 }
                 self.f.half_open_reopened += 1;
@@ -448,9 +496,8 @@ impl Run<'_> {
                 self.open(i, t);
             }
             (State::HalfOpen, false) => {
-                if let Some(end) = trial_end {
+                if attempt {
                     self.f.half_open_trials += 1;
-                    b.in_flight.push(end);
                 }
                 b.ho_successes += 1;
                 if b.ho_successes >= self.policy.success_threshold {
@@ -472,6 +519,9 @@ struct Pending {
     at: f64,
     seq: u64,
     instance: usize,
+    /// Times it is recorded: the attempt, then the final outcome's repeats.
+    times: u32,
+    role: u8,
 }
 
 impl PartialEq for Pending {
@@ -494,6 +544,8 @@ impl Ord for Pending {
             .total_cmp(&o.at)
             .then(self.seq.cmp(&o.seq))
             .then(self.instance.cmp(&o.instance))
+            .then(self.times.cmp(&o.times))
+            .then(self.role.cmp(&o.role))
     }
 }
 
@@ -534,7 +586,7 @@ pub fn replay(
             && p.at <= c.t_s
         {
             pending.pop();
-            run.record(p.instance, p.at, true, None, Some(p.at));
+            run.record_pending(p);
         }
         if c.retry && denied.contains(&c.seq) || c.spread && denied.remove(&c.seq) {
             continue;
@@ -559,7 +611,7 @@ pub fn replay(
             // retries count; where they do not, the request's first attempt asks for the
             // whole request, and only the final outcome is counted.
             let asks = model.count_retries || asked.insert(c.seq);
-            if asks && !run.admits(i, c.t_s) {
+            if asks && !run.admits(i, c.t_s, c.role) {
                 asked.remove(&c.seq);
                 denied.insert(c.seq);
                 run.f.calls += 1;
@@ -574,17 +626,21 @@ pub fn replay(
                 run.f.raised_attempts_in_incidents += 1;
                 run.f.raised_seconds_in_incidents += c.elapsed_s;
             }
-            if outcome.is_some() {
-                let at = c.counted_at();
-                if at > c.t_s {
+            let at = c.counted_at();
+            if at > c.t_s {
+                // Sent now, answered (or timed out) later: a half-open slot is taken
+                // until then.
+                if outcome.is_some() {
                     pending.push(Reverse(Pending {
                         at,
                         seq: c.seq,
                         instance: i,
+                        times: 1,
+                        role: c.role,
                     }));
-                } else {
-                    run.record(i, c.t_s, true, None, Some(c.t_s + c.elapsed_s));
                 }
+            } else if outcome.is_some() {
+                run.record(i, c.t_s, c.role, true, None, true);
             }
             continue;
         }
@@ -597,8 +653,11 @@ pub fn replay(
         // The retried attempts, then the final one: each must be admitted; a denied
         // attempt raises, which ends the request (and leaves no row).
         let mut blocked = false;
+        // The final attempt of a spread row that raised was sent at `t` and is counted
+        // when its timeout fires, with the final outcome's repeats.
+        let later = c.counted_at() > t;
         for a in 0..=retried {
-            if !(admitted || run.admits(i, t)) {
+            if !(admitted || run.admits(i, t, c.role)) {
                 blocked = true;
                 break;
             }
@@ -608,9 +667,23 @@ pub fn replay(
             if failure && unhealthy {
                 run.f.failures_let_through += 1;
             }
-            if !last || outcome != Outcome::Uncounted {
+            if last && later {
+                if outcome != Outcome::Uncounted {
+                    pending.push(Reverse(Pending {
+                        at: c.counted_at(),
+                        seq: c.seq,
+                        instance: i,
+                        times: if c.exact {
+                            1
+                        } else {
+                            model.final_outcome_counted.max(1)
+                        },
+                        role: c.role,
+                    }));
+                }
+            } else if !last || outcome != Outcome::Uncounted {
                 let ra = if last { c.retry_after_s } else { None };
-                run.record(i, t, failure, ra, Some(t + c.elapsed_s));
+                run.record(i, t, c.role, failure, ra, true);
             }
         }
         if blocked {
@@ -629,15 +702,23 @@ pub fn replay(
             };
             run.f.raised_seconds_in_incidents += c.elapsed_s;
         }
-        // The final outcome, recorded again after the retry loop.
-        if outcome != Outcome::Uncounted && !c.exact {
+        // The final outcome, recorded again after the retry loop (with the attempt,
+        // when that is counted later).
+        if outcome != Outcome::Uncounted && !c.exact && !later {
             for _ in 1..model.final_outcome_counted {
-                run.record(i, t, outcome == Outcome::Failure, c.retry_after_s, None);
+                run.record(
+                    i,
+                    t,
+                    c.role,
+                    outcome == Outcome::Failure,
+                    c.retry_after_s,
+                    false,
+                );
             }
         }
     }
     while let Some(Reverse(p)) = pending.pop() {
-        run.record(p.instance, p.at, true, None, Some(p.at));
+        run.record_pending(p);
     }
     let Run {
         mut f,
@@ -738,6 +819,7 @@ pub fn fill_gaps(
                     retry: false,
                     spread: false,
                     seq: u64::MAX,
+                    role: 0,
                 });
                 t += step;
             }
@@ -805,6 +887,7 @@ mod tests {
             retry: false,
             spread: false,
             seq: 0,
+            role: 0,
         }
     }
 
@@ -1145,5 +1228,55 @@ mod tests {
         // Still counted when no call comes after it.
         let f = replay(&[timeout, calls[2]], &p, &counting, &[], 1.0);
         assert_eq!(f.opens, 1);
+    }
+
+    #[test]
+    fn each_role_has_its_half_open_probes_until_the_reset_timeout_or_a_success() {
+        // fail_max 1, reset 10 s, one probe per role, three successes to close: the
+        // failure at 0 opens until 10.
+        let p = ReplayPolicy {
+            fail_max: 1,
+            success_threshold: 3,
+            trial_calls: 1,
+            ..policy()
+        };
+        let with = |t: f64, failure: bool, role: u8| Call {
+            role,
+            seq: t as u64,
+            ..call(t, failure)
+        };
+        // Half-open at 11: the metadata probe succeeds, which gives metadata its probe
+        // again (the crawler's registry), so the metadata call at 12 is a probe too; the
+        // landing call has its own. Three successes close.
+        let calls = [
+            with(0.0, true, 0),
+            with(11.0, false, 0),
+            with(12.0, false, 0),
+            with(12.5, false, 1),
+        ];
+        let f = replay(&calls, &p, &plain(), &[], 1.0);
+        assert_eq!(
+            (f.opens, f.half_open_trials, f.half_open_closed, f.attempts),
+            (1, 3, 1, 4)
+        );
+        // Without a success, a role's budget comes back only reset_timeout_s after it
+        // was given, however soon its probe answered.
+        let raised = |t: f64, role: u8| Call {
+            kind: Kind::Exception,
+            outcome: Outcome::Uncounted,
+            ..with(t, false, role)
+        };
+        let calls = [
+            with(0.0, true, 0),
+            raised(11.0, 0),
+            raised(12.0, 0),
+            raised(12.5, 1),
+            raised(15.0, 0),
+            raised(21.5, 0),
+        ];
+        let f = replay(&calls, &p, &plain(), &[], 1.0);
+        // 11 takes metadata's probe, 12.5 landing's; 12 and 15 are denied; 21.5 comes
+        // more than 10 s after metadata's was given: a new probe.
+        assert_eq!(f.attempts, 4, "{f:?}");
     }
 }

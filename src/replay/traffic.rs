@@ -373,21 +373,21 @@ fn by_share(calls: &mut [Call]) {
 pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
     // Not twice: a spread row keeps its count of retried attempts.
     let spread = |c: &Call| {
-        c.retried_failures > 0
+        (c.retried_failures > 0 || c.kind == Kind::Exception)
             && !c.synthetic
             && !c.exact
             && !c.spread
             && !c.retry
             && c.kind != Kind::CacheHit
     };
+    if !calls.iter().any(spread) {
+        return calls;
+    }
     let extra: usize = calls
         .iter()
         .filter(|c| spread(c))
         .map(|c| c.retried_failures as usize)
         .sum();
-    if extra == 0 {
-        return calls;
-    }
     let mut out = Vec::with_capacity(calls.len() + extra);
     for c in calls {
         if !spread(&c) {
@@ -397,7 +397,9 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
         let k = c.retried_failures;
         let span = c.elapsed_s.min(longest_request_s(k));
         let share = span / f64::from(k + 1);
-        let (start, step) = (c.t_s - span, span / f64::from(k));
+        // The gap between two attempts' sending (the whole span for a request sent once).
+        let step = span / f64::from(k.max(1));
+        let start = c.t_s - span;
         let raised = c.retried_raised.min(k);
         for j in 0..k {
             // An attempt that raised is counted when its timeout fires, at most the gap
@@ -419,11 +421,24 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
                 ..c
             });
         }
-        out.push(Call {
-            elapsed_s: share,
-            spread: true,
-            ..c
-        });
+        if c.kind == Kind::Exception {
+            // The row of a request that raised is written when its last attempt timed
+            // out: that attempt was sent a timeout earlier (at most the gap since the one
+            // before), and holds a half-open slot until it is counted.
+            let lasted = step.min(READ_TIMEOUT_S);
+            out.push(Call {
+                t_s: c.t_s - lasted,
+                elapsed_s: lasted,
+                spread: true,
+                ..c
+            });
+        } else {
+            out.push(Call {
+                elapsed_s: share,
+                spread: true,
+                ..c
+            });
+        }
     }
     // A request's attempts before its row at the same instant (no elapsed time).
     out.sort_by(|a, b| {
@@ -555,6 +570,7 @@ pub fn hidden_failures(
                     retry: false,
                     spread: false,
                     seq: 0,
+                    role: 0,
                 });
             }
             if matches!(new, Some(BreakerState::Open | BreakerState::Closed)) {
@@ -1279,6 +1295,12 @@ impl Rows {
         let ra = df.column("ra")?.f64()?;
         let el = df.column("elapsed")?.f64()?;
         let said = df.column("said")?.i32()?;
+        let role_of: Vec<u8> = keys
+            .roles
+            .values
+            .iter()
+            .map(|r| super::role_index(r.as_deref().unwrap_or("")))
+            .collect();
         // Each host's calls and network rows per role, by code; each instance's
         // provisional code in its host (given on first sight, as rows come).
         let mut calls: Vec<Vec<Call>> = vec![Vec::new(); keys.hosts.values.len()];
@@ -1348,6 +1370,7 @@ impl Rows {
                     sources[keys.sources.of_row[i] as usize],
                     id.unwrap_or(0) as u64,
                 ),
+                role: role_of[keys.roles.of_row[i] as usize],
             });
         }
         for (h, ((calls, roles), say)) in calls.into_iter().zip(roles).zip(says).enumerate() {
@@ -1412,6 +1435,7 @@ impl Rows {
                 retry: false,
                 spread: false,
                 seq: seq(source, id.get(i).unwrap_or(0) as u64),
+                role: 0,
             });
         }
         Ok(())
@@ -1562,6 +1586,7 @@ mod tests {
             retry: false,
             spread: false,
             seq: 0,
+            role: 0,
         };
         // Hour 0: one row that raised and one that failed with a status (half raised);
         // two successes after 3 and 1 retried failures share 2 raised attempts (1.5 then
@@ -1617,6 +1642,7 @@ mod tests {
             retry: false,
             spread: false,
             seq: t_s as u64,
+            role: 0,
         }
     }
 
@@ -1689,6 +1715,17 @@ mod tests {
         assert!(calls[0].retry && calls[1].spread && calls.iter().all(|c| c.t_s == 50.0));
         let calls = spread_retries(vec![row(86_400.0, Kind::Response, 1, 86_400.0)]);
         assert_eq!(calls[0].t_s, 86_400.0 - longest_request_s(1));
+        // A request that raised at its first attempt: sent a read timeout before its row
+        // (or its whole time, if shorter), counted at the row.
+        let calls = spread_retries(vec![
+            row(200.0, Kind::Exception, 0, 45.0),
+            row(300.0, Kind::Exception, 0, 10.0),
+        ]);
+        let seen: Vec<(f64, f64, bool)> = calls
+            .iter()
+            .map(|c| (c.t_s, c.counted_at(), c.spread))
+            .collect();
+        assert_eq!(seen, [(170.0, 200.0, true), (290.0, 300.0, true)]);
     }
 
     #[test]
