@@ -482,15 +482,13 @@ pub struct TrafficInput<'a> {
 }
 
 /// One instance's recorded calls (not the synthetic ones: earlier inferences, gap fill,
-/// are not what the breaker saw), each retried attempt a call of its own
-/// ([`spread_retries`]), in the order its breaker counted them (`Call::counted_at`).
-fn counted_in_order(calls: &[Call], instance: u32) -> Vec<Call> {
-    let own: Vec<Call> = calls
+/// are not what the breaker saw) in the order its breaker counted them
+/// (`Call::counted_at`). `calls` are spread ([`spread_retries`]).
+fn counted_in_order(calls: &[Call], instance: u32) -> Vec<&Call> {
+    let mut own: Vec<&Call> = calls
         .iter()
         .filter(|c| c.instance == instance && !c.synthetic)
-        .copied()
         .collect();
-    let mut own = spread_retries(own);
     own.sort_by(|a, b| a.counted_at().total_cmp(&b.counted_at()));
     own
 }
@@ -501,7 +499,9 @@ fn counted_in_order(calls: &[Call], instance: u32) -> Vec<Call> {
 /// retries) and left no row. Walking each row-based instance's calls as `model` counts
 /// them, every open that the visible failures do not explain gets the missing ones, as
 /// failures just before it (`transitions`: instance, time, old, new state, in time
-/// order). Instances replayed from logged outcomes need none: their record is complete.
+/// order). `calls` are spread, each retried attempt a call of its own at its own time
+/// ([`spread_retries`]). Instances replayed from logged outcomes need none: their record
+/// is complete.
 pub fn hidden_failures(
     calls: &[Call],
     transitions: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
@@ -525,8 +525,7 @@ pub fn hidden_failures(
         }
         // The recorded calls only: synthetic ones (earlier inferences, gap fill) are not
         // what the breaker saw.
-        let own = counted_in_order(calls, inst);
-        let mut own = own.iter().peekable();
+        let mut own = counted_in_order(calls, inst).into_iter().peekable();
         let mut run = 0u32;
         for &(_, t, old, new) in transitions.iter().filter(|t| t.0 == inst) {
             // The calls up to the transition, as the breaker counted them.
@@ -865,7 +864,13 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         .iter()
         .map(|t| (index(&t.instance), t.t_s, t.old, t.new))
         .collect();
-    let hidden = hidden_failures(&recorded_calls, &steps, policy.fail_max, replay_model);
+    // Each attempt at its own time, as the replay and the calibration's fit count them.
+    let hidden = hidden_failures(
+        &spread_retries(recorded_calls.clone()),
+        &steps,
+        policy.fail_max,
+        replay_model,
+    );
     let inferred = hidden.len() as u64;
     if !hidden.is_empty() {
         recorded_calls.extend(hidden);
@@ -1842,8 +1847,8 @@ mod tests {
     #[test]
     fn the_failures_an_open_needs_are_counted_on_each_attempt_at_its_own_time() {
         // Before the open at 96: a request's two retried attempts failed at 90 and 95
-        // (its row, a success, comes at 100). They count before the open, so fail_max 3
-        // needs one failure no row shows, not three.
+        // (its row, a success, comes at 100). Spread, they count before the open, so
+        // fail_max 3 needs one failure no row shows.
         let mut request = row(100.0, Kind::Response, 2, 10.0);
         request.seq = 1;
         let open = [(
@@ -1853,18 +1858,19 @@ mod tests {
             Some(BreakerState::Open),
         )];
         let model = ReplayModel::default();
-        assert_eq!(hidden_failures(&[request], &open, 3, &model).len(), 1);
-        // The same, already spread: the same answer.
         let spread = spread_retries(vec![request]);
         assert_eq!(hidden_failures(&spread, &open, 3, &model).len(), 1);
+        // Counted at the row's time, as the rows alone would have them: three.
+        assert_eq!(hidden_failures(&[request], &open, 3, &model).len(), 3);
         // Attempts that raised count where exceptions do, when their timeout fires:
         // sent at 90 and 95 with 5 s each, the second is counted at 100, after the open.
         request.retried_raised = 2;
+        let spread = spread_retries(vec![request]);
         let counting = ReplayModel {
             exceptions_are_failures: true,
             ..model
         };
-        assert_eq!(hidden_failures(&[request], &open, 3, &counting).len(), 2);
-        assert_eq!(hidden_failures(&[request], &open, 3, &model).len(), 3);
+        assert_eq!(hidden_failures(&spread, &open, 3, &counting).len(), 2);
+        assert_eq!(hidden_failures(&spread, &open, 3, &model).len(), 3);
     }
 }
