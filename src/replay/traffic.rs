@@ -483,14 +483,22 @@ pub struct TrafficInput<'a> {
 
 /// One instance's recorded calls (not the synthetic ones: earlier inferences, gap fill,
 /// are not what the breaker saw) in the order its breaker counted them
-/// (`Call::counted_at`). `calls` are spread ([`spread_retries`]).
-fn counted_in_order(calls: &[Call], instance: u32) -> Vec<&Call> {
-    let mut own: Vec<&Call> = calls
+/// (`Call::counted_at`). `calls` are spread ([`spread_retries`]) and in time order: only
+/// the attempts that raised are counted after their time, so they alone are sorted and
+/// merged back in.
+fn counted_in_order(calls: &[Call], instance: u32) -> impl Iterator<Item = &Call> {
+    let own = calls
         .iter()
-        .filter(|c| c.instance == instance && !c.synthetic)
-        .collect();
-    own.sort_by(|a, b| a.counted_at().total_cmp(&b.counted_at()));
-    own
+        .filter(move |c| c.instance == instance && !c.synthetic);
+    let mut later: Vec<&Call> = own.clone().filter(|c| c.counted_at() > c.t_s).collect();
+    later.sort_by(|a, b| a.counted_at().total_cmp(&b.counted_at()));
+    let mut now = own.filter(|c| c.counted_at() <= c.t_s).peekable();
+    let mut later = later.into_iter().peekable();
+    std::iter::from_fn(move || match (now.peek(), later.peek()) {
+        (Some(a), Some(b)) if b.counted_at() <= a.counted_at() => later.next(),
+        (Some(_), _) => now.next(),
+        (None, _) => later.next(),
+    })
 }
 
 /// Failures a breaker counted that no row shows. A recorded open proves that the breaker
@@ -525,7 +533,7 @@ pub fn hidden_failures(
         }
         // The recorded calls only: synthetic ones (earlier inferences, gap fill) are not
         // what the breaker saw.
-        let mut own = counted_in_order(calls, inst).into_iter().peekable();
+        let mut own = counted_in_order(calls, inst).peekable();
         let mut run = 0u32;
         for &(_, t, old, new) in transitions.iter().filter(|t| t.0 == inst) {
             // The calls up to the transition, as the breaker counted them.
