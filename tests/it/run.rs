@@ -1259,14 +1259,29 @@ fn run_sim(
 /// `crawler: auto` from a breakers.yaml of the policies the simulated breakers ran, and
 /// returns metrics/crawler_model.yaml.
 fn calibrated_on(dir: &Path, crawler: breaker_advisor::crawler::CrawlerModel) -> serde_json::Value {
+    calibrated_on_rows(dir, crawler, false, |_| {})
+}
+
+/// As [`calibrated_on`], with a row for each request that raised when `exception_rows`,
+/// and `edit` applied to each telemetry file before the run.
+fn calibrated_on_rows(
+    dir: &Path,
+    crawler: breaker_advisor::crawler::CrawlerModel,
+    exception_rows: bool,
+    edit: impl Fn(&rusqlite::Connection),
+) -> serde_json::Value {
     let dbs = common::sim_fleet(
         &dir.join("sim"),
         breaker_advisor::simulate::SimOptions {
             machines: 4,
             crawler,
+            exception_rows,
             ..breaker_advisor::simulate::SimOptions::new(dir, 24.0, 12, 0.3, 7)
         },
     );
+    for db in &dbs {
+        edit(&rusqlite::Connection::open(db).unwrap());
+    }
     let truth: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("sim").join("ground_truth.json")).unwrap(),
     )
@@ -1353,6 +1368,53 @@ fn auto_finds_a_crawler_that_leaves_cache_hits_uncounted_and_keeps_the_documente
             .unwrap()
             .contains("cache_hit_is_success as the rows' breaker_recorded says"),
         "{found:#}"
+    );
+}
+
+/// A crawler that counts its timeouts and writes a row for each request that raised:
+/// the rows' `breaker_recorded` says so, and `crawler: auto` takes it. The same night
+/// with the column left empty (a crawler that does not fill it) gives the rows no word:
+/// the field is left to the recorded transitions.
+#[test]
+fn auto_reads_how_exceptions_count_from_the_rows_own_word() {
+    let tmp = tempfile::tempdir().unwrap();
+    let counting = breaker_advisor::crawler::CrawlerModel {
+        exceptions_are_failures: true,
+        ..breaker_advisor::crawler::CrawlerModel::default()
+    };
+    let field = |file: &serde_json::Value, name: &str| {
+        file["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let found = calibrated_on_rows(&tmp.path().join("said"), counting.clone(), true, |_| {});
+    assert_eq!(
+        found["crawler"]["exceptions_are_failures"], true,
+        "{found:#}"
+    );
+    let exceptions = field(&found, "exceptions_are_failures");
+    let night = exceptions["night"].as_str().unwrap();
+    assert!(
+        night.contains("the rows' breaker_recorded says")
+            && night.ends_with("were counted as a failure"),
+        "{exceptions:#}"
+    );
+    let unsaid = calibrated_on_rows(&tmp.path().join("unsaid"), counting, true, |db| {
+        db.execute("UPDATE http_events SET breaker_recorded = NULL", [])
+            .unwrap();
+    });
+    let exceptions = field(&unsaid, "exceptions_are_failures");
+    assert_eq!(exceptions["shown"], true, "{exceptions:#}");
+    assert!(
+        !exceptions["night"]
+            .as_str()
+            .unwrap()
+            .contains("breaker_recorded"),
+        "{exceptions:#}"
     );
 }
 
