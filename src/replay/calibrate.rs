@@ -159,7 +159,7 @@ pub struct Signs {
 
 /// What the rows' `breaker_recorded` column says the breaker did with each kind of row:
 /// the crawler's own word on the fields it names (a cache hit counted or not, an
-/// exception counted or not), read only where the crawler fills the column. Sums over
+/// exception counted), read only on hosts where the crawler fills the column. Sums over
 /// hosts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Said {
@@ -167,10 +167,15 @@ pub struct Said {
     /// `failure` (a crawler that fills it).
     pub responses: u64,
     pub responses_said: u64,
-    /// Cache hits recorded as a success, and as untouched (`none`, `cache-hit`).
+    /// Cache hits, and those recorded as a success or as untouched (`none`,
+    /// `cache-hit`: the crawler's update after the retry loop did not count them).
+    #[serde(default)]
+    pub cache_rows: u64,
     pub cache_success: u64,
     pub cache_untouched: u64,
-    /// Rows of requests that raised recorded as a failure, and as `none`.
+    /// Rows of requests that raised, and those recorded as a failure or as `none`.
+    #[serde(default)]
+    pub exception_rows: u64,
     pub exceptions_failure: u64,
     pub exceptions_none: u64,
 }
@@ -179,44 +184,66 @@ impl std::ops::AddAssign for Said {
     fn add_assign(&mut self, o: Said) {
         self.responses += o.responses;
         self.responses_said += o.responses_said;
+        self.cache_rows += o.cache_rows;
         self.cache_success += o.cache_success;
         self.cache_untouched += o.cache_untouched;
+        self.exception_rows += o.exception_rows;
         self.exceptions_failure += o.exceptions_failure;
         self.exceptions_none += o.exceptions_none;
     }
 }
 
-/// Rows of a kind the column must speak for before its word identifies a field.
+/// Rows of a kind (and network rows) the column must speak for before its word
+/// identifies a field.
 pub const SAID_MIN_ROWS: u64 = 10;
 
-/// The share of those rows that must agree (and of the network rows that must fill
-/// the column at all).
-pub const SAID_AGREEMENT: f64 = 0.9;
+/// The share of the network rows that must fill the column for a host's word to count,
+/// and of a kind's rows that must say something.
+pub const SAID_FILLED: f64 = 0.9;
+
+/// The share of a kind's rows that must agree. The column is the crawler's own record,
+/// the same for every row of a kind: a split word is a mixed fleet or a crawler that
+/// counts some exceptions and not others, and then the fit decides.
+pub const SAID_AGREEMENT: f64 = 0.99;
 
 impl Said {
     /// Whether the crawler fills the column: nine in ten network rows say what the
-    /// breaker recorded.
-    fn filled(&self) -> bool {
-        self.responses > 0 && self.responses_said as f64 >= SAID_AGREEMENT * self.responses as f64
+    /// breaker recorded (a host without a breaker writes `none`).
+    pub fn filled(&self) -> bool {
+        self.responses >= SAID_MIN_ROWS
+            && self.responses_said as f64 >= SAID_FILLED * self.responses as f64
     }
 
     /// The field's value the column identifies, with the rows that say so and the rows
     /// it speaks for; `None` where it names no such field, is not filled, speaks for too
-    /// few rows, or is split.
+    /// few rows, or is split. A request that raised is counted inside the retry loop,
+    /// and the update after the loop (which writes the column) never runs for it: a
+    /// `none` there does not say that its attempts went uncounted, so only `failure`
+    /// identifies how exceptions count.
     pub fn identifies(&self, f: Field) -> Option<(bool, u64, u64)> {
-        let (yes, no) = match f {
-            Field::CacheHitIsSuccess => (self.cache_success, self.cache_untouched),
-            Field::ExceptionsAreFailures => (self.exceptions_failure, self.exceptions_none),
+        let (yes, no, rows, yes_only) = match f {
+            Field::CacheHitIsSuccess => (
+                self.cache_success,
+                self.cache_untouched,
+                self.cache_rows,
+                false,
+            ),
+            Field::ExceptionsAreFailures => (
+                self.exceptions_failure,
+                self.exceptions_none,
+                self.exception_rows,
+                true,
+            ),
             _ => return None,
         };
         let n = yes + no;
-        if !self.filled() || n < SAID_MIN_ROWS {
+        if !self.filled() || n < SAID_MIN_ROWS || (n as f64) < SAID_FILLED * rows as f64 {
             return None;
         }
         let agree = |k: u64| k as f64 >= SAID_AGREEMENT * n as f64;
         if agree(yes) {
             Some((true, yes, n))
-        } else if agree(no) {
+        } else if agree(no) && !yes_only {
             Some((false, no, n))
         } else {
             None
@@ -312,7 +339,7 @@ impl Signs {
     }
 
     /// `base` with every field the rows' own word identifies set as they say: where the
-    /// descent starts (the recorded transitions can still move it, clearly).
+    /// descent starts; it does not move those fields.
     pub fn start(&self, base: &CrawlerModel) -> CrawlerModel {
         Field::ALL
             .iter()
@@ -373,6 +400,14 @@ pub fn descend(
         path.push(f);
         current = m;
         best = fit;
+    }
+    // The other value of each identified field, for the findings: whether the recorded
+    // opens agree with the rows' word.
+    for f in Field::ALL
+        .iter()
+        .filter(|f| signs.shows(**f) && signs.identified(**f).is_some())
+    {
+        let _ = fit_of(&f.moved(&current));
     }
     Some((current, best, path))
 }
@@ -825,8 +860,10 @@ mod tests {
         let said = Said {
             responses: 1000,
             responses_said: 1000,
+            cache_rows: 40,
             cache_success: 0,
             cache_untouched: 40,
+            exception_rows: 12,
             exceptions_failure: 12,
             exceptions_none: 0,
         };
@@ -840,18 +877,33 @@ mod tests {
         );
         // The column names no other field.
         assert_eq!(said.identifies(Field::FinalOutcomeCounted), None);
-        // Too few rows, a split word, or a crawler that does not fill the column: none.
+        // A request that raised never reaches the update that writes the column: its
+        // `none` says nothing of how its attempts were counted.
+        let none = Said {
+            exceptions_failure: 0,
+            exceptions_none: 12,
+            ..said
+        };
+        assert_eq!(none.identifies(Field::ExceptionsAreFailures), None);
+        // Too few rows, a split word, rows of the kind mostly silent, or a crawler that
+        // does not fill the column: none.
         let few = Said {
+            exception_rows: 9,
             exceptions_failure: 9,
             ..said
         };
         assert_eq!(few.identifies(Field::ExceptionsAreFailures), None);
         let split = Said {
-            cache_success: 30,
-            cache_untouched: 70,
+            cache_success: 1,
+            cache_untouched: 39,
             ..said
         };
         assert_eq!(split.identifies(Field::CacheHitIsSuccess), None);
+        let silent = Said {
+            cache_rows: 100,
+            ..said
+        };
+        assert_eq!(silent.identifies(Field::CacheHitIsSuccess), None);
         let unfilled = Said {
             responses_said: 800,
             ..said

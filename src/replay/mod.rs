@@ -124,7 +124,9 @@ pub struct Call {
     pub kind: Kind,
     /// Retry-After of a 429/503 final response, seconds.
     pub retry_after_s: Option<f64>,
-    /// How long the call took; a half-open trial occupies its slot that long.
+    /// How long the call took: the whole request's time for a row as read; once spread
+    /// (`traffic::spread_retries`), an attempt's share of it, or for an attempt that
+    /// raised the time until its timeout fired (`counted_at`).
     pub elapsed_s: f64,
     /// Made up to fill a gap the recorded breaker left (see the module docs).
     pub synthetic: bool,
@@ -145,17 +147,18 @@ pub struct Call {
     pub role: u8,
 }
 
-/// Roles with half-open probes of their own: the crawler's three, and one for any other.
-pub const ROLES: usize = 4;
+/// Roles with half-open probes of their own: the crawler's three.
+pub const ROLES: usize = 3;
 
-/// A role's index in [`Call::role`]: `metadata`, `landing`, `artifact`, then any other
-/// (a synthetic call, made up to fill a gap, is a `metadata` one).
+/// A role's index in [`Call::role`]: `metadata`, `landing`, `artifact`. Any other is a
+/// `metadata` one, as the crawler takes a request without a role
+/// (networking.py ~913-919); so is a synthetic call, made up
+/// to fill a gap.
 pub fn role_index(role: &str) -> u8 {
     match role {
-        "metadata" => 0,
         "landing" => 1,
         "artifact" => 2,
-        _ => 3,
+        _ => 0,
     }
 }
 
@@ -294,7 +297,7 @@ pub struct Figures {
     pub half_open_trials: u64,
     pub half_open_closed: u64,
     pub half_open_reopened: u64,
-    /// Requests blocked (breaker open, cooldown, half-open slots full) while the host was
+    /// Requests blocked (breaker open, cooldown, the role's half-open probes spent) while the host was
     /// healthy: outside every incident.
     pub false_trips: u64,
     /// Requests blocked during incidents (failures spared, and some successes).
@@ -314,7 +317,7 @@ pub struct Figures {
     /// requests the breakers let through: every attempt of a row of a request that
     /// raised, and the retried attempts estimated to have raised before one that
     /// answered (`traffic::estimate_retried_raised`); and the worker time they held
-    /// (the row's elapsed time, an attempt's share of it).
+    /// (each attempt's time until its timeout fired, as spread).
     pub raised_attempts_in_incidents: u64,
     pub raised_seconds_in_incidents: f64,
 }
@@ -621,15 +624,14 @@ pub fn replay(
             run.f.attempts += 1;
             run.f.failures_let_through += u64::from(unhealthy);
             // A retried attempt that raised (before a row that raised, or before one
-            // that answered): its share of the request's time.
+            // that answered): the time until its timeout fired.
             if unhealthy && c.kind == Kind::Exception {
                 run.f.raised_attempts_in_incidents += 1;
                 run.f.raised_seconds_in_incidents += c.elapsed_s;
             }
             let at = c.counted_at();
             if at > c.t_s {
-                // Sent now, answered (or timed out) later: a half-open slot is taken
-                // until then.
+                // Sent now, timed out later: counted then.
                 if outcome.is_some() {
                     pending.push(Reverse(Pending {
                         at,
@@ -693,7 +695,7 @@ pub fn replay(
         // A request that raised and was let through sent all its attempts, counted or
         // not (an attempt the breaker does not count passes it as the one before did).
         // A spread row's retried attempts were counted as calls of their own (above),
-        // each with its share of the request's time: the row is its last attempt.
+        // each with its own time: the row is its last attempt.
         if unhealthy && c.kind == Kind::Exception && !c.synthetic {
             run.f.raised_attempts_in_incidents += if c.spread {
                 1

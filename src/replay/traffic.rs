@@ -104,7 +104,10 @@ impl Traffic {
             s.shared_hosts += u64::from(t.instances.len() > 1);
             let rolling = t.policy.rolling.is_some();
             s.logged += t.calls.iter().filter(|c| c.exact && !c.synthetic).count() as u64;
-            s.said += t.said;
+            // Only hosts whose rows say what their breaker recorded speak for it.
+            if t.said.filled() {
+                s.said += t.said;
+            }
             for c in t
                 .calls
                 .iter()
@@ -360,16 +363,24 @@ fn by_share(calls: &mut [Call]) {
 /// writes a row when its request ends, and its `elapsed_ms` is the whole request's:
 /// every attempt, every wait (networking.py ~855, ~1265). The first attempt is placed
 /// where the request began (the row's time less its elapsed time), the others evenly
-/// after it up to the final one at the row's time, so a request's failures interleave
-/// with the other requests' outcomes as the breaker counted them, instead of arriving
-/// back to back. A request that was retried mostly waited (tenacity's backoff, a
-/// Retry-After) after an answer that came back at once: a 429 or 503 under a quota
-/// takes tens of milliseconds, and its Retry-After cooldown then holds the process's
-/// other requests. Spread evenly with the last attempt at the row's time instead, the
-/// first failure landed among requests that in fact came after it, and on quota hosts
-/// the replay of the documented crawler opened two to seven times as often as its
-/// breakers did. Those estimated to have raised come first. Each call's `elapsed_s`
-/// becomes one attempt's share. `calls` are in replay order, and so is the result.
+/// after it, so a request's failures interleave with the other requests' outcomes as the
+/// breaker counted them, instead of arriving back to back. A request that was retried
+/// mostly waited (tenacity's backoff, a Retry-After) after an answer that came back at
+/// once: a 429 or 503 under a quota takes tens of milliseconds, and its Retry-After
+/// cooldown then holds the process's other requests. Spread evenly with the last attempt
+/// at the row's time instead, the first failure landed among requests that in fact came
+/// after it, and on quota hosts the replay of the documented crawler opened two to seven
+/// times as often as its breakers did. Those estimated to have raised come first.
+///
+/// An attempt that failed with a status is placed where it was sent and counted there;
+/// its `elapsed_s` is one attempt's share of the request. An attempt that raised is
+/// placed where it was sent and counted when its timeout fired (`Call::counted_at`,
+/// `elapsed_s` later): a read timeout at most, and never after the next attempt was sent
+/// (the subtraction keeps the two instants equal to the bit). A row that answered is its
+/// last attempt, at the row's time. A row of a request that raised is written when its
+/// last attempt timed out, so all its attempts took time: they are sent evenly from the
+/// request's start, the last one counted at the row. `calls` are in replay order, and so
+/// is the result.
 pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
     // Not twice: a spread row keeps its count of retried attempts.
     let spread = |c: &Call| {
@@ -395,50 +406,73 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
             continue;
         }
         let k = c.retried_failures;
+        let raised_row = c.kind == Kind::Exception;
         let span = c.elapsed_s.min(longest_request_s(k));
         let share = span / f64::from(k + 1);
-        // The gap between two attempts' sending (the whole span for a request sent once).
-        let step = span / f64::from(k.max(1));
+        // The gap between two attempts' sending: a row that answered is its last
+        // attempt, at the row's time; a row that raised sent its last one a gap before.
+        let step = if raised_row {
+            share
+        } else {
+            span / f64::from(k.max(1))
+        };
         let start = c.t_s - span;
+        // The last attempt: at the row's time, or a timeout before it where it raised.
+        let last = if raised_row {
+            c.t_s - step.min(READ_TIMEOUT_S)
+        } else {
+            c.t_s
+        };
+        let sent = |j: u32| {
+            if j == k {
+                last
+            } else {
+                start + f64::from(j) * step
+            }
+        };
+        // How long an attempt that raised, sent at `j`, ran: until its timeout, or until
+        // the next attempt was sent (the row's time for the last one of a row that raised).
+        let lasted = |j: u32| {
+            let (t, next) = (sent(j), if j == k { c.t_s } else { sent(j + 1) });
+            if t + READ_TIMEOUT_S < next && j < k {
+                READ_TIMEOUT_S
+            } else {
+                (next - t).max(0.0)
+            }
+        };
         let raised = c.retried_raised.min(k);
         for j in 0..k {
-            // An attempt that raised is counted when its timeout fires, at most the gap
-            // to the next attempt after it was sent (`Call::counted_at`).
-            let (kind, lasted) = if j < raised {
-                (Kind::Exception, step.min(READ_TIMEOUT_S))
+            let (kind, elapsed_s) = if j < raised {
+                (Kind::Exception, lasted(j))
             } else {
                 (Kind::Response, share)
             };
             out.push(Call {
-                t_s: start + f64::from(j) * step,
+                t_s: sent(j),
                 retried_failures: 0,
                 retried_raised: 0,
                 outcome: Outcome::Failure,
                 kind,
                 retry_after_s: None,
-                elapsed_s: lasted,
+                elapsed_s,
                 retry: true,
                 ..c
             });
         }
-        if c.kind == Kind::Exception {
-            // The row of a request that raised is written when its last attempt timed
-            // out: that attempt was sent a timeout earlier (at most the gap since the one
-            // before), and holds a half-open slot until it is counted.
-            let lasted = step.min(READ_TIMEOUT_S);
-            out.push(Call {
-                t_s: c.t_s - lasted,
-                elapsed_s: lasted,
+        out.push(if raised_row {
+            Call {
+                t_s: sent(k),
+                elapsed_s: lasted(k),
                 spread: true,
                 ..c
-            });
+            }
         } else {
-            out.push(Call {
+            Call {
                 elapsed_s: share,
                 spread: true,
                 ..c
-            });
-        }
+            }
+        });
     }
     // A request's attempts before its row at the same instant (no elapsed time).
     out.sort_by(|a, b| {
@@ -1347,10 +1381,16 @@ impl Rows {
                     say.responses += 1;
                     say.responses_said += u64::from(matches!(s, Some(1 | 2)));
                 }
-                (Some(1), Some(1)) => say.cache_success += 1,
-                (Some(1), Some(0)) => say.cache_untouched += 1,
-                (Some(2), Some(2)) => say.exceptions_failure += 1,
-                (Some(2), Some(0)) => say.exceptions_none += 1,
+                (Some(1), s) => {
+                    say.cache_rows += 1;
+                    say.cache_success += u64::from(s == Some(1));
+                    say.cache_untouched += u64::from(s == Some(0));
+                }
+                (Some(2), s) => {
+                    say.exception_rows += 1;
+                    say.exceptions_failure += u64::from(s == Some(2));
+                    say.exceptions_none += u64::from(s == Some(0));
+                }
                 _ => {}
             }
             let instance = *code[inst]
@@ -1739,6 +1779,42 @@ mod tests {
             .map(|c| (c.t_s, c.counted_at(), c.spread))
             .collect();
         assert_eq!(seen, [(170.0, 200.0, true), (290.0, 300.0, true)]);
+        // At epoch times, an attempt that raised is counted exactly when the next one is
+        // sent (not an ulp after it), and the last attempt of a request that raised at
+        // its row: attempts sent evenly (three attempts in 75 s: 25 s each, under a read
+        // timeout).
+        for t in [
+            1_764_068_352.564_123,
+            1_764_095_919.046_768_7,
+            1_700_000_000.1,
+        ] {
+            let mut answered = row(t, Kind::Response, 3, 75.0);
+            answered.retried_raised = 3;
+            let mut raised = row(t + 1.0, Kind::Exception, 2, 75.0);
+            raised.retried_raised = 2;
+            let calls = spread_retries(vec![answered, raised]);
+            let of = |seq: u64| -> Vec<&Call> { calls.iter().filter(|c| c.seq == seq).collect() };
+            let a = of(answered.seq);
+            assert_eq!(a.len(), 4);
+            for w in a.windows(2) {
+                assert_eq!(w[0].counted_at().to_bits(), w[1].t_s.to_bits(), "{w:?}");
+            }
+            let r = of((t + 1.0) as u64);
+            assert_eq!(r.len(), 3);
+            for w in r.windows(2) {
+                assert_eq!(w[0].counted_at().to_bits(), w[1].t_s.to_bits(), "{w:?}");
+            }
+            assert_eq!(r[2].counted_at().to_bits(), (t + 1.0).to_bits());
+            assert!((r[2].elapsed_s - 25.0).abs() < 1e-6, "{r:?}");
+            // Waits longer than a timeout: each is counted a read timeout after it was
+            // sent, before the next.
+            answered.elapsed_s = 150.0;
+            let calls = spread_retries(vec![answered]);
+            for w in calls.windows(2) {
+                assert_eq!(w[0].counted_at() - w[0].t_s, READ_TIMEOUT_S);
+                assert!(w[0].counted_at() < w[1].t_s, "{w:?}");
+            }
+        }
     }
 
     #[test]
