@@ -1255,6 +1255,17 @@ fn run_sim(
         .assert()
 }
 
+/// One field's finding in a metrics/crawler_model.yaml.
+fn field(file: &serde_json::Value, name: &str) -> serde_json::Value {
+    file["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == name)
+        .cloned()
+        .unwrap()
+}
+
 /// Simulates a 4-machine day of a crawler that counts as `crawler` says, runs it with
 /// `crawler: auto` from a breakers.yaml of the policies the simulated breakers ran, and
 /// returns metrics/crawler_model.yaml.
@@ -1322,15 +1333,6 @@ fn auto_finds_a_crawler_that_leaves_cache_hits_uncounted_and_keeps_the_documente
             .starts_with("the documented model explains"),
         "{kept:#}"
     );
-    let field = |file: &serde_json::Value, name: &str| {
-        file["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["field"] == name)
-            .cloned()
-            .unwrap()
-    };
     // The night has no row of a request that raised: it cannot show how exceptions count.
     let exceptions = field(&kept, "exceptions_are_failures");
     assert_eq!(exceptions["shown"], false, "{exceptions:#}");
@@ -1381,15 +1383,6 @@ fn auto_reads_how_exceptions_count_from_the_rows_own_word() {
     let counting = breaker_advisor::crawler::CrawlerModel {
         exceptions_are_failures: true,
         ..breaker_advisor::crawler::CrawlerModel::default()
-    };
-    let field = |file: &serde_json::Value, name: &str| {
-        file["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["field"] == name)
-            .cloned()
-            .unwrap()
     };
     let found = calibrated_on_rows(&tmp.path().join("said"), counting.clone(), true, |_| {});
     assert_eq!(
