@@ -694,19 +694,22 @@ pub fn calibration_text(kept: bool, choice: &Choice) -> String {
             b.open_miss, b.inferred
         )
     } else {
-        let mut moved: Vec<String> = choice
-            .identified
-            .iter()
-            .map(|f| format!("{} as the rows' breaker_recorded says", f.key()))
-            .collect();
-        moved.extend(choice.path.iter().map(|f| f.key().to_owned()));
+        let keys = |fs: &[Field]| fs.iter().map(|f| f.key()).collect::<Vec<_>>().join(", ");
+        let how = match (choice.identified.is_empty(), choice.path.is_empty()) {
+            (true, _) => format!("{} moved", keys(&choice.path)),
+            (false, true) => format!(
+                "{} as the rows' breaker_recorded says",
+                keys(&choice.identified)
+            ),
+            (false, false) => format!(
+                "{} as the rows' breaker_recorded says; {} moved",
+                keys(&choice.identified),
+                keys(&choice.path)
+            ),
+        };
         format!(
-            "calibrated ({} moved): this model misses the recorded opens by {} in total and needs {} failures no row shows; the documented one misses {} and needs {}",
-            moved.join(", "),
-            f.open_miss,
-            f.inferred,
-            b.open_miss,
-            b.inferred
+            "calibrated ({how}): this model misses the recorded opens by {} in total and needs {} failures no row shows; the documented one misses {} and needs {}",
+            f.open_miss, f.inferred, b.open_miss, b.inferred
         )
     }
 }
@@ -942,7 +945,16 @@ mod tests {
         assert_eq!(choice.base_fit.score, 100);
         let text = calibration_text(false, &choice);
         assert!(
-            text.starts_with("calibrated (cache_hit_is_success as the rows' breaker_recorded says, exceptions_are_failures as the rows' breaker_recorded says moved)"),
+            text.starts_with("calibrated (cache_hit_is_success, exceptions_are_failures as the rows' breaker_recorded says): "),
+            "{text}"
+        );
+        let both = Choice {
+            path: vec![Field::FinalOutcomeCounted],
+            ..choice.clone()
+        };
+        let text = calibration_text(false, &both);
+        assert!(
+            text.starts_with("calibrated (cache_hit_is_success, exceptions_are_failures as the rows' breaker_recorded says; final_outcome_counted moved): "),
             "{text}"
         );
         let finding = cal
