@@ -155,6 +155,51 @@ pub struct Signs {
     /// What the rows' own `breaker_recorded` column says.
     #[serde(default)]
     pub said: Said,
+    /// What the rows show of successes during cooldowns.
+    #[serde(default)]
+    pub cooldowns: CooldownSign,
+}
+
+/// What the rows show of a success clearing a cooldown, per process: the cooldowns a
+/// row's Retry-After set (their union), those in which a request answered with a
+/// success, and the requests that began in a cooldown (a row's time less its elapsed
+/// time), after such a success or with none before them. A cooldown denies every
+/// request until it ends, so where a success keeps it none begins after the success;
+/// where a success clears it, they begin at the process's usual rate. Sums over hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CooldownSign {
+    pub with_success: u64,
+    pub starts_after_success: u64,
+    pub starts_without_success: u64,
+    /// The requests that would have begun after those successes at the process's rate,
+    /// had the successes cleared them (rounded per host).
+    pub expected_after_success: u64,
+}
+
+impl std::ops::AddAssign for CooldownSign {
+    fn add_assign(&mut self, o: CooldownSign) {
+        self.with_success += o.with_success;
+        self.starts_after_success += o.starts_after_success;
+        self.starts_without_success += o.starts_without_success;
+        self.expected_after_success += o.expected_after_success;
+    }
+}
+
+impl CooldownSign {
+    /// Whether a success clears the cooldown, where the rows tell: requests began
+    /// after successes in cooldowns (and hardly any without one), or none did where
+    /// at least [`SAID_MIN_ROWS`] were expected.
+    pub fn identifies(&self) -> Option<(bool, u64, u64)> {
+        let (after, without) = (self.starts_after_success, self.starts_without_success);
+        let expected = self.expected_after_success;
+        if after >= SAID_MIN_ROWS && without * 10 <= after {
+            Some((true, after, after + without))
+        } else if expected >= SAID_MIN_ROWS && after * 10 <= expected && without * 10 <= expected {
+            Some((false, after, expected))
+        } else {
+            None
+        }
+    }
 }
 
 /// What the rows' `breaker_recorded` column says the breaker did with each kind of row:
@@ -262,6 +307,7 @@ impl std::ops::AddAssign for Signs {
         self.shared_hosts += o.shared_hosts;
         self.logged += o.logged;
         self.said += o.said;
+        self.cooldowns += o.cooldowns;
     }
 }
 
@@ -271,7 +317,9 @@ impl Signs {
         match f {
             Field::BreakerScope => self.shared_hosts > 0,
             Field::CooldownScope => self.shared_hosts > 0 && self.cooldown_failures > 0,
-            Field::SuccessClearsCooldown => self.cooldown_failures > 0,
+            Field::SuccessClearsCooldown => {
+                self.cooldown_failures > 0 && self.cooldowns.with_success > 0
+            }
             Field::CountRetries => self.retried_rows > 0,
             Field::FinalOutcomeCounted => self.failed_rows + self.exceptions > 0,
             Field::CacheHitIsSuccess => self.cache_hits > 0,
@@ -290,9 +338,10 @@ impl Signs {
                 "{} failures that set a cooldown, on {} hosts called from several processes",
                 self.cooldown_failures, self.shared_hosts
             ),
-            Field::SuccessClearsCooldown => {
-                format!("{} failures that set a cooldown", self.cooldown_failures)
-            }
+            Field::SuccessClearsCooldown => format!(
+                "{} failures that set a cooldown, {} cooldowns with a success in them",
+                self.cooldown_failures, self.cooldowns.with_success
+            ),
             Field::CountRetries => {
                 format!("{} rows with failed retried attempts", self.retried_rows)
             }
@@ -308,6 +357,12 @@ impl Signs {
         match (shown, self.logged) {
             (true, _) => match (f, self.identified(f)) {
                 (_, None) => what,
+                (Field::SuccessClearsCooldown, Some((true, k, n))) => format!(
+                    "{what}; {k} of the {n} requests that began in a cooldown came after a success in it: the success cleared it"
+                ),
+                (Field::SuccessClearsCooldown, Some((false, k, n))) => format!(
+                    "{what}; {k} requests began after a success in a cooldown, where {n} would have at the usual rate: the success kept it"
+                ),
                 (Field::CacheHitIsSuccess, Some((v, k, n))) => format!(
                     "{what}; the rows' breaker_recorded says {k} of {n} {}",
                     if v {
@@ -335,7 +390,10 @@ impl Signs {
     /// Where the rows' `breaker_recorded` identifies the field: its value, the rows that
     /// say so, and the rows the column speaks for.
     pub fn identified(&self, f: Field) -> Option<(bool, u64, u64)> {
-        self.said.identifies(f)
+        match f {
+            Field::SuccessClearsCooldown if self.shows(f) => self.cooldowns.identifies(),
+            _ => self.said.identifies(f),
+        }
     }
 
     /// `base` with every field the rows' own word identifies set as they say: where the

@@ -12,7 +12,7 @@ use crate::config::BreakerConfig;
 use crate::crawler::{CONNECT_TIMEOUT_S, CrawlerModel, READ_TIMEOUT_S};
 use crate::metrics::columns::{floats, micros, strings};
 
-use super::calibrate::{Fit, Said, Signs};
+use super::calibrate::{CooldownSign, Fit, Said, Signs};
 use super::{
     Call, Figures, Gap, Incident, Kind, Outcome, ReplayModel, ReplayPolicy, Span, fill_gaps,
     merge_gaps, merge_spans, replay,
@@ -51,6 +51,8 @@ pub struct HostTraffic {
     pub policy: ReplayPolicy,
     /// What its rows' `breaker_recorded` says.
     pub said: Said,
+    /// What its rows show of successes during cooldowns.
+    pub cooldowns: CooldownSign,
 }
 
 /// The traffic of every host (or one) over a window.
@@ -104,6 +106,7 @@ impl Traffic {
             s.shared_hosts += u64::from(t.instances.len() > 1);
             let rolling = t.policy.rolling.is_some();
             s.logged += t.calls.iter().filter(|c| c.exact && !c.synthetic).count() as u64;
+            s.cooldowns += t.cooldowns;
             // Only hosts whose rows say what their breaker recorded speak for it.
             if t.said.filled() {
                 s.said += t.said;
@@ -902,6 +905,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
     }
     recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
     estimate_retried_raised(&mut recorded_calls);
+    let cooldowns = cooldown_sign(&recorded_calls, policy.retry_after_cap_s, (ws, we));
     let steps: Vec<(u32, f64, Option<BreakerState>, Option<BreakerState>)> = host_transitions
         .iter()
         .map(|t| (index(&t.instance), t.t_s, t.old, t.new))
@@ -954,7 +958,79 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         recorded,
         policy,
         said: host_rows_said,
+        cooldowns,
     }
+}
+
+/// What a host's rows (in time order) show of a success clearing a cooldown
+/// ([`CooldownSign`]), per process: the cooldowns its rows' Retry-After set (capped at
+/// `cap_s`, overlapping ones joined), the first network success in each, and the
+/// requests that began in it. `window` is the night's, for the process's rate of
+/// requests.
+fn cooldown_sign(calls: &[Call], cap_s: f64, window: (f64, f64)) -> CooldownSign {
+    let mut out = CooldownSign::default();
+    let rows = |inst: u32| {
+        calls
+            .iter()
+            .filter(move |c| c.instance == inst && !c.synthetic && !c.exact && !c.retry)
+    };
+    let instances = calls.iter().map(|c| c.instance).max().map_or(0, |m| m + 1);
+    let night = (window.1 - window.0).max(1.0);
+    let mut expected = 0.0;
+    for inst in 0..instances {
+        let mut cooldowns: Vec<(f64, f64)> = Vec::new();
+        for c in rows(inst).filter(|c| c.failed() && c.kind == Kind::Response) {
+            let Some(ra) = c.retry_after_s.filter(|r| *r > 0.0) else {
+                continue;
+            };
+            let until = c.t_s + ra.min(cap_s);
+            match cooldowns.last_mut() {
+                Some(last) if c.t_s <= last.1 => last.1 = last.1.max(until),
+                _ => cooldowns.push((c.t_s, until)),
+            }
+        }
+        if cooldowns.is_empty() {
+            continue;
+        }
+        let successes: Vec<f64> = rows(inst)
+            .filter(|c| c.kind == Kind::Response && c.outcome == Outcome::Success)
+            .map(|c| c.t_s)
+            .collect();
+        let mut starts: Vec<f64> = rows(inst)
+            .filter(|c| c.kind != Kind::CacheHit)
+            .map(|c| {
+                let took = Some(c.elapsed_s)
+                    .filter(|e| (0.0..=longest_request_s(c.retried_failures)).contains(e))
+                    .unwrap_or(0.0);
+                c.t_s - took
+            })
+            .collect();
+        starts.sort_by(f64::total_cmp);
+        let rate = starts.len() as f64 / night;
+        for (from, until) in cooldowns {
+            // A second's margin: a start is estimated from the row's elapsed time.
+            let (from, until) = (from + 1.0, until - 1.0);
+            if until <= from {
+                continue;
+            }
+            let i = successes.partition_point(|t| *t <= from);
+            let success = successes.get(i).copied().filter(|t| *t < until);
+            if let Some(s) = success {
+                out.with_success += 1;
+                expected += (until - s) * rate;
+            }
+            let j = starts.partition_point(|t| *t <= from);
+            for start in starts[j..].iter().take_while(|t| **t < until) {
+                if success.is_some_and(|s| s < *start) {
+                    out.starts_after_success += 1;
+                } else {
+                    out.starts_without_success += 1;
+                }
+            }
+        }
+    }
+    out.expected_after_success = expected.round().clamp(0.0, u64::MAX as f64) as u64;
+    out
 }
 
 /// The span of `spans` (sorted, disjoint) that holds `t`.
@@ -1956,5 +2032,59 @@ mod tests {
         };
         assert_eq!(hidden_failures(&spread, &open, 3, &counting).len(), 2);
         assert_eq!(hidden_failures(&spread, &open, 3, &model).len(), 3);
+    }
+
+    #[test]
+    fn requests_that_began_in_a_cooldown_after_a_success_show_that_it_cleared_it() {
+        // A 429 at 100 with Retry-After 60 s: a cooldown until 160 (cap 900). A success
+        // at 110 (a request in flight since 98 when the 429 came); a request began at 104.5, before
+        // it, and two after it. A row after the cooldown is none of them.
+        let mut throttled = row(100.0, Kind::Response, 0, 0.1);
+        throttled.outcome = Outcome::Failure;
+        throttled.retry_after_s = Some(60.0);
+        let calls = [
+            throttled,
+            row(105.0, Kind::Response, 0, 0.5),
+            row(110.0, Kind::Response, 0, 12.0),
+            row(120.0, Kind::Response, 0, 0.5),
+            row(130.0, Kind::CacheHit, 0, 0.0),
+            row(140.0, Kind::Response, 0, 0.5),
+            row(200.0, Kind::Response, 0, 0.5),
+        ];
+        let sign = cooldown_sign(&calls, 900.0, (0.0, 3600.0));
+        // Six requests (the cache hit is none) in an hour; 48 s of cooldown after the
+        // success: 0.08 expected.
+        assert_eq!(
+            (
+                sign.with_success,
+                sign.starts_after_success,
+                sign.starts_without_success,
+                sign.expected_after_success
+            ),
+            (1, 2, 1, 0)
+        );
+        // Capped by retry_after_cap_s: a 10 s cooldown holds nothing of this.
+        let sign = cooldown_sign(&calls, 10.0, (0.0, 3600.0));
+        assert_eq!((sign.with_success, sign.starts_after_success), (1, 0));
+        // Enough of them identify the field; none, where many were expected, too.
+        let cleared = CooldownSign {
+            with_success: 12,
+            starts_after_success: 40,
+            starts_without_success: 3,
+            expected_after_success: 45,
+        };
+        assert_eq!(cleared.identifies(), Some((true, 40, 43)));
+        let kept = CooldownSign {
+            starts_after_success: 1,
+            starts_without_success: 0,
+            ..cleared
+        };
+        assert_eq!(kept.identifies(), Some((false, 1, 45)));
+        let unclear = CooldownSign {
+            starts_after_success: 20,
+            starts_without_success: 15,
+            ..cleared
+        };
+        assert_eq!(unclear.identifies(), None);
     }
 }
