@@ -753,18 +753,30 @@ pub fn calibration_text(kept: bool, choice: &Choice) -> String {
         )
     } else {
         let keys = |fs: &[Field]| fs.iter().map(|f| f.key()).collect::<Vec<_>>().join(", ");
-        let how = match (choice.identified.is_empty(), choice.path.is_empty()) {
-            (true, _) => format!("{} moved", keys(&choice.path)),
-            (false, true) => format!(
+        // What identified them: the column, or the requests begun in cooldowns.
+        let said: Vec<Field> = choice
+            .identified
+            .iter()
+            .copied()
+            .filter(|f| *f != Field::SuccessClearsCooldown)
+            .collect();
+        let mut parts = Vec::new();
+        if !said.is_empty() {
+            parts.push(format!(
                 "{} as the rows' breaker_recorded says",
-                keys(&choice.identified)
-            ),
-            (false, false) => format!(
-                "{} as the rows' breaker_recorded says; {} moved",
-                keys(&choice.identified),
-                keys(&choice.path)
-            ),
-        };
+                keys(&said)
+            ));
+        }
+        if choice.identified.contains(&Field::SuccessClearsCooldown) {
+            parts.push(format!(
+                "{} as the requests begun in cooldowns show",
+                Field::SuccessClearsCooldown.key()
+            ));
+        }
+        if !choice.path.is_empty() {
+            parts.push(format!("{} moved", keys(&choice.path)));
+        }
+        let how = parts.join("; ");
         format!(
             "calibrated ({how}): this model misses the recorded opens by {} in total and needs {} failures no row shows; the documented one misses {} and needs {}",
             f.open_miss, f.inferred, b.open_miss, b.inferred
@@ -1015,6 +1027,44 @@ mod tests {
             text.starts_with("calibrated (cache_hit_is_success, exceptions_are_failures as the rows' breaker_recorded says; final_outcome_counted moved): "),
             "{text}"
         );
+        let cooldown = Choice {
+            identified: vec![Field::SuccessClearsCooldown],
+            ..both
+        };
+        let text = calibration_text(false, &cooldown);
+        assert!(
+            text.starts_with("calibrated (success_clears_cooldown as the requests begun in cooldowns show; final_outcome_counted moved): "),
+            "{text}"
+        );
+        // The cooldown's signature, in the finding's words; without a success in a
+        // cooldown the night cannot show the field.
+        let cooling = Signs {
+            cooldown_failures: 30,
+            cooldowns: CooldownSign {
+                with_success: 12,
+                starts_after_success: 40,
+                starts_without_success: 0,
+                expected_after_success: 45,
+            },
+            ..Signs::default()
+        };
+        assert_eq!(
+            cooling.identified(Field::SuccessClearsCooldown),
+            Some((true, 40, 40))
+        );
+        assert!(
+            cooling.describe(Field::SuccessClearsCooldown).ends_with(
+                "40 of the 40 requests that began in a cooldown came after a success in it: the success cleared it"
+            ),
+            "{}",
+            cooling.describe(Field::SuccessClearsCooldown)
+        );
+        let none = Signs {
+            cooldowns: CooldownSign::default(),
+            ..cooling
+        };
+        assert!(!none.shows(Field::SuccessClearsCooldown));
+        assert_eq!(none.identified(Field::SuccessClearsCooldown), None);
         let finding = cal
             .findings(&choice)
             .into_iter()
