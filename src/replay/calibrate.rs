@@ -160,20 +160,19 @@ pub struct Signs {
     pub cooldowns: CooldownSign,
 }
 
-/// What the rows show of a success clearing a cooldown, per process: the cooldowns a
-/// row's Retry-After set (their union), those in which a request answered with a
-/// success, and the requests that began in a cooldown (a row's time less its elapsed
-/// time), after such a success or with none before them. A cooldown denies every
-/// request until it ends, so where a success keeps it none begins after the success;
-/// where a success clears it, they begin at the process's usual rate. Sums over hosts.
+/// What the rows show of a success clearing a cooldown, per process of a host whose
+/// breaker fills `breaker_recorded`: the cooldowns a row's Retry-After set (their union),
+/// those in which a request answered with a success, and the requests that began in a
+/// cooldown (a row's time less its elapsed time), after such a success or with none
+/// before them. A cooldown denies every request until it ends, so a request that began
+/// in one after a success says the success cleared it. No such request is weaker
+/// evidence the other way (an open breaker, a later Retry-After, another process's
+/// cooldown also hold requests back), so it identifies nothing. Sums over hosts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CooldownSign {
     pub with_success: u64,
     pub starts_after_success: u64,
     pub starts_without_success: u64,
-    /// The requests that would have begun after those successes at the process's rate,
-    /// had the successes cleared them (rounded per host).
-    pub expected_after_success: u64,
 }
 
 impl std::ops::AddAssign for CooldownSign {
@@ -181,24 +180,16 @@ impl std::ops::AddAssign for CooldownSign {
         self.with_success += o.with_success;
         self.starts_after_success += o.starts_after_success;
         self.starts_without_success += o.starts_without_success;
-        self.expected_after_success += o.expected_after_success;
     }
 }
 
 impl CooldownSign {
-    /// Whether a success clears the cooldown, where the rows tell: requests began
-    /// after successes in cooldowns (and hardly any without one), or none did where
-    /// at least [`SAID_MIN_ROWS`] were expected.
+    /// That a success clears the cooldown, where the rows show it: at least
+    /// [`SAID_MIN_ROWS`] requests began in cooldowns after a success in them, and at
+    /// most a tenth as many without one before them.
     pub fn identifies(&self) -> Option<(bool, u64, u64)> {
         let (after, without) = (self.starts_after_success, self.starts_without_success);
-        let expected = self.expected_after_success;
-        if after >= SAID_MIN_ROWS && without * 10 <= after {
-            Some((true, after, after + without))
-        } else if expected >= SAID_MIN_ROWS && after * 10 <= expected && without * 10 <= expected {
-            Some((false, after, expected))
-        } else {
-            None
-        }
+        (after >= SAID_MIN_ROWS && without * 10 <= after).then_some((true, after, after + without))
     }
 }
 
@@ -317,9 +308,7 @@ impl Signs {
         match f {
             Field::BreakerScope => self.shared_hosts > 0,
             Field::CooldownScope => self.shared_hosts > 0 && self.cooldown_failures > 0,
-            Field::SuccessClearsCooldown => {
-                self.cooldown_failures > 0 && self.cooldowns.with_success > 0
-            }
+            Field::SuccessClearsCooldown => self.cooldown_failures > 0,
             Field::CountRetries => self.retried_rows > 0,
             Field::FinalOutcomeCounted => self.failed_rows + self.exceptions > 0,
             Field::CacheHitIsSuccess => self.cache_hits > 0,
@@ -357,11 +346,8 @@ impl Signs {
         match (shown, self.logged) {
             (true, _) => match (f, self.identified(f)) {
                 (_, None) => what,
-                (Field::SuccessClearsCooldown, Some((true, k, n))) => format!(
+                (Field::SuccessClearsCooldown, Some((_, k, n))) => format!(
                     "{what}; {k} of the {n} requests that began in a cooldown came after a success in it: the success cleared it"
-                ),
-                (Field::SuccessClearsCooldown, Some((false, k, n))) => format!(
-                    "{what}; {k} requests began after a success in a cooldown, where {n} would have at the usual rate: the success kept it"
                 ),
                 (Field::CacheHitIsSuccess, Some((v, k, n))) => format!(
                     "{what}; the rows' breaker_recorded says {k} of {n} {}",
@@ -1036,15 +1022,14 @@ mod tests {
             text.starts_with("calibrated (success_clears_cooldown as the requests begun in cooldowns show; final_outcome_counted moved): "),
             "{text}"
         );
-        // The cooldown's signature, in the finding's words; without a success in a
-        // cooldown the night cannot show the field.
+        // The cooldown's signature, in the finding's words; without requests begun
+        // after a success in a cooldown, the fit decides.
         let cooling = Signs {
             cooldown_failures: 30,
             cooldowns: CooldownSign {
                 with_success: 12,
                 starts_after_success: 40,
                 starts_without_success: 0,
-                expected_after_success: 45,
             },
             ..Signs::default()
         };
@@ -1063,7 +1048,7 @@ mod tests {
             cooldowns: CooldownSign::default(),
             ..cooling
         };
-        assert!(!none.shows(Field::SuccessClearsCooldown));
+        assert!(none.shows(Field::SuccessClearsCooldown));
         assert_eq!(none.identified(Field::SuccessClearsCooldown), None);
         let finding = cal
             .findings(&choice)

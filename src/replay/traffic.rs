@@ -106,10 +106,11 @@ impl Traffic {
             s.shared_hosts += u64::from(t.instances.len() > 1);
             let rolling = t.policy.rolling.is_some();
             s.logged += t.calls.iter().filter(|c| c.exact && !c.synthetic).count() as u64;
-            s.cooldowns += t.cooldowns;
-            // Only hosts whose rows say what their breaker recorded speak for it.
+            // Only hosts whose rows say what their breaker recorded speak for it (a
+            // host without a breaker has no cooldown either: its requests begin freely).
             if t.said.filled() {
                 s.said += t.said;
+                s.cooldowns += t.cooldowns;
             }
             for c in t
                 .calls
@@ -905,7 +906,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
     }
     recorded_calls.sort_unstable_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
     estimate_retried_raised(&mut recorded_calls);
-    let cooldowns = cooldown_sign(&recorded_calls, policy.retry_after_cap_s, (ws, we));
+    let cooldowns = cooldown_sign(&recorded_calls, policy.retry_after_cap_s);
     let steps: Vec<(u32, f64, Option<BreakerState>, Option<BreakerState>)> = host_transitions
         .iter()
         .map(|t| (index(&t.instance), t.t_s, t.old, t.new))
@@ -965,9 +966,9 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
 /// What a host's rows (in time order) show of a success clearing a cooldown
 /// ([`CooldownSign`]), per process: the cooldowns its rows' Retry-After set (capped at
 /// `cap_s`, overlapping ones joined), the first network success in each, and the
-/// requests that began in it. `window` is the night's, for the process's rate of
-/// requests.
-fn cooldown_sign(calls: &[Call], cap_s: f64, window: (f64, f64)) -> CooldownSign {
+/// requests that began in it (a second's margin at each end: a start is estimated from
+/// the row's elapsed time; a row without one is not counted).
+fn cooldown_sign(calls: &[Call], cap_s: f64) -> CooldownSign {
     let mut out = CooldownSign::default();
     let rows = |inst: u32| {
         calls
@@ -975,8 +976,6 @@ fn cooldown_sign(calls: &[Call], cap_s: f64, window: (f64, f64)) -> CooldownSign
             .filter(move |c| c.instance == inst && !c.synthetic && !c.exact && !c.retry)
     };
     let instances = calls.iter().map(|c| c.instance).max().map_or(0, |m| m + 1);
-    let night = (window.1 - window.0).max(1.0);
-    let mut expected = 0.0;
     for inst in 0..instances {
         let mut cooldowns: Vec<(f64, f64)> = Vec::new();
         for c in rows(inst).filter(|c| c.failed() && c.kind == Kind::Response) {
@@ -996,31 +995,18 @@ fn cooldown_sign(calls: &[Call], cap_s: f64, window: (f64, f64)) -> CooldownSign
             .filter(|c| c.kind == Kind::Response && c.outcome == Outcome::Success)
             .map(|c| c.t_s)
             .collect();
+        // An elapsed time longer than a request can take only puts its start earlier.
         let mut starts: Vec<f64> = rows(inst)
-            .filter(|c| c.kind != Kind::CacheHit)
-            .map(|c| {
-                let took = Some(c.elapsed_s)
-                    .filter(|e| (0.0..=longest_request_s(c.retried_failures)).contains(e))
-                    .unwrap_or(0.0);
-                c.t_s - took
-            })
+            .filter(|c| c.kind != Kind::CacheHit && c.elapsed_s > 0.0)
+            .map(|c| c.t_s - c.elapsed_s)
             .collect();
         starts.sort_by(f64::total_cmp);
-        let rate = starts.len() as f64 / night;
         for (from, until) in cooldowns {
-            // A second's margin: a start is estimated from the row's elapsed time.
-            let (from, until) = (from + 1.0, until - 1.0);
-            if until <= from {
-                continue;
-            }
             let i = successes.partition_point(|t| *t <= from);
             let success = successes.get(i).copied().filter(|t| *t < until);
-            if let Some(s) = success {
-                out.with_success += 1;
-                expected += (until - s) * rate;
-            }
-            let j = starts.partition_point(|t| *t <= from);
-            for start in starts[j..].iter().take_while(|t| **t < until) {
+            out.with_success += u64::from(success.is_some());
+            let j = starts.partition_point(|t| *t <= from + 1.0);
+            for start in starts[j..].iter().take_while(|t| **t < until - 1.0) {
                 if success.is_some_and(|s| s < *start) {
                     out.starts_after_success += 1;
                 } else {
@@ -1029,7 +1015,6 @@ fn cooldown_sign(calls: &[Call], cap_s: f64, window: (f64, f64)) -> CooldownSign
             }
         }
     }
-    out.expected_after_success = expected.round().clamp(0.0, u64::MAX as f64) as u64;
     out
 }
 
@@ -2051,35 +2036,36 @@ mod tests {
             row(140.0, Kind::Response, 0, 0.5),
             row(200.0, Kind::Response, 0, 0.5),
         ];
-        let sign = cooldown_sign(&calls, 900.0, (0.0, 3600.0));
-        // Six requests (the cache hit is none) in an hour; 48 s of cooldown after the
-        // success: 0.08 expected.
+        let sign = cooldown_sign(&calls, 900.0);
         assert_eq!(
             (
                 sign.with_success,
                 sign.starts_after_success,
-                sign.starts_without_success,
-                sign.expected_after_success
+                sign.starts_without_success
             ),
-            (1, 2, 1, 0)
+            (1, 2, 1)
         );
         // Capped by retry_after_cap_s: a 10 s cooldown holds nothing of this.
-        let sign = cooldown_sign(&calls, 10.0, (0.0, 3600.0));
+        let sign = cooldown_sign(&calls, 10.0);
         assert_eq!((sign.with_success, sign.starts_after_success), (1, 0));
-        // Enough of them identify the field; none, where many were expected, too.
+        // A row without an elapsed time is no evidence of when it began.
+        let mut unknown = calls.to_vec();
+        unknown[3].elapsed_s = 0.0;
+        assert_eq!(cooldown_sign(&unknown, 900.0).starts_after_success, 1);
+        // Enough of them identify the field; their absence does not (an open breaker,
+        // a later Retry-After also hold requests back).
         let cleared = CooldownSign {
             with_success: 12,
             starts_after_success: 40,
             starts_without_success: 3,
-            expected_after_success: 45,
         };
         assert_eq!(cleared.identifies(), Some((true, 40, 43)));
-        let kept = CooldownSign {
+        let none = CooldownSign {
             starts_after_success: 1,
             starts_without_success: 0,
             ..cleared
         };
-        assert_eq!(kept.identifies(), Some((false, 1, 45)));
+        assert_eq!(none.identifies(), None);
         let unclear = CooldownSign {
             starts_after_success: 20,
             starts_without_success: 15,
