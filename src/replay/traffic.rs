@@ -911,15 +911,15 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         .iter()
         .map(|t| (index(&t.instance), t.t_s, t.old, t.new))
         .collect();
-    // Each attempt at its own time, as the replay and the calibration's fit count them.
-    let hidden = hidden_failures(
-        &spread_retries(recorded_calls.clone()),
-        &steps,
-        policy.fail_max,
-        replay_model,
-    );
+    // Each attempt at its own time, as the replay and the calibration's fit count them:
+    // the calls the replay gets, but for the gaps' synthetic calls (`fill_gaps` merges
+    // those in, and spreads nothing). The rows as rows stay for the incidents' and gaps'
+    // rules below.
+    let mut spread = spread_retries(recorded_calls.clone());
+    let hidden = hidden_failures(&spread, &steps, policy.fail_max, replay_model);
     let inferred = hidden.len() as u64;
     if !hidden.is_empty() {
+        spread.extend_from_slice(&hidden);
         recorded_calls.extend(hidden);
         recorded_calls.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
     }
@@ -946,7 +946,8 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         we,
     );
     let rates = unblocked_rates(&recorded_calls, &gaps, instances.len(), (ws, we));
-    let calls = spread_retries(fill_gaps(recorded_calls, &gaps, &incs, background, &rates));
+    drop(recorded_calls);
+    let calls = fill_gaps(spread, &gaps, &incs, background, &rates);
     let n_logged = instances.iter().filter(|n| logged(n)).count();
     HostTraffic {
         host: String::new(),
