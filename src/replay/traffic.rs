@@ -942,7 +942,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         &index,
         instances.len(),
         &policy,
-        replay_model.fleet_cooldowns,
+        replay_model,
         we,
     );
     let rates = unblocked_rates(&recorded_calls, &gaps, instances.len(), (ws, we));
@@ -1219,16 +1219,19 @@ fn incidents_with_rates(
 /// What the recorded breakers did, and their gaps: each open span until its reset
 /// timeout ran out (the logged one, else the configured one) or the instance's next
 /// transition came, and the Retry-After cooldowns honoured (capped), in the cooldown
-/// scope of the model (`fleet_cooldowns`: every instance waits).
+/// scope of the model (`fleet_cooldowns`: every instance waits) and until a success the
+/// breaker counted cleared them where the model's successes do: the crawler sent its
+/// requests again from then on, and they have rows (`recorded_calls`, in time order).
 fn recorded_breakers(
     host_transitions: &[Transition],
     recorded_calls: &[Call],
     index: &dyn Fn(&str) -> u32,
     instances: usize,
     policy: &ReplayPolicy,
-    fleet_cooldowns: bool,
+    model: &ReplayModel,
     we: f64,
 ) -> (Recorded, Vec<Gap>) {
+    let fleet_cooldowns = model.fleet_cooldowns;
     let mut recorded = Recorded {
         instance_opens: vec![0; instances],
         ..Recorded::default()
@@ -1257,9 +1260,33 @@ fn recorded_breakers(
             recorded.half_open_reopened += 1;
         }
     }
+    // The successes that cleared a cooldown, per cooldown slot, in time order.
+    let slot = |c: &Call| {
+        if fleet_cooldowns {
+            0
+        } else {
+            c.instance as usize
+        }
+    };
+    let mut clears: Vec<Vec<f64>> = vec![Vec::new(); if fleet_cooldowns { 1 } else { instances }];
+    if model.success_clears_cooldown {
+        for c in recorded_calls.iter().filter(|c| !c.synthetic) {
+            if model.outcome(c) == Some(Outcome::Success)
+                && let Some(s) = clears.get_mut(slot(c))
+            {
+                s.push(c.t_s);
+            }
+        }
+    }
     for c in recorded_calls {
         if let (true, Some(ra)) = (c.failed(), c.retry_after_s) {
-            let end = (c.t_s + ra.min(policy.retry_after_cap_s)).min(we);
+            let cleared = clears.get(slot(c)).and_then(|s| {
+                let i = s.partition_point(|t| *t <= c.t_s);
+                s.get(i).copied()
+            });
+            let end = (c.t_s + ra.min(policy.retry_after_cap_s))
+                .min(we)
+                .min(cleared.unwrap_or(f64::INFINITY));
             let blocked: Vec<u32> = if fleet_cooldowns {
                 (0..instances as u32).collect()
             } else {
@@ -1950,6 +1977,47 @@ mod tests {
                 (5000.0, 5120.001),
             ]
         );
+    }
+
+    #[test]
+    fn a_cooldown_gap_ends_at_the_first_success_that_cleared_it() {
+        // A 503 at 10 s with Retry-After 100 s on process 0; a success of process 0 at
+        // 40 s cleared the cooldown (the crawler sent requests again from then on: they
+        // have rows), a success of process 1 at 20 s did not touch it. Where successes
+        // keep the cooldown, the gap runs until its end.
+        let mut failed = row(10.0, Kind::Response, 0, 0.5);
+        failed.outcome = Outcome::Failure;
+        failed.retry_after_s = Some(100.0);
+        let mut other = row(20.0, Kind::Response, 0, 0.5);
+        other.instance = 1;
+        let calls = [failed, other, row(40.0, Kind::Response, 0, 0.5)];
+        let policy = ReplayPolicy {
+            fail_max: 3,
+            reset_timeout_s: 10.0,
+            success_threshold: 1,
+            trial_calls: 1,
+            retry_after_cap_s: 900.0,
+            rolling: None,
+        };
+        let gaps = |model: ReplayModel| {
+            let (_, gaps) = recorded_breakers(&[], &calls, &|_| 0, 2, &policy, &model, 1000.0);
+            gaps.iter()
+                .map(|g| (g.instance, g.start_s, g.end_s))
+                .collect::<Vec<_>>()
+        };
+        let clears = ReplayModel::default();
+        assert_eq!(gaps(clears), [(0, 10.0, 40.0)]);
+        let keeps = ReplayModel {
+            success_clears_cooldown: false,
+            ..clears
+        };
+        assert_eq!(gaps(keeps), [(0, 10.0, 110.0)]);
+        // A fleet-wide cooldown: every process waits, and any process's success clears it.
+        let fleet = ReplayModel {
+            fleet_cooldowns: true,
+            ..clears
+        };
+        assert_eq!(gaps(fleet), [(0, 10.0, 20.0), (1, 10.0, 20.0)]);
     }
 
     #[test]
