@@ -95,6 +95,15 @@ impl Field {
         }
     }
 
+    /// The value an identification's `yes` stands for, as [`Field::value`] writes it:
+    /// the final outcome twice or once, a flag's own value (no scope is identified).
+    pub fn value_of(self, yes: bool) -> String {
+        match self {
+            Field::FinalOutcomeCounted => if yes { "2" } else { "1" }.to_owned(),
+            _ => yes.to_string(),
+        }
+    }
+
     /// `m` with this field moved to its other value (the final outcome: once <-> twice).
     pub fn moved(self, m: &CrawlerModel) -> CrawlerModel {
         let other = |s: Scope| match s {
@@ -158,6 +167,57 @@ pub struct Signs {
     /// What the rows show of successes during cooldowns.
     #[serde(default)]
     pub cooldowns: CooldownSign,
+    /// What the runs the breakers did not open on show of the final outcome's repeat.
+    #[serde(default)]
+    pub repeat: RepeatSign,
+}
+
+/// What the rows show of the final outcome's repeat: the runs of failures a recorded
+/// breaker did not open on (a success came first, or the open came later) that the
+/// model counts past `fail_max`, with the final outcome counted once and twice
+/// ([`super::traffic::overcounted_runs`]). Every success has a row (a request that
+/// raised is never one), so the failures the rows show since the last success are at
+/// most what the breaker counted: a run that only the repeat takes past `fail_max`, on
+/// which the breaker stayed closed, says the crawler does not repeat it. Runs past it
+/// under either count are the reconstruction's noise (the attempts of concurrent
+/// requests are placed by estimate). Their absence says nothing: failures that no row
+/// shows explain any open. Sums over hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepeatSign {
+    pub past_once: u64,
+    pub past_twice: u64,
+}
+
+impl std::ops::AddAssign for RepeatSign {
+    fn add_assign(&mut self, o: RepeatSign) {
+        self.past_once += o.past_once;
+        self.past_twice += o.past_twice;
+    }
+}
+
+/// Runs that only the repeat takes past `fail_max` needed before they identify the
+/// final outcome as counted once; they must also outnumber the runs past it either way
+/// (the noise). On the simulated nights of crawlers that repeat it, at most one run a
+/// night is past `fail_max` only with the repeat.
+pub const REPEAT_MIN_RUNS: u64 = 3;
+
+impl RepeatSign {
+    /// The runs only the repeat takes past `fail_max`.
+    pub fn only_repeated(&self) -> u64 {
+        self.past_twice.saturating_sub(self.past_once)
+    }
+
+    /// That the final outcome is counted once (`false`: not twice), where the runs show
+    /// it, with the runs only the repeat takes past `fail_max` and those past it when
+    /// counted twice.
+    pub fn identifies(&self) -> Option<(bool, u64, u64)> {
+        let only = self.only_repeated();
+        (only >= REPEAT_MIN_RUNS && only >= self.past_once).then_some((
+            false,
+            only,
+            self.past_twice,
+        ))
+    }
 }
 
 /// What the rows show of a success clearing a cooldown, per process of a host whose
@@ -299,6 +359,7 @@ impl std::ops::AddAssign for Signs {
         self.logged += o.logged;
         self.said += o.said;
         self.cooldowns += o.cooldowns;
+        self.repeat += o.repeat;
     }
 }
 
@@ -346,6 +407,10 @@ impl Signs {
         match (shown, self.logged) {
             (true, _) => match (f, self.identified(f)) {
                 (_, None) => what,
+                (Field::FinalOutcomeCounted, Some((_, k, n))) => format!(
+                    "{what}; {k} runs of failures that only the final outcome's repeat takes past fail_max ended without the breaker opening ({n} past it counted twice, {} counted once): the crawler counts the final outcome once",
+                    n - k
+                ),
                 (Field::SuccessClearsCooldown, Some((_, k, n))) => format!(
                     "{what}; {k} of the {n} requests that began in a cooldown came after a success in it: the success cleared it"
                 ),
@@ -378,6 +443,7 @@ impl Signs {
     pub fn identified(&self, f: Field) -> Option<(bool, u64, u64)> {
         match f {
             Field::SuccessClearsCooldown if self.shows(f) => self.cooldowns.identifies(),
+            Field::FinalOutcomeCounted if self.shows(f) => self.repeat.identifies(),
             _ => self.said.identifies(f),
         }
     }
@@ -388,7 +454,7 @@ impl Signs {
         Field::ALL
             .iter()
             .fold(base.clone(), |m, f| match self.identified(*f) {
-                Some((v, _, _)) if f.value(&m) != v.to_string() => f.moved(&m),
+                Some((v, _, _)) if f.value(&m) != f.value_of(v) => f.moved(&m),
                 _ => m,
             })
     }
@@ -744,13 +810,19 @@ pub fn calibration_text(kept: bool, choice: &Choice) -> String {
             .identified
             .iter()
             .copied()
-            .filter(|f| *f != Field::SuccessClearsCooldown)
+            .filter(|f| matches!(f, Field::CacheHitIsSuccess | Field::ExceptionsAreFailures))
             .collect();
         let mut parts = Vec::new();
         if !said.is_empty() {
             parts.push(format!(
                 "{} as the rows' breaker_recorded says",
                 keys(&said)
+            ));
+        }
+        if choice.identified.contains(&Field::FinalOutcomeCounted) {
+            parts.push(format!(
+                "{} as the runs the breakers did not open on show",
+                Field::FinalOutcomeCounted.key()
             ));
         }
         if choice.identified.contains(&Field::SuccessClearsCooldown) {
@@ -1061,6 +1133,63 @@ mod tests {
                 .ends_with("the rows' breaker_recorded says 40 of 40 left the breaker untouched"),
             "{}",
             finding.night
+        );
+    }
+
+    #[test]
+    fn runs_only_the_repeat_takes_past_fail_max_identify_the_final_outcome_counted_once() {
+        let base = CrawlerModel::default();
+        let signs = |past_once: u64, past_twice: u64| Signs {
+            failed_rows: 100,
+            repeat: RepeatSign {
+                past_once,
+                past_twice,
+            },
+            ..Signs::default()
+        };
+        // Twelve runs past fail_max counted twice, two counted once: ten only the repeat
+        // explains, more than the noise.
+        let once = signs(2, 12);
+        assert_eq!(
+            once.identified(Field::FinalOutcomeCounted),
+            Some((false, 10, 12))
+        );
+        assert_eq!(once.start(&base).final_outcome_counted, 1);
+        assert!(
+            once.describe(Field::FinalOutcomeCounted).ends_with(
+                "10 runs of failures that only the final outcome's repeat takes past fail_max ended without the breaker opening (12 past it counted twice, 2 counted once): the crawler counts the final outcome once"
+            ),
+            "{}",
+            once.describe(Field::FinalOutcomeCounted)
+        );
+        // Too few, or no more than the runs past it either way: the fit decides. The
+        // absence of such runs never says twice.
+        for (o, t) in [(0, 2), (5, 9), (0, 0), (3, 3)] {
+            let s = signs(o, t);
+            assert_eq!(s.identified(Field::FinalOutcomeCounted), None, "{o} {t}");
+            assert_eq!(s.start(&base), base);
+        }
+        // A night without failed rows cannot show it, whatever the runs say.
+        let unshown = Signs {
+            failed_rows: 0,
+            ..once
+        };
+        assert_eq!(unshown.identified(Field::FinalOutcomeCounted), None);
+        let choice = Calibration::new(
+            &base,
+            vec![Evaluated::search(once, &base, |m| {
+                fit(if m.final_outcome_counted == 1 { 50 } else { 60 })
+            })],
+        )
+        .choose();
+        assert_eq!(choice.identified, [Field::FinalOutcomeCounted]);
+        assert_eq!(choice.model.final_outcome_counted, 1);
+        let text = calibration_text(false, &choice);
+        assert!(
+            text.starts_with(
+                "calibrated (final_outcome_counted as the runs the breakers did not open on show): "
+            ),
+            "{text}"
         );
     }
 }

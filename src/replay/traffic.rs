@@ -12,7 +12,7 @@ use crate::config::BreakerConfig;
 use crate::crawler::{CONNECT_TIMEOUT_S, CrawlerModel, READ_TIMEOUT_S};
 use crate::metrics::columns::{floats, micros, strings};
 
-use super::calibrate::{CooldownSign, Fit, Said, Signs};
+use super::calibrate::{CooldownSign, Field, Fit, RepeatSign, Said, Signs};
 use super::{
     Call, Figures, Gap, Incident, Kind, Outcome, ReplayModel, ReplayPolicy, Span, fill_gaps,
     merge_gaps, merge_spans, replay,
@@ -53,6 +53,8 @@ pub struct HostTraffic {
     pub said: Said,
     /// What its rows show of successes during cooldowns.
     pub cooldowns: CooldownSign,
+    /// What the runs its breakers did not open on show of the final outcome's repeat.
+    pub repeat: RepeatSign,
 }
 
 /// The traffic of every host (or one) over a window.
@@ -112,6 +114,7 @@ impl Traffic {
                 s.said += t.said;
                 s.cooldowns += t.cooldowns;
             }
+            s.repeat += t.repeat;
             for c in t
                 .calls
                 .iter()
@@ -626,6 +629,99 @@ pub fn hidden_failures(
     out
 }
 
+/// The runs of failures a recorded breaker did not open on that `model` counts past
+/// `fail_max`, with the final outcome counted once and twice (the rest as in `model`;
+/// see [`RepeatSign`]): per row-based instance with recorded transitions, the failures
+/// counted since the last success reach `fail_max` while the recorded breaker is
+/// closed, and a success comes before any recorded open, or the open comes later than
+/// the failure that reached it. `calls` are spread and in time order; `transitions` in
+/// time order.
+pub fn overcounted_runs(
+    calls: &[Call],
+    transitions: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
+    fail_max: u32,
+    model: &ReplayModel,
+) -> RepeatSign {
+    /// A run's count under one value of the repeat.
+    #[derive(Clone, Copy)]
+    struct Count {
+        repeats: u32,
+        run: u32,
+        /// When the run reached `fail_max` with the breaker closed.
+        reached: Option<f64>,
+        past: u64,
+    }
+    // An open logged this long after the failure that reached `fail_max` came later.
+    const LATE_S: f64 = 1e-3;
+    let fail_max = fail_max.clamp(1, crate::config::MAX_PLAUSIBLE_FAIL_MAX as u32);
+    let instances = calls.iter().map(|c| c.instance).max().map_or(0, |m| m + 1);
+    let mut exact = vec![false; instances as usize];
+    for c in calls.iter().filter(|c| c.exact && !c.synthetic) {
+        exact[c.instance as usize] = true;
+    }
+    let mut counts = [1, 2].map(|repeats| Count {
+        repeats,
+        run: 0,
+        reached: None,
+        past: 0,
+    });
+    // A recorded transition at `t`: an open later than a run reached fail_max
+    // is one such run; an open or a close starts a new run.
+    let transition = |counts: &mut [Count; 2], t: f64, new: Option<BreakerState>| {
+        for k in counts {
+            if new == Some(BreakerState::Open) && k.reached.is_some_and(|r| t > r + LATE_S) {
+                k.past += 1;
+            }
+            if matches!(new, Some(BreakerState::Open | BreakerState::Closed)) {
+                (k.run, k.reached) = (0, None);
+            }
+        }
+    };
+    for inst in (0..instances).filter(|i| !exact[*i as usize]) {
+        let mut steps = transitions.iter().filter(|t| t.0 == inst).peekable();
+        // The state before the first transition is the one it left.
+        let Some(mut state) = steps.peek().map(|t| t.2.unwrap_or(BreakerState::Closed)) else {
+            continue;
+        };
+        for k in &mut counts {
+            (k.run, k.reached) = (0, None);
+        }
+        for c in counted_in_order(calls, inst) {
+            let at = c.counted_at();
+            while let Some(&(_, t, _, new)) = steps.next_if(|s| s.1 < at) {
+                state = new.unwrap_or(state);
+                transition(&mut counts, t, new);
+            }
+            let outcome = model.outcome(c);
+            let retried = model.retried_failures(c);
+            for k in &mut counts {
+                match outcome {
+                    Some(super::Outcome::Failure) => {
+                        let repeats = if c.exact || c.retry { 1 } else { k.repeats };
+                        k.run = k.run.saturating_add(retried + repeats);
+                    }
+                    Some(super::Outcome::Success) => {
+                        k.past += u64::from(k.reached.is_some());
+                        (k.run, k.reached) = (0, None);
+                    }
+                    Some(super::Outcome::Uncounted) => k.run = k.run.saturating_add(retried),
+                    None => {}
+                }
+                if k.reached.is_none() && state == BreakerState::Closed && k.run >= fail_max {
+                    k.reached = Some(at);
+                }
+            }
+        }
+        for &(_, t, _, new) in steps {
+            transition(&mut counts, t, new);
+        }
+    }
+    RepeatSign {
+        past_once: counts[0].past,
+        past_twice: counts[1].past,
+    }
+}
+
 /// A recorded breaker state as the hidden-failure walk reads it: the canonical
 /// spellings the export writes, nothing else.
 fn state(s: &str) -> Option<BreakerState> {
@@ -917,6 +1013,18 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
     // rules below.
     let mut spread = spread_retries(recorded_calls.clone());
     let hidden = hidden_failures(&spread, &steps, policy.fail_max, replay_model);
+    // The host's own word on cache hits and exceptions, where its rows give one: the
+    // runs are counted as its breaker counted them.
+    let said_model = ReplayModel {
+        cache_hit_is_success: host_rows_said
+            .identifies(Field::CacheHitIsSuccess)
+            .map_or(replay_model.cache_hit_is_success, |(v, _, _)| v),
+        exceptions_are_failures: host_rows_said
+            .identifies(Field::ExceptionsAreFailures)
+            .map_or(replay_model.exceptions_are_failures, |(v, _, _)| v),
+        ..*replay_model
+    };
+    let repeat = overcounted_runs(&spread, &steps, policy.fail_max, &said_model);
     let inferred = hidden.len() as u64;
     if !hidden.is_empty() {
         spread.extend_from_slice(&hidden);
@@ -961,6 +1069,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         policy,
         said: host_rows_said,
         cooldowns,
+        repeat,
     }
 }
 
@@ -2086,6 +2195,54 @@ mod tests {
         };
         assert_eq!(hidden_failures(&spread, &open, 3, &counting).len(), 2);
         assert_eq!(hidden_failures(&spread, &open, 3, &model).len(), 3);
+    }
+
+    #[test]
+    fn runs_the_breaker_did_not_open_on_show_whether_the_final_outcome_is_repeated() {
+        // fail_max 3. Two failed rows without retries (10 s, 20 s), then a success
+        // (30 s): two failures counted once, four twice. The breaker stayed closed, so
+        // only the repeat takes that run past fail_max.
+        let failed = |t: f64| Call {
+            outcome: Outcome::Failure,
+            ..row(t, Kind::Response, 0, 0.5)
+        };
+        let mut calls = vec![
+            failed(10.0),
+            failed(20.0),
+            row(30.0, Kind::Response, 0, 0.5),
+        ];
+        // Later, three failed rows and the open at the third (a run both counts reach;
+        // counted twice it reached fail_max at the second, and the open came later).
+        calls.extend([failed(100.0), failed(110.0), failed(120.0)]);
+        let steps = [(
+            0,
+            120.0,
+            Some(BreakerState::Closed),
+            Some(BreakerState::Open),
+        )];
+        let model = ReplayModel::default();
+        let sign = overcounted_runs(&calls, &steps, 3, &model);
+        assert_eq!(
+            sign,
+            RepeatSign {
+                past_once: 0,
+                past_twice: 2
+            }
+        );
+        // The open where counting twice reaches fail_max: that run agrees with it.
+        let steps = [(
+            0,
+            110.0,
+            Some(BreakerState::Closed),
+            Some(BreakerState::Open),
+        )];
+        assert_eq!(overcounted_runs(&calls, &steps, 3, &model).past_twice, 1);
+        // A process without recorded transitions says nothing: its breaker's record is
+        // missing, not closed.
+        assert_eq!(
+            overcounted_runs(&calls, &[], 3, &model),
+            RepeatSign::default()
+        );
     }
 
     #[test]

@@ -1411,6 +1411,50 @@ fn auto_reads_how_exceptions_count_from_the_rows_own_word() {
     );
 }
 
+/// The crawler (cache hits untouched, timeouts counted, the final outcome
+/// recorded once), with a row for each request that raised: the rows' own word gives
+/// the first two, and the runs of failures its breakers did not open on give the third.
+#[test]
+fn auto_finds_a_crawler_that_records_its_final_outcome_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let once = breaker_advisor::crawler::CrawlerModel {
+        cache_hit_is_success: false,
+        exceptions_are_failures: true,
+        final_outcome_counted: 1,
+        ..breaker_advisor::crawler::CrawlerModel::default()
+    };
+    let found = calibrated_on_rows(tmp.path(), once, true, |_| {});
+    let crawler = &found["crawler"];
+    assert_eq!(
+        (
+            &crawler["final_outcome_counted"],
+            &crawler["cache_hit_is_success"],
+            &crawler["exceptions_are_failures"]
+        ),
+        (&1.into(), &false.into(), &true.into()),
+        "{found:#}"
+    );
+    let repeat = field(&found, "final_outcome_counted");
+    assert_eq!(
+        (&repeat["start"], &repeat["chosen"]),
+        (&"2".into(), &"1".into())
+    );
+    assert!(
+        repeat["night"]
+            .as_str()
+            .unwrap()
+            .ends_with("the crawler counts the final outcome once"),
+        "{repeat:#}"
+    );
+    assert!(
+        found["calibration"]
+            .as_str()
+            .unwrap()
+            .contains("final_outcome_counted as the runs the breakers did not open on show"),
+        "{found:#}"
+    );
+}
+
 /// A crawler that writes a row for each request that raised: the timeout host's night
 /// replayed as if its timeouts counted goes to "needs a crawler change" with its
 /// benefit; hosts without timeouts get no such entry. The model is the documented one,
