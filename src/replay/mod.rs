@@ -8,7 +8,8 @@
 //!
 //! Calls the recorded breaker blocked left no rows. So that a more permissive policy is
 //! not credited with calls that never happened, those gaps (the recorded open spans and
-//! Retry-After cooldowns) are filled with synthetic calls by a deterministic rule: at the
+//! Retry-After cooldowns, each until a success cleared it where successes do: the
+//! requests after it have rows) are filled with synthetic calls by a deterministic rule: at the
 //! instance's own call rate, evenly spaced, each a failure or a success so that their
 //! running share follows the failure rate of the incident the gap lies in (else the
 //! host's background rate); see `fill_gaps`.
