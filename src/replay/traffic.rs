@@ -301,6 +301,14 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
         .filter(|c| recorded(c) && c.failed())
         .filter_map(|c| c.retry_after_s.map(|ra| (c.t_s, ra)))
         .collect();
+    // The Retry-After the host sends: its rows' median.
+    let host_retry_after = median(
+        retry_after
+            .iter()
+            .map(|x| x.1)
+            .filter(|ra| *ra >= 1.0)
+            .collect(),
+    );
     for c in calls.iter_mut() {
         if !(recorded(c) && c.kind == Kind::Response && c.retried_failures > 0) {
             continue;
@@ -316,11 +324,27 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
             .min(hi);
         let near = retry_after[lo..hi].iter().map(|x| x.1).fold(0.0, f64::max);
         let waits = backoff_max_s(k) + near * f64::from(k);
-        let left = c.elapsed_s - f64::from(k + 1) * latency - waits;
+        let mut left = c.elapsed_s - f64::from(k + 1) * latency - waits;
+        // The retried attempts that may have raised.
+        let mut room = k;
+        // More time than all of them timing out explains, and no Retry-After in the
+        // span: the request waited on Retry-Afters its rows do not show (a retried
+        // attempt's status is not recorded), the host's, each after an attempt that
+        // answered: as few as explain the time, where some number does.
+        if near <= 0.0
+            && left > f64::from(k) * timeout
+            && let Some(ra) = host_retry_after
+            && let Some(m) = (1..=k).find(|m| {
+                left - f64::from(*m) * ra <= f64::from(k - m) * timeout + CONNECT_TIMEOUT_S
+            })
+        {
+            left -= f64::from(m) * ra;
+            room = k - m;
+        }
         c.retried_raised = if left < CONNECT_TIMEOUT_S {
             0
         } else {
-            ((left / timeout).ceil().min(f64::from(k))) as u32
+            ((left / timeout).ceil().min(f64::from(room))) as u32
         };
     }
     by_share(calls);
@@ -634,7 +658,9 @@ pub fn hidden_failures(
 /// see [`RepeatSign`]): per row-based instance with recorded transitions, the failures
 /// counted since the last success reach `fail_max` while the recorded breaker is
 /// closed, and a success comes before any recorded open, or the open comes later than
-/// the failure that reached it. `calls` are spread and in time order; `transitions` in
+/// the failure that reached it. Only runs that reach it at a row's own time count: a
+/// retried attempt's time is an estimate (the repeat that takes a run past `fail_max`
+/// comes at its row's time). `calls` are spread and in time order; `transitions` in
 /// time order.
 pub fn overcounted_runs(
     calls: &[Call],
@@ -647,8 +673,9 @@ pub fn overcounted_runs(
     struct Count {
         repeats: u32,
         run: u32,
-        /// When the run reached `fail_max` with the breaker closed.
-        reached: Option<f64>,
+        /// When the run reached `fail_max` with the breaker closed, and whether at a
+        /// row's own time (a retried attempt's is an estimate).
+        reached: Option<(f64, bool)>,
         past: u64,
     }
     // An open logged this long after the failure that reached `fail_max` came later.
@@ -669,7 +696,9 @@ pub fn overcounted_runs(
     // is one such run; an open or a close starts a new run.
     let transition = |counts: &mut [Count; 2], t: f64, new: Option<BreakerState>| {
         for k in counts {
-            if new == Some(BreakerState::Open) && k.reached.is_some_and(|r| t > r + LATE_S) {
+            if new == Some(BreakerState::Open)
+                && k.reached.is_some_and(|(r, exact)| exact && t > r + LATE_S)
+            {
                 k.past += 1;
             }
             if matches!(new, Some(BreakerState::Open | BreakerState::Closed)) {
@@ -701,14 +730,14 @@ pub fn overcounted_runs(
                         k.run = k.run.saturating_add(retried + repeats);
                     }
                     Some(super::Outcome::Success) => {
-                        k.past += u64::from(k.reached.is_some());
+                        k.past += u64::from(k.reached.is_some_and(|(_, exact)| exact));
                         (k.run, k.reached) = (0, None);
                     }
                     Some(super::Outcome::Uncounted) => k.run = k.run.saturating_add(retried),
                     None => {}
                 }
                 if k.reached.is_none() && state == BreakerState::Closed && k.run >= fail_max {
-                    k.reached = Some(at);
+                    k.reached = Some((at, !c.retry));
                 }
             }
         }
@@ -1923,6 +1952,40 @@ mod tests {
         estimate_retried_raised(&mut calls);
         let raised: Vec<u32> = calls.iter().map(|c| c.retried_raised).collect();
         assert_eq!(raised, [0, 0, 0, 1, 0, 2, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_request_longer_than_its_timeouts_explain_waited_on_the_hosts_retry_after() {
+        // Latency 0.2 s; the host sends Retry-After 130 s (a 503 at 0 s); tenacity waits
+        // at most 1.5 s, 3 s and 6 s before three retries; a read timeout is 30 s.
+        let mut unavailable = row(0.0, Kind::Response, 0, 0.2);
+        unavailable.outcome = Outcome::Failure;
+        unavailable.retry_after_s = Some(130.0);
+        let base = 0.8 + 10.5;
+        let mut calls = vec![
+            unavailable,
+            row(1.0, Kind::Response, 0, 0.2),
+            // Three waits on a Retry-After: none raised.
+            row(1000.0, Kind::Response, 3, base + 3.0 * 130.0),
+            // Two waits, and a little more: none.
+            row(2000.0, Kind::Response, 3, base + 2.0 * 130.0 + 2.0),
+            // One wait and two timeouts: two raised.
+            row(3000.0, Kind::Response, 3, base + 130.0 + 60.0),
+            // Timeouts explain it: three, as before.
+            row(4000.0, Kind::Response, 3, base + 85.0),
+            // Longer than any number of waits and timeouts explains: all three.
+            row(5000.0, Kind::Response, 3, base + 1000.0),
+        ];
+        estimate_retried_raised(&mut calls);
+        let raised: Vec<u32> = calls.iter().map(|c| c.retried_raised).collect();
+        assert_eq!(raised, [0, 0, 0, 0, 2, 3, 3]);
+        // A host that sends no Retry-After: the time was spent timing out.
+        calls[0].retry_after_s = None;
+        for c in &mut calls {
+            c.retried_raised = 0;
+        }
+        estimate_retried_raised(&mut calls);
+        assert_eq!(calls[2].retried_raised, 3);
     }
 
     #[test]
