@@ -267,7 +267,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// rows without retries), tenacity's longest waits and the Retry-After the host sent in
 /// the request's span is taken as timed-out attempts: none under the connect timeout,
 /// else one per started read timeout (the per-attempt time of the host's rows that
-/// raised, where it has them), at most its retries.
+/// raised, where it has them), at most its retries. A request that took longer than all
+/// its retries timing out, with no Retry-After in its span, waited on Retry-Afters its
+/// row does not show (a retried attempt's status is not recorded): as few of the host's
+/// (its rows' median) as explain the time, each after an attempt that answered; the rest
+/// is timeouts.
 ///
 /// A row without an elapsed time falls back on the host's rows: where they show
 /// requests that raised, its retried attempts raised in the share that the host's
