@@ -448,8 +448,17 @@ impl Signs {
         }
     }
 
-    /// `base` with every field the rows' own word identifies set as they say: where the
-    /// descent starts; it does not move those fields.
+    /// Whether the descent keeps an identified field: the rows' own record of what the
+    /// crawler counted (`breaker_recorded`, the requests begun in cooldowns) is stronger
+    /// evidence than the fit's reconstruction. The final outcome's repeat is read from
+    /// that reconstruction (the runs past `fail_max`), so the descent starts from it and
+    /// may still move it where the fit is clearly better.
+    pub fn locks(&self, f: Field) -> bool {
+        f != Field::FinalOutcomeCounted && self.identified(f).is_some()
+    }
+
+    /// `base` with every field the rows identify set as they say: where the descent
+    /// starts ([`Signs::locks`] says which it does not move).
     pub fn start(&self, base: &CrawlerModel) -> CrawlerModel {
         Field::ALL
             .iter()
@@ -469,10 +478,10 @@ impl Signs {
     }
 }
 
-/// The descent: from `base` with the fields the rows' own word identifies
-/// ([`Signs::start`]), move the one field (among the others `signs` shows) whose move
-/// lowers the score most, while that move is [`clearly_better`]. A field the rows
-/// identify is not moved: the fit's reconstruction (estimated attempts, inferred
+/// The descent: from `base` with the fields the rows identify ([`Signs::start`]), move
+/// the one field (among the others `signs` shows) whose move lowers the score most,
+/// while that move is [`clearly_better`]. A field the rows' own record identifies is
+/// not moved ([`Signs::locks`]): the fit's reconstruction (estimated attempts, inferred
 /// failures) is weaker evidence than the crawler's record of what it counted. `fit_of` gives a model's fit,
 /// or `None` when it is unknown (such a move is not taken); `base` is always asked, so
 /// its fit can be reported. Returns the model reached, its fit and the fields moved.
@@ -494,7 +503,7 @@ pub fn descend(
         let mut step: Option<(Field, CrawlerModel, Fit)> = None;
         for f in Field::ALL
             .iter()
-            .filter(|f| signs.shows(**f) && signs.identified(**f).is_none() && !path.contains(*f))
+            .filter(|f| signs.shows(**f) && !signs.locks(**f) && !path.contains(*f))
         {
             let candidate = f.moved(&current);
             if let Some(fit) = fit_of(&candidate)
@@ -511,11 +520,11 @@ pub fn descend(
         current = m;
         best = fit;
     }
-    // The other value of each identified field, for the findings: whether the recorded
+    // The other value of each locked field, for the findings: whether the recorded
     // opens agree with the rows' word.
     for f in Field::ALL
         .iter()
-        .filter(|f| signs.shows(**f) && signs.identified(**f).is_some())
+        .filter(|f| signs.shows(**f) && signs.locks(**f))
     {
         let _ = fit_of(&f.moved(&current));
     }
@@ -1191,5 +1200,20 @@ mod tests {
             ),
             "{text}"
         );
+        // Read from the reconstruction, not the crawler's own record: where the fit
+        // clearly disagrees, the descent moves it back.
+        let back = Calibration::new(
+            &base,
+            vec![Evaluated::search(once, &base, |m| {
+                fit(if m.final_outcome_counted == 1 {
+                    500
+                } else {
+                    100
+                })
+            })],
+        )
+        .choose();
+        assert_eq!(back.model.final_outcome_counted, 2);
+        assert_eq!(back.path, [Field::FinalOutcomeCounted]);
     }
 }

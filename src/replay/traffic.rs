@@ -336,10 +336,14 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
         // attempt's status is not recorded), the host's, each after an attempt that
         // answered: as few as explain the time, where some number does.
         if near <= 0.0
-            && left > f64::from(k) * timeout
+            && left > f64::from(k) * timeout + CONNECT_TIMEOUT_S
             && let Some(ra) = host_retry_after
             && let Some(m) = (1..=k).find(|m| {
-                left - f64::from(*m) * ra <= f64::from(k - m) * timeout + CONNECT_TIMEOUT_S
+                // What the waits leave, tenacity's backoffs they replace given back:
+                // within the timeouts left, and not below nothing.
+                let rest = left - f64::from(*m) * ra;
+                rest <= f64::from(k - m) * timeout + CONNECT_TIMEOUT_S
+                    && rest + backoff_max_s(k) >= -CONNECT_TIMEOUT_S
             })
         {
             left -= f64::from(m) * ra;
@@ -662,10 +666,11 @@ pub fn hidden_failures(
 /// see [`RepeatSign`]): per row-based instance with recorded transitions, the failures
 /// counted since the last success reach `fail_max` while the recorded breaker is
 /// closed, and a success comes before any recorded open, or the open comes later than
-/// the failure that reached it. Only runs that reach it at a row's own time count: a
-/// retried attempt's time is an estimate (the repeat that takes a run past `fail_max`
-/// comes at its row's time). `calls` are spread and in time order; `transitions` in
-/// time order.
+/// the failure that reached it. Only runs that reach it at a row's own time under both
+/// counts count: a retried attempt's time is an estimate (the repeat that takes a run
+/// past `fail_max` comes at its row's time). None under a fleet-wide breaker (another
+/// process's success resets its count). `calls` are spread and in time order;
+/// `transitions` in time order.
 pub fn overcounted_runs(
     calls: &[Call],
     transitions: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
@@ -677,9 +682,8 @@ pub fn overcounted_runs(
     struct Count {
         repeats: u32,
         run: u32,
-        /// When the run reached `fail_max` with the breaker closed, and whether at a
-        /// row's own time (a retried attempt's is an estimate).
-        reached: Option<(f64, bool)>,
+        /// When the run reached `fail_max` with the breaker closed.
+        reached: Option<f64>,
         past: u64,
     }
     // An open logged this long after the failure that reached `fail_max` came later.
@@ -697,36 +701,47 @@ pub fn overcounted_runs(
         past: 0,
     });
     // A recorded transition at `t`: an open later than a run reached fail_max
-    // is one such run; an open or a close starts a new run.
-    let transition = |counts: &mut [Count; 2], t: f64, new: Option<BreakerState>| {
-        for k in counts {
-            if new == Some(BreakerState::Open)
-                && k.reached.is_some_and(|(r, exact)| exact && t > r + LATE_S)
-            {
-                k.past += 1;
+    // is one such run; an open or a close starts a new run. `estimated`: the run
+    // reached fail_max, under either count, at a retried attempt's estimated time.
+    let transition =
+        |counts: &mut [Count; 2], estimated: &mut bool, t: f64, new: Option<BreakerState>| {
+            let ends = matches!(new, Some(BreakerState::Open | BreakerState::Closed));
+            for k in counts.iter_mut() {
+                if new == Some(BreakerState::Open)
+                    && !*estimated
+                    && k.reached.is_some_and(|r| t > r + LATE_S)
+                {
+                    k.past += 1;
+                }
+                if ends {
+                    (k.run, k.reached) = (0, None);
+                }
             }
-            if matches!(new, Some(BreakerState::Open | BreakerState::Closed)) {
-                (k.run, k.reached) = (0, None);
-            }
-        }
-    };
+            *estimated &= !ends;
+        };
+    // A breaker shared by the fleet counts every process's outcomes: one process's
+    // rows are no bound on its count.
+    let instances = if model.fleet_breaker { 0 } else { instances };
     for inst in (0..instances).filter(|i| !exact[*i as usize]) {
         let mut steps = transitions.iter().filter(|t| t.0 == inst).peekable();
-        // The state before the first transition is the one it left.
-        let Some(mut state) = steps.peek().map(|t| t.2.unwrap_or(BreakerState::Closed)) else {
+        // The state before the first transition is the one it left (none, when that
+        // is not a state the walk reads: the run is not known to be closed).
+        let Some(mut state) = steps.peek().map(|t| t.2) else {
             continue;
         };
+        let mut estimated = false;
         for k in &mut counts {
             (k.run, k.reached) = (0, None);
         }
         for c in counted_in_order(calls, inst) {
             let at = c.counted_at();
             while let Some(&(_, t, _, new)) = steps.next_if(|s| s.1 < at) {
-                state = new.unwrap_or(state);
-                transition(&mut counts, t, new);
+                state = new;
+                transition(&mut counts, &mut estimated, t, new);
             }
             let outcome = model.outcome(c);
             let retried = model.retried_failures(c);
+            let success = outcome == Some(super::Outcome::Success);
             for k in &mut counts {
                 match outcome {
                     Some(super::Outcome::Failure) => {
@@ -734,19 +749,21 @@ pub fn overcounted_runs(
                         k.run = k.run.saturating_add(retried + repeats);
                     }
                     Some(super::Outcome::Success) => {
-                        k.past += u64::from(k.reached.is_some_and(|(_, exact)| exact));
+                        k.past += u64::from(k.reached.is_some() && !estimated);
                         (k.run, k.reached) = (0, None);
                     }
                     Some(super::Outcome::Uncounted) => k.run = k.run.saturating_add(retried),
                     None => {}
                 }
-                if k.reached.is_none() && state == BreakerState::Closed && k.run >= fail_max {
-                    k.reached = Some((at, !c.retry));
+                if k.reached.is_none() && state == Some(BreakerState::Closed) && k.run >= fail_max {
+                    k.reached = Some(at);
+                    estimated |= c.retry;
                 }
             }
+            estimated &= !success;
         }
         for &(_, t, _, new) in steps {
-            transition(&mut counts, t, new);
+            transition(&mut counts, &mut estimated, t, new);
         }
     }
     RepeatSign {
@@ -1979,10 +1996,12 @@ mod tests {
             row(4000.0, Kind::Response, 3, base + 85.0),
             // Longer than any number of waits and timeouts explains: all three.
             row(5000.0, Kind::Response, 3, base + 1000.0),
+            // Just over three timeouts, and shorter than a wait: three timed out.
+            row(6000.0, Kind::Response, 3, base + 97.0),
         ];
         estimate_retried_raised(&mut calls);
         let raised: Vec<u32> = calls.iter().map(|c| c.retried_raised).collect();
-        assert_eq!(raised, [0, 0, 0, 0, 2, 3, 3]);
+        assert_eq!(raised, [0, 0, 0, 0, 2, 3, 3, 3]);
         // A host that sends no Retry-After: the time was spent timing out.
         calls[0].retry_after_s = None;
         for c in &mut calls {
@@ -2305,9 +2324,28 @@ mod tests {
         )];
         assert_eq!(overcounted_runs(&calls, &steps, 3, &model).past_twice, 1);
         // A process without recorded transitions says nothing: its breaker's record is
-        // missing, not closed.
+        // missing, not closed. Nor does a fleet-wide breaker's (another process's
+        // success resets its count).
         assert_eq!(
             overcounted_runs(&calls, &[], 3, &model),
+            RepeatSign::default()
+        );
+        let fleet = ReplayModel {
+            fleet_breaker: true,
+            ..model
+        };
+        assert_eq!(
+            overcounted_runs(&calls, &steps, 3, &fleet),
+            RepeatSign::default()
+        );
+        // A run that reaches fail_max at a retried attempt's estimated time says
+        // nothing: a failed row (30 s), then a request whose two retried attempts
+        // (spread over 40-50 s) failed and whose row (50 s) succeeded.
+        let mut request = row(50.0, Kind::Response, 2, 10.0);
+        request.seq = 7;
+        let spread = spread_retries(vec![failed(30.0), request]);
+        assert_eq!(
+            overcounted_runs(&spread, &steps, 3, &model),
             RepeatSign::default()
         );
     }
