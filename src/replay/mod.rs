@@ -163,6 +163,12 @@ pub fn role_index(role: &str) -> u8 {
     }
 }
 
+/// A role's half-open probes in `Breaker::probes` (an index past the three is
+/// metadata's, as `role_index` gives none).
+fn probe_slot(role: u8) -> usize {
+    usize::from(role).min(ROLES - 1)
+}
+
 impl Call {
     pub fn failed(&self) -> bool {
         self.outcome == Outcome::Failure
@@ -207,6 +213,11 @@ pub struct ReplayModel {
 }
 
 impl ReplayModel {
+    /// The cooldown an instance waits on: its own, or the fleet's one (index 0).
+    pub fn cooldown_slot(&self, instance: usize) -> usize {
+        if self.fleet_cooldowns { 0 } else { instance }
+    }
+
     /// How the breaker counts a call's final attempt under the model; `None` when the
     /// call never reaches the breaker (a cache hit the crawler does not count).
     pub fn outcome(&self, c: &Call) -> Option<Outcome> {
@@ -387,11 +398,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn cooldown_slot(&self, instance: usize) -> usize {
-        if self.model.fleet_cooldowns {
-            0
-        } else {
-            instance
-        }
+        self.model.cooldown_slot(instance)
     }
 
     /// `allow()`: whether the instance admits an attempt of `role` at `t`. In
@@ -413,7 +420,7 @@ impl Run<'_> {
             b.ho_successes = 0;
         }
         if b.state == State::HalfOpen {
-            let slot = &mut b.probes[usize::from(role).min(ROLES - 1)];
+            let slot = &mut b.probes[probe_slot(role)];
             let (left, given) = slot
                 .filter(|(_, given)| t - given <= reset)
                 .unwrap_or((allowed, t));
@@ -481,7 +488,7 @@ impl Run<'_> {
         }
         let b = &mut self.breakers[i];
         if !failure {
-            b.probes[usize::from(role).min(ROLES - 1)] = None;
+            b.probes[probe_slot(role)] = None;
         }
         match (b.state, failure) {
             (State::Closed, true) => {

@@ -574,6 +574,32 @@ fn counted_in_order(calls: &[Call], instance: u32) -> impl Iterator<Item = &Call
     })
 }
 
+/// The instances replayed from the outcomes their breakers logged (`Call::exact`, not
+/// synthetic), of `instances`: their record is complete, and no row stands for them.
+fn logged_instances(calls: &[Call], instances: usize) -> Vec<bool> {
+    let mut logged = vec![false; instances];
+    for c in calls.iter().filter(|c| c.exact && !c.synthetic) {
+        logged[c.instance as usize] = true;
+    }
+    logged
+}
+
+/// What one call, as `model` counts it, does to its breaker's run of consecutive
+/// failures, the final outcome of a row counted `repeats` times: `Some(n)` adds `n`
+/// failures (its counted retried attempts, then its own), `None` ends the run (a
+/// success).
+fn run_step(model: &ReplayModel, c: &Call, repeats: u32) -> Option<u32> {
+    let retried = model.retried_failures(c);
+    match model.outcome(c) {
+        Some(super::Outcome::Failure) => {
+            Some(retried + if c.exact || c.retry { 1 } else { repeats })
+        }
+        Some(super::Outcome::Success) => None,
+        Some(super::Outcome::Uncounted) => Some(retried),
+        None => Some(0),
+    }
+}
+
 /// Failures a breaker counted that no row shows. A recorded open proves that the breaker
 /// had just counted `fail_max` consecutive failures, and a reopen from half-open one
 /// failed trial; most of them were attempts of requests that raised (denied during their
@@ -596,12 +622,9 @@ pub fn hidden_failures(
         .chain(calls.iter().map(|c| c.instance))
         .max()
         .map_or(0, |m| m as usize + 1);
-    let mut exact = vec![false; instances];
-    for c in calls.iter().filter(|c| c.exact && !c.synthetic) {
-        exact[c.instance as usize] = true;
-    }
+    let logged = logged_instances(calls, instances);
     for inst in 0..instances as u32 {
-        if exact[inst as usize] {
+        if logged[inst as usize] {
             continue;
         }
         // The recorded calls only: synthetic ones (earlier inferences, gap fill) are not
@@ -611,20 +634,8 @@ pub fn hidden_failures(
         for &(_, t, old, new) in transitions.iter().filter(|t| t.0 == inst) {
             // The calls up to the transition, as the breaker counted them.
             while let Some(c) = own.next_if(|c| c.counted_at() <= t) {
-                let retried = model.retried_failures(c);
-                match model.outcome(c) {
-                    Some(super::Outcome::Failure) => {
-                        let repeats = if c.exact || c.retry {
-                            1
-                        } else {
-                            model.final_outcome_counted
-                        };
-                        run = run.saturating_add(retried + repeats);
-                    }
-                    Some(super::Outcome::Success) => run = 0,
-                    Some(super::Outcome::Uncounted) => run = run.saturating_add(retried),
-                    None => {}
-                }
+                run = run_step(model, c, model.final_outcome_counted)
+                    .map_or(0, |n| run.saturating_add(n));
             }
             // Bounded whatever the config says (a held host's fail_max of 10^9 would
             // be 56 GB of calls for one open).
@@ -690,10 +701,7 @@ pub fn overcounted_runs(
     const LATE_S: f64 = 1e-3;
     let fail_max = fail_max.clamp(1, crate::config::MAX_PLAUSIBLE_FAIL_MAX as u32);
     let instances = calls.iter().map(|c| c.instance).max().map_or(0, |m| m + 1);
-    let mut exact = vec![false; instances as usize];
-    for c in calls.iter().filter(|c| c.exact && !c.synthetic) {
-        exact[c.instance as usize] = true;
-    }
+    let logged = logged_instances(calls, instances as usize);
     let mut counts = [1, 2].map(|repeats| Count {
         repeats,
         run: 0,
@@ -722,7 +730,7 @@ pub fn overcounted_runs(
     // A breaker shared by the fleet counts every process's outcomes: one process's
     // rows are no bound on its count.
     let instances = if model.fleet_breaker { 0 } else { instances };
-    for inst in (0..instances).filter(|i| !exact[*i as usize]) {
+    for inst in (0..instances).filter(|i| !logged[*i as usize]) {
         let mut steps = transitions.iter().filter(|t| t.0 == inst).peekable();
         // The state before the first transition is the one it left (none, when that
         // is not a state the walk reads: the run is not known to be closed).
@@ -739,21 +747,15 @@ pub fn overcounted_runs(
                 state = new;
                 transition(&mut counts, &mut estimated, t, new);
             }
-            let outcome = model.outcome(c);
-            let retried = model.retried_failures(c);
-            let success = outcome == Some(super::Outcome::Success);
+            let mut success = false;
             for k in &mut counts {
-                match outcome {
-                    Some(super::Outcome::Failure) => {
-                        let repeats = if c.exact || c.retry { 1 } else { k.repeats };
-                        k.run = k.run.saturating_add(retried + repeats);
-                    }
-                    Some(super::Outcome::Success) => {
+                match run_step(model, c, k.repeats) {
+                    Some(n) => k.run = k.run.saturating_add(n),
+                    None => {
+                        success = true;
                         k.past += u64::from(k.reached.is_some() && !estimated);
                         (k.run, k.reached) = (0, None);
                     }
-                    Some(super::Outcome::Uncounted) => k.run = k.run.saturating_add(retried),
-                    None => {}
                 }
                 if k.reached.is_none() && state == Some(BreakerState::Closed) && k.run >= fail_max {
                     k.reached = Some(at);
@@ -1420,13 +1422,7 @@ fn recorded_breakers(
         }
     }
     // The successes that cleared a cooldown, per cooldown slot, in time order.
-    let slot = |c: &Call| {
-        if fleet_cooldowns {
-            0
-        } else {
-            c.instance as usize
-        }
-    };
+    let slot = |c: &Call| model.cooldown_slot(c.instance as usize);
     let mut clears: Vec<Vec<f64>> = vec![Vec::new(); if fleet_cooldowns { 1 } else { instances }];
     if model.success_clears_cooldown {
         for c in recorded_calls.iter().filter(|c| !c.synthetic) {
