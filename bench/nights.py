@@ -91,6 +91,50 @@ def main():
         lines.append(f"| {key} | {fmt(key, b)} | {fmt(key, a)} | {rel} |")
     lines.append("")
 
+    # Per host over the nights that ran under changed files (2 to N): the issue's
+    # targets are per host (failed attempts let into incidents, 429 per attempt).
+    if nights > 1:
+        lines.append(f"Per host, nights 2 to {nights}\n")
+        lines.append(
+            "| host | regime | failed attempts into incidents | of which timeouts "
+            "| blocked outside incidents | 429 per attempt | successes |"
+        )
+        lines.append("|---|---|---:|---:|---:|---:|---:|")
+        per = {}
+        for k in range(2, nights + 1):
+            for side in ("base", "advised"):
+                truth = json.loads((work / f"{side}-{k}" / "ground_truth.json").read_text())
+                for h in truth["hosts"]:
+                    row = per.setdefault(h["host"], {"regime": h["regime"]})
+                    o = h["outcome"]
+                    for key, v in (
+                        ("failed", o["failed_attempts_in_incidents"]),
+                        ("timeouts", o["timeouts_in_incidents"]),
+                        ("blocked", o["blocked_outside_incidents"]),
+                        ("a429", h["attempts_429"]),
+                        ("attempts", h["attempts"]),
+                        ("ok", o["successes"]),
+                    ):
+                        row[(side, key)] = row.get((side, key), 0) + v
+
+        def pair(row, key):
+            b, a = row[("base", key)], row[("advised", key)]
+            x = f" (x{a / b:.2f})" if b else ""
+            return f"{b:,} -> {a:,}{x}"
+
+        for host, row in per.items():
+            share = lambda side: (
+                row[(side, "a429")] / row[(side, "attempts")] if row[(side, "attempts")] else 0.0
+            )
+            b429, a429 = share("base"), share("advised")
+            x429 = f" (x{a429 / b429:.2f})" if b429 else ""
+            lines.append(
+                f"| {host} | {row['regime']} | {pair(row, 'failed')} | {pair(row, 'timeouts')} "
+                f"| {pair(row, 'blocked')} | {100 * b429:.2f}% -> {100 * a429:.2f}%{x429} "
+                f"| {pair(row, 'ok')} |"
+            )
+        lines.append("")
+
     # Checks across the nights.
     truth = json.loads((work / "base-1" / "ground_truth.json").read_text())
     healthy = {h["host"] for h in truth["hosts"] if h["regime"] == "healthy"}

@@ -126,8 +126,8 @@ pub struct Call {
     /// Retry-After of a 429/503 final response, seconds.
     pub retry_after_s: Option<f64>,
     /// How long the call took: the whole request's time for a row as read; once spread
-    /// (`traffic::spread_retries`), an attempt's share of it, or for an attempt that
-    /// raised the time until its timeout fired (`counted_at`).
+    /// (`traffic::spread_retries`), a row's share of it, a retried attempt's time until
+    /// its answer came back (a status) or its timeout fired (raised): `counted_at`.
     pub elapsed_s: f64,
     /// Made up to fill a gap the recorded breaker left (see the module docs).
     pub synthetic: bool,
@@ -174,12 +174,12 @@ impl Call {
         self.outcome == Outcome::Failure
     }
 
-    /// When the breaker counted it: an attempt that raised, placed where it was sent
-    /// (a retried one, or a spread row's last one: `traffic::spread_retries`), when
-    /// its timeout fired, `elapsed_s` later; any other call at its time (a status
-    /// answers at once; a row not spread is written when its last attempt ends).
+    /// When the breaker counted it: a retried attempt, placed where it was sent
+    /// (`traffic::spread_retries`), when its answer came back or its timeout fired,
+    /// `elapsed_s` later, and so a spread row's last attempt that raised; any other call
+    /// at its time (a row is written when its last attempt ends).
     pub fn counted_at(&self) -> f64 {
-        if self.kind == Kind::Exception && (self.retry || self.spread) {
+        if self.retry || (self.kind == Kind::Exception && self.spread) {
             self.t_s + self.elapsed_s
         } else {
             self.t_s
@@ -1191,6 +1191,40 @@ mod tests {
         // Outside every incident, none.
         let f = replay(&calls, &policy(), &ReplayModel::default(), &[], 1.0);
         assert_eq!(f.raised_attempts_in_incidents, 0);
+    }
+
+    #[test]
+    fn an_attempt_that_failed_with_a_status_is_counted_when_its_answer_came_back() {
+        // A request sent at 100 failed, waited and failed again at 110 (its row). The
+        // host answers in 0.5 s (a row without retries): its first failure came back at
+        // 100.5, after another request's success at 100.3, so the breaker (fail_max 2,
+        // the final outcome once) saw success, failure, failure and opened at 110.
+        // Counted when sent, the success would have come between the two failures.
+        let retried = Call {
+            retried_failures: 1,
+            elapsed_s: 10.0,
+            seq: 1,
+            ..call(110.0, true)
+        };
+        let success = Call {
+            elapsed_s: 0.5,
+            seq: 2,
+            ..call(100.3, false)
+        };
+        let calls = traffic::spread_retries(vec![success, retried]);
+        let p = ReplayPolicy {
+            fail_max: 2,
+            ..policy()
+        };
+        let f = replay(&calls, &p, &plain(), &[], 1.0);
+        assert_eq!((f.opens, f.attempts), (1, 3));
+        // A host that answers at once (no latency known): counted when sent, no open.
+        let instant = Call {
+            elapsed_s: 0.0,
+            ..success
+        };
+        let calls = traffic::spread_retries(vec![instant, retried]);
+        assert_eq!(replay(&calls, &p, &plain(), &[], 1.0).opens, 0);
     }
 
     #[test]

@@ -281,15 +281,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// `calls` are in time order.
 pub fn estimate_retried_raised(calls: &mut [Call]) {
     let recorded = |c: &Call| !c.synthetic && !c.exact && !c.retry;
-    let latency = median(
-        calls
-            .iter()
-            .filter(|c| recorded(c) && c.kind == Kind::Response && c.retried_failures == 0)
-            .filter(|c| c.elapsed_s > 0.0)
-            .map(|c| c.elapsed_s)
-            .collect(),
-    )
-    .unwrap_or(0.0);
+    let latency = answer_latency(calls);
     let timeout = median(
         calls
             .iter()
@@ -358,6 +350,21 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
     by_share(calls);
 }
 
+/// How long the host takes to answer an attempt: the median elapsed time of its rows
+/// that answered without a retry (one attempt each), 0 without any.
+fn answer_latency(calls: &[Call]) -> f64 {
+    median(
+        calls
+            .iter()
+            .filter(|c| !c.synthetic && !c.exact && !c.retry && !c.spread)
+            .filter(|c| c.kind == Kind::Response && c.retried_failures == 0)
+            .filter(|c| c.elapsed_s > 0.0)
+            .map(|c| c.elapsed_s)
+            .collect(),
+    )
+    .unwrap_or(0.0)
+}
+
 /// The fallback of `estimate_retried_raised` for rows without an elapsed time.
 fn by_share(calls: &mut [Call]) {
     let hour = |t: f64| (t / 3600.0).floor() as i64;
@@ -411,11 +418,14 @@ fn by_share(calls: &mut [Call]) {
 /// after it, and on quota hosts the replay of the documented crawler opened two to seven
 /// times as often as its breakers did. Those estimated to have raised come first.
 ///
-/// An attempt that failed with a status is placed where it was sent and counted there;
-/// its `elapsed_s` is one attempt's share of the request. An attempt that raised is
-/// placed where it was sent and counted when its timeout fired (`Call::counted_at`,
-/// `elapsed_s` later): a read timeout at most, and never after the next attempt was sent
-/// (the subtraction keeps the two instants equal to the bit). A row that answered is its
+/// An attempt that failed with a status is placed where it was sent and counted when
+/// its answer came back (`Call::counted_at`, `elapsed_s` later): after the host's
+/// latency (its rows' that answered without a retry), never after the next attempt was
+/// sent. A breaker that turned half-open as the request began let its first attempt
+/// through as a trial, and another role's answer can close it before that attempt's
+/// failure is counted. An attempt that raised is placed where it was sent and counted
+/// when its timeout fired (`elapsed_s` later): a read timeout at most, and never after
+/// the next attempt was sent (the subtraction keeps the two instants equal to the bit). A row that answered is its
 /// last attempt, at the row's time. A row of a request that raised is written when its
 /// last attempt timed out, so all its attempts took time: they are sent evenly from the
 /// request's start, the last one counted at the row. `calls` are in replay order, and so
@@ -438,6 +448,7 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
         .filter(|c| spread(c))
         .map(|c| c.retried_failures as usize)
         .sum();
+    let latency = answer_latency(&calls);
     let mut out = Vec::with_capacity(calls.len() + extra);
     for c in calls {
         if !spread(&c) {
@@ -484,7 +495,8 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
             let (kind, elapsed_s) = if j < raised {
                 (Kind::Exception, lasted(j))
             } else {
-                (Kind::Response, share)
+                // Answered after the host's latency, before the next attempt was sent.
+                (Kind::Response, latency.min(sent(j + 1) - sent(j)).max(0.0))
             };
             out.push(Call {
                 t_s: sent(j),
@@ -557,8 +569,8 @@ pub struct TrafficInput<'a> {
 /// One instance's recorded calls (not the synthetic ones: earlier inferences, gap fill,
 /// are not what the breaker saw) in the order its breaker counted them
 /// (`Call::counted_at`). `calls` are spread ([`spread_retries`]) and in time order: only
-/// the attempts that raised are counted after their time, so they alone are sorted and
-/// merged back in.
+/// retried attempts and a spread row's last one that raised are counted after their
+/// time, so they alone are sorted and merged back in.
 fn counted_in_order(calls: &[Call], instance: u32) -> impl Iterator<Item = &Call> {
     let own = calls
         .iter()
@@ -2022,16 +2034,27 @@ mod tests {
             [
                 (91.0, Kind::Exception, true, false, 4.5),
                 (95.0, Kind::Response, false, false, 0.2),
-                (95.5, Kind::Response, true, false, 3.0),
+                (95.5, Kind::Response, true, false, 0.2),
                 (100.0, Kind::Response, false, true, 3.0),
             ]
         );
         assert!(calls.iter().filter(|c| c.retry).all(|c| c.failed()));
         // The attempt that raised lasted until the next one was sent (at most a read
         // timeout): the breaker counted it then, after the row at 95. The one that
-        // failed with a status was counted when it was sent.
+        // failed with a status was counted when its answer came back, after the host's
+        // latency (the row at 95 answered in 0.2 s without a retry).
         let counted: Vec<f64> = calls.iter().map(Call::counted_at).collect();
-        assert_eq!(counted, [95.5, 95.0, 95.5, 100.0]);
+        assert_eq!(counted, [95.5, 95.0, 95.7, 100.0]);
+        // A latency longer than the wait before the next attempt ends at its sending.
+        let mut slow = row(200.0, Kind::Response, 2, 1.0);
+        slow.outcome = Outcome::Failure;
+        let counted: Vec<(f64, f64)> =
+            spread_retries(vec![row(150.0, Kind::Response, 0, 2.0), slow])
+                .iter()
+                .filter(|c| c.retry)
+                .map(|c| (c.t_s, c.counted_at()))
+                .collect();
+        assert_eq!(counted, [(199.0, 199.5), (199.5, 200.0)]);
         // Spreading twice changes nothing: the spread row keeps its count.
         assert_eq!(spread_retries(calls.clone()), calls);
         // A documented breaker counts the attempt that failed with a status and the
