@@ -232,6 +232,10 @@ impl Traffic {
 /// At most this many Retry-After rows are read back for one request's span.
 const RETRY_AFTER_LOOKBACK: usize = 64;
 
+/// How far from a request a Retry-After the host sent still says what the request
+/// waited on (`estimate_retried_raised`).
+const NEAR_RETRY_AFTER_S: f64 = 3600.0;
+
 /// tenacity's longest fallback waits before `retries` retries, in all.
 fn backoff_max_s(retries: u32) -> f64 {
     (1..=retries.min(crate::telemetry::schema::MAX_RETRY_COUNT as u32))
@@ -270,8 +274,9 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// raised, where it has them), at most its retries. A request that took longer than all
 /// its retries timing out, with no Retry-After in its span, waited on Retry-Afters its
 /// row does not show (a retried attempt's status is not recorded): as few of the host's
-/// (its rows' median) as explain the time, each after an attempt that answered; the rest
-/// is timeouts.
+/// as explain the time, each after an attempt that answered; the rest is timeouts. The
+/// host's Retry-After is the one it sent nearest the request, within an hour (a server
+/// asks for the same wait through an incident), else its rows' median.
 ///
 /// A row without an elapsed time falls back on the host's rows: where they show
 /// requests that raised, its retried attempts raised in the share that the host's
@@ -314,10 +319,8 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
         }
         let k = c.retried_failures;
         let hi = retry_after.partition_point(|(t, _)| *t <= c.t_s);
-        let lo = retry_after
-            .partition_point(|(t, _)| *t < c.t_s - c.elapsed_s)
-            .max(hi.saturating_sub(RETRY_AFTER_LOOKBACK))
-            .min(hi);
+        let begun = retry_after.partition_point(|(t, _)| *t < c.t_s - c.elapsed_s);
+        let lo = begun.max(hi.saturating_sub(RETRY_AFTER_LOOKBACK)).min(hi);
         let near = retry_after[lo..hi].iter().map(|x| x.1).fold(0.0, f64::max);
         let waits = backoff_max_s(k) + near * f64::from(k);
         let mut left = c.elapsed_s - f64::from(k + 1) * latency - waits;
@@ -325,17 +328,31 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
         let mut room = k;
         // More time than all of them timing out explains, and no Retry-After in the
         // span: the request waited on Retry-Afters its rows do not show (a retried
-        // attempt's status is not recorded), the host's, each after an attempt that
-        // answered: as few as explain the time, where some number does.
+        // attempt's status is not recorded), each after an attempt that answered: as
+        // few as explain the time, where some number does. The host's nearest in time
+        // (within an hour of the span: a server asks for the same wait through an
+        // incident) is tried first, then its rows' median.
+        let nearest = [begun.checked_sub(1), (hi < retry_after.len()).then_some(hi)]
+            .into_iter()
+            .flatten()
+            .map(|j| retry_after[j])
+            .map(|(t, ra)| ((c.t_s - c.elapsed_s - t).max(t - c.t_s), ra))
+            .filter(|(d, _)| *d <= NEAR_RETRY_AFTER_S)
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, ra)| ra)
+            .filter(|ra| *ra >= 1.0);
         if near <= 0.0
             && left > f64::from(k) * timeout + CONNECT_TIMEOUT_S
-            && let Some(ra) = host_retry_after
-            && let Some(m) = (1..=k).find(|m| {
-                // What the waits leave, tenacity's backoffs they replace given back:
-                // within the timeouts left, and not below nothing.
-                let rest = left - f64::from(*m) * ra;
-                rest <= f64::from(k - m) * timeout + CONNECT_TIMEOUT_S
-                    && rest + backoff_max_s(k) >= -CONNECT_TIMEOUT_S
+            && let Some((ra, m)) = nearest.into_iter().chain(host_retry_after).find_map(|ra| {
+                // What the waits leave, tenacity's backoffs they replace given
+                // back: within the timeouts left, and not below nothing.
+                (1..=k)
+                    .find(|m| {
+                        let rest = left - f64::from(*m) * ra;
+                        rest <= f64::from(k - m) * timeout + CONNECT_TIMEOUT_S
+                            && rest + backoff_max_s(k) >= -CONNECT_TIMEOUT_S
+                    })
+                    .map(|m| (ra, m))
             })
         {
             left -= f64::from(m) * ra;
@@ -2017,6 +2034,32 @@ mod tests {
         }
         estimate_retried_raised(&mut calls);
         assert_eq!(calls[2].retried_raised, 3);
+    }
+
+    #[test]
+    fn a_request_waited_on_the_retry_after_the_host_sent_nearest_it() {
+        // The host asked for 110 s three times early in the night (its median), and for
+        // 130 s at 10,000 s. A request of two retries that took 261.6 s (latency 0.2 s,
+        // tenacity's waits at most 1.5 s and 3 s) waited twice on 130 s when it began
+        // 138 s after that answer: none of its attempts raised. An hour and more away,
+        // the median explains no number of waits: timeouts, as before.
+        let unavailable = |t: f64, ra: f64| {
+            let mut c = row(t, Kind::Response, 0, 0.2);
+            c.outcome = Outcome::Failure;
+            c.retry_after_s = Some(ra);
+            c
+        };
+        let mut calls = vec![
+            unavailable(0.0, 110.0),
+            unavailable(10.0, 110.0),
+            unavailable(20.0, 110.0),
+            unavailable(10_000.0, 130.0),
+            row(10_399.6, Kind::Response, 2, 261.6),
+            row(14_000.0 + 261.6, Kind::Response, 2, 261.6),
+        ];
+        estimate_retried_raised(&mut calls);
+        let raised: Vec<u32> = calls.iter().map(|c| c.retried_raised).collect();
+        assert_eq!(raised, [0, 0, 0, 0, 0, 2]);
     }
 
     #[test]
