@@ -659,12 +659,19 @@ pub fn hidden_failures(
         // The recorded calls only: synthetic ones (earlier inferences, gap fill) are not
         // what the breaker saw.
         let mut own = counted_in_order(calls, inst).peekable();
-        let mut run = 0u32;
+        // Failures counted since the last success or transition, and of those the
+        // retried attempts' (counted at an estimated time).
+        let (mut run, mut estimated) = (0u32, 0u32);
         for &(_, t, old, new) in transitions.iter().filter(|t| t.0 == inst) {
             // The calls up to the transition, as the breaker counted them.
             while let Some(c) = own.next_if(|c| c.counted_at() <= t) {
-                run = run_step(model, c, model.final_outcome_counted)
-                    .map_or(0, |n| run.saturating_add(n));
+                match run_step(model, c, model.final_outcome_counted) {
+                    Some(n) => {
+                        run = run.saturating_add(n);
+                        estimated = estimated.saturating_add(if c.retry { n } else { 0 });
+                    }
+                    None => (run, estimated) = (0, 0),
+                }
             }
             // Bounded whatever the config says (a held host's fail_max of 10^9 would
             // be 56 GB of calls for one open).
@@ -693,8 +700,14 @@ pub fn hidden_failures(
                     role: 0,
                 });
             }
-            if matches!(new, Some(BreakerState::Open | BreakerState::Closed)) {
-                run = 0;
+            // A reopen is explained by a failure counted while half-open, not by one
+            // the rows show counted while open (an attempt sent before the open that
+            // came back after it); a retried attempt's time is an estimate, and it may
+            // have been the trial.
+            match new {
+                Some(BreakerState::HalfOpen) => (run, estimated) = (estimated, 0),
+                Some(_) => (run, estimated) = (0, 0),
+                None => {}
             }
         }
     }
@@ -2343,6 +2356,38 @@ mod tests {
         };
         assert_eq!(hidden_failures(&spread, &open, 3, &counting).len(), 2);
         assert_eq!(hidden_failures(&spread, &open, 3, &model).len(), 3);
+    }
+
+    #[test]
+    fn a_reopen_is_explained_by_a_failure_counted_while_half_open() {
+        // A failure at 99 opened it at 100 (fail_max 1), half-open at 220 (reset 120),
+        // reopened at 250. A request that raised wrote its row at 130, counted then (exceptions counted), while the
+        // breaker was open: the trial that reopened it at 250 is a failure no row shows.
+        use BreakerState::{Closed, HalfOpen, Open};
+        let steps = [
+            (0, 100.0, Some(Closed), Some(Open)),
+            (0, 220.0, Some(Open), Some(HalfOpen)),
+            (0, 250.0, Some(HalfOpen), Some(Open)),
+        ];
+        let counting = ReplayModel {
+            exceptions_are_failures: true,
+            ..ReplayModel::default()
+        };
+        let mut failed = row(99.0, Kind::Response, 0, 0.5);
+        failed.outcome = Outcome::Failure;
+        let mut raised = row(130.0, Kind::Exception, 0, 30.0);
+        raised.seq = 1;
+        let calls = spread_retries(vec![failed, raised]);
+        let hidden = hidden_failures(&calls, &steps, 1, &counting);
+        let at: Vec<f64> = hidden.iter().map(|c| c.t_s).collect();
+        assert_eq!(at, [250.0]);
+        // A retried attempt's time is an estimate: one counted while open (sent at 110,
+        // answered at once; its row, a success, at 300) may have been the trial.
+        let mut retried = row(300.0, Kind::Response, 1, 190.0);
+        retried.seq = 2;
+        let calls = spread_retries(vec![failed, retried]);
+        assert!(calls[1].retry && calls[1].counted_at() < 220.0, "{calls:?}");
+        assert!(hidden_failures(&calls, &steps, 1, &counting).is_empty());
     }
 
     #[test]
