@@ -10,9 +10,9 @@
 //! not credited with calls that never happened, those gaps (the recorded open spans and
 //! Retry-After cooldowns, each until a success cleared it where successes do: the
 //! requests after it have rows) are filled with synthetic calls by a deterministic rule: at the
-//! instance's own call rate, evenly spaced, each a failure or a success so that their
-//! running share follows the failure rate of the incident the gap lies in (else the
-//! host's background rate); see `fill_gaps`.
+//! instance's own call rate, evenly spaced, each failing with the failure rate of the
+//! incident the gap lies in (else the host's background rate), a draw hashed from its
+//! instance and time; see `fill_gaps`.
 
 pub mod calibrate;
 pub mod traffic;
@@ -783,10 +783,13 @@ pub fn replay(
 
 /// Adds synthetic calls in the `gaps` of one instance (sorted, disjoint spans where its
 /// recorded breaker blocked calls): evenly spaced at `rate_per_s`, the first half a
-/// spacing into the gap; in a gap's part inside an incident each is a failure so that the running share
-/// of failures follows the incident's rate, elsewhere the `background` rate (a running
-/// sum, starting at one half, emits a failure each time it passes a whole number).
-/// Returns all calls sorted by time. Deterministic.
+/// spacing into the gap; in a gap's part inside an incident each fails with the
+/// incident's rate, elsewhere with the `background` rate, as independent draws: a hash
+/// of the call's instance and time, so the fill is deterministic and its failures come
+/// in runs as often as the rate gives them. (Spread evenly instead, a rate of 0.7 never
+/// gave three failures in a row: a breaker that closed in a gap was never tripped there
+/// again, and every longer `reset_timeout_s` was replayed as letting more failures in.)
+/// Returns all calls sorted by time.
 pub fn fill_gaps(
     recorded: Vec<Call>,
     gaps: &[Gap],
@@ -795,7 +798,6 @@ pub fn fill_gaps(
     rate_per_s: &[f64],
 ) -> Vec<Call> {
     let mut out = recorded;
-    let mut acc = 0.5;
     for g in gaps {
         let rate = rate_per_s.get(g.instance as usize).copied().unwrap_or(0.0);
         if rate > 0.0 {
@@ -806,11 +808,7 @@ pub fn fill_gaps(
                     .iter()
                     .find(|i| i.start_s <= t && t < i.end_s)
                     .map_or(background, |i| i.rate);
-                acc += r.clamp(0.0, 1.0);
-                let failure = acc >= 1.0;
-                if failure {
-                    acc -= 1.0;
-                }
+                let failure = unit_draw(g.instance, t) < r.clamp(0.0, 1.0);
                 out.push(Call {
                     t_s: t,
                     instance: g.instance,
@@ -837,6 +835,18 @@ pub fn fill_gaps(
     }
     out.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.seq.cmp(&b.seq)));
     out
+}
+
+/// A draw in [0, 1) from an instance and a time (splitmix64 of both): the same
+/// arguments give the same draw on every run and machine.
+fn unit_draw(instance: u32, t_s: f64) -> f64 {
+    let mut z = t_s
+        .to_bits()
+        .wrapping_add(u64::from(instance).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Merges each instance's gaps into sorted disjoint ones (ordered by instance, then
@@ -1081,8 +1091,34 @@ mod tests {
         assert_eq!(synth.len(), 10, "one call every 2 s over 20 s");
         assert_eq!(synth[0].t_s, 11.0);
         assert!(synth.iter().all(|c| c.instance == 1));
-        assert_eq!(synth.iter().filter(|c| c.failed()).count(), 5);
         assert!(all.windows(2).all(|w| w[0].t_s <= w[1].t_s));
+        // Deterministic: the same gaps give the same outcomes.
+        let again = fill_gaps(vec![call(5.0, true)], &gaps, &incidents, 0.0, &[0.1, 0.5]);
+        assert_eq!(all, again);
+        // Over a long gap the failures follow the incident's rate, and come in runs as
+        // independent draws do: at 0.7, a run of three or more starts at about a tenth
+        // of the calls (0.3 x 0.7^3 of them, 206 of 2,000); spread evenly, never.
+        // Outside the incident, the background rate (none).
+        let incident = [Incident {
+            start_s: 0.0,
+            end_s: 2_000.0,
+            rate: 0.7,
+        }];
+        let long = [Gap {
+            instance: 0,
+            start_s: 0.0,
+            end_s: 3_000.0,
+        }];
+        let all = fill_gaps(Vec::new(), &long, &incident, 0.0, &[1.0]);
+        let (inside, outside): (Vec<&Call>, Vec<&Call>) = all.iter().partition(|c| c.t_s < 2_000.0);
+        let share = inside.iter().filter(|c| c.failed()).count() as f64 / inside.len() as f64;
+        assert!((share - 0.7).abs() < 0.03, "{share}");
+        assert!(outside.iter().all(|c| !c.failed()));
+        let runs_of_three = inside
+            .windows(4)
+            .filter(|w| !w[0].failed() && w[1..].iter().all(|c| c.failed()))
+            .count();
+        assert!((150..=260).contains(&runs_of_three), "{runs_of_three}");
         let merged = merge_gaps(vec![
             Gap {
                 instance: 0,
