@@ -286,7 +286,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// `calls` are in time order.
 pub fn estimate_retried_raised(calls: &mut [Call]) {
     let recorded = |c: &Call| !c.synthetic && !c.exact && !c.retry;
-    let latency = answer_latency(calls);
+    let latency = answer_latency(calls, false);
     let timeout = median(
         calls
             .iter()
@@ -330,8 +330,9 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
         // span: the request waited on Retry-Afters its rows do not show (a retried
         // attempt's status is not recorded), each after an attempt that answered: as
         // few as explain the time, where some number does. The host's nearest in time
-        // (within an hour of the span: a server asks for the same wait through an
-        // incident) is tried first, then its rows' median.
+        // (within an hour of the span, before or after it: a server asks for the same
+        // wait through an incident; under a second, none) is tried first, then its
+        // rows' median.
         let nearest = [begun.checked_sub(1), (hi < retry_after.len()).then_some(hi)]
             .into_iter()
             .flatten()
@@ -368,19 +369,33 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
 }
 
 /// How long the host takes to answer an attempt: the median elapsed time of its rows
-/// that answered without a retry (one attempt each), 0 without any.
-fn answer_latency(calls: &[Call]) -> f64 {
-    median(
+/// that answered without a retry (one attempt each), 0 without any. `failed`: of those
+/// that failed with a status only (an error page can come back faster than the content
+/// a success carries), where the host has at least `MIN_FAILED_LATENCIES` of them; else
+/// of all.
+fn answer_latency(calls: &[Call], failed: bool) -> f64 {
+    let single = || {
         calls
             .iter()
             .filter(|c| !c.synthetic && !c.exact && !c.retry && !c.spread)
             .filter(|c| c.kind == Kind::Response && c.retried_failures == 0)
             .filter(|c| c.elapsed_s > 0.0)
+    };
+    if failed {
+        let own: Vec<f64> = single()
+            .filter(|c| c.failed())
             .map(|c| c.elapsed_s)
-            .collect(),
-    )
-    .unwrap_or(0.0)
+            .collect();
+        if own.len() >= MIN_FAILED_LATENCIES {
+            return median(own).unwrap_or(0.0);
+        }
+    }
+    median(single().map(|c| c.elapsed_s).collect()).unwrap_or(0.0)
 }
+
+/// Rows that failed without a retry needed before their own latency stands for a
+/// failed attempt's (`answer_latency`).
+const MIN_FAILED_LATENCIES: usize = 20;
 
 /// The fallback of `estimate_retried_raised` for rows without an elapsed time.
 fn by_share(calls: &mut [Call]) {
@@ -437,8 +452,8 @@ fn by_share(calls: &mut [Call]) {
 ///
 /// An attempt that failed with a status is placed where it was sent and counted when
 /// its answer came back (`Call::counted_at`, `elapsed_s` later): after the host's
-/// latency (its rows' that answered without a retry), never after the next attempt was
-/// sent. A breaker that turned half-open as the request began let its first attempt
+/// latency (its rows' that failed, else all its rows' that answered, without a retry),
+/// never after the next attempt was sent. A breaker that turned half-open as the request began let its first attempt
 /// through as a trial, and another role's answer can close it before that attempt's
 /// failure is counted. An attempt that raised is placed where it was sent and counted
 /// when its timeout fired (`elapsed_s` later): a read timeout at most, and never after
@@ -465,7 +480,8 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
         .filter(|c| spread(c))
         .map(|c| c.retried_failures as usize)
         .sum();
-    let latency = answer_latency(&calls);
+    // A retried attempt that answered failed with a status.
+    let latency = answer_latency(&calls, true);
     let mut out = Vec::with_capacity(calls.len() + extra);
     for c in calls {
         if !spread(&c) {
@@ -635,9 +651,12 @@ fn run_step(model: &ReplayModel, c: &Call, repeats: u32) -> Option<u32> {
 /// retries) and left no row. Walking each row-based instance's calls as `model` counts
 /// them, every open that the visible failures do not explain gets the missing ones, as
 /// failures just before it (`transitions`: instance, time, old, new state, in time
-/// order). `calls` are spread, each retried attempt a call of its own at its own time
-/// ([`spread_retries`]). Instances replayed from logged outcomes need none: their record
-/// is complete.
+/// order). A reopen is explained by a failure counted since the breaker turned
+/// half-open, or by a retried attempt counted while it was open (its time is an
+/// estimate: it may have been the trial), not by a row counted while open (an attempt
+/// sent before the open that came back after it). `calls` are spread, each retried
+/// attempt a call of its own at its own time ([`spread_retries`]). Instances replayed
+/// from logged outcomes need none: their record is complete.
 pub fn hidden_failures(
     calls: &[Call],
     transitions: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
@@ -2382,7 +2401,7 @@ mod tests {
         let at: Vec<f64> = hidden.iter().map(|c| c.t_s).collect();
         assert_eq!(at, [250.0]);
         // A retried attempt's time is an estimate: one counted while open (sent at 110,
-        // answered at once; its row, a success, at 300) may have been the trial.
+        // answered 0.5 s later; its row, a success, at 300) may have been the trial.
         let mut retried = row(300.0, Kind::Response, 1, 190.0);
         retried.seq = 2;
         let calls = spread_retries(vec![failed, retried]);
