@@ -652,8 +652,9 @@ fn run_step(model: &ReplayModel, c: &Call, repeats: u32) -> Option<u32> {
 /// them, every open that the visible failures do not explain gets the missing ones, as
 /// failures just before it (`transitions`: instance, time, old, new state, in time
 /// order). A reopen is explained by a failure counted since the breaker turned
-/// half-open, or by a retried attempt counted while it was open (its time is an
-/// estimate: it may have been the trial), not by a row counted while open (an attempt
+/// half-open, or by a retried attempt counted while it was open whose request was still
+/// going when it turned half-open (its time is an estimate: it may have been the
+/// trial), not by a row counted while open (an attempt
 /// sent before the open that came back after it). `calls` are spread, each retried
 /// attempt a call of its own at its own time ([`spread_retries`]). Instances replayed
 /// from logged outcomes need none: their record is complete.
@@ -678,18 +679,32 @@ pub fn hidden_failures(
         // The recorded calls only: synthetic ones (earlier inferences, gap fill) are not
         // what the breaker saw.
         let mut own = counted_in_order(calls, inst).peekable();
+        // When each spread request ended (its row's time), by `seq`.
+        let ended: HashMap<u64, f64> = calls
+            .iter()
+            .filter(|c| c.instance == inst && c.spread && !c.synthetic)
+            .map(|c| (c.seq, c.t_s))
+            .collect();
         // Failures counted since the last success or transition, and of those the
-        // retried attempts' (counted at an estimated time).
-        let (mut run, mut estimated) = (0u32, 0u32);
+        // retried attempts' (counted at an estimated time), with when their request
+        // ended.
+        let mut run = 0u32;
+        let mut estimated: Vec<(u32, f64)> = Vec::new();
         for &(_, t, old, new) in transitions.iter().filter(|t| t.0 == inst) {
             // The calls up to the transition, as the breaker counted them.
             while let Some(c) = own.next_if(|c| c.counted_at() <= t) {
                 match run_step(model, c, model.final_outcome_counted) {
                     Some(n) => {
                         run = run.saturating_add(n);
-                        estimated = estimated.saturating_add(if c.retry { n } else { 0 });
+                        if c.retry && n > 0 {
+                            let end = ended.get(&c.seq).copied().unwrap_or(f64::INFINITY);
+                            estimated.push((n, end));
+                        }
                     }
-                    None => (run, estimated) = (0, 0),
+                    None => {
+                        run = 0;
+                        estimated.clear();
+                    }
                 }
             }
             // Bounded whatever the config says (a held host's fail_max of 10^9 would
@@ -722,10 +737,20 @@ pub fn hidden_failures(
             // A reopen is explained by a failure counted while half-open, not by one
             // the rows show counted while open (an attempt sent before the open that
             // came back after it); a retried attempt's time is an estimate, and it may
-            // have been the trial.
+            // have been the trial where its request was still going when the breaker
+            // turned half-open.
             match new {
-                Some(BreakerState::HalfOpen) => (run, estimated) = (estimated, 0),
-                Some(_) => (run, estimated) = (0, 0),
+                Some(BreakerState::HalfOpen) => {
+                    run = estimated
+                        .iter()
+                        .filter(|(_, end)| *end >= t)
+                        .fold(0u32, |a, (n, _)| a.saturating_add(*n));
+                    estimated.clear();
+                }
+                Some(_) => {
+                    run = 0;
+                    estimated.clear();
+                }
                 None => {}
             }
         }
@@ -2407,6 +2432,16 @@ mod tests {
         let calls = spread_retries(vec![failed, retried]);
         assert!(calls[1].retry && calls[1].counted_at() < 220.0, "{calls:?}");
         assert!(hidden_failures(&calls, &steps, 1, &counting).is_empty());
+        // Unless its request had ended before the breaker turned half-open (its row, a
+        // failure, at 200, counted while open too): then it was not the trial.
+        let mut ended = row(200.0, Kind::Response, 1, 90.0);
+        ended.outcome = Outcome::Failure;
+        ended.seq = 2;
+        let calls = spread_retries(vec![failed, ended]);
+        assert!(calls[1].retry && calls[1].counted_at() > 100.0, "{calls:?}");
+        let hidden = hidden_failures(&calls, &steps, 1, &counting);
+        let at: Vec<f64> = hidden.iter().map(|c| c.t_s).collect();
+        assert_eq!(at, [250.0]);
     }
 
     #[test]
