@@ -453,11 +453,12 @@ fn by_share(calls: &mut [Call]) {
 /// An attempt that failed with a status is placed where it was sent and counted when
 /// its answer came back (`Call::counted_at`, `elapsed_s` later): after the host's
 /// latency (its rows' that failed, else all its rows' that answered, without a retry),
-/// never after the next attempt was sent. A breaker that turned half-open as the request began let its first attempt
-/// through as a trial, and another role's answer can close it before that attempt's
-/// failure is counted. An attempt that raised is placed where it was sent and counted
-/// when its timeout fired (`elapsed_s` later): a read timeout at most, and never after
-/// the next attempt was sent (the subtraction keeps the two instants equal to the bit). A row that answered is its
+/// never after the next attempt was sent. A breaker that turned half-open as the
+/// request began let its first attempt through as a trial, and another role's answer
+/// can close it before that attempt's failure is counted. An attempt that raised is
+/// placed where it was sent and counted when its timeout fired (`elapsed_s` later): a
+/// read timeout at most, and never after the next attempt was sent (the subtraction
+/// keeps the two instants equal to the bit). A row that answered is its
 /// last attempt, at the row's time. A row of a request that raised is written when its
 /// last attempt timed out, so all its attempts took time: they are sent evenly from the
 /// request's start, the last one counted at the row. `calls` are in replay order, and so
@@ -654,8 +655,8 @@ fn run_step(model: &ReplayModel, c: &Call, repeats: u32) -> Option<u32> {
 /// order). A reopen is explained by a failure counted since the breaker turned
 /// half-open, or by a retried attempt counted while it was open whose request was still
 /// going when it turned half-open (its time is an estimate: it may have been the
-/// trial), not by a row counted while open (an attempt
-/// sent before the open that came back after it). `calls` are spread, each retried
+/// trial), not by a row counted while open (an attempt sent before the open that came
+/// back after it). `calls` are spread, each retried
 /// attempt a call of its own at its own time ([`spread_retries`]). Instances replayed
 /// from logged outcomes need none: their record is complete.
 pub fn hidden_failures(
@@ -2405,8 +2406,9 @@ mod tests {
     #[test]
     fn a_reopen_is_explained_by_a_failure_counted_while_half_open() {
         // A failure at 99 opened it at 100 (fail_max 1), half-open at 220 (reset 120),
-        // reopened at 250. A request that raised wrote its row at 130, counted then (exceptions counted), while the
-        // breaker was open: the trial that reopened it at 250 is a failure no row shows.
+        // reopened at 250. A request that raised wrote its row at 130, counted then
+        // (exceptions counted), while the breaker was open: the trial that reopened it
+        // at 250 is a failure no row shows.
         use BreakerState::{Closed, HalfOpen, Open};
         let steps = [
             (0, 100.0, Some(Closed), Some(Open)),
