@@ -175,6 +175,12 @@ impl Call {
         self.outcome == Outcome::Failure
     }
 
+    /// A telemetry row as read (spread or not): not made up, not an outcome a breaker
+    /// logged, not a retried attempt placed from a row.
+    pub fn is_row(&self) -> bool {
+        !self.synthetic && !self.exact && !self.retry
+    }
+
     /// When the breaker counted it: a retried attempt, placed where it was sent
     /// (`traffic::spread_retries`), when its answer came back or its timeout fired,
     /// `elapsed_s` later, and so a spread row's last attempt that raised; any other call
@@ -398,16 +404,12 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn cooldown_slot(&self, instance: usize) -> usize {
-        self.model.cooldown_slot(instance)
-    }
-
     /// `allow()`: whether the instance admits an attempt of `role` at `t`. In
     /// half-open each role has `trial_calls` probes, given again `reset_timeout_s`
     /// after they were given (the crawler's `_enforce_half_open_probe_limit`), however
     /// long the probes take to answer.
     fn admits(&mut self, i: usize, t: f64, role: u8) -> bool {
-        if t < self.cooldown_until[self.cooldown_slot(i)] {
+        if t < self.cooldown_until[self.model.cooldown_slot(i)] {
             return false;
         }
         let reset = self.policy.reset_timeout_s;
@@ -467,7 +469,7 @@ impl Run<'_> {
         ra: Option<f64>,
         attempt: bool,
     ) {
-        let slot = self.cooldown_slot(i);
+        let slot = self.model.cooldown_slot(i);
         if failure {
             if let Some(ra) = ra {
                 let until = t + ra.min(self.policy.retry_after_cap_s);
@@ -591,8 +593,8 @@ pub fn replay(
     // breaker is asked once for the whole request.
     let mut asked: HashSet<u64> = HashSet::new();
     // Attempts sent and not answered yet (counted when the answer comes back or the
-    // timeout fires), the
-    // earliest first: each is counted before any call that comes after it.
+    // timeout fires), the earliest first: each is counted before any call that comes
+    // after it.
     let mut pending: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
     for c in calls {
         while let Some(Reverse(p)) = pending.peek().copied()

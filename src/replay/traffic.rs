@@ -115,11 +115,7 @@ impl Traffic {
                 s.cooldowns += t.cooldowns;
             }
             s.repeat += t.repeat;
-            for c in t
-                .calls
-                .iter()
-                .filter(|c| !c.synthetic && !c.exact && !c.retry)
-            {
+            for c in t.calls.iter().filter(|c| c.is_row()) {
                 match c.kind {
                     Kind::CacheHit => s.cache_hits += 1,
                     Kind::Exception => s.exceptions += 1,
@@ -285,12 +281,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// rows in time order so the counts add up. Without such rows, none raised.
 /// `calls` are in time order.
 pub fn estimate_retried_raised(calls: &mut [Call]) {
-    let recorded = |c: &Call| !c.synthetic && !c.exact && !c.retry;
     let latency = answer_latency(calls, false);
     let timeout = median(
         calls
             .iter()
-            .filter(|c| recorded(c) && c.kind == Kind::Exception && c.elapsed_s > 0.0)
+            .filter(|c| c.is_row() && c.kind == Kind::Exception && c.elapsed_s > 0.0)
             .map(|c| c.elapsed_s / f64::from(c.retried_failures + 1))
             .collect(),
     )
@@ -299,7 +294,7 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
     // The Retry-After the host sent, in time order.
     let retry_after: Vec<(f64, f64)> = calls
         .iter()
-        .filter(|c| recorded(c) && c.failed())
+        .filter(|c| c.is_row() && c.failed())
         .filter_map(|c| c.retry_after_s.map(|ra| (c.t_s, ra)))
         .collect();
     // The Retry-After the host sends: its rows' median.
@@ -311,7 +306,7 @@ pub fn estimate_retried_raised(calls: &mut [Call]) {
             .collect(),
     );
     for c in calls.iter_mut() {
-        if !(recorded(c) && c.kind == Kind::Response && c.retried_failures > 0) {
+        if !(c.is_row() && c.kind == Kind::Response && c.retried_failures > 0) {
             continue;
         }
         if c.elapsed_s <= 0.0 {
@@ -377,8 +372,7 @@ fn answer_latency(calls: &[Call], failed: bool) -> f64 {
     let single = || {
         calls
             .iter()
-            .filter(|c| !c.synthetic && !c.exact && !c.retry && !c.spread)
-            .filter(|c| c.kind == Kind::Response && c.retried_failures == 0)
+            .filter(|c| c.is_row() && c.kind == Kind::Response && c.retried_failures == 0)
             .filter(|c| c.elapsed_s > 0.0)
     };
     if failed {
@@ -400,11 +394,10 @@ const MIN_FAILED_LATENCIES: usize = 20;
 /// The fallback of `estimate_retried_raised` for rows without an elapsed time.
 fn by_share(calls: &mut [Call]) {
     let hour = |t: f64| (t / 3600.0).floor() as i64;
-    let recorded = |c: &Call| !c.synthetic && !c.exact && !c.retry;
     // Per hour (raised, failed with a status); the night's in `all`.
     let mut hours: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     let mut all = (0u64, 0u64);
-    for c in calls.iter().filter(|c| recorded(c)) {
+    for c in calls.iter().filter(|c| c.is_row()) {
         let add = match c.kind {
             Kind::Exception => (1, 0),
             Kind::Response if c.failed() => (0, 1),
@@ -421,7 +414,7 @@ fn by_share(calls: &mut [Call]) {
     for c in calls
         .iter_mut()
         .filter(|c| c.kind == Kind::Response && c.retried_failures > 0)
-        .filter(|c| recorded(c) && c.elapsed_s <= 0.0)
+        .filter(|c| c.is_row() && c.elapsed_s <= 0.0)
     {
         let h = hour(c.t_s);
         let (raised, statuses) = hours
@@ -1222,7 +1215,7 @@ fn cooldown_sign(calls: &[Call], cap_s: f64) -> CooldownSign {
     let rows = |inst: u32| {
         calls
             .iter()
-            .filter(move |c| c.instance == inst && !c.synthetic && !c.exact && !c.retry)
+            .filter(move |c| c.instance == inst && c.is_row())
     };
     let instances = calls.iter().map(|c| c.instance).max().map_or(0, |m| m + 1);
     for inst in 0..instances {
