@@ -97,9 +97,10 @@ def main():
         lines.append(f"Per host, nights 2 to {nights}\n")
         lines.append(
             "| host | regime | failed attempts into incidents | of which timeouts "
+            "| of which failure statuses in severe incidents "
             "| blocked outside incidents | 429 per attempt | successes |"
         )
-        lines.append("|---|---|---:|---:|---:|---:|---:|")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
         per = {}
         for k in range(2, nights + 1):
             for side in ("base", "advised"):
@@ -110,6 +111,7 @@ def main():
                     for key, v in (
                         ("failed", o["failed_attempts_in_incidents"]),
                         ("timeouts", o["timeouts_in_incidents"]),
+                        ("severe", o["failed_in_severe_incidents"]),
                         ("blocked", o["blocked_outside_incidents"]),
                         ("a429", h["attempts_429"]),
                         ("attempts", h["attempts"]),
@@ -130,7 +132,7 @@ def main():
             x429 = f" (x{a429 / b429:.2f})" if b429 else ""
             lines.append(
                 f"| {host} | {row['regime']} | {pair(row, 'failed')} | {pair(row, 'timeouts')} "
-                f"| {pair(row, 'blocked')} | {100 * b429:.2f}% -> {100 * a429:.2f}%{x429} "
+                f"| {pair(row, 'severe')} | {pair(row, 'blocked')} | {100 * b429:.2f}% -> {100 * a429:.2f}%{x429} "
                 f"| {pair(row, 'ok')} |"
             )
         lines.append("")
