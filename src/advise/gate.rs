@@ -2,6 +2,7 @@
 //! its gain against the current settings, the minimum gain and the confidence.
 
 use crate::config::edit::BreakerKey;
+use crate::replay::traffic::OpenSpells;
 use crate::replay::{Figures, ReplayPolicy};
 
 use super::evidence::HostEvidence;
@@ -13,6 +14,20 @@ use super::proposal::Background;
 use super::proposal::Proposal;
 use super::proposal::set_background_proposed;
 use super::settings::AdviseSettings;
+
+/// Recorded open spells needed before their median can say the night ran another
+/// `reset_timeout_s` ([`ran_other_reset`]).
+pub const MIN_OPEN_SPELLS: u64 = 3;
+
+/// Whether the recorded breakers ran a shorter `reset_timeout_s` than `policy`: their
+/// median open spell is below nine tenths of it, less a second. A breaker turns
+/// half-open no sooner than its reset (at the first call after it), so no traffic
+/// pattern makes spells shorter: the night ran other settings than the file the replay
+/// reads (an older file, a host entry the file lacks, a crawler that reads another
+/// key). Longer spells are no such evidence: a quiet host calls late.
+pub fn ran_other_reset(policy: &ReplayPolicy, spells: Option<OpenSpells>) -> Option<OpenSpells> {
+    spells.filter(|s| s.count >= MIN_OPEN_SPELLS && s.median_s < 0.9 * policy.reset_timeout_s - 1.0)
+}
 
 /// A replay that misses more than this share of the recorded opens does not stand for
 /// the host: no breaker change. Between `fidelity_tolerance` and this, the miss is an
@@ -34,6 +49,11 @@ pub trait ReplayCheck {
     /// The opens the recorded breakers made, to check the replay against; None when
     /// unknown.
     fn recorded_opens(&self, _host: &str) -> Option<u64> {
+        None
+    }
+    /// How long the recorded breakers stayed open before turning half-open; None when
+    /// unknown.
+    fn recorded_spells(&self, _host: &str) -> Option<OpenSpells> {
         None
     }
     /// The host's night under `policy` as the crawler counts now and as it would if
@@ -166,6 +186,18 @@ pub(super) fn replay_gate(
         host: &h.host,
         s,
     };
+    if let Some(spells) = ran_other_reset(&base, r.recorded_spells(&h.host)) {
+        held.push(Held {
+            host: h.host.clone(),
+            reason: format!(
+                "the recorded breakers turned half-open a median {:.0} s after opening ({} opens), but the settings give reset_timeout_s {}: the night ran other settings than this breakers.yaml; no breaker change until they agree",
+                spells.median_s,
+                spells.count,
+                Num::real(base.reset_timeout_s)
+            ),
+        });
+        return Vec::new();
+    }
     let now = r.figures(&h.host, &base);
     let now_n = costs.over_nights(&base, &now);
     let miss = replay_miss(r.recorded_opens(&h.host), now.opens, s);

@@ -30,6 +30,8 @@ pub fn write(
         "worst_instance_miss" => u(|f| f.worst_instance_miss),
         "inferred_failures" => u(|f| f.inferred_failures),
         "miss_share" => fidelity.iter().map(|f| f.miss_share()).collect::<Vec<_>>(),
+        "reset_timeout_s" => fidelity.iter().map(|f| f.reset_timeout_s).collect::<Vec<_>>(),
+        "open_spell_median_s" => fidelity.iter().map(|f| f.open_spell_median_s).collect::<Vec<_>>(),
     )?;
     let meta = crate::output::parquet_metadata(&metrics.table(Table::HostSummary))?;
     crate::output::write_parquet_atomic(&df, &metrics.table(Table::ReplayFidelity), meta)

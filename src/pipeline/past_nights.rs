@@ -13,6 +13,7 @@ use std::path::Path;
 use crate::advise::{RaisedCounted, ReplayCheck};
 use crate::config::BreakerConfig;
 use crate::crawler::CrawlerModel;
+use crate::replay::traffic::OpenSpells;
 use crate::replay::{Figures, ReplayPolicy};
 
 /// The figures of each earlier night replayed: (nights before tonight, figures).
@@ -23,6 +24,7 @@ type EarlierFigures = Vec<(u32, Figures)>;
 struct HostRecord {
     current: Option<ReplayPolicy>,
     recorded_opens: Option<u64>,
+    recorded_spells: Option<OpenSpells>,
     /// Tonight's figures per policy asked, in the order asked, with the earlier nights'.
     figures: Vec<(ReplayPolicy, Figures, EarlierFigures)>,
     raised: Vec<(ReplayPolicy, Option<RaisedCounted>)>,
@@ -112,6 +114,17 @@ impl ReplayCheck for Recorder<'_> {
         o
     }
 
+    fn recorded_spells(&self, host: &str) -> Option<OpenSpells> {
+        let o = self.inner.recorded_spells(host);
+        self.log
+            .borrow_mut()
+            .hosts
+            .entry(host.to_owned())
+            .or_default()
+            .recorded_spells = o;
+        o
+    }
+
     fn raised_counted(&self, host: &str, policy: &ReplayPolicy) -> Option<RaisedCounted> {
         let r = self.inner.raised_counted(host, policy);
         let mut log = self.log.borrow_mut();
@@ -144,6 +157,10 @@ impl ReplayCheck for Recorded {
 
     fn recorded_opens(&self, host: &str) -> Option<u64> {
         self.hosts.get(host).and_then(|r| r.recorded_opens)
+    }
+
+    fn recorded_spells(&self, host: &str) -> Option<OpenSpells> {
+        self.hosts.get(host).and_then(|r| r.recorded_spells)
     }
 
     fn raised_counted(&self, host: &str, policy: &ReplayPolicy) -> Option<RaisedCounted> {

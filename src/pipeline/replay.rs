@@ -453,6 +453,10 @@ impl crate::advise::ReplayCheck for Traffic {
         self.get(host).map(|t| t.recorded.opens)
     }
 
+    fn recorded_spells(&self, host: &str) -> Option<crate::replay::traffic::OpenSpells> {
+        crate::replay::traffic::open_spells(&self.get(host)?.transitions)
+    }
+
     fn raised_counted(
         &self,
         host: &str,

@@ -28,6 +28,41 @@ pub struct Recorded {
     pub instance_opens: Vec<u64>,
 }
 
+/// How long the recorded breakers stayed open before they turned half-open: a breaker
+/// turns half-open at the first call after `reset_timeout_s` (pybreaker's `before_call`),
+/// so every spell is at least the reset the crawler ran, and on a busy host barely more.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenSpells {
+    /// Opens followed by their instance's turn to half-open.
+    pub count: u64,
+    pub median_s: f64,
+}
+
+/// The recorded open spells of a host's `transitions` (an open, then its instance's
+/// next transition, from open to half-open); None when there are none.
+pub fn open_spells(
+    transitions: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
+) -> Option<OpenSpells> {
+    let mut opened: HashMap<u32, f64> = HashMap::new();
+    let mut spells = Vec::new();
+    for &(inst, t, old, new) in transitions {
+        let since = opened.remove(&inst);
+        match (old, new) {
+            (_, Some(BreakerState::Open)) => {
+                opened.insert(inst, t);
+            }
+            (Some(BreakerState::Open), Some(BreakerState::HalfOpen)) => {
+                if let Some(o) = since.filter(|o| t >= *o) {
+                    spells.push(t - o);
+                }
+            }
+            _ => {}
+        }
+    }
+    let count = spells.len() as u64;
+    median(spells).map(|median_s| OpenSpells { count, median_s })
+}
+
 /// One host's traffic, ready to replay.
 #[derive(Debug, Clone)]
 pub struct HostTraffic {
@@ -81,6 +116,10 @@ pub struct Fidelity {
     pub worst_instance_miss: u64,
     /// Failures the recorded opens prove but no row shows, added to the replay.
     pub inferred_failures: u64,
+    /// The reset the replay ran, and the median of the recorded open spells beside it
+    /// (shorter says the night ran another one: `advise::ran_other_reset`).
+    pub reset_timeout_s: f64,
+    pub open_spell_median_s: Option<f64>,
 }
 
 impl Fidelity {
@@ -214,6 +253,8 @@ impl Traffic {
                     replayed_half_open_reopened: f.half_open_reopened,
                     worst_instance_miss: worst,
                     inferred_failures: t.inferred_failures,
+                    reset_timeout_s: t.policy.reset_timeout_s,
+                    open_spell_median_s: open_spells(&t.transitions).map(|s| s.median_s),
                 }
             })
             .collect()
@@ -1824,6 +1865,31 @@ mod tests {
     use super::*;
     use crate::telemetry::parquet::table_schema;
     use crate::telemetry::schema::{BREAKER_OUTCOMES, BREAKER_TRANSITIONS};
+
+    #[test]
+    fn an_open_spell_runs_from_an_open_to_its_instance_turning_half_open() {
+        use BreakerState::{Closed, HalfOpen, Open};
+        let steps = [
+            (0, 100.0, Some(Closed), Some(Open)),
+            // Another instance's transitions in between do not end instance 0's spell.
+            (1, 110.0, Some(Closed), Some(Open)),
+            (1, 150.0, Some(Open), Some(HalfOpen)),
+            (0, 131.0, Some(Open), Some(HalfOpen)),
+            // A failed trial reopens: a new spell from the reopen.
+            (0, 131.5, Some(HalfOpen), Some(Open)),
+            (0, 200.0, Some(Open), Some(HalfOpen)),
+            (0, 200.2, Some(HalfOpen), Some(Closed)),
+            // A half-open without a recorded open before it (the window began open).
+            (1, 400.0, Some(Open), Some(HalfOpen)),
+            // An open still standing at the window's end.
+            (0, 500.0, Some(Closed), Some(Open)),
+        ];
+        let spells = open_spells(&steps).expect("spells");
+        // 31, 40 and 68.5 s: the median is 40.
+        assert_eq!(spells.count, 3);
+        assert_eq!(spells.median_s, 40.0);
+        assert_eq!(open_spells(&steps[..1]), None);
+    }
 
     /// Rows of `http_events`: (source, run, id, status), all at the same instant.
     fn events(rows: &[(&str, &str, i64, i64)]) -> LazyFrame {

@@ -11,6 +11,7 @@ use breaker_advisor::config::BreakerConfig;
 use breaker_advisor::config::edit::BreakerKey;
 use breaker_advisor::config::rates::RateLimits;
 use breaker_advisor::crawler::CrawlerModel;
+use breaker_advisor::replay::traffic::OpenSpells;
 use breaker_advisor::replay::{Figures, ReplayPolicy};
 
 /// A crawler that honours every setting of breakers.yaml as the file reads (the
@@ -819,6 +820,51 @@ fn a_replay_that_misses_the_recorded_opens_needs_a_gain_clearly_larger_than_the_
         "{:?}",
         plan.held
     );
+}
+
+/// A replay like `FakeReplay` (reset_timeout_s 60) of a host whose recorded breakers
+/// stayed open `self.0` before turning half-open.
+struct FakeSpells(Option<OpenSpells>, fn(&ReplayPolicy) -> u64);
+
+impl ReplayCheck for FakeSpells {
+    fn current(&self, host: &str) -> Option<ReplayPolicy> {
+        FakeReplay(self.1).current(host)
+    }
+    fn figures(&self, host: &str, p: &ReplayPolicy) -> Figures {
+        FakeReplay(self.1).figures(host, p)
+    }
+    fn recorded_spells(&self, _host: &str) -> Option<OpenSpells> {
+        self.0
+    }
+}
+
+#[test]
+fn breakers_that_turned_half_open_before_the_files_reset_timeout_hold_the_host() {
+    let mut h = host("a.example");
+    h.opens = 4;
+    h.retry_after_samples = 120;
+    h.retry_after_median_s = Some(100.0); // heuristic: 60 -> 100
+    let halves = |p: &ReplayPolicy| if p.reset_timeout_s > 60.0 { 500 } else { 1000 };
+    let spells = |count, median_s| Some(OpenSpells { count, median_s });
+    // Half-open a median 30 s after opening, where the file says 60: the night ran
+    // other settings, and a replay under the file's says nothing of them.
+    let plan = plan_with_replay(&h, &FakeSpells(spells(5, 30.0), halves));
+    assert!(plan.breakers.is_empty(), "{:?}", plan.breakers);
+    let held = plan.held.iter().find(|x| x.host == "a.example").unwrap();
+    assert!(
+        held.reason
+            .contains("turned half-open a median 30 s after opening (5 opens)")
+            && held.reason.contains("reset_timeout_s 60"),
+        "{}",
+        held.reason
+    );
+    // Spells a little longer than the reset (the first call after it), none at all,
+    // or too few to say: the change stands.
+    for s in [spells(5, 61.5), None, spells(2, 30.0)] {
+        let plan = plan_with_replay(&h, &FakeSpells(s, halves));
+        assert_eq!(plan.breakers.len(), 1, "{s:?}: {:?}", plan.held);
+        assert_eq!(plan.breakers[0].to, 100);
+    }
 }
 
 /// A replay of a host whose 1,000 attempts that raised in incidents fall by `self.0`

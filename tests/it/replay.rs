@@ -302,3 +302,90 @@ fn rows_alone_reproduce_a_fleets_opens_with_the_failures_the_opens_prove() {
     }
     assert!(checked >= 3, "hosts with 10+ opens: {checked}");
 }
+
+#[test]
+fn a_night_that_ran_a_shorter_reset_than_the_file_holds_the_host_with_both_numbers() {
+    // The crawler ran each host's own settings; the file handed to `run` doubles the
+    // flapping hosts' reset_timeout_s (an older file, say). Their breakers turned
+    // half-open sooner than the file allows: no breaker change, and the fidelity table
+    // shows the spells beside the file's reset.
+    let tmp = tempfile::tempdir().unwrap();
+    let db = sim(tmp.path(), Variant::Schema, 24.0, 12, 0.3, 7);
+    let config = config_from_ground_truth(tmp.path());
+    let gt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("ground_truth.json")).unwrap())
+            .unwrap();
+    let flapping: Vec<(String, f64)> = gt["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["regime"] == "flapping")
+        .map(|h| {
+            let host = h["host"].as_str().unwrap().to_owned();
+            (host, h["policy"]["reset_timeout_s"].as_f64().unwrap())
+        })
+        .collect();
+    assert!(!flapping.is_empty());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    for (host, reset) in &flapping {
+        let at = text.find(&format!("  {host}:\n")).unwrap();
+        let key = at + text[at..].find("reset_timeout_s: ").unwrap();
+        let end = key + text[key..].find('\n').unwrap();
+        text.replace_range(key..end, &format!("reset_timeout_s: {}", reset * 2.0));
+    }
+    std::fs::write(&config, text).unwrap();
+    let out = tmp.path().join("out");
+    bin()
+        .arg("run")
+        .arg("--telemetry")
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .arg("-q")
+        .assert()
+        .success();
+    let fidelity = ParquetReader::new(
+        std::fs::File::open(out.join("metrics/replay_fidelity.parquet")).unwrap(),
+    )
+    .finish()
+    .unwrap();
+    let hosts = fidelity.column("host").unwrap().str().unwrap().clone();
+    let reset = fidelity
+        .column("reset_timeout_s")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .clone();
+    let spell = fidelity
+        .column("open_spell_median_s")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .clone();
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let patch = std::fs::read_to_string(out.join("breakers.patch.yaml")).unwrap();
+    let changes = patch.split("\nheld:").next().unwrap();
+    let mut checked = 0;
+    for i in 0..fidelity.height() {
+        let (host, reset, spell) = (hosts.get(i).unwrap(), reset.get(i).unwrap(), spell.get(i));
+        let Some(spell) = spell else { continue };
+        if flapping.iter().any(|(h, _)| h == host) {
+            assert!(
+                spell < 0.9 * reset - 1.0,
+                "{host}: spells {spell} s, file {reset} s"
+            );
+            assert!(!changes.contains(&format!("host: {host}")), "{changes}");
+            checked += 1;
+        } else {
+            // Hosts the file describes: no spell is shorter than their reset.
+            assert!(spell >= reset, "{host}: spells {spell} s, reset {reset} s");
+        }
+    }
+    assert_eq!(checked, flapping.len());
+    assert!(
+        report.contains("turned half-open a median"),
+        "no host held for its spells:\n{report}"
+    );
+}
