@@ -23,6 +23,9 @@ pub struct RoleEvidence {
     /// not read.
     pub windows: Vec<(i64, super::quota::Window)>,
     pub window_s: f64,
+    /// What the server took per second (`host_role_summary`'s per-second columns),
+    /// where the role met a 429.
+    pub per_second: Option<super::quota::SecondCounts>,
 }
 
 impl RoleEvidence {
@@ -128,15 +131,38 @@ pub fn gather(
         ints(host_role_summary, "attempts").unwrap_or_default(),
         ints(host_role_summary, "attempts_429").unwrap_or_default(),
     );
+    // Metrics written before the per-second columns have none: no cap is read.
+    let per_second = |c: &str| ints(host_role_summary, c).unwrap_or_default();
+    let (busy, max, cap, at_cap, over) = (
+        per_second("busy_seconds"),
+        per_second("max_per_second"),
+        per_second("second_cap"),
+        per_second("seconds_at_cap"),
+        per_second("seconds_over_cap"),
+    );
+    let mean = floats(host_role_summary, "accepted_per_busy_second").unwrap_or_default();
     let at = |v: &[Option<i64>], i: usize| v.get(i).copied().flatten().unwrap_or(0);
+    let some = |v: &[Option<i64>], i: usize| v.get(i).copied().flatten();
     for i in 0..rh.len() {
         if let Some(h) = by_host.get_mut(&rh[i]) {
+            let seconds = match (some(&busy, i), mean.get(i).copied().flatten()) {
+                (Some(busy_seconds), Some(mean)) => Some(super::quota::SecondCounts {
+                    busy_seconds,
+                    mean,
+                    max: at(&max, i),
+                    cap: some(&cap, i),
+                    at_cap: at(&at_cap, i),
+                    over_cap: at(&over, i),
+                }),
+                _ => None,
+            };
             h.roles.push(RoleEvidence {
                 role: rr[i].clone(),
                 calls_net: rc[i].unwrap_or(0),
                 e429: r429[i].unwrap_or(0),
                 attempts: at(&ra, i),
                 attempts_429: at(&ra429, i),
+                per_second: seconds,
                 ..RoleEvidence::default()
             });
         }

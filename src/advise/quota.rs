@@ -172,6 +172,81 @@ pub fn estimate(windows: &[Window]) -> Quota {
     }
 }
 
+/// What the server took per second on a role that met a 429
+/// (`metrics::rates::per_second`): the seconds with an attempt taken, their mean and
+/// most, and the seconds' cap (the smallest count at most 3% of the seconds reaching it
+/// exceed) with the seconds reaching it and those over it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SecondCounts {
+    pub busy_seconds: i64,
+    pub mean: f64,
+    pub max: i64,
+    pub cap: Option<i64>,
+    pub at_cap: i64,
+    pub over_cap: i64,
+}
+
+/// A quota per second, read from the seconds' cap ([`second_cap`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SecondCap {
+    pub cap: i64,
+    pub busy_seconds: i64,
+    pub at_cap: i64,
+    pub over_cap: i64,
+    /// The seconds over the cap an uncapped rate of the same mean would have.
+    pub expected_over: f64,
+}
+
+/// Seconds over the cap an uncapped rate must be expected to have before their
+/// absence says anything (fewer: the cap is a sample's top).
+pub const MIN_EXPECTED_OVER: f64 = 20.0;
+
+/// How many times fewer seconds over the cap than an uncapped rate would have name a
+/// quota per second.
+pub const CAP_SHORTFALL: f64 = 5.0;
+
+/// The quota per second the seconds' counts show, if any. A quota per second holds
+/// every second at or under it; an uncapped rate of the same mean spreads its seconds
+/// over a tail. The rate is taken as Poisson, fitted to the busy seconds' mean (a count
+/// with its zeros left out); real traffic comes in bursts, whose tail is heavier, so the
+/// test errs towards no cap. The cap stands when the seconds over it are at most a
+/// [`CAP_SHORTFALL`]th of what that rate would put there, and it would put at least
+/// [`MIN_EXPECTED_OVER`].
+pub fn second_cap(s: &SecondCounts) -> Option<SecondCap> {
+    use statrs::distribution::{DiscreteCDF, Poisson};
+    let cap = s.cap.filter(|c| *c >= 1)?;
+    // The busy seconds' mean m of a zero-truncated Poisson(l): m = l / (1 - e^-l),
+    // increasing in l, with l < m.
+    let m = s.mean;
+    if !(m.is_finite() && m > 1.0 + 1e-9) {
+        return None;
+    }
+    let (mut lo, mut hi) = (0.0f64, m);
+    for _ in 0..100 {
+        let l = (lo + hi) / 2.0;
+        if l / -(-l).exp_m1() < m {
+            lo = l;
+        } else {
+            hi = l;
+        }
+    }
+    let rate = Poisson::new((lo + hi) / 2.0).ok()?;
+    let cap_u = u64::try_from(cap).ok()?;
+    let (reaching, over) = (rate.sf(cap_u - 1), rate.sf(cap_u));
+    if reaching.is_nan() || reaching <= 0.0 {
+        return None;
+    }
+    let expected_over = s.at_cap as f64 * over / reaching;
+    (expected_over >= MIN_EXPECTED_OVER && s.over_cap as f64 * CAP_SHORTFALL <= expected_over)
+        .then_some(SecondCap {
+            cap,
+            busy_seconds: s.busy_seconds,
+            at_cap: s.at_cap,
+            over_cap: s.over_cap,
+            expected_over,
+        })
+}
+
 /// The least [`separation`] that names a quota's window.
 pub const MIN_SEPARATION: f64 = 0.3;
 
@@ -191,6 +266,9 @@ pub struct Found {
     pub quota: Quota,
     /// Every length tried, shortest first.
     pub scales: Vec<Scale>,
+    /// The quota per second, where the seconds' cap showed it (the ceiling is then the
+    /// cap every second held).
+    pub cap: Option<SecondCap>,
 }
 
 impl Found {
@@ -333,6 +411,24 @@ pub fn find(buckets: &[(i64, Window)], bucket_s: f64) -> Found {
         window_s,
         quota,
         scales: scales.into_iter().map(|(s, _)| s).collect(),
+        cap: None,
+    }
+}
+
+/// The quota per second `cap` names, as found: the cap every second held, from
+/// `limiters` limiters (the role's windows' median).
+pub fn per_second(cap: SecondCap, max: i64, limiters: i64) -> Found {
+    Found {
+        window_s: 1.0,
+        quota: Quota::Knee {
+            windows: usize::try_from(cap.busy_seconds).unwrap_or(0),
+            throttled: usize::try_from(cap.at_cap).unwrap_or(0),
+            ceiling: cap.cap,
+            busiest: max.max(cap.cap),
+            limiters,
+        },
+        scales: Vec::new(),
+        cap: Some(cap),
     }
 }
 
@@ -512,6 +608,50 @@ mod tests {
                 score(86_400.0)
             )
         );
+    }
+
+    #[test]
+    fn a_cap_every_second_held_against_the_tail_of_a_rate_of_its_mean() {
+        let capped = SecondCounts {
+            busy_seconds: 50_000,
+            mean: 1.5,
+            max: 4,
+            cap: Some(3),
+            at_cap: 5_200,
+            over_cap: 35,
+        };
+        // A zero-truncated Poisson of mean 1.5 has a rate of about 0.87; of its seconds
+        // at 3 or more, about a fifth go over 3: a thousand of the 5,200.
+        let c = second_cap(&capped).expect("a cap");
+        assert_eq!(c.cap, 3);
+        assert!((900.0..1300.0).contains(&c.expected_over), "{c:?}");
+        // As many over it as the rate would put there: no cap.
+        let spread = SecondCounts {
+            over_cap: 1_000,
+            ..capped
+        };
+        assert_eq!(second_cap(&spread), None);
+        // The top of a small sample: the rate would put fewer than 20 over it.
+        let top = SecondCounts {
+            at_cap: 50,
+            over_cap: 0,
+            cap: Some(6),
+            ..capped
+        };
+        assert_eq!(second_cap(&top), None);
+        // One attempt a busy second, or no cap: nothing to read.
+        for s in [
+            SecondCounts {
+                mean: 1.0,
+                ..capped
+            },
+            SecondCounts {
+                cap: None,
+                ..capped
+            },
+        ] {
+            assert_eq!(second_cap(&s), None, "{s:?}");
+        }
     }
 
     #[test]

@@ -91,7 +91,9 @@ pub(super) fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings
         // The server's quota, read from the role's windows, comes first: 429s that do
         // not come from the role's own rate slow nothing down, and a knee below the
         // current rates sets them just under it.
-        let found = (!r.windows.is_empty()).then(|| quota::find(&r.windows, r.window_s));
+        // A quota per second first: the windows, a minute long, cannot show one.
+        let found = second_quota(r, current, k)
+            .or_else(|| (!r.windows.is_empty()).then(|| quota::find(&r.windows, r.window_s)));
         match found.as_ref().map(|f| (f, &f.quota)) {
             Some((
                 f,
@@ -238,6 +240,47 @@ fn quota_margin(ceiling: i64, head_share: f64, window_s: f64) -> f64 {
     1.0 + 2.0 * (ceiling * head_share).sqrt() + ceiling * (2.0 / window_s.max(1.0)).min(0.05)
 }
 
+/// What `current` lets through in one window of `window_s`, per limiter, as the crawler
+/// reads the rates (`1/3SECOND` is one a second there): the tightest of them.
+fn allowance(current: &[String], window_s: f64) -> f64 {
+    current
+        .iter()
+        .filter_map(|x| crate::config::rates::crawler_reading(x))
+        .map(|(limit, interval_s)| {
+            if interval_s <= window_s {
+                (limit as f64 * window_s / interval_s).ceil()
+            } else {
+                // A coarser rate's whole limit may pass in one of our windows.
+                limit as f64
+            }
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The role's quota per second, where its seconds show one ([`quota::second_cap`]) and
+/// it met enough 429s (`attempts_429`) to need one: a cap the role's own limiters
+/// allowed no more than (their allowance per second times the limiters, the windows'
+/// median) is theirs, not the server's.
+fn second_quota(
+    r: &evidence::RoleEvidence,
+    current: &[String],
+    attempts_429: i64,
+) -> Option<quota::Found> {
+    if attempts_429 < quota::MIN_THROTTLED as i64 {
+        return None;
+    }
+    let seconds = r.per_second?;
+    let cap = quota::second_cap(&seconds)?;
+    let mut limiters: Vec<i64> = r.windows.iter().map(|(_, w)| w.limiters.max(1)).collect();
+    limiters.sort_unstable();
+    let limiters = limiters
+        .get(limiters.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(1);
+    ((cap.cap as f64) < allowance(current, 1.0) * limiters as f64)
+        .then(|| quota::per_second(cap, seconds.max, limiters))
+}
+
 /// Rule 4, from the server's quota (`quota::Quota::Knee`): each limiter's rate over the
 /// quota's own window (`N/MINUTE` for 60 s windows) set just under the ceiling the
 /// server was seen to take ([`quota_margin`]), shared among the limiters, rounded
@@ -290,9 +333,20 @@ pub(super) fn quota_rates(
         heads as f64 / sent as f64
     };
     let budget = ceiling as f64 * (1.0 - head_share);
-    let top = (budget / limiters as f64).floor() as i64;
-    let target =
-        ((budget - quota_margin(ceiling, head_share, window_s)) / limiters as f64).floor() as i64;
+    let (top, target) = match found.cap {
+        // A cap every second held is the quota itself, not the most a throttled window
+        // took: a fiftieth off, the HEAD requests' share off, to the nearest request (a
+        // quota of a few a second leaves no room to round down).
+        Some(_) => (
+            ceiling / limiters,
+            ((budget - (0.02 * ceiling as f64).floor()) / limiters as f64).round() as i64,
+        ),
+        None => (
+            (budget / limiters as f64).floor() as i64,
+            ((budget - quota_margin(ceiling, head_share, window_s)) / limiters as f64).floor()
+                as i64,
+        ),
+    };
     let target = target.clamp(1, top.max(1));
     let step = ((busiest as f64 / limiters as f64) * (1.0 - s.max_rate_step)).floor() as i64;
     let want = target.max(step).min(top).max(1);
@@ -301,18 +355,7 @@ pub(super) fn quota_rates(
         .position(|x| Rate::parse(x).is_some_and(|x| x.per == 1 && x.unit == unit));
     // What the current rates let through in one window, per limiter, as the crawler
     // reads them (`1/3SECOND` is one a second there): the tightest of them.
-    let limit_now = current
-        .iter()
-        .filter_map(|x| crate::config::rates::crawler_reading(x))
-        .map(|(limit, interval_s)| {
-            if interval_s <= window_s {
-                (limit as f64 * window_s / interval_s).ceil()
-            } else {
-                // A coarser rate's whole limit may pass in one of our windows.
-                limit as f64
-            }
-        })
-        .fold(f64::INFINITY, f64::min);
+    let limit_now = allowance(current, window_s);
     if want as f64 >= limit_now * (1.0 - s.rate_band) {
         return;
     }
@@ -322,25 +365,37 @@ pub(super) fn quota_rates(
         Some(i) => to[i] = new_rate.clone(),
         None => to.push(new_rate.clone()),
     }
-    let mut reason = format!(
-        "the server took at most {ceiling} {} attempts in a throttled {} ({throttled} of {windows} windows throttled, the busiest sent {busiest}) from {limiters} rate limiter{}: {new_rate} per limiter {}, just under its quota; {} (share of throttled windows at the ceiling, per window length: {})",
-        r.role,
-        unit.to_ascii_lowercase(),
-        if limiters == 1 { "" } else { "s" },
-        if at.is_some() { "instead" } else { "added" },
-        if found.clear() {
-            format!(
-                "its 429s follow the count over the last {}",
-                unit.to_ascii_lowercase()
-            )
-        } else {
-            format!(
-                "no window length showed a ceiling clearly, so it is read per {}",
-                unit.to_ascii_lowercase()
-            )
-        },
-        found.describe(),
-    );
+    let mut reason = match found.cap {
+        Some(c) => format!(
+            "the server took at most {ceiling} {} attempts in any second ({} of {} seconds reached {ceiling}, {} went over, where a rate of the same mean without a quota would put {:.0} over) from {limiters} rate limiter{}: {new_rate} per limiter {}, at its quota per second",
+            r.role,
+            c.at_cap,
+            c.busy_seconds,
+            c.over_cap,
+            c.expected_over,
+            if limiters == 1 { "" } else { "s" },
+            if at.is_some() { "instead" } else { "added" },
+        ),
+        None => format!(
+            "the server took at most {ceiling} {} attempts in a throttled {} ({throttled} of {windows} windows throttled, the busiest sent {busiest}) from {limiters} rate limiter{}: {new_rate} per limiter {}, just under its quota; {} (share of throttled windows at the ceiling, per window length: {})",
+            r.role,
+            unit.to_ascii_lowercase(),
+            if limiters == 1 { "" } else { "s" },
+            if at.is_some() { "instead" } else { "added" },
+            if found.clear() {
+                format!(
+                    "its 429s follow the count over the last {}",
+                    unit.to_ascii_lowercase()
+                )
+            } else {
+                format!(
+                    "no window length showed a ceiling clearly, so it is read per {}",
+                    unit.to_ascii_lowercase()
+                )
+            },
+            found.describe(),
+        ),
+    };
     if head_share > 0.0 {
         reason.push_str(&format!(
             " (less the {:.0}% of attempts that are HEAD requests, which skip the limiter but count against the quota)",

@@ -464,6 +464,19 @@ impl HostFrames<'_> {
                 .collect_streaming()?;
             let transition_stats = transition_stats(transitions, &policies, opts)?;
             let (bursts, burst_stats) = bursts.join().expect("the bursts do not panic")?;
+            let (rate_windows, per_second) = rate_windows
+                .join()
+                .expect("the rate windows do not panic")?;
+            // The seconds' counts of the roles that met a 429 (null for the others).
+            let host_role_summary = host_role_summary
+                .lazy()
+                .join(
+                    per_second.lazy(),
+                    [col("host"), col("role")],
+                    [col("host"), col("role")],
+                    left_join(),
+                )
+                .collect()?;
             let host_summary = self.host_summary(HostTables {
                 events,
                 role_counts: &role_counts,
@@ -479,9 +492,7 @@ impl HostFrames<'_> {
                 host_role_summary,
                 bursts,
                 host_timeseries,
-                rate_windows: rate_windows
-                    .join()
-                    .expect("the rate windows do not panic")?,
+                rate_windows,
             })
         })
     }

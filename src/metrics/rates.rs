@@ -26,7 +26,7 @@ pub(super) fn rate_windows(
     keys: &RowKeys,
     window: Window,
     opts: &AnalyzeOptions,
-) -> PolarsResult<DataFrame> {
+) -> PolarsResult<(DataFrame, DataFrame)> {
     let bucket_us = opts.bucket_s * US_PER_S;
     // The network rows' buckets (-1: not a network row, or no time), read from a frame
     // that goes before the pass.
@@ -42,20 +42,28 @@ pub(super) fn rate_windows(
             col("attempts").cast(DataType::Int64),
             col("attempts_429").cast(DataType::Int64),
             col("method").eq(lit("HEAD")).fill_null(false).alias("head"),
+            col("status")
+                .eq(lit(429))
+                .fill_null(false)
+                .alias("final_429"),
         ])
         .collect()?;
     let (hosts, host_names) = (&keys.hosts.of_row, &keys.hosts.values);
-    let bucket = sent_buckets(
+    let sent = sent_times(
         columns.column("ts")?.i64()?,
         columns.column("latency_ms")?.i32()?,
         hosts,
         host_names.len(),
         window.start_us,
-        bucket_us,
     );
+    let bucket: Vec<i64> = sent
+        .iter()
+        .map(|&t| if t < 0 { -1 } else { t / bucket_us })
+        .collect();
     let attempts = values(columns.column("attempts")?.i64()?, 0);
     let attempts_429 = values(columns.column("attempts_429")?.i64()?, 0);
     let head = flags(columns.column("head")?.bool()?);
+    let final_429 = flags(columns.column("final_429")?.bool()?);
     drop(columns);
     let (roles, role_names) = (&keys.roles.of_row, &keys.roles.values);
     let (sources, processes) = (&keys.sources.of_row, &keys.processes);
@@ -121,6 +129,21 @@ pub(super) fn rate_windows(
             .collect()
     };
     let (processes, machines) = (running(&spans[0]), running(&spans[1]));
+    // The host and role pairs whose attempts met a 429: their counts per second.
+    let mut throttled: Vec<(u32, u32)> = kept
+        .iter()
+        .filter(|(_, c)| c.attempts_429 > 0)
+        .map(|((h, r, _), _)| (*h, *r))
+        .collect();
+    throttled.dedup();
+    let seconds = per_second(
+        &throttled,
+        &sent,
+        hosts,
+        roles,
+        &final_429,
+        (host_names, role_names),
+    )?;
     let counts = |f: fn(&Counts) -> i64| kept.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
     let buckets: Vec<i64> = kept.iter().map(|((_, _, b), _)| *b as i64).collect();
     df!(
@@ -138,20 +161,118 @@ pub(super) fn rate_windows(
     .lazy()
     .with_column(col("bucket_start").cast(DataType::Datetime(TimeUnit::Microseconds, None)))
     .collect()
+    .map(|windows| (windows, seconds))
 }
 
-/// Each network row's bucket by when its last attempt reached the server, as a quota
-/// counts it (-1: not a network row, or no time). A row is written when its request
-/// ends (its time, `ts`): a request that was not retried reached the server its latency
-/// earlier (`latency_ms`), a retried one the host's mean latency of those. Buckets
-/// before the window's start are -1.
-fn sent_buckets(
+/// A per-second cap is a count that at most this share of the seconds reaching it
+/// exceed ...
+pub const CAP_EXCEEDED: f64 = 0.03;
+/// ... and that at least this share of the busy seconds reach.
+pub const CAP_REACHED: f64 = 0.01;
+
+/// Per host and role of `pairs`, what the server took per second (`host_role_summary`'s
+/// per-second columns): each row's last attempt counted in the second it reached the
+/// server ([`sent_times`]) unless it was answered 429 (retried attempts, whose times no
+/// row gives, are left out). `busy_seconds` (seconds with an attempt taken),
+/// `accepted_per_busy_second` (their mean), `max_per_second`, and the seconds' cap:
+/// `second_cap`, the smallest count that at most [`CAP_EXCEEDED`] of the seconds reaching
+/// it exceed among those at least [`CAP_REACHED`] of the busy seconds reach (null
+/// without one), with `seconds_at_cap` (seconds reaching it) and `seconds_over_cap`. A
+/// quota per second holds every second at or under it, where an uncapped rate spreads
+/// its seconds over a tail. Sorted keys, not a map of seconds: the memory is a word per
+/// row of those pairs, and no count from the data sizes a table (the counts' histogram
+/// holds the distinct counts only).
+fn per_second(
+    pairs: &[(u32, u32)],
+    sent: &[i64],
+    hosts: &[u32],
+    roles: &[u32],
+    final_429: &[bool],
+    (host_names, role_names): (&[Option<String>], &[Option<String>]),
+) -> PolarsResult<DataFrame> {
+    let index: PlHashMap<(u32, u32), u64> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, i as u64))
+        .collect();
+    let mut keys: Vec<u64> = Vec::new();
+    if !index.is_empty() {
+        for i in 0..sent.len() {
+            if sent[i] < 0 || final_429[i] {
+                continue;
+            }
+            if let Some(&p) = index.get(&(hosts[i], roles[i])) {
+                let second = u64::try_from(sent[i] / US_PER_S)
+                    .unwrap_or(0)
+                    .min(u32::MAX as u64);
+                keys.push(p << 32 | second);
+            }
+        }
+    }
+    keys.sort_unstable();
+    // Per pair, the histogram of its seconds' counts.
+    let mut hist: Vec<std::collections::BTreeMap<u64, u64>> = vec![Default::default(); pairs.len()];
+    let mut at = 0;
+    while at < keys.len() {
+        let run = keys[at..].partition_point(|&k| k == keys[at]);
+        *hist[(keys[at] >> 32) as usize]
+            .entry(run as u64)
+            .or_default() += 1;
+        at += run;
+    }
+    drop(keys);
+    let mut out: Vec<[Option<i64>; 5]> = Vec::with_capacity(pairs.len());
+    let mut means: Vec<Option<f64>> = Vec::with_capacity(pairs.len());
+    for h in &hist {
+        let busy: u64 = h.values().sum();
+        let taken: u64 = h.iter().map(|(k, n)| k * n).sum();
+        let max = h.keys().next_back().copied();
+        // Seconds reaching each count, from the top.
+        let mut reaching = 0u64;
+        let mut cap = None;
+        for (&k, &n) in h.iter().rev() {
+            let over = reaching;
+            reaching += n;
+            if reaching as f64 >= CAP_REACHED * busy as f64
+                && over as f64 <= CAP_EXCEEDED * reaching as f64
+            {
+                cap = Some((k, reaching, over));
+            }
+        }
+        let int = |v: u64| Some(i64::try_from(v).unwrap_or(i64::MAX));
+        out.push([
+            int(busy),
+            max.and_then(int),
+            cap.and_then(|c| int(c.0)),
+            cap.and_then(|c| int(c.1)),
+            cap.and_then(|c| int(c.2)),
+        ]);
+        means.push((busy > 0).then(|| taken as f64 / busy as f64));
+    }
+    let col_of = |j: usize| out.iter().map(|v| v[j]).collect::<Vec<Option<i64>>>();
+    df!(
+        "host" => pairs.iter().map(|(h, _)| host_names[*h as usize].as_deref()).collect::<Vec<_>>(),
+        "role" => pairs.iter().map(|(_, r)| role_names[*r as usize].as_deref()).collect::<Vec<_>>(),
+        "busy_seconds" => col_of(0),
+        "accepted_per_busy_second" => means,
+        "max_per_second" => col_of(1),
+        "second_cap" => col_of(2),
+        "seconds_at_cap" => col_of(3),
+        "seconds_over_cap" => col_of(4),
+    )
+}
+
+/// Each network row's time since `start_us` when its last attempt reached the server,
+/// as a quota counts it (-1: not a network row, no time, or before the window). A row is
+/// written when its request ends (its time, `ts`): a request that was not retried
+/// reached the server its latency earlier (`latency_ms`), a retried one the host's mean
+/// latency of those.
+fn sent_times(
     ts: &Int64Chunked,
     latency_ms: &Int32Chunked,
     hosts: &[u32],
     n_hosts: usize,
     start_us: i64,
-    bucket_us: i64,
 ) -> Vec<i64> {
     // Per host (codes index the host names): the latencies' sum and count.
     let mut sums = vec![(0i64, 0i64); n_hosts];
@@ -174,7 +295,7 @@ fn sent_buckets(
                 |l| i64::from(l) * 1_000,
             );
             let since = t.saturating_sub(lag).saturating_sub(start_us);
-            if since < 0 { -1 } else { since / bucket_us }
+            if since < 0 { -1 } else { since }
         })
         .collect()
 }
@@ -184,17 +305,89 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_row_counts_in_the_bucket_its_last_attempt_reached_the_server() {
-        // Buckets of 60 s from 0. Host 0: a request that took 0.8 s ended at 60.5 s (sent
-        // in bucket 0); a retried one ending at 60.2 s took the host's mean latency (of
-        // 0.8, 0.1 and 0.5 s: bucket 0); one at 120.3 s of 0.1 s stays in bucket 2.
-        // Host 1 has no latency: its retried row keeps its time. A row without a time,
-        // or sent before the window, has none.
+    fn a_row_counts_when_its_last_attempt_reached_the_server() {
+        // A request that took 0.8 s ended at 60.5 s (sent at 59.7 s); a retried one
+        // ending at 60.2 s took the host's mean latency (of 0.8, 0.1 and 0.5 s: 59.733
+        // s); one at 120.3 s of 0.1 s was sent at 120.2 s. Host 1 has no latency: its
+        // retried row keeps its time. A row without a time, or sent before the window,
+        // has none.
         let s = |v: f64| Some((v * 1e6) as i64);
         let ts = Int64Chunked::from_iter([s(60.5), s(60.2), s(120.3), s(61.0), None, s(0.1)]);
         let latency = Int32Chunked::from_iter([Some(800), None, Some(100), None, None, Some(500)]);
         let hosts = [0, 0, 0, 1, 0, 0];
-        let b = sent_buckets(&ts, &latency, &hosts, 2, 0, 60_000_000);
-        assert_eq!(b, [0, 0, 2, 1, -1, -1]);
+        let t = sent_times(&ts, &latency, &hosts, 2, 0);
+        assert_eq!(t, [59_700_000, 59_733_334, 120_200_000, 61_000_000, -1, -1]);
+    }
+
+    #[test]
+    fn a_quota_per_second_caps_every_second_where_a_rate_spreads_a_tail() {
+        // Pair 0 (host 0, role 0): 100 seconds of 1, 60 of 2 and 40 of 3 attempts
+        // taken, none above: a cap at 3. Pair 1: counts 1 to 7, each count's seconds
+        // exceeded by more than 3% of those reaching it (7, the top, is reached by
+        // fewer than 1% of the seconds): no cap. A 429 row is not taken; a row outside
+        // the pairs is not counted.
+        let (mut sent, mut hosts, mut roles, mut f429) = (vec![], vec![], vec![], vec![]);
+        let mut add = |pair: u32, second: i64, n: usize| {
+            for _ in 0..n {
+                sent.push(second * 1_000_000 + 500);
+                hosts.push(pair);
+                roles.push(0u32);
+                f429.push(false);
+            }
+        };
+        let mut second = 0;
+        for (count, seconds) in [(1, 100), (2, 60), (3, 40)] {
+            for _ in 0..seconds {
+                add(0, second, count);
+                second += 1;
+            }
+        }
+        for (count, seconds) in [(1, 50), (2, 40), (3, 30), (4, 20), (5, 10), (6, 5), (7, 1)] {
+            for _ in 0..seconds {
+                add(1, second, count);
+                second += 1;
+            }
+        }
+        add(2, 0, 9);
+        // A 429 in pair 0's first second: it was not taken.
+        sent.push(500);
+        hosts.push(0);
+        roles.push(0);
+        f429.push(true);
+        let names = [
+            Some("a".to_owned()),
+            Some("b".to_owned()),
+            Some("c".to_owned()),
+        ];
+        let role = [Some("metadata".to_owned())];
+        let df = per_second(
+            &[(0, 0), (1, 0)],
+            &sent,
+            &hosts,
+            &roles,
+            &f429,
+            (&names, &role),
+        )
+        .unwrap();
+        let int = |c: &str| {
+            df.column(c)
+                .unwrap()
+                .i64()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(int("busy_seconds"), [Some(200), Some(156)]);
+        assert_eq!(int("max_per_second"), [Some(3), Some(7)]);
+        assert_eq!(int("second_cap"), [Some(3), None]);
+        assert_eq!(int("seconds_at_cap"), [Some(40), None]);
+        assert_eq!(int("seconds_over_cap"), [Some(0), None]);
+        let mean = df
+            .column("accepted_per_busy_second")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0);
+        assert_eq!(mean, Some((100.0 + 120.0 + 120.0) / 200.0));
     }
 }

@@ -588,6 +588,7 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
         attempts_429: 12_000,
         windows: windows(true),
         window_s: 60.0,
+        per_second: None,
     };
     // The server took at most 420 a minute from 4 limiters: each limiter gets 101 a
     // minute (its 105 less its share of the margin: a request and two seconds at 420 a
@@ -652,6 +653,67 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
         "{}",
         held.reason
     );
+}
+
+#[test]
+fn a_quota_per_second_sets_the_rate_per_second_at_it() {
+    use breaker_advisor::advise::quota::SecondCounts;
+    let s = AdviseSettings::default();
+    let mut h = host("a.example");
+    // 50,000 seconds with an attempt taken, a mean of 1.5 a second, 5,200 of them at 3
+    // and 35 over: a rate of that mean without a quota would put a thousand over 3.
+    let capped = SecondCounts {
+        busy_seconds: 50_000,
+        mean: 1.5,
+        max: 4,
+        cap: Some(3),
+        at_cap: 5_200,
+        over_cap: 35,
+    };
+    h.roles[0] = RoleEvidence {
+        role: "metadata".into(),
+        calls_net: 75_000,
+        e429: 500,
+        attempts: 80_000,
+        attempts_429: 4_000,
+        windows: windows(false),
+        window_s: 60.0,
+        per_second: Some(capped),
+    };
+    // From one limiter: the role's per-second rate goes to the quota, 3, not below (a
+    // quota of a few a second leaves no room to round down). The minute windows, which
+    // see 429s at every rate, are not read.
+    let mut one = h.clone();
+    for (_, w) in &mut one.roles[0].windows {
+        w.limiters = 1;
+    }
+    let current = with_rates("10/SECOND", "10000/HOUR");
+    let plan = plan_with(&[one.clone()], &s, &Default::default(), &current);
+    let r = &plan.rates[0];
+    assert_eq!(r.to, ["3/SECOND", "10000/HOUR"], "{}", r.reason);
+    assert!(
+        r.reason.contains("the server took at most 3 metadata attempts in any second (5200 of 50000 seconds reached 3, 35 went over, where a rate of the same mean without a quota would put"),
+        "{}",
+        r.reason
+    );
+    assert_eq!(r.evidence["quota_window_s"], Num::Int(1));
+    // A cap the role's own limiters hold it to (3/SECOND already) is theirs: the
+    // minute windows decide, and they see 429s at every rate.
+    let own = with_rates("3/SECOND", "10000/HOUR");
+    let plan = plan_with(&[one.clone()], &s, &Default::default(), &own);
+    assert!(plan.rates.is_empty(), "{:?}", plan.rates);
+    // As many seconds over 3 as a rate without a quota puts there: no cap.
+    let mut spread = one.clone();
+    spread.roles[0].per_second = Some(SecondCounts {
+        over_cap: 1_000,
+        ..capped
+    });
+    let plan = plan_with(&[spread], &s, &Default::default(), &current);
+    assert!(plan.rates.is_empty(), "{:?}", plan.rates);
+    // Four limiters share the server's 3 a second: no whole request each is left.
+    let plan = plan_with(&[h], &s, &Default::default(), &current);
+    let r = &plan.rates[0];
+    assert_eq!(r.to, ["1/SECOND", "10000/HOUR"], "{}", r.reason);
 }
 
 #[test]
