@@ -190,7 +190,7 @@ pub(super) fn replay_gate(
         held.push(Held {
             host: h.host.clone(),
             reason: format!(
-                "the recorded breakers turned half-open a median {:.0} s after opening ({} opens), but the settings give reset_timeout_s {}: the night ran other settings than this breakers.yaml; no breaker change until they agree",
+                "the recorded breakers turned half-open a median {:.0} s after opening ({} times), but the settings give reset_timeout_s {}: the night ran other settings than this breakers.yaml; no breaker change until they agree",
                 spells.median_s,
                 spells.count,
                 Num::real(base.reset_timeout_s)

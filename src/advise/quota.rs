@@ -197,6 +197,9 @@ pub struct SecondCap {
     pub expected_over: f64,
 }
 
+/// Attempts answered 429 a role needs before its seconds are read for a quota.
+pub const MIN_SECOND_429S: i64 = 5;
+
 /// Seconds over the cap an uncapped rate must be expected to have before their
 /// absence says anything (fewer: the cap is a sample's top).
 pub const MIN_EXPECTED_OVER: f64 = 20.0;

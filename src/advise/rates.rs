@@ -91,9 +91,24 @@ pub(super) fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings
         // The server's quota, read from the role's windows, comes first: 429s that do
         // not come from the role's own rate slow nothing down, and a knee below the
         // current rates sets them just under it.
-        // A quota per second first: the windows, a minute long, cannot show one.
-        let found = second_quota(r, current, k)
-            .or_else(|| (!r.windows.is_empty()).then(|| quota::find(&r.windows, r.window_s)));
+        let count_head = rl.wait_for(&h.host, &r.role).count_head;
+        // A quota per second first: the windows, a minute long, cannot show one. Where
+        // its rate cannot go lower than the role's runs, the windows are read as ever.
+        if let Some(f) = second_quota(r, current, k)
+            && quota_rates(
+                h,
+                r,
+                &f,
+                (current, &base, m_cur, count_head),
+                (n, k, lo, hi),
+                s,
+                a,
+                plan,
+            )
+        {
+            continue;
+        }
+        let found = (!r.windows.is_empty()).then(|| quota::find(&r.windows, r.window_s));
         match found.as_ref().map(|f| (f, &f.quota)) {
             Some((
                 f,
@@ -120,7 +135,6 @@ pub(super) fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings
                 continue;
             }
             Some((f, Quota::Knee { .. })) => {
-                let count_head = rl.wait_for(&h.host, &r.role).count_head;
                 quota_rates(
                     h,
                     r,
@@ -258,7 +272,7 @@ fn allowance(current: &[String], window_s: f64) -> f64 {
 }
 
 /// The role's quota per second, where its seconds show one ([`quota::second_cap`]) and
-/// it met enough 429s (`attempts_429`) to need one: a cap the role's own limiters
+/// it met enough 429s (`attempts_429`, at least [`quota::MIN_SECOND_429S`]) to need one: a cap the role's own limiters
 /// allowed no more than (their allowance per second times the limiters, the windows'
 /// median) is theirs, not the server's.
 fn second_quota(
@@ -266,7 +280,7 @@ fn second_quota(
     current: &[String],
     attempts_429: i64,
 ) -> Option<quota::Found> {
-    if attempts_429 < quota::MIN_THROTTLED as i64 {
+    if attempts_429 < quota::MIN_SECOND_429S {
         return None;
     }
     let seconds = r.per_second?;
@@ -299,7 +313,7 @@ pub(super) fn quota_rates(
     s: &AdviseSettings,
     a: &crate::config::rates::Aimd,
     plan: &mut Plan,
-) {
+) -> bool {
     let Quota::Knee {
         windows,
         throttled,
@@ -308,7 +322,7 @@ pub(super) fn quota_rates(
         limiters,
     } = found.quota
     else {
-        return;
+        return false;
     };
     let window_s = found.window_s;
     let Some(unit) = crate::config::rates::unit_of(window_s) else {
@@ -319,7 +333,7 @@ pub(super) fn quota_rates(
                 r.role, window_s
             ),
         });
-        return;
+        return false;
     };
     let limiters = limiters.max(1);
     // HEAD requests skip the limiter unless `count_head`, but the server counts them:
@@ -335,12 +349,16 @@ pub(super) fn quota_rates(
     let budget = ceiling as f64 * (1.0 - head_share);
     let (top, target) = match found.cap {
         // A cap every second held is the quota itself, not the most a throttled window
-        // took: a fiftieth off, the HEAD requests' share off, to the nearest request (a
-        // quota of a few a second leaves no room to round down).
-        Some(_) => (
-            ceiling / limiters,
-            ((budget - (0.02 * ceiling as f64).floor()) / limiters as f64).round() as i64,
-        ),
+        // took: a fiftieth off, the HEAD requests' share off, rounded to the nearest
+        // request (a quota of a few a second leaves no room to round down), then shared
+        // among the limiters, rounded down (never a total over the cap), at least one.
+        Some(_) => {
+            let share = |b: f64| ((b.round() as i64) / limiters).max(1);
+            (
+                share(budget),
+                share(budget - (0.02 * ceiling as f64).floor()),
+            )
+        }
         None => (
             (budget / limiters as f64).floor() as i64,
             ((budget - quota_margin(ceiling, head_share, window_s)) / limiters as f64).floor()
@@ -357,7 +375,7 @@ pub(super) fn quota_rates(
     // reads them (`1/3SECOND` is one a second there): the tightest of them.
     let limit_now = allowance(current, window_s);
     if want as f64 >= limit_now * (1.0 - s.rate_band) {
-        return;
+        return false;
     }
     let new_rate = format!("{want}/{unit}");
     let mut to = current.to_vec();
@@ -398,8 +416,13 @@ pub(super) fn quota_rates(
     };
     if head_share > 0.0 {
         reason.push_str(&format!(
-            " (less the {:.0}% of attempts that are HEAD requests, which skip the limiter but count against the quota)",
-            head_share * 100.0
+            " (less the {:.0}% of attempts that are HEAD requests, which skip the limiter but count against the quota{})",
+            head_share * 100.0,
+            if found.cap.is_some() {
+                ", before rounding to the nearest request"
+            } else {
+                ""
+            }
         ));
     }
     if want > target {
@@ -447,6 +470,7 @@ pub(super) fn quota_rates(
         reason,
         evidence,
     });
+    true
 }
 
 /// Says so in the reason when the step bound or a clamp stopped short of the target.

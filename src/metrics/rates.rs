@@ -138,7 +138,7 @@ pub(super) fn rate_windows(
     throttled.dedup();
     let seconds = per_second(
         &throttled,
-        &sent,
+        (&sent, window.start_us),
         hosts,
         roles,
         &final_429,
@@ -170,9 +170,10 @@ pub const CAP_EXCEEDED: f64 = 0.03;
 /// ... and that at least this share of the busy seconds reach.
 pub const CAP_REACHED: f64 = 0.01;
 
-/// Per host and role of `pairs`, what the server took per second (`host_role_summary`'s
-/// per-second columns): each row's last attempt counted in the second it reached the
-/// server ([`sent_times`]) unless it was answered 429 (retried attempts, whose times no
+/// Per host and role of `pairs`, what the server took per second of the clock
+/// (`host_role_summary`'s per-second columns; `sent` is since `start_us`): each row's
+/// last attempt counted in the second it reached the server ([`sent_times`]) unless it
+/// was answered 429 (retried attempts, whose times no
 /// row gives, are left out). `busy_seconds` (seconds with an attempt taken),
 /// `accepted_per_busy_second` (their mean), `max_per_second`, and the seconds' cap:
 /// `second_cap`, the smallest count that at most [`CAP_EXCEEDED`] of the seconds reaching
@@ -184,7 +185,7 @@ pub const CAP_REACHED: f64 = 0.01;
 /// holds the distinct counts only).
 fn per_second(
     pairs: &[(u32, u32)],
-    sent: &[i64],
+    (sent, start_us): (&[i64], i64),
     hosts: &[u32],
     roles: &[u32],
     final_429: &[bool],
@@ -202,9 +203,13 @@ fn per_second(
                 continue;
             }
             if let Some(&p) = index.get(&(hosts[i], roles[i])) {
-                let second = u64::try_from(sent[i] / US_PER_S)
-                    .unwrap_or(0)
-                    .min(u32::MAX as u64);
+                // Whole seconds of the clock (a server counts those, or any second: the
+                // window's start is no second's), from the first one of the window.
+                let second = start_us
+                    .saturating_add(sent[i])
+                    .div_euclid(US_PER_S)
+                    .saturating_sub(start_us.div_euclid(US_PER_S));
+                let second = u64::try_from(second).unwrap_or(0).min(u64::from(u32::MAX));
                 keys.push(p << 32 | second);
             }
         }
@@ -327,9 +332,12 @@ mod tests {
         // fewer than 1% of the seconds): no cap. A 429 row is not taken; a row outside
         // the pairs is not counted.
         let (mut sent, mut hosts, mut roles, mut f429) = (vec![], vec![], vec![], vec![]);
+        // A clock second's attempts at a tenth of a second apart from 0.1 s into it, as
+        // times since the window's start, 0.4 s into the clock's second 0 (its seconds
+        // would split a clock second's attempts).
         let mut add = |pair: u32, second: i64, n: usize| {
-            for _ in 0..n {
-                sent.push(second * 1_000_000 + 500);
+            for j in 0..n as i64 {
+                sent.push((second + 1) * 1_000_000 + 100_000 * (j + 1) - 400_000);
                 hosts.push(pair);
                 roles.push(0u32);
                 f429.push(false);
@@ -350,7 +358,7 @@ mod tests {
         }
         add(2, 0, 9);
         // A 429 in pair 0's first second: it was not taken.
-        sent.push(500);
+        sent.push(1_000_000 + 50_000 - 400_000);
         hosts.push(0);
         roles.push(0);
         f429.push(true);
@@ -362,7 +370,7 @@ mod tests {
         let role = [Some("metadata".to_owned())];
         let df = per_second(
             &[(0, 0), (1, 0)],
-            &sent,
+            (&sent, 400_000),
             &hosts,
             &roles,
             &f429,

@@ -39,7 +39,9 @@ pub struct OpenSpells {
 }
 
 /// The recorded open spells of a host's `transitions` (an open, then its instance's
-/// next transition, from open to half-open); None when there are none.
+/// next transition, from open to half-open); None when there are none. A breaker shared
+/// by the fleet is one instance: an open another process logs restarts the spell, as
+/// it restarts the shared breaker's timer.
 pub fn open_spells(
     transitions: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
 ) -> Option<OpenSpells> {
@@ -51,7 +53,8 @@ pub fn open_spells(
             (_, Some(BreakerState::Open)) => {
                 opened.insert(inst, t);
             }
-            (Some(BreakerState::Open), Some(BreakerState::HalfOpen)) => {
+            // From open (or from a state the record does not name) to half-open.
+            (Some(BreakerState::Open) | None, Some(BreakerState::HalfOpen)) => {
                 if let Some(o) = since.filter(|o| t >= *o) {
                     spells.push(t - o);
                 }

@@ -710,10 +710,34 @@ fn a_quota_per_second_sets_the_rate_per_second_at_it() {
     });
     let plan = plan_with(&[spread], &s, &Default::default(), &current);
     assert!(plan.rates.is_empty(), "{:?}", plan.rates);
-    // Four limiters share the server's 3 a second: no whole request each is left.
-    let plan = plan_with(&[h], &s, &Default::default(), &current);
+    // Four limiters share the server's 3 a second: one request each, the least a
+    // rate says.
+    let plan = plan_with(&[h.clone()], &s, &Default::default(), &current);
     let r = &plan.rates[0];
     assert_eq!(r.to, ["1/SECOND", "10000/HOUR"], "{}", r.reason);
+    // Already there: the rate per second cannot go lower, and the minute windows are
+    // read as ever. Here they show a quota of 200 a minute from the 4 limiters, under
+    // the 60 a minute each that 1/SECOND lets through: 50/MINUTE each (one night's
+    // step stops at the ceiling).
+    for (_, w) in &mut h.roles[0].windows {
+        let sent = w.accepted + w.attempts_429;
+        *w = breaker_advisor::advise::quota::Window::bucket(
+            sent.min(200),
+            (sent - 200).max(0),
+            0,
+            4,
+        );
+    }
+    let at_least = with_rates("1/SECOND", "10000/HOUR");
+    let plan = plan_with(&[h], &s, &Default::default(), &at_least);
+    let r = &plan.rates[0];
+    assert_eq!(
+        r.to,
+        ["1/SECOND", "10000/HOUR", "50/MINUTE"],
+        "{}",
+        r.reason
+    );
+    assert_eq!(r.evidence["quota_window_s"], Num::Int(60));
 }
 
 #[test]
@@ -915,7 +939,7 @@ fn breakers_that_turned_half_open_before_the_files_reset_timeout_hold_the_host()
     let held = plan.held.iter().find(|x| x.host == "a.example").unwrap();
     assert!(
         held.reason
-            .contains("turned half-open a median 30 s after opening (5 opens)")
+            .contains("turned half-open a median 30 s after opening (5 times)")
             && held.reason.contains("reset_timeout_s 60"),
         "{}",
         held.reason
