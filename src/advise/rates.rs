@@ -88,12 +88,10 @@ pub(super) fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings
         let (n, k) = r.attempt_counts();
         let lo = wilson_lower(k as f64, n as f64);
         let hi = wilson_upper(k as f64, n as f64);
-        // The server's quota, read from the role's windows, comes first: 429s that do
-        // not come from the role's own rate slow nothing down, and a knee below the
-        // current rates sets them just under it.
+        // The server's quota comes first. A quota per second first of all: the windows,
+        // a minute long, cannot show one. Where its rate cannot go lower than the
+        // role's runs, the windows are read as ever.
         let count_head = rl.wait_for(&h.host, &r.role).count_head;
-        // A quota per second first: the windows, a minute long, cannot show one. Where
-        // its rate cannot go lower than the role's runs, the windows are read as ever.
         if let Some(f) = second_quota(r, current, k)
             && quota_rates(
                 h,
@@ -108,6 +106,8 @@ pub(super) fn advise_rates(h: &HostEvidence, rl: &RateLimits, s: &AdviseSettings
         {
             continue;
         }
+        // Then the role's windows: 429s that do not come from the role's own rate slow
+        // nothing down, and a knee below the current rates sets them just under it.
         let found = (!r.windows.is_empty()).then(|| quota::find(&r.windows, r.window_s));
         match found.as_ref().map(|f| (f, &f.quota)) {
             Some((
@@ -272,9 +272,9 @@ fn allowance(current: &[String], window_s: f64) -> f64 {
 }
 
 /// The role's quota per second, where its seconds show one ([`quota::second_cap`]) and
-/// it met enough 429s (`attempts_429`, at least [`quota::MIN_SECOND_429S`]) to need one: a cap the role's own limiters
-/// allowed no more than (their allowance per second times the limiters, the windows'
-/// median) is theirs, not the server's.
+/// it met enough 429s (`attempts_429`, at least [`quota::MIN_SECOND_429S`]) to need
+/// one: a cap the role's own limiters allowed no more than (their allowance per second
+/// times the limiters, the windows' median) is theirs, not the server's.
 fn second_quota(
     r: &evidence::RoleEvidence,
     current: &[String],
@@ -449,7 +449,15 @@ pub(super) fn quota_rates(
         ],
     ]
     .concat());
-    // How clearly the window was found, where it could be measured.
+    // How clearly the cap or the window was found, where it could be measured.
+    if let Some(c) = found.cap {
+        evidence.insert("quota_seconds_at_cap".into(), Num::Int(c.at_cap));
+        evidence.insert("quota_seconds_over_cap".into(), Num::Int(c.over_cap));
+        evidence.insert(
+            "quota_seconds_over_cap_expected".into(),
+            Num::real(c.expected_over),
+        );
+    }
     for x in &found.scales {
         if let Some(v) = x.separation {
             let name = crate::config::rates::unit_of(x.window_s).unwrap_or("WINDOW");

@@ -697,6 +697,7 @@ fn a_quota_per_second_sets_the_rate_per_second_at_it() {
         r.reason
     );
     assert_eq!(r.evidence["quota_window_s"], Num::Int(1));
+    assert_eq!(r.evidence["quota_seconds_over_cap"], Num::Int(35));
     // A cap the role's own limiters hold it to (3/SECOND already) is theirs: the
     // minute windows decide, and they see 429s at every rate.
     let own = with_rates("3/SECOND", "10000/HOUR");
