@@ -576,6 +576,20 @@ fn windows(knee: bool) -> Vec<(i64, breaker_advisor::advise::quota::Window)> {
         .collect()
 }
 
+/// The same windows' attempts under a quota of `quota` a window from 4 limiters: it
+/// takes up to `quota` and answers the rest 429.
+fn under_quota(windows: &mut [(i64, breaker_advisor::advise::quota::Window)], quota: i64) {
+    for (_, w) in windows {
+        let sent = w.accepted + w.attempts_429;
+        *w = breaker_advisor::advise::quota::Window::bucket(
+            sent.min(quota),
+            (sent - quota).max(0),
+            0,
+            4,
+        );
+    }
+}
+
 #[test]
 fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
     let s = AdviseSettings::default();
@@ -620,15 +634,7 @@ fn the_quota_sets_rates_just_under_it_and_unrelated_429s_slow_nothing() {
 
     // Next night the per-minute rate is there: a lower quota lowers it.
     let mut lower = h.clone();
-    for (_, w) in &mut lower.roles[0].windows {
-        let sent = w.accepted + w.attempts_429;
-        *w = breaker_advisor::advise::quota::Window::bucket(
-            sent.min(200),
-            (sent - 200).max(0),
-            0,
-            4,
-        );
-    }
+    under_quota(&mut lower.roles[0].windows, 200);
     let current = with_rates("50/SECOND", "101/MINUTE");
     let plan = plan_with(&[lower], &s, &Default::default(), &current);
     let r = &plan.rates[0];
@@ -720,15 +726,7 @@ fn a_quota_per_second_sets_the_rate_per_second_at_it() {
     // read as ever. Here they show a quota of 200 a minute from the 4 limiters, under
     // the 60 a minute each that 1/SECOND lets through: 50/MINUTE each (one night's
     // step stops at the ceiling).
-    for (_, w) in &mut h.roles[0].windows {
-        let sent = w.accepted + w.attempts_429;
-        *w = breaker_advisor::advise::quota::Window::bucket(
-            sent.min(200),
-            (sent - 200).max(0),
-            0,
-            4,
-        );
-    }
+    under_quota(&mut h.roles[0].windows, 200);
     let at_least = with_rates("1/SECOND", "10000/HOUR");
     let plan = plan_with(&[h], &s, &Default::default(), &at_least);
     let r = &plan.rates[0];
