@@ -717,22 +717,45 @@ fn a_quota_per_second_sets_the_rate_per_second_at_it() {
     });
     let plan = plan_with(&[spread], &s, &Default::default(), &current);
     assert!(plan.rates.is_empty(), "{:?}", plan.rates);
-    // Four limiters share the server's 3 a second: one request each, the least a
-    // rate says.
+    // Four limiters share the server's 3 a second: under 2 each, no rate per second
+    // (each would refuse its own process's bursts); held with the reason, and the
+    // minute windows are not read for it.
     let plan = plan_with(&[h.clone()], &s, &Default::default(), &current);
+    assert!(plan.rates.is_empty(), "{:?}", plan.rates);
+    let held = plan.held.iter().find(|x| x.host == "a.example").unwrap();
+    assert!(
+        held.reason
+            .contains("the server takes at most 3 attempts a second, shared by 4 rate limiters"),
+        "{}",
+        held.reason
+    );
+    // Two limiters under 5 a second: 2/SECOND each.
+    let mut two = h.clone();
+    for (_, w) in &mut two.roles[0].windows {
+        w.limiters = 2;
+    }
+    two.roles[0].per_second = Some(SecondCounts {
+        cap: Some(5),
+        max: 5,
+        ..capped
+    });
+    let plan = plan_with(&[two.clone()], &s, &Default::default(), &current);
     let r = &plan.rates[0];
-    assert_eq!(r.to, ["1/SECOND", "10000/HOUR"], "{}", r.reason);
+    assert_eq!(r.to, ["2/SECOND", "10000/HOUR"], "{}", r.reason);
     // Already there: the rate per second cannot go lower, and the minute windows are
-    // read as ever. Here they show a quota of 200 a minute from the 4 limiters, under
-    // the 60 a minute each that 1/SECOND lets through: 50/MINUTE each (one night's
+    // read as ever. Here they show a quota of 200 a minute from the 2 limiters, under
+    // the 120 a minute each that 2/SECOND lets through: 100/MINUTE each (one night's
     // step stops at the ceiling).
-    under_quota(&mut h.roles[0].windows, 200);
-    let at_least = with_rates("1/SECOND", "10000/HOUR");
-    let plan = plan_with(&[h], &s, &Default::default(), &at_least);
+    under_quota(&mut two.roles[0].windows, 200);
+    for (_, w) in &mut two.roles[0].windows {
+        w.limiters = 2;
+    }
+    let at_least = with_rates("2/SECOND", "10000/HOUR");
+    let plan = plan_with(&[two], &s, &Default::default(), &at_least);
     let r = &plan.rates[0];
     assert_eq!(
         r.to,
-        ["1/SECOND", "10000/HOUR", "50/MINUTE"],
+        ["2/SECOND", "10000/HOUR", "100/MINUTE"],
         "{}",
         r.reason
     );
