@@ -345,26 +345,43 @@ pub fn rolled(buckets: &[(i64, Window)], k: i64) -> Vec<Window> {
     out
 }
 
-/// A window is at the ceiling when it took at least this share of the most any
-/// throttled window took.
+/// A window is at the ceiling when it took at least this share of it.
 pub const AT_CEILING: f64 = 0.9;
 
+/// The ceiling is the most that this share of the throttled windows took.
+pub const CEILING_REACHED: f64 = 0.01;
+
 /// How clearly the throttled windows sit at a ceiling: the share of them that took at
-/// least [`AT_CEILING`] of the most any of them took. A server holds a window's count
-/// at its quota and throttles the rest, so over the quota's own length most throttled
-/// windows are full; over a shorter length a throttled window took whatever the longer
-/// count left (few are full), and over a longer one the full windows are diluted.
-/// None with fewer than [`MIN_THROTTLED`] throttled windows.
+/// least [`AT_CEILING`] of the ceiling. A server holds a window's count at its quota and
+/// throttles the rest, so over the quota's own length most throttled windows are full;
+/// over a shorter length a throttled window took whatever the longer count left (few
+/// are full), and over a longer one the full windows are diluted. The ceiling is the
+/// most that [`CEILING_REACHED`] of them took, where that is within [`AT_CEILING`] of
+/// the most any took (else the most any took): a row's attempts are placed in a window
+/// by an estimate of when they reached the server, and a few windows a little over the
+/// quota would set the bar above the full ones. None with fewer than [`MIN_THROTTLED`]
+/// throttled windows.
 pub fn separation(windows: &[Window]) -> Option<f64> {
-    let throttled: Vec<i64> = windows
+    let mut throttled: Vec<i64> = windows
         .iter()
         .filter(|w| w.throttled())
         .map(|w| w.accepted)
         .collect();
-    let ceiling = *throttled.iter().max()?;
     if throttled.len() < MIN_THROTTLED {
         return None;
     }
+    throttled.sort_unstable_by(|a, b| b.cmp(a));
+    // The few over it are noise only where they are a little over it: a window's count
+    // moves by the attempts placed at its edges, not by multiples.
+    let (most, reached) = (
+        throttled[0],
+        throttled[(CEILING_REACHED * throttled.len() as f64) as usize],
+    );
+    let ceiling = if reached as f64 >= AT_CEILING * most as f64 {
+        reached
+    } else {
+        most
+    };
     let full = throttled
         .iter()
         .filter(|&&a| a as f64 >= AT_CEILING * ceiling as f64)
@@ -691,5 +708,24 @@ mod tests {
         assert_eq!(separation(&ws), Some(0.6));
         assert_eq!(separation(&ws[..4]), None, "too few throttled windows");
         assert_eq!(separation(&[w(5, 0), w(6, 0)]), None);
+    }
+
+    #[test]
+    fn a_few_windows_a_little_over_the_quota_do_not_set_the_ceiling() {
+        // 300 throttled windows: 100 took the quota, 44, 100 took 40 (the quota slides:
+        // the window before took some of it), 98 took 30, and 2 took 46 (attempts
+        // placed by an estimate of when they reached the server). The ceiling is 44,
+        // the most 1% of them took and within a tenth of 46: the 200 at 40 and 44 are
+        // at it (at least 39.6). With 46, the 100 at 40 would fall short of 41.4.
+        let mut ws: Vec<Window> = (0..100).map(|_| w(44, 1)).collect();
+        ws.extend((0..100).map(|_| w(40, 1)));
+        ws.extend((0..98).map(|_| w(30, 1)));
+        ws.extend((0..2).map(|_| w(46, 1)));
+        assert_eq!(separation(&ws), Some(202.0 / 300.0));
+        // Where the most any took is far over the rest, it is the ceiling: most
+        // throttled windows took nothing (a day's quota, full), a few took a lot.
+        let mut day: Vec<Window> = (0..300).map(|_| w(0, 1)).collect();
+        day.extend((0..3).map(|_| w(75, 1)));
+        assert_eq!(separation(&day), Some(3.0 / 303.0));
     }
 }
