@@ -157,8 +157,6 @@ pub fn estimate(windows: &[Window]) -> Quota {
             throttled,
         };
     }
-    let mut procs: Vec<i64> = windows.iter().map(|w| w.limiters.max(1)).collect();
-    procs.sort_unstable();
     Quota::Knee {
         windows: n,
         throttled,
@@ -168,8 +166,18 @@ pub fn estimate(windows: &[Window]) -> Quota {
             .map(|w| w.accepted + w.attempts_429)
             .max()
             .unwrap_or(0),
-        limiters: procs[(procs.len() - 1) / 2],
+        limiters: median_limiters(windows),
     }
+}
+
+/// The median of the windows' limiter counts (at least 1 each; 1 without windows).
+pub fn median_limiters<'a>(windows: impl IntoIterator<Item = &'a Window>) -> i64 {
+    let mut limiters: Vec<i64> = windows.into_iter().map(|w| w.limiters.max(1)).collect();
+    limiters.sort_unstable();
+    limiters
+        .get(limiters.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(1)
 }
 
 /// What the server took per second on a role that met a 429

@@ -308,12 +308,7 @@ fn second_quota(
     }
     let seconds = r.per_second?;
     let cap = quota::second_cap(&seconds)?;
-    let mut limiters: Vec<i64> = r.windows.iter().map(|(_, w)| w.limiters.max(1)).collect();
-    limiters.sort_unstable();
-    let limiters = limiters
-        .get(limiters.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(1);
+    let limiters = quota::median_limiters(r.windows.iter().map(|(_, w)| w));
     ((cap.cap as f64) < allowance(current, 1.0) * limiters as f64)
         .then(|| quota::per_second(cap, seconds.max, limiters))
 }

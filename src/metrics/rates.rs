@@ -173,12 +173,12 @@ pub const CAP_REACHED: f64 = 0.01;
 /// Per host and role of `pairs`, what the server took per second of the clock
 /// (`host_role_summary`'s per-second columns; `sent` is since `start_us`): each row's
 /// last attempt counted in the second it reached the server ([`sent_times`]) unless it
-/// was answered 429 (retried attempts, whose times no
-/// row gives, are left out). `busy_seconds` (seconds with an attempt taken),
-/// `accepted_per_busy_second` (their mean), `max_per_second`, and the seconds' cap:
-/// `second_cap`, the smallest count that at most [`CAP_EXCEEDED`] of the seconds reaching
-/// it exceed among those at least [`CAP_REACHED`] of the busy seconds reach (null
-/// without one), with `seconds_at_cap` (seconds reaching it) and `seconds_over_cap`. A
+/// was answered 429 (retried attempts, whose times no row gives, are left out).
+/// `busy_seconds` (seconds with an attempt taken), `accepted_per_busy_second` (their
+/// mean), `max_per_second`, and the seconds' cap: `second_cap`, the smallest count that
+/// at most [`CAP_EXCEEDED`] of the seconds reaching it exceed among those at least
+/// [`CAP_REACHED`] of the busy seconds reach (null without one), with `seconds_at_cap`
+/// (seconds reaching it) and `seconds_over_cap`. A
 /// quota per second holds every second at or under it, where an uncapped rate spreads
 /// its seconds over a tail. Sorted keys, not a map of seconds: the memory is a word per
 /// row of those pairs, and no count from the data sizes a table (the counts' histogram
