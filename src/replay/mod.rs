@@ -125,6 +125,10 @@ pub struct Call {
     pub kind: Kind,
     /// Retry-After of a 429/503 final response, seconds.
     pub retry_after_s: Option<f64>,
+    /// The final response was a 429 (Too Many Requests): the server's rate limit
+    /// refused the request before any work on it. For a retried attempt
+    /// (`retry`), that it is taken to have been one (`traffic::spread_retries`).
+    pub throttled: bool,
     /// How long the call took: the whole request's time for a row as read; once spread
     /// (`traffic::spread_retries`), a row's share of it (for a row that raised, the
     /// time until its last attempt's timeout fired), a retried attempt's time until its
@@ -825,6 +829,7 @@ pub fn fill_gaps(
                     },
                     kind: Kind::Response,
                     retry_after_s: None,
+                    throttled: false,
                     elapsed_s: 0.0,
                     synthetic: true,
                     exact: false,
@@ -905,6 +910,7 @@ mod tests {
             },
             kind: Kind::Response,
             retry_after_s: None,
+            throttled: false,
             elapsed_s: 0.0,
             synthetic: false,
             exact: false,

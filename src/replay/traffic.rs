@@ -435,9 +435,78 @@ fn answer_latency(calls: &[Call], failed: bool) -> f64 {
 /// failed attempt's (`answer_latency`).
 const MIN_FAILED_LATENCIES: usize = 20;
 
+/// The share of a host's fastest answers (rows answered without a retry) whose
+/// latency bounds a 429's (`throttle_latency`).
+const FAST_ANSWER_QUANTILE: f64 = 0.05;
+
+/// How long a 429 takes to come back: the server's rate limit refuses the request
+/// before any work on it, so the answer comes back in a round trip, which the host's
+/// fastest answers bound: the [`FAST_ANSWER_QUANTILE`] of its rows that answered
+/// without a retry (0 without any). The rows that failed without a retry (a 408, a
+/// 404) are no measure of it: a 429 is always retried, and an error page can take as
+/// long as the content.
+fn throttle_latency(calls: &[Call]) -> f64 {
+    let mut v: Vec<f64> = calls
+        .iter()
+        .filter(|c| c.is_row() && c.kind == Kind::Response && c.retried_failures == 0)
+        .map(|c| c.elapsed_s)
+        .filter(|e| *e > 0.0)
+        .collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    let k = ((v.len() - 1) as f64 * FAST_ANSWER_QUANTILE).floor() as usize;
+    let (_, q, _) = v.select_nth_unstable_by(k, f64::total_cmp);
+    *q
+}
+
+/// Whether a row's retried attempts were throttled (429). A row that failed with a
+/// 429 was throttled at its last attempt, and the attempts before it met the same
+/// limit. Another row keeps only its final outcome: its attempts are judged by the
+/// host's requests that failed after retries in the same hour (the night's, in an hour
+/// without any), throttled where at least half of those ended in a 429.
+struct Throttles {
+    /// Per hour (ended in a 429, failed), of the rows that failed after retries.
+    hours: BTreeMap<i64, (u64, u64)>,
+    night: (u64, u64),
+}
+
+impl Throttles {
+    fn of(calls: &[Call]) -> Throttles {
+        let mut out = Throttles {
+            hours: BTreeMap::new(),
+            night: (0, 0),
+        };
+        for c in calls.iter().filter(|c| {
+            c.is_row() && c.kind == Kind::Response && c.failed() && c.retried_failures > 0
+        }) {
+            let add = (u64::from(c.throttled), 1);
+            let e = out.hours.entry(hour_of(c.t_s)).or_default();
+            *e = (e.0 + add.0, e.1 + add.1);
+            out.night = (out.night.0 + add.0, out.night.1 + add.1);
+        }
+        out
+    }
+
+    fn throttled(&self, c: &Call) -> bool {
+        if c.kind == Kind::Response && c.failed() {
+            return c.throttled;
+        }
+        let (throttled, failed) = self
+            .hours
+            .get(&hour_of(c.t_s))
+            .copied()
+            .unwrap_or(self.night);
+        failed > 0 && 2 * throttled >= failed
+    }
+}
+
+fn hour_of(t: f64) -> i64 {
+    (t / 3600.0).floor() as i64
+}
+
 /// The fallback of `estimate_retried_raised` for rows without an elapsed time.
 fn by_share(calls: &mut [Call]) {
-    let hour = |t: f64| (t / 3600.0).floor() as i64;
     // Per hour (raised, failed with a status); the night's in `all`.
     let mut hours: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     let mut all = (0u64, 0u64);
@@ -447,7 +516,7 @@ fn by_share(calls: &mut [Call]) {
             Kind::Response if c.failed() => (0, 1),
             _ => continue,
         };
-        let e = hours.entry(hour(c.t_s)).or_default();
+        let e = hours.entry(hour_of(c.t_s)).or_default();
         *e = (e.0 + add.0, e.1 + add.1);
         all = (all.0 + add.0, all.1 + add.1);
     }
@@ -460,7 +529,7 @@ fn by_share(calls: &mut [Call]) {
         .filter(|c| c.kind == Kind::Response && c.retried_failures > 0)
         .filter(|c| c.is_row() && c.elapsed_s <= 0.0)
     {
-        let h = hour(c.t_s);
+        let h = hour_of(c.t_s);
         let (raised, statuses) = hours
             .get(&h)
             .copied()
@@ -490,7 +559,13 @@ fn by_share(calls: &mut [Call]) {
 /// An attempt that failed with a status is placed where it was sent and counted when
 /// its answer came back (`Call::counted_at`, `elapsed_s` later): after the host's
 /// latency (its rows' that failed, else all its rows' that answered, without a retry),
-/// never after the next attempt was sent. A breaker that turned half-open as the
+/// or, where the request was throttled ([`Throttles`]: its row ended in a 429, or the
+/// hour's failed requests mostly did), after a 429's ([`throttle_latency`]: the host's
+/// fastest answers); never after the next attempt was sent. On a busy fleet under
+/// minute and hour quotas, the failed rows' latency (408s, 40 to 900 ms) counted the
+/// 429s (20 to 120 ms) after the successes that in fact came after them, and the replay
+/// of the documented crawler opened 18, 18, 10 and 12 times where its breakers opened
+/// 13, 10, 4 and 4; now 13, 13, 6 and 8. A breaker that turned half-open as the
 /// request began let its first attempt through as a trial, and another role's answer
 /// can close it before that attempt's failure is counted. An attempt that raised is
 /// placed where it was sent and counted when its timeout fired (`elapsed_s` later): a
@@ -518,8 +593,10 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
         .filter(|c| spread(c))
         .map(|c| c.retried_failures as usize)
         .sum();
-    // A retried attempt that answered failed with a status.
+    // A retried attempt that answered failed with a status: a 429 (throttled), or not.
     let latency = answer_latency(&calls, true);
+    let throttle = throttle_latency(&calls);
+    let throttles = Throttles::of(&calls);
     let mut out = Vec::with_capacity(calls.len() + extra);
     for c in calls {
         if !spread(&c) {
@@ -562,12 +639,17 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
             }
         };
         let raised = c.retried_raised.min(k);
+        let throttled = throttles.throttled(&c);
+        let answered_in = if throttled { throttle } else { latency };
         for j in 0..k {
             let (kind, elapsed_s) = if j < raised {
                 (Kind::Exception, lasted(j))
             } else {
                 // Answered after the host's latency, before the next attempt was sent.
-                (Kind::Response, latency.min(sent(j + 1) - sent(j)).max(0.0))
+                (
+                    Kind::Response,
+                    answered_in.min(sent(j + 1) - sent(j)).max(0.0),
+                )
             };
             out.push(Call {
                 t_s: sent(j),
@@ -576,6 +658,7 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
                 outcome: Outcome::Failure,
                 kind,
                 retry_after_s: None,
+                throttled: throttled && kind == Kind::Response,
                 elapsed_s,
                 retry: true,
                 ..c
@@ -763,6 +846,7 @@ pub fn hidden_failures(
                     outcome: super::Outcome::Failure,
                     kind: Kind::Response,
                     retry_after_s: None,
+                    throttled: false,
                     elapsed_s: 0.0,
                     synthetic: true,
                     exact: true,
@@ -834,7 +918,14 @@ pub fn overcounted_runs(
     });
     // A recorded transition at `t`: an open later than a run reached fail_max
     // is one such run; an open or a close starts a new run. `estimated`: the run
-    // reached fail_max, under either count, at a retried attempt's estimated time.
+    // reached fail_max, under either count, at a retried attempt's estimated time, or
+    // holds a throttled attempt (a 429, `Call::throttled`) of a request that began
+    // before the run did (its last reset). A 429's Retry-After cooldown holds the
+    // process's other requests and sets when the request's next attempt goes, so its
+    // attempts bunch where the cooldowns end, not where the even spread puts them: that
+    // attempt may have been counted before the reset. On a busy fleet under minute
+    // and hour quotas, a crawler that repeats the final outcome showed three runs past
+    // fail_max only with the repeat, all of such attempts: the sign's minimum.
     let transition =
         |counts: &mut [Count; 2], estimated: &mut bool, t: f64, new: Option<BreakerState>| {
             let ends = matches!(new, Some(BreakerState::Open | BreakerState::Closed));
@@ -862,6 +953,16 @@ pub fn overcounted_runs(
             continue;
         };
         let mut estimated = false;
+        // When each spread request began (its first attempt's time), and when the run
+        // began (the last success or transition that reset it).
+        let mut began: HashMap<u64, f64> = HashMap::new();
+        for c in calls.iter().filter(|c| c.instance == inst && c.retry) {
+            began
+                .entry(c.seq)
+                .and_modify(|t| *t = t.min(c.t_s))
+                .or_insert(c.t_s);
+        }
+        let mut reset_at = f64::NEG_INFINITY;
         for k in &mut counts {
             (k.run, k.reached) = (0, None);
         }
@@ -870,6 +971,16 @@ pub fn overcounted_runs(
             while let Some(&(_, t, _, new)) = steps.next_if(|s| s.1 < at) {
                 state = new;
                 transition(&mut counts, &mut estimated, t, new);
+                if matches!(new, Some(BreakerState::Open | BreakerState::Closed)) {
+                    reset_at = t;
+                }
+            }
+            if c.throttled
+                && (c.retry || c.spread)
+                && model.outcome(c).is_some()
+                && began.get(&c.seq).is_some_and(|b| *b < reset_at)
+            {
+                estimated = true;
             }
             let mut success = false;
             for k in &mut counts {
@@ -887,6 +998,9 @@ pub fn overcounted_runs(
                 }
             }
             estimated &= !success;
+            if success {
+                reset_at = at;
+            }
         }
         for &(_, t, _, new) in steps {
             transition(&mut counts, &mut estimated, t, new);
@@ -1005,6 +1119,10 @@ fn read_tables(
                 .otherwise(lit(NULL).cast(DataType::Float64))
                 .alias("ra"),
             col("elapsed_ms").cast(DataType::Float64).alias("elapsed"),
+            col("status")
+                .eq(lit(429))
+                .fill_null(false)
+                .alias("throttled"),
             // What the row says the breaker recorded: 1 success, 2 failure, 0 untouched.
             when(col("breaker_recorded").eq(lit("success")))
                 .then(lit(1i32))
@@ -1710,6 +1828,7 @@ impl Rows {
         let ra = df.column("ra")?.f64()?;
         let el = df.column("elapsed")?.f64()?;
         let said = df.column("said")?.i32()?;
+        let throttled = df.column("throttled")?.bool()?;
         let role_of: Vec<u8> = keys
             .roles
             .values
@@ -1731,8 +1850,9 @@ impl Rows {
             .zip(kind.iter())
             .zip(ra.iter())
             .zip(el.iter())
-            .zip(said.iter());
-        for (i, ((((((((t, id), outcome), retried), net), kind), ra), el), said)) in
+            .zip(said.iter())
+            .zip(throttled.iter());
+        for (i, (((((((((t, id), outcome), retried), net), kind), ra), el), said), throttled)) in
             columns.enumerate()
         {
             let inst = instances.of_row[i] as usize;
@@ -1782,6 +1902,7 @@ impl Rows {
                     _ => Kind::Response,
                 },
                 retry_after_s: ra,
+                throttled: throttled.unwrap_or(false),
                 elapsed_s: el.unwrap_or(0.0).max(0.0) / 1000.0,
                 synthetic: false,
                 exact: false,
@@ -1850,6 +1971,7 @@ impl Rows {
                 },
                 kind: Kind::Response,
                 retry_after_s: None,
+                throttled: false,
                 elapsed_s: 0.0,
                 synthetic: false,
                 exact: true,
@@ -2026,6 +2148,7 @@ mod tests {
             outcome,
             kind,
             retry_after_s: None,
+            throttled: false,
             elapsed_s: 0.0,
             synthetic: false,
             exact: false,
@@ -2082,6 +2205,7 @@ mod tests {
             },
             kind,
             retry_after_s: None,
+            throttled: false,
             elapsed_s,
             synthetic: false,
             exact: false,
@@ -2573,6 +2697,94 @@ mod tests {
             overcounted_runs(&spread, &steps, 3, &model),
             RepeatSign::default()
         );
+    }
+
+    #[test]
+    fn a_throttled_requests_attempts_are_counted_after_the_hosts_fastest_answers() {
+        // Rows answered without a retry in 0.05 to 1.0 s (the fastest 5%: 0.1 s), and
+        // 20 failed ones (408s) in 0.6 s each: a failed attempt's latency.
+        let mut calls: Vec<Call> = (1..=20)
+            .map(|i| row(f64::from(i), Kind::Response, 0, 0.05 * f64::from(i)))
+            .collect();
+        calls.extend((0..20).map(|i| Call {
+            outcome: Outcome::Failure,
+            ..row(30.0 + f64::from(i), Kind::Response, 0, 0.6)
+        }));
+        // Hour 0: a request that ended in a 429 after two retries (100 s, 20 s long),
+        // and one that ended in a 503 (200 s): one of the hour's two failed after
+        // retries was throttled, so a request that succeeded after a retry (300 s) was
+        // taken to be throttled too (at least half).
+        let ended = |t: f64, throttled: bool, seq: u64| Call {
+            outcome: Outcome::Failure,
+            throttled,
+            seq,
+            ..row(t, Kind::Response, 2, 20.0)
+        };
+        calls.extend([
+            ended(100.0, true, 1000),
+            ended(200.0, false, 2000),
+            Call {
+                seq: 3000,
+                ..row(300.0, Kind::Response, 1, 10.0)
+            },
+        ]);
+        // Hour 1: one request that ended in a 503 and none in a 429; one that succeeded
+        // after a retry there was not throttled.
+        calls.extend([
+            ended(3700.0, false, 4000),
+            Call {
+                seq: 5000,
+                ..row(3800.0, Kind::Response, 1, 10.0)
+            },
+        ]);
+        calls.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let spread = spread_retries(calls);
+        let attempts = |seq: u64| -> Vec<(f64, bool)> {
+            spread
+                .iter()
+                .filter(|c| c.retry && c.seq == seq)
+                .map(|c| (c.elapsed_s, c.throttled))
+                .collect()
+        };
+        let fast = 0.1;
+        assert_eq!(attempts(1000), vec![(fast, true); 2]);
+        assert_eq!(attempts(2000), vec![(0.6, false); 2]);
+        assert_eq!(attempts(3000), vec![(fast, true)]);
+        assert_eq!(attempts(4000), vec![(0.6, false); 2]);
+        assert_eq!(attempts(5000), vec![(0.6, false)]);
+    }
+
+    #[test]
+    fn a_throttled_attempt_from_before_a_runs_reset_leaves_the_run_out_of_the_repeats_sign() {
+        // fail_max 3, the breaker closed all along. A success at 10 s; a request that
+        // began at 5 s (its first attempt placed there, before the success) failed
+        // with a 429 twice more and its row failed at 20 s: counted twice, 1 + 1 + 2
+        // reach fail_max at the row's own time. A 429's cooldown sets when its
+        // attempts went, and the first may have come back after the success: the run
+        // is no sign. The same request failing with a 503 is one.
+        let steps = [(
+            0,
+            1000.0,
+            Some(BreakerState::Closed),
+            Some(BreakerState::Open),
+        )];
+        let model = ReplayModel::default();
+        let sign = |throttled: bool| {
+            let request = Call {
+                outcome: Outcome::Failure,
+                throttled,
+                seq: 7,
+                ..row(20.0, Kind::Response, 2, 15.0)
+            };
+            let calls = vec![
+                row(10.0, Kind::Response, 0, 0.5),
+                request,
+                row(30.0, Kind::Response, 0, 0.5),
+            ];
+            overcounted_runs(&spread_retries(calls), &steps, 3, &model)
+        };
+        assert_eq!(sign(false).past_twice, 1);
+        assert_eq!(sign(true), RepeatSign::default());
     }
 
     #[test]
