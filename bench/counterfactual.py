@@ -33,6 +33,8 @@ POLICIES = [
     ("reset x2", lambda f, r: (f, r * 2)),
     ("reset x4", lambda f, r: (f, r * 4)),
     ("fail_max - 1, reset x2", lambda f, r: (f - 1, r * 2)),
+    ("fail_max + 1", lambda f, r: (f + 1, r)),
+    ("fail_max + 1, reset x1.6", lambda f, r: (f + 1, round(r * 1.6))),
 ]
 
 

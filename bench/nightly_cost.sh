@@ -35,9 +35,9 @@ for ((i = 1; i <= runs; i++)); do
     rss[$who]+="$mib_ "
   done
 done
-echo "| binary | runs | median time | median peak RSS |"
-echo "|---|---|---:|---:|"
+echo "| binary | runs | median time | peak RSS of each run | median peak RSS |"
+echo "|---|---|---:|---|---:|"
 for who in baseline this; do
   # shellcheck disable=SC2086
-  echo "| $who | ${times[$who]}| $(median ${times[$who]}) s | $(median ${rss[$who]}) MiB |"
+  echo "| $who | ${times[$who]}| $(median ${times[$who]}) s | ${rss[$who]}| $(median ${rss[$who]}) MiB |"
 done

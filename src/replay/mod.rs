@@ -153,6 +153,9 @@ pub struct Call {
     pub role: u8,
 }
 
+// A night's rows become calls (`traffic`): their size is its memory.
+const _: () = assert!(std::mem::size_of::<Call>() == 64);
+
 /// Roles with half-open probes of their own: the crawler's three.
 pub const ROLES: usize = 3;
 

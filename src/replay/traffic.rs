@@ -1083,7 +1083,7 @@ pub fn build(input: TrafficInput<'_>) -> PolarsResult<Traffic> {
     })
 }
 
-/// The rows the breakers counted (each becomes a `Call` of 56 bytes and the frame goes;
+/// The rows the breakers counted (each becomes a `Call` of 64 bytes and the frame goes;
 /// hosts, sources and instances come as codes, `RowKeys`), the recorded transitions per
 /// instance in time order, and the logged outcomes (lazy).
 fn read_tables(
