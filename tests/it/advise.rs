@@ -1104,19 +1104,11 @@ fn replay_keeps_a_proposal_only_if_it_beats_the_current_settings() {
 fn a_gain_from_moving_fail_max_and_reset_together_needs_one_move_that_pays_alone() {
     // a.example runs 3/60: background bursts of 3 propose fail_max 4, Retry-After
     // reset_timeout_s 100.
-    let mut h = host("a.example");
-    h.opens = 4;
-    h.retry_after_samples = 120;
-    h.retry_after_median_s = Some(100.0);
+    let mut h = retry_after_host();
     h.background_bursts = [vec![1; 150], vec![2; 38], vec![3; 12]].concat();
     // Each move alone costs more than now (1000); both together less (500): held, with
     // the four costs.
-    let together = |p: &ReplayPolicy| match (p.fail_max != 3, p.reset_timeout_s != 60.0) {
-        (true, true) => 500,
-        (false, false) => 1000,
-        _ => 1100,
-    };
-    let plan = plan_with_replay(&h, &FakeReplayFrom(3, together));
+    let plan = plan_with_replay(&h, &FakeReplayFrom(3, by_moves::<500, 1100, 1100>));
     assert!(plan.breakers.is_empty(), "{:#?}", plan.breakers);
     let held = plan.held.iter().find(|x| x.host == "a.example").unwrap();
     assert!(
@@ -1128,33 +1120,27 @@ fn a_gain_from_moving_fail_max_and_reset_together_needs_one_move_that_pays_alone
         "{}",
         held.reason
     );
-    // The raise alone pays for itself (900): both moves stand, at the best point.
-    let raise_pays = |p: &ReplayPolicy| match (p.fail_max != 3, p.reset_timeout_s != 60.0) {
-        (true, true) => 500,
-        (true, false) => 900,
+    // The raise alone pays for itself (900), or the reset alone: both moves stand.
+    for pays in [by_moves::<500, 900, 1100>, by_moves::<500, 1100, 900>] {
+        let plan = plan_with_replay(&h, &FakeReplayFrom(3, pays));
+        let keys: Vec<BreakerKey> = plan.breakers.iter().map(|c| c.key).collect();
+        assert!(
+            keys.contains(&BreakerKey::FailMax) && keys.contains(&BreakerKey::ResetTimeoutS),
+            "{:#?}",
+            plan.breakers
+        );
+    }
+}
+
+/// A replayed cost by which keys a policy moves from 3/60: both, fail_max alone,
+/// reset_timeout_s alone; 1000 for neither.
+fn by_moves<const BOTH: u64, const FAIL: u64, const RESET: u64>(p: &ReplayPolicy) -> u64 {
+    match (p.fail_max != 3, p.reset_timeout_s != 60.0) {
+        (true, true) => BOTH,
+        (true, false) => FAIL,
+        (false, true) => RESET,
         (false, false) => 1000,
-        (false, true) => 1100,
-    };
-    let plan = plan_with_replay(&h, &FakeReplayFrom(3, raise_pays));
-    let keys: Vec<BreakerKey> = plan.breakers.iter().map(|c| c.key).collect();
-    assert!(
-        keys.contains(&BreakerKey::FailMax) && keys.contains(&BreakerKey::ResetTimeoutS),
-        "{:#?}",
-        plan.breakers
-    );
-    // So does the reset alone.
-    let reset_pays = |p: &ReplayPolicy| match (p.fail_max != 3, p.reset_timeout_s != 60.0) {
-        (true, true) => 500,
-        (false, true) => 900,
-        (false, false) => 1000,
-        (true, false) => 1100,
-    };
-    assert_eq!(
-        plan_with_replay(&h, &FakeReplayFrom(3, reset_pays))
-            .breakers
-            .len(),
-        2
-    );
+    }
 }
 
 #[test]
