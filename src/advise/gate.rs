@@ -163,8 +163,10 @@ pub(super) fn hold_reversals(
 /// through during incidents. The best grid point (ties: the heuristic's reset_timeout_s
 /// and success_threshold, which the evidence chose when the replay cannot tell, then
 /// the fail_max nearest the heuristic proposal) replaces the proposal if it costs less
-/// than the current settings; else all the host's breaker proposals are dropped and the
-/// host is held with both costs. A fail_max change names every candidate it was chosen
+/// than the current settings (by the minimum gain, with the confidence asked for, and,
+/// where it moves fail_max and reset_timeout_s both, with one move that pays alone:
+/// [`moved_alone`]); else all the host's breaker proposals are dropped and the host is
+/// held with both costs. A fail_max change names every candidate it was chosen
 /// from, with its expected false opens a day and its replayed outcomes.
 pub(super) fn replay_gate(
     h: &HostEvidence,
@@ -229,8 +231,9 @@ pub(super) fn replay_gate(
     let Some(best) = best else {
         return proposals;
     };
+    let both = best.2.weighted(costs.half_life());
     let verdict = judge(&now, &now_n, best, miss, s)
-        .and_then(|v| moved_alone(&v.best, &base, &costs, &now_n).map(|()| v));
+        .and_then(|v| moved_alone(&v.best, both, &base, &costs, &now_n).map(|()| v));
     match verdict {
         Err(reason) => {
             held.push(Held {
@@ -264,16 +267,18 @@ fn replay_miss(recorded: Option<u64>, replayed: u64, s: &AdviseSettings) -> Opti
 }
 
 /// Whether a point that moves both fail_max and reset_timeout_s has one move that pays
-/// for itself: that one alone, at the other's current value, costs less than the
-/// current settings over the nights replayed. Where neither does, the gain comes from
-/// their interaction alone, which rests on how the replay times both (when a breaker
-/// with the other fail_max opens, and how long the other reset keeps it open): Err, the
-/// host's hold reason. On the closed loop's flapping host such a point (3/30 -> 4/48,
-/// replayed 248 -> 217, each move alone 271 and 252) let in x1.13 the failed attempts
-/// the next nights and blocked x1.34 the healthy calls; the raised fail_max alone lets
-/// in more than the replay counts (bench/counterfactual.py).
+/// for itself: that one alone (the other at its current value) gains over the current
+/// settings, across the nights replayed, at least the minimum gain a change needs
+/// (`min_gain_share`, `min_gain_calls`). Where neither does, the gain comes from their
+/// interaction alone, which rests on how the replay times both (when a breaker with the
+/// other fail_max opens, and how long the other reset keeps it open): Err, the host's
+/// hold reason. On the closed loop's flapping host such a point (3/30 -> 4/48, replayed
+/// 248 -> 217, each move alone 271 and 252) let in x1.13 the failed attempts the next
+/// nights and blocked x1.34 the healthy calls; a raised fail_max lets in more than the
+/// replay counts (bench/counterfactual.py). `both`: the point's weighted cost.
 fn moved_alone(
     best: &ReplayPolicy,
+    both: f64,
     base: &ReplayPolicy,
     costs: &Costs<'_>,
     now_n: &NightCosts,
@@ -286,25 +291,32 @@ fn moved_alone(
         let n = costs.over_nights(p, &costs.r.figures(costs.host, p));
         n.weighted(hl)
     };
+    // Each alone: the other key at its current value, any third as the point has it.
     let fail_alone = ReplayPolicy {
-        fail_max: best.fail_max,
-        ..*base
+        reset_timeout_s: base.reset_timeout_s,
+        ..*best
     };
     let reset_alone = ReplayPolicy {
-        reset_timeout_s: best.reset_timeout_s,
-        ..*base
+        fail_max: base.fail_max,
+        ..*best
     };
-    let (now, fail, reset) = (now_n.weighted(hl), cost(&fail_alone), cost(&reset_alone));
-    if fail < now || reset < now {
+    let now = now_n.weighted(hl);
+    let pays = |c: f64| {
+        let saved = now - c;
+        saved >= costs.s.min_gain_share * now
+            && (saved / now_n.weight_sum(hl)).round() >= costs.s.min_gain_calls as f64
+    };
+    let (fail, reset) = (cost(&fail_alone), cost(&reset_alone));
+    if pays(fail) || pays(reset) {
         return Ok(());
     }
     let a_night = |c: f64| format!("{:.0}", c / now_n.weight_sum(hl));
     Err(format!(
-        "replay: only fail_max {} and reset_timeout_s {} together beat the current settings (cost {} now, {} both): fail_max {} alone costs {}, reset_timeout_s {} alone {}; neither change pays for itself, and a gain from their interaction alone is held",
+        "replay: only fail_max {} and reset_timeout_s {} together are worth a change (cost {} now, {} both): fail_max {} alone costs {}, reset_timeout_s {} alone {}; neither change pays for itself, and a gain from their interaction alone is held",
         best.fail_max,
         Num::real(best.reset_timeout_s),
         a_night(now),
-        a_night(cost(best)),
+        a_night(both),
         best.fail_max,
         a_night(fail),
         Num::real(best.reset_timeout_s),

@@ -431,8 +431,9 @@ fn answer_latency(calls: &[Call], failed: bool) -> f64 {
     median(single().map(|c| c.elapsed_s).collect()).unwrap_or(0.0)
 }
 
-/// Rows that failed without a retry needed before their own latency stands for a
-/// failed attempt's (`answer_latency`).
+/// Rows needed before their latency stands for an attempt's: rows that failed without
+/// a retry for a failed attempt's (`answer_latency`), rows answered without a retry for
+/// a 429's (`throttle_latency`).
 const MIN_FAILED_LATENCIES: usize = 20;
 
 /// The share of a host's fastest answers (rows answered without a retry) whose
@@ -442,18 +443,19 @@ const FAST_ANSWER_QUANTILE: f64 = 0.05;
 /// How long a 429 takes to come back: the server's rate limit refuses the request
 /// before any work on it, so the answer comes back in a round trip, which the host's
 /// fastest answers bound: the [`FAST_ANSWER_QUANTILE`] of its rows that answered
-/// without a retry (0 without any). The rows that failed without a retry (a 408, a
-/// 404) are no measure of it: a 429 is always retried, and an error page can take as
-/// long as the content.
-fn throttle_latency(calls: &[Call]) -> f64 {
+/// without a retry; `otherwise` (the failed attempts' latency) with fewer than
+/// [`MIN_FAILED_LATENCIES`] of them, where one odd row would set it. The failed rows'
+/// latency alone (a 408, a 404) is no measure of it: a 429 is always retried, and an
+/// error page can take as long as the content.
+fn throttle_latency(calls: &[Call], otherwise: f64) -> f64 {
     let mut v: Vec<f64> = calls
         .iter()
         .filter(|c| c.is_row() && c.kind == Kind::Response && c.retried_failures == 0)
         .map(|c| c.elapsed_s)
         .filter(|e| *e > 0.0)
         .collect();
-    if v.is_empty() {
-        return 0.0;
+    if v.len() < MIN_FAILED_LATENCIES {
+        return otherwise;
     }
     let k = ((v.len() - 1) as f64 * FAST_ANSWER_QUANTILE).floor() as usize;
     let (_, q, _) = v.select_nth_unstable_by(k, f64::total_cmp);
@@ -595,7 +597,7 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
         .sum();
     // A retried attempt that answered failed with a status: a 429 (throttled), or not.
     let latency = answer_latency(&calls, true);
-    let throttle = throttle_latency(&calls);
+    let throttle = throttle_latency(&calls, latency);
     let throttles = Throttles::of(&calls);
     let mut out = Vec::with_capacity(calls.len() + extra);
     for c in calls {
@@ -975,9 +977,10 @@ pub fn overcounted_runs(
                     reset_at = t;
                 }
             }
+            // A retried attempt the model counts (a row is counted at its own time).
             if c.throttled
-                && (c.retry || c.spread)
-                && model.outcome(c).is_some()
+                && c.retry
+                && run_step(model, c, 1).is_some_and(|n| n > 0)
                 && began.get(&c.seq).is_some_and(|b| *b < reset_at)
             {
                 estimated = true;
@@ -2785,6 +2788,36 @@ mod tests {
         };
         assert_eq!(sign(false).past_twice, 1);
         assert_eq!(sign(true), RepeatSign::default());
+        // A crawler that does not count retried attempts: only the rows count, each at
+        // its own time, so a 429's row is no reason to doubt the run. A failed row at
+        // 15 s and the 429's row at 20 s: 1 + 1 counted once, 2 + 2 twice.
+        let rows_only = ReplayModel {
+            count_retries: false,
+            ..model
+        };
+        let request = Call {
+            outcome: Outcome::Failure,
+            throttled: true,
+            seq: 7,
+            ..row(20.0, Kind::Response, 2, 15.0)
+        };
+        let calls = vec![
+            row(10.0, Kind::Response, 0, 0.5),
+            Call {
+                outcome: Outcome::Failure,
+                ..row(15.0, Kind::Response, 0, 0.5)
+            },
+            request,
+            row(30.0, Kind::Response, 0, 0.5),
+        ];
+        let sign = overcounted_runs(&spread_retries(calls), &steps, 3, &rows_only);
+        assert_eq!(
+            sign,
+            RepeatSign {
+                past_once: 0,
+                past_twice: 1
+            }
+        );
     }
 
     #[test]

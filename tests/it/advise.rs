@@ -1108,7 +1108,7 @@ fn a_gain_from_moving_fail_max_and_reset_together_needs_one_move_that_pays_alone
     h.background_bursts = [vec![1; 150], vec![2; 38], vec![3; 12]].concat();
     // Each move alone costs more than now (1000); both together less (500): held, with
     // the four costs.
-    let plan = plan_with_replay(&h, &FakeReplayFrom(3, by_moves::<500, 1100, 1100>));
+    let plan = plan_with_replay(&h, &FakeReplayFrom(3, by_moves::<500, 1100, 1200>));
     assert!(plan.breakers.is_empty(), "{:#?}", plan.breakers);
     let held = plan.held.iter().find(|x| x.host == "a.example").unwrap();
     assert!(
@@ -1116,11 +1116,14 @@ fn a_gain_from_moving_fail_max_and_reset_together_needs_one_move_that_pays_alone
             && held.reason.contains(" alone costs 1100, reset_timeout_s ")
             && held
                 .reason
-                .contains(" alone 1100; neither change pays for itself"),
+                .contains(" alone 1200; neither change pays for itself"),
         "{}",
         held.reason
     );
-    // The raise alone pays for itself (900), or the reset alone: both moves stand.
+    // A move alone that saves less than the minimum gain (1%) does not pay either.
+    let plan = plan_with_replay(&h, &FakeReplayFrom(3, by_moves::<500, 990, 1100>));
+    assert!(plan.breakers.is_empty(), "{:#?}", plan.breakers);
+    // The raise alone pays for itself (10%), or the reset alone: both moves stand.
     for pays in [by_moves::<500, 900, 1100>, by_moves::<500, 1100, 900>] {
         let plan = plan_with_replay(&h, &FakeReplayFrom(3, pays));
         let keys: Vec<BreakerKey> = plan.breakers.iter().map(|c| c.key).collect();
