@@ -921,8 +921,8 @@ pub fn overcounted_runs(
     // A recorded transition at `t`: an open later than a run reached fail_max
     // is one such run; an open or a close starts a new run. `estimated`: the run
     // reached fail_max, under either count, at a retried attempt's estimated time, or
-    // holds a throttled attempt (a 429, `Call::throttled`) of a request that began
-    // before the run did (its last reset). A 429's Retry-After cooldown holds the
+    // holds a throttled retried attempt the model counts (a 429, `Call::throttled`) of
+    // a request that began before the run did (its last reset). A 429's Retry-After cooldown holds the
     // process's other requests and sets when the request's next attempt goes, so its
     // attempts bunch where the cooldowns end, not where the even spread puts them: that
     // attempt may have been counted before the reset. On a busy fleet under minute
