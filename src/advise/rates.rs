@@ -389,8 +389,7 @@ pub(super) fn quota_rates(
     let at = current
         .iter()
         .position(|x| Rate::parse(x).is_some_and(|x| x.per == 1 && x.unit == unit));
-    // What the current rates let through in one window, per limiter, as the crawler
-    // reads them (`1/3SECOND` is one a second there): the tightest of them.
+    // What the current rates let through in one of the quota's windows, per limiter.
     let limit_now = allowance(current, window_s);
     if want as f64 >= limit_now * (1.0 - s.rate_band) {
         return false;

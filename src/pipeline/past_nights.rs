@@ -79,24 +79,25 @@ impl<'a> Recorder<'a> {
     pub fn into_recorded(self) -> Recorded {
         self.log.into_inner()
     }
+
+    /// The record of `host`, made on first sight.
+    fn host(&self, host: &str) -> std::cell::RefMut<'_, HostRecord> {
+        std::cell::RefMut::map(self.log.borrow_mut(), |log| {
+            log.hosts.entry(host.to_owned()).or_default()
+        })
+    }
 }
 
 impl ReplayCheck for Recorder<'_> {
     fn current(&self, host: &str) -> Option<ReplayPolicy> {
         let c = self.inner.current(host);
-        self.log
-            .borrow_mut()
-            .hosts
-            .entry(host.to_owned())
-            .or_default()
-            .current = c;
+        self.host(host).current = c;
         c
     }
 
     fn figures(&self, host: &str, policy: &ReplayPolicy) -> Figures {
         let f = self.inner.figures(host, policy);
-        let mut log = self.log.borrow_mut();
-        let r = log.hosts.entry(host.to_owned()).or_default();
+        let mut r = self.host(host);
         if !r.figures.iter().any(|(p, _, _)| p == policy) {
             r.figures.push((*policy, f.clone(), Vec::new()));
         }
@@ -105,30 +106,19 @@ impl ReplayCheck for Recorder<'_> {
 
     fn recorded_opens(&self, host: &str) -> Option<u64> {
         let o = self.inner.recorded_opens(host);
-        self.log
-            .borrow_mut()
-            .hosts
-            .entry(host.to_owned())
-            .or_default()
-            .recorded_opens = o;
+        self.host(host).recorded_opens = o;
         o
     }
 
     fn recorded_spells(&self, host: &str) -> Option<OpenSpells> {
         let o = self.inner.recorded_spells(host);
-        self.log
-            .borrow_mut()
-            .hosts
-            .entry(host.to_owned())
-            .or_default()
-            .recorded_spells = o;
+        self.host(host).recorded_spells = o;
         o
     }
 
     fn raised_counted(&self, host: &str, policy: &ReplayPolicy) -> Option<RaisedCounted> {
         let r = self.inner.raised_counted(host, policy);
-        let mut log = self.log.borrow_mut();
-        let h = log.hosts.entry(host.to_owned()).or_default();
+        let mut h = self.host(host);
         if !h.raised.iter().any(|(p, _)| p == policy) {
             h.raised.push((*policy, r.clone()));
         }

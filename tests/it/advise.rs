@@ -948,10 +948,7 @@ impl ReplayCheck for FakeSpells {
 
 #[test]
 fn breakers_that_turned_half_open_before_the_files_reset_timeout_hold_the_host() {
-    let mut h = host("a.example");
-    h.opens = 4;
-    h.retry_after_samples = 120;
-    h.retry_after_median_s = Some(100.0); // heuristic: 60 -> 100
+    let h = retry_after_host(); // heuristic: 60 -> 100
     let halves = |p: &ReplayPolicy| if p.reset_timeout_s > 60.0 { 500 } else { 1000 };
     let spells = |count, median_s| Some(OpenSpells { count, median_s });
     // Half-open a median 30 s after opening, where the file says 60: the night ran
