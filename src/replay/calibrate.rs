@@ -180,25 +180,35 @@ pub struct Signs {
 /// most what the breaker counted: a run that only the repeat takes past `fail_max`, on
 /// which the breaker stayed closed, says the crawler does not repeat it. Runs past it
 /// under either count are the reconstruction's noise (the attempts of concurrent
-/// requests are placed by estimate). Their absence says nothing: failures that no row
-/// shows explain any open. Sums over hosts.
+/// requests are placed by estimate). The same noise grows with the fleet's traffic: on
+/// a busy fleet of four machines whose crawler repeats the final outcome, 6 and 7 runs
+/// a night were past `fail_max` only with the repeat, as many as on the calibration's
+/// nights of crawlers that do not. The opens the repeat alone explains (the breaker
+/// opened as the run counted twice reached `fail_max`, where counted once it did not)
+/// are the evidence the other way: on those busy nights 13 to 1,364, on the nights of a
+/// crawler that counts it once at most 1. Their absence says nothing: failures that no
+/// row shows explain any open. Sums over hosts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepeatSign {
     pub past_once: u64,
     pub past_twice: u64,
+    #[serde(default)]
+    pub opened_by_repeat: u64,
 }
 
 impl std::ops::AddAssign for RepeatSign {
     fn add_assign(&mut self, o: RepeatSign) {
         self.past_once += o.past_once;
         self.past_twice += o.past_twice;
+        self.opened_by_repeat += o.opened_by_repeat;
     }
 }
 
 /// Runs that only the repeat takes past `fail_max` needed before they identify the
 /// final outcome as counted once; they must also be at least as many as the runs past
-/// it either way (the noise). On the simulated nights of seeds 7 and 11 whose crawlers
-/// repeat it, at most one run a night was past `fail_max` only with the repeat.
+/// it either way (the noise), and more than the opens the repeat alone explains. On
+/// the simulated nights of seeds 7 and 11 whose crawlers repeat it, at most one run a
+/// night was past `fail_max` only with the repeat.
 pub const REPEAT_MIN_RUNS: u64 = 3;
 
 impl RepeatSign {
@@ -212,11 +222,8 @@ impl RepeatSign {
     /// counted twice.
     pub fn identifies(&self) -> Option<(bool, u64, u64)> {
         let only = self.only_repeated();
-        (only >= REPEAT_MIN_RUNS && only >= self.past_once).then_some((
-            false,
-            only,
-            self.past_twice,
-        ))
+        (only >= REPEAT_MIN_RUNS && only >= self.past_once && only > self.opened_by_repeat)
+            .then_some((false, only, self.past_twice))
     }
 }
 
@@ -406,10 +413,16 @@ impl Signs {
         };
         match (shown, self.logged) {
             (true, _) => match (f, self.identified(f)) {
+                (Field::FinalOutcomeCounted, None) if self.repeat.only_repeated() > 0 => format!(
+                    "{what}; runs of failures that only the final outcome's repeat takes past fail_max, ended without the breaker opening: {}; opens where the repeat alone took a run to fail_max: {}; the runs do not show it",
+                    self.repeat.only_repeated(),
+                    self.repeat.opened_by_repeat
+                ),
                 (_, None) => what,
                 (Field::FinalOutcomeCounted, Some((_, k, n))) => format!(
-                    "{what}; {k} runs of failures that only the final outcome's repeat takes past fail_max ended without the breaker opening ({n} past it counted twice, {} counted once): the crawler counts the final outcome once",
-                    n - k
+                    "{what}; {k} runs of failures that only the final outcome's repeat takes past fail_max ended without the breaker opening ({n} past it counted twice, {} counted once; opens where the repeat alone took a run to fail_max: {}): the crawler counts the final outcome once",
+                    n - k,
+                    self.repeat.opened_by_repeat
                 ),
                 (Field::SuccessClearsCooldown, Some((_, k, n))) => format!(
                     "{what}; {k} of the {n} requests that began in a cooldown came after a success in it: the success cleared it"
@@ -1153,6 +1166,7 @@ mod tests {
             repeat: RepeatSign {
                 past_once,
                 past_twice,
+                opened_by_repeat: 1,
             },
             ..Signs::default()
         };
@@ -1166,10 +1180,27 @@ mod tests {
         assert_eq!(once.start(&base).final_outcome_counted, 1);
         assert!(
             once.describe(Field::FinalOutcomeCounted).ends_with(
-                "10 runs of failures that only the final outcome's repeat takes past fail_max ended without the breaker opening (12 past it counted twice, 2 counted once): the crawler counts the final outcome once"
+                "10 runs of failures that only the final outcome's repeat takes past fail_max ended without the breaker opening (12 past it counted twice, 2 counted once; opens where the repeat alone took a run to fail_max: 1): the crawler counts the final outcome once"
             ),
             "{}",
             once.describe(Field::FinalOutcomeCounted)
+        );
+        // As many opens the repeat alone explains: a busy fleet's noise, not a sign.
+        let busy = Signs {
+            repeat: RepeatSign {
+                opened_by_repeat: 10,
+                ..once.repeat
+            },
+            ..once
+        };
+        assert_eq!(busy.identified(Field::FinalOutcomeCounted), None);
+        assert_eq!(busy.start(&base), base);
+        assert!(
+            busy.describe(Field::FinalOutcomeCounted).ends_with(
+                "runs of failures that only the final outcome's repeat takes past fail_max, ended without the breaker opening: 10; opens where the repeat alone took a run to fail_max: 10; the runs do not show it"
+            ),
+            "{}",
+            busy.describe(Field::FinalOutcomeCounted)
         );
         // Too few, or fewer than the runs past it either way: the fit decides. The
         // absence of such runs never says twice.

@@ -889,9 +889,10 @@ pub fn hidden_failures(
 /// closed, and a success comes before any recorded open, or the open comes later than
 /// the failure that reached it. Only runs that reach it at a row's own time under both
 /// counts count: a retried attempt's time is an estimate (the repeat that takes a run
-/// past `fail_max` comes at its row's time). None under a fleet-wide breaker (another
-/// process's success resets its count). `calls` are spread and in time order;
-/// `transitions` in time order.
+/// past `fail_max` comes at its row's time). Also the opens the repeat alone explains:
+/// the breaker opened as the run counted twice reached `fail_max`, where counted once it
+/// did not. None under a fleet-wide breaker (another process's success resets its
+/// count). `calls` are spread and in time order; `transitions` in time order.
 pub fn overcounted_runs(
     calls: &[Call],
     transitions: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
@@ -906,6 +907,8 @@ pub fn overcounted_runs(
         /// When the run reached `fail_max` with the breaker closed.
         reached: Option<f64>,
         past: u64,
+        /// Opens at the instant the run reached `fail_max`.
+        opened: u64,
     }
     // An open logged this long after the failure that reached `fail_max` came later.
     const LATE_S: f64 = 1e-3;
@@ -917,6 +920,7 @@ pub fn overcounted_runs(
         run: 0,
         reached: None,
         past: 0,
+        opened: 0,
     });
     // A recorded transition at `t`: an open later than a run reached fail_max
     // is one such run; an open or a close starts a new run. `estimated`: the run
@@ -931,12 +935,22 @@ pub fn overcounted_runs(
     let transition =
         |counts: &mut [Count; 2], estimated: &mut bool, t: f64, new: Option<BreakerState>| {
             let ends = matches!(new, Some(BreakerState::Open | BreakerState::Closed));
+            let once_reached = counts[0].reached.is_some();
             for k in counts.iter_mut() {
                 if new == Some(BreakerState::Open)
                     && !*estimated
                     && k.reached.is_some_and(|r| t > r + LATE_S)
                 {
                     k.past += 1;
+                }
+                // The open the repeat alone explains, where it reached fail_max.
+                if new == Some(BreakerState::Open)
+                    && k.repeats == 2
+                    && !once_reached
+                    && !*estimated
+                    && k.reached.is_some_and(|r| t <= r + LATE_S)
+                {
+                    k.opened += 1;
                 }
                 if ends {
                     (k.run, k.reached) = (0, None);
@@ -1012,6 +1026,7 @@ pub fn overcounted_runs(
     RepeatSign {
         past_once: counts[0].past,
         past_twice: counts[1].past,
+        opened_by_repeat: counts[1].opened,
     }
 }
 
@@ -2664,17 +2679,26 @@ mod tests {
             sign,
             RepeatSign {
                 past_once: 0,
-                past_twice: 2
+                past_twice: 2,
+                opened_by_repeat: 0,
             }
         );
-        // The open where counting twice reaches fail_max: that run agrees with it.
+        // The open where counting twice reaches fail_max, and counting once does not:
+        // that run agrees with the repeat, and is evidence for it.
         let steps = [(
             0,
             110.0,
             Some(BreakerState::Closed),
             Some(BreakerState::Open),
         )];
-        assert_eq!(overcounted_runs(&calls, &steps, 3, &model).past_twice, 1);
+        assert_eq!(
+            overcounted_runs(&calls, &steps, 3, &model),
+            RepeatSign {
+                past_once: 0,
+                past_twice: 1,
+                opened_by_repeat: 1,
+            }
+        );
         // A process without recorded transitions says nothing: its breaker's record is
         // missing, not closed. Nor does a fleet-wide breaker's (another process's
         // success resets its count).
@@ -2815,7 +2839,8 @@ mod tests {
             sign,
             RepeatSign {
                 past_once: 0,
-                past_twice: 1
+                past_twice: 1,
+                opened_by_repeat: 0,
             }
         );
     }
