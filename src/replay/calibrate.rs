@@ -725,19 +725,22 @@ impl Calibration {
             .iter()
             .map(|f| {
                 let other = f.moved(&choice.model);
+                let other_fit = if self.signs.shows(*f) {
+                    self.fit(&other)
+                } else {
+                    None
+                };
                 Finding {
                     field: f.key().to_owned(),
                     start: f.value(&self.base),
                     chosen: f.value(&choice.model),
                     night: self.signs.describe(*f),
-                    shown: self.signs.shows(*f),
+                    // A night on which both values replay alike cannot show it either
+                    // (a cooldown no success fell in says nothing of what one does).
+                    shown: self.signs.shows(*f) && other_fit != Some(choice.fit),
                     fit: choice.fit,
                     other: f.value(&other),
-                    other_fit: if self.signs.shows(*f) {
-                        self.fit(&other)
-                    } else {
-                        None
-                    },
+                    other_fit,
                 }
             })
             .collect()
@@ -772,6 +775,10 @@ impl Finding {
             format!(" (moved from {})", self.start)
         };
         let evidence = match (&self.other_fit, self.shown) {
+            (Some(o), false) if *o == self.fit => format!(
+                "{}; {} = {} fits it exactly as well: the night cannot tell the two apart",
+                self.night, self.field, self.other
+            ),
             (_, false) => self.night.clone(),
             (Some(o), true) => format!(
                 "{}; {} = {} misses {} opens and needs {} unseen failures, against {} and {}{}",
@@ -1155,6 +1162,21 @@ mod tests {
                 .ends_with("the rows' breaker_recorded says 40 of 40 left the breaker untouched"),
             "{}",
             finding.night
+        );
+        // A field whose other value fits exactly as well (the fit here reads only the
+        // cache hits): the night could not show it.
+        let repeat = cal
+            .findings(&choice)
+            .into_iter()
+            .find(|f| f.field == "final_outcome_counted")
+            .unwrap();
+        assert!(!repeat.shown && repeat.other_fit == Some(repeat.fit));
+        assert!(
+            repeat.describe().ends_with(
+                "final_outcome_counted = 1 fits it exactly as well: the night cannot tell the two apart"
+            ),
+            "{}",
+            repeat.describe()
         );
     }
 
