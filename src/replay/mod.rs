@@ -403,7 +403,9 @@ struct Run<'a> {
     policy: &'a ReplayPolicy,
     model: &'a ReplayModel,
     breakers: Vec<Breaker>,
-    /// Cooldown deadlines per instance, or one (index 0) for the fleet.
+    /// Cooldowns per instance, or one (index 0) for the fleet: when each began and
+    /// its deadline.
+    cooldown_from: Vec<f64>,
     cooldown_until: Vec<f64>,
     f: Figures,
     opens_at: Vec<f64>,
@@ -414,9 +416,11 @@ impl Run<'_> {
     /// `allow()`: whether the instance admits an attempt of `role` at `t`. In
     /// half-open each role has `trial_calls` probes, given again `reset_timeout_s`
     /// after they were given (the crawler's `_enforce_half_open_probe_limit`), however
-    /// long the probes take to answer.
-    fn admits(&mut self, i: usize, t: f64, role: u8) -> bool {
-        if t < self.cooldown_until[self.model.cooldown_slot(i)] {
+    /// long the probes take to answer. A Retry-After cooldown holds the attempts sent
+    /// (`sent`) while it lasts, not one sent before it began and answered during it.
+    fn admits(&mut self, i: usize, t: f64, role: u8, sent: f64) -> bool {
+        let slot = self.model.cooldown_slot(i);
+        if self.cooldown_from[slot] <= sent && sent < self.cooldown_until[slot] {
             return false;
         }
         let reset = self.policy.reset_timeout_s;
@@ -441,6 +445,14 @@ impl Run<'_> {
             *slot = Some((left - 1, given));
         }
         true
+    }
+
+    /// A cooldown set at `t` until `until`: it begins now, or extends the one running.
+    fn cool(&mut self, slot: usize, t: f64, until: f64) {
+        if t >= self.cooldown_until[slot] {
+            self.cooldown_from[slot] = t;
+        }
+        self.cooldown_until[slot] = self.cooldown_until[slot].max(until);
     }
 
     /// A failure counted when its attempt ended (`Call::counted_at`), with the final
@@ -479,8 +491,7 @@ impl Run<'_> {
         let slot = self.model.cooldown_slot(i);
         if failure {
             if let Some(ra) = ra {
-                let until = t + ra.min(self.policy.retry_after_cap_s);
-                self.cooldown_until[slot] = self.cooldown_until[slot].max(until);
+                self.cool(slot, t, t + ra.min(self.policy.retry_after_cap_s));
             }
             if let Some(r) = self.policy.rolling {
                 let b = &mut self.breakers[i];
@@ -490,7 +501,7 @@ impl Run<'_> {
                 }
                 if b.window.len() as u32 >= r.threshold_failures {
                     b.window.clear();
-                    self.cooldown_until[slot] = self.cooldown_until[slot].max(t + r.cooldown_s);
+                    self.cool(slot, t, t + r.cooldown_s);
                 }
             }
         } else if self.model.success_clears_cooldown {
@@ -588,6 +599,7 @@ pub fn replay(
         policy,
         model,
         breakers: vec![Breaker::new(); instances],
+        cooldown_from: vec![f64::NEG_INFINITY; instances],
         cooldown_until: vec![f64::NEG_INFINITY; instances],
         f: Figures::default(),
         opens_at: Vec::new(),
@@ -633,7 +645,7 @@ pub fn replay(
             // retries count; where they do not, the request's first attempt asks for the
             // whole request, and only the final outcome is counted.
             let asks = model.count_retries || asked.insert(c.seq);
-            if asks && !run.admits(i, c.t_s, c.role) {
+            if asks && !run.admits(i, c.t_s, c.role, c.t_s) {
                 asked.remove(&c.seq);
                 denied.insert(c.seq);
                 run.f.calls += 1;
@@ -677,8 +689,18 @@ pub fn replay(
         // The final attempt of a spread row that raised was sent at `t` and is counted
         // when its timeout fires, with the final outcome's repeats.
         let later = c.counted_at() > t;
+        // A row of a request sent once was sent its elapsed time (at most an attempt's
+        // timeouts) before it answered; a spread row's last attempt, at its time.
+        let sent = if c.kind == Kind::Response && c.retried_failures == 0 && !c.synthetic {
+            t - c.elapsed_s.clamp(
+                0.0,
+                crate::crawler::CONNECT_TIMEOUT_S + crate::crawler::READ_TIMEOUT_S,
+            )
+        } else {
+            t
+        };
         for a in 0..=retried {
-            if !(admitted || run.admits(i, t, c.role)) {
+            if !(admitted || run.admits(i, t, c.role, sent)) {
                 blocked = true;
                 break;
             }
@@ -1085,6 +1107,24 @@ mod tests {
             f.false_trips, 1,
             "a per-process cooldown blocks its own process only"
         );
+        // A request sent before the cooldown began and answered during it was not held
+        // by it (its success clears it); one sent during it was.
+        let in_flight = Call {
+            elapsed_s: 1.5,
+            ..call(1.0, false)
+        };
+        let sent_during = Call {
+            elapsed_s: 0.5,
+            ..call(1.0, false)
+        };
+        let keeps = ReplayModel {
+            success_clears_cooldown: false,
+            ..plain()
+        };
+        let f = replay(&[throttled, in_flight], &p, &keeps, &[], 1.0);
+        assert_eq!((f.false_trips, f.attempts), (0, 2));
+        let f = replay(&[throttled, sent_during], &p, &keeps, &[], 1.0);
+        assert_eq!((f.false_trips, f.attempts), (1, 1));
     }
 
     #[test]
