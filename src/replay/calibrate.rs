@@ -181,13 +181,14 @@ pub struct Signs {
 /// which the breaker stayed closed, says the crawler does not repeat it. Runs past it
 /// under either count are the reconstruction's noise (the attempts of concurrent
 /// requests are placed by estimate). The same noise grows with the fleet's traffic: on
-/// a busy fleet of four machines whose crawler repeats the final outcome, 6 and 7 runs
-/// a night were past `fail_max` only with the repeat, as many as on the calibration's
-/// nights of crawlers that do not. The opens the repeat alone explains (the breaker
-/// opened as the run counted twice reached `fail_max`, where counted once it did not)
-/// are the evidence the other way: on those busy nights 13 to 1,364, on the nights of a
-/// crawler that counts it once at most 1. Their absence says nothing: failures that no
-/// row shows explain any open. Sums over hosts.
+/// a busy fleet of four machines whose crawler repeats the final outcome, 6, 1 and 7
+/// runs a night were past `fail_max` only with the repeat, as many as on the
+/// calibration's nights of crawlers that do not (3 to 6). The opens the repeat alone
+/// explains (the breaker opened as the run counted twice reached `fail_max`, where
+/// counted once it did not) are the evidence the other way: on those busy nights 1,311,
+/// 209 and 11; on the calibration's nights of crawlers that count it once 0 or 1, and
+/// on the busy fleet under such a crawler 85, against 1,764 runs. Their absence says
+/// nothing: failures that no row shows explain any open. Sums over hosts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepeatSign {
     pub past_once: u64,
@@ -413,11 +414,15 @@ impl Signs {
         };
         match (shown, self.logged) {
             (true, _) => match (f, self.identified(f)) {
-                (Field::FinalOutcomeCounted, None) if self.repeat.only_repeated() > 0 => format!(
-                    "{what}; runs of failures that only the final outcome's repeat takes past fail_max, ended without the breaker opening: {}; opens where the repeat alone took a run to fail_max: {}; the runs do not show it",
-                    self.repeat.only_repeated(),
-                    self.repeat.opened_by_repeat
-                ),
+                (Field::FinalOutcomeCounted, None)
+                    if self.repeat.only_repeated() > 0 || self.repeat.opened_by_repeat > 0 =>
+                {
+                    format!(
+                        "{what}; runs of failures that only the final outcome's repeat takes past fail_max, ended without the breaker opening: {}; opens where the repeat alone took a run to fail_max: {}; the runs do not show it",
+                        self.repeat.only_repeated(),
+                        self.repeat.opened_by_repeat
+                    )
+                }
                 (_, None) => what,
                 (Field::FinalOutcomeCounted, Some((_, k, n))) => format!(
                     "{what}; {k} runs of failures that only the final outcome's repeat takes past fail_max ended without the breaker opening ({n} past it counted twice, {} counted once; opens where the repeat alone took a run to fail_max: {}): the crawler counts the final outcome once",
@@ -735,9 +740,11 @@ impl Calibration {
                     start: f.value(&self.base),
                     chosen: f.value(&choice.model),
                     night: self.signs.describe(*f),
-                    // A night on which both values replay alike cannot show it either
-                    // (a cooldown no success fell in says nothing of what one does).
-                    shown: self.signs.shows(*f) && other_fit != Some(choice.fit),
+                    // A field the rows do not identify, whose other value ties with
+                    // the chosen one, the night did not show either (a cooldown no
+                    // success fell in says nothing of what one does).
+                    shown: self.signs.shows(*f)
+                        && (self.signs.identified(*f).is_some() || other_fit != Some(choice.fit)),
                     fit: choice.fit,
                     other: f.value(&other),
                     other_fit,
@@ -1178,6 +1185,25 @@ mod tests {
             "{}",
             repeat.describe()
         );
+        // A field the rows identify stays shown though its other value ties.
+        let runs = Signs {
+            failed_rows: 100,
+            repeat: RepeatSign {
+                past_once: 0,
+                past_twice: 12,
+                opened_by_repeat: 0,
+            },
+            ..Signs::default()
+        };
+        let cal = Calibration::new(&base, vec![Evaluated::search(runs, &base, |_| fit(100))]);
+        let choice = cal.choose();
+        let once = cal
+            .findings(&choice)
+            .into_iter()
+            .find(|f| f.field == "final_outcome_counted")
+            .unwrap();
+        assert_eq!(once.chosen, "1");
+        assert!(once.shown && once.other_fit == Some(once.fit), "{once:?}");
     }
 
     #[test]

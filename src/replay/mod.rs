@@ -418,6 +418,8 @@ impl Run<'_> {
     /// after they were given (the crawler's `_enforce_half_open_probe_limit`), however
     /// long the probes take to answer. A Retry-After cooldown holds the attempts sent
     /// (`sent`) while it lasts, not one sent before it began and answered during it.
+    /// Only the cooldown running (or last set) is kept: a recorded call sent in one
+    /// that had ended, or that a success had cleared, went through in fact.
     fn admits(&mut self, i: usize, t: f64, role: u8, sent: f64) -> bool {
         let slot = self.model.cooldown_slot(i);
         if self.cooldown_from[slot] <= sent && sent < self.cooldown_until[slot] {
@@ -689,9 +691,15 @@ pub fn replay(
         // The final attempt of a spread row that raised was sent at `t` and is counted
         // when its timeout fires, with the final outcome's repeats.
         let later = c.counted_at() > t;
-        // A row of a request sent once was sent its elapsed time (at most an attempt's
-        // timeouts) before it answered; a spread row's last attempt, at its time.
-        let sent = if c.kind == Kind::Response && c.retried_failures == 0 && !c.synthetic {
+        // A request sent once asked the breaker as it began (before the limiter's wait):
+        // its elapsed time before its row, at most an attempt's timeouts (a longer one,
+        // a long limiter wait or a clock step, is taken as that). A spread row's last
+        // attempt is taken at its row's time (its answer's latency is not known).
+        let sent = if c.kind == Kind::Response
+            && c.retried_failures == 0
+            && !c.synthetic
+            && c.elapsed_s.is_finite()
+        {
             t - c.elapsed_s.clamp(
                 0.0,
                 crate::crawler::CONNECT_TIMEOUT_S + crate::crawler::READ_TIMEOUT_S,
@@ -1108,7 +1116,9 @@ mod tests {
             "a per-process cooldown blocks its own process only"
         );
         // A request sent before the cooldown began and answered during it was not held
-        // by it (its success clears it); one sent during it was.
+        // by it, and its success counts; one sent as it began, or during it, was held.
+        // A failure in flight (sent at -1, answered at 5) extends it to 35; it still
+        // began at 0, so a request sent at 3 and answered at 25 was held.
         let in_flight = Call {
             elapsed_s: 1.5,
             ..call(1.0, false)
@@ -1125,6 +1135,29 @@ mod tests {
         assert_eq!((f.false_trips, f.attempts), (0, 2));
         let f = replay(&[throttled, sent_during], &p, &keeps, &[], 1.0);
         assert_eq!((f.false_trips, f.attempts), (1, 1));
+        let sent_as_it_began = Call {
+            elapsed_s: 1.0,
+            ..call(1.0, false)
+        };
+        let f = replay(&[throttled, sent_as_it_began], &p, &keeps, &[], 1.0);
+        assert_eq!((f.false_trips, f.attempts), (1, 1));
+        let extends = Call {
+            retry_after_s: Some(30.0),
+            elapsed_s: 6.0,
+            ..call(5.0, true)
+        };
+        let sent_before_the_extension = Call {
+            elapsed_s: 22.0,
+            ..call(25.0, false)
+        };
+        let f = replay(
+            &[throttled, extends, sent_before_the_extension],
+            &p,
+            &keeps,
+            &[],
+            1.0,
+        );
+        assert_eq!((f.false_trips, f.attempts), (1, 2), "{f:?}");
     }
 
     #[test]

@@ -907,8 +907,6 @@ pub fn overcounted_runs(
         /// When the run reached `fail_max` with the breaker closed.
         reached: Option<f64>,
         past: u64,
-        /// Opens at the instant the run reached `fail_max`.
-        opened: u64,
     }
     // An open logged this long after the failure that reached `fail_max` came later.
     const LATE_S: f64 = 1e-3;
@@ -920,7 +918,6 @@ pub fn overcounted_runs(
         run: 0,
         reached: None,
         past: 0,
-        opened: 0,
     });
     // A recorded transition at `t`: an open later than a run reached fail_max
     // is one such run; an open or a close starts a new run. `estimated`: the run
@@ -932,25 +929,25 @@ pub fn overcounted_runs(
     // attempt may have been counted before the reset. On a busy fleet under minute
     // and hour quotas, a crawler that repeats the final outcome showed three runs past
     // fail_max only with the repeat, all of such attempts: the sign's minimum.
-    let transition =
+    let mut opened_by_repeat = 0u64;
+    let mut transition =
         |counts: &mut [Count; 2], estimated: &mut bool, t: f64, new: Option<BreakerState>| {
             let ends = matches!(new, Some(BreakerState::Open | BreakerState::Closed));
-            let once_reached = counts[0].reached.is_some();
+            // The open the repeat alone explains: counted twice, the run reached
+            // fail_max as the breaker opened; counted once, it did not.
+            if new == Some(BreakerState::Open)
+                && !*estimated
+                && counts[0].reached.is_none()
+                && counts[1].reached.is_some_and(|r| t <= r + LATE_S)
+            {
+                opened_by_repeat += 1;
+            }
             for k in counts.iter_mut() {
                 if new == Some(BreakerState::Open)
                     && !*estimated
                     && k.reached.is_some_and(|r| t > r + LATE_S)
                 {
                     k.past += 1;
-                }
-                // The open the repeat alone explains, where it reached fail_max.
-                if new == Some(BreakerState::Open)
-                    && k.repeats == 2
-                    && !once_reached
-                    && !*estimated
-                    && k.reached.is_some_and(|r| t <= r + LATE_S)
-                {
-                    k.opened += 1;
                 }
                 if ends {
                     (k.run, k.reached) = (0, None);
@@ -1026,7 +1023,7 @@ pub fn overcounted_runs(
     RepeatSign {
         past_once: counts[0].past,
         past_twice: counts[1].past,
-        opened_by_repeat: counts[1].opened,
+        opened_by_repeat,
     }
 }
 
@@ -2722,6 +2719,31 @@ mod tests {
         let spread = spread_retries(vec![failed(30.0), request]);
         assert_eq!(
             overcounted_runs(&spread, &steps, 3, &model),
+            RepeatSign::default()
+        );
+        // Nor is an open there evidence for the repeat: counted twice, that run reached
+        // fail_max at the first retried attempt's answer (40.5 s, the failed row's
+        // latency after it was sent), an estimate.
+        let at_estimate = [(
+            0,
+            40.5,
+            Some(BreakerState::Closed),
+            Some(BreakerState::Open),
+        )];
+        assert_eq!(
+            overcounted_runs(&spread, &at_estimate, 3, &model),
+            RepeatSign::default()
+        );
+        // An open where both counts reach fail_max (1, at the first failure) is no
+        // evidence for either.
+        let first = [(
+            0,
+            100.0,
+            Some(BreakerState::Closed),
+            Some(BreakerState::Open),
+        )];
+        assert_eq!(
+            overcounted_runs(&[failed(100.0)], &first, 1, &model),
             RepeatSign::default()
         );
     }
