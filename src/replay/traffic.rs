@@ -2647,6 +2647,11 @@ mod tests {
         assert_eq!(at, [250.0]);
     }
 
+    /// Process 0's breaker, closed, opening at `t`.
+    fn opens_at(t: f64) -> [(u32, f64, Option<BreakerState>, Option<BreakerState>); 1] {
+        [(0, t, Some(BreakerState::Closed), Some(BreakerState::Open))]
+    }
+
     #[test]
     fn runs_the_breaker_did_not_open_on_show_whether_the_final_outcome_is_repeated() {
         // fail_max 3. Two failed rows without retries (10 s, 20 s), then a success
@@ -2664,12 +2669,7 @@ mod tests {
         // Later, three failed rows and the open at the third (a run both counts reach;
         // counted twice it reached fail_max at the second, and the open came later).
         calls.extend([failed(100.0), failed(110.0), failed(120.0)]);
-        let steps = [(
-            0,
-            120.0,
-            Some(BreakerState::Closed),
-            Some(BreakerState::Open),
-        )];
+        let steps = opens_at(120.0);
         let model = ReplayModel::default();
         let sign = overcounted_runs(&calls, &steps, 3, &model);
         assert_eq!(
@@ -2682,12 +2682,7 @@ mod tests {
         );
         // The open where counting twice reaches fail_max, and counting once does not:
         // that run agrees with the repeat, and is evidence for it.
-        let steps = [(
-            0,
-            110.0,
-            Some(BreakerState::Closed),
-            Some(BreakerState::Open),
-        )];
+        let steps = opens_at(110.0);
         assert_eq!(
             overcounted_runs(&calls, &steps, 3, &model),
             RepeatSign {
@@ -2724,24 +2719,14 @@ mod tests {
         // Nor is an open there evidence for the repeat: counted twice, that run reached
         // fail_max at the first retried attempt's answer (40.5 s, the failed row's
         // latency after it was sent), an estimate.
-        let at_estimate = [(
-            0,
-            40.5,
-            Some(BreakerState::Closed),
-            Some(BreakerState::Open),
-        )];
+        let at_estimate = opens_at(40.5);
         assert_eq!(
             overcounted_runs(&spread, &at_estimate, 3, &model),
             RepeatSign::default()
         );
         // An open where both counts reach fail_max (1, at the first failure) is no
         // evidence for either.
-        let first = [(
-            0,
-            100.0,
-            Some(BreakerState::Closed),
-            Some(BreakerState::Open),
-        )];
+        let first = opens_at(100.0);
         assert_eq!(
             overcounted_runs(&[failed(100.0)], &first, 1, &model),
             RepeatSign::default()
