@@ -302,9 +302,8 @@ fn moved_alone(
     };
     let now = now_n.weighted(hl);
     let pays = |c: f64| {
-        let saved = now - c;
-        saved >= costs.s.min_gain_share * now
-            && (saved / now_n.weight_sum(hl)).round() >= costs.s.min_gain_calls as f64
+        let (gain, a_night) = now_n.saving(c, hl);
+        worth_a_change(costs.s, gain, a_night)
     };
     let (fail, reset) = (cost(&fail_alone), cost(&reset_alone));
     if pays(fail) || pays(reset) {
@@ -322,6 +321,12 @@ fn moved_alone(
         Num::real(best.reset_timeout_s),
         a_night(reset),
     ))
+}
+
+/// Whether a saving (its share of the current cost, and the calls a night) is the
+/// minimum gain a change needs (`min_gain_share`, `min_gain_calls`).
+fn worth_a_change(s: &AdviseSettings, gain: f64, calls_a_night: u64) -> bool {
+    gain >= s.min_gain_share && calls_a_night >= s.min_gain_calls
 }
 
 /// The points the replay tries, each key's values in replay order.
@@ -516,10 +521,8 @@ fn judge(
         ));
     }
     // A gain too small to be worth a review is noise: the host is left alone.
-    let saved = now_n.weighted(hl) - bn.weighted(hl);
-    let gain = saved / now_n.weighted(hl);
-    let saved_a_night = (saved / now_n.weight_sum(hl)).round() as u64;
-    if gain < s.min_gain_share || saved_a_night < s.min_gain_calls {
+    let (gain, saved_a_night) = now_n.saving(bn.weighted(hl), hl);
+    if !worth_a_change(s, gain, saved_a_night) {
         return Err(format!(
             "replay: the best gain, {saved_a_night} of {} calls ({:.0}%), is too small to be worth a change (at least {:.0}% and {} calls): cost {} now, {} at best{over}",
             across(now_n),
@@ -678,6 +681,17 @@ impl NightCosts {
                 .iter()
                 .map(|&(k, c)| Self::weight(k, half_life) * c as f64)
                 .sum::<f64>()
+    }
+
+    /// What a weighted `cost` saves on these costs: its share of them, and the calls a
+    /// night (rounded; none where it saves nothing).
+    pub(super) fn saving(&self, cost: f64, half_life: f64) -> (f64, u64) {
+        let now = self.weighted(half_life);
+        let saved = now - cost;
+        (
+            saved / now,
+            (saved / self.weight_sum(half_life)).round() as u64,
+        )
     }
 
     pub(super) fn weight_sum(&self, half_life: f64) -> f64 {

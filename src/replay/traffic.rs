@@ -467,39 +467,46 @@ fn throttle_latency(calls: &[Call], otherwise: f64) -> f64 {
 /// limit. Another row keeps only its final outcome: its attempts are judged by the
 /// host's requests that failed after retries in the same hour (the night's, in an hour
 /// without any), throttled where at least half of those ended in a 429.
-struct Throttles {
-    /// Per hour (ended in a 429, failed), of the rows that failed after retries.
-    hours: BTreeMap<i64, (u64, u64)>,
-    night: (u64, u64),
-}
+/// (ended in a 429, failed) per hour, of the rows that failed after retries.
+struct Throttles(HourTally);
 
 impl Throttles {
     fn of(calls: &[Call]) -> Throttles {
-        let mut out = Throttles {
-            hours: BTreeMap::new(),
-            night: (0, 0),
-        };
+        let mut out = HourTally::default();
         for c in calls.iter().filter(|c| {
             c.is_row() && c.kind == Kind::Response && c.failed() && c.retried_failures > 0
         }) {
-            let add = (u64::from(c.throttled), 1);
-            let e = out.hours.entry(hour_of(c.t_s)).or_default();
-            *e = (e.0 + add.0, e.1 + add.1);
-            out.night = (out.night.0 + add.0, out.night.1 + add.1);
+            out.add(c.t_s, (u64::from(c.throttled), 1));
         }
-        out
+        Throttles(out)
     }
 
     fn throttled(&self, c: &Call) -> bool {
         if c.kind == Kind::Response && c.failed() {
             return c.throttled;
         }
-        let (throttled, failed) = self
-            .hours
-            .get(&hour_of(c.t_s))
-            .copied()
-            .unwrap_or(self.night);
+        let (throttled, failed) = self.0.at(c.t_s);
         failed > 0 && 2 * throttled >= failed
+    }
+}
+
+/// Two counts per hour of the night, and over the night.
+#[derive(Default)]
+struct HourTally {
+    hours: BTreeMap<i64, (u64, u64)>,
+    night: (u64, u64),
+}
+
+impl HourTally {
+    fn add(&mut self, t: f64, (a, b): (u64, u64)) {
+        let e = self.hours.entry(hour_of(t)).or_default();
+        *e = (e.0 + a, e.1 + b);
+        self.night = (self.night.0 + a, self.night.1 + b);
+    }
+
+    /// The counts of `t`'s hour; the night's in an hour without any.
+    fn at(&self, t: f64) -> (u64, u64) {
+        self.hours.get(&hour_of(t)).copied().unwrap_or(self.night)
     }
 }
 
@@ -509,20 +516,17 @@ fn hour_of(t: f64) -> i64 {
 
 /// The fallback of `estimate_retried_raised` for rows without an elapsed time.
 fn by_share(calls: &mut [Call]) {
-    // Per hour (raised, failed with a status); the night's in `all`.
-    let mut hours: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-    let mut all = (0u64, 0u64);
+    // Per hour (raised, failed with a status), and over the night.
+    let mut tally = HourTally::default();
     for c in calls.iter().filter(|c| c.is_row()) {
         let add = match c.kind {
             Kind::Exception => (1, 0),
             Kind::Response if c.failed() => (0, 1),
             _ => continue,
         };
-        let e = hours.entry(hour_of(c.t_s)).or_default();
-        *e = (e.0 + add.0, e.1 + add.1);
-        all = (all.0 + add.0, all.1 + add.1);
+        tally.add(c.t_s, add);
     }
-    if all.0 == 0 {
+    if tally.night.0 == 0 {
         return;
     }
     let mut carry: BTreeMap<i64, f64> = BTreeMap::new();
@@ -531,13 +535,8 @@ fn by_share(calls: &mut [Call]) {
         .filter(|c| c.kind == Kind::Response && c.retried_failures > 0)
         .filter(|c| c.is_row() && c.elapsed_s <= 0.0)
     {
-        let h = hour_of(c.t_s);
-        let (raised, statuses) = hours
-            .get(&h)
-            .copied()
-            .filter(|&(r, f)| r + f > 0)
-            .unwrap_or(all);
-        let acc = carry.entry(h).or_default();
+        let (raised, statuses) = tally.at(c.t_s);
+        let acc = carry.entry(hour_of(c.t_s)).or_default();
         *acc += f64::from(c.retried_failures) * raised as f64 / (raised + statuses) as f64;
         let whole = acc.floor().min(f64::from(c.retried_failures));
         *acc -= whole;
@@ -920,41 +919,46 @@ pub fn overcounted_runs(
         past: 0,
     });
     // A recorded transition at `t`: an open later than a run reached fail_max
-    // is one such run; an open or a close starts a new run. `estimated`: the run
+    // is one such run; an open or a close starts a new run (true). `estimated`: the run
     // reached fail_max, under either count, at a retried attempt's estimated time, or
     // holds a throttled retried attempt the model counts (a 429, `Call::throttled`) of
-    // a request that began before the run did (its last reset). A 429's Retry-After cooldown holds the
-    // process's other requests and sets when the request's next attempt goes, so its
-    // attempts bunch where the cooldowns end, not where the even spread puts them: that
-    // attempt may have been counted before the reset. On a busy fleet under minute
-    // and hour quotas, a crawler that repeats the final outcome showed three runs past
-    // fail_max only with the repeat, all of such attempts: the sign's minimum.
+    // a request that began before the run did (its last reset). A 429's Retry-After
+    // cooldown holds the process's other requests and sets when the request's next
+    // attempt goes, so its attempts bunch where the cooldowns end, not where the even
+    // spread puts them: that attempt may have been counted before the reset. On a busy
+    // fleet under minute and hour quotas, a crawler that repeats the final outcome
+    // showed three runs past fail_max only with the repeat, all of such attempts: the
+    // sign's minimum.
     let mut opened_by_repeat = 0u64;
-    let mut transition =
-        |counts: &mut [Count; 2], estimated: &mut bool, t: f64, new: Option<BreakerState>| {
-            let ends = matches!(new, Some(BreakerState::Open | BreakerState::Closed));
-            // The open the repeat alone explains: counted twice, the run reached
-            // fail_max as the breaker opened; counted once, it did not.
+    let mut transition = |counts: &mut [Count; 2],
+                          estimated: &mut bool,
+                          t: f64,
+                          new: Option<BreakerState>|
+     -> bool {
+        let ends = matches!(new, Some(BreakerState::Open | BreakerState::Closed));
+        // The open the repeat alone explains: counted twice, the run reached
+        // fail_max as the breaker opened; counted once, it did not.
+        if new == Some(BreakerState::Open)
+            && !*estimated
+            && counts[0].reached.is_none()
+            && counts[1].reached.is_some_and(|r| t <= r + LATE_S)
+        {
+            opened_by_repeat += 1;
+        }
+        for k in counts.iter_mut() {
             if new == Some(BreakerState::Open)
                 && !*estimated
-                && counts[0].reached.is_none()
-                && counts[1].reached.is_some_and(|r| t <= r + LATE_S)
+                && k.reached.is_some_and(|r| t > r + LATE_S)
             {
-                opened_by_repeat += 1;
+                k.past += 1;
             }
-            for k in counts.iter_mut() {
-                if new == Some(BreakerState::Open)
-                    && !*estimated
-                    && k.reached.is_some_and(|r| t > r + LATE_S)
-                {
-                    k.past += 1;
-                }
-                if ends {
-                    (k.run, k.reached) = (0, None);
-                }
+            if ends {
+                (k.run, k.reached) = (0, None);
             }
-            *estimated &= !ends;
-        };
+        }
+        *estimated &= !ends;
+        ends
+    };
     // A breaker shared by the fleet counts every process's outcomes: one process's
     // rows are no bound on its count.
     let instances = if model.fleet_breaker { 0 } else { instances };
@@ -983,8 +987,7 @@ pub fn overcounted_runs(
             let at = c.counted_at();
             while let Some(&(_, t, _, new)) = steps.next_if(|s| s.1 < at) {
                 state = new;
-                transition(&mut counts, &mut estimated, t, new);
-                if matches!(new, Some(BreakerState::Open | BreakerState::Closed)) {
+                if transition(&mut counts, &mut estimated, t, new) {
                     reset_at = t;
                 }
             }
@@ -2796,12 +2799,7 @@ mod tests {
         // reach fail_max at the row's own time. A 429's cooldown sets when its
         // attempts went, and the first may have come back after the success: the run
         // is no sign. The same request failing with a 503 is one.
-        let steps = [(
-            0,
-            1000.0,
-            Some(BreakerState::Closed),
-            Some(BreakerState::Open),
-        )];
+        let steps = opens_at(1000.0);
         let model = ReplayModel::default();
         let sign = |throttled: bool| {
             let request = Call {
