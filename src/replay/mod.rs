@@ -139,6 +139,10 @@ pub struct Call {
     /// One outcome the breaker logged itself (`breaker_outcomes`): counted once, no
     /// retries, whatever the model says about rows.
     pub exact: bool,
+    /// A logged outcome (`exact`) its breaker counted while open: the request asked
+    /// before the breaker opened and was answered after, so its outcome is counted
+    /// without asking again (a call in flight is not a half-open probe).
+    pub in_flight: bool,
     /// An earlier attempt of the request whose row is the call with the same `seq`,
     /// placed in time by the row's elapsed time (`traffic::spread_retries`): it failed
     /// with a status (`Kind::Response`) or raised (`Kind::Exception`).
@@ -428,6 +432,12 @@ impl Run<'_> {
         let reset = self.policy.reset_timeout_s;
         let allowed = self.policy.trial_calls.max(1);
         let b = &mut self.breakers[i];
+        // Sent before the breaker opened and answered after: the request asked while
+        // it was closed, and its outcome is counted in the state it meets (pybreaker
+        // turns half-open only when a call asks), not as a probe.
+        if b.state != State::Closed && sent < b.open_until - reset {
+            return true;
+        }
         if b.state == State::Open {
             if t < b.open_until {
                 return false;
@@ -680,7 +690,7 @@ pub fn replay(
             continue;
         }
         let Some(outcome) = outcome else { continue };
-        let admitted = c.spread && asked.remove(&c.seq);
+        let admitted = c.spread && asked.remove(&c.seq) || c.in_flight;
         run.f.calls += 1;
         run.f.synthetic_calls += u64::from(c.synthetic);
         let t = c.t_s;
@@ -866,6 +876,7 @@ pub fn fill_gaps(
                     elapsed_s: 0.0,
                     synthetic: true,
                     exact: false,
+                    in_flight: false,
                     retry: false,
                     spread: false,
                     seq: u64::MAX,
@@ -947,6 +958,7 @@ mod tests {
             elapsed_s: 0.0,
             synthetic: false,
             exact: false,
+            in_flight: false,
             retry: false,
             spread: false,
             seq: 0,
@@ -1001,6 +1013,44 @@ mod tests {
         assert_eq!(f.half_open_closed, 1);
         assert_eq!(f.half_open_trials, 3, "12.5 failed, 23 and 24 succeeded");
         assert_eq!(f.false_trips, 2, "5.0 and 20.0 were blocked while healthy");
+    }
+
+    #[test]
+    fn an_outcome_in_flight_when_the_breaker_opened_is_no_probe() {
+        // 3 failures open at 2 (half-open from 12 on). A failure answered at 13 meets
+        // the breaker as a call that asks: it is the probe, and reopens. Sent at 1.5
+        // (a row's elapsed time) or logged by a breaker that stood open, it asked
+        // before the open: counted in the open state, it changes nothing, and the
+        // success at 14 is the probe that closes.
+        let p = ReplayPolicy {
+            success_threshold: 1,
+            ..policy()
+        };
+        let run = |late: Call| {
+            let calls = [
+                call(0.0, true),
+                call(1.0, true),
+                call(2.0, true),
+                late,
+                call(14.0, false),
+            ];
+            replay(&calls, &p, &plain(), &[], 1.0)
+        };
+        let asks = run(call(13.0, true));
+        assert_eq!((asks.opens, asks.half_open_reopened), (2, 1));
+        let mut sent_before = call(13.0, true);
+        sent_before.elapsed_s = 11.5;
+        let mut logged_open = call(13.0, true);
+        logged_open.exact = true;
+        logged_open.in_flight = true;
+        for late in [sent_before, logged_open] {
+            let f = run(late);
+            assert_eq!(
+                (f.opens, f.half_open_reopened, f.half_open_closed),
+                (1, 0, 1)
+            );
+            assert_eq!(f.attempts, 5, "the call in flight was made");
+        }
     }
 
     #[test]

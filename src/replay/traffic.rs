@@ -851,6 +851,7 @@ pub fn hidden_failures(
                     elapsed_s: 0.0,
                     synthetic: true,
                     exact: true,
+                    in_flight: false,
                     retry: false,
                     spread: false,
                     seq: 0,
@@ -1186,6 +1187,10 @@ fn read_tables(
         col("ts").cast(DataType::Int64).alias("t"),
         col("id").cast(DataType::Int64),
         col("outcome").eq(lit("failure")).alias("failed"),
+        col("state")
+            .eq(lit(BreakerState::Open.as_str()))
+            .fill_null(lit(false))
+            .alias("in_flight"),
     ]);
     Ok((events, transitions, logged))
 }
@@ -1924,6 +1929,7 @@ impl Rows {
                 elapsed_s: el.unwrap_or(0.0).max(0.0) / 1000.0,
                 synthetic: false,
                 exact: false,
+                in_flight: false,
                 retry: false,
                 spread: false,
                 seq: seq(
@@ -1960,6 +1966,7 @@ impl Rows {
         let t = df.column("t")?.i64()?;
         let id = df.column("id")?.i64()?;
         let failed = df.column("failed")?.bool()?;
+        let in_flight = df.column("in_flight")?.bool()?;
         for i in 0..df.height() {
             let host = h.get(i).unwrap_or_default();
             let name = inst.get(i).unwrap_or_default();
@@ -1993,6 +2000,7 @@ impl Rows {
                 elapsed_s: 0.0,
                 synthetic: false,
                 exact: true,
+                in_flight: in_flight.get(i).unwrap_or(false),
                 retry: false,
                 spread: false,
                 seq: seq(source, id.get(i).unwrap_or(0) as u64),
@@ -2121,6 +2129,7 @@ mod tests {
             "run_id" => ["r2", "r2"],
             "scope" => [None::<&str>, None],
             "outcome" => ["failure", "success"],
+            "state" => [Some("open"), None::<&str>],
         )
         .expect("outcomes")
         .lazy()
@@ -2135,7 +2144,7 @@ mod tests {
         );
         let host = &t.hosts[0];
         assert_eq!(host.logged_instances, 1);
-        let summary: Vec<(&str, bool, Outcome)> = host
+        let summary: Vec<(&str, bool, Outcome, bool)> = host
             .calls
             .iter()
             .map(|c| {
@@ -2143,16 +2152,18 @@ mod tests {
                     host.instances[c.instance as usize].as_str(),
                     c.exact,
                     c.outcome,
+                    c.in_flight,
                 )
             })
             .collect();
         assert_eq!(
             summary,
             [
-                ("alpha\u{1f}r1", false, Outcome::Success),
-                ("mid\u{1f}r2", true, Outcome::Failure),
-                ("mid\u{1f}r2", true, Outcome::Success),
-            ]
+                ("alpha\u{1f}r1", false, Outcome::Success, false),
+                ("mid\u{1f}r2", true, Outcome::Failure, true),
+                ("mid\u{1f}r2", true, Outcome::Success, false),
+            ],
+            "the failure was logged while the breaker stood open"
         );
     }
 
@@ -2170,6 +2181,7 @@ mod tests {
             elapsed_s: 0.0,
             synthetic: false,
             exact: false,
+            in_flight: false,
             retry: false,
             spread: false,
             seq: 0,
@@ -2227,6 +2239,7 @@ mod tests {
             elapsed_s,
             synthetic: false,
             exact: false,
+            in_flight: false,
             retry: false,
             spread: false,
             seq: t_s as u64,

@@ -52,10 +52,10 @@ fn hosts(metrics: &Path) -> BTreeSet<String> {
 fn shard_jobs_and_a_merge_write_the_single_run_s_patch_metrics_and_report() {
     let tmp = tempfile::tempdir().unwrap();
     let (b, r) = sample_configs(tmp.path());
-    // Two shards on a 16 h window whose baseline holds the day's first 8 hours (its
+    // Two shards on a 20 h window whose baseline holds the day's first 4 hours (its
     // coverage is the fleet's, not a shard's); 20 shards of the samples' 13 hosts on
     // the whole day: some shards have none.
-    let evening: &[&str] = &["--window", "16h", "--now", NOW];
+    let evening: &[&str] = &["--window", "20h", "--now", NOW];
     for (n, window) in [(2, evening), (20, &["--now", NOW][..])] {
         let single = workdir(tmp.path(), &format!("single-{n}"));
         run(&single, &b, &r, true, window).success();
