@@ -139,9 +139,11 @@ pub struct Call {
     /// One outcome the breaker logged itself (`breaker_outcomes`): counted once, no
     /// retries, whatever the model says about rows.
     pub exact: bool,
-    /// A logged outcome (`exact`) its breaker counted while open: the request asked
-    /// before the breaker opened and was answered after, so its outcome is counted
-    /// without asking again (a call in flight is not a half-open probe).
+    /// Counted without asking the breaker (a call in flight is not a half-open probe):
+    /// a logged outcome (`exact`) its breaker counted while open, whose request asked
+    /// before the open and was answered after; a retried attempt the spread put inside a
+    /// recorded open spell of its process, whose request began before the spell
+    /// (`traffic::in_flight_in_open_spells`).
     pub in_flight: bool,
     /// An earlier attempt of the request whose row is the call with the same `seq`,
     /// placed in time by the row's elapsed time (`traffic::spread_retries`): it failed
@@ -657,7 +659,7 @@ pub fn replay(
             // retries count; where they do not, the request's first attempt asks for the
             // whole request, and only the final outcome is counted.
             let asks = model.count_retries || asked.insert(c.seq);
-            if asks && !run.admits(i, c.t_s, c.role, c.t_s) {
+            if asks && !c.in_flight && !run.admits(i, c.t_s, c.role, c.t_s) {
                 asked.remove(&c.seq);
                 denied.insert(c.seq);
                 run.f.calls += 1;
@@ -1020,8 +1022,9 @@ mod tests {
         // 3 failures open at 2 (half-open from 12 on). A failure answered at 13 meets
         // the breaker as a call that asks: it is the probe, and reopens. Sent at 1.5
         // (a row's elapsed time) or logged by a breaker that stood open, it asked
-        // before the open: counted in the open state, it changes nothing, and the
-        // success at 14 is the probe that closes.
+        // before the open (or a retried attempt spread into a recorded open spell):
+        // counted in the open state, it changes nothing, and the success at 14 is the
+        // probe that closes.
         let p = ReplayPolicy {
             success_threshold: 1,
             ..policy()
@@ -1043,7 +1046,10 @@ mod tests {
         let mut logged_open = call(13.0, true);
         logged_open.exact = true;
         logged_open.in_flight = true;
-        for late in [sent_before, logged_open] {
+        let mut retried = call(13.0, true);
+        retried.retry = true;
+        retried.in_flight = true;
+        for late in [sent_before, logged_open, retried] {
             let f = run(late);
             assert_eq!(
                 (f.opens, f.half_open_reopened, f.half_open_closed),

@@ -690,6 +690,72 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
     out
 }
 
+/// Retried attempts the spread put inside a recorded open spell of their process (from
+/// its open to its turn to half-open), where each attempt asks the breaker: there it
+/// would have been denied, and its request would have raised and left no row; after the
+/// reset it would have turned the breaker half-open, which the record says no call did
+/// before the spell's end. Such an attempt of a request that began before the spell did
+/// not ask there: it was sent before the open (its wait, a Retry-After the row does not
+/// hold, came after it), and is counted in the state it meets (`Call::in_flight`), at
+/// its time. Found on a 2-machine fleet whose crawler counts timeouts: a request began
+/// as its breaker opened and ended 161 s later after a Retry-After; the spread sent its
+/// second attempt 80 s in, after the reset, as the half-open probe, and the replay
+/// reopened the breaker where the record shows no call until the request's last
+/// attempt closed it (19 opens replayed, 15 recorded; now 17). Moved to just before the
+/// open instead, such attempts changed the breaker there: the calibration's summed miss
+/// rose from 112 to 182, where this takes it to 74.
+/// Only where retried attempts ask the breaker and each process has its own.
+/// `steps`: instance, time, old, new state, in time order.
+pub fn in_flight_in_open_spells(
+    calls: &mut [Call],
+    steps: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
+    model: &ReplayModel,
+) {
+    if !model.count_retries || model.fleet_breaker {
+        return;
+    }
+    let mut spells: HashMap<u32, Vec<(f64, f64)>> = HashMap::new();
+    let mut opened: HashMap<u32, f64> = HashMap::new();
+    for &(i, t, old, new) in steps {
+        if new == Some(BreakerState::Open) {
+            opened.entry(i).or_insert(t);
+        } else if old == Some(BreakerState::Open)
+            && let Some(s) = opened.remove(&i)
+        {
+            spells.entry(i).or_default().push((s, t));
+        }
+    }
+    for (i, s) in opened {
+        spells.entry(i).or_default().push((s, f64::INFINITY));
+    }
+    if spells.is_empty() {
+        return;
+    }
+    for v in spells.values_mut() {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    // Where each request began: its first attempt's time.
+    let mut began: HashMap<u64, f64> = HashMap::new();
+    for c in calls.iter().filter(|c| c.retry) {
+        began
+            .entry(c.seq)
+            .and_modify(|t| *t = t.min(c.t_s))
+            .or_insert(c.t_s);
+    }
+    for c in calls.iter_mut().filter(|c| c.retry) {
+        let Some(v) = spells.get(&c.instance) else {
+            continue;
+        };
+        let k = v.partition_point(|(s, _)| *s <= c.t_s);
+        let Some(&(start, end)) = k.checked_sub(1).and_then(|k| v.get(k)) else {
+            continue;
+        };
+        if c.t_s < end && began.get(&c.seq).is_some_and(|b| *b < start) {
+            c.in_flight = true;
+        }
+    }
+}
+
 /// `calls` without their inferred failures, with `hidden` instead, in replay order.
 fn with_hidden(calls: &[Call], mut hidden: Vec<Call>) -> Vec<Call> {
     let mut out: Vec<Call> = calls
@@ -1309,6 +1375,11 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         config.rolling,
     );
 
+    // Each instance's requests where it logged its outcomes (its rows).
+    let logged_requests: Vec<Option<u64>> = instances
+        .iter()
+        .map(|n| host_rows.logged_rows.get(n).copied())
+        .collect();
     // The rows' calls, then the logged outcomes', as they were read.
     let host_rows_said = host_rows.said;
     let mut recorded_calls = host_rows.calls;
@@ -1329,6 +1400,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
     // those in, and spreads nothing). The rows as rows stay for the incidents' and gaps'
     // rules below.
     let mut spread = spread_retries(recorded_calls.clone());
+    in_flight_in_open_spells(&mut spread, &steps, replay_model);
     let hidden = hidden_failures(&spread, &steps, policy.fail_max, replay_model);
     // The host's own word on cache hits and exceptions, where its rows give one: the
     // runs are counted as its breaker counted them.
@@ -1370,7 +1442,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
         replay_model,
         we,
     );
-    let rates = unblocked_rates(&recorded_calls, &gaps, instances.len(), (ws, we));
+    let rates = unblocked_rates(&recorded_calls, &logged_requests, &gaps, (ws, we));
     drop(recorded_calls);
     let calls = fill_gaps(spread, &gaps, &incs, background, &rates);
     let n_logged = instances.iter().filter(|n| logged(n)).count();
@@ -1725,15 +1797,26 @@ fn recorded_breakers(
 /// Each instance's call rate while it was not blocked, measured over at least a tenth of
 /// the window: an instance blocked nearly all day would otherwise get an absurd rate (its
 /// few probes over a few seconds) and millions of synthetic calls.
+/// An instance replayed from its logged outcomes calls at its rows' rate
+/// (`logged_requests`, one per instance): its outcomes count each attempt, and the final
+/// one again where the crawler repeats it. Counted from them, the sink's flapping host
+/// got synthetic calls at twice its rate, each blocked one a false trip, and a
+/// `fail_max 3 -> 5` whose replayed saving was mostly those.
 fn unblocked_rates(
     recorded_calls: &[Call],
+    logged_requests: &[Option<u64>],
     gaps: &[Gap],
-    instances: usize,
     (ws, we): (f64, f64),
 ) -> Vec<f64> {
+    let instances = logged_requests.len();
     let mut counts = vec![0u64; instances];
     for c in recorded_calls {
         counts[c.instance as usize] += 1;
+    }
+    for (n, r) in counts.iter_mut().zip(logged_requests) {
+        if let Some(r) = r {
+            *n = *r;
+        }
     }
     (0..instances)
         .map(|i| {
@@ -1777,6 +1860,10 @@ struct HostRows {
     calls: Vec<Call>,
     said: Said,
     logged_calls: Vec<Call>,
+    /// Rows of the instances replayed from their logged outcomes, per instance name:
+    /// their requests (the outcomes count each attempt, and the final one as often as
+    /// the crawler records it), for the gaps' call rate.
+    logged_rows: HashMap<String, u64>,
     instances: Vec<String>,
     codes: HashMap<String, u32>,
     roles: BTreeMap<String, u64>,
@@ -1864,6 +1951,7 @@ impl Rows {
         let mut roles = vec![vec![0u64; keys.roles.values.len()]; keys.hosts.values.len()];
         let mut says = vec![Said::default(); keys.hosts.values.len()];
         let mut code: Vec<Option<u32>> = vec![None; names.len()];
+        let mut logged_rows = vec![0u64; names.len()];
         let columns = t
             .iter()
             .zip(id.iter())
@@ -1880,6 +1968,7 @@ impl Rows {
         {
             let inst = instances.of_row[i] as usize;
             if logged[inst] {
+                logged_rows[inst] += 1;
                 continue;
             }
             let h = keys.hosts.of_row[i] as usize;
@@ -1938,6 +2027,13 @@ impl Rows {
                 ),
                 role: role_of[keys.roles.of_row[i] as usize],
             });
+        }
+        for (inst, n) in logged_rows.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+            *self
+                .host(&instances.names[inst][0])
+                .logged_rows
+                .entry(names[inst].clone())
+                .or_default() += n;
         }
         for (h, ((calls, roles), say)) in calls.into_iter().zip(roles).zip(says).enumerate() {
             if calls.is_empty() {
@@ -2335,6 +2431,78 @@ mod tests {
         estimate_retried_raised(&mut calls);
         let raised: Vec<u32> = calls.iter().map(|c| c.retried_raised).collect();
         assert_eq!(raised, [0, 0, 0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn an_instance_that_logged_its_outcomes_calls_at_its_rows_rate() {
+        // Instance 0 logged 4 outcomes (2 requests, each final outcome counted twice)
+        // and wrote 2 rows; instance 1 replays its 3 rows. 100 s, none blocked.
+        let mut calls: Vec<Call> = (0..4)
+            .map(|k| row(f64::from(k), Kind::Response, 0, 0.0))
+            .collect();
+        for c in &mut calls {
+            c.exact = true;
+        }
+        for k in 0..3 {
+            let mut c = row(f64::from(10 + k), Kind::Response, 0, 0.0);
+            c.instance = 1;
+            calls.push(c);
+        }
+        let rates = unblocked_rates(&calls, &[Some(2), None], &[], (0.0, 100.0));
+        assert_eq!(rates, [0.02, 0.03]);
+    }
+
+    #[test]
+    fn retried_attempts_spread_into_a_recorded_open_spell_did_not_ask_there() {
+        // Instance 0 opened at 100 and turned half-open at 200. A request that began at
+        // 90 and ended at 210 after 2 retries has its second attempt spread to 150,
+        // inside the spell; one that began at 120, inside it, keeps asking, as does
+        // every attempt of another instance and every one where retries do not ask.
+        let mut long = row(210.0, Kind::Response, 2, 120.0);
+        long.seq = 1;
+        let mut inside = row(195.0, Kind::Response, 1, 75.0);
+        inside.seq = 2;
+        let mut other = row(210.0, Kind::Response, 2, 120.0);
+        other.seq = 3;
+        other.instance = 1;
+        let steps = [
+            (
+                0,
+                100.0,
+                Some(BreakerState::Closed),
+                Some(BreakerState::Open),
+            ),
+            (
+                0,
+                200.0,
+                Some(BreakerState::Open),
+                Some(BreakerState::HalfOpen),
+            ),
+        ];
+        let flights = |model: &ReplayModel| {
+            let mut calls = spread_retries(vec![long, inside, other]);
+            in_flight_in_open_spells(&mut calls, &steps, model);
+            calls
+                .iter()
+                .filter(|c| c.retry)
+                .map(|c| (c.seq, c.t_s, c.in_flight))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            flights(&ReplayModel::default()),
+            [
+                (1, 90.0, false),
+                (3, 90.0, false),
+                (2, 120.0, false),
+                (1, 150.0, true),
+                (3, 150.0, false),
+            ]
+        );
+        let once = ReplayModel {
+            count_retries: false,
+            ..ReplayModel::default()
+        };
+        assert!(flights(&once).iter().all(|(_, _, f)| !f));
     }
 
     #[test]
