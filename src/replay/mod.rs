@@ -142,8 +142,8 @@ pub struct Call {
     /// Counted without asking the breaker (a call in flight is not a half-open probe):
     /// a logged outcome (`exact`) its breaker counted while open, whose request asked
     /// before the open and was answered after; a retried attempt the spread put inside a
-    /// recorded open spell of its process, whose request began before the spell
-    /// (`traffic::in_flight_in_open_spells`).
+    /// recorded open spell of its process, whose request began before the spell (`traffic::in_flight_in_open_spells`; honoured where each
+    /// process has its own breaker).
     pub in_flight: bool,
     /// An earlier attempt of the request whose row is the call with the same `seq`,
     /// placed in time by the row's elapsed time (`traffic::spread_retries`): it failed
@@ -386,6 +386,8 @@ struct Breaker {
     /// Failure times of the rolling window.
     window: std::collections::VecDeque<f64>,
     last_close: f64,
+    /// When it last left the closed state (an open from closed, not a reopen).
+    left_closed: f64,
     opens: u64,
 }
 
@@ -399,6 +401,7 @@ impl Breaker {
             probes: [None; ROLES],
             window: std::collections::VecDeque::new(),
             last_close: f64::NEG_INFINITY,
+            left_closed: f64::NEG_INFINITY,
             opens: 0,
         }
     }
@@ -434,10 +437,10 @@ impl Run<'_> {
         let reset = self.policy.reset_timeout_s;
         let allowed = self.policy.trial_calls.max(1);
         let b = &mut self.breakers[i];
-        // Sent before the breaker opened and answered after: the request asked while
-        // it was closed, and its outcome is counted in the state it meets (pybreaker
-        // turns half-open only when a call asks), not as a probe.
-        if b.state != State::Closed && sent < b.open_until - reset {
+        // Sent while the breaker was last closed and answered after it opened: the
+        // request asked then, and its outcome is counted in the state it meets
+        // (pybreaker turns half-open only when a call asks), not as a probe.
+        if b.state != State::Closed && b.last_close <= sent && sent < b.left_closed {
             return true;
         }
         if b.state == State::Open {
@@ -480,8 +483,11 @@ impl Run<'_> {
 
     fn open(&mut self, i: usize, t: f64) {
         let b = &mut self.breakers[i];
-        if b.state == State::Closed && t - b.last_close <= 3.0 * self.policy.reset_timeout_s {
-            self.f.flaps += 1;
+        if b.state == State::Closed {
+            b.left_closed = t;
+            if t - b.last_close <= 3.0 * self.policy.reset_timeout_s {
+                self.f.flaps += 1;
+            }
         }
         b.state = State::Open;
         b.open_until = t + self.policy.reset_timeout_s;
@@ -659,7 +665,8 @@ pub fn replay(
             // retries count; where they do not, the request's first attempt asks for the
             // whole request, and only the final outcome is counted.
             let asks = model.count_retries || asked.insert(c.seq);
-            if asks && !c.in_flight && !run.admits(i, c.t_s, c.role, c.t_s) {
+            let in_flight = c.in_flight && !model.fleet_breaker;
+            if asks && !in_flight && !run.admits(i, c.t_s, c.role, c.t_s) {
                 asked.remove(&c.seq);
                 denied.insert(c.seq);
                 run.f.calls += 1;
@@ -692,7 +699,8 @@ pub fn replay(
             continue;
         }
         let Some(outcome) = outcome else { continue };
-        let admitted = c.spread && asked.remove(&c.seq) || c.in_flight;
+        let admitted =
+            c.spread && asked.remove(&c.seq) || c.in_flight && (c.exact || !model.fleet_breaker);
         run.f.calls += 1;
         run.f.synthetic_calls += u64::from(c.synthetic);
         let t = c.t_s;
@@ -1057,6 +1065,19 @@ mod tests {
             );
             assert_eq!(f.attempts, 5, "the call in flight was made");
         }
+        // After a reopen (the probe at 12.5 failed), a row sent at 5, while the breaker
+        // stood open, was not in flight: it is blocked.
+        let mut sent_open = call(14.0, true);
+        sent_open.elapsed_s = 9.0;
+        let calls = [
+            call(0.0, true),
+            call(1.0, true),
+            call(2.0, true),
+            call(12.5, true),
+            sent_open,
+        ];
+        let f = replay(&calls, &p, &plain(), &[], 1.0);
+        assert_eq!((f.opens, f.attempts), (2, 4));
     }
 
     #[test]

@@ -703,25 +703,25 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
 /// reopened the breaker where the record shows no call until the request's last
 /// attempt closed it (19 opens replayed, 15 recorded; now 17). Moved to just before the
 /// open instead, such attempts changed the breaker there: the calibration's summed miss
-/// rose from 112 to 182, where this takes it to 74.
-/// Only where retried attempts ask the breaker and each process has its own.
-/// `steps`: instance, time, old, new state, in time order.
+/// rose from 112 to 182, where this takes it to 74. Not the row's own last attempt (at
+/// the row's time, its latency unknown): marked too, the summed miss rose to 190, every
+/// busy host replayed under its record. The replay honours the mark where each
+/// process has its own breaker (where retries do not ask the breaker, only a request's
+/// first attempt does, and that one is never marked); the calls are marked whatever
+/// the model, as the calibration replays them under each. `steps`: instance, time, old, new state, in time order per instance.
 pub fn in_flight_in_open_spells(
     calls: &mut [Call],
     steps: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
-    model: &ReplayModel,
 ) {
-    if !model.count_retries || model.fleet_breaker {
-        return;
-    }
     let mut spells: HashMap<u32, Vec<(f64, f64)>> = HashMap::new();
     let mut opened: HashMap<u32, f64> = HashMap::new();
     for &(i, t, old, new) in steps {
         if new == Some(BreakerState::Open) {
             opened.entry(i).or_insert(t);
-        } else if old == Some(BreakerState::Open)
+        } else if (old == Some(BreakerState::Open) || new.is_some())
             && let Some(s) = opened.remove(&i)
         {
+            // Out of open (a lost record's next transition ends it too).
             spells.entry(i).or_default().push((s, t));
         }
     }
@@ -1400,7 +1400,7 @@ fn host_traffic(input: HostInput<'_>, logged: impl Fn(&str) -> bool) -> HostTraf
     // those in, and spreads nothing). The rows as rows stay for the incidents' and gaps'
     // rules below.
     let mut spread = spread_retries(recorded_calls.clone());
-    in_flight_in_open_spells(&mut spread, &steps, replay_model);
+    in_flight_in_open_spells(&mut spread, &steps);
     let hidden = hidden_failures(&spread, &steps, policy.fail_max, replay_model);
     // The host's own word on cache hits and exceptions, where its rows give one: the
     // runs are counted as its breaker counted them.
@@ -2456,14 +2456,17 @@ mod tests {
     fn retried_attempts_spread_into_a_recorded_open_spell_did_not_ask_there() {
         // Instance 0 opened at 100 and turned half-open at 200. A request that began at
         // 90 and ended at 210 after 2 retries has its second attempt spread to 150,
-        // inside the spell; one that began at 120, inside it, keeps asking, as does
-        // every attempt of another instance and every one where retries do not ask.
+        // inside the spell. One that began at 96 and ended inside it, at 199, keeps its
+        // row's last attempt asking (at the row's time), as do one that began at 120,
+        // inside the spell, and every attempt of another instance.
         let mut long = row(210.0, Kind::Response, 2, 120.0);
         long.seq = 1;
-        let mut inside = row(195.0, Kind::Response, 1, 75.0);
-        inside.seq = 2;
+        let mut ended_inside = row(199.0, Kind::Response, 1, 103.0);
+        ended_inside.seq = 2;
+        let mut began_inside = row(195.0, Kind::Response, 1, 75.0);
+        began_inside.seq = 3;
         let mut other = row(210.0, Kind::Response, 2, 120.0);
-        other.seq = 3;
+        other.seq = 4;
         other.instance = 1;
         let steps = [
             (
@@ -2479,30 +2482,28 @@ mod tests {
                 Some(BreakerState::HalfOpen),
             ),
         ];
-        let flights = |model: &ReplayModel| {
-            let mut calls = spread_retries(vec![long, inside, other]);
-            in_flight_in_open_spells(&mut calls, &steps, model);
-            calls
-                .iter()
-                .filter(|c| c.retry)
-                .map(|c| (c.seq, c.t_s, c.in_flight))
-                .collect::<Vec<_>>()
-        };
+        let mut calls = spread_retries(vec![long, ended_inside, began_inside, other]);
+        in_flight_in_open_spells(&mut calls, &steps);
+        let flights: Vec<(u64, f64, bool)> = calls
+            .iter()
+            .filter(|c| c.retry || c.spread)
+            .map(|c| (c.seq, c.t_s, c.in_flight))
+            .collect();
         assert_eq!(
-            flights(&ReplayModel::default()),
+            flights,
             [
                 (1, 90.0, false),
-                (3, 90.0, false),
-                (2, 120.0, false),
+                (4, 90.0, false),
+                (2, 96.0, false),
+                (3, 120.0, false),
                 (1, 150.0, true),
-                (3, 150.0, false),
+                (4, 150.0, false),
+                (3, 195.0, false),
+                (2, 199.0, false),
+                (1, 210.0, false),
+                (4, 210.0, false),
             ]
         );
-        let once = ReplayModel {
-            count_retries: false,
-            ..ReplayModel::default()
-        };
-        assert!(flights(&once).iter().all(|(_, _, f)| !f));
     }
 
     #[test]
