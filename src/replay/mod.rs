@@ -141,9 +141,10 @@ pub struct Call {
     pub exact: bool,
     /// Counted without asking the breaker (a call in flight is not a half-open probe):
     /// a logged outcome (`exact`) its breaker counted while open, whose request asked
-    /// before the open and was answered after; a retried attempt the spread put inside a
-    /// recorded open spell of its process, whose request began before the spell (`traffic::in_flight_in_open_spells`; honoured where each
-    /// process has its own breaker).
+    /// before the open and was answered after; a retried attempt the spread put inside
+    /// a recorded open spell of its process, whose request began before the spell
+    /// (`traffic::in_flight_in_open_spells`; honoured where each process has its own
+    /// breaker).
     pub in_flight: bool,
     /// An earlier attempt of the request whose row is the call with the same `seq`,
     /// placed in time by the row's elapsed time (`traffic::spread_retries`): it failed

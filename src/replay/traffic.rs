@@ -705,10 +705,11 @@ pub fn spread_retries(calls: Vec<Call>) -> Vec<Call> {
 /// open instead, such attempts changed the breaker there: the calibration's summed miss
 /// rose from 112 to 182, where this takes it to 74. Not the row's own last attempt (at
 /// the row's time, its latency unknown): marked too, the summed miss rose to 190, every
-/// busy host replayed under its record. The replay honours the mark where each
-/// process has its own breaker (where retries do not ask the breaker, only a request's
-/// first attempt does, and that one is never marked); the calls are marked whatever
-/// the model, as the calibration replays them under each. `steps`: instance, time, old, new state, in time order per instance.
+/// busy host replayed under its record. The replay honours the mark where each process
+/// has its own breaker (where retries do not ask the breaker, only a request's first
+/// attempt does, and that one is never marked); the calls are marked whatever the
+/// model, as the calibration replays them under each. `steps`: instance, time, old, new
+/// state, in time order per instance.
 pub fn in_flight_in_open_spells(
     calls: &mut [Call],
     steps: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
@@ -1797,6 +1798,7 @@ fn recorded_breakers(
 /// Each instance's call rate while it was not blocked, measured over at least a tenth of
 /// the window: an instance blocked nearly all day would otherwise get an absurd rate (its
 /// few probes over a few seconds) and millions of synthetic calls.
+///
 /// An instance replayed from its logged outcomes calls at its rows' rate
 /// (`logged_requests`, one per instance): its outcomes count each attempt, and the final
 /// one again where the crawler repeats it. Counted from them, the sink's flapping host
