@@ -239,6 +239,13 @@ impl ReplayModel {
         if self.fleet_cooldowns { 0 } else { instance }
     }
 
+    /// Whether the call is counted without asking the breaker (`Call::in_flight`): a
+    /// logged outcome always; a retried attempt marked from the recorded open spells of
+    /// its process only where each process has its own breaker.
+    pub fn in_flight(&self, c: &Call) -> bool {
+        c.in_flight && (c.exact || !self.fleet_breaker)
+    }
+
     /// How the breaker counts a call's final attempt under the model; `None` when the
     /// call never reaches the breaker (a cache hit the crawler does not count).
     pub fn outcome(&self, c: &Call) -> Option<Outcome> {
@@ -666,8 +673,7 @@ pub fn replay(
             // retries count; where they do not, the request's first attempt asks for the
             // whole request, and only the final outcome is counted.
             let asks = model.count_retries || asked.insert(c.seq);
-            let in_flight = c.in_flight && !model.fleet_breaker;
-            if asks && !in_flight && !run.admits(i, c.t_s, c.role, c.t_s) {
+            if asks && !model.in_flight(c) && !run.admits(i, c.t_s, c.role, c.t_s) {
                 asked.remove(&c.seq);
                 denied.insert(c.seq);
                 run.f.calls += 1;
@@ -700,8 +706,7 @@ pub fn replay(
             continue;
         }
         let Some(outcome) = outcome else { continue };
-        let admitted =
-            c.spread && asked.remove(&c.seq) || c.in_flight && (c.exact || !model.fleet_breaker);
+        let admitted = c.spread && asked.remove(&c.seq) || model.in_flight(c);
         run.f.calls += 1;
         run.f.synthetic_calls += u64::from(c.synthetic);
         let t = c.t_s;

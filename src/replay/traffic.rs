@@ -45,25 +45,55 @@ pub struct OpenSpells {
 pub fn open_spells(
     transitions: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
 ) -> Option<OpenSpells> {
-    let mut opened: HashMap<u32, f64> = HashMap::new();
-    let mut spells = Vec::new();
-    for &(inst, t, old, new) in transitions {
-        let since = opened.remove(&inst);
-        match (old, new) {
-            (_, Some(BreakerState::Open)) => {
-                opened.insert(inst, t);
-            }
+    let spells: Vec<f64> = recorded_opens(transitions)
+        .into_iter()
+        .filter_map(|o| match o.next {
             // From open (or from a state the record does not name) to half-open.
-            (Some(BreakerState::Open) | None, Some(BreakerState::HalfOpen)) => {
-                if let Some(o) = since.filter(|o| t >= *o) {
-                    spells.push(t - o);
-                }
+            Some((t, Some(BreakerState::Open) | None, Some(BreakerState::HalfOpen)))
+                if t >= o.at =>
+            {
+                Some(t - o.at)
             }
-            _ => {}
-        }
-    }
+            _ => None,
+        })
+        .collect();
     let count = spells.len() as u64;
     median(spells).map(|median_s| OpenSpells { count, median_s })
+}
+
+/// A recorded open of one instance, and that instance's next transition (its time, old
+/// and new state), if one came.
+struct RecordedOpen {
+    instance: u32,
+    at: f64,
+    next: Option<(f64, Option<BreakerState>, Option<BreakerState>)>,
+}
+
+/// Each recorded open of `transitions` (in time order per instance) with its instance's
+/// next transition: another open restarts it.
+fn recorded_opens(
+    transitions: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
+) -> Vec<RecordedOpen> {
+    let mut opened: HashMap<u32, f64> = HashMap::new();
+    let mut out = Vec::new();
+    for &(instance, t, old, new) in transitions {
+        if let Some(at) = opened.remove(&instance) {
+            out.push(RecordedOpen {
+                instance,
+                at,
+                next: Some((t, old, new)),
+            });
+        }
+        if new == Some(BreakerState::Open) {
+            opened.insert(instance, t);
+        }
+    }
+    out.extend(opened.into_iter().map(|(instance, at)| RecordedOpen {
+        instance,
+        at,
+        next: None,
+    }));
+    out
 }
 
 /// One host's traffic, ready to replay.
@@ -714,20 +744,12 @@ pub fn in_flight_in_open_spells(
     calls: &mut [Call],
     steps: &[(u32, f64, Option<BreakerState>, Option<BreakerState>)],
 ) {
+    // Each open until its instance's next transition, whatever it is (a lost record's
+    // too), or the window's end.
     let mut spells: HashMap<u32, Vec<(f64, f64)>> = HashMap::new();
-    let mut opened: HashMap<u32, f64> = HashMap::new();
-    for &(i, t, old, new) in steps {
-        if new == Some(BreakerState::Open) {
-            opened.entry(i).or_insert(t);
-        } else if (old == Some(BreakerState::Open) || new.is_some())
-            && let Some(s) = opened.remove(&i)
-        {
-            // Out of open (a lost record's next transition ends it too).
-            spells.entry(i).or_default().push((s, t));
-        }
-    }
-    for (i, s) in opened {
-        spells.entry(i).or_default().push((s, f64::INFINITY));
+    for o in recorded_opens(steps) {
+        let end = o.next.map_or(f64::INFINITY, |(t, _, _)| t);
+        spells.entry(o.instance).or_default().push((o.at, end));
     }
     if spells.is_empty() {
         return;
